@@ -1,1 +1,18 @@
+//! oshirase engine: the resident model, the Japanese age law, rule loading and compiling,
+//! and evaluation. It knows nothing of SMTP, HTTP or storage transports.
 
+pub mod calendar;
+pub mod catalogue;
+pub mod eval;
+pub mod ids;
+pub mod population;
+pub mod resident;
+pub mod rule;
+pub mod ruletest;
+pub mod script;
+
+pub use catalogue::{load_dir, LoadError, LoadErrors, RuleSet};
+pub use eval::{evaluate_day, explain, DayResult, Decision, DecisionKey, Explanation, RuleFailure};
+pub use population::{
+    load_snapshot, parse_snapshot, DataErrors, EventKind, LifeEvent, Population, Snapshot,
+};

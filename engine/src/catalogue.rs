@@ -1,0 +1,873 @@
+//! Loading a rules folder into a compiled `RuleSet`: every file parsed, every error collected
+//! with file, line, column, field and hint, and nothing returned unless all of it is sound.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use rhai::{Dynamic, Scope};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::calendar::{Counting, Period, Shift};
+use crate::ids::RuleId;
+use crate::population::EventKind;
+use crate::rule::*;
+use crate::script::{self, ScriptEngine, SCOPE_VARS};
+
+/// Variables every message template may use besides the prefill fields.
+pub const TEMPLATE_BUILTINS: [&str; 4] = ["title", "occurrence", "deadline", "today"];
+
+/// One problem in the rules folder, with its place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub field: String,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
+        if !self.field.is_empty() {
+            write!(f, "field `{}`: ", self.field)?;
+        }
+        f.write_str(&self.message)?;
+        if let Some(h) = &self.hint {
+            write!(f, "\n    hint: {h}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Every problem found while loading.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct LoadErrors(pub Vec<LoadError>);
+
+impl fmt::Display for LoadErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for e in &self.0 {
+            writeln!(f, "{e}")?;
+        }
+        write!(f, "{} error(s); no rule was loaded", self.0.len())
+    }
+}
+
+/// A municipal value with effective dates.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ParameterDoc {
+    description: String,
+    values: Vec<ParameterValueDoc>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ParameterValueDoc {
+    from: NaiveDate,
+    value: serde_json::Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct Parameter {
+    pub description: String,
+    pub file: String,
+    /// Sorted by start date.
+    pub values: Vec<(NaiveDate, serde_json::Value)>,
+}
+
+impl Parameter {
+    /// The value in force on `on`, with the date it took effect.
+    pub fn effective(&self, on: NaiveDate) -> Option<(NaiveDate, &serde_json::Value)> {
+        self.values
+            .iter()
+            .rev()
+            .find(|(from, _)| *from <= on)
+            .map(|(f, v)| (*f, v))
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Parameters(pub BTreeMap<String, Parameter>);
+
+impl Parameters {
+    /// The `params` map scripts see on `on`. A parameter not yet in force is absent.
+    pub fn scope_value(&self, on: NaiveDate) -> Dynamic {
+        let mut m = rhai::Map::new();
+        for (name, p) in &self.0 {
+            if let Some((_, v)) = p.effective(on) {
+                m.insert(name.as_str().into(), script::from_json(v));
+            }
+        }
+        m.into()
+    }
+}
+
+/// A loaded, compiled catalogue. Cheap to clone; swapped whole on reload.
+#[derive(Debug, Clone)]
+pub struct RuleSet {
+    rules: Vec<Arc<Rule>>,
+    by_id: HashMap<RuleId, usize>,
+    pub params: Arc<Parameters>,
+    pub engine: Arc<ScriptEngine>,
+    templates: Arc<minijinja::Environment<'static>>,
+    /// Content hash over every rule and parameter file: the rule-set version.
+    pub version: String,
+    pub dir: PathBuf,
+}
+
+impl RuleSet {
+    pub fn rules(&self) -> &[Arc<Rule>] {
+        &self.rules
+    }
+
+    pub fn get(&self, id: &RuleId) -> Option<&Arc<Rule>> {
+        self.by_id.get(id).map(|&i| &self.rules[i])
+    }
+
+    /// The same catalogue evaluating only `ids` (recommendations still resolve).
+    pub fn only(&self, ids: &[RuleId]) -> Result<RuleSet, RuleId> {
+        let mut rules = Vec::new();
+        for id in ids {
+            rules.push(self.get(id).ok_or_else(|| id.clone())?.clone());
+        }
+        let by_id = rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.id.clone(), i))
+            .collect();
+        Ok(RuleSet {
+            rules,
+            by_id,
+            ..self.clone()
+        })
+    }
+
+    /// Renders a rule's message in `lang` ("ja" or "en").
+    pub fn render(
+        &self,
+        rule: &Rule,
+        lang: &str,
+        ctx: &minijinja::Value,
+    ) -> Result<Option<String>, String> {
+        let name = format!("{}.{lang}", rule.id);
+        match self.templates.get_template(&name) {
+            Ok(t) => t.render(ctx).map(Some).map_err(|e| e.to_string()),
+            Err(_) => Ok(None),
+        }
+    }
+}
+
+/// Finds the line (1-based) of a dotted field path such as `conditions[1].script` in YAML
+/// text. Good enough for error messages on block-style rule files; falls back to the
+/// deepest part it found.
+pub fn locate(text: &str, path: &str) -> usize {
+    let lines: Vec<&str> = text.lines().collect();
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let mut start = 0usize;
+    let mut parent_indent: Option<usize> = None;
+    let mut found = 1usize;
+    for part in path.split('.') {
+        let (key, index) = match part.split_once('[') {
+            Some((k, rest)) => (k, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (part, None),
+        };
+        let pat = format!("{key}:");
+        let hit = (start..lines.len()).find(|&i| {
+            let l = lines[i];
+            let t = l.trim_start().trim_start_matches("- ");
+            let within = parent_indent.is_none_or(|p| indent(l) > p || i == start);
+            (t.starts_with(&pat)
+                || t.starts_with(&format!("{{ {pat}"))
+                || t.starts_with(&format!("{{{pat}")))
+                && within
+        });
+        let Some(i) = hit else { return found };
+        found = i + 1;
+        parent_indent = Some(indent(lines[i]));
+        start = i + 1;
+        if let Some(k) = index {
+            let mut seen = 0;
+            let mut item = None;
+            for (j, l) in lines.iter().enumerate().skip(i + 1) {
+                if !l.trim().is_empty()
+                    && indent(l) <= parent_indent.unwrap_or(0)
+                    && !l.trim_start().starts_with("- ")
+                {
+                    break;
+                }
+                if l.trim_start().starts_with("- ") {
+                    if seen == k {
+                        item = Some(j);
+                        break;
+                    }
+                    seen += 1;
+                }
+            }
+            match item {
+                Some(j) => {
+                    found = j + 1;
+                    start = j;
+                    parent_indent = Some(indent(lines[j]));
+                }
+                None => return found,
+            }
+        }
+    }
+    found
+}
+
+struct FileCtx<'a> {
+    file: &'a str,
+    text: &'a str,
+    errors: Vec<LoadError>,
+}
+
+impl FileCtx<'_> {
+    fn err(&mut self, field: &str, message: impl Into<String>, hint: Option<&str>) {
+        self.errors.push(LoadError {
+            file: self.file.to_owned(),
+            line: locate(self.text, field),
+            column: 1,
+            field: field.to_owned(),
+            message: message.into(),
+            hint: hint.map(str::to_owned),
+        });
+    }
+}
+
+fn yaml_error(file: &str, e: serde_path_to_error::Error<serde_yaml_ng::Error>) -> LoadError {
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    let (line, column) = inner.location().map_or((1, 1), |l| (l.line(), l.column()));
+    let mut message = inner.to_string();
+    // serde_yaml_ng appends "at line N column M"; the location is already in front.
+    if let Some(i) = message.find(" at line ") {
+        message.truncate(i);
+    }
+    let hint = if message.contains("unknown field") {
+        Some("check the spelling; rules/README.md lists every field".to_owned())
+    } else if message.contains("unknown variant") {
+        Some("use one of the listed values".to_owned())
+    } else if message.contains("input contains invalid") || message.contains("premature end") {
+        Some("check the indentation and quoting of this line".to_owned())
+    } else {
+        None
+    };
+    LoadError {
+        file: file.to_owned(),
+        line,
+        column,
+        field: if path == "." { String::new() } else { path },
+        message,
+        hint,
+    }
+}
+
+fn parse_yaml<T: serde::de::DeserializeOwned>(file: &str, text: &str) -> Result<T, LoadError> {
+    let de = serde_yaml_ng::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| yaml_error(file, e))
+}
+
+fn rhai_names(source: &str, prefix: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut rest = source;
+    while let Some(i) = rest.find(prefix) {
+        let before_ok = i == 0
+            || !rest[..i]
+                .chars()
+                .next_back()
+                .is_some_and(|c| c.is_alphanumeric() || c == '_');
+        let tail = &rest[i + prefix.len()..];
+        let name: String = tail
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if before_ok && !name.is_empty() {
+            out.insert(name.clone());
+        }
+        rest = &tail[name.len()..];
+    }
+    out
+}
+
+/// A made-up resident the scripts are tried on at load time, to catch scripts that never
+/// end or return the wrong type before they meet real residents.
+fn probe_scope(params: &Parameters, on: NaiveDate) -> Scope<'static> {
+    let probe: crate::resident::Resident = serde_json::from_value(serde_json::json!({
+        "id": "PROBE", "name": {"kanji": "試験 太郎", "kana": "シケン タロウ"},
+        "birth_date": "1980-04-02", "sex": 1, "status": {"kind": "resident"},
+        "address": {"local_gov_code": "133621", "text": "probe"},
+        "household": {"id": "PROBEH", "relationship": "世帯主"}
+    }))
+    .expect("probe resident is valid");
+    let map = script::resident_map(&probe);
+    let mut scope = Scope::new();
+    scope.push_dynamic("subject", map.clone());
+    scope.push_dynamic("household", Dynamic::from_array(vec![]));
+    scope.push_dynamic("householder", map);
+    scope.push_dynamic("guardians", Dynamic::from_array(vec![]));
+    scope.push_dynamic("occurrence", on.to_string().into());
+    scope.push_dynamic("today", on.to_string().into());
+    scope.push_dynamic("event", Dynamic::UNIT);
+    scope.push_dynamic("params", params.scope_value(on));
+    debug_assert_eq!(scope.len(), SCOPE_VARS.len());
+    scope
+}
+
+fn compile_deadline(d: &DeadlineDoc, cx: &mut FileCtx) -> Option<Deadline> {
+    let periods = [
+        d.days.map(Period::Days),
+        d.months.map(Period::Months),
+        d.years.map(Period::Years),
+    ];
+    let period: Vec<Period> = periods.into_iter().flatten().collect();
+    let kinds = period.len()
+        + usize::from(d.before_age.is_some())
+        + usize::from(d.before_age_months.is_some())
+        + usize::from(d.fiscal_year_end == Some(true));
+    let hint = Some(
+        "use one of days, months, years, before_age, before_age_months, fiscal_year_end: true",
+    );
+    if kinds != 1 {
+        cx.err(
+            "deadline",
+            format!("needs exactly one kind of deadline, found {kinds}"),
+            hint,
+        );
+        return None;
+    }
+    if let Some(p) = period.first() {
+        if matches!(p, Period::Days(0) | Period::Months(0) | Period::Years(0)) {
+            cx.err("deadline", "a period must be at least 1", None);
+        }
+        return Some(Deadline::Period {
+            period: *p,
+            counting: d.counting.unwrap_or(Counting::NextDay),
+            from: d.from.unwrap_or_default(),
+            shift: d.shift.unwrap_or(Shift::None),
+        });
+    }
+    if d.counting.is_some() || d.from.is_some() || d.shift.is_some() {
+        cx.err(
+            "deadline",
+            "counting, from and shift apply only to days, months and years",
+            None,
+        );
+    }
+    Some(if let Some(a) = d.before_age {
+        Deadline::BeforeAge(a)
+    } else if let Some(m) = d.before_age_months {
+        Deadline::BeforeAgeMonths(m)
+    } else {
+        Deadline::FiscalYearEnd
+    })
+}
+
+/// Checks one rule document and compiles its scripts. Cross-file checks come later.
+fn compile_rule(
+    doc: RuleDoc,
+    cx: &mut FileCtx,
+    engine: &ScriptEngine,
+    content_hash: String,
+) -> Option<Rule> {
+    let before = cx.errors.len();
+    let stem = Path::new(cx.file)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default()
+        .to_owned();
+    if stem != doc.id.as_str() {
+        cx.err(
+            "id",
+            format!(
+                "id {:?} does not match the file name {stem:?}",
+                doc.id.as_str()
+            ),
+            Some("name the file <id>.yaml so that rules are easy to find"),
+        );
+    }
+    if doc.version == 0 {
+        cx.err("version", "must be 1 or more", None);
+    }
+    if doc.valid.to.is_some_and(|t| t < doc.valid.from) {
+        cx.err("valid", "`to` is before `from`", None);
+    }
+    let notify_offset = match doc.notify {
+        None => 0,
+        Some(NotifyDoc {
+            days_before: Some(b),
+            days_after: None,
+        }) => -i64::from(b),
+        Some(NotifyDoc {
+            days_before: None,
+            days_after: Some(a),
+        }) => i64::from(a),
+        Some(_) => {
+            cx.err(
+                "notify",
+                "give exactly one of days_before or days_after",
+                None,
+            );
+            0
+        }
+    };
+    if let Trigger::AgeMonths(0) | Trigger::Birthday(0) = doc.trigger {
+        cx.err("trigger", "the age must be at least 1", None);
+    }
+    let is_death = doc.trigger == Trigger::Event(EventKind::Death);
+    if doc.audience.is_empty() {
+        cx.err(
+            "audience",
+            "name at least one audience",
+            Some("subject, guardians, householder, spouse, survivors, proxies"),
+        );
+    }
+    if is_death && doc.audience.contains(&Audience::Subject) {
+        cx.err(
+            "audience",
+            "a death notice cannot go to the deceased",
+            Some("use survivors (and proxies)"),
+        );
+    }
+    if !is_death && doc.audience.contains(&Audience::Survivors) {
+        cx.err(
+            "audience",
+            "survivors exist only for `event: death` rules",
+            None,
+        );
+    }
+    if doc.channels.is_empty() {
+        cx.err(
+            "channels",
+            "name at least one channel",
+            Some("portal, email, webpush"),
+        );
+    }
+    if doc.title.ja.trim().is_empty() {
+        cx.err("title.ja", "must not be empty", None);
+    }
+    if doc.legal_basis.trim().is_empty() {
+        cx.err("legal_basis", "must not be empty", None);
+    }
+    let deadline = doc.deadline.as_ref().and_then(|d| compile_deadline(d, cx));
+    if let (Some(Deadline::BeforeAge(_) | Deadline::BeforeAgeMonths(_)), true) =
+        (deadline, is_death)
+    {
+        cx.err(
+            "deadline",
+            "an age-based deadline makes no sense for a death",
+            None,
+        );
+    }
+
+    let mut lines = Vec::new();
+    let mut compile = |cx: &mut FileCtx, field: String, src: &str| -> Option<script::Script> {
+        let field_line = locate(cx.text, &field);
+        lines.push((field.clone(), field_line));
+        match engine.compile(src) {
+            Ok(s) => Some(s),
+            Err((msg, line, col)) => {
+                cx.errors.push(LoadError {
+                    file: cx.file.to_owned(),
+                    // A block scalar starts on the line after its key.
+                    line: field_line + line.saturating_sub(1) + usize::from(src.contains('\n')),
+                    column: col,
+                    field,
+                    message: format!("Rhai does not compile: {msg}"),
+                    hint: Some(format!(
+                        "variables available: {}; helpers: attain, anniversary, age_on, fiscal_year, fy_end_age, month_anniversary, add_days, next_month_start, month_start, fiscal_year_end",
+                        SCOPE_VARS.join(", ")
+                    )),
+                });
+                None
+            }
+        }
+    };
+    let mut conditions = Vec::new();
+    for (i, c) in doc.conditions.iter().enumerate() {
+        let field = format!("conditions[{i}]");
+        let compiled = match c {
+            ConditionDoc::Attribute(a) => Some(Condition::Attribute(a.clone())),
+            ConditionDoc::NotAttribute(a) => Some(Condition::NotAttribute(a.clone())),
+            ConditionDoc::AttributeEquals(e) => {
+                Some(Condition::AttributeEquals(e.name.clone(), e.value.clone()))
+            }
+            ConditionDoc::Sex(s) => Some(Condition::Sex(*s)),
+            ConditionDoc::Age(r) => {
+                if r.min.is_none() && r.max.is_none() {
+                    cx.err(&format!("{field}.age"), "give min, max or both", None);
+                }
+                Some(Condition::Age(*r))
+            }
+            ConditionDoc::HouseholdRemaining(r) => Some(Condition::HouseholdRemaining(*r)),
+            ConditionDoc::Script(src) => {
+                compile(cx, format!("{field}.script"), src).map(Condition::Script)
+            }
+        };
+        if let Some(c) = compiled {
+            conditions.push((field, c));
+        }
+    }
+    let mut prefill = Vec::new();
+    for (name, src) in &doc.prefill {
+        let field = format!("prefill.{name}");
+        let ok_name = name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            && name.starts_with(|c: char| c.is_ascii_lowercase());
+        if !ok_name {
+            cx.err(
+                &field,
+                format!("{name:?} is not a snake_case field name"),
+                None,
+            );
+        }
+        if TEMPLATE_BUILTINS.contains(&name.as_str()) {
+            cx.err(
+                &field,
+                format!("{name:?} is reserved for templates"),
+                Some("choose another field name"),
+            );
+        }
+        if let Some(s) = compile(cx, field, src) {
+            prefill.push((name.clone(), s));
+        }
+    }
+    let mut params_used = BTreeSet::new();
+    for (_, c) in &conditions {
+        if let Condition::Script(s) = c {
+            params_used.extend(rhai_names(&s.source, "params."));
+        }
+    }
+    for (_, s) in &prefill {
+        params_used.extend(rhai_names(&s.source, "params."));
+    }
+    if cx.errors.len() > before {
+        return None;
+    }
+    Some(Rule {
+        id: doc.id,
+        version: doc.version,
+        title: doc.title,
+        category: doc.category,
+        legal_basis: doc.legal_basis,
+        valid: doc.valid,
+        trigger: doc.trigger,
+        notify_offset,
+        conditions,
+        audience: doc.audience,
+        deadline,
+        prefill,
+        recommend: doc.recommend,
+        message: doc.message,
+        channels: doc.channels,
+        critical: doc.critical,
+        params_used: params_used.into_iter().collect(),
+        source: Arc::new(RuleSource {
+            file: cx.file.to_owned(),
+            lines,
+        }),
+        content_hash,
+    })
+}
+
+fn yaml_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Loads `dir/*.yaml` (rules) and `dir/parameters/*.yaml`. Returns every error found.
+pub fn load_dir(dir: &Path) -> Result<RuleSet, LoadErrors> {
+    let io_err = |p: &Path, e: std::io::Error| {
+        LoadErrors(vec![LoadError {
+            file: p.display().to_string(),
+            line: 0,
+            column: 0,
+            field: String::new(),
+            message: format!("cannot read: {e}"),
+            hint: None,
+        }])
+    };
+    let mut sources = Vec::new();
+    for path in yaml_files(dir).map_err(|e| io_err(dir, e))? {
+        let text = std::fs::read_to_string(&path).map_err(|e| io_err(&path, e))?;
+        sources.push((path.display().to_string(), text));
+    }
+    let param_dir = dir.join("parameters");
+    let mut param_sources = Vec::new();
+    if param_dir.is_dir() {
+        for path in yaml_files(&param_dir).map_err(|e| io_err(&param_dir, e))? {
+            let text = std::fs::read_to_string(&path).map_err(|e| io_err(&path, e))?;
+            param_sources.push((path.display().to_string(), text));
+        }
+    }
+    compile_sources(dir, &sources, &param_sources)
+}
+
+/// Compiles rule and parameter sources given as (file name, text).
+pub fn compile_sources(
+    dir: &Path,
+    sources: &[(String, String)],
+    param_sources: &[(String, String)],
+) -> Result<RuleSet, LoadErrors> {
+    let mut errors = Vec::new();
+    let mut hasher = Sha256::new();
+
+    let mut params = Parameters::default();
+    for (file, text) in param_sources {
+        hasher.update(file.as_bytes());
+        hasher.update(text.as_bytes());
+        match parse_yaml::<BTreeMap<String, ParameterDoc>>(file, text) {
+            Err(e) => errors.push(e),
+            Ok(docs) => {
+                let mut cx = FileCtx {
+                    file,
+                    text,
+                    errors: Vec::new(),
+                };
+                for (name, doc) in docs {
+                    if let Some(prev) = params.0.get(&name) {
+                        cx.err(
+                            &name,
+                            format!("parameter {name:?} is already defined in {}", prev.file),
+                            None,
+                        );
+                        continue;
+                    }
+                    if doc.values.is_empty() {
+                        cx.err(&format!("{name}.values"), "needs at least one value", None);
+                        continue;
+                    }
+                    let mut values: Vec<_> =
+                        doc.values.into_iter().map(|v| (v.from, v.value)).collect();
+                    values.sort_by_key(|(d, _)| *d);
+                    if values.windows(2).any(|w| w[0].0 == w[1].0) {
+                        cx.err(
+                            &format!("{name}.values"),
+                            "two values take effect on the same date",
+                            None,
+                        );
+                    }
+                    params.0.insert(
+                        name,
+                        Parameter {
+                            description: doc.description,
+                            file: file.clone(),
+                            values,
+                        },
+                    );
+                }
+                errors.extend(cx.errors);
+            }
+        }
+    }
+
+    let engine = ScriptEngine::new();
+    let mut rules: Vec<Rule> = Vec::new();
+    let mut texts: HashMap<String, &str> = HashMap::new();
+    for (file, text) in sources {
+        hasher.update(file.as_bytes());
+        hasher.update(text.as_bytes());
+        texts.insert(file.clone(), text);
+        let doc = match parse_yaml::<RuleDoc>(file, text) {
+            Ok(d) => d,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
+        let mut cx = FileCtx {
+            file,
+            text,
+            errors: Vec::new(),
+        };
+        let hash = hex(&Sha256::digest(text.as_bytes()));
+        if let Some(rule) = compile_rule(doc, &mut cx, &engine, hash) {
+            rules.push(rule);
+        }
+        errors.extend(cx.errors);
+    }
+
+    // Cross-file checks: unique ids, recommendations, parameters, template variables.
+    let mut by_id: HashMap<RuleId, usize> = HashMap::new();
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    let ids: BTreeSet<&RuleId> = rules.iter().map(|r| &r.id).collect();
+    for (i, rule) in rules.iter().enumerate() {
+        let file = rule.source.file.clone();
+        let text = texts.get(&file).copied().unwrap_or_default();
+        let mut cx = FileCtx {
+            file: &file,
+            text,
+            errors: Vec::new(),
+        };
+        if let Some(&first) = by_id.get(&rule.id) {
+            cx.err(
+                "id",
+                format!(
+                    "id {:?} is also used by {}",
+                    rule.id.as_str(),
+                    rules[first].source.file
+                ),
+                None,
+            );
+        } else {
+            by_id.insert(rule.id.clone(), i);
+        }
+        for (k, rec) in rule.recommend.iter().enumerate() {
+            if !ids.contains(rec) {
+                cx.err(
+                    &format!("recommend[{k}]"),
+                    format!("no rule with id {:?}", rec.as_str()),
+                    Some("recommend the id of a rule in this folder"),
+                );
+            } else if rec == &rule.id {
+                cx.err(
+                    &format!("recommend[{k}]"),
+                    "a rule cannot recommend itself",
+                    None,
+                );
+            }
+        }
+        for p in &rule.params_used {
+            if !params.0.contains_key(p) {
+                let field = rule
+                    .source
+                    .lines
+                    .iter()
+                    .map(|(f, _)| f)
+                    .find(|f| {
+                        script_source(rule, f).is_some_and(|s| rhai_names(s, "params.").contains(p))
+                    })
+                    .cloned()
+                    .unwrap_or_default();
+                cx.err(
+                    &field,
+                    format!("no parameter {p:?}"),
+                    Some("define it in rules/parameters/*.yaml"),
+                );
+            }
+        }
+        let allowed: BTreeSet<String> = rule
+            .prefill
+            .iter()
+            .map(|(n, _)| n.clone())
+            .chain(TEMPLATE_BUILTINS.iter().map(|s| s.to_string()))
+            .collect();
+        for (lang, src) in [
+            ("ja", Some(&rule.message.ja)),
+            ("en", rule.message.en.as_ref()),
+        ] {
+            let Some(src) = src else { continue };
+            let field = format!("message.{lang}");
+            let name = format!("{}.{lang}", rule.id);
+            if let Err(e) = env.add_template_owned(name.clone(), src.clone()) {
+                cx.err(&field, format!("template does not parse: {e}"), None);
+                continue;
+            }
+            let tmpl = env.get_template(&name).expect("just added");
+            let mut unknown: Vec<String> = tmpl
+                .undeclared_variables(false)
+                .into_iter()
+                .filter(|v| !allowed.contains(v))
+                .collect();
+            unknown.sort();
+            for v in unknown {
+                cx.err(
+                    &field,
+                    format!("template variable {v:?} is not a prefill field"),
+                    Some(&format!(
+                        "available: {}",
+                        allowed.iter().cloned().collect::<Vec<_>>().join(", ")
+                    )),
+                );
+            }
+        }
+        errors.extend(cx.errors);
+    }
+
+    // Try every script once on a made-up resident: a runaway loop or a condition that does
+    // not return a bool is a load error, not a surprise at 6 a.m.
+    let probe_day = NaiveDate::from_ymd_opt(2026, 4, 1).expect("valid");
+    for rule in &rules {
+        let text = texts.get(&rule.source.file).copied().unwrap_or_default();
+        let mut cx = FileCtx {
+            file: &rule.source.file,
+            text,
+            errors: Vec::new(),
+        };
+        let mut scope = probe_scope(&params, probe_day);
+        for (field, c) in &rule.conditions {
+            if let Condition::Script(s) = c {
+                match engine.run(s, &mut scope) {
+                    Ok(v) if !v.is_bool() => cx.err(
+                        &format!("{field}.script"),
+                        format!(
+                            "a condition must return true or false, this returns {}",
+                            script::type_name(&v)
+                        ),
+                        Some("compare with ==, or add `?? false` to a value that may be missing"),
+                    ),
+                    Err(e) if e.message.contains("operations") => {
+                        cx.err(&format!("{field}.script"), e.message, None)
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for (name, s) in &rule.prefill {
+            if let Err(e) = engine.run(s, &mut scope) {
+                if e.message.contains("operations") {
+                    cx.err(&format!("prefill.{name}"), e.message, None);
+                }
+            }
+        }
+        errors.extend(cx.errors);
+    }
+
+    if !errors.is_empty() {
+        errors.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+        return Err(LoadErrors(errors));
+    }
+    let rules: Vec<Arc<Rule>> = rules.into_iter().map(Arc::new).collect();
+    Ok(RuleSet {
+        rules,
+        by_id,
+        params: Arc::new(params),
+        engine: Arc::new(engine),
+        templates: Arc::new(env),
+        version: hex(&hasher.finalize())[..16].to_owned(),
+        dir: dir.to_path_buf(),
+    })
+}
+
+fn script_source<'a>(rule: &'a Rule, field: &str) -> Option<&'a str> {
+    if let Some(name) = field.strip_prefix("prefill.") {
+        return rule
+            .prefill
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, s)| s.source.as_str());
+    }
+    let cond = field.strip_suffix(".script")?;
+    rule.conditions.iter().find_map(|(f, c)| match c {
+        Condition::Script(s) if f == cond => Some(s.source.as_str()),
+        _ => None,
+    })
+}

@@ -1,0 +1,1023 @@
+//! Evaluation: for a day (or one resident and rule, traced for `explain`), find the subjects
+//! whose notice is due through the trigger index, check conditions, resolve the audience,
+//! compute the deadline, prefill the draft and render the messages.
+
+use std::fmt;
+
+use chrono::{Datelike, NaiveDate};
+use indexmap::IndexMap;
+use rayon::prelude::*;
+use rhai::{Dynamic, Scope};
+use serde::Serialize;
+
+use crate::calendar;
+use crate::catalogue::RuleSet;
+use crate::ids::{ResidentId, RuleId};
+use crate::population::{EventKind, Population};
+use crate::resident::{Channel, Resident, Status};
+use crate::rule::*;
+use crate::script::{self, ScriptError};
+
+/// Age from which a person receives their own notices (民法4条).
+pub const ADULT_AGE: i32 = 18;
+
+/// The idempotency key of a decision: (rule, subject, occurrence). Unique in the store.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct DecisionKey(String);
+
+impl DecisionKey {
+    /// `occurrence` is the milestone date or the event id.
+    pub fn new(rule: &RuleId, subject: &ResidentId, occurrence: &str) -> Self {
+        Self(format!("{rule}/{subject}/{occurrence}"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for DecisionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Why a person receives a notice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Subject,
+    Guardian,
+    Householder,
+    Spouse,
+    Survivor,
+    Proxy,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Recipient {
+    pub id: ResidentId,
+    pub role: Role,
+    /// Channels this person can be reached on for this notice; empty means post or counter.
+    pub channels: Vec<Channel>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RenderedMessages {
+    pub ja: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub en: Option<String>,
+}
+
+/// A decision: one notice with its prefilled draft.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Decision {
+    pub key: DecisionKey,
+    pub rule: RuleId,
+    pub rule_version: u32,
+    pub category: Category,
+    pub subject: ResidentId,
+    pub occurrence: NaiveDate,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    pub notify_on: NaiveDate,
+    pub deadline: Option<NaiveDate>,
+    pub recipients: Vec<Recipient>,
+    /// Set when nobody on the register can receive the notice: staff must reach out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub staff_review: Option<String>,
+    pub prefill: IndexMap<String, serde_json::Value>,
+    pub recommend: Vec<RuleId>,
+    pub title: Titles,
+    pub message: RenderedMessages,
+    pub channels: Vec<Channel>,
+    pub critical: bool,
+}
+
+/// A rule that failed at run time for one resident: reported, and skipped for them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RuleFailure {
+    pub rule: RuleId,
+    pub rule_version: u32,
+    pub file: String,
+    pub line: usize,
+    pub field: String,
+    pub resident: ResidentId,
+    pub message: String,
+}
+
+impl fmt::Display for RuleFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}: field `{}`: rule {} v{} failed for resident {}: {}",
+            self.file,
+            self.line,
+            self.field,
+            self.rule,
+            self.rule_version,
+            self.resident,
+            self.message
+        )
+    }
+}
+
+/// Everything one day's evaluation produced.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DayResult {
+    pub decisions: Vec<Decision>,
+    pub failures: Vec<RuleFailure>,
+    /// Subject-rule pairs whose trigger fired (conditions were checked).
+    pub checks: usize,
+}
+
+/// One line of an `explain` trace.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TraceStep {
+    pub step: String,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub passed: Option<bool>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<(String, String)>,
+}
+
+type Trace<'a> = Option<&'a mut Vec<TraceStep>>;
+
+fn note(
+    trace: &mut Trace,
+    step: &str,
+    detail: String,
+    passed: Option<bool>,
+    inputs: Vec<(String, String)>,
+) {
+    if let Some(t) = trace.as_deref_mut() {
+        t.push(TraceStep {
+            step: step.to_owned(),
+            detail,
+            passed,
+            inputs,
+        });
+    }
+}
+
+/// Whether a record is on the register on day `d`, reading the status dates.
+fn present_on(r: &Resident, d: NaiveDate) -> bool {
+    match r.status {
+        Status::Resident { since, reason } => {
+            d >= r.birth_date
+                && !(reason == Some(crate::resident::ResidentReason::MoveIn)
+                    && since.is_some_and(|s| d < s))
+        }
+        Status::Deceased { date } | Status::MovedOut { date } => d < date && d >= r.birth_date,
+        Status::External => false,
+    }
+}
+
+/// Whether a record can receive a notice on `d` (register residents and external contacts).
+fn reachable_on(r: &Resident, d: NaiveDate) -> bool {
+    matches!(r.status, Status::External) || present_on(r, d)
+}
+
+/// Subjects (with the event id for event triggers) whose occurrence for `rule` is `o`.
+fn candidates(rule: &Rule, pop: &Population, o: NaiveDate) -> Vec<(usize, Option<String>)> {
+    let around =
+        |center: NaiveDate, pred: &dyn Fn(NaiveDate) -> bool| -> Vec<(usize, Option<String>)> {
+            pop.born_between(
+                calendar::add_days(center, -3),
+                calendar::add_days(center, 3),
+            )
+            .filter(|&i| pred(pop.get(i).birth_date))
+            .map(|i| (i, None))
+            .collect()
+        };
+    match rule.trigger {
+        Trigger::AgeAttained(n) => {
+            let n = n as i32;
+            around(calendar::shift_years(calendar::add_days(o, 1), -n), &|b| {
+                calendar::attain(b, n) == o
+            })
+        }
+        Trigger::Birthday(n) => {
+            let n = n as i32;
+            around(calendar::shift_years(o, -n), &|b| {
+                calendar::anniversary(b, n) == o
+            })
+        }
+        Trigger::AgeMonths(m) => around(calendar::months_earlier(o, m), &|b| {
+            calendar::month_anniversary(b, m) == o
+        }),
+        Trigger::FiscalYearAge(FiscalYearAge { age, on }) => {
+            let fy = calendar::fiscal_year(o);
+            if calendar::date_in_fiscal_year(fy, on) != o {
+                return Vec::new();
+            }
+            let age = age as i32;
+            let from = calendar::fiscal_year_start(fy - age);
+            let to = calendar::fiscal_year_start(fy - age + 1);
+            pop.born_between(from, to)
+                .filter(|&i| calendar::fy_end_age(pop.get(i).birth_date, fy) == age)
+                .map(|i| (i, None))
+                .collect()
+        }
+        Trigger::Event(kind) => pop
+            .events_on(kind, o)
+            .map(|(i, id)| (i, Some(id.to_owned())))
+            .collect(),
+        Trigger::Annual(Annual { on }) => {
+            if on.in_year(o.year()) != o {
+                return Vec::new();
+            }
+            pop.subjects().map(|i| (i, None)).collect()
+        }
+    }
+}
+
+/// Evaluates every rule for notices due on `today`.
+pub fn evaluate_day(rules: &RuleSet, pop: &Population, today: NaiveDate) -> DayResult {
+    let per_rule: Vec<(Vec<Decision>, Vec<RuleFailure>, usize)> = rules
+        .rules()
+        .par_iter()
+        .map(|rule| {
+            let o = calendar::add_days(today, -rule.notify_offset);
+            let params = rules.params.scope_value(o);
+            let cands = candidates(rule, pop, o);
+            let checks = cands.len();
+            let outcomes: Vec<Outcome> = cands
+                .into_par_iter()
+                .map(|(s, event)| {
+                    evaluate_subject(
+                        rules,
+                        rule,
+                        pop,
+                        s,
+                        o,
+                        today,
+                        event.as_deref(),
+                        &params,
+                        &mut None,
+                    )
+                })
+                .collect();
+            let mut decisions = Vec::new();
+            let mut failures = Vec::new();
+            for out in outcomes {
+                match out {
+                    Outcome::Decision(d) => decisions.push(*d),
+                    Outcome::Failed(f) => failures.push(f),
+                    Outcome::NotEligible(_) => {}
+                }
+            }
+            (decisions, failures, checks)
+        })
+        .collect();
+    let mut result = DayResult::default();
+    for (d, f, c) in per_rule {
+        result.decisions.extend(d);
+        result.failures.extend(f);
+        result.checks += c;
+    }
+    result.decisions.sort_by(|a, b| a.key.cmp(&b.key));
+    result
+        .failures
+        .sort_by(|a, b| (&a.rule, &a.resident).cmp(&(&b.rule, &b.resident)));
+    result
+}
+
+/// What evaluating one subject against one rule gave.
+#[derive(Debug)]
+pub enum Outcome {
+    Decision(Box<Decision>),
+    NotEligible(String),
+    Failed(RuleFailure),
+}
+
+struct Ctx<'a> {
+    rules: &'a RuleSet,
+    rule: &'a Rule,
+    pop: &'a Population,
+    s: usize,
+    o: NaiveDate,
+    today: NaiveDate,
+    event: Option<&'a str>,
+    params: &'a Dynamic,
+    scope: Option<Scope<'static>>,
+}
+
+impl Ctx<'_> {
+    fn subject(&self) -> &Resident {
+        self.pop.get(self.s)
+    }
+
+    fn fail(&self, field: &str, message: String) -> RuleFailure {
+        RuleFailure {
+            rule: self.rule.id.clone(),
+            rule_version: self.rule.version,
+            file: self.rule.source.file.clone(),
+            line: self.rule.source.line_of(field),
+            field: field.to_owned(),
+            resident: self.subject().id.clone(),
+            message,
+        }
+    }
+
+    /// Other members of the subject's household on the register today.
+    fn housemates(&self) -> Vec<usize> {
+        match self.subject().household_id() {
+            Some(h) => self
+                .pop
+                .household(h)
+                .iter()
+                .copied()
+                .filter(|&j| j != self.s && present_on(self.pop.get(j), self.today))
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    fn householder(&self) -> Option<usize> {
+        let h = self.subject().household_id()?;
+        self.pop
+            .household(h)
+            .iter()
+            .copied()
+            .find(|&j| self.pop.get(j).is_householder() && present_on(self.pop.get(j), self.today))
+    }
+
+    fn scope(&mut self) -> &mut Scope<'static> {
+        if self.scope.is_none() {
+            let pop = self.pop;
+            let maps = |ids: Vec<usize>| -> Dynamic {
+                Dynamic::from_array(
+                    ids.into_iter()
+                        .map(|j| script::resident_map(pop.get(j)))
+                        .collect(),
+                )
+            };
+            let guardians: Vec<usize> = self
+                .subject()
+                .guardians
+                .iter()
+                .filter_map(|g| pop.index_of(&g.id))
+                .collect();
+            let mut scope = Scope::new();
+            scope.push_dynamic("subject", script::resident_map(self.subject()));
+            scope.push_dynamic("household", maps(self.housemates()));
+            scope.push_dynamic(
+                "householder",
+                self.householder()
+                    .map_or(Dynamic::UNIT, |j| script::resident_map(pop.get(j))),
+            );
+            scope.push_dynamic("guardians", maps(guardians));
+            scope.push_dynamic("occurrence", self.o.to_string().into());
+            scope.push_dynamic("today", self.today.to_string().into());
+            let event = match (self.event, self.rule.trigger) {
+                (Some(id), Trigger::Event(kind)) => {
+                    let mut m = rhai::Map::new();
+                    m.insert("kind".into(), kind.name().into());
+                    m.insert("date".into(), self.o.to_string().into());
+                    m.insert("id".into(), id.into());
+                    m.into()
+                }
+                _ => Dynamic::UNIT,
+            };
+            scope.push_dynamic("event", event);
+            scope.push_dynamic("params", self.params.clone());
+            self.scope = Some(scope);
+        }
+        self.scope.as_mut().expect("just set")
+    }
+
+    fn run_script(&mut self, s: &script::Script) -> Result<Dynamic, ScriptError> {
+        let engine = self.rules.engine.clone();
+        let scope = self.scope();
+        // Scripts may declare variables; each run starts from the same eight.
+        let len = scope.len();
+        let out = engine.run(s, scope);
+        scope.rewind(len);
+        out
+    }
+}
+
+/// Paths a script reads from `subject`, for the explain trace.
+fn inputs_read(source: &str, subject: &Dynamic) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = source;
+    while let Some(i) = rest.find("subject.") {
+        let tail = &rest[i + "subject.".len()..];
+        let path: String = tail
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.')
+            .collect();
+        let path = path.trim_end_matches('.').to_owned();
+        let mut v = subject.clone();
+        for part in path.split('.') {
+            v = v
+                .clone()
+                .try_cast::<rhai::Map>()
+                .and_then(|m| m.get(part).cloned())
+                .unwrap_or(Dynamic::UNIT);
+        }
+        let entry = (format!("subject.{path}"), v.to_string());
+        if !out.contains(&entry) {
+            out.push(entry);
+        }
+        rest = &tail[path.len()..];
+    }
+    for var in ["household", "householder", "guardians", "params", "event"] {
+        if script_mentions(source, var) {
+            out.push((var.to_owned(), "(read)".to_owned()));
+        }
+    }
+    out
+}
+
+fn script_mentions(source: &str, var: &str) -> bool {
+    source.match_indices(var).any(|(i, _)| {
+        let before = source[..i].chars().next_back();
+        let after = source[i + var.len()..].chars().next();
+        !before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.')
+            && !after.is_some_and(|c| c.is_alphanumeric() || c == '_')
+    })
+}
+
+fn check_condition(
+    cx: &mut Ctx,
+    field: &str,
+    c: &Condition,
+    trace: &mut Trace,
+) -> Result<bool, RuleFailure> {
+    let subject = cx.subject();
+    let attr = |a: &str| {
+        vec![(
+            format!("subject.attributes.{a}"),
+            subject
+                .attributes
+                .get(a)
+                .map_or("(missing)".to_owned(), |v| v.to_string()),
+        )]
+    };
+    let (value, inputs) = match c {
+        Condition::Attribute(a) => (subject.flag(a), attr(a)),
+        Condition::NotAttribute(a) => (!subject.flag(a), attr(a)),
+        Condition::AttributeEquals(a, v) => (subject.attributes.get(a) == Some(v), attr(a)),
+        Condition::Sex(s) => {
+            let code = u8::from(subject.sex);
+            let want = match s {
+                SexIs::Male => 1,
+                SexIs::Female => 2,
+            };
+            (
+                code == want,
+                vec![("subject.sex".to_owned(), code.to_string())],
+            )
+        }
+        Condition::Age(r) => {
+            let b = subject.birth_date;
+            let (age, on) = match r.on {
+                AgeOn::Occurrence => (calendar::age_on(b, cx.o), format!("on {}", cx.o)),
+                AgeOn::Notify => (calendar::age_on(b, cx.today), format!("on {}", cx.today)),
+                AgeOn::FiscalYearEnd => {
+                    let fy = calendar::fiscal_year(cx.o);
+                    (calendar::fy_end_age(b, fy), format!("at the end of FY{fy}"))
+                }
+            };
+            let ok = r.min.is_none_or(|m| age >= m) && r.max.is_none_or(|m| age <= m);
+            (
+                ok,
+                vec![
+                    ("subject.birth_date".to_owned(), b.to_string()),
+                    (format!("age {on}"), age.to_string()),
+                ],
+            )
+        }
+        Condition::HouseholdRemaining(r) => {
+            let n = cx.housemates().len();
+            let ok = r.min.is_none_or(|m| n >= m) && r.max.is_none_or(|m| n <= m);
+            (
+                ok,
+                vec![("other members on the register".to_owned(), n.to_string())],
+            )
+        }
+        Condition::Script(s) => {
+            let field = format!("{field}.script");
+            let v = cx.run_script(s).map_err(|e| cx.fail(&field, e.message))?;
+            let inputs = inputs_read(&s.source, &script::resident_map(cx.subject()));
+            match v.as_bool() {
+                Ok(b) => (b, inputs),
+                Err(_) => {
+                    return Err(cx.fail(
+                        &field,
+                        format!(
+                            "a condition must return true or false, this returned {} ({v})",
+                            script::type_name(&v)
+                        ),
+                    ))
+                }
+            }
+        }
+    };
+    note(trace, "condition", c.label(), Some(value), inputs);
+    Ok(value)
+}
+
+/// Resolves the audience into recipients, or the reason staff must step in.
+fn resolve_audience(cx: &Ctx, trace: &mut Trace) -> (Vec<(usize, Role)>, Option<String>) {
+    let pop = cx.pop;
+    let today = cx.today;
+    let subject = cx.subject();
+    let protected = subject.support_measure;
+    let mut out: Vec<(usize, Role)> = Vec::new();
+    let guardians_of = |i: usize| -> Vec<usize> {
+        pop.get(i)
+            .guardians
+            .iter()
+            .filter_map(|g| pop.index_of(&g.id))
+            .filter(|&g| reachable_on(pop.get(g), today))
+            .collect()
+    };
+    let is_minor = |i: usize| calendar::age_on(pop.get(i).birth_date, today) < ADULT_AGE;
+    let mut suppressed = Vec::new();
+    for a in &cx.rule.audience {
+        match a {
+            Audience::Subject => {
+                if !present_on(subject, today) {
+                    continue;
+                }
+                if is_minor(cx.s) {
+                    let g = guardians_of(cx.s);
+                    if g.is_empty() {
+                        if let Some(h) = cx.householder().filter(|&h| h != cx.s && !protected) {
+                            out.push((h, Role::Householder));
+                        }
+                    }
+                    out.extend(g.into_iter().map(|g| (g, Role::Guardian)));
+                } else {
+                    out.push((cx.s, Role::Subject));
+                }
+            }
+            Audience::Guardians => {
+                let g = guardians_of(cx.s);
+                if g.is_empty() {
+                    if protected {
+                        suppressed.push("householder");
+                    } else if let Some(h) = cx.householder().filter(|&h| h != cx.s) {
+                        out.push((h, Role::Householder));
+                    }
+                }
+                out.extend(g.into_iter().map(|g| (g, Role::Guardian)));
+            }
+            Audience::Householder => {
+                if protected {
+                    suppressed.push("householder");
+                } else if let Some(h) = cx.householder().filter(|&h| h != cx.s) {
+                    out.push((h, Role::Householder));
+                }
+            }
+            Audience::Spouse => {
+                if protected {
+                    suppressed.push("spouse");
+                    continue;
+                }
+                let mates = cx.housemates();
+                let spouse = if subject.is_householder() {
+                    mates.into_iter().find(|&j| {
+                        pop.get(j)
+                            .household
+                            .as_ref()
+                            .is_some_and(|h| h.relationship.is_householders_spouse())
+                    })
+                } else if subject
+                    .household
+                    .as_ref()
+                    .is_some_and(|h| h.relationship.is_householders_spouse())
+                {
+                    cx.householder()
+                } else {
+                    None
+                };
+                out.extend(spouse.map(|j| (j, Role::Spouse)));
+            }
+            Audience::Survivors => {
+                if protected {
+                    suppressed.push("survivors");
+                    continue;
+                }
+                for j in cx.housemates() {
+                    if is_minor(j) {
+                        out.extend(
+                            guardians_of(j)
+                                .into_iter()
+                                .filter(|&g| g != cx.s)
+                                .map(|g| (g, Role::Guardian)),
+                        );
+                    } else {
+                        out.push((j, Role::Survivor));
+                    }
+                }
+            }
+            Audience::Proxies => {
+                if protected {
+                    suppressed.push("proxies");
+                    continue;
+                }
+                let category = cx.rule.category.name();
+                let mut principals: Vec<usize> = out.iter().map(|(i, _)| *i).collect();
+                if present_on(subject, today) {
+                    principals.push(cx.s);
+                }
+                for p in principals {
+                    for proxy in &pop.get(p).proxies {
+                        if !proxy.covers(category, today) {
+                            continue;
+                        }
+                        if let Some(j) = pop
+                            .index_of(&proxy.id)
+                            .filter(|&j| reachable_on(pop.get(j), today))
+                        {
+                            out.push((j, Role::Proxy));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // Nobody deceased or moved out; each person once, with the first role found.
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|(i, _)| reachable_on(pop.get(*i), today) && seen.insert(*i));
+    let detail = out
+        .iter()
+        .map(|(i, r)| format!("{} ({r:?})", pop.get(*i).id))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let staff = if out.is_empty() {
+        Some(if protected && !suppressed.is_empty() {
+            format!(
+                "support measure (支援措置): routing through {} is suppressed; contact the subject through staff",
+                suppressed.join(", ")
+            )
+        } else if cx.rule.trigger == Trigger::Event(EventKind::Death) && cx.housemates().is_empty()
+        {
+            "the deceased lived alone: no survivor on the register; use a counter or paper channel"
+                .to_owned()
+        } else {
+            "nobody on the register can receive this notice".to_owned()
+        })
+    } else {
+        None
+    };
+    note(
+        trace,
+        "audience",
+        match &staff {
+            None => detail,
+            Some(reason) => format!("nobody: {reason}"),
+        },
+        None,
+        Vec::new(),
+    );
+    (out, staff)
+}
+
+fn compute_deadline(cx: &Ctx) -> Option<NaiveDate> {
+    let b = cx.subject().birth_date;
+    Some(match cx.rule.deadline? {
+        Deadline::Period {
+            period,
+            counting,
+            from,
+            shift,
+        } => {
+            let start = match from {
+                DeadlineFrom::Occurrence => cx.o,
+                DeadlineFrom::Notify => cx.today,
+            };
+            calendar::due_date(start, period, counting, shift)
+        }
+        Deadline::BeforeAge(n) => calendar::attain(b, n as i32),
+        Deadline::BeforeAgeMonths(m) => calendar::add_days(calendar::month_anniversary(b, m), -1),
+        Deadline::FiscalYearEnd => calendar::fiscal_year_end(calendar::fiscal_year(cx.o)),
+    })
+}
+
+/// Evaluates one subject for one rule whose trigger gives occurrence `o` and notice day
+/// `today`. `params` is the rule's `params` map for `o`.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_subject(
+    rules: &RuleSet,
+    rule: &Rule,
+    pop: &Population,
+    s: usize,
+    o: NaiveDate,
+    today: NaiveDate,
+    event: Option<&str>,
+    params: &Dynamic,
+    trace: &mut Trace,
+) -> Outcome {
+    let mut cx = Ctx {
+        rules,
+        rule,
+        pop,
+        s,
+        o,
+        today,
+        event,
+        params,
+        scope: None,
+    };
+    let subject = pop.get(s);
+    if !rule.valid.contains(o) {
+        let why = format!(
+            "occurrence {o} is outside the rule's validity {}..{}",
+            rule.valid.from,
+            rule.valid.to.map_or(String::new(), |t| t.to_string())
+        );
+        note(trace, "validity", why.clone(), Some(false), Vec::new());
+        return Outcome::NotEligible(why);
+    }
+    note(
+        trace,
+        "validity",
+        format!("occurrence {o} is within the rule's validity"),
+        Some(true),
+        Vec::new(),
+    );
+    let status_ok = match rule.trigger {
+        Trigger::Event(EventKind::Death) => matches!(subject.status, Status::Deceased { .. }),
+        Trigger::Event(EventKind::MoveOut) => matches!(subject.status, Status::MovedOut { .. }),
+        _ => present_on(subject, today),
+    };
+    let status = format!("status {} on {today}", subject.status.name());
+    note(
+        trace,
+        "register",
+        status.clone(),
+        Some(status_ok),
+        Vec::new(),
+    );
+    if !status_ok {
+        return Outcome::NotEligible(format!("{status}: not a subject"));
+    }
+    for (field, c) in &rule.conditions {
+        match check_condition(&mut cx, field, c, trace) {
+            Ok(true) => {}
+            Ok(false) => return Outcome::NotEligible(format!("condition {} is false", c.label())),
+            Err(f) => {
+                note(trace, "failure", f.message.clone(), Some(false), Vec::new());
+                return Outcome::Failed(f);
+            }
+        }
+    }
+    for name in &rule.params_used {
+        if let Some(p) = rules.params.0.get(name) {
+            let detail = match p.effective(o) {
+                Some((from, v)) => {
+                    format!("{name} = {v} (in force from {from}; {})", p.description)
+                }
+                None => format!("{name}: no value in force on {o}"),
+            };
+            note(trace, "parameter", detail, None, Vec::new());
+        }
+    }
+    let (recipients, staff_review) = resolve_audience(&cx, trace);
+    let deadline = compute_deadline(&cx);
+    note(
+        trace,
+        "deadline",
+        deadline.map_or("none".to_owned(), |d| d.to_string()),
+        None,
+        Vec::new(),
+    );
+    let mut prefill = IndexMap::new();
+    for (name, s) in &rule.prefill {
+        let field = format!("prefill.{name}");
+        let v = match cx.run_script(s) {
+            Ok(v) => v,
+            Err(e) => {
+                let f = cx.fail(&field, e.message);
+                note(trace, "failure", f.message.clone(), Some(false), Vec::new());
+                return Outcome::Failed(f);
+            }
+        };
+        match script::to_json(&v) {
+            Ok(j) => {
+                prefill.insert(name.clone(), j);
+            }
+            Err(e) => {
+                return Outcome::Failed(cx.fail(&field, format!("value cannot go in a draft: {e}")))
+            }
+        }
+    }
+    let deadline_text = deadline.map_or(String::new(), |d| d.to_string());
+    let render = |lang: &str, title: &str| -> Result<Option<String>, RuleFailure> {
+        let mut ctx: IndexMap<String, serde_json::Value> = prefill.clone();
+        ctx.insert("title".into(), title.into());
+        ctx.insert("occurrence".into(), o.to_string().into());
+        ctx.insert("deadline".into(), deadline_text.clone().into());
+        ctx.insert("today".into(), today.to_string().into());
+        let value = minijinja::Value::from(minijinja::value::Serde(&ctx));
+        rules
+            .render(rule, lang, &value)
+            .map_err(|e| cx.fail(&format!("message.{lang}"), format!("template failed: {e}")))
+    };
+    let ja = match render("ja", &rule.title.ja) {
+        Ok(m) => m.unwrap_or_default(),
+        Err(f) => return Outcome::Failed(f),
+    };
+    let en = match render("en", rule.title.en.as_deref().unwrap_or(&rule.title.ja)) {
+        Ok(m) => m,
+        Err(f) => return Outcome::Failed(f),
+    };
+    let occurrence_part = event.map_or_else(|| o.to_string(), str::to_owned);
+    let decision = Decision {
+        key: DecisionKey::new(&rule.id, &subject.id, &occurrence_part),
+        rule: rule.id.clone(),
+        rule_version: rule.version,
+        category: rule.category,
+        subject: subject.id.clone(),
+        occurrence: o,
+        event_id: event.map(str::to_owned),
+        notify_on: today,
+        deadline,
+        recipients: recipients
+            .into_iter()
+            .map(|(i, role)| {
+                let r = pop.get(i);
+                Recipient {
+                    id: r.id.clone(),
+                    role,
+                    channels: r.reachable_channels(&rule.channels, rule.critical),
+                }
+            })
+            .collect(),
+        staff_review,
+        prefill,
+        recommend: rule.recommend.clone(),
+        title: rule.title.clone(),
+        message: RenderedMessages { ja, en },
+        channels: rule.channels.clone(),
+        critical: rule.critical,
+    };
+    Outcome::Decision(Box::new(decision))
+}
+
+/// The answer to "why did (or didn't) this rule match this resident on this day?".
+#[derive(Debug, Serialize)]
+pub struct Explanation {
+    pub rule: RuleId,
+    pub rule_version: u32,
+    pub rule_file: String,
+    pub rule_set_version: String,
+    pub resident: ResidentId,
+    pub date: NaiveDate,
+    pub steps: Vec<TraceStep>,
+    pub decision: Option<Decision>,
+    pub outcome: String,
+}
+
+/// Occurrences of `rule` for subject `s` relevant to day `today`: (occurrence, event id).
+fn occurrences_for(
+    rule: &Rule,
+    pop: &Population,
+    s: usize,
+    today: NaiveDate,
+) -> Vec<(NaiveDate, Option<String>)> {
+    let b = pop.get(s).birth_date;
+    let o_today = calendar::add_days(today, -rule.notify_offset);
+    match rule.trigger {
+        Trigger::AgeAttained(n) => vec![(calendar::attain(b, n as i32), None)],
+        Trigger::Birthday(n) => vec![(calendar::anniversary(b, n as i32), None)],
+        Trigger::AgeMonths(m) => vec![(calendar::month_anniversary(b, m), None)],
+        Trigger::FiscalYearAge(FiscalYearAge { age, on }) => {
+            // The fiscal year in which the subject has this age at year end.
+            let age = age as i32;
+            let fy = (b.year() + age - 1..=b.year() + age)
+                .find(|&fy| calendar::fy_end_age(b, fy) == age)
+                .unwrap_or(b.year() + age);
+            vec![(calendar::date_in_fiscal_year(fy, on), None)]
+        }
+        Trigger::Event(kind) => pop
+            .events_of(s)
+            .into_iter()
+            .filter(|e| e.kind == kind)
+            .map(|e| (e.date, Some(e.id)))
+            .collect(),
+        Trigger::Annual(Annual { on }) => vec![(on.in_year(o_today.year()), None)],
+    }
+}
+
+/// Traces one rule for one resident on one day.
+pub fn explain(
+    rules: &RuleSet,
+    pop: &Population,
+    resident: &ResidentId,
+    rule_id: &RuleId,
+    today: NaiveDate,
+) -> Result<Explanation, String> {
+    let rule = rules
+        .get(rule_id)
+        .ok_or_else(|| format!("no rule {rule_id} in {}", rules.dir.display()))?;
+    let s = pop
+        .index_of(resident)
+        .ok_or_else(|| format!("no resident {resident} in the snapshot"))?;
+    let mut steps = Vec::new();
+    let occ = occurrences_for(rule, pop, s, today);
+    let due = occ
+        .iter()
+        .find(|(o, _)| calendar::add_days(*o, rule.notify_offset) == today)
+        .cloned();
+    let trigger_text = format!("{:?}", rule.trigger);
+    let mut decision = None;
+    let outcome;
+    match (&due, occ.first()) {
+        (None, None) => {
+            steps.push(TraceStep {
+                step: "trigger".into(),
+                detail: format!("{trigger_text}: this resident has no such event"),
+                passed: Some(false),
+                inputs: vec![],
+            });
+            outcome = "no match: the trigger never fires for this resident".to_owned();
+        }
+        (None, Some((o, _))) => {
+            steps.push(TraceStep {
+                step: "trigger".into(),
+                detail: format!(
+                    "{trigger_text}: occurrence {o}, notice due {}, not {today}",
+                    calendar::add_days(*o, rule.notify_offset)
+                ),
+                passed: Some(false),
+                inputs: vec![(
+                    "subject.birth_date".into(),
+                    pop.get(s).birth_date.to_string(),
+                )],
+            });
+            // Show what would happen on the notice day.
+            let mut rest = Vec::new();
+            let params = rules.params.scope_value(*o);
+            let notice_day = calendar::add_days(*o, rule.notify_offset);
+            let _ = evaluate_subject(
+                rules,
+                rule,
+                pop,
+                s,
+                *o,
+                notice_day,
+                occ[0].1.as_deref(),
+                &params,
+                &mut Some(&mut rest),
+            );
+            for mut st in rest {
+                st.step = format!("(on {notice_day}) {}", st.step);
+                steps.push(st);
+            }
+            outcome =
+                format!("no match on {today}: the notice for this resident is due on {notice_day}");
+        }
+        (Some((o, event)), _) => {
+            steps.push(TraceStep {
+                step: "trigger".into(),
+                detail: format!("{trigger_text}: occurrence {o}, notice due {today}"),
+                passed: Some(true),
+                inputs: vec![(
+                    "subject.birth_date".into(),
+                    pop.get(s).birth_date.to_string(),
+                )],
+            });
+            let params = rules.params.scope_value(*o);
+            match evaluate_subject(
+                rules,
+                rule,
+                pop,
+                s,
+                *o,
+                today,
+                event.as_deref(),
+                &params,
+                &mut Some(&mut steps),
+            ) {
+                Outcome::Decision(d) => {
+                    outcome = match &d.staff_review {
+                        Some(r) => format!("match: decision {} flagged for staff: {r}", d.key),
+                        None => format!("match: decision {}", d.key),
+                    };
+                    decision = Some(*d);
+                }
+                Outcome::NotEligible(why) => outcome = format!("no match: {why}"),
+                Outcome::Failed(f) => outcome = format!("error: {f}"),
+            }
+        }
+    }
+    Ok(Explanation {
+        rule: rule.id.clone(),
+        rule_version: rule.version,
+        rule_file: rule.source.file.clone(),
+        rule_set_version: rules.version.clone(),
+        resident: resident.clone(),
+        date: today,
+        steps,
+        decision,
+        outcome,
+    })
+}

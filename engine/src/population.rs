@@ -1,0 +1,669 @@
+//! A validated population: snapshot parsing with per-line errors, whole-file checks, the
+//! indexes evaluation uses (birth date, household), and life events derived from statuses.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::path::Path;
+
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{HouseholdId, LocalGovCode, ResidentId};
+use crate::resident::{Resident, ResidentReason, Status};
+
+/// The one snapshot schema version this release reads.
+pub const SNAPSHOT_SCHEMA_VERSION: u32 = 1;
+
+/// A problem in a snapshot, with its place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataError {
+    pub source: String,
+    pub line: usize,
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for DataError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: ", self.source, self.line)?;
+        if let Some(field) = &self.field {
+            write!(f, "field `{field}`: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// All the problems found in one input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct DataErrors(pub Vec<DataError>);
+
+impl fmt::Display for DataErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotHeader {
+    pub format: String,
+    pub schema_version: u32,
+    pub as_of: NaiveDate,
+    #[serde(default)]
+    pub local_gov_code: Option<LocalGovCode>,
+}
+
+/// Kinds of life event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Birth,
+    Death,
+    MoveIn,
+    MoveOut,
+    HouseholderChange,
+}
+
+impl EventKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::Birth => "birth",
+            EventKind::Death => "death",
+            EventKind::MoveIn => "move_in",
+            EventKind::MoveOut => "move_out",
+            EventKind::HouseholderChange => "householder_change",
+        }
+    }
+}
+
+/// A life event about one resident.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LifeEvent {
+    pub kind: EventKind,
+    pub subject: ResidentId,
+    pub date: NaiveDate,
+    /// Stable id: the occurrence part of a decision key.
+    pub id: String,
+}
+
+impl LifeEvent {
+    pub fn new(kind: EventKind, subject: ResidentId, date: NaiveDate) -> Self {
+        let id = format!("{}-{}-{}", kind.name(), subject, date);
+        Self {
+            kind,
+            subject,
+            date,
+            id,
+        }
+    }
+}
+
+/// Residents with the indexes the evaluator needs. Immutable once built.
+#[derive(Debug, Default)]
+pub struct Population {
+    residents: Vec<Resident>,
+    by_id: HashMap<ResidentId, usize>,
+    households: HashMap<HouseholdId, Vec<usize>>,
+    /// Residents who can be subjects (not `external`), by birth date.
+    by_birth: BTreeMap<NaiveDate, Vec<usize>>,
+    events: BTreeMap<NaiveDate, Vec<(EventKind, usize, String)>>,
+}
+
+impl Population {
+    /// Builds and validates a population. `lines[i]` is the source line of `residents[i]`,
+    /// used in error messages.
+    pub fn build(
+        residents: Vec<Resident>,
+        lines: &[usize],
+        source: &str,
+        extra_events: Vec<LifeEvent>,
+    ) -> Result<Self, DataErrors> {
+        let mut errors = Vec::new();
+        let err = |i: usize, field: &str, message: String| DataError {
+            source: source.to_owned(),
+            line: lines.get(i).copied().unwrap_or(0),
+            field: Some(field.to_owned()),
+            message,
+        };
+        let mut by_id = HashMap::with_capacity(residents.len());
+        for (i, r) in residents.iter().enumerate() {
+            if let Some(first) = by_id.insert(r.id.clone(), i) {
+                errors.push(err(
+                    i,
+                    "id",
+                    format!(
+                        "duplicate id {:?} (first on line {})",
+                        r.id.as_str(),
+                        lines.get(first).copied().unwrap_or(0)
+                    ),
+                ));
+            }
+        }
+        let mut households: HashMap<HouseholdId, Vec<usize>> = HashMap::new();
+        for (i, r) in residents.iter().enumerate() {
+            let external = matches!(r.status, Status::External);
+            match (&r.household, external) {
+                (Some(h), false) => households.entry(h.id.clone()).or_default().push(i),
+                (None, false) => errors.push(err(
+                    i,
+                    "household",
+                    "required for every record that is not `external`".into(),
+                )),
+                (Some(_), true) => errors.push(err(
+                    i,
+                    "household",
+                    "an `external` record is not on this register and has no household".into(),
+                )),
+                (None, true) => {}
+            }
+            for (k, g) in r.guardians.iter().enumerate() {
+                let field = format!("guardians[{k}].id");
+                if g.id == r.id {
+                    errors.push(err(
+                        i,
+                        &field,
+                        "a person cannot be their own guardian".into(),
+                    ));
+                } else if !by_id.contains_key(&g.id) {
+                    errors.push(err(
+                        i,
+                        &field,
+                        format!("no record {:?} in this snapshot", g.id.as_str()),
+                    ));
+                }
+            }
+            for (k, p) in r.proxies.iter().enumerate() {
+                let field = format!("proxies[{k}].id");
+                if p.id == r.id {
+                    errors.push(err(i, &field, "a person cannot be their own proxy".into()));
+                } else if !by_id.contains_key(&p.id) {
+                    errors.push(err(
+                        i,
+                        &field,
+                        format!("no record {:?} in this snapshot", p.id.as_str()),
+                    ));
+                }
+                if p.scopes.is_empty() {
+                    errors.push(err(
+                        i,
+                        &format!("proxies[{k}].scopes"),
+                        "must name at least one category or \"all\"".into(),
+                    ));
+                }
+            }
+            if let Status::Deceased { date } | Status::MovedOut { date } = r.status {
+                if date < r.birth_date {
+                    errors.push(err(
+                        i,
+                        "status.date",
+                        format!("{date} is before the birth date {}", r.birth_date),
+                    ));
+                }
+            }
+        }
+        let mut hh_ids: Vec<&HouseholdId> = households.keys().collect();
+        hh_ids.sort();
+        for hid in hh_ids {
+            let members = &households[hid];
+            let current: Vec<usize> = members
+                .iter()
+                .copied()
+                .filter(|&i| residents[i].is_current())
+                .collect();
+            let heads: Vec<usize> = current
+                .iter()
+                .copied()
+                .filter(|&i| residents[i].is_householder())
+                .collect();
+            if heads.len() > 1 {
+                errors.push(err(
+                    heads[1],
+                    "household.relationship",
+                    format!(
+                        "household {:?} has {} current 世帯主; exactly one is allowed",
+                        hid.as_str(),
+                        heads.len()
+                    ),
+                ));
+            }
+            // Right after a householder dies or leaves, the household has no 世帯主 until the
+            // 世帯主変更届 is filed; any other household without one is an error.
+            let head_left = members
+                .iter()
+                .any(|&i| !residents[i].is_current() && residents[i].is_householder());
+            if heads.is_empty() && !current.is_empty() && !head_left {
+                errors.push(err(
+                    current[0],
+                    "household.relationship",
+                    format!("household {:?} has no 世帯主", hid.as_str()),
+                ));
+            }
+        }
+        for e in &extra_events {
+            if !by_id.contains_key(&e.subject) {
+                errors.push(DataError {
+                    source: source.to_owned(),
+                    line: 0,
+                    field: Some("events.subject".into()),
+                    message: format!(
+                        "no record {:?} for the {} event",
+                        e.subject.as_str(),
+                        e.kind.name()
+                    ),
+                });
+            }
+        }
+        if !errors.is_empty() {
+            errors.sort_by_key(|e| e.line);
+            return Err(DataErrors(errors));
+        }
+
+        let mut by_birth: BTreeMap<NaiveDate, Vec<usize>> = BTreeMap::new();
+        let mut events: BTreeMap<NaiveDate, Vec<(EventKind, usize, String)>> = BTreeMap::new();
+        for (i, r) in residents.iter().enumerate() {
+            if matches!(r.status, Status::External) {
+                continue;
+            }
+            by_birth.entry(r.birth_date).or_default().push(i);
+            let mut push = |kind: EventKind, date: NaiveDate| {
+                let e = LifeEvent::new(kind, r.id.clone(), date);
+                events.entry(date).or_default().push((kind, i, e.id));
+            };
+            // A birth is on the register from the birth date, whatever the record's status now.
+            let born_here = match r.status {
+                Status::Resident { reason, since } => {
+                    reason == Some(ResidentReason::Birth) || since == Some(r.birth_date)
+                }
+                _ => false,
+            };
+            if born_here {
+                push(EventKind::Birth, r.birth_date);
+            }
+            match r.status {
+                Status::Resident {
+                    since: Some(since),
+                    reason: Some(ResidentReason::MoveIn),
+                } => push(EventKind::MoveIn, since),
+                Status::Deceased { date } => push(EventKind::Death, date),
+                Status::MovedOut { date } => push(EventKind::MoveOut, date),
+                _ => {}
+            }
+        }
+        for e in extra_events {
+            let i = by_id[&e.subject];
+            events.entry(e.date).or_default().push((e.kind, i, e.id));
+        }
+        for list in events.values_mut() {
+            list.sort();
+            list.dedup();
+        }
+        Ok(Self {
+            residents,
+            by_id,
+            households,
+            by_birth,
+            events,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.residents.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.residents.is_empty()
+    }
+
+    pub fn residents(&self) -> &[Resident] {
+        &self.residents
+    }
+
+    pub fn get(&self, i: usize) -> &Resident {
+        &self.residents[i]
+    }
+
+    pub fn index_of(&self, id: &ResidentId) -> Option<usize> {
+        self.by_id.get(id).copied()
+    }
+
+    /// All records of a household, current or not, in snapshot order.
+    pub fn household(&self, id: &HouseholdId) -> &[usize] {
+        self.households.get(id).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Other current residents of `i`'s household.
+    pub fn housemates(&self, i: usize) -> Vec<usize> {
+        match self.residents[i].household_id() {
+            Some(h) => self
+                .household(h)
+                .iter()
+                .copied()
+                .filter(|&j| j != i && self.residents[j].is_current())
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// The current 世帯主 of `i`'s household.
+    pub fn householder_of(&self, i: usize) -> Option<usize> {
+        let h = self.residents[i].household_id()?;
+        self.household(h)
+            .iter()
+            .copied()
+            .find(|&j| self.residents[j].is_current() && self.residents[j].is_householder())
+    }
+
+    /// Subjects born within `from..=to`.
+    pub fn born_between(&self, from: NaiveDate, to: NaiveDate) -> impl Iterator<Item = usize> + '_ {
+        self.by_birth
+            .range(from..=to)
+            .flat_map(|(_, v)| v.iter().copied())
+    }
+
+    /// Every possible subject (all records but `external` ones).
+    pub fn subjects(&self) -> impl Iterator<Item = usize> + '_ {
+        self.by_birth.values().flat_map(|v| v.iter().copied())
+    }
+
+    /// Events of `kind` on `date`: (subject index, event id).
+    pub fn events_on(
+        &self,
+        kind: EventKind,
+        date: NaiveDate,
+    ) -> impl Iterator<Item = (usize, &str)> + '_ {
+        self.events
+            .get(&date)
+            .into_iter()
+            .flatten()
+            .filter(move |(k, _, _)| *k == kind)
+            .map(|(_, i, id)| (*i, id.as_str()))
+    }
+
+    /// All events of a subject (for `explain`).
+    pub fn events_of(&self, i: usize) -> Vec<LifeEvent> {
+        let mut out = Vec::new();
+        for (date, list) in &self.events {
+            for (kind, j, id) in list {
+                if *j == i {
+                    out.push(LifeEvent {
+                        kind: *kind,
+                        subject: self.residents[i].id.clone(),
+                        date: *date,
+                        id: id.clone(),
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A parsed snapshot.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub header: SnapshotHeader,
+    pub population: Population,
+}
+
+/// Parses snapshot text. Every bad line is reported; nothing is returned if any line is bad.
+pub fn parse_snapshot(text: &str, source: &str) -> Result<Snapshot, DataErrors> {
+    let mut errors = Vec::new();
+    let mut lines_iter = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
+    let header = match lines_iter.next() {
+        None => {
+            return Err(DataErrors(vec![DataError {
+                source: source.to_owned(),
+                line: 1,
+                field: None,
+                message:
+                    "empty snapshot: line 1 must be the header {\"format\":\"oshirase-snapshot\",…}"
+                        .into(),
+            }]))
+        }
+        Some((n, line)) => match parse_json_line::<SnapshotHeader>(line) {
+            Ok(h) if h.format != "oshirase-snapshot" => {
+                errors.push(DataError {
+                    source: source.to_owned(),
+                    line: n + 1,
+                    field: Some("format".into()),
+                    message: format!("{:?} is not \"oshirase-snapshot\"", h.format),
+                });
+                None
+            }
+            Ok(h) if h.schema_version != SNAPSHOT_SCHEMA_VERSION => {
+                errors.push(DataError {
+                    source: source.to_owned(),
+                    line: n + 1,
+                    field: Some("schema_version".into()),
+                    message: format!(
+                        "schema version {} is not supported; this release reads version {SNAPSHOT_SCHEMA_VERSION}",
+                        h.schema_version
+                    ),
+                });
+                None
+            }
+            Ok(h) => Some(h),
+            Err((field, message)) => {
+                errors.push(DataError {
+                    source: source.to_owned(),
+                    line: n + 1,
+                    field,
+                    message: format!("{message} (line 1 must be the snapshot header)"),
+                });
+                None
+            }
+        },
+    };
+    let mut residents = Vec::new();
+    let mut lines = Vec::new();
+    for (n, line) in lines_iter {
+        match parse_json_line::<Resident>(line) {
+            Ok(r) => {
+                residents.push(r);
+                lines.push(n + 1);
+            }
+            Err((field, message)) => errors.push(DataError {
+                source: source.to_owned(),
+                line: n + 1,
+                field,
+                message,
+            }),
+        }
+    }
+    let population = Population::build(residents, &lines, source, Vec::new());
+    match (header, population) {
+        (Some(header), Ok(population)) if errors.is_empty() => Ok(Snapshot { header, population }),
+        (_, pop) => {
+            if let Err(DataErrors(more)) = pop {
+                errors.extend(more);
+            }
+            errors.sort_by_key(|e| e.line);
+            Err(DataErrors(errors))
+        }
+    }
+}
+
+/// Reads and parses a snapshot file.
+pub fn load_snapshot(path: &Path) -> Result<Snapshot, DataErrors> {
+    let source = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        DataErrors(vec![DataError {
+            source: source.clone(),
+            line: 0,
+            field: None,
+            message: format!("cannot read: {e}"),
+        }])
+    })?;
+    parse_snapshot(&text, &source)
+}
+
+/// Deserializes one JSON value, returning the failing field path and a message.
+pub(crate) fn parse_json_line<T: serde::de::DeserializeOwned>(
+    line: &str,
+) -> Result<T, (Option<String>, String)> {
+    let de = &mut serde_json::Deserializer::from_str(line);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = (path != ".").then_some(path);
+        (field, strip_position(&e.into_inner().to_string()))
+    })
+}
+
+/// serde_json appends " at line 1 column N"; the caller reports the real line.
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_owned(),
+        None => msg.to_owned(),
+    }
+}
+
+/// Collects ids that occur more than once, for callers that merge populations.
+pub fn duplicate_ids<'a>(ids: impl IntoIterator<Item = &'a ResidentId>) -> Vec<&'a ResidentId> {
+    let mut seen = HashSet::new();
+    ids.into_iter().filter(|id| !seen.insert(*id)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: &str =
+        r#"{"format":"oshirase-snapshot","schema_version":1,"as_of":"2026-10-01"}"#;
+
+    fn rec(id: &str, hh: &str, rel: &str, extra: &str) -> String {
+        format!(
+            r#"{{"id":"{id}","name":{{"kanji":"山田 太郎","kana":"ヤマダ タロウ"}},"birth_date":"1980-05-01","sex":1,"status":{{"kind":"resident"}},"address":{{"local_gov_code":"133621","text":"東京都利島村1番地"}},"household":{{"id":"{hh}","relationship":"{rel}"}}{extra}}}"#
+        )
+    }
+
+    fn errors_of(text: &str) -> Vec<String> {
+        parse_snapshot(text, "t.jsonl")
+            .unwrap_err()
+            .0
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn a_valid_household_parses_and_is_indexed() {
+        let text = [
+            HEADER.to_string(),
+            rec("R1", "H1", "世帯主", ""),
+            rec("R2", "H1", "子", r#","guardians":[{"id":"R1"}]"#),
+        ]
+        .join("\n");
+        let s = parse_snapshot(&text, "t.jsonl").unwrap();
+        assert_eq!(s.population.len(), 2);
+        assert_eq!(s.population.householder_of(1), Some(0));
+        assert_eq!(s.population.housemates(0), vec![1]);
+    }
+
+    #[test]
+    fn every_bad_line_is_reported_with_line_and_field() {
+        let text = [
+            HEADER.to_string(),
+            rec("R1", "H1", "世帯主", ""),
+            rec("R2", "H1", "孫", ""),
+            rec("R3", "H2", "世帯主", "").replace("133621", "133622"),
+            rec("R4", "H3", "世帯主", "").replace("1980-05-01", "2023-02-29"),
+            rec("R5", "H4", "世帯主", r#","colour":"blue""#),
+            rec("R6", "H5", "世帯主", r#","guardians":[{"id":"R99"}]"#),
+        ]
+        .join("\n");
+        let errs = errors_of(&text);
+        assert_eq!(errs.len(), 5, "{errs:#?}");
+        assert!(
+            errs[0].starts_with("t.jsonl:3: field `household.relationship`: unknown 続柄 \"孫\""),
+            "{}",
+            errs[0]
+        );
+        assert!(
+            errs[1].starts_with("t.jsonl:4: field `address.local_gov_code`: check digit"),
+            "{}",
+            errs[1]
+        );
+        assert!(
+            errs[2].starts_with("t.jsonl:5: field `birth_date`"),
+            "{}",
+            errs[2]
+        );
+        assert!(
+            errs[3].contains("t.jsonl:6:") && errs[3].contains("unknown field `colour`"),
+            "{}",
+            errs[3]
+        );
+        assert_eq!(
+            errs[4],
+            "t.jsonl:7: field `guardians[0].id`: no record \"R99\" in this snapshot"
+        );
+    }
+
+    #[test]
+    fn households_need_exactly_one_householder() {
+        let two = [
+            HEADER.to_string(),
+            rec("R1", "H1", "世帯主", ""),
+            rec("R2", "H1", "世帯主", ""),
+        ]
+        .join("\n");
+        assert!(errors_of(&two)[0].contains("2 current 世帯主"));
+        let none = [HEADER.to_string(), rec("R1", "H1", "妻", "")].join("\n");
+        assert!(errors_of(&none)[0].contains("has no 世帯主"));
+        // After the householder's death the household waits for a 世帯主変更届: allowed.
+        let widowed = [
+            HEADER.to_string(),
+            rec("R1", "H1", "世帯主", "").replace(
+                r#"{"kind":"resident"}"#,
+                r#"{"kind":"deceased","date":"2026-09-01"}"#,
+            ),
+            rec("R2", "H1", "妻", ""),
+        ]
+        .join("\n");
+        assert!(parse_snapshot(&widowed, "t").is_ok());
+    }
+
+    #[test]
+    fn header_version_and_duplicates() {
+        let v2 = HEADER.replace("\"schema_version\":1", "\"schema_version\":2");
+        assert!(errors_of(&v2)[0].contains("schema version 2 is not supported"));
+        let dup = [
+            HEADER.to_string(),
+            rec("R1", "H1", "世帯主", ""),
+            rec("R1", "H2", "世帯主", ""),
+        ]
+        .join("\n");
+        assert!(errors_of(&dup)[0].contains("duplicate id \"R1\" (first on line 2)"));
+        assert!(errors_of("")[0].contains("empty snapshot"));
+    }
+
+    #[test]
+    fn events_are_derived_from_statuses() {
+        let text = [
+            HEADER.to_string(),
+            rec("R1", "H1", "世帯主", "").replace(
+                r#"{"kind":"resident"}"#,
+                r#"{"kind":"deceased","date":"2026-09-01"}"#,
+            ),
+            rec("R2", "H1", "妻", "").replace(
+                r#"{"kind":"resident"}"#,
+                r#"{"kind":"resident","since":"2026-08-01","reason":"move_in"}"#,
+            ),
+        ]
+        .join("\n");
+        let p = parse_snapshot(&text, "t").unwrap().population;
+        let d = |s: &str| s.parse::<NaiveDate>().unwrap();
+        assert_eq!(p.events_on(EventKind::Death, d("2026-09-01")).count(), 1);
+        assert_eq!(p.events_on(EventKind::MoveIn, d("2026-08-01")).count(), 1);
+        assert_eq!(p.events_on(EventKind::Birth, d("1980-05-01")).count(), 0);
+    }
+}

@@ -1,0 +1,334 @@
+//! The rule language: the YAML document as written by policy staff (`RuleDoc`), and the
+//! compiled, checked form the evaluator runs (`Rule`). Documented in rules/README.md.
+
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+
+use crate::calendar::{Counting, MonthDay, Period, Shift};
+use crate::ids::RuleId;
+use crate::population::EventKind;
+use crate::resident::Channel;
+use crate::script::Script;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Titles {
+    pub ja: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub en: Option<String>,
+}
+
+/// Rule categories; proxies are authorised per category.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    Childcare,
+    ChildHealth,
+    Vaccination,
+    HealthInsurance,
+    Pension,
+    LongTermCare,
+    Elderly,
+    Bereavement,
+    Household,
+    Education,
+    Welfare,
+}
+
+impl Category {
+    pub fn name(self) -> &'static str {
+        match self {
+            Category::Childcare => "childcare",
+            Category::ChildHealth => "child_health",
+            Category::Vaccination => "vaccination",
+            Category::HealthInsurance => "health_insurance",
+            Category::Pension => "pension",
+            Category::LongTermCare => "long_term_care",
+            Category::Elderly => "elderly",
+            Category::Bereavement => "bereavement",
+            Category::Household => "household",
+            Category::Education => "education",
+            Category::Welfare => "welfare",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Validity {
+    pub from: NaiveDate,
+    #[serde(default)]
+    pub to: Option<NaiveDate>,
+}
+
+impl Validity {
+    pub fn contains(&self, d: NaiveDate) -> bool {
+        self.from <= d && self.to.is_none_or(|t| d <= t)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FiscalYearAge {
+    pub age: u32,
+    pub on: MonthDay,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Annual {
+    pub on: MonthDay,
+}
+
+/// What makes a rule fire, and so its occurrence date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Trigger {
+    AgeAttained(u32),
+    Birthday(u32),
+    AgeMonths(u32),
+    FiscalYearAge(FiscalYearAge),
+    Event(EventKind),
+    Annual(Annual),
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyDoc {
+    #[serde(default)]
+    pub days_before: Option<u32>,
+    #[serde(default)]
+    pub days_after: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AgeOn {
+    #[default]
+    Occurrence,
+    Notify,
+    FiscalYearEnd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgeRange {
+    #[serde(default)]
+    pub min: Option<i32>,
+    #[serde(default)]
+    pub max: Option<i32>,
+    #[serde(default)]
+    pub on: AgeOn,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CountRange {
+    #[serde(default)]
+    pub min: Option<usize>,
+    #[serde(default)]
+    pub max: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttributeEquals {
+    pub name: String,
+    pub value: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SexIs {
+    Male,
+    Female,
+}
+
+/// A condition as written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum ConditionDoc {
+    Attribute(String),
+    NotAttribute(String),
+    AttributeEquals(AttributeEquals),
+    Sex(SexIs),
+    Age(AgeRange),
+    HouseholdRemaining(CountRange),
+    Script(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Audience {
+    Subject,
+    Guardians,
+    Householder,
+    Spouse,
+    Survivors,
+    Proxies,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DeadlineFrom {
+    #[default]
+    Occurrence,
+    Notify,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadlineDoc {
+    #[serde(default)]
+    pub days: Option<u32>,
+    #[serde(default)]
+    pub months: Option<u32>,
+    #[serde(default)]
+    pub years: Option<u32>,
+    #[serde(default)]
+    pub counting: Option<Counting>,
+    #[serde(default)]
+    pub from: Option<DeadlineFrom>,
+    #[serde(default)]
+    pub shift: Option<Shift>,
+    #[serde(default)]
+    pub before_age: Option<u32>,
+    #[serde(default)]
+    pub before_age_months: Option<u32>,
+    #[serde(default)]
+    pub fiscal_year_end: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Messages {
+    pub ja: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub en: Option<String>,
+}
+
+/// A rule file exactly as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleDoc {
+    pub id: RuleId,
+    pub version: u32,
+    pub title: Titles,
+    pub category: Category,
+    pub legal_basis: String,
+    pub valid: Validity,
+    // Enums are written as one-key maps (`{ age_attained: 20 }`), not YAML tags.
+    #[serde(with = "serde_yaml_ng::with::singleton_map")]
+    pub trigger: Trigger,
+    #[serde(default)]
+    pub notify: Option<NotifyDoc>,
+    #[serde(default, with = "serde_yaml_ng::with::singleton_map_recursive")]
+    pub conditions: Vec<ConditionDoc>,
+    pub audience: Vec<Audience>,
+    #[serde(default)]
+    pub deadline: Option<DeadlineDoc>,
+    #[serde(default)]
+    pub prefill: IndexMap<String, String>,
+    #[serde(default)]
+    pub recommend: Vec<RuleId>,
+    pub message: Messages,
+    pub channels: Vec<Channel>,
+    #[serde(default)]
+    pub critical: bool,
+}
+
+/// A checked deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deadline {
+    Period {
+        period: Period,
+        counting: Counting,
+        from: DeadlineFrom,
+        shift: Shift,
+    },
+    BeforeAge(u32),
+    BeforeAgeMonths(u32),
+    FiscalYearEnd,
+}
+
+/// A compiled condition. `label` is how `explain` names it.
+#[derive(Debug, Clone)]
+pub enum Condition {
+    Attribute(String),
+    NotAttribute(String),
+    AttributeEquals(String, serde_json::Value),
+    Sex(SexIs),
+    Age(AgeRange),
+    HouseholdRemaining(CountRange),
+    Script(Script),
+}
+
+impl Condition {
+    pub fn label(&self) -> String {
+        match self {
+            Condition::Attribute(a) => format!("attribute {a}"),
+            Condition::NotAttribute(a) => format!("not_attribute {a}"),
+            Condition::AttributeEquals(a, v) => format!("attribute_equals {a} = {v}"),
+            Condition::Sex(s) => format!("sex {s:?}").to_lowercase(),
+            Condition::Age(r) => format!(
+                "age {}..{} on {:?}",
+                r.min.map_or(String::new(), |v| v.to_string()),
+                r.max.map_or(String::new(), |v| v.to_string()),
+                r.on
+            ),
+            Condition::HouseholdRemaining(r) => format!(
+                "household_remaining {}..{}",
+                r.min.map_or(String::new(), |v| v.to_string()),
+                r.max.map_or(String::new(), |v| v.to_string())
+            ),
+            Condition::Script(s) => format!("script `{}`", s.source.trim()),
+        }
+    }
+}
+
+/// Where a rule came from, for run-time error reports.
+#[derive(Debug, Clone)]
+pub struct RuleSource {
+    pub file: String,
+    /// (field path, line) for each field that can fail at run time.
+    pub lines: Vec<(String, usize)>,
+}
+
+impl RuleSource {
+    pub fn line_of(&self, field: &str) -> usize {
+        self.lines
+            .iter()
+            .find(|(f, _)| f == field)
+            .map_or(1, |(_, l)| *l)
+    }
+}
+
+/// A compiled, checked rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub id: RuleId,
+    pub version: u32,
+    pub title: Titles,
+    pub category: Category,
+    pub legal_basis: String,
+    pub valid: Validity,
+    pub trigger: Trigger,
+    /// Days from the occurrence to the notice: negative is before.
+    pub notify_offset: i64,
+    pub conditions: Vec<(String, Condition)>,
+    pub audience: Vec<Audience>,
+    pub deadline: Option<Deadline>,
+    pub prefill: Vec<(String, Script)>,
+    pub recommend: Vec<RuleId>,
+    pub message: Messages,
+    pub channels: Vec<Channel>,
+    pub critical: bool,
+    /// Parameters the rule's scripts read.
+    pub params_used: Vec<String>,
+    pub source: Arc<RuleSource>,
+    /// SHA-256 of the file's bytes.
+    pub content_hash: String,
+}
