@@ -619,12 +619,13 @@ mod tests {
         }
 
         #[test]
-        fn shifted_deadlines_land_on_open_days_within_a_week(start in date_strategy(), n in 1u32..60) {
+        fn shifted_deadlines_land_on_open_days_within_ten_days(start in date_strategy(), n in 1u32..60) {
             let plain = due_date(start, Period::Days(n), Counting::NextDay, Shift::None);
             let shifted = due_date(start, Period::Days(n), Counting::NextDay, Shift::ClosedDays);
             prop_assert!(shifted >= plain);
             prop_assert!(!is_closed_day(shifted));
-            prop_assert!((shifted - plain).num_days() <= 7);
+            // The longest closure: a weekend before the year-end holidays and a 振替休日.
+            prop_assert!((shifted - plain).num_days() <= 10);
         }
     }
 }

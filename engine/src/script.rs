@@ -77,11 +77,32 @@ impl ScriptEngine {
             .set_max_map_size(1_000)
             .set_max_variables(256)
             .set_max_functions(64)
-            .set_strict_variables(true);
+            .set_strict_variables(true)
+            // Registered operators (below) must win over the built-in mismatched-type fallback.
+            .set_fast_operators(false);
         engine.disable_symbol("eval");
         engine.on_print(|_| {});
         engine.on_debug(|_, _, _| {});
         type R<T> = Result<T, Box<EvalAltResult>>;
+        // Rhai answers `false` when ordering values of different types, so a missing
+        // attribute (`()`) compared with a number would silently fail every resident.
+        // Make those comparisons errors, reported per rule and resident.
+        fn mismatch<A, B>(_: A, _: B) -> R<bool> {
+            Err("ordered comparison between different types (a missing attribute is `()`: \
+                 write `subject.attributes.x ?? 0`)"
+                .into())
+        }
+        for op in ["<", ">", "<=", ">="] {
+            engine.register_fn(op, mismatch::<(), i64>);
+            engine.register_fn(op, mismatch::<i64, ()>);
+            engine.register_fn(op, mismatch::<(), f64>);
+            engine.register_fn(op, mismatch::<f64, ()>);
+            engine.register_fn(op, mismatch::<(), rhai::ImmutableString>);
+            engine.register_fn(op, mismatch::<rhai::ImmutableString, ()>);
+            engine.register_fn(op, mismatch::<i64, rhai::ImmutableString>);
+            engine.register_fn(op, mismatch::<rhai::ImmutableString, i64>);
+            engine.register_fn(op, mismatch::<(), ()>);
+        }
         engine.register_fn("attain", |b: &str, n: i64| -> R<String> {
             Ok(calendar::attain(date_arg(b)?, int_arg(n)?).to_string())
         });
