@@ -88,9 +88,11 @@ impl ScriptEngine {
         // attribute (`()`) compared with a number would silently fail every resident.
         // Make those comparisons errors, reported per rule and resident.
         fn mismatch<A, B>(_: A, _: B) -> R<bool> {
-            Err("ordered comparison between different types (a missing attribute is `()`: \
+            Err(
+                "ordered comparison between different types (a missing attribute is `()`: \
                  write `subject.attributes.x ?? 0`)"
-                .into())
+                    .into(),
+            )
         }
         for op in ["<", ">", "<=", ">="] {
             engine.register_fn(op, mismatch::<(), i64>);

@@ -20,8 +20,14 @@ channels: [portal]
 "#;
 
 fn errors(files: &[(&str, &str)], params: &[(&str, &str)]) -> Vec<String> {
-    let sources: Vec<(String, String)> = files.iter().map(|(f, t)| (f.to_string(), t.to_string())).collect();
-    let params: Vec<(String, String)> = params.iter().map(|(f, t)| (f.to_string(), t.to_string())).collect();
+    let sources: Vec<(String, String)> = files
+        .iter()
+        .map(|(f, t)| (f.to_string(), t.to_string()))
+        .collect();
+    let params: Vec<(String, String)> = params
+        .iter()
+        .map(|(f, t)| (f.to_string(), t.to_string()))
+        .collect();
     match compile_sources(Path::new("rules"), &sources, &params) {
         Ok(_) => Vec::new(),
         Err(e) => e.0.iter().map(ToString::to_string).collect(),
@@ -30,12 +36,16 @@ fn errors(files: &[(&str, &str)], params: &[(&str, &str)]) -> Vec<String> {
 
 fn with(old: &str, new: &str) -> String {
     assert!(GOOD.contains(old), "{old}");
-    GOOD.replace(old, new).replace("id: good-rule", "id: bad-rule")
+    GOOD.replace(old, new)
+        .replace("id: good-rule", "id: bad-rule")
 }
 
 #[test]
 fn a_good_rule_loads() {
-    assert_eq!(errors(&[("rules/good-rule.yaml", GOOD)], &[]), Vec::<String>::new());
+    assert_eq!(
+        errors(&[("rules/good-rule.yaml", GOOD)], &[]),
+        Vec::<String>::new()
+    );
 }
 
 #[test]
@@ -43,28 +53,53 @@ fn every_error_in_every_file_is_reported_at_once() {
     let unknown_field = with("channels: [portal]", "channels: [portal]\nchanels: [email]");
     let bad_rhai = with("name: subject.name.kanji", "name: subject.name.kanji +");
     let bad_template = with("{{ name }} 様", "{{ nmae }} 様");
-    let bad_recommend = with("channels: [portal]", "channels: [portal]\nrecommend: [no-such-rule]");
+    let bad_recommend = with(
+        "channels: [portal]",
+        "channels: [portal]\nrecommend: [no-such-rule]",
+    );
     let malformed = "id: [unclosed\n";
     let errs = errors(
         &[
             ("rules/bad-rule.yaml", &unknown_field),
-            ("rules/bad-rhai.yaml", &bad_rhai.replace("id: bad-rule", "id: bad-rhai")),
-            ("rules/bad-template.yaml", &bad_template.replace("id: bad-rule", "id: bad-template")),
-            ("rules/bad-recommend.yaml", &bad_recommend.replace("id: bad-rule", "id: bad-recommend")),
+            (
+                "rules/bad-rhai.yaml",
+                &bad_rhai.replace("id: bad-rule", "id: bad-rhai"),
+            ),
+            (
+                "rules/bad-template.yaml",
+                &bad_template.replace("id: bad-rule", "id: bad-template"),
+            ),
+            (
+                "rules/bad-recommend.yaml",
+                &bad_recommend.replace("id: bad-rule", "id: bad-recommend"),
+            ),
             ("rules/malformed.yaml", malformed),
             ("rules/good-rule.yaml", GOOD),
         ],
         &[],
     );
     assert_eq!(errs.len(), 5, "{errs:#?}");
-    let find = |file: &str| errs.iter().find(|e| e.starts_with(file)).unwrap_or_else(|| panic!("{file}: {errs:#?}"));
+    let find = |file: &str| {
+        errs.iter()
+            .find(|e| e.starts_with(file))
+            .unwrap_or_else(|| panic!("{file}: {errs:#?}"))
+    };
     assert!(find("rules/bad-rule.yaml:14:").contains("unknown field `chanels`"));
     let rhai = find("rules/bad-rhai.yaml:10:");
-    assert!(rhai.contains("field `prefill.name`") && rhai.contains("Rhai does not compile"), "{rhai}");
+    assert!(
+        rhai.contains("field `prefill.name`") && rhai.contains("Rhai does not compile"),
+        "{rhai}"
+    );
     let tmpl = find("rules/bad-template.yaml:12:");
-    assert!(tmpl.contains("template variable \"nmae\"") && tmpl.contains("available: "), "{tmpl}");
+    assert!(
+        tmpl.contains("template variable \"nmae\"") && tmpl.contains("available: "),
+        "{tmpl}"
+    );
     assert!(find("rules/bad-recommend.yaml:14:").contains("no rule with id \"no-such-rule\""));
-    assert!(find("rules/malformed.yaml:").contains("field `id`") || find("rules/malformed.yaml:").contains("malformed"));
+    assert!(
+        find("rules/malformed.yaml:").contains("field `id`")
+            || find("rules/malformed.yaml:").contains("malformed")
+    );
 }
 
 #[test]
@@ -73,40 +108,108 @@ fn scripts_that_loop_forever_or_return_the_wrong_type_are_load_errors() {
         "audience: [subject]",
         "conditions:\n  - script: 'let n = 0; loop { n += 1; }'\naudience: [subject]",
     );
-    let wrong_type = with("audience: [subject]", "conditions:\n  - script: 'subject.sex'\naudience: [subject]");
+    let wrong_type = with(
+        "audience: [subject]",
+        "conditions:\n  - script: 'subject.sex'\naudience: [subject]",
+    );
     let errs = errors(
         &[
             ("rules/bad-rule.yaml", &looping),
-            ("rules/wrong-type.yaml", &wrong_type.replace("id: bad-rule", "id: wrong-type")),
+            (
+                "rules/wrong-type.yaml",
+                &wrong_type.replace("id: bad-rule", "id: wrong-type"),
+            ),
         ],
         &[],
     );
     assert_eq!(errs.len(), 2, "{errs:#?}");
-    assert!(errs[0].starts_with("rules/bad-rule.yaml:9:") && errs[0].contains("conditions[0].script") && errs[0].contains("operations"), "{}", errs[0]);
-    assert!(errs[1].starts_with("rules/wrong-type.yaml:9:") && errs[1].contains("must return true or false, this returns integer"), "{}", errs[1]);
+    assert!(
+        errs[0].starts_with("rules/bad-rule.yaml:9:")
+            && errs[0].contains("conditions[0].script")
+            && errs[0].contains("operations"),
+        "{}",
+        errs[0]
+    );
+    assert!(
+        errs[1].starts_with("rules/wrong-type.yaml:9:")
+            && errs[1].contains("must return true or false, this returns integer"),
+        "{}",
+        errs[1]
+    );
 }
 
 #[test]
 fn semantic_mistakes_name_their_field() {
     let cases = [
-        (with("audience: [subject]", "audience: []"), "field `audience`: name at least one audience"),
-        (with("trigger: { age_attained: 20 }", "trigger: { event: death }"), "a death notice cannot go to the deceased"),
-        (with("trigger: { age_attained: 20 }", "trigger: { age_atained: 20 }"), "unknown variant `age_atained`"),
-        (with("valid: { from: 2019-10-01 }", "valid: { from: 2019-02-30 }"), "field `valid.from`"),
-        (with("audience: [subject]", "audience: [subject]\ndeadline: { days: 14, before_age: 20 }"), "needs exactly one kind of deadline"),
-        (with("audience: [subject]", "audience: [subject]\nnotify: { days_before: 1, days_after: 1 }"), "exactly one of days_before or days_after"),
-        (with("name: subject.name.kanji", "name: params.no_such_amount"), "no parameter \"no_such_amount\""),
-        (with("name: subject.name.kanji", "name: subjct.name"), "Undefined variable: subjct"),
-        (with("category: pension", "category: pensions"), "unknown variant `pensions`"),
-        (with("trigger: { age_attained: 20 }", "trigger: { fiscal_year_age: { age: 6, on: \"02-30\" } }"), "not a month-day"),
+        (
+            with("audience: [subject]", "audience: []"),
+            "field `audience`: name at least one audience",
+        ),
+        (
+            with("trigger: { age_attained: 20 }", "trigger: { event: death }"),
+            "a death notice cannot go to the deceased",
+        ),
+        (
+            with(
+                "trigger: { age_attained: 20 }",
+                "trigger: { age_atained: 20 }",
+            ),
+            "unknown variant `age_atained`",
+        ),
+        (
+            with("valid: { from: 2019-10-01 }", "valid: { from: 2019-02-30 }"),
+            "field `valid.from`",
+        ),
+        (
+            with(
+                "audience: [subject]",
+                "audience: [subject]\ndeadline: { days: 14, before_age: 20 }",
+            ),
+            "needs exactly one kind of deadline",
+        ),
+        (
+            with(
+                "audience: [subject]",
+                "audience: [subject]\nnotify: { days_before: 1, days_after: 1 }",
+            ),
+            "exactly one of days_before or days_after",
+        ),
+        (
+            with("name: subject.name.kanji", "name: params.no_such_amount"),
+            "no parameter \"no_such_amount\"",
+        ),
+        (
+            with("name: subject.name.kanji", "name: subjct.name"),
+            "Undefined variable: subjct",
+        ),
+        (
+            with("category: pension", "category: pensions"),
+            "unknown variant `pensions`",
+        ),
+        (
+            with(
+                "trigger: { age_attained: 20 }",
+                "trigger: { fiscal_year_age: { age: 6, on: \"02-30\" } }",
+            ),
+            "not a month-day",
+        ),
     ];
     for (text, want) in cases {
         let errs = errors(&[("rules/bad-rule.yaml", &text)], &[]);
-        assert!(errs.iter().any(|e| e.contains(want)), "want {want:?} in {errs:#?}");
-        assert!(errs.iter().all(|e| e.starts_with("rules/bad-rule.yaml:")), "{errs:#?}");
+        assert!(
+            errs.iter().any(|e| e.contains(want)),
+            "want {want:?} in {errs:#?}"
+        );
+        assert!(
+            errs.iter().all(|e| e.starts_with("rules/bad-rule.yaml:")),
+            "{errs:#?}"
+        );
     }
     let wrong_file_name = errors(&[("rules/other.yaml", GOOD)], &[]);
-    assert!(wrong_file_name[0].contains("does not match the file name"), "{wrong_file_name:?}");
+    assert!(
+        wrong_file_name[0].contains("does not match the file name"),
+        "{wrong_file_name:?}"
+    );
 }
 
 #[test]
@@ -115,10 +218,22 @@ fn parameters_are_checked_too() {
     let dup = "amount:\n  description: x\n  values:\n    - { from: 2020-04-01, value: 1 }\n";
     let errs = errors(
         &[("rules/bad-rule.yaml", &uses)],
-        &[("rules/parameters/a.yaml", dup), ("rules/parameters/b.yaml", dup)],
+        &[
+            ("rules/parameters/a.yaml", dup),
+            ("rules/parameters/b.yaml", dup),
+        ],
     );
     assert_eq!(errs.len(), 1, "{errs:#?}");
-    assert!(errs[0].starts_with("rules/parameters/b.yaml:1:") && errs[0].contains("already defined in rules/parameters/a.yaml"));
-    let empty = errors(&[], &[("rules/parameters/a.yaml", "amount:\n  description: x\n  values: []\n")]);
+    assert!(
+        errs[0].starts_with("rules/parameters/b.yaml:1:")
+            && errs[0].contains("already defined in rules/parameters/a.yaml")
+    );
+    let empty = errors(
+        &[],
+        &[(
+            "rules/parameters/a.yaml",
+            "amount:\n  description: x\n  values: []\n",
+        )],
+    );
     assert!(empty[0].contains("needs at least one value"), "{empty:?}");
 }

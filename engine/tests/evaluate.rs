@@ -43,12 +43,15 @@ fn person(id: &str, birth: &str, hh: &str, rel: &str, extra: &str) -> String {
 }
 
 fn population(lines: &[String]) -> Population {
-    let mut text = r#"{"format":"oshirase-snapshot","schema_version":1,"as_of":"2026-10-01"}"#.to_string();
+    let mut text =
+        r#"{"format":"oshirase-snapshot","schema_version":1,"as_of":"2026-10-01"}"#.to_string();
     for l in lines {
         text.push('\n');
         text.push_str(l);
     }
-    parse_snapshot(&text, "test.jsonl").unwrap_or_else(|e| panic!("{e}")).population
+    parse_snapshot(&text, "test.jsonl")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .population
 }
 
 /// Decisions on `day` as "subject->recipient:role" strings, sorted.
@@ -79,7 +82,11 @@ const DECEASED: &str = r#"{"kind":"deceased","date":"2026-09-01"}"#;
 
 #[test]
 fn age_triggers_fire_on_the_notice_day_only() {
-    let rs = rules(&[&rule("{ age_attained: 20 }", "[subject]", "notify: { days_before: 14 }\n")]);
+    let rs = rules(&[&rule(
+        "{ age_attained: 20 }",
+        "[subject]",
+        "notify: { days_before: 14 }\n",
+    )]);
     let pop = population(&[
         person("R1", "2006-04-01", "H1", "世帯主", ""),
         person("R2", "2008-02-29", "H2", "世帯主", ""),
@@ -97,9 +104,18 @@ fn minors_are_reached_through_guardians_and_deaths_through_survivors() {
     let pop = population(&[
         person("P1", "1990-01-01", "H1", "世帯主", ""),
         person("P2", "1991-01-01", "H1", "妻", ""),
-        person("C1", "2026-04-10", "H1", "子", r#","guardians":[{"id":"P1"},{"id":"P2"}]"#),
+        person(
+            "C1",
+            "2026-04-10",
+            "H1",
+            "子",
+            r#","guardians":[{"id":"P1"},{"id":"P2"}]"#,
+        ),
     ]);
-    assert_eq!(check(&child, &pop, "2026-06-10"), ["C1->P1:Guardian,P2:Guardian"]);
+    assert_eq!(
+        check(&child, &pop, "2026-06-10"),
+        ["C1->P1:Guardian,P2:Guardian"]
+    );
 
     let death = rules(&[&rule("{ event: death }", "[survivors, proxies]", "")]);
     let pop = population(&[
@@ -121,11 +137,21 @@ fn minors_are_reached_through_guardians_and_deaths_through_survivors() {
 
 #[test]
 fn support_measures_suppress_household_and_proxy_routes() {
-    let rs = rules(&[&rule("{ age_attained: 65 }", "[subject, householder, proxies]", "")]);
+    let rs = rules(&[&rule(
+        "{ age_attained: 65 }",
+        "[subject, householder, proxies]",
+        "",
+    )]);
     let pop = population(&[
         person("A1", "1961-05-01", "H1", "世帯主", ""),
         person("V1", "1961-05-01", "H2", "世帯主", ""),
-        person("V2", "1961-05-01", "H1", "妻", r#","support_measure":true,"proxies":[{"id":"A1","scopes":["all"]}]"#),
+        person(
+            "V2",
+            "1961-05-01",
+            "H1",
+            "妻",
+            r#","support_measure":true,"proxies":[{"id":"A1","scopes":["all"]}]"#,
+        ),
     ]);
     // V2 is protected: only she is told; A1 (her householder and proxy) is not.
     assert_eq!(
@@ -135,16 +161,32 @@ fn support_measures_suppress_household_and_proxy_routes() {
     let guard = rules(&[&rule("{ age_months: 3 }", "[guardians, householder]", "")]);
     let pop = population(&[
         person("H", "1980-01-01", "H1", "世帯主", ""),
-        person("C", "2026-01-15", "H1", "子の子", r#","support_measure":true"#),
+        person(
+            "C",
+            "2026-01-15",
+            "H1",
+            "子の子",
+            r#","support_measure":true"#,
+        ),
     ]);
     assert_eq!(check(&guard, &pop, "2026-04-15"), ["C->STAFF"]);
 }
 
 #[test]
 fn proxies_expire_and_critical_notices_cannot_be_muted() {
-    let rs = rules(&[&rule("{ birthday: 75 }", "[subject, proxies]", "critical: true\n")]);
+    let rs = rules(&[&rule(
+        "{ birthday: 75 }",
+        "[subject, proxies]",
+        "critical: true\n",
+    )]);
     let pop = population(&[
-        person("O1", "1951-06-01", "H1", "世帯主", r#","preferences":{"channels":["webpush"]},"proxies":[{"id":"C1","scopes":["pension"],"until":"2026-05-31"}]"#),
+        person(
+            "O1",
+            "1951-06-01",
+            "H1",
+            "世帯主",
+            r#","preferences":{"channels":["webpush"]},"proxies":[{"id":"C1","scopes":["pension"],"until":"2026-05-31"}]"#,
+        ),
         person("C1", "1980-01-01", "H2", "世帯主", ""),
     ]);
     let r = evaluate_day(&rs, &pop, d("2026-06-01"));
@@ -154,7 +196,14 @@ fn proxies_expire_and_critical_notices_cannot_be_muted() {
     assert_eq!(dec.recipients[0].role, Role::Subject);
     // Muted everything but web push, has no push subscription: a critical notice still
     // reaches the portal.
-    assert_eq!(dec.recipients[0].channels.iter().map(|c| c.name()).collect::<Vec<_>>(), ["portal"]);
+    assert_eq!(
+        dec.recipients[0]
+            .channels
+            .iter()
+            .map(|c| c.name())
+            .collect::<Vec<_>>(),
+        ["portal"]
+    );
 }
 
 #[test]
@@ -165,8 +214,20 @@ fn run_time_script_errors_are_reported_not_read_as_false() {
         "conditions:\n  - script: 'subject.attributes.income > 100'\n",
     )]);
     let pop = population(&[
-        person("R1", "1986-05-01", "H1", "世帯主", r#","attributes":{"income":500}"#),
-        person("R2", "1986-05-01", "H2", "世帯主", r#","attributes":{"income":50}"#),
+        person(
+            "R1",
+            "1986-05-01",
+            "H1",
+            "世帯主",
+            r#","attributes":{"income":500}"#,
+        ),
+        person(
+            "R2",
+            "1986-05-01",
+            "H2",
+            "世帯主",
+            r#","attributes":{"income":50}"#,
+        ),
         person("R3", "1986-05-01", "H3", "世帯主", ""),
     ]);
     let r = evaluate_day(&rs, &pop, d("2026-04-30"));
@@ -206,16 +267,35 @@ fn explain_traces_conditions_and_says_when_the_notice_is_due() {
         "[subject]",
         "notify: { days_before: 14 }\nconditions:\n  - not_attribute: employees_pension\n",
     )]);
-    let pop = population(&[person("R1", "2006-04-01", "H1", "世帯主", r#","attributes":{"employees_pension":true}"#)]);
+    let pop = population(&[person(
+        "R1",
+        "2006-04-01",
+        "H1",
+        "世帯主",
+        r#","attributes":{"employees_pension":true}"#,
+    )]);
     let id = |s: &str| ResidentId::parse(s).unwrap();
     let rid = RuleId::parse("test-rule").unwrap();
     let ex = explain(&rs, &pop, &id("R1"), &rid, d("2026-03-17")).unwrap();
-    assert_eq!(ex.outcome, "no match: condition not_attribute employees_pension is false");
+    assert_eq!(
+        ex.outcome,
+        "no match: condition not_attribute employees_pension is false"
+    );
     let cond = ex.steps.iter().find(|s| s.step == "condition").unwrap();
     assert_eq!(cond.passed, Some(false));
-    assert_eq!(cond.inputs, [("subject.attributes.employees_pension".to_owned(), "true".to_owned())]);
+    assert_eq!(
+        cond.inputs,
+        [(
+            "subject.attributes.employees_pension".to_owned(),
+            "true".to_owned()
+        )]
+    );
     let early = explain(&rs, &pop, &id("R1"), &rid, d("2026-03-01")).unwrap();
-    assert!(early.outcome.contains("due on 2026-03-17"), "{}", early.outcome);
+    assert!(
+        early.outcome.contains("due on 2026-03-17"),
+        "{}",
+        early.outcome
+    );
     assert!(explain(&rs, &pop, &id("NOPE"), &rid, d("2026-03-01")).is_err());
 }
 
@@ -265,7 +345,15 @@ proptest! {
 fn evaluation_is_deterministic() {
     let rs = rules(&[&rule("{ annual: { on: \"04-01\" } }", "[subject]", "")]);
     let lines: Vec<String> = (0..300)
-        .map(|i| person(&format!("R{i}"), &format!("{}-0{}-1{}", 1950 + i % 60, 1 + i % 9, i % 10), &format!("H{i}"), "世帯主", ""))
+        .map(|i| {
+            person(
+                &format!("R{i}"),
+                &format!("{}-0{}-1{}", 1950 + i % 60, 1 + i % 9, i % 10),
+                &format!("H{i}"),
+                "世帯主",
+                "",
+            )
+        })
         .collect();
     let pop = population(&lines);
     let a = evaluate_day(&rs, &pop, d("2026-04-01"));

@@ -1,0 +1,271 @@
+//! The `oshirase` binary as an operator or a rules author uses it: exit codes, messages with
+//! their place, and the fixture town evaluated end to end.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn oshirase(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_oshirase"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("the binary runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+const RULE: &str = r#"id: ok-rule
+version: 1
+title: { ja: テスト }
+category: pension
+legal_basis: test
+valid: { from: 2000-01-01 }
+trigger: { age_attained: 20 }
+audience: [subject]
+prefill:
+  name: subject.name.kanji
+message:
+  ja: "{{ name }}"
+channels: [portal]
+"#;
+
+fn write(dir: &Path, name: &str, body: &str) {
+    std::fs::create_dir_all(dir.join(name).parent().unwrap()).unwrap();
+    std::fs::write(dir.join(name), body).unwrap();
+}
+
+#[test]
+fn rules_check_lists_every_error_and_exits_1() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), "ok-rule.yaml", RULE);
+    write(
+        tmp.path(),
+        "bad-one.yaml",
+        &RULE
+            .replace("ok-rule", "bad-one")
+            .replace("channels: [portal]", "channels: [fax]"),
+    );
+    write(
+        tmp.path(),
+        "bad-two.yaml",
+        &RULE
+            .replace("ok-rule", "bad-two")
+            .replace("{{ name }}", "{{ nmae }}"),
+    );
+    let out = oshirase(&["rules", "check", tmp.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("bad-one.yaml:13:") && err.contains("unknown variant `fax`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("bad-two.yaml:12:") && err.contains("\"nmae\""),
+        "{err}"
+    );
+    assert!(err.contains("2 error(s); no rule was loaded"), "{err}");
+
+    std::fs::remove_file(tmp.path().join("bad-one.yaml")).unwrap();
+    std::fs::remove_file(tmp.path().join("bad-two.yaml")).unwrap();
+    let out = oshirase(&["rules", "check", tmp.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("1 rules"));
+}
+
+#[test]
+fn rules_test_prints_the_difference_and_exits_1() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), "ok-rule.yaml", RULE);
+    let case = |expected_occurrence: &str| {
+        format!(
+            r#"rules: [ok-rule]
+defaults:
+  address: {{ local_gov_code: "133621", text: 利島村 }}
+  status: {{ kind: resident }}
+cases:
+  - name: attains 20
+    date: 2026-03-31
+    residents:
+      - {{ id: R1, name: {{ kanji: 山田 太郎, kana: ヤマダ タロウ }}, birth_date: 2006-04-01, sex: 1, household: {{ id: H1, relationship: 世帯主 }} }}
+    expect:
+      - {{ rule: ok-rule, subject: R1, occurrence: {expected_occurrence}, prefill: {{ name: 山田 太郎 }} }}
+"#
+        )
+    };
+    write(tmp.path(), "tests/ok-rule.yaml", &case("2026-03-31"));
+    let out = oshirase(&["rules", "test", tmp.path().to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(text(&out.stdout).ends_with("rules: 1 passed, 0 failed\n"));
+
+    write(tmp.path(), "tests/ok-rule.yaml", &case("2026-04-01"));
+    let out = oshirase(&["rules", "test", tmp.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("FAIL") && stdout.contains("expected a decision of ok-rule for R1"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("unexpected decision ok-rule/R1/2026-03-31"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_bad_snapshot_is_refused_with_its_lines_and_exit_3() {
+    let tmp = tempfile::tempdir().unwrap();
+    let snap = tmp.path().join("s.jsonl");
+    std::fs::write(
+        &snap,
+        concat!(
+            r#"{"format":"oshirase-snapshot","schema_version":1,"as_of":"2026-10-01"}"#,
+            "\n",
+            r#"{"id":"R1","name":{"kanji":"山田 太郎","kana":"ヤマダ タロウ"},"birth_date":"2023-02-29","sex":1,"status":{"kind":"resident"},"address":{"local_gov_code":"133621","text":"x"},"household":{"id":"H1","relationship":"世帯主"}}"#,
+            "\n",
+            r#"{"id":"R2","name":{"kanji":"山田 花子","kana":"ヤマダ ハナコ"},"birth_date":"2020-02-02","sex":2,"status":{"kind":"resident"},"address":{"local_gov_code":"133622","text":"x"},"household":{"id":"H2","relationship":"孫"}}"#,
+            "\n"
+        ),
+    )
+    .unwrap();
+    let out = oshirase(&[
+        "evaluate",
+        "--snapshot",
+        snap.to_str().unwrap(),
+        "--date",
+        "2026-04-01",
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = text(&out.stderr);
+    assert!(err.contains("s.jsonl:2: field `birth_date`"), "{err}");
+    assert!(
+        err.contains("s.jsonl:3: field `address.local_gov_code`: check digit"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let out = oshirase(&[
+        "evaluate",
+        "--snapshot",
+        "fixtures/town.jsonl",
+        "--date",
+        "2026-02-30",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--date"));
+}
+
+#[test]
+fn the_fixture_town_evaluates_over_half_a_year() {
+    let out = oshirase(&[
+        "evaluate",
+        "--snapshot",
+        "fixtures/town.jsonl",
+        "--date",
+        "2026-04-01",
+        "--to",
+        "2026-09-30",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let decisions = v["decisions"].as_array().unwrap();
+    assert!(decisions.len() > 50, "only {} decisions", decisions.len());
+    let keys: std::collections::HashSet<&str> = decisions
+        .iter()
+        .map(|d| d["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys.len(), decisions.len(), "decision keys are unique");
+    let rules: std::collections::HashSet<&str> = decisions
+        .iter()
+        .map(|d| d["rule"].as_str().unwrap())
+        .collect();
+    for r in [
+        "jidou-teate-nintei",
+        "setainushi-henko",
+        "tokutei-kenshin",
+        "yobou-5shu-kongou",
+        "kokumin-nenkin-shutoku",
+    ] {
+        assert!(
+            rules.contains(r),
+            "no {r} decision in the fixture town; got {rules:?}"
+        );
+    }
+    // Somebody in the town died alone: that notice goes to staff, not to nobody.
+    assert!(
+        decisions.iter().any(|d| d["staff_review"]
+            .as_str()
+            .is_some_and(|s| s.contains("lived alone"))),
+        "no staff review for a death in a single-person household"
+    );
+    // Nobody deceased receives anything.
+    let snapshot = std::fs::read_to_string(root().join("fixtures/town.jsonl")).unwrap();
+    let deceased: std::collections::HashSet<String> = snapshot
+        .lines()
+        .skip(1)
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["status"]["kind"] == "deceased")
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    for d in decisions {
+        for r in d["recipients"].as_array().unwrap() {
+            assert!(
+                !deceased.contains(r["id"].as_str().unwrap()),
+                "{} went to a deceased person",
+                d["key"]
+            );
+        }
+    }
+}
+
+#[test]
+fn explain_shows_the_trace() {
+    // Find a resident turning 20 in the fixture town and explain the pension rule for them.
+    let snapshot = std::fs::read_to_string(root().join("fixtures/town.jsonl")).unwrap();
+    let r = snapshot
+        .lines()
+        .skip(1)
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| r["birth_date"] == "2006-04-01")
+        .expect("the fixture town has someone born 2006-04-01");
+    let id = r["id"].as_str().unwrap();
+    let out = oshirase(&[
+        "explain",
+        "--snapshot",
+        "fixtures/town.jsonl",
+        "--resident",
+        id,
+        "--rule",
+        "kokumin-nenkin-shutoku",
+        "--date",
+        "2026-03-17",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("rule kokumin-nenkin-shutoku v1"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("occurrence 2026-03-31"), "{stdout}");
+    assert!(
+        stdout.contains("not_attribute employees_pension"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("=> "), "{stdout}");
+}
