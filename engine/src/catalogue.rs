@@ -192,16 +192,24 @@ pub fn locate(text: &str, path: &str) -> usize {
         parent_indent = Some(indent(lines[i]));
         start = i + 1;
         if let Some(k) = index {
+            // Items of this list are the `- ` lines at the indentation of the first one;
+            // deeper `- ` lines belong to nested lists.
+            let mut item_indent = None;
             let mut seen = 0;
             let mut item = None;
             for (j, l) in lines.iter().enumerate().skip(i + 1) {
-                if !l.trim().is_empty()
-                    && indent(l) <= parent_indent.unwrap_or(0)
-                    && !l.trim_start().starts_with("- ")
-                {
+                let is_item = l.trim_start().starts_with("- ");
+                if !l.trim().is_empty() && indent(l) <= parent_indent.unwrap_or(0) && !is_item {
                     break;
                 }
-                if l.trim_start().starts_with("- ") {
+                if !is_item {
+                    continue;
+                }
+                let want = *item_indent.get_or_insert(indent(l));
+                if indent(l) < want {
+                    break;
+                }
+                if indent(l) == want {
                     if seen == k {
                         item = Some(j);
                         break;
@@ -870,4 +878,22 @@ fn script_source<'a>(rule: &'a Rule, field: &str) -> Option<&'a str> {
         Condition::Script(s) if f == cond => Some(s.source.as_str()),
         _ => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::locate;
+
+    #[test]
+    fn locate_finds_nested_fields_and_list_items() {
+        let text = "id: x\ncases:\n  - name: a\n    residents:\n      - { id: R1 }\n      - { id: R2 }\n    expect: []\n  - name: b\n    residents:\n      - { id: R3 }\n";
+        assert_eq!(locate(text, "id"), 1);
+        assert_eq!(locate(text, "cases[0]"), 3);
+        assert_eq!(locate(text, "cases[1]"), 8);
+        assert_eq!(locate(text, "cases[0].residents[1]"), 6);
+        assert_eq!(locate(text, "cases[1].residents[0]"), 10);
+        assert_eq!(locate(text, "cases[0].expect"), 7);
+        // Unknown paths fall back to the deepest part found.
+        assert_eq!(locate(text, "cases[1].nothing"), 8);
+    }
 }

@@ -162,24 +162,6 @@ fn note(
     }
 }
 
-/// Whether a record is on the register on day `d`, reading the status dates.
-fn present_on(r: &Resident, d: NaiveDate) -> bool {
-    match r.status {
-        Status::Resident { since, reason } => {
-            d >= r.birth_date
-                && !(reason == Some(crate::resident::ResidentReason::MoveIn)
-                    && since.is_some_and(|s| d < s))
-        }
-        Status::Deceased { date } | Status::MovedOut { date } => d < date && d >= r.birth_date,
-        Status::External => false,
-    }
-}
-
-/// Whether a record can receive a notice on `d` (register residents and external contacts).
-fn reachable_on(r: &Resident, d: NaiveDate) -> bool {
-    matches!(r.status, Status::External) || present_on(r, d)
-}
-
 /// Subjects (with the event id for event triggers) whose occurrence for `rule` is `o`.
 fn candidates(rule: &Rule, pop: &Population, o: NaiveDate) -> Vec<(usize, Option<String>)> {
     let around =
@@ -265,7 +247,7 @@ pub fn evaluate_day(rules: &RuleSet, pop: &Population, today: NaiveDate) -> DayR
             for out in outcomes {
                 match out {
                     Outcome::Decision(d) => decisions.push(*d),
-                    Outcome::Failed(f) => failures.push(f),
+                    Outcome::Failed(f) => failures.push(*f),
                     Outcome::NotEligible(_) => {}
                 }
             }
@@ -290,7 +272,7 @@ pub fn evaluate_day(rules: &RuleSet, pop: &Population, today: NaiveDate) -> DayR
 pub enum Outcome {
     Decision(Box<Decision>),
     NotEligible(String),
-    Failed(RuleFailure),
+    Failed(Box<RuleFailure>),
 }
 
 struct Ctx<'a> {
@@ -310,8 +292,8 @@ impl Ctx<'_> {
         self.pop.get(self.s)
     }
 
-    fn fail(&self, field: &str, message: String) -> RuleFailure {
-        RuleFailure {
+    fn fail(&self, field: &str, message: String) -> Box<RuleFailure> {
+        Box::new(RuleFailure {
             rule: self.rule.id.clone(),
             rule_version: self.rule.version,
             file: self.rule.source.file.clone(),
@@ -319,30 +301,15 @@ impl Ctx<'_> {
             field: field.to_owned(),
             resident: self.subject().id.clone(),
             message,
-        }
+        })
     }
 
-    /// Other members of the subject's household on the register today.
     fn housemates(&self) -> Vec<usize> {
-        match self.subject().household_id() {
-            Some(h) => self
-                .pop
-                .household(h)
-                .iter()
-                .copied()
-                .filter(|&j| j != self.s && present_on(self.pop.get(j), self.today))
-                .collect(),
-            None => Vec::new(),
-        }
+        self.pop.housemates(self.s, self.today)
     }
 
     fn householder(&self) -> Option<usize> {
-        let h = self.subject().household_id()?;
-        self.pop
-            .household(h)
-            .iter()
-            .copied()
-            .find(|&j| self.pop.get(j).is_householder() && present_on(self.pop.get(j), self.today))
+        self.pop.householder(self.s, self.today)
     }
 
     fn scope(&mut self) -> &mut Scope<'static> {
@@ -447,7 +414,7 @@ fn check_condition(
     field: &str,
     c: &Condition,
     trace: &mut Trace,
-) -> Result<bool, RuleFailure> {
+) -> Result<bool, Box<RuleFailure>> {
     let subject = cx.subject();
     let attr = |a: &str| {
         vec![(
@@ -534,7 +501,7 @@ fn resolve_audience(cx: &Ctx, trace: &mut Trace) -> (Vec<(usize, Role)>, Option<
             .guardians
             .iter()
             .filter_map(|g| pop.index_of(&g.id))
-            .filter(|&g| reachable_on(pop.get(g), today))
+            .filter(|&g| pop.get(g).reachable_on(today))
             .collect()
     };
     let is_minor = |i: usize| calendar::age_on(pop.get(i).birth_date, today) < ADULT_AGE;
@@ -542,7 +509,7 @@ fn resolve_audience(cx: &Ctx, trace: &mut Trace) -> (Vec<(usize, Role)>, Option<
     for a in &cx.rule.audience {
         match a {
             Audience::Subject => {
-                if !present_on(subject, today) {
+                if !subject.on_register(today) {
                     continue;
                 }
                 if is_minor(cx.s) {
@@ -624,7 +591,7 @@ fn resolve_audience(cx: &Ctx, trace: &mut Trace) -> (Vec<(usize, Role)>, Option<
                 }
                 let category = cx.rule.category.name();
                 let mut principals: Vec<usize> = out.iter().map(|(i, _)| *i).collect();
-                if present_on(subject, today) {
+                if subject.on_register(today) {
                     principals.push(cx.s);
                 }
                 for p in principals {
@@ -634,7 +601,7 @@ fn resolve_audience(cx: &Ctx, trace: &mut Trace) -> (Vec<(usize, Role)>, Option<
                         }
                         if let Some(j) = pop
                             .index_of(&proxy.id)
-                            .filter(|&j| reachable_on(pop.get(j), today))
+                            .filter(|&j| pop.get(j).reachable_on(today))
                         {
                             out.push((j, Role::Proxy));
                         }
@@ -645,7 +612,7 @@ fn resolve_audience(cx: &Ctx, trace: &mut Trace) -> (Vec<(usize, Role)>, Option<
     }
     // Nobody deceased or moved out; each person once, with the first role found.
     let mut seen = std::collections::HashSet::new();
-    out.retain(|(i, _)| reachable_on(pop.get(*i), today) && seen.insert(*i));
+    out.retain(|(i, _)| pop.get(*i).reachable_on(today) && seen.insert(*i));
     let detail = out
         .iter()
         .map(|(i, r)| format!("{} ({r:?})", pop.get(*i).id))
@@ -746,7 +713,7 @@ pub fn evaluate_subject(
     let status_ok = match rule.trigger {
         Trigger::Event(EventKind::Death) => matches!(subject.status, Status::Deceased { .. }),
         Trigger::Event(EventKind::MoveOut) => matches!(subject.status, Status::MovedOut { .. }),
-        _ => present_on(subject, today),
+        _ => subject.on_register(today),
     };
     let status = format!("status {} on {today}", subject.status.name());
     note(
@@ -810,7 +777,7 @@ pub fn evaluate_subject(
         }
     }
     let deadline_text = deadline.map_or(String::new(), |d| d.to_string());
-    let render = |lang: &str, title: &str| -> Result<Option<String>, RuleFailure> {
+    let render = |lang: &str, title: &str| -> Result<Option<String>, Box<RuleFailure>> {
         let mut ctx: IndexMap<String, serde_json::Value> = prefill.clone();
         ctx.insert("title".into(), title.into());
         ctx.insert("occurrence".into(), o.to_string().into());

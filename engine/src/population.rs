@@ -1,7 +1,7 @@
 //! A validated population: snapshot parsing with per-line errors, whole-file checks, the
 //! indexes evaluation uses (birth date, household), and life events derived from statuses.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::Path;
 
@@ -337,26 +337,26 @@ impl Population {
         self.households.get(id).map(Vec::as_slice).unwrap_or(&[])
     }
 
-    /// Other current residents of `i`'s household.
-    pub fn housemates(&self, i: usize) -> Vec<usize> {
+    /// Other members of `i`'s household on the register on day `d`.
+    pub fn housemates(&self, i: usize, d: NaiveDate) -> Vec<usize> {
         match self.residents[i].household_id() {
             Some(h) => self
                 .household(h)
                 .iter()
                 .copied()
-                .filter(|&j| j != i && self.residents[j].is_current())
+                .filter(|&j| j != i && self.residents[j].on_register(d))
                 .collect(),
             None => Vec::new(),
         }
     }
 
-    /// The current 世帯主 of `i`'s household.
-    pub fn householder_of(&self, i: usize) -> Option<usize> {
+    /// The 世帯主 of `i`'s household on the register on day `d`.
+    pub fn householder(&self, i: usize, d: NaiveDate) -> Option<usize> {
         let h = self.residents[i].household_id()?;
         self.household(h)
             .iter()
             .copied()
-            .find(|&j| self.residents[j].is_current() && self.residents[j].is_householder())
+            .find(|&j| self.residents[j].is_householder() && self.residents[j].on_register(d))
     }
 
     /// Subjects born within `from..=to`.
@@ -526,12 +526,6 @@ fn strip_position(msg: &str) -> String {
     }
 }
 
-/// Collects ids that occur more than once, for callers that merge populations.
-pub fn duplicate_ids<'a>(ids: impl IntoIterator<Item = &'a ResidentId>) -> Vec<&'a ResidentId> {
-    let mut seen = HashSet::new();
-    ids.into_iter().filter(|id| !seen.insert(*id)).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -564,8 +558,14 @@ mod tests {
         .join("\n");
         let s = parse_snapshot(&text, "t.jsonl").unwrap();
         assert_eq!(s.population.len(), 2);
-        assert_eq!(s.population.householder_of(1), Some(0));
-        assert_eq!(s.population.housemates(0), vec![1]);
+        let d = "2026-10-01".parse().unwrap();
+        assert_eq!(s.population.householder(1, d), Some(0));
+        assert_eq!(s.population.housemates(0, d), vec![1]);
+        // Before the child's birth only the householder was there.
+        assert!(s
+            .population
+            .housemates(0, "1980-04-30".parse().unwrap())
+            .is_empty());
     }
 
     #[test]

@@ -328,6 +328,27 @@ impl Resident {
         matches!(self.status, Status::Resident { .. })
     }
 
+    /// Whether the record is on the register on day `d`, reading the status dates: born,
+    /// moved in, and not yet dead or moved out. `external` records never are.
+    pub fn on_register(&self, d: NaiveDate) -> bool {
+        if d < self.birth_date {
+            return false;
+        }
+        match self.status {
+            Status::Resident { since, reason } => {
+                !(reason == Some(ResidentReason::MoveIn) && since.is_some_and(|s| d < s))
+            }
+            Status::Deceased { date } | Status::MovedOut { date } => d < date,
+            Status::External => false,
+        }
+    }
+
+    /// Whether the person can be sent a notice on day `d`: on the register, or an external
+    /// contact (a proxy or guardian living elsewhere).
+    pub fn reachable_on(&self, d: NaiveDate) -> bool {
+        matches!(self.status, Status::External) || self.on_register(d)
+    }
+
     /// An attribute read as a flag: missing, null and `false` are false.
     pub fn flag(&self, name: &str) -> bool {
         self.attributes
