@@ -31,6 +31,9 @@ struct CaseDoc {
     residents: Vec<serde_json::Value>,
     #[serde(default)]
     events: Vec<EventDoc>,
+    /// Parameter values for this case only, in force on every date.
+    #[serde(default)]
+    parameters: IndexMap<String, serde_json::Value>,
     expect: Vec<Expected>,
 }
 
@@ -198,6 +201,22 @@ fn run_case(
         .into_iter()
         .map(|e| LifeEvent::new(e.kind, e.subject, e.date))
         .collect();
+    let mut rules = rules.clone();
+    if !case.parameters.is_empty() {
+        let mut params = (*rules.params).clone();
+        for (name, value) in &case.parameters {
+            match params.0.get_mut(name) {
+                Some(p) => p.values = vec![(NaiveDate::MIN, value.clone())],
+                None => result.differences.push(format!(
+                    "parameters: no parameter {name:?} in the catalogue"
+                )),
+            }
+        }
+        rules.params = std::sync::Arc::new(params);
+    }
+    if !result.differences.is_empty() {
+        return result;
+    }
     let lines = vec![line; residents.len()];
     let pop = match Population::build(residents, &lines, file, events) {
         Ok(p) => p,
@@ -208,7 +227,7 @@ fn run_case(
             return result;
         }
     };
-    let day = evaluate_day(rules, &pop, case.date);
+    let day = evaluate_day(&rules, &pop, case.date);
     for f in &day.failures {
         result.differences.push(format!("rule failed: {f}"));
     }
