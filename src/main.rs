@@ -201,6 +201,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             let snap = load_snapshot(&snapshot).map_err(|e| anyhow::anyhow!("{e}"))?;
             let to = to.unwrap_or(date);
             anyhow::ensure!(to >= date, "--to {to} is before --date {date}");
+            check_day(date)?;
+            check_day(to)?;
             let started = Instant::now();
             let mut decisions: Vec<Decision> = Vec::new();
             let mut failures = Vec::new();
@@ -261,6 +263,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 Ok(r) => r,
                 Err(code) => return Ok(code),
             };
+            check_day(date)?;
             let resident = parse_id(&resident, "resident", ResidentId::parse)?;
             let rule = parse_id(&rule, "rule", RuleId::parse)?;
             let snap = load_snapshot(&snapshot).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -311,6 +314,16 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             })
         }
     }
+}
+
+fn check_day(d: NaiveDate) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        calendar::supported(d),
+        "{d} is outside the supported years {}-{}",
+        calendar::MIN_YEAR,
+        calendar::MAX_YEAR
+    );
+    Ok(())
 }
 
 fn print_table(out: &mut impl Write, decisions: &[Decision]) -> std::io::Result<()> {

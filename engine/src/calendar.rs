@@ -7,6 +7,23 @@
 use chrono::{Datelike, Days, Months, NaiveDate, Weekday};
 use serde::{Deserialize, Serialize};
 
+/// Dates the engine accepts (birth dates, status dates, evaluation days, rule validity).
+/// With the limits on ages and periods below, every computed date stays far inside chrono's
+/// range, so no calendar function can overflow.
+pub const MIN_YEAR: i32 = 1800;
+pub const MAX_YEAR: i32 = 2300;
+/// Largest age, in years, a rule or script may name.
+pub const MAX_AGE_YEARS: u32 = 200;
+/// Largest age or period in months.
+pub const MAX_MONTHS: u32 = 2400;
+/// Largest period in days.
+pub const MAX_DAYS: u32 = 100_000;
+
+/// Whether `d` is inside the supported range; callers turn `false` into an error with a place.
+pub fn supported(d: NaiveDate) -> bool {
+    (MIN_YEAR..=MAX_YEAR).contains(&d.year())
+}
+
 fn ymd(y: i32, m: u32, d: u32) -> NaiveDate {
     NaiveDate::from_ymd_opt(y, m, d).expect("caller passes a valid date")
 }

@@ -11,7 +11,7 @@ use rhai::{Dynamic, Scope};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::calendar::{Counting, Period, Shift};
+use crate::calendar::{self, Counting, Period, Shift};
 use crate::ids::RuleId;
 use crate::population::EventKind;
 use crate::rule::*;
@@ -350,6 +350,25 @@ fn compile_deadline(d: &DeadlineDoc, cx: &mut FileCtx) -> Option<Deadline> {
         );
         return None;
     }
+    let limits_ok = d.days.is_none_or(|n| n <= calendar::MAX_DAYS)
+        && d.months.is_none_or(|n| n <= calendar::MAX_MONTHS)
+        && d.years.is_none_or(|n| n <= calendar::MAX_AGE_YEARS)
+        && d.before_age.is_none_or(|n| n <= calendar::MAX_AGE_YEARS)
+        && d.before_age_months
+            .is_none_or(|n| n <= calendar::MAX_MONTHS);
+    if !limits_ok {
+        cx.err(
+            "deadline",
+            format!(
+                "periods go up to {} days, {} months or {} years",
+                calendar::MAX_DAYS,
+                calendar::MAX_MONTHS,
+                calendar::MAX_AGE_YEARS
+            ),
+            None,
+        );
+        return None;
+    }
     if let Some(p) = period.first() {
         if matches!(p, Period::Days(0) | Period::Months(0) | Period::Years(0)) {
             cx.err("deadline", "a period must be at least 1", None);
@@ -427,6 +446,46 @@ fn compile_rule(
     };
     if let Trigger::AgeMonths(0) | Trigger::Birthday(0) = doc.trigger {
         cx.err("trigger", "the age must be at least 1", None);
+    }
+    let too_big = match doc.trigger {
+        Trigger::AgeAttained(n) | Trigger::Birthday(n) => n > calendar::MAX_AGE_YEARS,
+        Trigger::FiscalYearAge(f) => f.age > calendar::MAX_AGE_YEARS,
+        Trigger::AgeMonths(m) => m > calendar::MAX_MONTHS,
+        _ => false,
+    };
+    if too_big {
+        cx.err(
+            "trigger",
+            format!(
+                "ages go up to {} years or {} months",
+                calendar::MAX_AGE_YEARS,
+                calendar::MAX_MONTHS
+            ),
+            None,
+        );
+    }
+    if notify_offset.unsigned_abs() > 3650 {
+        cx.err(
+            "notify",
+            "a notice more than ten years from its occurrence is not supported",
+            None,
+        );
+    }
+    for (field, d) in [
+        ("valid.from", Some(doc.valid.from)),
+        ("valid.to", doc.valid.to),
+    ] {
+        if d.is_some_and(|d| !calendar::supported(d)) {
+            cx.err(
+                field,
+                format!(
+                    "outside the supported years {}-{}",
+                    calendar::MIN_YEAR,
+                    calendar::MAX_YEAR
+                ),
+                None,
+            );
+        }
     }
     let is_death = doc.trigger == Trigger::Event(EventKind::Death);
     if doc.audience.is_empty() {

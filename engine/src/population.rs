@@ -197,6 +197,17 @@ impl Population {
                     ));
                 }
             }
+            let range = format!(
+                "outside the supported years {}-{}",
+                crate::calendar::MIN_YEAR,
+                crate::calendar::MAX_YEAR
+            );
+            if !crate::calendar::supported(r.birth_date) {
+                errors.push(err(i, "birth_date", format!("{} is {range}", r.birth_date)));
+            }
+            if let Some(d) = r.status.date().filter(|d| !crate::calendar::supported(*d)) {
+                errors.push(err(i, "status", format!("{d} is {range}")));
+            }
             if let Status::Deceased { date } | Status::MovedOut { date } = r.status {
                 if date < r.birth_date {
                     errors.push(err(

@@ -180,6 +180,12 @@ fn run_case(
         name: case.name.clone(),
         differences: Vec::new(),
     };
+    if !crate::calendar::supported(case.date) {
+        result
+            .differences
+            .push(format!("date {} is outside the supported years", case.date));
+        return result;
+    }
     let mut residents: Vec<Resident> = Vec::new();
     for (j, raw) in case.residents.iter().enumerate() {
         let merged = merge(defaults, raw);

@@ -51,12 +51,26 @@ pub struct ScriptError {
 }
 
 fn date_arg(s: &str) -> Result<NaiveDate, Box<EvalAltResult>> {
-    s.parse::<NaiveDate>()
-        .map_err(|_| format!("{s:?} is not a date \"YYYY-MM-DD\"").into())
+    let d = s
+        .parse::<NaiveDate>()
+        .map_err(|_| format!("{s:?} is not a date \"YYYY-MM-DD\""))?;
+    if !calendar::supported(d) {
+        return Err(format!(
+            "{s} is outside the supported years {}-{}",
+            calendar::MIN_YEAR,
+            calendar::MAX_YEAR
+        )
+        .into());
+    }
+    Ok(d)
 }
 
-fn int_arg(n: i64) -> Result<i32, Box<EvalAltResult>> {
-    i32::try_from(n).map_err(|_| format!("{n} is out of range").into())
+/// An integer within ±`max`, so that date helpers cannot overflow.
+fn int_arg(n: i64, max: u32) -> Result<i32, Box<EvalAltResult>> {
+    if n.unsigned_abs() > u64::from(max) {
+        return Err(format!("{n} is out of range (at most {max})").into());
+    }
+    Ok(n as i32)
 }
 
 impl Default for ScriptEngine {
@@ -106,10 +120,13 @@ impl ScriptEngine {
             engine.register_fn(op, mismatch::<(), ()>);
         }
         engine.register_fn("attain", |b: &str, n: i64| -> R<String> {
-            Ok(calendar::attain(date_arg(b)?, int_arg(n)?).to_string())
+            Ok(calendar::attain(date_arg(b)?, int_arg(n, calendar::MAX_AGE_YEARS)?).to_string())
         });
         engine.register_fn("anniversary", |b: &str, n: i64| -> R<String> {
-            Ok(calendar::anniversary(date_arg(b)?, int_arg(n)?).to_string())
+            Ok(
+                calendar::anniversary(date_arg(b)?, int_arg(n, calendar::MAX_AGE_YEARS)?)
+                    .to_string(),
+            )
         });
         engine.register_fn("age_on", |b: &str, d: &str| -> R<i64> {
             Ok(i64::from(calendar::age_on(date_arg(b)?, date_arg(d)?)))
@@ -118,14 +135,21 @@ impl ScriptEngine {
             Ok(i64::from(calendar::fiscal_year(date_arg(d)?)))
         });
         engine.register_fn("fy_end_age", |b: &str, fy: i64| -> R<i64> {
-            Ok(i64::from(calendar::fy_end_age(date_arg(b)?, int_arg(fy)?)))
+            Ok(i64::from(calendar::fy_end_age(
+                date_arg(b)?,
+                int_arg(fy, calendar::MAX_YEAR as u32)?,
+            )))
         });
         engine.register_fn("month_anniversary", |b: &str, m: i64| -> R<String> {
-            let m = u32::try_from(m).map_err(|_| format!("{m} months is out of range"))?;
+            let m = int_arg(m, calendar::MAX_MONTHS)?;
+            let m = u32::try_from(m).map_err(|_| format!("{m} months must not be negative"))?;
             Ok(calendar::month_anniversary(date_arg(b)?, m).to_string())
         });
         engine.register_fn("add_days", |d: &str, n: i64| -> R<String> {
-            Ok(calendar::add_days(date_arg(d)?, n).to_string())
+            Ok(
+                calendar::add_days(date_arg(d)?, i64::from(int_arg(n, calendar::MAX_DAYS)?))
+                    .to_string(),
+            )
         });
         engine.register_fn("next_month_start", |d: &str| -> R<String> {
             Ok(calendar::next_month_start(date_arg(d)?).to_string())
@@ -134,7 +158,7 @@ impl ScriptEngine {
             Ok(calendar::month_start(date_arg(d)?).to_string())
         });
         engine.register_fn("fiscal_year_end", |fy: i64| -> R<String> {
-            Ok(calendar::fiscal_year_end(int_arg(fy)?).to_string())
+            Ok(calendar::fiscal_year_end(int_arg(fy, calendar::MAX_YEAR as u32)?).to_string())
         });
         Self { engine }
     }
