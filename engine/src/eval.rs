@@ -162,18 +162,20 @@ fn note(
     }
 }
 
-/// Subjects (with the event id for event triggers) whose occurrence for `rule` is `o`.
-fn candidates(rule: &Rule, pop: &Population, o: NaiveDate) -> Vec<(usize, Option<String>)> {
-    let around =
-        |center: NaiveDate, pred: &dyn Fn(NaiveDate) -> bool| -> Vec<(usize, Option<String>)> {
-            pop.born_between(
-                calendar::add_days(center, -3),
-                calendar::add_days(center, 3),
-            )
-            .filter(|&i| pred(pop.get(i).birth_date))
-            .map(|i| (i, None))
-            .collect()
-        };
+/// A subject whose notice for a rule is due today, with its occurrence (and event id).
+type Candidate = (usize, Option<String>, NaiveDate);
+
+/// Subjects whose notice for `rule` is due on `today`; `o` is today minus the notify offset.
+fn candidates(rule: &Rule, pop: &Population, o: NaiveDate, today: NaiveDate) -> Vec<Candidate> {
+    let around = |center: NaiveDate, pred: &dyn Fn(NaiveDate) -> bool| -> Vec<Candidate> {
+        pop.born_between(
+            calendar::add_days(center, -3),
+            calendar::add_days(center, 3),
+        )
+        .filter(|&i| pred(pop.get(i).birth_date))
+        .map(|i| (i, None, o))
+        .collect()
+    };
     match rule.trigger {
         Trigger::AgeAttained(n) => {
             let n = n as i32;
@@ -200,18 +202,30 @@ fn candidates(rule: &Rule, pop: &Population, o: NaiveDate) -> Vec<(usize, Option
             let to = calendar::fiscal_year_start(fy - age + 1);
             pop.born_between(from, to)
                 .filter(|&i| calendar::fy_end_age(pop.get(i).birth_date, fy) == age)
-                .map(|i| (i, None))
+                .map(|i| (i, None, o))
                 .collect()
         }
-        Trigger::Event(kind) => pop
-            .events_on(kind, o)
-            .map(|(i, id)| (i, Some(id.to_owned())))
-            .collect(),
+        Trigger::Event(kind) => {
+            // Due today, if the register already knew of it...
+            let mut out: Vec<Candidate> = pop
+                .events_on(kind, o)
+                .filter(|e| e.recorded <= today)
+                .map(|e| (e.subject, Some(e.id.clone()), o))
+                .collect();
+            // ...and events that reached the register today, after their notice day had passed
+            // (a birth is on the register only once the 出生届 is accepted).
+            out.extend(
+                pop.events_recorded_late_on(kind, today)
+                    .filter(|e| calendar::add_days(e.date, rule.notify_offset) < today)
+                    .map(|e| (e.subject, Some(e.id.clone()), e.date)),
+            );
+            out
+        }
         Trigger::Annual(Annual { on }) => {
             if on.in_year(o.year()) != o {
                 return Vec::new();
             }
-            pop.subjects().map(|i| (i, None)).collect()
+            pop.subjects().map(|i| (i, None, o)).collect()
         }
     }
 }
@@ -224,20 +238,28 @@ pub fn evaluate_day(rules: &RuleSet, pop: &Population, today: NaiveDate) -> DayR
         .map(|rule| {
             let o = calendar::add_days(today, -rule.notify_offset);
             let params = rules.params.scope_value(o);
-            let cands = candidates(rule, pop, o);
+            let cands = candidates(rule, pop, o, today);
             let checks = cands.len();
             let outcomes: Vec<Outcome> = cands
                 .into_par_iter()
-                .map(|(s, event)| {
+                .map(|(s, event, occurrence)| {
+                    // Late events keep their own occurrence, and its parameters.
+                    let late_params;
+                    let params = if occurrence == o {
+                        &params
+                    } else {
+                        late_params = rules.params.scope_value(occurrence);
+                        &late_params
+                    };
                     evaluate_subject(
                         rules,
                         rule,
                         pop,
                         s,
-                        o,
+                        occurrence,
                         today,
                         event.as_deref(),
-                        &params,
+                        params,
                         &mut None,
                     )
                 })
@@ -843,34 +865,42 @@ pub struct Explanation {
     pub outcome: String,
 }
 
-/// Occurrences of `rule` for subject `s` relevant to day `today`: (occurrence, event id).
+/// Occurrences of `rule` for subject `s` relevant to day `today`: (occurrence, event id,
+/// notice day).
 fn occurrences_for(
     rule: &Rule,
     pop: &Population,
     s: usize,
     today: NaiveDate,
-) -> Vec<(NaiveDate, Option<String>)> {
+) -> Vec<(NaiveDate, Option<String>, NaiveDate)> {
     let b = pop.get(s).birth_date;
     let o_today = calendar::add_days(today, -rule.notify_offset);
+    let plain = |o: NaiveDate| vec![(o, None, calendar::add_days(o, rule.notify_offset))];
     match rule.trigger {
-        Trigger::AgeAttained(n) => vec![(calendar::attain(b, n as i32), None)],
-        Trigger::Birthday(n) => vec![(calendar::anniversary(b, n as i32), None)],
-        Trigger::AgeMonths(m) => vec![(calendar::month_anniversary(b, m), None)],
+        Trigger::AgeAttained(n) => plain(calendar::attain(b, n as i32)),
+        Trigger::Birthday(n) => plain(calendar::anniversary(b, n as i32)),
+        Trigger::AgeMonths(m) => plain(calendar::month_anniversary(b, m)),
         Trigger::FiscalYearAge(FiscalYearAge { age, on }) => {
             // The fiscal year in which the subject has this age at year end.
             let age = age as i32;
             let fy = (b.year() + age - 1..=b.year() + age)
                 .find(|&fy| calendar::fy_end_age(b, fy) == age)
                 .unwrap_or(b.year() + age);
-            vec![(calendar::date_in_fiscal_year(fy, on), None)]
+            plain(calendar::date_in_fiscal_year(fy, on))
         }
         Trigger::Event(kind) => pop
             .events_of(s)
             .into_iter()
             .filter(|e| e.kind == kind)
-            .map(|e| (e.date, Some(e.id)))
+            .map(|e| {
+                (
+                    e.date,
+                    Some(e.id.clone()),
+                    calendar::add_days(e.date, rule.notify_offset).max(e.recorded),
+                )
+            })
             .collect(),
-        Trigger::Annual(Annual { on }) => vec![(on.in_year(o_today.year()), None)],
+        Trigger::Annual(Annual { on }) => plain(on.in_year(o_today.year())),
     }
 }
 
@@ -890,10 +920,7 @@ pub fn explain(
         .ok_or_else(|| format!("no resident {resident} in the snapshot"))?;
     let mut steps = Vec::new();
     let occ = occurrences_for(rule, pop, s, today);
-    let due = occ
-        .iter()
-        .find(|(o, _)| calendar::add_days(*o, rule.notify_offset) == today)
-        .cloned();
+    let due = occ.iter().find(|(_, _, notice)| *notice == today).cloned();
     let trigger_text = format!("{:?}", rule.trigger);
     let mut decision = None;
     let outcome;
@@ -907,12 +934,12 @@ pub fn explain(
             });
             outcome = "no match: the trigger never fires for this resident".to_owned();
         }
-        (None, Some((o, _))) => {
+        (None, Some((o, _, notice_day))) => {
+            let notice_day = *notice_day;
             steps.push(TraceStep {
                 step: "trigger".into(),
                 detail: format!(
-                    "{trigger_text}: occurrence {o}, notice due {}, not {today}",
-                    calendar::add_days(*o, rule.notify_offset)
+                    "{trigger_text}: occurrence {o}, notice due {notice_day}, not {today}"
                 ),
                 passed: Some(false),
                 inputs: vec![(
@@ -923,7 +950,6 @@ pub fn explain(
             // Show what would happen on the notice day.
             let mut rest = Vec::new();
             let params = rules.params.scope_value(*o);
-            let notice_day = calendar::add_days(*o, rule.notify_offset);
             let _ = evaluate_subject(
                 rules,
                 rule,
@@ -942,7 +968,7 @@ pub fn explain(
             outcome =
                 format!("no match on {today}: the notice for this resident is due on {notice_day}");
         }
-        (Some((o, event)), _) => {
+        (Some((o, event, _)), _) => {
             steps.push(TraceStep {
                 step: "trigger".into(),
                 detail: format!("{trigger_text}: occurrence {o}, notice due {today}"),

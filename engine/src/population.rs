@@ -87,21 +87,41 @@ impl EventKind {
 pub struct LifeEvent {
     pub kind: EventKind,
     pub subject: ResidentId,
+    /// The day it happened: the occurrence of rules it triggers.
     pub date: NaiveDate,
+    /// The day it reached the register (a birth after the 出生届, a death after the 死亡届);
+    /// never before `date`. A notice cannot go out before this day.
+    pub recorded: NaiveDate,
     /// Stable id: the occurrence part of a decision key.
     pub id: String,
 }
 
 impl LifeEvent {
-    pub fn new(kind: EventKind, subject: ResidentId, date: NaiveDate) -> Self {
+    pub fn new(
+        kind: EventKind,
+        subject: ResidentId,
+        date: NaiveDate,
+        recorded: Option<NaiveDate>,
+    ) -> Self {
         let id = format!("{}-{}-{}", kind.name(), subject, date);
         Self {
             kind,
             subject,
             date,
+            recorded: recorded.unwrap_or(date).max(date),
             id,
         }
     }
+}
+
+/// An event in the population's indexes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EventEntry {
+    pub kind: EventKind,
+    pub subject: usize,
+    pub date: NaiveDate,
+    pub recorded: NaiveDate,
+    pub id: String,
 }
 
 /// Residents with the indexes the evaluator needs. Immutable once built.
@@ -112,7 +132,10 @@ pub struct Population {
     households: HashMap<HouseholdId, Vec<usize>>,
     /// Residents who can be subjects (not `external`), by birth date.
     by_birth: BTreeMap<NaiveDate, Vec<usize>>,
-    events: BTreeMap<NaiveDate, Vec<(EventKind, usize, String)>>,
+    /// Events by the day they happened.
+    events: BTreeMap<NaiveDate, Vec<EventEntry>>,
+    /// Events that reached the register after the day they happened, by that later day.
+    late_events: BTreeMap<NaiveDate, Vec<EventEntry>>,
 }
 
 impl Population {
@@ -208,7 +231,18 @@ impl Population {
             if let Some(d) = r.status.date().filter(|d| !crate::calendar::supported(*d)) {
                 errors.push(err(i, "status", format!("{d} is {range}")));
             }
-            if let Status::Deceased { date } | Status::MovedOut { date } = r.status {
+            if r.status
+                .recorded()
+                .zip(r.status.date())
+                .is_some_and(|(rec, d)| rec < d)
+            {
+                errors.push(err(
+                    i,
+                    "status.recorded",
+                    "is before the date of the change itself".into(),
+                ));
+            }
+            if let Status::Deceased { date, .. } | Status::MovedOut { date, .. } = r.status {
                 if date < r.birth_date {
                     errors.push(err(
                         i,
@@ -276,19 +310,26 @@ impl Population {
         }
 
         let mut by_birth: BTreeMap<NaiveDate, Vec<usize>> = BTreeMap::new();
-        let mut events: BTreeMap<NaiveDate, Vec<(EventKind, usize, String)>> = BTreeMap::new();
+        let mut entries: Vec<EventEntry> = Vec::new();
         for (i, r) in residents.iter().enumerate() {
             if matches!(r.status, Status::External) {
                 continue;
             }
             by_birth.entry(r.birth_date).or_default().push(i);
+            let recorded = r.status.recorded();
             let mut push = |kind: EventKind, date: NaiveDate| {
-                let e = LifeEvent::new(kind, r.id.clone(), date);
-                events.entry(date).or_default().push((kind, i, e.id));
+                let e = LifeEvent::new(kind, r.id.clone(), date, recorded);
+                entries.push(EventEntry {
+                    kind,
+                    subject: i,
+                    date,
+                    recorded: e.recorded,
+                    id: e.id,
+                });
             };
             // A birth is on the register from the birth date, whatever the record's status now.
             let born_here = match r.status {
-                Status::Resident { reason, since } => {
+                Status::Resident { reason, since, .. } => {
                     reason == Some(ResidentReason::Birth) || since == Some(r.birth_date)
                 }
                 _ => false,
@@ -300,19 +341,31 @@ impl Population {
                 Status::Resident {
                     since: Some(since),
                     reason: Some(ResidentReason::MoveIn),
+                    ..
                 } => push(EventKind::MoveIn, since),
-                Status::Deceased { date } => push(EventKind::Death, date),
-                Status::MovedOut { date } => push(EventKind::MoveOut, date),
+                Status::Deceased { date, .. } => push(EventKind::Death, date),
+                Status::MovedOut { date, .. } => push(EventKind::MoveOut, date),
                 _ => {}
             }
         }
         for e in extra_events {
-            let i = by_id[&e.subject];
-            events.entry(e.date).or_default().push((e.kind, i, e.id));
+            entries.push(EventEntry {
+                kind: e.kind,
+                subject: by_id[&e.subject],
+                date: e.date,
+                recorded: e.recorded,
+                id: e.id,
+            });
         }
-        for list in events.values_mut() {
-            list.sort();
-            list.dedup();
+        entries.sort();
+        entries.dedup();
+        let mut events: BTreeMap<NaiveDate, Vec<EventEntry>> = BTreeMap::new();
+        let mut late_events: BTreeMap<NaiveDate, Vec<EventEntry>> = BTreeMap::new();
+        for e in entries {
+            if e.recorded > e.date {
+                late_events.entry(e.recorded).or_default().push(e.clone());
+            }
+            events.entry(e.date).or_default().push(e);
         }
         Ok(Self {
             residents,
@@ -320,6 +373,7 @@ impl Population {
             households,
             by_birth,
             events,
+            late_events,
         })
     }
 
@@ -382,36 +436,39 @@ impl Population {
         self.by_birth.values().flat_map(|v| v.iter().copied())
     }
 
-    /// Events of `kind` on `date`: (subject index, event id).
+    /// Events of `kind` that happened on `date`.
     pub fn events_on(
         &self,
         kind: EventKind,
         date: NaiveDate,
-    ) -> impl Iterator<Item = (usize, &str)> + '_ {
+    ) -> impl Iterator<Item = &EventEntry> + '_ {
         self.events
             .get(&date)
             .into_iter()
             .flatten()
-            .filter(move |(k, _, _)| *k == kind)
-            .map(|(_, i, id)| (*i, id.as_str()))
+            .filter(move |e| e.kind == kind)
+    }
+
+    /// Events of `kind` that reached the register on `date`, later than they happened.
+    pub fn events_recorded_late_on(
+        &self,
+        kind: EventKind,
+        date: NaiveDate,
+    ) -> impl Iterator<Item = &EventEntry> + '_ {
+        self.late_events
+            .get(&date)
+            .into_iter()
+            .flatten()
+            .filter(move |e| e.kind == kind)
     }
 
     /// All events of a subject (for `explain`).
-    pub fn events_of(&self, i: usize) -> Vec<LifeEvent> {
-        let mut out = Vec::new();
-        for (date, list) in &self.events {
-            for (kind, j, id) in list {
-                if *j == i {
-                    out.push(LifeEvent {
-                        kind: *kind,
-                        subject: self.residents[i].id.clone(),
-                        date: *date,
-                        id: id.clone(),
-                    });
-                }
-            }
-        }
-        out
+    pub fn events_of(&self, i: usize) -> Vec<&EventEntry> {
+        self.events
+            .values()
+            .flatten()
+            .filter(|e| e.subject == i)
+            .collect()
     }
 }
 

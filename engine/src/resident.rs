@@ -82,12 +82,19 @@ pub enum Status {
         since: Option<NaiveDate>,
         #[serde(default)]
         reason: Option<ResidentReason>,
+        /// The day the entry reached the register (届出・記載の日), when later than `since`.
+        #[serde(default)]
+        recorded: Option<NaiveDate>,
     },
     Deceased {
         date: NaiveDate,
+        #[serde(default)]
+        recorded: Option<NaiveDate>,
     },
     MovedOut {
         date: NaiveDate,
+        #[serde(default)]
+        recorded: Option<NaiveDate>,
     },
     /// A related person (proxy, guardian) who is not on this register.
     External,
@@ -107,7 +114,17 @@ impl Status {
     pub fn date(&self) -> Option<NaiveDate> {
         match self {
             Status::Resident { since, .. } => *since,
-            Status::Deceased { date } | Status::MovedOut { date } => Some(*date),
+            Status::Deceased { date, .. } | Status::MovedOut { date, .. } => Some(*date),
+            Status::External => None,
+        }
+    }
+
+    /// The day the status reached the register, if the record says.
+    pub fn recorded(&self) -> Option<NaiveDate> {
+        match self {
+            Status::Resident { recorded, .. }
+            | Status::Deceased { recorded, .. }
+            | Status::MovedOut { recorded, .. } => *recorded,
             Status::External => None,
         }
     }
@@ -335,10 +352,10 @@ impl Resident {
             return false;
         }
         match self.status {
-            Status::Resident { since, reason } => {
+            Status::Resident { since, reason, .. } => {
                 !(reason == Some(ResidentReason::MoveIn) && since.is_some_and(|s| d < s))
             }
-            Status::Deceased { date } | Status::MovedOut { date } => d < date,
+            Status::Deceased { date, .. } | Status::MovedOut { date, .. } => d < date,
             Status::External => false,
         }
     }

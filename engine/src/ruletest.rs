@@ -43,6 +43,8 @@ struct EventDoc {
     kind: EventKind,
     subject: ResidentId,
     date: NaiveDate,
+    #[serde(default)]
+    recorded: Option<NaiveDate>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -205,7 +207,7 @@ fn run_case(
     let events = case
         .events
         .into_iter()
-        .map(|e| LifeEvent::new(e.kind, e.subject, e.date))
+        .map(|e| LifeEvent::new(e.kind, e.subject, e.date, e.recorded))
         .collect();
     let mut rules = rules.clone();
     if !case.parameters.is_empty() {

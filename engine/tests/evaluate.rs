@@ -361,3 +361,46 @@ fn evaluation_is_deterministic() {
     assert_eq!(a.decisions.len(), 300);
     assert_eq!(a.decisions, b.decisions);
 }
+
+#[test]
+fn events_that_reach_the_register_late_are_notified_the_day_they_arrive() {
+    let rs = rules(&[&rule(
+        "{ event: birth }",
+        "[guardians]",
+        "deadline: { days: 15, counting: next_day }\n",
+    )]);
+    let born =
+        r#"{"kind":"resident","since":"2025-06-20","reason":"birth","recorded":"2025-06-25"}"#;
+    let pop = population(&[
+        person("P1", "1990-01-01", "H1", "世帯主", ""),
+        person(
+            "C1",
+            "2025-06-20",
+            "H1",
+            "子",
+            r#","guardians":[{"id":"P1"}]"#,
+        )
+        .replace(r#"{"kind":"resident"}"#, born),
+    ]);
+    // Not on the register yet on the day of birth; notified the day the 出生届 arrives.
+    assert!(check(&rs, &pop, "2025-06-20").is_empty());
+    assert_eq!(check(&rs, &pop, "2025-06-25"), ["C1->P1:Guardian"]);
+    assert!(check(&rs, &pop, "2025-06-26").is_empty());
+    let r = evaluate_day(&rs, &pop, d("2025-06-25"));
+    // The occurrence and the deadline still count from the birth (15日特例).
+    assert_eq!(r.decisions[0].occurrence, d("2025-06-20"));
+    assert_eq!(r.decisions[0].deadline, Some(d("2025-07-05")));
+    assert_eq!(
+        r.decisions[0].key.as_str(),
+        "test-rule/C1/birth-C1-2025-06-20"
+    );
+
+    // A notice due after the record arrived goes out on its own day.
+    let later = rules(&[&rule(
+        "{ event: birth }",
+        "[guardians]",
+        "notify: { days_after: 10 }\n",
+    )]);
+    assert!(check(&later, &pop, "2025-06-25").is_empty());
+    assert_eq!(check(&later, &pop, "2025-06-30"), ["C1->P1:Guardian"]);
+}
