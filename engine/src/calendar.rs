@@ -61,6 +61,13 @@ pub fn attain(birth: NaiveDate, n: i32) -> NaiveDate {
     add_days(anniversary(birth, n), -1)
 }
 
+/// The first day of the month in which age `n` is attained. Month-based programmes
+/// (介護保険料, 高齢受給者証) follow this month, which is why a person born on the 1st belongs
+/// to the month before the birthday month.
+pub fn attainment_month(birth: NaiveDate, n: i32) -> NaiveDate {
+    month_start(attain(birth, n))
+}
+
 /// Age during day `d`: the largest `n` with `attain(birth, n) < d`. Negative before birth.
 pub fn age_on(birth: NaiveDate, d: NaiveDate) -> i32 {
     let mut n = d.year() - birth.year();
@@ -381,6 +388,9 @@ mod tests {
         assert_eq!(attain(d("1960-05-01"), 65), d("2025-04-30"));
         assert_eq!(attain(d("1960-04-01"), 65), d("2025-03-31"));
         assert_eq!(fiscal_year(attain(d("1960-04-01"), 65)), 2024);
+        assert_eq!(attainment_month(d("1960-05-01"), 65), d("2025-04-01"));
+        assert_eq!(attainment_month(d("1960-05-02"), 65), d("2025-05-01"));
+        assert_eq!(attainment_month(d("1960-04-01"), 65), d("2025-03-01"));
         assert_eq!(
             next_month_start(attain(d("1955-04-15"), 70)),
             d("2025-05-01")

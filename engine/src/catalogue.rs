@@ -548,7 +548,7 @@ fn compile_rule(
                     field,
                     message: format!("Rhai does not compile: {msg}"),
                     hint: Some(format!(
-                        "variables available: {}; helpers: attain, anniversary, age_on, fiscal_year, fy_end_age, month_anniversary, add_days, next_month_start, month_start, fiscal_year_end",
+                        "variables available: {}; helpers: attain, attainment_month, anniversary, age_on, fiscal_year, fy_end_age, month_anniversary, add_days, next_month_start, month_start, fiscal_year_end",
                         SCOPE_VARS.join(", ")
                     )),
                 });
@@ -615,6 +615,18 @@ fn compile_rule(
     for (_, s) in &prefill {
         params_used.extend(rhai_names(&s.source, "params."));
     }
+    let sources: Vec<&str> = conditions
+        .iter()
+        .filter_map(|(_, c)| match c {
+            Condition::Script(s) => Some(s.source.as_str()),
+            _ => None,
+        })
+        .chain(prefill.iter().map(|(_, s)| s.source.as_str()))
+        .collect();
+    let script_vars: Vec<&'static str> = SCOPE_VARS
+        .into_iter()
+        .filter(|v| sources.iter().any(|src| script::mentions(src, v)))
+        .collect();
     if cx.errors.len() > before {
         return None;
     }
@@ -636,6 +648,7 @@ fn compile_rule(
         channels: doc.channels,
         critical: doc.critical,
         params_used: params_used.into_iter().collect(),
+        script_vars,
         source: Arc::new(RuleSource {
             file: cx.file.to_owned(),
             lines,

@@ -145,17 +145,18 @@ pub struct TraceStep {
 
 type Trace<'a> = Option<&'a mut Vec<TraceStep>>;
 
+/// Adds a trace step; `detail` is only built when tracing (`explain`), never in daily runs.
 fn note(
     trace: &mut Trace,
     step: &str,
-    detail: String,
+    detail: impl FnOnce() -> String,
     passed: Option<bool>,
     inputs: Vec<(String, String)>,
 ) {
     if let Some(t) = trace.as_deref_mut() {
         t.push(TraceStep {
             step: step.to_owned(),
-            detail,
+            detail: detail(),
             passed,
             inputs,
         });
@@ -350,18 +351,23 @@ impl Ctx<'_> {
                 .iter()
                 .filter_map(|g| pop.index_of(&g.id))
                 .collect();
+            // Only the variables the rule's scripts name are built; the rest stay `()`.
+            let needs = |v: &str| self.rule.script_vars.iter().any(|x| *x == v);
             let mut scope = Scope::new();
-            scope.push_dynamic("subject", script::resident_map(self.subject()));
-            scope.push_dynamic("household", maps(self.housemates()));
-            scope.push_dynamic(
-                "householder",
+            let mut push = |name: &'static str, value: &dyn Fn() -> Dynamic| {
+                let v = if needs(name) { value() } else { Dynamic::UNIT };
+                scope.push_dynamic(name, v);
+            };
+            push("subject", &|| script::resident_map(self.subject()));
+            push("household", &|| maps(self.housemates()));
+            push("householder", &|| {
                 self.householder()
-                    .map_or(Dynamic::UNIT, |j| script::resident_map(pop.get(j))),
-            );
-            scope.push_dynamic("guardians", maps(guardians));
-            scope.push_dynamic("occurrence", self.o.to_string().into());
-            scope.push_dynamic("today", self.today.to_string().into());
-            let event = match (self.event, self.rule.trigger) {
+                    .map_or(Dynamic::UNIT, |j| script::resident_map(pop.get(j)))
+            });
+            push("guardians", &|| maps(guardians.clone()));
+            push("occurrence", &|| self.o.to_string().into());
+            push("today", &|| self.today.to_string().into());
+            push("event", &|| match (self.event, self.rule.trigger) {
                 (Some(id), Trigger::Event(kind)) => {
                     let mut m = rhai::Map::new();
                     m.insert("kind".into(), kind.name().into());
@@ -370,9 +376,8 @@ impl Ctx<'_> {
                     m.into()
                 }
                 _ => Dynamic::UNIT,
-            };
-            scope.push_dynamic("event", event);
-            scope.push_dynamic("params", self.params.clone());
+            });
+            push("params", &|| self.params.clone());
             self.scope = Some(scope);
         }
         self.scope.as_mut().expect("just set")
@@ -415,20 +420,11 @@ fn inputs_read(source: &str, subject: &Dynamic) -> Vec<(String, String)> {
         rest = &tail[path.len()..];
     }
     for var in ["household", "householder", "guardians", "params", "event"] {
-        if script_mentions(source, var) {
+        if script::mentions(source, var) {
             out.push((var.to_owned(), "(read)".to_owned()));
         }
     }
     out
-}
-
-fn script_mentions(source: &str, var: &str) -> bool {
-    source.match_indices(var).any(|(i, _)| {
-        let before = source[..i].chars().next_back();
-        let after = source[i + var.len()..].chars().next();
-        !before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.')
-            && !after.is_some_and(|c| c.is_alphanumeric() || c == '_')
-    })
 }
 
 fn check_condition(
@@ -438,7 +434,11 @@ fn check_condition(
     trace: &mut Trace,
 ) -> Result<bool, Box<RuleFailure>> {
     let subject = cx.subject();
+    let tracing = trace.is_some();
     let attr = |a: &str| {
+        if !tracing {
+            return Vec::new();
+        }
         vec![(
             format!("subject.attributes.{a}"),
             subject
@@ -492,7 +492,11 @@ fn check_condition(
         Condition::Script(s) => {
             let field = format!("{field}.script");
             let v = cx.run_script(s).map_err(|e| cx.fail(&field, e.message))?;
-            let inputs = inputs_read(&s.source, &script::resident_map(cx.subject()));
+            let inputs = if trace.is_some() {
+                inputs_read(&s.source, &script::resident_map(cx.subject()))
+            } else {
+                Vec::new()
+            };
             match v.as_bool() {
                 Ok(b) => (b, inputs),
                 Err(_) => {
@@ -507,7 +511,7 @@ fn check_condition(
             }
         }
     };
-    note(trace, "condition", c.label(), Some(value), inputs);
+    note(trace, "condition", || c.label(), Some(value), inputs);
     Ok(value)
 }
 
@@ -635,11 +639,12 @@ fn resolve_audience(cx: &Ctx, trace: &mut Trace) -> (Vec<(usize, Role)>, Option<
     // Nobody deceased or moved out; each person once, with the first role found.
     let mut seen = std::collections::HashSet::new();
     out.retain(|(i, _)| pop.get(*i).reachable_on(today) && seen.insert(*i));
-    let detail = out
-        .iter()
-        .map(|(i, r)| format!("{} ({r:?})", pop.get(*i).id))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let detail = || {
+        out.iter()
+            .map(|(i, r)| format!("{} ({r:?})", pop.get(*i).id))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let staff = if out.is_empty() {
         Some(if protected && !suppressed.is_empty() {
             format!(
@@ -659,8 +664,8 @@ fn resolve_audience(cx: &Ctx, trace: &mut Trace) -> (Vec<(usize, Role)>, Option<
     note(
         trace,
         "audience",
-        match &staff {
-            None => detail,
+        || match &staff {
+            None => detail(),
             Some(reason) => format!("nobody: {reason}"),
         },
         None,
@@ -716,19 +721,20 @@ pub fn evaluate_subject(
         scope: None,
     };
     let subject = pop.get(s);
+    let tracing = trace.is_some();
     if !rule.valid.contains(o) {
         let why = format!(
             "occurrence {o} is outside the rule's validity {}..{}",
             rule.valid.from,
             rule.valid.to.map_or(String::new(), |t| t.to_string())
         );
-        note(trace, "validity", why.clone(), Some(false), Vec::new());
+        note(trace, "validity", || why.clone(), Some(false), Vec::new());
         return Outcome::NotEligible(why);
     }
     note(
         trace,
         "validity",
-        format!("occurrence {o} is within the rule's validity"),
+        || format!("occurrence {o} is within the rule's validity"),
         Some(true),
         Vec::new(),
     );
@@ -737,28 +743,36 @@ pub fn evaluate_subject(
         Trigger::Event(EventKind::MoveOut) => matches!(subject.status, Status::MovedOut { .. }),
         _ => subject.on_register(today),
     };
-    let status = format!("status {} on {today}", subject.status.name());
-    note(
-        trace,
-        "register",
-        status.clone(),
-        Some(status_ok),
-        Vec::new(),
-    );
+    let status = || format!("status {} on {today}", subject.status.name());
+    note(trace, "register", status, Some(status_ok), Vec::new());
     if !status_ok {
-        return Outcome::NotEligible(format!("{status}: not a subject"));
+        return Outcome::NotEligible(format!("{}: not a subject", status()));
     }
     for (field, c) in &rule.conditions {
         match check_condition(&mut cx, field, c, trace) {
             Ok(true) => {}
-            Ok(false) => return Outcome::NotEligible(format!("condition {} is false", c.label())),
+            Ok(false) => {
+                // The reason is only read by `explain`; daily runs skip the formatting.
+                let why = if tracing {
+                    format!("condition {} is false", c.label())
+                } else {
+                    String::new()
+                };
+                return Outcome::NotEligible(why);
+            }
             Err(f) => {
-                note(trace, "failure", f.message.clone(), Some(false), Vec::new());
+                note(
+                    trace,
+                    "failure",
+                    || f.message.clone(),
+                    Some(false),
+                    Vec::new(),
+                );
                 return Outcome::Failed(f);
             }
         }
     }
-    for name in &rule.params_used {
+    for name in rule.params_used.iter().filter(|_| tracing) {
         if let Some(p) = rules.params.0.get(name) {
             let detail = match p.effective(o) {
                 Some((from, v)) => {
@@ -766,7 +780,7 @@ pub fn evaluate_subject(
                 }
                 None => format!("{name}: no value in force on {o}"),
             };
-            note(trace, "parameter", detail, None, Vec::new());
+            note(trace, "parameter", || detail, None, Vec::new());
         }
     }
     let (recipients, staff_review) = resolve_audience(&cx, trace);
@@ -774,7 +788,7 @@ pub fn evaluate_subject(
     note(
         trace,
         "deadline",
-        deadline.map_or("none".to_owned(), |d| d.to_string()),
+        || deadline.map_or("none".to_owned(), |d| d.to_string()),
         None,
         Vec::new(),
     );
@@ -785,7 +799,13 @@ pub fn evaluate_subject(
             Ok(v) => v,
             Err(e) => {
                 let f = cx.fail(&field, e.message);
-                note(trace, "failure", f.message.clone(), Some(false), Vec::new());
+                note(
+                    trace,
+                    "failure",
+                    || f.message.clone(),
+                    Some(false),
+                    Vec::new(),
+                );
                 return Outcome::Failed(f);
             }
         };

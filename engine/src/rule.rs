@@ -328,6 +328,8 @@ pub struct Rule {
     pub critical: bool,
     /// Parameters the rule's scripts read.
     pub params_used: Vec<String>,
+    /// Script variables (of `script::SCOPE_VARS`) the rule's scripts read.
+    pub script_vars: Vec<&'static str>,
     pub source: Arc<RuleSource>,
     /// SHA-256 of the file's bytes.
     pub content_hash: String,

@@ -122,6 +122,10 @@ impl ScriptEngine {
         engine.register_fn("attain", |b: &str, n: i64| -> R<String> {
             Ok(calendar::attain(date_arg(b)?, int_arg(n, calendar::MAX_AGE_YEARS)?).to_string())
         });
+        engine.register_fn("attainment_month", |b: &str, n: i64| -> R<String> {
+            let n = int_arg(n, calendar::MAX_AGE_YEARS)?;
+            Ok(calendar::attainment_month(date_arg(b)?, n).to_string())
+        });
         engine.register_fn("anniversary", |b: &str, n: i64| -> R<String> {
             Ok(
                 calendar::anniversary(date_arg(b)?, int_arg(n, calendar::MAX_AGE_YEARS)?)
@@ -200,6 +204,18 @@ impl ScriptEngine {
                 ScriptError { message, line }
             })
     }
+}
+
+/// Whether `source` names the variable `var` (as a whole word, not as a map property).
+/// Rhai has no dynamic variable lookup once `eval` is off, so this is exact enough to decide
+/// which variables a script can read; a false positive only costs time.
+pub fn mentions(source: &str, var: &str) -> bool {
+    source.match_indices(var).any(|(i, _)| {
+        let before = source[..i].chars().next_back();
+        let after = source[i + var.len()..].chars().next();
+        !before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.')
+            && !after.is_some_and(|c| c.is_alphanumeric() || c == '_')
+    })
 }
 
 /// The name of a value's type, in words for an error message.
