@@ -352,7 +352,7 @@ impl Ctx<'_> {
                 .filter_map(|g| pop.index_of(&g.id))
                 .collect();
             // Only the variables the rule's scripts name are built; the rest stay `()`.
-            let needs = |v: &str| self.rule.script_vars.iter().any(|x| *x == v);
+            let needs = |v: &str| self.rule.script_vars.contains(&v);
             let mut scope = Scope::new();
             let mut push = |name: &'static str, value: &dyn Fn() -> Dynamic| {
                 let v = if needs(name) { value() } else { Dynamic::UNIT };
