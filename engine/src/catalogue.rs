@@ -324,6 +324,7 @@ fn probe_scope(params: &Parameters, on: NaiveDate) -> Scope<'static> {
     scope.push_dynamic("today", on.to_string().into());
     scope.push_dynamic("event", Dynamic::UNIT);
     scope.push_dynamic("params", params.scope_value(on));
+    scope.push_dynamic("draft", rhai::Map::new().into());
     debug_assert_eq!(scope.len(), SCOPE_VARS.len());
     scope
 }
@@ -581,9 +582,31 @@ fn compile_rule(
             conditions.push((field, c));
         }
     }
+    for (i, c) in doc.conditions.iter().enumerate() {
+        if let ConditionDoc::Script(src) = c {
+            if script::mentions(src, "draft") {
+                cx.err(
+                    &format!("conditions[{i}].script"),
+                    "`draft` holds prefill fields, which do not exist yet when conditions run",
+                    None,
+                );
+            }
+        }
+    }
     let mut prefill = Vec::new();
+    let mut earlier: Vec<&str> = Vec::new();
     for (name, src) in &doc.prefill {
         let field = format!("prefill.{name}");
+        for used in rhai_names(src, "draft.") {
+            if !earlier.contains(&used.as_str()) {
+                cx.err(
+                    &field,
+                    format!("draft.{used} is not a prefill field written above this one"),
+                    Some("prefill fields are computed in order; move the field it uses above it"),
+                );
+            }
+        }
+        earlier.push(name);
         let ok_name = name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')

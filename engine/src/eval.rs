@@ -378,6 +378,7 @@ impl Ctx<'_> {
                 _ => Dynamic::UNIT,
             });
             push("params", &|| self.params.clone());
+            push("draft", &|| rhai::Map::new().into());
             self.scope = Some(scope);
         }
         self.scope.as_mut().expect("just set")
@@ -809,6 +810,12 @@ pub fn evaluate_subject(
                 return Outcome::Failed(f);
             }
         };
+        if rule.script_vars.contains(&"draft") {
+            let scope = cx.scope();
+            let mut draft = scope.get_value::<rhai::Map>("draft").unwrap_or_default();
+            draft.insert(name.as_str().into(), v.clone());
+            scope.set_value("draft", draft);
+        }
         match script::to_json(&v) {
             Ok(j) => {
                 prefill.insert(name.clone(), j);

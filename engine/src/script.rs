@@ -11,7 +11,7 @@ use crate::resident::Resident;
 
 /// Variables every script may read (see rules/README.md). Declared at compile time so a
 /// misspelt variable is a load error.
-pub const SCOPE_VARS: [&str; 8] = [
+pub const SCOPE_VARS: [&str; 9] = [
     "subject",
     "household",
     "householder",
@@ -20,6 +20,8 @@ pub const SCOPE_VARS: [&str; 8] = [
     "today",
     "event",
     "params",
+    // The prefill fields computed so far (prefill only, in the order written).
+    "draft",
 ];
 
 /// Limits: generous for rules, small enough that a runaway script stops in milliseconds.
