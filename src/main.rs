@@ -1,6 +1,8 @@
 //! The `oshirase` binary: argument parsing, output formatting and wiring. All logic lives in
 //! the engine crate.
 
+mod simulate;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -62,6 +64,8 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Dry-run the catalogue over a date range (no writes): counts, samples, a chart.
+    Simulate(simulate::SimulateArgs),
     /// Explain why a rule did or did not match a resident on a day.
     Explain {
         #[arg(long)]
@@ -251,6 +255,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 exit::RULE_RUNTIME
             })
         }
+        Command::Simulate(args) => simulate::run(args),
         Command::Explain {
             snapshot,
             resident,

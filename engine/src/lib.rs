@@ -4,12 +4,14 @@
 pub mod calendar;
 pub mod catalogue;
 pub mod eval;
+pub mod feed;
 pub mod ids;
 pub mod population;
 pub mod resident;
 pub mod rule;
 pub mod ruletest;
 pub mod script;
+pub mod simulate;
 
 pub use catalogue::{load_dir, LoadError, LoadErrors, RuleSet};
 pub use eval::{evaluate_day, explain, DayResult, Decision, DecisionKey, Explanation, RuleFailure};
