@@ -3,6 +3,7 @@
 
 pub mod calendar;
 pub mod catalogue;
+pub mod clock;
 pub mod eval;
 pub mod feed;
 pub mod ids;
@@ -10,8 +11,10 @@ pub mod population;
 pub mod resident;
 pub mod rule;
 pub mod ruletest;
+pub mod scheduler;
 pub mod script;
 pub mod simulate;
+pub mod store;
 
 pub use catalogue::{load_dir, LoadError, LoadErrors, RuleSet};
 pub use eval::{evaluate_day, explain, DayResult, Decision, DecisionKey, Explanation, RuleFailure};

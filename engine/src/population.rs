@@ -358,7 +358,9 @@ impl Population {
             });
         }
         entries.sort();
-        entries.dedup();
+        // The same event may arrive twice (derived from a status and stored from a feed):
+        // one entry per id, the earliest recorded.
+        entries.dedup_by(|later, first| later.id == first.id);
         let mut events: BTreeMap<NaiveDate, Vec<EventEntry>> = BTreeMap::new();
         let mut late_events: BTreeMap<NaiveDate, Vec<EventEntry>> = BTreeMap::new();
         for e in entries {
@@ -698,6 +700,22 @@ mod tests {
         ]
         .join("\n");
         assert!(parse_snapshot(&widowed, "t").is_ok());
+    }
+
+    #[test]
+    fn records_round_trip_through_json() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../fixtures/town.jsonl"
+        ))
+        .unwrap();
+        let snap = parse_snapshot(&text, "town").unwrap();
+        for r in snap.population.residents() {
+            let json = serde_json::to_string(r).unwrap();
+            let back: Resident =
+                serde_json::from_str(&json).unwrap_or_else(|e| panic!("{}: {e}: {json}", r.id));
+            assert_eq!(&back, r);
+        }
     }
 
     #[test]

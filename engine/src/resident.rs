@@ -134,7 +134,11 @@ impl Status {
 #[serde(deny_unknown_fields)]
 pub struct Address {
     pub local_gov_code: LocalGovCode,
-    #[serde(default, deserialize_with = "postal_code")]
+    #[serde(
+        default,
+        deserialize_with = "postal_code",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub postal_code: Option<String>,
     pub text: String,
 }

@@ -1,0 +1,676 @@
+//! The store: the only code that runs SQL. One set of semantics on SQLite (a WAL file, the
+//! embedded default) and PostgreSQL (by URL), through sqlx's `Any` driver with a migration set
+//! per backend. Dates are ISO text and records JSON text, so both backends see the same values.
+//!
+//! Idempotency lives here: a decision's key is the primary key of `decisions`, and a day's
+//! decisions, drafts, recommendations, outbox rows and watermark row are written in one
+//! transaction.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::str::FromStr;
+
+use chrono::{DateTime, FixedOffset, NaiveDate};
+use sha2::{Digest, Sha256};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, AssertSqlSafe, Row, SqlSafeStr, SqlStr};
+
+use crate::eval::Decision;
+use crate::population::{EventKind, LifeEvent};
+use crate::resident::Resident;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the database {url}: {source}")]
+    Open { url: String, source: sqlx::Error },
+    #[error("cannot migrate the database {url}: {source}")]
+    Migrate {
+        url: String,
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error("database error while {what}: {source}")]
+    Query {
+        what: &'static str,
+        source: sqlx::Error,
+    },
+    #[error("stored data is unreadable ({what}): {detail}")]
+    Corrupt { what: &'static str, detail: String },
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+fn q(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| StoreError::Query { what, source }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A URL with any password replaced, for messages and logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// What one ingest did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestOutcome {
+    /// `None` when the same content was ingested before: nothing changed.
+    pub batch_id: Option<i64>,
+    pub rows_changed: usize,
+    pub events: usize,
+}
+
+/// What committing one day did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DayCommit {
+    /// Decisions written now.
+    pub inserted: usize,
+    /// Decisions whose key was already stored (a re-run, or another instance).
+    pub already_decided: usize,
+}
+
+/// A stored decision, as tests and operators read it back.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct StoredDecision {
+    pub key: String,
+    pub rule: String,
+    pub rule_set: String,
+    pub notify_on: String,
+}
+
+fn now_text(now: DateTime<FixedOffset>) -> String {
+    now.to_rfc3339()
+}
+
+fn hash_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl Store {
+    /// Opens (creating a SQLite file if needed) and migrates. `url` is `sqlite://PATH`,
+    /// `sqlite::memory:`, a plain file path, or `postgres://…`.
+    pub async fn open(url: &str) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let url = if url.contains("://") || url.starts_with("sqlite:") {
+            url.to_owned()
+        } else {
+            format!("sqlite://{url}")
+        };
+        let backend = if url.starts_with("postgres") {
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
+        };
+        let open_err = |source| StoreError::Open {
+            url: redact(&url),
+            source,
+        };
+        let mut connect_url = url.clone();
+        if backend == Backend::Sqlite
+            && !connect_url.contains("mode=")
+            && !connect_url.contains(":memory:")
+        {
+            connect_url.push_str(if connect_url.contains('?') {
+                "&mode=rwc"
+            } else {
+                "?mode=rwc"
+            });
+        }
+        let options = AnyConnectOptions::from_str(&connect_url).map_err(open_err)?;
+        // One direct attempt first: a pool would keep retrying an unreachable server until its
+        // timeout, where the operator wants the reason at once.
+        use sqlx::{ConnectOptions, Connection};
+        options
+            .connect()
+            .await
+            .map_err(open_err)?
+            .close()
+            .await
+            .map_err(open_err)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 4 } else { 8 })
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL lets readers work during a day's write; the busy timeout lets a
+                        // second process wait for the lock instead of failing.
+                        sqlx::query("PRAGMA journal_mode=WAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA busy_timeout=30000")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA foreign_keys=ON")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(open_err)?;
+        let migrate = |source| StoreError::Migrate {
+            url: redact(&url),
+            source,
+        };
+        match backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite")
+                .run(&pool)
+                .await
+                .map_err(migrate)?,
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres")
+                .run(&pool)
+                .await
+                .map_err(migrate)?,
+        }
+        Ok(Store { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// SQL is written once with `$1` placeholders; SQLite spells them `?1`.
+    fn sql(&self, sql: &'static str) -> SqlStr {
+        match self.backend {
+            Backend::Postgres => sql.into_sql_str(),
+            // Only fixed SQL from this file comes here; the replacement keeps it fixed.
+            Backend::Sqlite => AssertSqlSafe(sql.replace('$', "?")).into_sql_str(),
+        }
+    }
+
+    /// Every stored resident record, in id order.
+    pub async fn residents(&self) -> Result<Vec<Resident>> {
+        let rows = sqlx::query("SELECT id, record FROM residents ORDER BY id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(q("reading residents"))?;
+        rows.iter()
+            .map(|row| {
+                let id: String = row.try_get("id").map_err(q("reading residents"))?;
+                let record: String = row.try_get("record").map_err(q("reading residents"))?;
+                serde_json::from_str(&record).map_err(|e| StoreError::Corrupt {
+                    what: "resident record",
+                    detail: format!("{id}: {e}"),
+                })
+            })
+            .collect()
+    }
+
+    /// Every stored life event.
+    pub async fn events(&self) -> Result<Vec<LifeEvent>> {
+        let rows =
+            sqlx::query("SELECT id, kind, subject, date, recorded FROM life_events ORDER BY id")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(q("reading life events"))?;
+        let corrupt = |detail: String| StoreError::Corrupt {
+            what: "life event",
+            detail,
+        };
+        rows.iter()
+            .map(|row| {
+                let get = |c: &str| {
+                    row.try_get::<String, _>(c)
+                        .map_err(q("reading life events"))
+                };
+                let kind: EventKind =
+                    serde_json::from_value(serde_json::Value::String(get("kind")?))
+                        .map_err(|e| corrupt(e.to_string()))?;
+                let subject = crate::ids::ResidentId::parse(&get("subject")?)
+                    .map_err(|e| corrupt(e.to_string()))?;
+                let date = get("date")?
+                    .parse()
+                    .map_err(|e: chrono::ParseError| corrupt(e.to_string()))?;
+                let recorded = get("recorded")?
+                    .parse()
+                    .map_err(|e: chrono::ParseError| corrupt(e.to_string()))?;
+                Ok(LifeEvent {
+                    kind,
+                    subject,
+                    date,
+                    recorded,
+                    id: get("id")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The last applied `seq` of a change feed source.
+    pub async fn feed_position(&self, source: &str) -> Result<Option<i64>> {
+        let row = sqlx::query(self.sql("SELECT last_seq FROM feed_positions WHERE source = $1"))
+            .bind(source.to_owned())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(q("reading the feed position"))?;
+        row.map(|r| r.try_get::<i64, _>("last_seq"))
+            .transpose()
+            .map_err(q("reading the feed position"))
+    }
+
+    /// Writes one ingest in one transaction: the new state of every changed resident (with its
+    /// history), the households they touch, the life events, and the batch row. The same
+    /// content (by hash) twice is a no-op.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn apply_ingest(
+        &self,
+        source: &str,
+        kind: &str,
+        content: &[u8],
+        as_of: Option<NaiveDate>,
+        rows_in: usize,
+        state: &[Resident],
+        events: &[LifeEvent],
+        feed_position: Option<i64>,
+        now: DateTime<FixedOffset>,
+    ) -> Result<IngestOutcome> {
+        let content_hash = hash_hex(content);
+        let mut tx = self.pool.begin().await.map_err(q("starting an ingest"))?;
+        let seen = sqlx::query(self.sql("SELECT id FROM ingest_batches WHERE content_hash = $1"))
+            .bind(content_hash.clone())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(q("checking for a repeated ingest"))?;
+        if seen.is_some() {
+            return Ok(IngestOutcome {
+                batch_id: None,
+                rows_changed: 0,
+                events: 0,
+            });
+        }
+        let stored: HashMap<String, String> = sqlx::query("SELECT id, record_hash FROM residents")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(q("reading resident hashes"))?
+            .iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("record_hash")?)))
+            .collect::<std::result::Result<_, sqlx::Error>>()
+            .map_err(q("reading resident hashes"))?;
+        let mut changed = Vec::new();
+        for r in state {
+            let json = serde_json::to_string(r).map_err(|e| StoreError::Corrupt {
+                what: "resident record",
+                detail: e.to_string(),
+            })?;
+            let h = hash_hex(json.as_bytes());
+            if stored.get(r.id.as_str()) != Some(&h) {
+                changed.push((r, json, h));
+            }
+        }
+        let batch_id: i64 = sqlx::query(self.sql(
+            "INSERT INTO ingest_batches (source, kind, content_hash, as_of, rows_in, rows_changed, events, applied_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+        ))
+        .bind(source.to_owned())
+        .bind(kind.to_owned())
+        .bind(content_hash)
+        .bind(as_of.map(|d| d.to_string()))
+        .bind(rows_in as i64)
+        .bind(changed.len() as i64)
+        .bind(events.len() as i64)
+        .bind(now_text(now))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(q("recording the ingest batch"))?
+        .try_get("id")
+        .map_err(q("recording the ingest batch"))?;
+
+        let upsert = self.sql(
+            "INSERT INTO residents (id, household_id, status, record, record_hash, batch_id)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (id) DO UPDATE SET household_id = excluded.household_id, status = excluded.status,
+               record = excluded.record, record_hash = excluded.record_hash, batch_id = excluded.batch_id",
+        );
+        let history = self.sql(
+            "INSERT INTO resident_history (resident_id, batch_id, record) VALUES ($1, $2, $3)",
+        );
+        let mut touched: BTreeSet<String> = BTreeSet::new();
+        for (r, json, h) in &changed {
+            sqlx::query(upsert.clone())
+                .bind(r.id.as_str().to_owned())
+                .bind(r.household_id().map(|h| h.as_str().to_owned()))
+                .bind(r.status.name().to_owned())
+                .bind(json.clone())
+                .bind(h.clone())
+                .bind(batch_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(q("writing a resident"))?;
+            sqlx::query(history.clone())
+                .bind(r.id.as_str().to_owned())
+                .bind(batch_id)
+                .bind(json.clone())
+                .execute(&mut *tx)
+                .await
+                .map_err(q("writing resident history"))?;
+            if let Some(h) = r.household_id() {
+                touched.insert(h.as_str().to_owned());
+            }
+        }
+        // Households touched by this batch, recomputed from the new state.
+        let mut households: BTreeMap<&str, (Option<&str>, i64)> = BTreeMap::new();
+        for r in state.iter().filter(|r| r.is_current()) {
+            if let Some(h) = r.household_id().filter(|h| touched.contains(h.as_str())) {
+                let e = households.entry(h.as_str()).or_insert((None, 0));
+                e.1 += 1;
+                if r.is_householder() {
+                    e.0 = Some(r.id.as_str());
+                }
+            }
+        }
+        let hh = self.sql(
+            "INSERT INTO households (id, householder_id, members, batch_id) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (id) DO UPDATE SET householder_id = excluded.householder_id,
+               members = excluded.members, batch_id = excluded.batch_id",
+        );
+        for id in &touched {
+            let (head, members) = households.get(id.as_str()).copied().unwrap_or((None, 0));
+            sqlx::query(hh.clone())
+                .bind(id.clone())
+                .bind(head.map(str::to_owned))
+                .bind(members)
+                .bind(batch_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(q("writing a household"))?;
+        }
+        let ev = self.sql(
+            "INSERT INTO life_events (id, kind, subject, date, recorded, batch_id) VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (id) DO NOTHING",
+        );
+        let mut new_events = 0;
+        for e in events {
+            let done = sqlx::query(ev.clone())
+                .bind(e.id.clone())
+                .bind(e.kind.name().to_owned())
+                .bind(e.subject.as_str().to_owned())
+                .bind(e.date.to_string())
+                .bind(e.recorded.to_string())
+                .bind(batch_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(q("writing a life event"))?;
+            new_events += done.rows_affected() as usize;
+        }
+        if let Some(seq) = feed_position {
+            sqlx::query(self.sql(
+                "INSERT INTO feed_positions (source, last_seq) VALUES ($1, $2)
+                 ON CONFLICT (source) DO UPDATE SET last_seq = excluded.last_seq",
+            ))
+            .bind(source.to_owned())
+            .bind(seq)
+            .execute(&mut *tx)
+            .await
+            .map_err(q("writing the feed position"))?;
+        }
+        tx.commit().await.map_err(q("committing the ingest"))?;
+        Ok(IngestOutcome {
+            batch_id: Some(batch_id),
+            rows_changed: changed.len(),
+            events: new_events,
+        })
+    }
+
+    /// The newest ingest batch id (0 when nothing was ingested): the scheduler re-evaluates
+    /// today when it grows.
+    pub async fn latest_batch(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT COALESCE(MAX(id), 0) AS id FROM ingest_batches")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(q("reading the latest batch"))?;
+        row.try_get::<i64, _>("id")
+            .map_err(q("reading the latest batch"))
+    }
+
+    /// Records a rule-set version (content hash) the first time it is used.
+    pub async fn record_rule_set(
+        &self,
+        version: &str,
+        rules: usize,
+        source: &str,
+        now: DateTime<FixedOffset>,
+    ) -> Result<bool> {
+        let done = sqlx::query(self.sql(
+            "INSERT INTO rule_sets (version, rules, source, loaded_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (version) DO NOTHING",
+        ))
+        .bind(version.to_owned())
+        .bind(rules as i64)
+        .bind(source.to_owned())
+        .bind(now_text(now))
+        .execute(&self.pool)
+        .await
+        .map_err(q("recording the rule set"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The last day the scheduler completed.
+    pub async fn watermark(&self) -> Result<Option<NaiveDate>> {
+        let row = sqlx::query("SELECT MAX(day) AS day FROM scheduler_days")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(q("reading the watermark"))?;
+        let day: Option<String> = row.try_get("day").map_err(q("reading the watermark"))?;
+        day.map(|d| {
+            d.parse()
+                .map_err(|e: chrono::ParseError| StoreError::Corrupt {
+                    what: "watermark",
+                    detail: e.to_string(),
+                })
+        })
+        .transpose()
+    }
+
+    /// Writes a day's decisions with their drafts, recommendations and outbox rows, and the
+    /// day's watermark row, in ONE transaction. A key already stored is left alone: re-runs
+    /// and concurrent instances never decide twice.
+    pub async fn commit_day(
+        &self,
+        day: NaiveDate,
+        rule_set: &str,
+        decisions: &[Decision],
+        now: DateTime<FixedOffset>,
+    ) -> Result<DayCommit> {
+        let now = now_text(now);
+        let mut tx = self.pool.begin().await.map_err(q("starting a day"))?;
+        let insert = self.sql(
+            "INSERT INTO decisions (key, rule, rule_version, rule_set, subject, occurrence, notify_on, deadline,
+               staff_review, critical, body, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (key) DO NOTHING",
+        );
+        let draft =
+            self.sql("INSERT INTO drafts (decision_key, fields, updated_at) VALUES ($1, $2, $3)");
+        let rec = self.sql("INSERT INTO recommendations (decision_key, rule_id) VALUES ($1, $2)");
+        let outbox = self.sql(
+            "INSERT INTO outbox (decision_key, recipient, channel, next_attempt_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (decision_key, recipient, channel) DO NOTHING",
+        );
+        let mut commit = DayCommit::default();
+        // Keys in one order everywhere, so two instances never deadlock on each other.
+        let mut sorted: Vec<&Decision> = decisions.iter().collect();
+        sorted.sort_by(|a, b| a.key.cmp(&b.key));
+        for d in sorted {
+            let body = serde_json::to_string(d).map_err(|e| StoreError::Corrupt {
+                what: "decision",
+                detail: e.to_string(),
+            })?;
+            let done = sqlx::query(insert.clone())
+                .bind(d.key.as_str().to_owned())
+                .bind(d.rule.as_str().to_owned())
+                .bind(i64::from(d.rule_version))
+                .bind(rule_set.to_owned())
+                .bind(d.subject.as_str().to_owned())
+                .bind(d.occurrence.to_string())
+                .bind(d.notify_on.to_string())
+                .bind(d.deadline.map(|x| x.to_string()))
+                .bind(d.staff_review.clone())
+                .bind(i64::from(d.critical))
+                .bind(body)
+                .bind(now.clone())
+                .execute(&mut *tx)
+                .await
+                .map_err(q("writing a decision"))?;
+            if done.rows_affected() == 0 {
+                commit.already_decided += 1;
+                continue;
+            }
+            commit.inserted += 1;
+            let fields = serde_json::to_string(&d.prefill).map_err(|e| StoreError::Corrupt {
+                what: "draft",
+                detail: e.to_string(),
+            })?;
+            sqlx::query(draft.clone())
+                .bind(d.key.as_str().to_owned())
+                .bind(fields)
+                .bind(now.clone())
+                .execute(&mut *tx)
+                .await
+                .map_err(q("writing a draft"))?;
+            for r in &d.recommend {
+                sqlx::query(rec.clone())
+                    .bind(d.key.as_str().to_owned())
+                    .bind(r.as_str().to_owned())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(q("writing a recommendation"))?;
+            }
+            let mut rows: Vec<(String, &str)> = Vec::new();
+            for r in &d.recipients {
+                for c in &r.channels {
+                    rows.push((r.id.as_str().to_owned(), c.name()));
+                }
+            }
+            if d.staff_review.is_some() {
+                rows.push(("staff".to_owned(), "staff"));
+            }
+            for (recipient, channel) in rows {
+                sqlx::query(outbox.clone())
+                    .bind(d.key.as_str().to_owned())
+                    .bind(recipient)
+                    .bind(channel.to_owned())
+                    .bind(now.clone())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(q("writing an outbox row"))?;
+            }
+        }
+        sqlx::query(self.sql(
+            "INSERT INTO scheduler_days (day, rule_set, decisions, completed_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (day) DO UPDATE SET decisions = scheduler_days.decisions + excluded.decisions,
+               rule_set = excluded.rule_set, completed_at = excluded.completed_at",
+        ))
+        .bind(day.to_string())
+        .bind(rule_set.to_owned())
+        .bind(commit.inserted as i64)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(q("writing the watermark"))?;
+        tx.commit().await.map_err(q("committing the day"))?;
+        Ok(commit)
+    }
+
+    /// Every stored decision, in key order.
+    pub async fn decisions(&self) -> Result<Vec<StoredDecision>> {
+        let rows = sqlx::query("SELECT key, rule, rule_set, notify_on FROM decisions ORDER BY key")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(q("reading decisions"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredDecision {
+                    key: r.try_get("key")?,
+                    rule: r.try_get("rule")?,
+                    rule_set: r.try_get("rule_set")?,
+                    notify_on: r.try_get("notify_on")?,
+                })
+            })
+            .collect::<std::result::Result<_, sqlx::Error>>()
+            .map_err(q("reading decisions"))
+    }
+
+    /// Row counts of the main tables, for summaries and tests.
+    pub async fn counts(&self) -> Result<BTreeMap<&'static str, i64>> {
+        let mut out = BTreeMap::new();
+        for table in [
+            "residents",
+            "life_events",
+            "decisions",
+            "drafts",
+            "recommendations",
+            "outbox",
+            "scheduler_days",
+            "ingest_batches",
+        ] {
+            let row = sqlx::query(AssertSqlSafe(format!("SELECT COUNT(*) AS n FROM {table}")))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(q("counting rows"))?;
+            out.insert(
+                table,
+                row.try_get::<i64, _>("n").map_err(q("counting rows"))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Outbox rows per channel (for the demo summary).
+    pub async fn outbox_by_channel(&self) -> Result<BTreeMap<String, i64>> {
+        let rows = sqlx::query(
+            "SELECT channel, COUNT(*) AS n FROM outbox GROUP BY channel ORDER BY channel",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("counting the outbox"))?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("channel")?, r.try_get("n")?)))
+            .collect::<std::result::Result<_, sqlx::Error>>()
+            .map_err(q("counting the outbox"))
+    }
+
+    /// Stored decision bodies (JSON) of up to `limit` decisions, one per rule, for examples.
+    pub async fn sample_bodies(&self, limit: i64) -> Result<Vec<serde_json::Value>> {
+        let rows = sqlx::query(self.sql(
+            "SELECT body FROM decisions WHERE key IN (SELECT MIN(key) FROM decisions GROUP BY rule)
+             ORDER BY key LIMIT $1",
+        ))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("reading decisions"))?;
+        rows.iter()
+            .map(|r| {
+                let body: String = r.try_get("body").map_err(q("reading decisions"))?;
+                serde_json::from_str(&body).map_err(|e| StoreError::Corrupt {
+                    what: "decision body",
+                    detail: e.to_string(),
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,316 @@
+//! One store suite, run against SQLite (a fresh file) and PostgreSQL (a fresh database on
+//! the server named by OSHIRASE_TEST_PG, default postgres://postgres@127.0.0.1:5432/test).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{NaiveDate, NaiveTime};
+use oshirase_engine::clock::{Clock, FixedClock};
+use oshirase_engine::scheduler::Scheduler;
+use oshirase_engine::store::Store;
+use oshirase_engine::{evaluate_day, load_dir, load_snapshot, RuleSet};
+
+fn d(s: &str) -> NaiveDate {
+    s.parse().unwrap()
+}
+
+fn root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+/// A fresh, empty database; dropped (best effort) with the guard.
+struct Db {
+    url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+async fn fresh(backend: &str) -> Db {
+    match backend {
+        "sqlite" => {
+            let dir = tempfile::tempdir().unwrap();
+            Db {
+                url: format!("sqlite://{}", dir.path().join("oshirase.sqlite").display()),
+                _dir: Some(dir),
+            }
+        }
+        _ => {
+            let admin = std::env::var("OSHIRASE_TEST_PG")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+            sqlx::any::install_default_drivers();
+            let mut conn = match <sqlx::AnyConnection as sqlx::Connection>::connect(&admin).await {
+                Ok(c) => c,
+                Err(e) => panic!(
+                    "PostgreSQL is not reachable at {admin}: {e}\n\
+                     start it with `pg_ctlcluster --skip-systemctl-redirect 15 main start` (scripts/test does), \
+                     or point OSHIRASE_TEST_PG at a server"
+                ),
+            };
+            use std::sync::atomic::{AtomicUsize, Ordering};
+            static N: AtomicUsize = AtomicUsize::new(0);
+            // Databases left by earlier test processes are dropped here, once per process.
+            if N.load(Ordering::SeqCst) == 0 {
+                use sqlx::Row;
+                let mine = format!("oshirase_t{}_", std::process::id());
+                let old =
+                    sqlx::query("SELECT datname::text AS datname FROM pg_database WHERE datname LIKE 'oshirase_t%'")
+                        .fetch_all(&mut conn)
+                        .await
+                        .unwrap();
+                for row in old {
+                    let name: String = row.get("datname");
+                    if !name.starts_with(&mine) {
+                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                        )))
+                        .execute(&mut conn)
+                        .await;
+                    }
+                }
+            }
+            let name = format!(
+                "oshirase_t{}_{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::SeqCst)
+            );
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name}"
+            )))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            let base = admin.rsplit_once('/').unwrap().0;
+            Db {
+                url: format!("{base}/{name}"),
+                _dir: None,
+            }
+        }
+    }
+}
+
+fn rules() -> RuleSet {
+    load_dir(&root().join("rules")).unwrap_or_else(|e| panic!("{e}"))
+}
+
+async fn ingest_town(store: &Store, clock: &dyn Clock) {
+    let path = root().join("fixtures/town.jsonl");
+    let snap = load_snapshot(&path).unwrap();
+    let residents = snap.population.residents().to_vec();
+    let text = std::fs::read(&path).unwrap();
+    let out = store
+        .apply_ingest(
+            "town.jsonl",
+            "snapshot",
+            &text,
+            Some(snap.header.as_of),
+            residents.len(),
+            &residents,
+            &[],
+            None,
+            clock.now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.rows_changed, residents.len());
+}
+
+fn scheduler(store: Store, clock: Arc<FixedClock>, start: &str) -> Scheduler {
+    Scheduler {
+        store,
+        rules: Arc::new(rules()),
+        clock,
+        tick: NaiveTime::from_hms_opt(6, 0, 0).unwrap(),
+        start: Some(d(start)),
+        poll: Duration::from_millis(50),
+    }
+}
+
+macro_rules! on_both {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$body("sqlite").await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$body("postgres").await;
+            }
+        }
+    };
+}
+
+async fn ingest_is_idempotent(backend: &str) {
+    let db = fresh(backend).await;
+    let store = Store::open(&db.url).await.unwrap();
+    // Opening again runs no migration twice.
+    let store2 = Store::open(&db.url).await.unwrap();
+    let clock = FixedClock::at_noon(d("2026-10-01"));
+    ingest_town(&store, &clock).await;
+    let text = std::fs::read(root().join("fixtures/town.jsonl")).unwrap();
+    let again = store2
+        .apply_ingest(
+            "town.jsonl",
+            "snapshot",
+            &text,
+            None,
+            0,
+            &store.residents().await.unwrap(),
+            &[],
+            None,
+            clock.now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.batch_id, None, "the same file twice changes nothing");
+    let snap = load_snapshot(&root().join("fixtures/town.jsonl")).unwrap();
+    let mut expected = snap.population.residents().to_vec();
+    expected.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(store.residents().await.unwrap(), expected);
+    assert_eq!(store.counts().await.unwrap()["ingest_batches"], 1);
+}
+on_both!(ingest, ingest_is_idempotent);
+
+async fn days_are_decided_once(backend: &str) {
+    let db = fresh(backend).await;
+    let store = Store::open(&db.url).await.unwrap();
+    let clock = Arc::new(FixedClock::at_noon(d("2026-10-01")));
+    ingest_town(&store, clock.as_ref()).await;
+    let s = scheduler(store.clone(), clock.clone(), "2026-04-01");
+    let reports = s.catch_up(d("2026-09-30"), |_| {}).await.unwrap();
+    assert_eq!(reports.len(), 183);
+    assert_eq!(store.watermark().await.unwrap(), Some(d("2026-09-30")));
+    let first = store.decisions().await.unwrap();
+    let counts = store.counts().await.unwrap();
+
+    // The same decisions an in-memory evaluation of each day gives.
+    let pop = s.population().await.unwrap();
+    let mut expected: Vec<String> = Vec::new();
+    let mut day = d("2026-04-01");
+    while day <= d("2026-09-30") {
+        expected.extend(
+            evaluate_day(&s.rules, &pop, day)
+                .decisions
+                .iter()
+                .map(|x| x.key.to_string()),
+        );
+        day = day.succ_opt().unwrap();
+    }
+    expected.sort();
+    assert_eq!(
+        first.iter().map(|x| x.key.clone()).collect::<Vec<_>>(),
+        expected
+    );
+    assert!(counts["outbox"] > 0 && counts["drafts"] == counts["decisions"]);
+
+    // Re-running every day decides nothing new.
+    let mut day = d("2026-04-01");
+    while day <= d("2026-09-30") {
+        let r = s
+            .run_day(Arc::new(s.population().await.unwrap()), day)
+            .await
+            .unwrap();
+        assert_eq!(r.inserted, 0, "{day}");
+        day = day.succ_opt().unwrap();
+    }
+    assert_eq!(store.decisions().await.unwrap(), first);
+    assert_eq!(store.counts().await.unwrap(), counts);
+    // Nothing to catch up.
+    assert!(s
+        .catch_up(d("2026-09-30"), |_| {})
+        .await
+        .unwrap()
+        .is_empty());
+}
+on_both!(idempotent_days, days_are_decided_once);
+
+async fn concurrent_instances_never_double(backend: &str) {
+    let db = fresh(backend).await;
+    let store = Store::open(&db.url).await.unwrap();
+    let clock = Arc::new(FixedClock::at_noon(d("2026-10-01")));
+    ingest_town(&store, clock.as_ref()).await;
+    let a = scheduler(
+        Store::open(&db.url).await.unwrap(),
+        clock.clone(),
+        "2026-04-01",
+    );
+    let b = scheduler(
+        Store::open(&db.url).await.unwrap(),
+        clock.clone(),
+        "2026-04-01",
+    );
+    let pop = Arc::new(a.population().await.unwrap());
+    let mut total = 0;
+    let mut decided = 0;
+    let mut day = d("2026-04-01");
+    while day <= d("2026-05-31") {
+        let (ra, rb) = tokio::join!(a.run_day(pop.clone(), day), b.run_day(pop.clone(), day));
+        let (ra, rb) = (ra.unwrap(), rb.unwrap());
+        assert_eq!(ra.decisions, rb.decisions);
+        assert_eq!(
+            ra.inserted + rb.inserted,
+            ra.decisions,
+            "{day}: each decision written by exactly one"
+        );
+        total += ra.decisions;
+        decided += ra.inserted + rb.inserted;
+        day = day.succ_opt().unwrap();
+    }
+    assert!(total > 0);
+    assert_eq!(decided, total);
+    assert_eq!(store.decisions().await.unwrap().len(), total);
+}
+on_both!(concurrent, concurrent_instances_never_double);
+
+async fn a_fixed_rule_never_renotifies(backend: &str) {
+    let db = fresh(backend).await;
+    let store = Store::open(&db.url).await.unwrap();
+    let clock = Arc::new(FixedClock::at_noon(d("2026-10-01")));
+    ingest_town(&store, clock.as_ref()).await;
+    let s = scheduler(store.clone(), clock.clone(), "2026-04-01");
+    s.catch_up(d("2026-06-30"), |_| {}).await.unwrap();
+    let before = store.decisions().await.unwrap();
+    // A changed catalogue (another version) evaluating the same days again.
+    let mut changed = rules();
+    changed.version = "0000000000000000".into();
+    let s2 = Scheduler {
+        rules: Arc::new(changed),
+        ..scheduler(store.clone(), clock.clone(), "2026-04-01")
+    };
+    let pop = Arc::new(s2.population().await.unwrap());
+    let mut day = d("2026-04-01");
+    while day <= d("2026-06-30") {
+        assert_eq!(s2.run_day(pop.clone(), day).await.unwrap().inserted, 0);
+        day = day.succ_opt().unwrap();
+    }
+    s2.catch_up(d("2026-06-30"), |_| {}).await.unwrap();
+    let after = store.decisions().await.unwrap();
+    assert_eq!(
+        before, after,
+        "every decision keeps the version that made it"
+    );
+    assert!(after.iter().all(|x| x.rule_set == s.rules.version));
+}
+on_both!(rule_set_versions, a_fixed_rule_never_renotifies);
+
+#[tokio::test]
+async fn an_unreachable_database_is_a_clear_error() {
+    let err = Store::open("postgres://nobody:secret@127.0.0.1:1/none")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cannot open the database postgres://nobody:***@127.0.0.1:1/none"),
+        "{err}"
+    );
+    assert!(!err.contains("secret"));
+    let err = Store::open("sqlite:///nonexistent-dir/x/y.sqlite")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cannot open the database"), "{err}");
+}
