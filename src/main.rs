@@ -1,6 +1,7 @@
 //! The `oshirase` binary: argument parsing, output formatting and wiring. All logic lives in
 //! the engine crate.
 
+mod pipeline;
 mod simulate;
 
 use std::io::Write;
@@ -64,6 +65,12 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Store a snapshot or a change feed (all or nothing; the same file twice changes nothing).
+    Ingest(pipeline::IngestArgs),
+    /// The service: the daily run with catch-up of missed days, re-evaluating after ingests.
+    Run(pipeline::RunArgs),
+    /// End-to-end demo on the fixture town with a fresh SQLite file.
+    Demo(pipeline::DemoArgs),
     /// Dry-run the catalogue over a date range (no writes): counts, samples, a chart.
     Simulate(simulate::SimulateArgs),
     /// Explain why a rule did or did not match a resident on a day.
@@ -256,6 +263,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             })
         }
         Command::Simulate(args) => simulate::run(args),
+        Command::Ingest(args) => pipeline::ingest_cmd(args),
+        Command::Run(args) => pipeline::run_cmd(args),
+        Command::Demo(args) => pipeline::demo_cmd(args),
         Command::Explain {
             snapshot,
             resident,

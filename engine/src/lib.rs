@@ -7,6 +7,7 @@ pub mod clock;
 pub mod eval;
 pub mod feed;
 pub mod ids;
+pub mod ingest;
 pub mod population;
 pub mod resident;
 pub mod rule;

@@ -1,0 +1,372 @@
+//! The persistent commands: `ingest`, `run` and `demo`. Wiring only: the work is in the
+//! engine's store, ingest and scheduler modules.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::{NaiveDate, NaiveTime};
+use oshirase_engine::calendar;
+use oshirase_engine::clock::{jst, Clock, FixedClock, SystemClock};
+use oshirase_engine::ingest::{ingest, IngestError};
+use oshirase_engine::scheduler::Scheduler;
+use oshirase_engine::store::Store;
+
+use crate::exit;
+
+/// The embedded default: a SQLite file in the working directory.
+pub const DEFAULT_DB: &str = "oshirase.sqlite";
+
+#[derive(clap::Args)]
+pub struct DbArg {
+    /// Database: a SQLite file path or sqlite:// URL (default), or a postgres:// URL.
+    #[arg(long, env = "OSHIRASE_DATABASE_URL", default_value = DEFAULT_DB, hide_env_values = true)]
+    pub db: String,
+}
+
+#[derive(clap::Args)]
+pub struct IngestArgs {
+    /// A snapshot or a change feed (JSON Lines; the header line says which).
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub db: DbArg,
+    /// Apply the valid lines of a change feed and write the invalid ones to --rejects.
+    #[arg(long)]
+    pub skip_invalid: bool,
+    /// Where --skip-invalid writes rejected lines (default FILE.rejected.jsonl).
+    #[arg(long)]
+    pub rejects: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub db: DbArg,
+    #[arg(long, default_value = "rules", env = "OSHIRASE_RULES")]
+    pub rules: PathBuf,
+    /// Local time (Asia/Tokyo) of the daily run.
+    #[arg(long, default_value = "06:00")]
+    pub at: NaiveTime,
+    /// First day to evaluate when the database has none yet (default: today).
+    #[arg(long)]
+    pub start: Option<NaiveDate>,
+    /// Evaluate every day up to this one, then exit (instead of running as a service).
+    #[arg(long)]
+    pub until: Option<NaiveDate>,
+}
+
+#[derive(clap::Args)]
+pub struct DemoArgs {
+    /// The demo database (recreated on each run).
+    #[arg(long, default_value = "oshirase-demo.sqlite")]
+    pub db: PathBuf,
+    #[arg(long, default_value = "rules", env = "OSHIRASE_RULES")]
+    pub rules: PathBuf,
+    /// The town snapshot and its change feed.
+    #[arg(long, default_value = "fixtures/town.jsonl")]
+    pub snapshot: PathBuf,
+    #[arg(long, default_value = "fixtures/town-changes.jsonl")]
+    pub changes: PathBuf,
+    /// First day replayed.
+    #[arg(long, default_value = "2026-10-01")]
+    pub from: NaiveDate,
+    /// Number of days replayed.
+    #[arg(long, default_value_t = 120)]
+    pub days: u32,
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn load_rules(dir: &Path) -> Result<oshirase_engine::RuleSet, u8> {
+    oshirase_engine::load_dir(dir).map_err(|e| {
+        eprintln!("{e}");
+        exit::RULES
+    })
+}
+
+fn print_ingest(file: &Path, r: &oshirase_engine::ingest::IngestReport) {
+    match r.outcome.batch_id {
+        None => println!("{}: already ingested; nothing changed", file.display()),
+        Some(id) => println!(
+            "{}: {} {} rows, {} residents changed, {} new life events (batch {id}){}",
+            file.display(),
+            r.kind,
+            r.rows_in,
+            r.outcome.rows_changed,
+            r.outcome.events,
+            if r.already_applied > 0 {
+                format!(", {} lines applied before", r.already_applied)
+            } else {
+                String::new()
+            }
+        ),
+    }
+}
+
+pub fn ingest_cmd(args: IngestArgs) -> anyhow::Result<u8> {
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let source = args.file.file_name().map_or_else(
+        || args.file.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    runtime()?.block_on(async {
+        let store = Store::open(&args.db.db).await?;
+        match ingest(&store, &source, &text, args.skip_invalid, SystemClock.now()).await {
+            Ok(report) => {
+                print_ingest(&args.file, &report);
+                if report.rejected.is_empty() {
+                    return Ok(exit::OK);
+                }
+                let path = args
+                    .rejects
+                    .clone()
+                    .unwrap_or_else(|| args.file.with_extension("rejected.jsonl"));
+                let lines: Vec<&str> = text.lines().collect();
+                // The header first, so the file can be corrected and ingested as a feed of its
+                // own (its own name is its own feed position).
+                let mut out = lines.first().map(|h| format!("{h}\n")).unwrap_or_default();
+                for e in &report.rejected {
+                    eprintln!("rejected {e}");
+                    if let Some(l) = e.line.checked_sub(1).and_then(|i| lines.get(i)) {
+                        out.push_str(l);
+                        out.push('\n');
+                    }
+                }
+                std::fs::write(&path, out)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                eprintln!(
+                    "{} rejected line(s) written to {}",
+                    report.rejected.len(),
+                    path.display()
+                );
+                Ok(exit::INPUT)
+            }
+            Err(IngestError::Invalid(e)) => {
+                eprintln!("{e}");
+                eprintln!("nothing was applied");
+                Ok(exit::INPUT)
+            }
+            Err(IngestError::Store(e)) => Err(e.into()),
+        }
+    })
+}
+
+pub fn run_cmd(args: RunArgs) -> anyhow::Result<u8> {
+    let rules = match load_rules(&args.rules) {
+        Ok(r) => r,
+        Err(code) => return Ok(code),
+    };
+    runtime()?.block_on(async {
+        let store = Store::open(&args.db.db).await?;
+        let scheduler = Scheduler {
+            store,
+            rules: Arc::new(rules),
+            clock: Arc::new(SystemClock),
+            tick: args.at,
+            start: args.start,
+            poll: Duration::from_secs(10),
+        };
+        if let Some(until) = args.until {
+            let mut failures = 0;
+            scheduler
+                .catch_up(until, |r| {
+                    failures += r.failures.len();
+                    println!("{}: {} decisions ({} new)", r.day, r.decisions, r.inserted);
+                })
+                .await?;
+            return Ok(if failures == 0 {
+                exit::OK
+            } else {
+                exit::RULE_RUNTIME
+            });
+        }
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            let _ = tx.send(true);
+        });
+        scheduler.run(rx).await?;
+        Ok(exit::OK)
+    })
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+/// Feed lines grouped by the day they reach the register, each group a feed of its own.
+fn feed_by_day(text: &str) -> anyhow::Result<(String, BTreeMap<NaiveDate, String>)> {
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let header = lines.next().context("the change feed is empty")?.to_owned();
+    let mut by_day: BTreeMap<NaiveDate, String> = BTreeMap::new();
+    for (n, line) in lines.enumerate() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).with_context(|| format!("change feed line {}", n + 2))?;
+        let day = v
+            .get("recorded")
+            .or_else(|| v.get("date"))
+            .and_then(|d| d.as_str())
+            .and_then(|d| d.parse().ok())
+            .with_context(|| format!("change feed line {}: no date", n + 2))?;
+        let e = by_day.entry(day).or_insert_with(|| format!("{header}\n"));
+        e.push_str(line);
+        e.push('\n');
+    }
+    Ok((header, by_day))
+}
+
+pub fn demo_cmd(args: DemoArgs) -> anyhow::Result<u8> {
+    let started = Instant::now();
+    let rules = match load_rules(&args.rules) {
+        Ok(r) => r,
+        Err(code) => return Ok(code),
+    };
+    let snapshot = std::fs::read_to_string(&args.snapshot)
+        .with_context(|| format!("cannot read {}", args.snapshot.display()))?;
+    let changes = std::fs::read_to_string(&args.changes)
+        .with_context(|| format!("cannot read {}", args.changes.display()))?;
+    let (_, by_day) = feed_by_day(&changes)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let p = PathBuf::from(format!("{}{suffix}", args.db.display()));
+        if p.exists() {
+            std::fs::remove_file(&p)
+                .with_context(|| format!("cannot remove the old demo database {}", p.display()))?;
+        }
+    }
+    let rt = runtime()?;
+    rt.block_on(async {
+        let store = Store::open(&args.db.display().to_string()).await?;
+        let clock = Arc::new(FixedClock::at_noon(args.from));
+        let r = match ingest(&store, "town.jsonl", &snapshot, false, clock.now()).await {
+            Ok(r) => r,
+            Err(IngestError::Invalid(e)) => anyhow::bail!("{e}"),
+            Err(IngestError::Store(e)) => return Err(e.into()),
+        };
+        println!(
+            "ingested {}: {} residents",
+            args.snapshot.display(),
+            r.rows_in
+        );
+        let scheduler = Scheduler {
+            store: store.clone(),
+            rules: Arc::new(rules),
+            clock: clock.clone(),
+            tick: NaiveTime::from_hms_opt(6, 0, 0).expect("valid"),
+            start: Some(args.from),
+            poll: Duration::from_secs(1),
+        };
+        let last = calendar::add_days(args.from, i64::from(args.days) - 1);
+        let mut day = args.from;
+        let mut changes_applied = 0;
+        let mut failures = 0;
+        while day <= last {
+            clock.set(
+                day.and_hms_opt(6, 0, 0)
+                    .expect("valid")
+                    .and_local_timezone(jst())
+                    .single()
+                    .expect("fixed offset"),
+            );
+            if let Some(feed) = by_day.get(&day) {
+                match ingest(&store, "town-changes.jsonl", feed, false, clock.now()).await {
+                    Ok(r) => changes_applied += r.rows_in - r.already_applied,
+                    Err(IngestError::Invalid(e)) => {
+                        anyhow::bail!("the demo change feed is invalid:\n{e}")
+                    }
+                    Err(IngestError::Store(e)) => return Err(e.into()),
+                }
+            }
+            for r in scheduler.catch_up(day, |_| {}).await? {
+                failures += r.failures.len();
+            }
+            day = calendar::add_days(day, 1);
+        }
+        summary(&store, &args, changes_applied, failures, started).await?;
+        Ok(if failures == 0 {
+            exit::OK
+        } else {
+            exit::RULE_RUNTIME
+        })
+    })
+}
+
+async fn summary(
+    store: &Store,
+    args: &DemoArgs,
+    changes: usize,
+    failures: usize,
+    started: Instant,
+) -> anyhow::Result<()> {
+    let last = calendar::add_days(args.from, i64::from(args.days) - 1);
+    let decisions = store.decisions().await?;
+    let mut per_rule: BTreeMap<&str, usize> = BTreeMap::new();
+    for d in &decisions {
+        *per_rule.entry(d.rule.as_str()).or_default() += 1;
+    }
+    println!(
+        "replayed {} days ({} to {last}): {changes} register changes, {} notices decided, {failures} rule errors, in {:.1} s\n",
+        args.days,
+        args.from,
+        decisions.len(),
+        started.elapsed().as_secs_f64()
+    );
+    println!("notices per rule:");
+    for (rule, n) in &per_rule {
+        println!("  {n:>5}  {rule}");
+    }
+    println!("\noutbox rows per channel:");
+    for (channel, n) in store.outbox_by_channel().await? {
+        println!("  {n:>5}  {channel}");
+    }
+    println!("\nexamples:");
+    for body in store.sample_bodies(3).await? {
+        println!(
+            "  [{}] {} → {}\n    {}",
+            body["notify_on"].as_str().unwrap_or_default(),
+            body["rule"].as_str().unwrap_or_default(),
+            body["recipients"]
+                .as_array()
+                .map(|r| r
+                    .iter()
+                    .filter_map(|x| x["id"].as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "))
+                .unwrap_or_default(),
+            body["message"]["ja"].as_str().unwrap_or_default()
+        );
+    }
+    println!(
+        "\nwhere to look next:\n  the database:      {db} (sqlite3 {db} 'SELECT rule, count(*) FROM decisions GROUP BY rule')\n  one decision:      oshirase explain --snapshot {snap} --resident <ID> --rule <RULE> --date <DAY>\n  a dry run:         oshirase simulate --snapshot {snap} --from {from} --to {last}\n  the rules:         rules/README.md",
+        db = args.db.display(),
+        snap = args.snapshot.display(),
+        from = args.from,
+    );
+    Ok(())
+}

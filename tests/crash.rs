@@ -1,0 +1,196 @@
+//! Crash safety, proven with real processes: a run killed with SIGKILL mid-way and restarted
+//! decides exactly what an uninterrupted run decides; two processes racing over the same days
+//! on one PostgreSQL database do too.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use oshirase_engine::store::Store;
+
+const FROM: &str = "2026-04-01";
+const UNTIL: &str = "2026-12-31";
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_oshirase")
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A synthetic town of `n` residents in households of one to four, written as a snapshot.
+fn write_population(path: &Path, n: usize) {
+    let mut seed: u64 = 42;
+    let mut next = move || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) as u32
+    };
+    let start = chrono::NaiveDate::from_ymd_opt(1930, 1, 1).unwrap();
+    let mut out =
+        String::from(r#"{"format":"oshirase-snapshot","schema_version":1,"as_of":"2026-04-01"}"#);
+    out.push('\n');
+    let (mut i, mut hh) = (0, 0);
+    while i < n {
+        hh += 1;
+        let size = 1 + (next() % 4) as usize;
+        for k in 0..size.min(n - i) {
+            let birth = start + chrono::Days::new(u64::from(next() % 35_000));
+            let rel = if k == 0 { "世帯主" } else { "子" };
+            out.push_str(&format!(
+                r#"{{"id":"R{i}","name":{{"kanji":"山田 太郎","kana":"ヤマダ タロウ"}},"birth_date":"{birth}","sex":{},"status":{{"kind":"resident"}},"address":{{"local_gov_code":"141003","text":"横浜市"}},"household":{{"id":"H{hh}","relationship":"{rel}"}},"contact":{{"portal":true}},"attributes":{{"kokuho":{}}}}}"#,
+                1 + next() % 2,
+                next() % 2 == 0
+            ));
+            out.push('\n');
+            i += 1;
+        }
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+fn oshirase(db: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(bin());
+    c.args(args)
+        .env("OSHIRASE_DATABASE_URL", db)
+        .current_dir(root());
+    c
+}
+
+fn ingest(db: &str, snapshot: &Path) {
+    let out = oshirase(db, &["ingest", snapshot.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn run_to_end(db: &str) -> Child {
+    oshirase(db, &["run", "--start", FROM, "--until", UNTIL])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn decisions(db: &str) -> Vec<String> {
+    rt().block_on(async {
+        let store = Store::open(db).await.unwrap();
+        let keys = store
+            .decisions()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| d.key)
+            .collect();
+        store.close().await;
+        keys
+    })
+}
+
+fn watermark(db: &str) -> Option<chrono::NaiveDate> {
+    rt().block_on(async {
+        let store = Store::open(db).await.ok()?;
+        let w = store.watermark().await.ok().flatten();
+        store.close().await;
+        w
+    })
+}
+
+fn wait_ok(mut child: Child) {
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut err);
+    }
+    assert!(status.success(), "oshirase run failed: {err}");
+}
+
+#[test]
+fn a_run_killed_mid_way_and_restarted_decides_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot = dir.path().join("population.jsonl");
+    write_population(&snapshot, 20_000);
+    let reference = format!("sqlite://{}", dir.path().join("reference.sqlite").display());
+    let crashed = format!("sqlite://{}", dir.path().join("crashed.sqlite").display());
+    ingest(&reference, &snapshot);
+    ingest(&crashed, &snapshot);
+
+    wait_ok(run_to_end(&reference));
+    let expected = decisions(&reference);
+    assert!(expected.len() > 1_000, "only {} decisions", expected.len());
+
+    // Kill the run once some days are committed but not all.
+    let mut child = run_to_end(&crashed);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let w = watermark(&crashed);
+        if w.is_some_and(|w| w >= "2026-05-01".parse().unwrap()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the run made no progress");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run finished before it could be killed; use a larger population"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let partial = watermark(&crashed).unwrap();
+    assert!(
+        partial < UNTIL.parse().unwrap(),
+        "killed after the end ({partial})"
+    );
+
+    wait_ok(run_to_end(&crashed));
+    assert_eq!(decisions(&crashed), expected, "none missing, none doubled");
+}
+
+fn postgres_db() -> String {
+    let admin = std::env::var("OSHIRASE_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let name = format!("oshirase_race_{}", std::process::id());
+    rt().block_on(async {
+        sqlx::any::install_default_drivers();
+        let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin).await.unwrap_or_else(|e| {
+            panic!("PostgreSQL is not reachable at {admin}: {e}; start it with `pg_ctlcluster --skip-systemctl-redirect 15 main start` (scripts/test does)")
+        });
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut conn).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.unwrap();
+    });
+    format!("{}/{name}", admin.rsplit_once('/').unwrap().0)
+}
+
+#[test]
+fn two_processes_racing_on_postgres_decide_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot = dir.path().join("population.jsonl");
+    write_population(&snapshot, 5_000);
+    let reference = format!("sqlite://{}", dir.path().join("reference.sqlite").display());
+    ingest(&reference, &snapshot);
+    wait_ok(run_to_end(&reference));
+    let expected = decisions(&reference);
+    assert!(expected.len() > 100);
+
+    let pg = postgres_db();
+    ingest(&pg, &snapshot);
+    let a = run_to_end(&pg);
+    let b = run_to_end(&pg);
+    wait_ok(a);
+    wait_ok(b);
+    assert_eq!(decisions(&pg), expected, "none missing, none doubled");
+}
