@@ -141,7 +141,7 @@ fn changes_about_unknown_people_are_rejected_with_their_line() {
     ];
     for (line, want) in cases {
         let f =
-            parse_feed(&feed(&[line.clone()]), "f.jsonl").unwrap_or_else(|e| panic!("{line}: {e}"));
+            parse_feed(&feed(std::slice::from_ref(&line)), "f.jsonl").unwrap_or_else(|e| panic!("{line}: {e}"));
         let err = apply(&town(), &f, "f.jsonl").unwrap_err().to_string();
         assert!(err.contains(want), "{line}\n  want {want:?}\n  got {err}");
         assert!(err.contains("f.jsonl:2"), "{err}");
