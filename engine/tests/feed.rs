@@ -140,8 +140,8 @@ fn changes_about_unknown_people_are_rejected_with_their_line() {
         (r#"{"seq":1,"kind":"household_merge","date":"2026-10-05","residents":["R4"],"household":"H1","relationships":{"R4":"世帯主"}}"#.into(), "current 世帯主"),
     ];
     for (line, want) in cases {
-        let f =
-            parse_feed(&feed(std::slice::from_ref(&line)), "f.jsonl").unwrap_or_else(|e| panic!("{line}: {e}"));
+        let f = parse_feed(&feed(std::slice::from_ref(&line)), "f.jsonl")
+            .unwrap_or_else(|e| panic!("{line}: {e}"));
         let err = apply(&town(), &f, "f.jsonl").unwrap_err().to_string();
         assert!(err.contains(want), "{line}\n  want {want:?}\n  got {err}");
         assert!(err.contains("f.jsonl:2"), "{err}");
