@@ -269,3 +269,32 @@ fn explain_shows_the_trace() {
     );
     assert!(stdout.contains("=> "), "{stdout}");
 }
+
+#[test]
+fn the_demo_runs_on_a_fresh_database() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("demo.sqlite");
+    let out = oshirase(&["demo", "--db", db.to_str().unwrap(), "--days", "60"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("replayed 60 days (2026-10-01 to 2026-11-29)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("jidou-teate-nintei"),
+        "a birth in the change feed leads to a child allowance notice: {stdout}"
+    );
+    assert!(
+        stdout.contains("staff"),
+        "a death of someone living alone goes to staff: {stdout}"
+    );
+    // Running it again starts from scratch and decides the same.
+    let again = oshirase(&["demo", "--db", db.to_str().unwrap(), "--days", "60"]);
+    let line = |s: &str| {
+        s.lines()
+            .find(|l| l.starts_with("replayed"))
+            .map(|l| l.split(", in ").next().unwrap().to_owned())
+    };
+    assert_eq!(line(&stdout), line(&text(&again.stdout)));
+}
