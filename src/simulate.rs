@@ -173,11 +173,7 @@ fn counts_csv(sim: &Simulation) -> String {
 fn compare_csv(diffs: &[Difference]) -> String {
     let mut out = String::from("change,key,rule,subject,occurrence,detail\n");
     for d in diffs {
-        let (change, detail) = match d {
-            Difference::Added(_) => ("added", String::new()),
-            Difference::Removed(_) => ("removed", String::new()),
-            Difference::Changed { what, .. } => ("changed", what.clone()),
-        };
+        let (change, detail) = (d.change(), d.detail());
         let x = d.decision();
         let _ = writeln!(
             out,
@@ -186,7 +182,7 @@ fn compare_csv(diffs: &[Difference]) -> String {
             x.rule,
             x.subject,
             x.occurrence,
-            csv_field(&detail)
+            csv_field(detail)
         );
     }
     out
@@ -200,11 +196,7 @@ fn summary_json(
     let diffs = diffs.map(|d| {
         d.iter()
             .map(|x| {
-                let (change, detail) = match x {
-                    Difference::Added(_) => ("added", None),
-                    Difference::Removed(_) => ("removed", None),
-                    Difference::Changed { what, .. } => ("changed", Some(what.clone())),
-                };
+                let (change, detail) = (x.change(), Some(x.detail()).filter(|d| !d.is_empty()));
                 serde_json::json!({"change": change, "key": x.decision().key, "rule": x.decision().rule, "subject": x.decision().subject, "detail": detail})
             })
             .collect::<Vec<_>>()
@@ -307,11 +299,7 @@ fn chart_html(rules: &RuleSet, sim: &Simulation, diffs: Option<&[Difference]>) -
     if let Some(d) = diffs {
         compare.push_str("<h2>ルール変更の影響 / Effect of the rule change</h2><table><tr><th>change</th><th>rule</th><th>subject</th><th>occurrence</th><th>detail</th></tr>");
         for x in d {
-            let (c, detail) = match x {
-                Difference::Added(_) => ("added", String::new()),
-                Difference::Removed(_) => ("removed", String::new()),
-                Difference::Changed { what, .. } => ("changed", what.clone()),
-            };
+            let (c, detail) = (x.change(), x.detail());
             let dec = x.decision();
             let _ = write!(
                 compare,
@@ -319,7 +307,7 @@ fn chart_html(rules: &RuleSet, sim: &Simulation, diffs: Option<&[Difference]>) -
                 escape(dec.rule.as_str()),
                 escape(dec.subject.as_str()),
                 dec.occurrence,
-                escape(&detail)
+                escape(detail)
             );
         }
         compare.push_str("</table>");

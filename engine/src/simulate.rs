@@ -89,6 +89,23 @@ pub enum Difference {
 }
 
 impl Difference {
+    /// `added`, `removed` or `changed`.
+    pub fn change(&self) -> &'static str {
+        match self {
+            Difference::Added(_) => "added",
+            Difference::Removed(_) => "removed",
+            Difference::Changed { .. } => "changed",
+        }
+    }
+
+    /// What changed (empty for additions and removals).
+    pub fn detail(&self) -> &str {
+        match self {
+            Difference::Changed { what, .. } => what,
+            _ => "",
+        }
+    }
+
     pub fn decision(&self) -> &Decision {
         match self {
             Difference::Added(d) | Difference::Removed(d) => d,
