@@ -42,6 +42,13 @@ fn q(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |source| StoreError::Query { what, source }
 }
 
+/// A value bound in a multi-row insert.
+enum Val {
+    Text(String),
+    OptText(Option<String>),
+    Int(i64),
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -204,6 +211,55 @@ impl Store {
         }
     }
 
+    /// Inserts `rows` with multi-row `VALUES` lists, a thousand rows a statement: one round
+    /// trip per thousand instead of per row. The SQL is fixed text plus placeholders only.
+    async fn insert_rows(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        head: &'static str,
+        tail: &'static str,
+        rows: Vec<Vec<Val>>,
+        what: &'static str,
+    ) -> Result<u64> {
+        let mut affected = 0;
+        for chunk in rows.chunks(1000) {
+            let cols = chunk[0].len();
+            let mut sql = String::from(head);
+            for (i, _) in chunk.iter().enumerate() {
+                sql.push_str(if i == 0 { "(" } else { ", (" });
+                for c in 0..cols {
+                    if c > 0 {
+                        sql.push_str(", ");
+                    }
+                    match self.backend {
+                        Backend::Postgres => sql.push_str(&format!("${}", i * cols + c + 1)),
+                        // Anonymous `?`: SQLite looks numbered parameters up by name, one by
+                        // one, which costs quadratic time in a statement of thousands.
+                        Backend::Sqlite => sql.push('?'),
+                    }
+                }
+                sql.push(')');
+            }
+            sql.push_str(tail);
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for row in chunk {
+                for v in row {
+                    query = match v {
+                        Val::Text(s) => query.bind(s.clone()),
+                        Val::OptText(s) => query.bind(s.clone()),
+                        Val::Int(n) => query.bind(*n),
+                    };
+                }
+            }
+            affected += query
+                .execute(&mut **tx)
+                .await
+                .map_err(q(what))?
+                .rows_affected();
+        }
+        Ok(affected)
+    }
+
     /// Every stored resident record, in id order.
     pub async fn residents(&self) -> Result<Vec<Resident>> {
         let rows = sqlx::query("SELECT id, record FROM residents ORDER BY id")
@@ -340,38 +396,44 @@ impl Store {
         .try_get("id")
         .map_err(q("recording the ingest batch"))?;
 
-        let upsert = self.sql(
-            "INSERT INTO residents (id, household_id, status, record, record_hash, batch_id)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (id) DO UPDATE SET household_id = excluded.household_id, status = excluded.status,
-               record = excluded.record, record_hash = excluded.record_hash, batch_id = excluded.batch_id",
-        );
-        let history = self.sql(
-            "INSERT INTO resident_history (resident_id, batch_id, record) VALUES ($1, $2, $3)",
-        );
         let mut touched: BTreeSet<String> = BTreeSet::new();
+        let mut resident_rows = Vec::with_capacity(changed.len());
+        let mut history_rows = Vec::with_capacity(changed.len());
         for (r, json, h) in &changed {
-            sqlx::query(upsert.clone())
-                .bind(r.id.as_str().to_owned())
-                .bind(r.household_id().map(|h| h.as_str().to_owned()))
-                .bind(r.status.name().to_owned())
-                .bind(json.clone())
-                .bind(h.clone())
-                .bind(batch_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(q("writing a resident"))?;
-            sqlx::query(history.clone())
-                .bind(r.id.as_str().to_owned())
-                .bind(batch_id)
-                .bind(json.clone())
-                .execute(&mut *tx)
-                .await
-                .map_err(q("writing resident history"))?;
+            resident_rows.push(vec![
+                Val::Text(r.id.as_str().to_owned()),
+                Val::OptText(r.household_id().map(|h| h.as_str().to_owned())),
+                Val::Text(r.status.name().to_owned()),
+                Val::Text(json.clone()),
+                Val::Text(h.clone()),
+                Val::Int(batch_id),
+            ]);
+            history_rows.push(vec![
+                Val::Text(r.id.as_str().to_owned()),
+                Val::Int(batch_id),
+                Val::Text(json.clone()),
+            ]);
             if let Some(h) = r.household_id() {
                 touched.insert(h.as_str().to_owned());
             }
         }
+        self.insert_rows(
+            &mut tx,
+            "INSERT INTO residents (id, household_id, status, record, record_hash, batch_id) VALUES ",
+            " ON CONFLICT (id) DO UPDATE SET household_id = excluded.household_id, status = excluded.status,
+               record = excluded.record, record_hash = excluded.record_hash, batch_id = excluded.batch_id",
+            resident_rows,
+            "writing residents",
+        )
+        .await?;
+        self.insert_rows(
+            &mut tx,
+            "INSERT INTO resident_history (resident_id, batch_id, record) VALUES ",
+            "",
+            history_rows,
+            "writing resident history",
+        )
+        .await?;
         // Households touched by this batch, recomputed from the new state.
         let mut households: BTreeMap<&str, (Option<&str>, i64)> = BTreeMap::new();
         for r in state.iter().filter(|r| r.is_current()) {
@@ -399,24 +461,28 @@ impl Store {
                 .await
                 .map_err(q("writing a household"))?;
         }
-        let ev = self.sql(
-            "INSERT INTO life_events (id, kind, subject, date, recorded, batch_id) VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (id) DO NOTHING",
-        );
-        let mut new_events = 0;
-        for e in events {
-            let done = sqlx::query(ev.clone())
-                .bind(e.id.clone())
-                .bind(e.kind.name().to_owned())
-                .bind(e.subject.as_str().to_owned())
-                .bind(e.date.to_string())
-                .bind(e.recorded.to_string())
-                .bind(batch_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(q("writing a life event"))?;
-            new_events += done.rows_affected() as usize;
-        }
+        let event_rows = events
+            .iter()
+            .map(|e| {
+                vec![
+                    Val::Text(e.id.clone()),
+                    Val::Text(e.kind.name().to_owned()),
+                    Val::Text(e.subject.as_str().to_owned()),
+                    Val::Text(e.date.to_string()),
+                    Val::Text(e.recorded.to_string()),
+                    Val::Int(batch_id),
+                ]
+            })
+            .collect();
+        let new_events = self
+            .insert_rows(
+                &mut tx,
+                "INSERT INTO life_events (id, kind, subject, date, recorded, batch_id) VALUES ",
+                " ON CONFLICT (id) DO NOTHING",
+                event_rows,
+                "writing life events",
+            )
+            .await? as usize;
         if let Some(seq) = feed_position {
             sqlx::query(self.sql(
                 "INSERT INTO feed_positions (source, last_seq) VALUES ($1, $2)
