@@ -27,6 +27,8 @@ mod exit {
     pub const INPUT: u8 = 3;
     /// Evaluation finished, but some rules failed at run time for some residents.
     pub const RULE_RUNTIME: u8 = 4;
+    /// The database cannot be opened, reached or written (nothing was half-written).
+    pub const DATABASE: u8 = 5;
 }
 
 #[derive(Parser)]
@@ -123,7 +125,15 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(exit::INPUT)
+            let database = e.chain().any(|c| {
+                c.is::<oshirase_engine::store::StoreError>()
+                    || c.is::<oshirase_engine::scheduler::SchedulerError>()
+            });
+            ExitCode::from(if database {
+                exit::DATABASE
+            } else {
+                exit::INPUT
+            })
         }
     }
 }

@@ -194,3 +194,66 @@ fn two_processes_racing_on_postgres_decide_exactly_once() {
     wait_ok(b);
     assert_eq!(decisions(&pg), expected, "none missing, none doubled");
 }
+
+/// Unmounts the small file system at the end of the test, whatever happens.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_is_a_clear_error_and_nothing_is_half_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    let status = Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=1m",
+            "tmpfs",
+            small.to_str().unwrap(),
+        ])
+        .status()
+        .expect("`mount` runs");
+    assert!(
+        status.success(),
+        "this test mounts a 1 MB tmpfs to fill it: run it as root (CI does)"
+    );
+    let _guard = Mounted(small.clone());
+
+    let snapshot = dir.path().join("population.jsonl");
+    write_population(&snapshot, 20_000);
+    let db = format!("sqlite://{}", small.join("full.sqlite").display());
+    let out = oshirase(&db, &["ingest", snapshot.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(err.contains("full"), "the reason is named: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+
+    // The transaction was rolled back: a copy of the database (the full disk has no room to
+    // open it again) holds no resident.
+    let copy = dir.path().join("copy.sqlite");
+    std::fs::copy(small.join("full.sqlite"), &copy).unwrap();
+    if small.join("full.sqlite-wal").exists() {
+        std::fs::copy(
+            small.join("full.sqlite-wal"),
+            dir.path().join("copy.sqlite-wal"),
+        )
+        .unwrap();
+    }
+    let copy_url = format!("sqlite://{}", copy.display());
+    let residents = rt().block_on(async {
+        let store = Store::open(&copy_url).await.unwrap();
+        let n = store.residents().await.unwrap().len();
+        store.close().await;
+        n
+    });
+    assert_eq!(residents, 0);
+}
