@@ -314,3 +314,67 @@ async fn an_unreachable_database_is_a_clear_error() {
         .to_string();
     assert!(err.contains("cannot open the database"), "{err}");
 }
+
+async fn the_service_reevaluates_today_after_an_ingest(backend: &str) {
+    let db = fresh(backend).await;
+    let store = Store::open(&db.url).await.unwrap();
+    let clock = Arc::new(FixedClock::at_noon(d("2026-10-05")));
+    ingest_town(&store, clock.as_ref()).await;
+    let s = Arc::new(scheduler(store.clone(), clock.clone(), "2026-10-05"));
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let service = {
+        let s = s.clone();
+        tokio::spawn(async move { s.run(rx).await })
+    };
+    let wait = |what: &'static str,
+                f: Box<
+        dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> + Send,
+    >| async move {
+        for _ in 0..200 {
+            if f().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("timed out waiting for {what}");
+    };
+    let st = store.clone();
+    wait(
+        "today's run",
+        Box::new(move || {
+            let st = st.clone();
+            Box::pin(async move { st.watermark().await.unwrap() == Some(d("2026-10-05")) })
+        }),
+    )
+    .await;
+
+    // A birth on Oct 1 reaches the register today: the service notices the new batch and
+    // decides the child allowance notice without waiting for tomorrow.
+    let feed = concat!(
+        r#"{"format":"oshirase-changes","schema_version":1}"#,
+        "\n",
+        r#"{"seq":1,"kind":"birth","date":"2026-10-01","recorded":"2026-10-05","record":{"id":"R09001","name":{"kanji":"植松 蓮","kana":"ウエマツ レン"},"birth_date":"2026-10-01","sex":1,"status":{"kind":"resident"},"address":{"local_gov_code":"133621","text":"東京都利島村54番地"},"household":{"id":"H0034","relationship":"子"},"guardians":[{"id":"R00079"},{"id":"R00080"}]}}"#,
+        "\n"
+    );
+    oshirase_engine::ingest::ingest(&store, "changes.jsonl", feed, false, clock.now())
+        .await
+        .unwrap();
+    let st = store.clone();
+    wait(
+        "the birth's notices",
+        Box::new(move || {
+            let st = st.clone();
+            Box::pin(async move {
+                st.decisions()
+                    .await
+                    .unwrap()
+                    .iter()
+                    .any(|x| x.key == "jidou-teate-nintei/R09001/birth-R09001-2026-10-01")
+            })
+        }),
+    )
+    .await;
+    tx.send(true).unwrap();
+    service.await.unwrap().unwrap();
+}
+on_both!(service, the_service_reevaluates_today_after_an_ingest);
