@@ -1,34 +1,53 @@
-//! Register change feeds (JSON Lines) and snapshot diffs: validated changes applied to a
-//! population, producing the life events they imply. Format: docs/change-feed.md.
+//! Register change feeds (異動, JSON Lines) and snapshot diffs, as a pure library: parse a
+//! feed, apply it to a register all or nothing, and derive the life events that a feed or a
+//! pair of snapshots implies. No I/O and no SQL: the caller passes text and records in.
+//! Format: docs/change-feed.md.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::NaiveDate;
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use serde_json::{Map, Value};
 
-use crate::ids::{HouseholdId, ResidentId};
+use crate::ids::{HouseholdId, LocalGovCode, ResidentId};
 use crate::population::{parse_json_line, DataError, DataErrors, EventKind, LifeEvent, Population};
-use crate::resident::{Address, HouseholdLink, Relationship, Resident, Status};
+use crate::resident::{Address, HouseholdLink, Relationship, Resident, ResidentReason, Status};
 
+/// The `format` of a change feed header.
+pub const FEED_FORMAT: &str = "oshirase-changes";
+/// The one feed schema version this release reads.
 pub const FEED_SCHEMA_VERSION: u32 = 1;
 
-#[derive(Debug, Clone, Deserialize)]
+/// Every `kind`, with its 異動事由, in the order the docs list them.
+pub const KINDS: [(&str, &str); 9] = [
+    ("birth", "出生"),
+    ("death", "死亡"),
+    ("move_in", "転入"),
+    ("move_out", "転出"),
+    ("address_change", "転居"),
+    ("householder_change", "世帯主変更"),
+    ("household_split", "世帯分離"),
+    ("household_merge", "世帯合併"),
+    ("correction", "修正"),
+];
+
+/// Line 1 of a feed.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FeedHeader {
-    format: String,
-    schema_version: u32,
+pub struct FeedHeader {
+    pub format: String,
+    pub schema_version: u32,
     #[serde(default)]
-    #[allow(dead_code)]
-    local_gov_code: Option<crate::ids::LocalGovCode>,
+    pub local_gov_code: Option<LocalGovCode>,
 }
 
 /// One register change, by kind (異動事由).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Change {
-    /// 出生: the child's record.
+    /// 出生: the child's full record.
     Birth { record: Box<Resident> },
-    /// 転入: the newcomer's record.
+    /// 転入: the newcomer's full record.
     MoveIn { record: Box<Resident> },
     /// 死亡.
     Death { resident: ResidentId },
@@ -39,30 +58,46 @@ pub enum Change {
         resident: ResidentId,
         address: Address,
     },
-    /// 世帯主変更: a new householder and, optionally, new 続柄 for other members.
+    /// 世帯主変更: a new householder and new 続柄 for the members whose 続柄 changes.
     HouseholderChange {
         household: HouseholdId,
         new_householder: ResidentId,
-        #[serde(default)]
-        relationships: HashMap<ResidentId, Relationship>,
+        relationships: BTreeMap<ResidentId, Relationship>,
     },
     /// 世帯分離: residents leave for a new household.
     HouseholdSplit {
         residents: Vec<ResidentId>,
         household: HouseholdId,
-        relationships: HashMap<ResidentId, Relationship>,
+        relationships: BTreeMap<ResidentId, Relationship>,
     },
     /// 世帯合併: residents join an existing household.
     HouseholdMerge {
         residents: Vec<ResidentId>,
         household: HouseholdId,
-        relationships: HashMap<ResidentId, Relationship>,
+        relationships: BTreeMap<ResidentId, Relationship>,
     },
-    /// 修正: top-level record fields replaced (the id cannot change).
+    /// 修正: top-level record fields replaced (never the id).
     Correction {
         resident: ResidentId,
-        fields: serde_json::Map<String, serde_json::Value>,
+        fields: Map<String, Value>,
     },
+}
+
+impl Change {
+    /// The `kind` as written in the feed.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Change::Birth { .. } => "birth",
+            Change::MoveIn { .. } => "move_in",
+            Change::Death { .. } => "death",
+            Change::MoveOut { .. } => "move_out",
+            Change::AddressChange { .. } => "address_change",
+            Change::HouseholderChange { .. } => "householder_change",
+            Change::HouseholdSplit { .. } => "household_split",
+            Change::HouseholdMerge { .. } => "household_merge",
+            Change::Correction { .. } => "correction",
+        }
+    }
 }
 
 /// A change with its place in the feed.
@@ -70,6 +105,8 @@ pub enum Change {
 pub struct FeedLine {
     /// Line number in the file (for errors).
     pub line: usize,
+    /// Position in the feed: at least 1, at most `i64::MAX` (the store keeps it as a signed
+    /// 64-bit integer), strictly increasing.
     pub seq: u64,
     /// The day the change took effect.
     pub date: NaiveDate,
@@ -81,6 +118,8 @@ pub struct FeedLine {
 /// A parsed feed.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Feed {
+    /// The issuing municipality, if the header names it.
+    pub local_gov_code: Option<LocalGovCode>,
     pub lines: Vec<FeedLine>,
 }
 
@@ -93,13 +132,16 @@ impl Feed {
         self.lines.is_empty()
     }
 
-    /// Lines after `seq` (those not applied yet).
+    /// The lines with a `seq` greater than `seq`: those not applied yet when `seq` is the
+    /// stored feed position.
     pub fn after(&self, seq: i64) -> Feed {
         Feed {
+            local_gov_code: self.local_gov_code,
             lines: self
                 .lines
                 .iter()
-                .filter(|l| l.seq as i64 > seq)
+                // A seq beyond i64::MAX (only possible in a hand-built Feed) is after anything.
+                .filter(|l| i64::try_from(l.seq).map_or(true, |s| s > seq))
                 .cloned()
                 .collect(),
         }
@@ -110,118 +152,317 @@ impl Feed {
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct Envelope {
-    seq: u64,
-    date: NaiveDate,
-    #[serde(default)]
-    recorded: Option<NaiveDate>,
+// Per-kind fields, parsed on their own so that errors name the exact field (an internally
+// tagged enum would buffer the line and lose the path).
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecordFields {
+    record: Box<Resident>,
 }
 
-fn parse_line(n: usize, line: &str, source: &str) -> Result<FeedLine, DataError> {
-    let err = |field: Option<String>, message: String| DataError {
-        source: source.to_owned(),
-        line: n,
-        field,
-        message,
-    };
-    let mut value: serde_json::Map<String, serde_json::Value> =
-        parse_json_line(line).map_err(|(f, m)| err(f, m))?;
-    // The envelope fields are common to every kind; the rest is the change itself.
-    let mut envelope = serde_json::Map::new();
-    for k in ["seq", "date", "recorded"] {
-        if let Some(v) = value.remove(k) {
-            envelope.insert(k.to_owned(), v);
-        }
-    }
-    let env: Envelope = serde_path_to_error::deserialize(serde_json::Value::Object(envelope))
-        .map_err(|e| err(Some(e.path().to_string()), e.inner().to_string()))?;
-    if env.seq == 0 {
-        return Err(err(Some("seq".into()), "must be 1 or more".into()));
-    }
-    let recorded = env.recorded.unwrap_or(env.date);
-    if recorded < env.date {
-        return Err(err(
-            Some("recorded".into()),
-            format!("{recorded} is before the change's date {}", env.date),
-        ));
-    }
-    if !crate::calendar::supported(env.date) || !crate::calendar::supported(recorded) {
-        return Err(err(
-            Some("date".into()),
-            "outside the supported years".into(),
-        ));
-    }
-    let change: Change = serde_path_to_error::deserialize(serde_json::Value::Object(value))
-        .map_err(|e| {
-            err(
-                Some(e.path().to_string()).filter(|p| p != "."),
-                e.inner().to_string(),
-            )
-        })?;
-    Ok(FeedLine {
-        line: n,
-        seq: env.seq,
-        date: env.date,
-        recorded,
-        change,
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResidentFields {
+    resident: ResidentId,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddressFields {
+    resident: ResidentId,
+    address: Address,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HouseholderFields {
+    household: HouseholdId,
+    new_householder: ResidentId,
+    #[serde(default)]
+    relationships: BTreeMap<ResidentId, Relationship>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupFields {
+    residents: Vec<ResidentId>,
+    household: HouseholdId,
+    relationships: BTreeMap<ResidentId, Relationship>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CorrectionFields {
+    resident: ResidentId,
+    fields: Map<String, Value>,
+}
+
+/// A problem in one line: (field, message).
+type Problem = (Option<String>, String);
+
+fn fields<T: DeserializeOwned>(map: Map<String, Value>) -> Result<T, Problem> {
+    serde_path_to_error::deserialize(Value::Object(map)).map_err(|e| {
+        let path = e.path().to_string();
+        ((path != ".").then_some(path), e.into_inner().to_string())
     })
 }
 
-/// Parses a feed, returning the valid lines and every invalid line's error.
+fn problem(field: &str, message: String) -> Problem {
+    (Some(field.to_owned()), message)
+}
+
+fn date_field(v: &Value, field: &str) -> Result<NaiveDate, Problem> {
+    let s = v
+        .as_str()
+        .ok_or_else(|| problem(field, format!("must be a date \"YYYY-MM-DD\", not {v}")))?;
+    let d = NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map_err(|_| problem(field, format!("{s:?} is not a calendar date (YYYY-MM-DD)")))?;
+    if !crate::calendar::supported(d) {
+        return Err(problem(
+            field,
+            format!(
+                "{d} is outside the supported years {}-{}",
+                crate::calendar::MIN_YEAR,
+                crate::calendar::MAX_YEAR
+            ),
+        ));
+    }
+    Ok(d)
+}
+
+fn change_of(kind: &str, map: Map<String, Value>) -> Result<Change, Problem> {
+    Ok(match kind {
+        "birth" => Change::Birth {
+            record: fields::<RecordFields>(map)?.record,
+        },
+        "move_in" => Change::MoveIn {
+            record: fields::<RecordFields>(map)?.record,
+        },
+        "death" => Change::Death {
+            resident: fields::<ResidentFields>(map)?.resident,
+        },
+        "move_out" => Change::MoveOut {
+            resident: fields::<ResidentFields>(map)?.resident,
+        },
+        "address_change" => {
+            let f: AddressFields = fields(map)?;
+            Change::AddressChange {
+                resident: f.resident,
+                address: f.address,
+            }
+        }
+        "householder_change" => {
+            let f: HouseholderFields = fields(map)?;
+            Change::HouseholderChange {
+                household: f.household,
+                new_householder: f.new_householder,
+                relationships: f.relationships,
+            }
+        }
+        "household_split" | "household_merge" => {
+            let f: GroupFields = fields(map)?;
+            if f.residents.is_empty() {
+                return Err(problem(
+                    "residents",
+                    "must name at least one resident".into(),
+                ));
+            }
+            let mut seen = BTreeSet::new();
+            if let Some(twice) = f.residents.iter().find(|id| !seen.insert(*id)) {
+                return Err(problem("residents", format!("{twice} is named twice")));
+            }
+            if kind == "household_split" {
+                Change::HouseholdSplit {
+                    residents: f.residents,
+                    household: f.household,
+                    relationships: f.relationships,
+                }
+            } else {
+                Change::HouseholdMerge {
+                    residents: f.residents,
+                    household: f.household,
+                    relationships: f.relationships,
+                }
+            }
+        }
+        "correction" => {
+            let f: CorrectionFields = fields(map)?;
+            if f.fields.is_empty() {
+                return Err(problem("fields", "names no field to correct".into()));
+            }
+            if f.fields.contains_key("id") {
+                return Err(problem(
+                    "fields.id",
+                    "an id cannot be corrected; register a new record".into(),
+                ));
+            }
+            // The values are checked when applied, by re-parsing the corrected record.
+            Change::Correction {
+                resident: f.resident,
+                fields: f.fields,
+            }
+        }
+        other => {
+            let known: Vec<String> = KINDS.iter().map(|(k, j)| format!("{k} ({j})")).collect();
+            return Err(problem(
+                "kind",
+                format!(
+                    "unknown kind {other:?}; expected one of {}",
+                    known.join(", ")
+                ),
+            ));
+        }
+    })
+}
+
+/// A change line's seq, date, recorded and change.
+type ParsedLine = (u64, NaiveDate, NaiveDate, Change);
+
+/// Parses one change line. The seq is returned whenever it parsed, even if the rest of the
+/// line is bad, so that ordering is checked on every line.
+fn parse_line(text: &str) -> (Option<u64>, Result<ParsedLine, Problem>) {
+    let mut map: Map<String, Value> = match parse_json_line(text) {
+        Ok(m) => m,
+        Err(p) => return (None, Err(p)),
+    };
+    let seq = match map.remove("seq") {
+        None => Err(problem("seq", "missing".into())),
+        Some(v) => v
+            .as_u64()
+            .filter(|&s| s >= 1 && i64::try_from(s).is_ok())
+            .ok_or_else(|| {
+                problem(
+                    "seq",
+                    format!("must be a whole number from 1 to {}, not {v}", i64::MAX),
+                )
+            }),
+    };
+    let seen = seq.as_ref().ok().copied();
+    let rest = (|| {
+        let seq = seq?;
+        let date = match map.remove("date") {
+            None => return Err(problem("date", "missing".into())),
+            Some(v) => date_field(&v, "date")?,
+        };
+        let recorded = match map.remove("recorded") {
+            None | Some(Value::Null) => date,
+            Some(v) => date_field(&v, "recorded")?,
+        };
+        if recorded < date {
+            return Err(problem(
+                "recorded",
+                format!("{recorded} is before the change's date {date}"),
+            ));
+        }
+        let kind = match map.remove("kind") {
+            None => return Err(problem("kind", "missing".into())),
+            Some(Value::String(k)) => k,
+            Some(v) => return Err(problem("kind", format!("must be a string, not {v}"))),
+        };
+        Ok((seq, date, recorded, change_of(&kind, map)?))
+    })();
+    (seen, rest)
+}
+
+fn parse_header(text: &str) -> Result<FeedHeader, Problem> {
+    let not_header = |(f, m): Problem| (f, format!("{m} (line 1 must be the feed header)"));
+    let map: Map<String, Value> = parse_json_line(text).map_err(not_header)?;
+    // The format first: a snapshot header has other fields, and that is the real mistake.
+    match map.get("format").and_then(Value::as_str) {
+        None => {
+            return Err(problem(
+                "format",
+                format!(
+                    "missing (line 1 must be the feed header {{\"format\":\"{FEED_FORMAT}\",…}})"
+                ),
+            ))
+        }
+        Some(format) if format != FEED_FORMAT => {
+            let hint = if format == "oshirase-snapshot" {
+                "; this is a snapshot, not a change feed"
+            } else {
+                ""
+            };
+            return Err(problem(
+                "format",
+                format!("{format:?} is not {FEED_FORMAT:?}{hint}"),
+            ));
+        }
+        Some(_) => {}
+    }
+    let h: FeedHeader = fields(map).map_err(not_header)?;
+    if h.schema_version != FEED_SCHEMA_VERSION {
+        return Err(problem(
+            "schema_version",
+            format!(
+                "schema version {} is not supported; this release reads version {FEED_SCHEMA_VERSION}",
+                h.schema_version
+            ),
+        ));
+    }
+    Ok(h)
+}
+
+/// Parses a feed, returning the valid lines and one error for each invalid line (in line
+/// order). A bad header is an error but the lines are still checked.
 pub fn parse_feed_lenient(text: &str, source: &str) -> (Feed, Vec<DataError>) {
+    let err = |line: usize, (field, message): Problem| DataError {
+        source: source.to_owned(),
+        line,
+        field,
+        message,
+    };
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut errors = Vec::new();
     let mut feed = Feed::default();
     let mut lines = text
         .lines()
         .enumerate()
+        .map(|(i, l)| (i + 1, l))
         .filter(|(_, l)| !l.trim().is_empty());
     match lines.next() {
-        None => errors.push(DataError {
-            source: source.to_owned(),
-            line: 1,
-            field: None,
-            message: "empty feed: line 1 must be the header {\"format\":\"oshirase-changes\",…}".into(),
-        }),
-        Some((n, line)) => match parse_json_line::<FeedHeader>(line) {
-            Ok(h) if h.format == "oshirase-changes" && h.schema_version == FEED_SCHEMA_VERSION => {}
-            Ok(h) => errors.push(DataError {
-                source: source.to_owned(),
-                line: n + 1,
-                field: Some("format".into()),
-                message: format!(
-                    "{:?} version {} is not a change feed this release reads (oshirase-changes version {FEED_SCHEMA_VERSION})",
-                    h.format, h.schema_version
-                ),
-            }),
-            Err((field, message)) => errors.push(DataError {
-                source: source.to_owned(),
-                line: n + 1,
-                field,
-                message: format!("{message} (line 1 must be the feed header)"),
-            }),
+        None => errors.push(err(
+            1,
+            (
+                None,
+                format!("empty feed: line 1 must be the header {{\"format\":\"{FEED_FORMAT}\",…}}"),
+            ),
+        )),
+        Some((n, line)) => match parse_header(line) {
+            Ok(h) => feed.local_gov_code = h.local_gov_code,
+            Err(p) => errors.push(err(n, p)),
         },
     }
     let mut last_seq = 0;
     for (n, line) in lines {
-        match parse_line(n + 1, line, source) {
-            Ok(l) if l.seq <= last_seq => errors.push(DataError {
-                source: source.to_owned(),
-                line: n + 1,
-                field: Some("seq".into()),
-                message: format!("{} does not follow {last_seq}: seq must increase", l.seq),
+        let (seq, parsed) = parse_line(line);
+        let out_of_order = seq.filter(|&s| s <= last_seq);
+        if let Some(s) = seq {
+            last_seq = last_seq.max(s);
+        }
+        match (parsed, out_of_order) {
+            (Err(p), _) => errors.push(err(n, p)),
+            (Ok(_), Some(s)) => errors.push(err(
+                n,
+                problem(
+                    "seq",
+                    format!("{s} does not follow {last_seq}: seq must increase"),
+                ),
+            )),
+            (Ok((seq, date, recorded, change)), None) => feed.lines.push(FeedLine {
+                line: n,
+                seq,
+                date,
+                recorded,
+                change,
             }),
-            Ok(l) => {
-                last_seq = l.seq;
-                feed.lines.push(l);
-            }
-            Err(e) => errors.push(e),
         }
     }
     (feed, errors)
 }
 
-/// Parses a feed; any invalid line rejects the whole feed, with every error listed.
+/// Parses a feed; any invalid line rejects the whole feed, with every bad line listed.
 pub fn parse_feed(text: &str, source: &str) -> Result<Feed, DataErrors> {
     let (feed, errors) = parse_feed_lenient(text, source);
     if errors.is_empty() {
@@ -231,19 +472,88 @@ pub fn parse_feed(text: &str, source: &str) -> Result<Feed, DataErrors> {
     }
 }
 
-/// The state after a feed, and the life events it implies.
+/// The register after a feed, and the life events the feed implies.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Applied {
+    /// Every record: the existing ones in their order, then the new ones in feed order.
     pub residents: Vec<Resident>,
+    /// In feed order.
     pub events: Vec<LifeEvent>,
 }
 
+/// A rejected line: (field, message).
+type Reject = (String, String);
+
+fn reject(field: &str, message: String) -> Reject {
+    (field.to_owned(), message)
+}
+
+/// The 世帯主 situation of one household.
+#[derive(Debug, Default, PartialEq)]
+struct Heads {
+    /// Whether any current resident belongs to it.
+    living: bool,
+    /// Its current 世帯主 (more than one only in an invalid register).
+    heads: BTreeSet<ResidentId>,
+}
+
+fn heads_by_household<'a>(
+    records: impl IntoIterator<Item = &'a Resident>,
+    only: Option<&BTreeSet<HouseholdId>>,
+) -> BTreeMap<HouseholdId, Heads> {
+    let mut out: BTreeMap<HouseholdId, Heads> = BTreeMap::new();
+    for r in records {
+        let Some(h) = r.household_id() else { continue };
+        if !r.is_current() || only.is_some_and(|o| !o.contains(h)) {
+            continue;
+        }
+        let e = out.entry(h.clone()).or_default();
+        e.living = true;
+        if r.is_householder() {
+            e.heads.insert(r.id.clone());
+        }
+    }
+    out
+}
+
+/// New 世帯主 of households that already had current residents, in household order. A
+/// household with no current 世帯主 before (the 世帯主 died or left) counts: the
+/// 世帯主変更届 after a death is the usual householder change. A new household (split, move-in)
+/// does not.
+fn new_householders(
+    before: &BTreeMap<HouseholdId, Heads>,
+    after: &BTreeMap<HouseholdId, Heads>,
+) -> Vec<ResidentId> {
+    let mut out = Vec::new();
+    for (h, now) in after {
+        let Some(was) = before.get(h).filter(|w| w.living) else {
+            continue;
+        };
+        out.extend(now.heads.difference(&was.heads).cloned());
+    }
+    out
+}
+
+/// The register while a feed is applied, with an undo log for the line in progress.
 struct State {
     residents: Vec<Resident>,
     by_id: HashMap<ResidentId, usize>,
-    /// Feed line that last touched each resident (0: untouched), for validation errors.
+    /// Feed line that last touched each record (0: untouched), for validation errors.
     touched: Vec<usize>,
+    /// Every record (any status) by household, as of the last applied line: each line then
+    /// costs the size of the households it touches, not of the register.
+    households: HashMap<HouseholdId, Vec<usize>>,
+    /// Feed line that last changed each household's membership or 続柄.
+    household_touched: HashMap<HouseholdId, usize>,
     events: Vec<LifeEvent>,
+    /// Records as they were before the line in progress changed them (oldest first).
+    undo: Vec<(usize, Resident, usize)>,
+}
+
+/// Where the line in progress started.
+struct Mark {
+    residents: usize,
+    events: usize,
 }
 
 impl State {
@@ -255,119 +565,253 @@ impl State {
             .map(|(i, r)| (r.id.clone(), i))
             .collect();
         let touched = vec![0; residents.len()];
+        let mut households: HashMap<HouseholdId, Vec<usize>> = HashMap::new();
+        for (i, r) in residents.iter().enumerate() {
+            if let Some(h) = r.household_id() {
+                households.entry(h.clone()).or_default().push(i);
+            }
+        }
         Self {
             residents,
             by_id,
             touched,
+            households,
+            household_touched: HashMap::new(),
             events: Vec::new(),
+            undo: Vec::new(),
         }
     }
 
-    fn current(&self, id: &ResidentId) -> Option<usize> {
-        self.by_id
-            .get(id)
-            .copied()
-            .filter(|&i| self.residents[i].is_current())
+    fn mark(&self) -> Mark {
+        Mark {
+            residents: self.residents.len(),
+            events: self.events.len(),
+        }
     }
 
-    fn household_members(&self, h: &HouseholdId) -> Vec<usize> {
-        (0..self.residents.len())
-            .filter(|&i| {
-                self.residents[i].is_current() && self.residents[i].household_id() == Some(h)
-            })
+    /// Undoes the line in progress. Cheaper than copying the register for every line.
+    fn rollback(&mut self, m: Mark) {
+        while let Some((i, r, t)) = self.undo.pop() {
+            self.residents[i] = r;
+            self.touched[i] = t;
+        }
+        for r in self.residents.drain(m.residents..) {
+            self.by_id.remove(&r.id);
+        }
+        self.touched.truncate(m.residents);
+        self.events.truncate(m.events);
+    }
+
+    /// The record `i`, to change on behalf of `line`.
+    fn edit(&mut self, i: usize, line: usize) -> &mut Resident {
+        self.undo
+            .push((i, self.residents[i].clone(), self.touched[i]));
+        self.touched[i] = line;
+        &mut self.residents[i]
+    }
+
+    fn push(&mut self, r: Resident, line: usize) {
+        self.by_id.insert(r.id.clone(), self.residents.len());
+        self.residents.push(r);
+        self.touched.push(line);
+    }
+
+    /// A current resident, or why not.
+    fn current(&self, field: &str, id: &ResidentId) -> Result<usize, Reject> {
+        let i = self
+            .by_id
+            .get(id)
+            .copied()
+            .ok_or_else(|| reject(field, format!("no current resident {id}: unknown id")))?;
+        let r = &self.residents[i];
+        match r.status {
+            Status::Resident { .. } => Ok(i),
+            Status::External => Err(reject(
+                field,
+                format!("no current resident {id}: an external record, not on this register"),
+            )),
+            Status::Deceased { date, .. } | Status::MovedOut { date, .. } => Err(reject(
+                field,
+                format!("no current resident {id}: {} on {date}", r.status.name()),
+            )),
+        }
+    }
+
+    /// Current members of a household as of the last applied line (call it before changing
+    /// anything in the line in progress).
+    fn members(&self, h: &HouseholdId) -> Vec<usize> {
+        self.households
+            .get(h)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|&i| self.residents[i].is_current())
             .collect()
     }
 
+    /// Sets 続柄 in `household`: for every resident in `rels`, who must be a current member
+    /// or one of `moving` (who must all have one).
     fn set_relationships(
         &mut self,
-        l: &FeedLine,
+        line: usize,
         household: &HouseholdId,
-        rels: &HashMap<ResidentId, Relationship>,
-        required: &[ResidentId],
-    ) -> Result<(), String> {
-        for id in required {
-            if !rels.contains_key(id) {
-                return Err(format!("relationships: no 続柄 for {id}"));
-            }
+        rels: &BTreeMap<ResidentId, Relationship>,
+        moving: &[ResidentId],
+    ) -> Result<(), Reject> {
+        if let Some(id) = moving.iter().find(|id| !rels.contains_key(*id)) {
+            return Err(reject(
+                "relationships",
+                format!("no 続柄 for {id}, who joins household {household}"),
+            ));
         }
-        let mut ids: Vec<&ResidentId> = rels.keys().collect();
-        ids.sort();
-        for id in ids {
-            let i = self
-                .current(id)
-                .ok_or_else(|| format!("relationships: no current resident {id}"))?;
-            let r = &mut self.residents[i];
-            let in_household = r.household_id() == Some(household) || required.contains(id);
-            if !in_household {
-                return Err(format!(
-                    "relationships: {id} is not in household {household}"
+        for (id, rel) in rels {
+            let field = format!("relationships.{id}");
+            let i = self.current(&field, id)?;
+            if self.residents[i].household_id() != Some(household) && !moving.contains(id) {
+                return Err(reject(
+                    &field,
+                    format!("{id} is not in household {household} and does not join it"),
                 ));
             }
-            r.household = Some(HouseholdLink {
+            self.edit(i, line).household = Some(HouseholdLink {
                 id: household.clone(),
-                relationship: rels[id].clone(),
+                relationship: rel.clone(),
             });
-            self.touched[i] = l.line;
         }
         Ok(())
     }
 
-    fn apply(&mut self, l: &FeedLine) -> Result<(), (String, String)> {
-        let e = |field: &str, msg: String| (field.to_owned(), msg);
-        let unknown =
-            |field: &str, id: &dyn std::fmt::Display| e(field, format!("no current resident {id}"));
-        match &l.change {
-            Change::Birth { record } | Change::MoveIn { record } => {
-                let kind = if matches!(l.change, Change::Birth { .. }) {
-                    EventKind::Birth
-                } else {
-                    EventKind::MoveIn
-                };
-                if self.current(&record.id).is_some() {
-                    return Err(e(
-                        "record.id",
-                        format!("{} is already a current resident", record.id),
+    fn add_record(&mut self, l: &FeedLine, record: &Resident, birth: bool) -> Result<(), Reject> {
+        let (kind, reason, since) = if birth {
+            ("birth", ResidentReason::Birth, record.birth_date)
+        } else {
+            ("move_in", ResidentReason::MoveIn, l.date)
+        };
+        if birth && record.birth_date != l.date {
+            return Err(reject(
+                "record.birth_date",
+                format!("{} is not the birth's date {}", record.birth_date, l.date),
+            ));
+        }
+        if l.date < record.birth_date {
+            return Err(reject(
+                "date",
+                format!("{} is before the birth date {}", l.date, record.birth_date),
+            ));
+        }
+        // The status is the line's; one written in the record must agree with it.
+        match record.status {
+            Status::Resident {
+                since: s,
+                reason: r,
+                recorded: rec,
+            } => {
+                if let Some(s) = s.filter(|s| *s != since) {
+                    return Err(reject(
+                        "record.status.since",
+                        format!("{s} differs from the {kind}'s date {since}"),
                     ));
                 }
-                let mut r = (**record).clone();
-                let (since, reason) = if kind == EventKind::Birth {
-                    (r.birth_date, crate::resident::ResidentReason::Birth)
-                } else {
-                    (l.date, crate::resident::ResidentReason::MoveIn)
-                };
-                if kind == EventKind::Birth && r.birth_date != l.date {
-                    return Err(e(
-                        "record.birth_date",
-                        format!("{} is not the birth's date {}", r.birth_date, l.date),
+                if r.is_some_and(|r| r != reason) {
+                    return Err(reject(
+                        "record.status.reason",
+                        format!("must be {kind} (or left out) on a {kind} line"),
                     ));
                 }
-                r.status = Status::Resident {
-                    since: Some(since),
-                    reason: Some(reason),
-                    recorded: (l.recorded > since).then_some(l.recorded),
-                };
-                self.events
-                    .push(LifeEvent::new(kind, r.id.clone(), l.date, Some(l.recorded)));
-                match self.by_id.get(&r.id).copied() {
-                    // A former resident coming back keeps their id.
-                    Some(i) => {
-                        self.residents[i] = r;
-                        self.touched[i] = l.line;
-                    }
-                    None => {
-                        self.by_id.insert(r.id.clone(), self.residents.len());
-                        self.residents.push(r);
-                        self.touched.push(l.line);
-                    }
+                if let Some(rec) = rec.filter(|rec| *rec != l.recorded) {
+                    return Err(reject(
+                        "record.status.recorded",
+                        format!("{rec} differs from the line's recorded {}", l.recorded),
+                    ));
                 }
             }
+            ref other => {
+                return Err(reject(
+                    "record.status",
+                    format!("a {kind} record is `resident`, not `{}`", other.name()),
+                ))
+            }
+        }
+        let mut r = record.clone();
+        r.status = Status::Resident {
+            since: Some(since),
+            reason: Some(reason),
+            recorded: (l.recorded > since).then_some(l.recorded),
+        };
+        let existing = self.by_id.get(&r.id).copied();
+        match existing.map(|i| &self.residents[i].status) {
+            None => self.push(r, l.line),
+            Some(Status::Resident { .. }) => {
+                return Err(reject(
+                    "record.id",
+                    format!("{} is already a current resident", record.id),
+                ))
+            }
+            Some(s) if birth => {
+                return Err(reject(
+                    "record.id",
+                    format!(
+                        "{} is already on the register ({}); a newborn needs a new id",
+                        record.id,
+                        s.name()
+                    ),
+                ))
+            }
+            Some(Status::Deceased { .. }) => {
+                return Err(reject("record.id", format!("{} is deceased", record.id)))
+            }
+            Some(Status::MovedOut { date, .. }) if l.date < *date => {
+                return Err(reject(
+                    "date",
+                    format!("{} is before {} moved out on {date}", l.date, record.id),
+                ))
+            }
+            // A former resident coming back, or an external contact moving here, keeps the id.
+            Some(_) => {
+                if let Some(i) = existing {
+                    *self.edit(i, l.line) = r;
+                }
+            }
+        }
+        let kind = if birth {
+            EventKind::Birth
+        } else {
+            EventKind::MoveIn
+        };
+        self.events.push(LifeEvent::new(
+            kind,
+            record.id.clone(),
+            l.date,
+            Some(l.recorded),
+        ));
+        Ok(())
+    }
+
+    fn apply_line(&mut self, l: &FeedLine) -> Result<(), Reject> {
+        match &l.change {
+            Change::Birth { record } => self.add_record(l, record, true)?,
+            Change::MoveIn { record } => self.add_record(l, record, false)?,
             Change::Death { resident } | Change::MoveOut { resident } => {
-                let i = self
-                    .current(resident)
-                    .ok_or_else(|| unknown("resident", resident))?;
-                let death = matches!(l.change, Change::Death { .. });
+                let i = self.current("resident", resident)?;
+                let r = &self.residents[i];
+                if l.date < r.birth_date {
+                    return Err(reject(
+                        "date",
+                        format!("{} is before the birth date {}", l.date, r.birth_date),
+                    ));
+                }
+                if let Some(since) = r.status.date().filter(|s| l.date < *s) {
+                    return Err(reject(
+                        "date",
+                        format!(
+                            "{} is before {resident} came on the register on {since}",
+                            l.date
+                        ),
+                    ));
+                }
                 let recorded = (l.recorded > l.date).then_some(l.recorded);
-                self.residents[i].status = if death {
+                let death = matches!(l.change, Change::Death { .. });
+                self.edit(i, l.line).status = if death {
                     Status::Deceased {
                         date: l.date,
                         recorded,
@@ -378,7 +822,6 @@ impl State {
                         recorded,
                     }
                 };
-                self.touched[i] = l.line;
                 let kind = if death {
                     EventKind::Death
                 } else {
@@ -392,118 +835,264 @@ impl State {
                 ));
             }
             Change::AddressChange { resident, address } => {
-                let i = self
-                    .current(resident)
-                    .ok_or_else(|| unknown("resident", resident))?;
-                self.residents[i].address = address.clone();
-                self.touched[i] = l.line;
+                let i = self.current("resident", resident)?;
+                let here = self.residents[i].address.local_gov_code;
+                // 転居 is a move inside the municipality; leaving it is a 転出.
+                if address.local_gov_code != here {
+                    return Err(reject(
+                        "address.local_gov_code",
+                        format!(
+                            "{} is not this municipality ({here}); a move elsewhere is a move_out",
+                            address.local_gov_code
+                        ),
+                    ));
+                }
+                self.edit(i, l.line).address = address.clone();
             }
             Change::HouseholderChange {
                 household,
                 new_householder,
                 relationships,
             } => {
-                let members = self.household_members(household);
+                let members = self.members(household);
                 if members.is_empty() {
-                    return Err(e(
+                    return Err(reject(
                         "household",
                         format!("no household {household} with current residents"),
                     ));
                 }
-                let h = self
-                    .current(new_householder)
-                    .ok_or_else(|| unknown("new_householder", new_householder))?;
+                let h = self.current("new_householder", new_householder)?;
                 if !members.contains(&h) {
-                    return Err(e(
+                    return Err(reject(
                         "new_householder",
                         format!("{new_householder} is not in household {household}"),
                     ));
                 }
-                for &m in &members {
-                    let id = &self.residents[m].id;
-                    if self.residents[m].is_householder()
-                        && m != h
-                        && !relationships.contains_key(id)
-                    {
-                        return Err(e(
+                if self.residents[h].is_householder() {
+                    return Err(reject(
+                        "new_householder",
+                        format!("{new_householder} is already the 世帯主 of {household}"),
+                    ));
+                }
+                if let Some(rel) = relationships
+                    .get(new_householder)
+                    .filter(|r| !r.is_householder())
+                {
+                    return Err(reject(
+                        &format!("relationships.{new_householder}"),
+                        format!("the new 世帯主 cannot be {rel}"),
+                    ));
+                }
+                // Two 世帯主 must never remain: the present one needs a new 続柄.
+                if let Some(&old) = members
+                    .iter()
+                    .find(|&&m| self.residents[m].is_householder())
+                {
+                    let id = &self.residents[old].id;
+                    if !relationships.contains_key(id) {
+                        return Err(reject(
                             "relationships",
-                            format!("the present 世帯主 {id} needs a new 続柄 in relationships"),
+                            format!("the present 世帯主 {id} needs a new 続柄"),
                         ));
                     }
                 }
                 let mut rels = relationships.clone();
                 rels.insert(
                     new_householder.clone(),
-                    Relationship::parse("世帯主").expect("valid"),
+                    Relationship::parse("世帯主").map_err(|m| reject("relationships", m))?,
                 );
-                self.set_relationships(l, household, &rels, &[])
-                    .map_err(|m| e("relationships", m))?;
-                self.events.push(LifeEvent::new(
-                    EventKind::HouseholderChange,
-                    new_householder.clone(),
-                    l.date,
-                    Some(l.recorded),
-                ));
+                self.set_relationships(l.line, household, &rels, &[])?;
             }
             Change::HouseholdSplit {
                 residents,
                 household,
                 relationships,
             } => {
-                if !self.household_members(household).is_empty() {
-                    return Err(e(
+                for id in residents {
+                    self.current("residents", id)?;
+                }
+                // Former members keep their last household, so a used id is never a new one.
+                if self
+                    .households
+                    .get(household)
+                    .is_some_and(|v| !v.is_empty())
+                {
+                    return Err(reject(
                         "household",
-                        format!("household {household} already exists; use household_merge"),
+                        format!(
+                            "household {household} already exists; a split needs a new id (household_merge joins an existing one)"
+                        ),
                     ));
                 }
-                for id in residents {
-                    self.current(id).ok_or_else(|| unknown("residents", id))?;
-                }
-                self.set_relationships(l, household, relationships, residents)
-                    .map_err(|m| e("relationships", m))?;
+                self.set_relationships(l.line, household, relationships, residents)?;
             }
             Change::HouseholdMerge {
                 residents,
                 household,
                 relationships,
             } => {
-                if self.household_members(household).is_empty() {
-                    return Err(e(
+                if self.members(household).is_empty() {
+                    return Err(reject(
                         "household",
-                        format!("no household {household} with current residents"),
+                        format!("no household {household} with current residents (household_split makes a new one)"),
                     ));
                 }
                 for id in residents {
-                    self.current(id).ok_or_else(|| unknown("residents", id))?;
+                    let i = self.current("residents", id)?;
+                    if self.residents[i].household_id() == Some(household) {
+                        return Err(reject(
+                            "residents",
+                            format!("{id} is already in household {household}"),
+                        ));
+                    }
                 }
-                self.set_relationships(l, household, relationships, residents)
-                    .map_err(|m| e("relationships", m))?;
+                self.set_relationships(l.line, household, relationships, residents)?;
             }
             Change::Correction { resident, fields } => {
                 let i = *self
                     .by_id
                     .get(resident)
-                    .ok_or_else(|| e("resident", format!("no resident {resident}")))?;
-                if fields.contains_key("id") {
-                    return Err(e(
-                        "fields.id",
-                        "an id cannot be corrected; register a new record".into(),
-                    ));
-                }
-                let mut json = serde_json::to_value(&self.residents[i])
-                    .map_err(|x| e("fields", x.to_string()))?;
+                    .ok_or_else(|| reject("resident", format!("no resident {resident}")))?;
+                let old = &self.residents[i];
+                let mut json =
+                    serde_json::to_value(old).map_err(|e| reject("fields", e.to_string()))?;
                 if let Some(obj) = json.as_object_mut() {
                     for (k, v) in fields {
                         obj.insert(k.clone(), v.clone());
                     }
                 }
-                let r: Resident = serde_path_to_error::deserialize(json)
-                    .map_err(|x| (format!("fields.{}", x.path()), x.inner().to_string()))?;
-                self.residents[i] = r;
-                self.touched[i] = l.line;
+                // Validated exactly as a snapshot record is.
+                let new: Resident = serde_path_to_error::deserialize(json).map_err(|e| {
+                    let path = e.path().to_string();
+                    let field = if path == "." {
+                        "fields".to_owned()
+                    } else {
+                        format!("fields.{path}")
+                    };
+                    (field, e.into_inner().to_string())
+                })?;
+                // A death, departure or arrival must come as its own kind, with its event.
+                if new.status.name() != old.status.name() {
+                    return Err(reject(
+                        "fields.status",
+                        format!(
+                            "a correction cannot turn `{}` into `{}`; use a death, move_out or move_in line",
+                            old.status.name(),
+                            new.status.name()
+                        ),
+                    ));
+                }
+                *self.edit(i, l.line) = new;
             }
         }
         Ok(())
+    }
+
+    /// After a line applied: the householder changes it made, and the households it touched.
+    fn finish_line(&mut self, l: &FeedLine, m: &Mark) {
+        // Each record as it was before the line: the oldest saved copy.
+        let mut before: HashMap<usize, &Resident> = HashMap::new();
+        for (i, r, _) in &self.undo {
+            before.entry(*i).or_insert(r);
+        }
+        // (record, household before, household after) for every record the line touched.
+        let mut moves: Vec<(usize, Option<HouseholdId>, Option<HouseholdId>)> = before
+            .iter()
+            .map(|(&i, r)| {
+                let now = self.residents[i].household_id().cloned();
+                (i, r.household_id().cloned(), now)
+            })
+            .collect();
+        moves.extend(
+            (m.residents..self.residents.len())
+                .map(|i| (i, None, self.residents[i].household_id().cloned())),
+        );
+        // The undo log's map has no order; the index lists must not depend on it.
+        moves.sort_by_key(|(i, _, _)| *i);
+        let households: BTreeSet<HouseholdId> = moves
+            .iter()
+            .flat_map(|(_, b, a)| b.iter().chain(a).cloned())
+            .collect();
+        if !households.is_empty() {
+            let members = |index: &HashMap<HouseholdId, Vec<usize>>| -> Vec<usize> {
+                households
+                    .iter()
+                    .flat_map(|h| index.get(h).into_iter().flatten().copied())
+                    .collect()
+            };
+            let old = heads_by_household(
+                members(&self.households)
+                    .into_iter()
+                    .map(|i| before.get(&i).copied().unwrap_or(&self.residents[i])),
+                Some(&households),
+            );
+            for (i, b, a) in &moves {
+                if b == a {
+                    continue;
+                }
+                if let Some(list) = b.as_ref().and_then(|b| self.households.get_mut(b)) {
+                    list.retain(|j| j != i);
+                }
+                if let Some(a) = a {
+                    self.households.entry(a.clone()).or_default().push(*i);
+                }
+            }
+            let new = heads_by_household(
+                members(&self.households)
+                    .into_iter()
+                    .map(|i| &self.residents[i]),
+                Some(&households),
+            );
+            for id in new_householders(&old, &new) {
+                self.events.push(LifeEvent::new(
+                    EventKind::HouseholderChange,
+                    id,
+                    l.date,
+                    Some(l.recorded),
+                ));
+            }
+        }
+        for h in households {
+            self.household_touched.insert(h, l.line);
+        }
+        self.undo.clear();
+    }
+
+    /// The final register must be valid. Errors are mapped back to the feed line that last
+    /// touched the record, or for household errors the household.
+    fn validate(&self, source: &str) -> Vec<DataError> {
+        // Record i is "line" i + 1 for Population::build, so each error names its record.
+        let ids: Vec<usize> = (1..=self.residents.len()).collect();
+        let Err(DataErrors(errors)) =
+            Population::build(self.residents.clone(), &ids, source, self.events.clone())
+        else {
+            return Vec::new();
+        };
+        errors
+            .into_iter()
+            .map(|mut e| {
+                let i = e.line.checked_sub(1).filter(|&i| i < self.residents.len());
+                let line = i.map_or(0, |i| {
+                    let household = e
+                        .field
+                        .as_deref()
+                        .is_some_and(|f| f.starts_with("household"));
+                    let via_household = self.residents[i]
+                        .household_id()
+                        .and_then(|h| self.household_touched.get(h))
+                        .copied()
+                        .filter(|_| household)
+                        .unwrap_or(0);
+                    self.touched[i].max(via_household)
+                });
+                e.line = line;
+                if line == 0 {
+                    e.message
+                        .push_str(" (in the register before this feed, not caused by it)");
+                }
+                e
+            })
+            .collect()
     }
 }
 
@@ -517,37 +1106,22 @@ fn apply_lines(
     let mut state = State::new(current);
     let mut errors = Vec::new();
     for l in &feed.lines {
-        // A rejected line must leave no trace: work on a copy, keep it only on success.
-        let before = (
-            state.residents.clone(),
-            state.by_id.clone(),
-            state.touched.clone(),
-            state.events.len(),
-        );
-        if let Err((field, message)) = state.apply(l) {
-            errors.push(DataError {
-                source: source.to_owned(),
-                line: l.line,
-                field: Some(field),
-                message,
-            });
-            state.residents = before.0;
-            state.by_id = before.1;
-            state.touched = before.2;
-            state.events.truncate(before.3);
+        let mark = state.mark();
+        match state.apply_line(l) {
+            Ok(()) => state.finish_line(l, &mark),
+            Err((field, message)) => {
+                // A rejected line leaves no trace.
+                state.rollback(mark);
+                errors.push(DataError {
+                    source: source.to_owned(),
+                    line: l.line,
+                    field: Some(field),
+                    message,
+                });
+            }
         }
     }
-    // The final state must be a valid register (one 世帯主 per household, known guardians…).
-    let lines = state.touched.clone();
-    let invalid = match Population::build(
-        state.residents.clone(),
-        &lines,
-        source,
-        state.events.clone(),
-    ) {
-        Ok(_) => Vec::new(),
-        Err(DataErrors(e)) => e,
-    };
+    let invalid = state.validate(source);
     (
         Applied {
             residents: state.residents,
@@ -558,7 +1132,9 @@ fn apply_lines(
     )
 }
 
-/// Applies every line of `feed` to `current`; any rejected line rejects the whole feed.
+/// Applies every line of `feed` to `current`, all or nothing: if any line is rejected, or the
+/// resulting register is invalid, every error is returned (by line) and nothing applies.
+/// Applying the same feed to the same register always gives the same result.
 pub fn apply(current: &[Resident], feed: &Feed, source: &str) -> Result<Applied, DataErrors> {
     let (applied, mut errors, invalid) = apply_lines(current, feed, source);
     errors.extend(invalid);
@@ -577,65 +1153,63 @@ pub fn apply_lenient(
     feed: &Feed,
     source: &str,
 ) -> Result<(Applied, Vec<DataError>), DataErrors> {
-    let (applied, errors, invalid) = apply_lines(current, feed, source);
+    let (applied, errors, mut invalid) = apply_lines(current, feed, source);
     if invalid.is_empty() {
         Ok((applied, errors))
     } else {
+        invalid.sort_by_key(|e| e.line);
         Err(DataErrors(invalid))
     }
 }
 
-/// Life events between two full snapshots. Events carry their own dates; `recorded` comes from
-/// the record (never guessed from `as_of`, so an old birth in a first load is not "late").
-/// A household whose current 世帯主 changed gives a householder change on `as_of`.
+/// Life events between two full snapshots of the same register, `new` taken on `as_of`.
+///
+/// - a record current in `new` with reason `birth`, absent from `old`: a birth on its birth date;
+/// - a record current in `new` with reason `move_in`, absent or not current in `old`: a
+///   move-in on its `since` (or `as_of`);
+/// - a record deceased or moved out in `new`, absent or current in `old`: a death or move-out
+///   on its status date;
+/// - a household with current residents in `old` whose current 世帯主 in `new` is someone
+///   else: a householder change of the new 世帯主 on `as_of`.
+///
+/// `recorded` is the record's `status.recorded`, or else `as_of` (the register had it by
+/// then). On a first load (`old` empty) it falls back to the event's own date instead: there
+/// is no earlier state, so nothing in it is "late" and old events must not trigger notices now.
 pub fn diff(old: &[Resident], new: &[Resident], as_of: NaiveDate) -> Vec<LifeEvent> {
     let old_by_id: HashMap<&ResidentId, &Resident> = old.iter().map(|r| (&r.id, r)).collect();
+    let fallback = (!old.is_empty()).then_some(as_of);
     let mut events = Vec::new();
     for r in new {
         let before = old_by_id.get(&r.id).copied();
         let was_current = before.is_some_and(Resident::is_current);
-        let recorded = r.status.recorded();
-        match &r.status {
-            Status::Resident { since, reason, .. } if !was_current => match reason {
-                Some(crate::resident::ResidentReason::Birth) => events.push(LifeEvent::new(
-                    EventKind::Birth,
-                    r.id.clone(),
-                    r.birth_date,
-                    recorded,
-                )),
-                Some(crate::resident::ResidentReason::MoveIn) => events.push(LifeEvent::new(
-                    EventKind::MoveIn,
-                    r.id.clone(),
-                    since.unwrap_or(as_of),
-                    recorded,
-                )),
-                _ => {}
-            },
-            Status::Deceased { date, .. } if before.is_none() || was_current => events.push(
-                LifeEvent::new(EventKind::Death, r.id.clone(), *date, recorded),
-            ),
-            Status::MovedOut { date, .. } if before.is_none() || was_current => events.push(
-                LifeEvent::new(EventKind::MoveOut, r.id.clone(), *date, recorded),
-            ),
-            _ => {}
+        let recorded = r.status.recorded().or(fallback);
+        let event = match r.status {
+            Status::Resident {
+                reason: Some(ResidentReason::Birth),
+                ..
+            } if before.is_none() => Some((EventKind::Birth, r.birth_date)),
+            Status::Resident {
+                since,
+                reason: Some(ResidentReason::MoveIn),
+                ..
+            } if !was_current => Some((EventKind::MoveIn, since.unwrap_or(as_of))),
+            Status::Deceased { date, .. } if before.is_none() || was_current => {
+                Some((EventKind::Death, date))
+            }
+            Status::MovedOut { date, .. } if before.is_none() || was_current => {
+                Some((EventKind::MoveOut, date))
+            }
+            _ => None,
+        };
+        if let Some((kind, date)) = event {
+            events.push(LifeEvent::new(kind, r.id.clone(), date, recorded));
         }
     }
-    let heads = |list: &[Resident]| -> HashMap<HouseholdId, ResidentId> {
-        list.iter()
-            .filter(|r| r.is_current() && r.is_householder())
-            .filter_map(|r| Some((r.household_id()?.clone(), r.id.clone())))
-            .collect()
-    };
-    let (old_heads, new_heads) = (heads(old), heads(new));
-    let mut changed: Vec<(&HouseholdId, &ResidentId)> = new_heads
-        .iter()
-        .filter(|(h, id)| old_heads.get(*h).is_some_and(|o| o != *id))
-        .collect();
-    changed.sort();
-    for (_, id) in changed {
+    let (old_heads, new_heads) = (heads_by_household(old, None), heads_by_household(new, None));
+    for id in new_householders(&old_heads, &new_heads) {
         events.push(LifeEvent::new(
             EventKind::HouseholderChange,
-            id.clone(),
+            id,
             as_of,
             None,
         ));
