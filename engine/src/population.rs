@@ -357,9 +357,14 @@ impl Population {
                 id: e.id,
             });
         }
-        entries.sort();
-        // The same event may arrive twice (derived from a status and stored from a feed):
-        // one entry per id, the earliest recorded.
+        // The same event may arrive twice (derived from a status and stored by an ingest that
+        // saw it arrive late): one entry per id, the latest `recorded`, which is when the
+        // register really learned of it.
+        entries.sort_by(|a, b| {
+            (a.kind, a.subject, a.date, &a.id)
+                .cmp(&(b.kind, b.subject, b.date, &b.id))
+                .then(b.recorded.cmp(&a.recorded))
+        });
         entries.dedup_by(|later, first| later.id == first.id);
         let mut events: BTreeMap<NaiveDate, Vec<EventEntry>> = BTreeMap::new();
         let mut late_events: BTreeMap<NaiveDate, Vec<EventEntry>> = BTreeMap::new();
@@ -716,6 +721,37 @@ mod tests {
                 serde_json::from_str(&json).unwrap_or_else(|e| panic!("{}: {e}: {json}", r.id));
             assert_eq!(&back, r);
         }
+    }
+
+    #[test]
+    fn a_stored_late_arrival_wins_over_the_status_date() {
+        let text = [
+            HEADER.to_string(),
+            rec("R1", "H1", "世帯主", "").replace(
+                r#"{"kind":"resident"}"#,
+                r#"{"kind":"deceased","date":"2026-09-01"}"#,
+            ),
+        ]
+        .join("\n");
+        let snap = parse_snapshot(&text, "t").unwrap();
+        let d = |s: &str| s.parse::<NaiveDate>().unwrap();
+        let late = LifeEvent::new(
+            EventKind::Death,
+            snap.population.get(0).id.clone(),
+            d("2026-09-01"),
+            Some(d("2026-09-20")),
+        );
+        let lines = [2];
+        let p = Population::build(
+            snap.population.residents().to_vec(),
+            &lines,
+            "t",
+            vec![late],
+        )
+        .unwrap();
+        let e: Vec<_> = p.events_on(EventKind::Death, d("2026-09-01")).collect();
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].recorded, d("2026-09-20"));
     }
 
     #[test]
