@@ -71,6 +71,11 @@ enum Command {
     Ingest(pipeline::IngestArgs),
     /// The service: the daily run with catch-up of missed days, re-evaluating after ingests.
     Run(pipeline::RunArgs),
+    /// Operator commands for the delivery outbox.
+    Outbox {
+        #[command(subcommand)]
+        command: pipeline::OutboxCommand,
+    },
     /// End-to-end demo on the fixture town with a fresh SQLite file.
     Demo(pipeline::DemoArgs),
     /// Dry-run the catalogue over a date range (no writes): counts, samples, a chart.
@@ -276,6 +281,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Ingest(args) => pipeline::ingest_cmd(args),
         Command::Run(args) => pipeline::run_cmd(args),
         Command::Demo(args) => pipeline::demo_cmd(args),
+        Command::Outbox { command } => pipeline::outbox_cmd(command),
         Command::Explain {
             snapshot,
             resident,

@@ -289,6 +289,31 @@ fn the_demo_runs_on_a_fresh_database() {
         stdout.contains("staff"),
         "a death of someone living alone goes to staff: {stdout}"
     );
+    // The operator sees the queued notices; retrying an id that is no dead letter says so.
+    let list = oshirase(&[
+        "outbox",
+        "list",
+        "--db",
+        db.to_str().unwrap(),
+        "--state",
+        "pending",
+    ]);
+    assert_eq!(list.status.code(), Some(0), "{}", text(&list.stderr));
+    assert!(
+        text(&list.stdout).contains("jidou-teate-nintei/"),
+        "{}",
+        text(&list.stdout)
+    );
+    let retry = oshirase(&[
+        "outbox",
+        "retry",
+        "--db",
+        db.to_str().unwrap(),
+        "--id",
+        "999999",
+    ]);
+    assert_eq!(retry.status.code(), Some(3));
+    assert!(text(&retry.stdout).contains("0 row(s) queued again"));
     // Running it again starts from scratch and decides the same.
     let again = oshirase(&["demo", "--db", db.to_str().unwrap(), "--days", "60"]);
     let line = |s: &str| {

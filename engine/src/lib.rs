@@ -8,6 +8,7 @@ pub mod eval;
 pub mod feed;
 pub mod ids;
 pub mod ingest;
+pub mod outbox;
 pub mod population;
 pub mod resident;
 pub mod rule;

@@ -42,6 +42,52 @@ fn q(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |source| StoreError::Query { what, source }
 }
 
+/// An outbox row claimed by a worker, with the decision it carries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxItem {
+    pub id: i64,
+    pub decision_key: String,
+    pub recipient: String,
+    pub channel: String,
+    /// Attempts made before this one.
+    pub attempts: i64,
+    pub deadline: Option<NaiveDate>,
+    /// The decision as stored (title, rendered messages, recipients, …).
+    pub decision: serde_json::Value,
+}
+
+/// How an attempt ended, as the store records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settle {
+    Delivered,
+    /// Try again at this time (UTC text from `utc_text`).
+    RetryAt {
+        at: String,
+        reason: String,
+    },
+    /// Given up: the row is a dead letter with the reason.
+    Dead {
+        reason: String,
+    },
+    /// The address or subscription no longer exists.
+    Gone {
+        reason: String,
+    },
+}
+
+/// An outbox row for operators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub decision_key: String,
+    pub recipient: String,
+    pub channel: String,
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt_at: String,
+    pub last_error: Option<String>,
+}
+
 /// A value bound in a multi-row insert.
 enum Val {
     Text(String),
@@ -100,6 +146,13 @@ pub struct StoredDecision {
     pub rule: String,
     pub rule_set: String,
     pub notify_on: String,
+}
+
+/// Outbox times are UTC with a fixed format, so that text comparison is time order on both
+/// backends.
+pub fn utc_text(t: DateTime<FixedOffset>) -> String {
+    t.with_timezone(&chrono::Utc)
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 fn now_text(now: DateTime<FixedOffset>) -> String {
@@ -562,6 +615,7 @@ impl Store {
         decisions: &[Decision],
         now: DateTime<FixedOffset>,
     ) -> Result<DayCommit> {
+        let due = utc_text(now);
         let now = now_text(now);
         let mut tx = self.pool.begin().await.map_err(q("starting a day"))?;
         let insert = self.sql(
@@ -639,7 +693,7 @@ impl Store {
                     .bind(d.key.as_str().to_owned())
                     .bind(recipient)
                     .bind(channel.to_owned())
-                    .bind(now.clone())
+                    .bind(due.clone())
                     .execute(&mut *tx)
                     .await
                     .map_err(q("writing an outbox row"))?;
@@ -659,6 +713,186 @@ impl Store {
         .map_err(q("writing the watermark"))?;
         tx.commit().await.map_err(q("committing the day"))?;
         Ok(commit)
+    }
+
+    /// Claims up to `limit` due rows of `channel` for `worker` until `lease_until`. On
+    /// PostgreSQL rows locked by another claimer are skipped (`FOR UPDATE SKIP LOCKED`); SQLite
+    /// serializes writers, so its claims never overlap either.
+    pub async fn claim_outbox(
+        &self,
+        channel: &str,
+        worker: &str,
+        limit: i64,
+        now: DateTime<FixedOffset>,
+        lease_until: DateTime<FixedOffset>,
+    ) -> Result<Vec<OutboxItem>> {
+        let sql = match self.backend {
+            Backend::Postgres => self.sql(
+                "UPDATE outbox SET lease_until = $1, leased_by = $2 WHERE id IN (
+                   SELECT id FROM outbox WHERE channel = $3 AND state = 'pending' AND next_attempt_at <= $4
+                     AND (lease_until IS NULL OR lease_until < $4)
+                   ORDER BY id LIMIT $5 FOR UPDATE SKIP LOCKED)
+                 RETURNING id, decision_key, recipient, channel, attempts",
+            ),
+            Backend::Sqlite => self.sql(
+                "UPDATE outbox SET lease_until = $1, leased_by = $2 WHERE id IN (
+                   SELECT id FROM outbox WHERE channel = $3 AND state = 'pending' AND next_attempt_at <= $4
+                     AND (lease_until IS NULL OR lease_until < $4)
+                   ORDER BY id LIMIT $5)
+                 RETURNING id, decision_key, recipient, channel, attempts",
+            ),
+        };
+        let now = utc_text(now);
+        let rows = sqlx::query(sql)
+            .bind(utc_text(lease_until))
+            .bind(worker.to_owned())
+            .bind(channel.to_owned())
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(q("claiming outbox rows"))?;
+        let mut items = Vec::with_capacity(rows.len());
+        for r in rows {
+            let key: String = r
+                .try_get("decision_key")
+                .map_err(q("claiming outbox rows"))?;
+            let d = sqlx::query(self.sql("SELECT body, deadline FROM decisions WHERE key = $1"))
+                .bind(key.clone())
+                .fetch_one(&self.pool)
+                .await
+                .map_err(q("reading a decision for delivery"))?;
+            let body: String = d
+                .try_get("body")
+                .map_err(q("reading a decision for delivery"))?;
+            let deadline: Option<String> = d
+                .try_get("deadline")
+                .map_err(q("reading a decision for delivery"))?;
+            items.push(OutboxItem {
+                id: r.try_get("id").map_err(q("claiming outbox rows"))?,
+                decision_key: key,
+                recipient: r.try_get("recipient").map_err(q("claiming outbox rows"))?,
+                channel: r.try_get("channel").map_err(q("claiming outbox rows"))?,
+                attempts: r.try_get("attempts").map_err(q("claiming outbox rows"))?,
+                deadline: deadline.and_then(|x| x.parse().ok()),
+                decision: serde_json::from_str(&body).map_err(|e| StoreError::Corrupt {
+                    what: "decision body",
+                    detail: e.to_string(),
+                })?,
+            });
+        }
+        items.sort_by_key(|i| i.id);
+        Ok(items)
+    }
+
+    /// Records an attempt and settles the row, if `worker` still holds its lease. Returns
+    /// false when the lease was lost (another worker owns the row now).
+    pub async fn settle_outbox(
+        &self,
+        id: i64,
+        worker: &str,
+        settle: &Settle,
+        now: DateTime<FixedOffset>,
+    ) -> Result<bool> {
+        let now_t = utc_text(now);
+        let (state, next, error, outcome) = match settle {
+            Settle::Delivered => ("delivered", None, None, "delivered"),
+            Settle::RetryAt { at, reason } => {
+                ("pending", Some(at.clone()), Some(reason.clone()), "retry")
+            }
+            Settle::Dead { reason } => ("dead", None, Some(reason.clone()), "dead"),
+            Settle::Gone { reason } => ("gone", None, Some(reason.clone()), "gone"),
+        };
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(q("settling an outbox row"))?;
+        let done = sqlx::query(self.sql(
+            "UPDATE outbox SET state = $1, attempts = attempts + 1, next_attempt_at = COALESCE($2, next_attempt_at),
+               last_error = $3, lease_until = NULL, leased_by = NULL
+             WHERE id = $4 AND leased_by = $5",
+        ))
+        .bind(state.to_owned())
+        .bind(next)
+        .bind(error.clone())
+        .bind(id)
+        .bind(worker.to_owned())
+        .execute(&mut *tx)
+        .await
+        .map_err(q("settling an outbox row"))?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        sqlx::query(self.sql(
+            "INSERT INTO delivery_attempts (outbox_id, attempted_at, outcome, detail) VALUES ($1, $2, $3, $4)",
+        ))
+        .bind(id)
+        .bind(now_t)
+        .bind(outcome.to_owned())
+        .bind(error)
+        .execute(&mut *tx)
+        .await
+        .map_err(q("recording a delivery attempt"))?;
+        tx.commit().await.map_err(q("settling an outbox row"))?;
+        Ok(true)
+    }
+
+    /// Outbox rows, optionally only those in `state`, in id order.
+    pub async fn outbox_rows(&self, state: Option<&str>) -> Result<Vec<OutboxRow>> {
+        let rows = sqlx::query(self.sql(
+            "SELECT id, decision_key, recipient, channel, state, attempts, next_attempt_at, last_error
+             FROM outbox WHERE ($1 IS NULL OR state = $1) ORDER BY id",
+        ))
+        .bind(state.map(str::to_owned))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("listing the outbox"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(OutboxRow {
+                    id: r.try_get("id")?,
+                    decision_key: r.try_get("decision_key")?,
+                    recipient: r.try_get("recipient")?,
+                    channel: r.try_get("channel")?,
+                    state: r.try_get("state")?,
+                    attempts: r.try_get("attempts")?,
+                    next_attempt_at: r.try_get("next_attempt_at")?,
+                    last_error: r.try_get("last_error")?,
+                })
+            })
+            .collect::<std::result::Result<_, sqlx::Error>>()
+            .map_err(q("listing the outbox"))
+    }
+
+    /// Puts dead letters (all, or those in `ids`) back in the queue, due now.
+    pub async fn retry_outbox(&self, ids: &[i64], now: DateTime<FixedOffset>) -> Result<u64> {
+        let now = utc_text(now);
+        let mut n = 0;
+        if ids.is_empty() {
+            n += sqlx::query(self.sql(
+                "UPDATE outbox SET state = 'pending', next_attempt_at = $1, lease_until = NULL, leased_by = NULL WHERE state = 'dead'",
+            ))
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(q("retrying dead letters"))?
+            .rows_affected();
+        } else {
+            for id in ids {
+                n += sqlx::query(self.sql(
+                    "UPDATE outbox SET state = 'pending', next_attempt_at = $1, lease_until = NULL, leased_by = NULL
+                     WHERE id = $2 AND state IN ('dead', 'gone')",
+                ))
+                .bind(now.clone())
+                .bind(*id)
+                .execute(&self.pool)
+                .await
+                .map_err(q("retrying an outbox row"))?
+                .rows_affected();
+            }
+        }
+        Ok(n)
     }
 
     /// Every stored decision, in key order.
@@ -690,6 +924,7 @@ impl Store {
             "drafts",
             "recommendations",
             "outbox",
+            "delivery_attempts",
             "scheduler_days",
             "ingest_batches",
         ] {

@@ -378,3 +378,223 @@ async fn the_service_reevaluates_today_after_an_ingest(backend: &str) {
     service.await.unwrap().unwrap();
 }
 on_both!(service, the_service_reevaluates_today_after_an_ingest);
+
+/// A channel that answers from a script and remembers every send.
+struct Scripted {
+    sends: std::sync::Mutex<Vec<i64>>,
+    answer: fn(&oshirase_engine::store::OutboxItem, usize) -> oshirase_engine::outbox::Delivery,
+}
+
+impl oshirase_engine::outbox::Channel for Scripted {
+    fn name(&self) -> &'static str {
+        "email"
+    }
+
+    async fn send(
+        &self,
+        item: &oshirase_engine::store::OutboxItem,
+    ) -> oshirase_engine::outbox::Delivery {
+        let nth = {
+            let mut s = self.sends.lock().unwrap();
+            s.push(item.id);
+            s.iter().filter(|x| **x == item.id).count()
+        };
+        // Give the other worker a chance to interleave.
+        tokio::task::yield_now().await;
+        (self.answer)(item, nth)
+    }
+}
+
+async fn outbox_with_decisions(backend: &str) -> (Db, Store, Arc<FixedClock>) {
+    let db = fresh(backend).await;
+    let store = Store::open(&db.url).await.unwrap();
+    let clock = Arc::new(FixedClock::at_noon(d("2026-10-01")));
+    ingest_town(&store, clock.as_ref()).await;
+    scheduler(store.clone(), clock.clone(), "2026-04-01")
+        .catch_up(d("2026-06-30"), |_| {})
+        .await
+        .unwrap();
+    (db, store, clock)
+}
+
+async fn outbox_retries_and_dead_letters(backend: &str) {
+    use oshirase_engine::outbox::{drain, Delivery, Policy};
+    let (_db, store, clock) = outbox_with_decisions(backend).await;
+    let emails: Vec<i64> = store
+        .outbox_rows(None)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.channel == "email")
+        .map(|r| r.id)
+        .collect();
+    assert!(emails.len() >= 3, "{} email rows", emails.len());
+    let (flaky, broken) = (emails[0], emails[1]);
+    // Only the SQLite test runs this scenario, so one set of ids per process.
+    static IDS: std::sync::OnceLock<(i64, i64)> = std::sync::OnceLock::new();
+    IDS.set((flaky, broken)).unwrap();
+    let ch = Scripted {
+        sends: Default::default(),
+        answer: |item, nth| {
+            let (flaky, broken) = *IDS.get().unwrap();
+            if item.id == flaky && nth == 1 {
+                Delivery::Retry {
+                    after: None,
+                    reason: "421 try later".into(),
+                }
+            } else if item.id == broken {
+                Delivery::Permanent {
+                    reason: "550 no such mailbox".into(),
+                }
+            } else {
+                Delivery::Delivered
+            }
+        },
+    };
+    let policy = Policy::default();
+    let r = drain(&store, &ch, "w1", clock.as_ref(), &policy)
+        .await
+        .unwrap();
+    assert_eq!((r.delivered, r.retried, r.dead), (emails.len() - 2, 1, 1));
+    // Nothing is due again until the backoff has passed.
+    assert_eq!(
+        drain(&store, &ch, "w1", clock.as_ref(), &policy)
+            .await
+            .unwrap(),
+        Default::default()
+    );
+    clock.set(clock.now() + chrono::Duration::minutes(5));
+    let r = drain(&store, &ch, "w1", clock.as_ref(), &policy)
+        .await
+        .unwrap();
+    assert_eq!(r.delivered, 1);
+    let rows = store.outbox_rows(Some("dead")).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].id, broken);
+    assert_eq!(rows[0].last_error.as_deref(), Some("550 no such mailbox"));
+    let sends = ch.sends.lock().unwrap().clone();
+    for id in &emails {
+        let n = sends.iter().filter(|x| *x == id).count();
+        assert_eq!(n, if *id == flaky { 2 } else { 1 }, "row {id}");
+    }
+    assert_eq!(
+        store.counts().await.unwrap()["delivery_attempts"],
+        emails.len() as i64 + 1
+    );
+    // An operator puts the dead letter back; it fails again and is dead again.
+    assert_eq!(store.retry_outbox(&[], clock.now()).await.unwrap(), 1);
+    let r = drain(&store, &ch, "w1", clock.as_ref(), &policy)
+        .await
+        .unwrap();
+    assert_eq!(r.dead, 1);
+    assert_eq!(
+        store.outbox_rows(Some("dead")).await.unwrap()[0].attempts,
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_retries_and_dead_letters_on_sqlite() {
+    outbox_retries_and_dead_letters("sqlite").await;
+}
+
+async fn two_workers_never_send_twice(backend: &str) {
+    use oshirase_engine::outbox::{drain, Delivery, Policy};
+    let (_db, store, clock) = outbox_with_decisions(backend).await;
+    let ch = Scripted {
+        sends: Default::default(),
+        answer: |_, _| Delivery::Delivered,
+    };
+    let policy = Policy {
+        batch: 5,
+        ..Policy::default()
+    };
+    let (a, b) = tokio::join!(
+        drain(&store, &ch, "worker-a", clock.as_ref(), &policy),
+        drain(&store, &ch, "worker-b", clock.as_ref(), &policy)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let emails = store
+        .outbox_rows(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.channel == "email")
+        .count();
+    assert_eq!(a.delivered + b.delivered, emails);
+    let mut sends = ch.sends.lock().unwrap().clone();
+    let n = sends.len();
+    sends.sort();
+    sends.dedup();
+    assert_eq!(sends.len(), n, "no row was sent twice");
+    assert!(store
+        .outbox_rows(Some("pending"))
+        .await
+        .unwrap()
+        .iter()
+        .all(|r| r.channel != "email"));
+}
+on_both!(two_workers, two_workers_never_send_twice);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_retries_and_dead_letters_on_postgres() {
+    // The scripted channel keys on row ids, which differ per database: run it on its own.
+    outbox_retries_and_dead_letters_pg().await;
+}
+
+async fn outbox_retries_and_dead_letters_pg() {
+    // Same scenario as on SQLite, with its own ids.
+    use oshirase_engine::outbox::{drain, Delivery, Policy};
+    let (_db, store, clock) = outbox_with_decisions("postgres").await;
+    let emails: Vec<i64> = store
+        .outbox_rows(None)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.channel == "email")
+        .map(|r| r.id)
+        .collect();
+    static PG_IDS: std::sync::OnceLock<(i64, i64)> = std::sync::OnceLock::new();
+    PG_IDS.set((emails[0], emails[1])).unwrap();
+    let ch = Scripted {
+        sends: Default::default(),
+        answer: |item, nth| {
+            let (flaky, broken) = *PG_IDS.get().unwrap();
+            if item.id == flaky && nth == 1 {
+                Delivery::Retry {
+                    after: Some(Duration::from_secs(30)),
+                    reason: "429".into(),
+                }
+            } else if item.id == broken {
+                Delivery::Gone {
+                    reason: "410".into(),
+                }
+            } else {
+                Delivery::Delivered
+            }
+        },
+    };
+    let policy = Policy::default();
+    let r = drain(&store, &ch, "w", clock.as_ref(), &policy)
+        .await
+        .unwrap();
+    assert_eq!((r.delivered, r.retried, r.gone), (emails.len() - 2, 1, 1));
+    // The channel's own hint (Retry-After: 30 s) decides the next attempt.
+    clock.set(clock.now() + chrono::Duration::seconds(29));
+    assert_eq!(
+        drain(&store, &ch, "w", clock.as_ref(), &policy)
+            .await
+            .unwrap()
+            .delivered,
+        0
+    );
+    clock.set(clock.now() + chrono::Duration::seconds(2));
+    assert_eq!(
+        drain(&store, &ch, "w", clock.as_ref(), &policy)
+            .await
+            .unwrap()
+            .delivered,
+        1
+    );
+    assert_eq!(store.outbox_rows(Some("gone")).await.unwrap().len(), 1);
+}
