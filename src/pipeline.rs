@@ -283,6 +283,12 @@ pub fn demo_cmd(args: DemoArgs) -> anyhow::Result<u8> {
             poll: Duration::from_secs(1),
         };
         let last = calendar::add_days(args.from, i64::from(args.days) - 1);
+        let mail_dir = PathBuf::from(format!("{}-mail", args.db.display()));
+        if mail_dir.exists() {
+            std::fs::remove_dir_all(&mail_dir)
+                .with_context(|| format!("cannot remove {}", mail_dir.display()))?;
+        }
+        let mut delivered = (0, 0);
         let mut day = args.from;
         let mut changes_applied = 0;
         let mut failures = 0;
@@ -306,15 +312,55 @@ pub fn demo_cmd(args: DemoArgs) -> anyhow::Result<u8> {
             for r in scheduler.catch_up(day, |_| {}).await? {
                 failures += r.failures.len();
             }
+            deliver_demo_day(&store, &mail_dir, clock.as_ref(), &mut delivered).await?;
             day = calendar::add_days(day, 1);
         }
         summary(&store, &args, changes_applied, failures, started).await?;
+        println!(
+            "\ndelivered: {} to portal inboxes, {} e-mails written as .eml files to {}",
+            delivered.0,
+            delivered.1,
+            mail_dir.display()
+        );
         Ok(if failures == 0 {
             exit::OK
         } else {
             exit::RULE_RUNTIME
         })
     })
+}
+
+/// The demo's delivery: the outbox workers drain the portal inbox and e-mail (as .eml files).
+async fn deliver_demo_day(
+    store: &Store,
+    mail_dir: &Path,
+    clock: &dyn Clock,
+    delivered: &mut (usize, usize),
+) -> anyhow::Result<()> {
+    use oshirase_adapters::{EmailChannel, EmailConfig, PortalInbox};
+    use oshirase_engine::outbox::{drain, Policy};
+    let policy = Policy::default();
+    delivered.0 += drain(store, &PortalInbox, "demo", clock, &policy)
+        .await?
+        .delivered;
+    let addresses = store
+        .residents()
+        .await?
+        .into_iter()
+        .filter_map(|r| Some((r.id.to_string(), r.contact.email?.to_string())))
+        .collect();
+    let config = EmailConfig {
+        from: "利島村役場 <noreply@example.lg.jp>"
+            .parse()
+            .context("demo sender")?,
+        portal_url: "https://portal.example.lg.jp".into(),
+        message_id_domain: "oshirase.example.lg.jp".into(),
+    };
+    let email = EmailChannel::to_dir(config, mail_dir.to_path_buf(), addresses, clock.now());
+    delivered.1 += drain(store, &email, "demo", clock, &policy)
+        .await?
+        .delivered;
+    Ok(())
 }
 
 async fn summary(

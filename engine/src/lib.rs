@@ -1,5 +1,6 @@
 //! oshirase engine: the resident model, the Japanese age law, rule loading and compiling,
-//! and evaluation. It knows nothing of SMTP, HTTP or storage transports.
+//! evaluation, the store, the scheduler and the outbox. It knows nothing of SMTP or HTTP:
+//! delivery channels live in the adapters crate.
 
 pub mod calendar;
 pub mod catalogue;
