@@ -194,7 +194,38 @@ pub fn run_cmd(args: RunArgs) -> anyhow::Result<u8> {
             tracing::info!("shutting down");
             let _ = tx.send(true);
         });
+        // The portal inbox worker runs beside the scheduler; both stop on the same signal,
+        // after the work in hand.
+        let inbox = {
+            let store = scheduler.store.clone();
+            let mut rx = rx.clone();
+            tokio::spawn(async move {
+                use oshirase_adapters::PortalInbox;
+                use oshirase_engine::outbox::{drain, Policy};
+                let worker = format!("run-{}", std::process::id());
+                loop {
+                    // Read the signal before draining, so the last drain comes after it.
+                    let stopping = *rx.borrow();
+                    drain(
+                        &store,
+                        &PortalInbox,
+                        &worker,
+                        &SystemClock,
+                        &Policy::default(),
+                    )
+                    .await?;
+                    if stopping {
+                        return Ok::<(), oshirase_engine::store::StoreError>(());
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                        _ = rx.changed() => {}
+                    }
+                }
+            })
+        };
         scheduler.run(rx).await?;
+        inbox.await.context("the portal inbox worker stopped")??;
         Ok(exit::OK)
     })
 }

@@ -257,3 +257,46 @@ fn a_full_disk_is_a_clear_error_and_nothing_is_half_written() {
     });
     assert_eq!(residents, 0);
 }
+
+#[test]
+fn the_service_stops_cleanly_on_sigterm_after_delivering_the_inbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("service.sqlite").display());
+    ingest(&db, &root().join("fixtures/town.jsonl"));
+    // The real clock: start a month back, so the service has days to catch up (the town gets
+    // a notice every day or two).
+    let today = (chrono::Utc::now() + chrono::Duration::hours(9)).date_naive();
+    let start = today - chrono::Days::new(30);
+    let mut child = oshirase(&db, &["run", "--start", &start.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while watermark(&db).is_none_or(|w| w < today - chrono::Days::new(1)) {
+        assert!(Instant::now() < deadline, "the service did not catch up");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the service exited early"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_ok(child);
+    let rows = rt().block_on(async {
+        let store = Store::open(&db).await.unwrap();
+        let rows = store.outbox_rows(None).await.unwrap();
+        store.close().await;
+        rows
+    });
+    let portal: Vec<_> = rows.iter().filter(|r| r.channel == "portal").collect();
+    assert!(!portal.is_empty(), "a month of the town gives portal notices");
+    assert!(
+        portal.iter().all(|r| r.state == "delivered"),
+        "every portal notice reached the inbox before the exit"
+    );
+}
