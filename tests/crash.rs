@@ -294,7 +294,10 @@ fn the_service_stops_cleanly_on_sigterm_after_delivering_the_inbox() {
         rows
     });
     let portal: Vec<_> = rows.iter().filter(|r| r.channel == "portal").collect();
-    assert!(!portal.is_empty(), "a month of the town gives portal notices");
+    assert!(
+        !portal.is_empty(),
+        "a month of the town gives portal notices"
+    );
     assert!(
         portal.iter().all(|r| r.state == "delivered"),
         "every portal notice reached the inbox before the exit"
