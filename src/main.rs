@@ -143,7 +143,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn load_rules(dir: &Path) -> Result<RuleSet, u8> {
+/// Loads a rules folder; on failure prints every error and gives the exit code.
+pub(crate) fn load_rules(dir: &Path) -> Result<RuleSet, u8> {
     load_dir(dir).map_err(|e| {
         eprintln!("{e}");
         exit::RULES
@@ -227,8 +228,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             let snap = load_snapshot(&snapshot).map_err(|e| anyhow::anyhow!("{e}"))?;
             let to = to.unwrap_or(date);
             anyhow::ensure!(to >= date, "--to {to} is before --date {date}");
-            check_day(date)?;
-            check_day(to)?;
+            check_day("--date", date)?;
+            check_day("--to", to)?;
             let started = Instant::now();
             let mut decisions: Vec<Decision> = Vec::new();
             let mut failures = Vec::new();
@@ -294,7 +295,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 Ok(r) => r,
                 Err(code) => return Ok(code),
             };
-            check_day(date)?;
+            check_day("--date", date)?;
             let resident = parse_id(&resident, "resident", ResidentId::parse)?;
             let rule = parse_id(&rule, "rule", RuleId::parse)?;
             let snap = load_snapshot(&snapshot).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -347,10 +348,11 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     }
 }
 
-fn check_day(d: NaiveDate) -> anyhow::Result<()> {
+/// Refuses a day outside the calendar's range, naming the flag it came from.
+pub(crate) fn check_day(flag: &str, d: NaiveDate) -> anyhow::Result<()> {
     anyhow::ensure!(
         calendar::supported(d),
-        "{d} is outside the supported years {}-{}",
+        "{flag} {d} is outside the supported years {}-{}",
         calendar::MIN_YEAR,
         calendar::MAX_YEAR
     );

@@ -14,7 +14,7 @@ use oshirase_engine::ingest::{ingest, IngestError};
 use oshirase_engine::scheduler::Scheduler;
 use oshirase_engine::store::Store;
 
-use crate::exit;
+use crate::{exit, load_rules};
 
 /// The embedded default: a SQLite file in the working directory.
 pub const DEFAULT_DB: &str = "oshirase.sqlite";
@@ -82,13 +82,6 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")
-}
-
-fn load_rules(dir: &Path) -> Result<oshirase_engine::RuleSet, u8> {
-    oshirase_engine::load_dir(dir).map_err(|e| {
-        eprintln!("{e}");
-        exit::RULES
-    })
 }
 
 fn print_ingest(file: &Path, r: &oshirase_engine::ingest::IngestReport) {

@@ -11,9 +11,7 @@ use chrono::{Datelike, NaiveDate};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use oshirase_engine::ids::{ResidentId, RuleId};
 use oshirase_engine::simulate::{simulate, simulate_and_compare, Comparison, Simulation};
-use oshirase_engine::{
-    calendar, load_dir, load_snapshot, Decision, DecisionKey, RuleFailure, RuleSet,
-};
+use oshirase_engine::{calendar, load_snapshot, Decision, DecisionKey, RuleFailure, RuleSet};
 use serde::Serialize;
 
 use crate::exit;
@@ -48,22 +46,13 @@ pub struct SimulateArgs {
 const FAILURES_SHOWN: usize = 20;
 
 fn load_rules(dir: &Path, flag: &str) -> Result<RuleSet, u8> {
-    load_dir(dir).map_err(|e| {
-        eprintln!("{e}");
-        eprintln!("error: {flag} {}: the rules do not load", dir.display());
-        exit::RULES
-    })
+    crate::load_rules(dir)
+        .inspect_err(|_| eprintln!("error: {flag} {}: the rules do not load", dir.display()))
 }
 
 fn check_range(from: NaiveDate, to: NaiveDate) -> anyhow::Result<()> {
-    for (flag, d) in [("--from", from), ("--to", to)] {
-        anyhow::ensure!(
-            calendar::supported(d),
-            "{flag} {d} is outside the supported years {}-{}",
-            calendar::MIN_YEAR,
-            calendar::MAX_YEAR
-        );
-    }
+    crate::check_day("--from", from)?;
+    crate::check_day("--to", to)?;
     anyhow::ensure!(from <= to, "--from {from} is after --to {to}");
     Ok(())
 }
