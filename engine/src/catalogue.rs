@@ -148,6 +148,16 @@ impl RuleSet {
         })
     }
 
+    /// The `params` map a rule's scripts see for an occurrence on `on`; `()` for rules whose
+    /// scripts never read it, so that a day's run builds it only where it is used.
+    pub fn params_for(&self, rule: &Rule, on: NaiveDate) -> Dynamic {
+        if rule.script_vars.contains(&"params") {
+            self.params.scope_value(on)
+        } else {
+            Dynamic::UNIT
+        }
+    }
+
     /// Renders a rule's message in `lang` ("ja" or "en").
     pub fn render(
         &self,

@@ -238,8 +238,12 @@ pub fn evaluate_day(rules: &RuleSet, pop: &Population, today: NaiveDate) -> DayR
         .par_iter()
         .map(|rule| {
             let o = calendar::add_days(today, -rule.notify_offset);
-            let params = rules.params.scope_value(o);
             let cands = candidates(rule, pop, o, today);
+            let params = if cands.is_empty() {
+                Dynamic::UNIT
+            } else {
+                rules.params_for(rule, o)
+            };
             let checks = cands.len();
             let outcomes: Vec<Outcome> = cands
                 .into_par_iter()
@@ -249,7 +253,7 @@ pub fn evaluate_day(rules: &RuleSet, pop: &Population, today: NaiveDate) -> DayR
                     let params = if occurrence == o {
                         &params
                     } else {
-                        late_params = rules.params.scope_value(occurrence);
+                        late_params = rules.params_for(rule, occurrence);
                         &late_params
                     };
                     evaluate_subject(
@@ -976,7 +980,7 @@ pub fn explain(
             });
             // Show what would happen on the notice day.
             let mut rest = Vec::new();
-            let params = rules.params.scope_value(*o);
+            let params = rules.params_for(rule, *o);
             let _ = evaluate_subject(
                 rules,
                 rule,
@@ -1005,7 +1009,7 @@ pub fn explain(
                     pop.get(s).birth_date.to_string(),
                 )],
             });
-            let params = rules.params.scope_value(*o);
+            let params = rules.params_for(rule, *o);
             match evaluate_subject(
                 rules,
                 rule,
