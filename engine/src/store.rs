@@ -731,58 +731,66 @@ impl Store {
                 "UPDATE outbox SET lease_until = $1, leased_by = $2 WHERE id IN (
                    SELECT id FROM outbox WHERE channel = $3 AND state = 'pending' AND next_attempt_at <= $4
                      AND (lease_until IS NULL OR lease_until < $4)
-                   ORDER BY id LIMIT $5 FOR UPDATE SKIP LOCKED)
-                 RETURNING id, decision_key, recipient, channel, attempts",
+                   ORDER BY id LIMIT $5 FOR UPDATE SKIP LOCKED)",
             ),
             Backend::Sqlite => self.sql(
                 "UPDATE outbox SET lease_until = $1, leased_by = $2 WHERE id IN (
                    SELECT id FROM outbox WHERE channel = $3 AND state = 'pending' AND next_attempt_at <= $4
                      AND (lease_until IS NULL OR lease_until < $4)
-                   ORDER BY id LIMIT $5)
-                 RETURNING id, decision_key, recipient, channel, attempts",
+                   ORDER BY id LIMIT $5)",
             ),
         };
-        let now = utc_text(now);
-        let rows = sqlx::query(sql)
-            .bind(utc_text(lease_until))
+        let lease = utc_text(lease_until);
+        let claimed = sqlx::query(sql)
+            .bind(lease.clone())
             .bind(worker.to_owned())
             .bind(channel.to_owned())
-            .bind(now)
+            .bind(utc_text(now))
             .bind(limit)
-            .fetch_all(&self.pool)
+            .execute(&self.pool)
             .await
             .map_err(q("claiming outbox rows"))?;
-        let mut items = Vec::with_capacity(rows.len());
-        for r in rows {
-            let key: String = r
-                .try_get("decision_key")
-                .map_err(q("claiming outbox rows"))?;
-            let d = sqlx::query(self.sql("SELECT body, deadline FROM decisions WHERE key = $1"))
-                .bind(key.clone())
-                .fetch_one(&self.pool)
-                .await
-                .map_err(q("reading a decision for delivery"))?;
-            let body: String = d
-                .try_get("body")
-                .map_err(q("reading a decision for delivery"))?;
-            let deadline: Option<String> = d
-                .try_get("deadline")
-                .map_err(q("reading a decision for delivery"))?;
-            items.push(OutboxItem {
-                id: r.try_get("id").map_err(q("claiming outbox rows"))?,
-                decision_key: key,
-                recipient: r.try_get("recipient").map_err(q("claiming outbox rows"))?,
-                channel: r.try_get("channel").map_err(q("claiming outbox rows"))?,
-                attempts: r.try_get("attempts").map_err(q("claiming outbox rows"))?,
-                deadline: deadline.and_then(|x| x.parse().ok()),
-                decision: serde_json::from_str(&body).map_err(|e| StoreError::Corrupt {
-                    what: "decision body",
-                    detail: e.to_string(),
-                })?,
-            });
+        if claimed.rows_affected() == 0 {
+            return Ok(Vec::new());
         }
-        items.sort_by_key(|i| i.id);
-        Ok(items)
+        // The claimed rows with their decisions in one read: the worker and lease name them.
+        let rows = sqlx::query(self.sql(
+            "SELECT o.id, o.decision_key, o.recipient, o.channel, o.attempts, d.body, d.deadline
+             FROM outbox o JOIN decisions d ON d.key = o.decision_key
+             WHERE o.leased_by = $1 AND o.lease_until = $2 AND o.state = 'pending' ORDER BY o.id",
+        ))
+        .bind(worker.to_owned())
+        .bind(lease)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("reading claimed outbox rows"))?;
+        rows.iter()
+            .map(|r| {
+                let get = |c: &str| {
+                    r.try_get::<String, _>(c)
+                        .map_err(q("reading claimed outbox rows"))
+                };
+                let deadline: Option<String> = r
+                    .try_get("deadline")
+                    .map_err(q("reading claimed outbox rows"))?;
+                Ok(OutboxItem {
+                    id: r.try_get("id").map_err(q("reading claimed outbox rows"))?,
+                    decision_key: get("decision_key")?,
+                    recipient: get("recipient")?,
+                    channel: get("channel")?,
+                    attempts: r
+                        .try_get("attempts")
+                        .map_err(q("reading claimed outbox rows"))?,
+                    deadline: deadline.and_then(|x| x.parse().ok()),
+                    decision: serde_json::from_str(&get("body")?).map_err(|e| {
+                        StoreError::Corrupt {
+                            what: "decision body",
+                            detail: e.to_string(),
+                        }
+                    })?,
+                })
+            })
+            .collect()
     }
 
     /// Records an attempt and settles the row, if `worker` still holds its lease. Returns
