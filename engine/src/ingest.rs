@@ -77,14 +77,15 @@ async fn ingest_snapshot(
         }
     };
     let old = store.residents().await?;
-    let new = snap.population.residents().to_vec();
-    let events = feed::diff(&old, &new, snap.header.as_of);
+    let as_of = snap.header.as_of;
+    let new = snap.population.into_residents();
+    let events = feed::diff(&old, &new, as_of);
     let outcome = store
         .apply_ingest(
             source,
             "snapshot",
             text.as_bytes(),
-            Some(snap.header.as_of),
+            Some(as_of),
             new.len(),
             &new,
             &events,

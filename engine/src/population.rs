@@ -396,6 +396,11 @@ impl Population {
         &self.residents
     }
 
+    /// The records, without the indexes (for callers that store them).
+    pub fn into_residents(self) -> Vec<Resident> {
+        self.residents
+    }
+
     pub fn get(&self, i: usize) -> &Resident {
         &self.residents[i]
     }

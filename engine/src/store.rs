@@ -452,19 +452,20 @@ impl Store {
         let mut touched: BTreeSet<String> = BTreeSet::new();
         let mut resident_rows = Vec::with_capacity(changed.len());
         let mut history_rows = Vec::with_capacity(changed.len());
-        for (r, json, h) in &changed {
-            resident_rows.push(vec![
-                Val::Text(r.id.as_str().to_owned()),
-                Val::OptText(r.household_id().map(|h| h.as_str().to_owned())),
-                Val::Text(r.status.name().to_owned()),
-                Val::Text(json.clone()),
-                Val::Text(h.clone()),
-                Val::Int(batch_id),
-            ]);
+        let rows_changed = changed.len();
+        for (r, json, h) in changed {
             history_rows.push(vec![
                 Val::Text(r.id.as_str().to_owned()),
                 Val::Int(batch_id),
                 Val::Text(json.clone()),
+            ]);
+            resident_rows.push(vec![
+                Val::Text(r.id.as_str().to_owned()),
+                Val::OptText(r.household_id().map(|h| h.as_str().to_owned())),
+                Val::Text(r.status.name().to_owned()),
+                Val::Text(json),
+                Val::Text(h),
+                Val::Int(batch_id),
             ]);
             if let Some(h) = r.household_id() {
                 touched.insert(h.as_str().to_owned());
@@ -550,7 +551,7 @@ impl Store {
         tx.commit().await.map_err(q("committing the ingest"))?;
         Ok(IngestOutcome {
             batch_id: Some(batch_id),
-            rows_changed: changed.len(),
+            rows_changed,
             events: new_events,
         })
     }
