@@ -1,7 +1,7 @@
 //! The persistent commands: `ingest`, `run` and `demo`. Wiring only: the work is in the
 //! engine's store, ingest and scheduler modules.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -316,6 +316,10 @@ pub fn demo_cmd(args: DemoArgs) -> anyhow::Result<u8> {
         let mut day = args.from;
         let mut changes_applied = 0;
         let mut failures = 0;
+        // The register changes only on days with feed lines: load it (and the e-mail
+        // addresses) again only then.
+        let mut register: Option<(Arc<oshirase_engine::Population>, HashMap<String, String>)> =
+            None;
         while day <= last {
             clock.set(
                 day.and_hms_opt(6, 0, 0)
@@ -325,6 +329,7 @@ pub fn demo_cmd(args: DemoArgs) -> anyhow::Result<u8> {
                     .expect("fixed offset"),
             );
             if let Some(feed) = by_day.get(&day) {
+                register = None;
                 match ingest(&store, "town-changes.jsonl", feed, false, clock.now()).await {
                     Ok(r) => changes_applied += r.rows_in - r.already_applied,
                     Err(IngestError::Invalid(e)) => {
@@ -333,10 +338,30 @@ pub fn demo_cmd(args: DemoArgs) -> anyhow::Result<u8> {
                     Err(IngestError::Store(e)) => return Err(e.into()),
                 }
             }
-            for r in scheduler.catch_up(day, |_| {}).await? {
-                failures += r.failures.len();
-            }
-            deliver_demo_day(&store, &mail_dir, clock.as_ref(), &mut delivered).await?;
+            let (pop, addresses) = match register.take() {
+                Some(r) => r,
+                None => {
+                    let pop = Arc::new(scheduler.population().await?);
+                    let addresses = pop
+                        .residents()
+                        .iter()
+                        .filter_map(|r| {
+                            Some((r.id.to_string(), r.contact.email.as_ref()?.to_string()))
+                        })
+                        .collect();
+                    (pop, addresses)
+                }
+            };
+            failures += scheduler.run_day(pop.clone(), day).await?.failures.len();
+            deliver_demo_day(
+                &store,
+                &mail_dir,
+                clock.as_ref(),
+                &addresses,
+                &mut delivered,
+            )
+            .await?;
+            register = Some((pop, addresses));
             day = calendar::add_days(day, 1);
         }
         summary(&store, &args, changes_applied, failures, started).await?;
@@ -359,6 +384,7 @@ async fn deliver_demo_day(
     store: &Store,
     mail_dir: &Path,
     clock: &dyn Clock,
+    addresses: &HashMap<String, String>,
     delivered: &mut (usize, usize),
 ) -> anyhow::Result<()> {
     use oshirase_adapters::{EmailChannel, EmailConfig, PortalInbox};
@@ -367,12 +393,6 @@ async fn deliver_demo_day(
     delivered.0 += drain(store, &PortalInbox, "demo", clock, &policy)
         .await?
         .delivered;
-    let addresses = store
-        .residents()
-        .await?
-        .into_iter()
-        .filter_map(|r| Some((r.id.to_string(), r.contact.email?.to_string())))
-        .collect();
     let config = EmailConfig {
         from: "利島村役場 <noreply@example.lg.jp>"
             .parse()
@@ -380,7 +400,12 @@ async fn deliver_demo_day(
         portal_url: "https://portal.example.lg.jp".into(),
         message_id_domain: "oshirase.example.lg.jp".into(),
     };
-    let email = EmailChannel::to_dir(config, mail_dir.to_path_buf(), addresses, clock.now());
+    let email = EmailChannel::to_dir(
+        config,
+        mail_dir.to_path_buf(),
+        addresses.clone(),
+        clock.now(),
+    );
     delivered.1 += drain(store, &email, "demo", clock, &policy)
         .await?
         .delivered;
