@@ -380,9 +380,48 @@ async fn the_service_reevaluates_today_after_an_ingest(backend: &str) {
 on_both!(service, the_service_reevaluates_today_after_an_ingest);
 
 /// A channel that answers from a script and remembers every send.
+use oshirase_engine::outbox::Delivery;
+use oshirase_engine::store::OutboxItem;
+
+/// The answer for a row on its nth send.
+type Answer = Box<dyn Fn(&OutboxItem, usize) -> Delivery + Send + Sync>;
+
 struct Scripted {
     sends: std::sync::Mutex<Vec<i64>>,
-    answer: fn(&oshirase_engine::store::OutboxItem, usize) -> oshirase_engine::outbox::Delivery,
+    answer: Answer,
+}
+
+impl Scripted {
+    fn new(answer: impl Fn(&OutboxItem, usize) -> Delivery + Send + Sync + 'static) -> Self {
+        Self {
+            sends: Default::default(),
+            answer: Box::new(answer),
+        }
+    }
+
+    /// `flaky` answers `first` once and is delivered after; `broken` always answers `always`.
+    fn flaky_and_broken(flaky: i64, first: Delivery, broken: i64, always: Delivery) -> Self {
+        Self::new(move |item, nth| {
+            if item.id == flaky && nth == 1 {
+                first.clone()
+            } else if item.id == broken {
+                always.clone()
+            } else {
+                Delivery::Delivered
+            }
+        })
+    }
+}
+
+async fn email_rows(store: &Store) -> Vec<i64> {
+    store
+        .outbox_rows(None)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.channel == "email")
+        .map(|r| r.id)
+        .collect()
 }
 
 impl oshirase_engine::outbox::Channel for Scripted {
@@ -418,39 +457,22 @@ async fn outbox_with_decisions(backend: &str) -> (Db, Store, Arc<FixedClock>) {
 }
 
 async fn outbox_retries_and_dead_letters(backend: &str) {
-    use oshirase_engine::outbox::{drain, Delivery, Policy};
+    use oshirase_engine::outbox::{drain, Policy};
     let (_db, store, clock) = outbox_with_decisions(backend).await;
-    let emails: Vec<i64> = store
-        .outbox_rows(None)
-        .await
-        .unwrap()
-        .iter()
-        .filter(|r| r.channel == "email")
-        .map(|r| r.id)
-        .collect();
+    let emails = email_rows(&store).await;
     assert!(emails.len() >= 3, "{} email rows", emails.len());
     let (flaky, broken) = (emails[0], emails[1]);
-    // Only the SQLite test runs this scenario, so one set of ids per process.
-    static IDS: std::sync::OnceLock<(i64, i64)> = std::sync::OnceLock::new();
-    IDS.set((flaky, broken)).unwrap();
-    let ch = Scripted {
-        sends: Default::default(),
-        answer: |item, nth| {
-            let (flaky, broken) = *IDS.get().unwrap();
-            if item.id == flaky && nth == 1 {
-                Delivery::Retry {
-                    after: None,
-                    reason: "421 try later".into(),
-                }
-            } else if item.id == broken {
-                Delivery::Permanent {
-                    reason: "550 no such mailbox".into(),
-                }
-            } else {
-                Delivery::Delivered
-            }
+    let ch = Scripted::flaky_and_broken(
+        flaky,
+        Delivery::Retry {
+            after: None,
+            reason: "421 try later".into(),
         },
-    };
+        broken,
+        Delivery::Permanent {
+            reason: "550 no such mailbox".into(),
+        },
+    );
     let policy = Policy::default();
     let r = drain(&store, &ch, "w1", clock.as_ref(), &policy)
         .await
@@ -499,12 +521,9 @@ async fn outbox_retries_and_dead_letters_on_sqlite() {
 }
 
 async fn two_workers_never_send_twice(backend: &str) {
-    use oshirase_engine::outbox::{drain, Delivery, Policy};
+    use oshirase_engine::outbox::{drain, Policy};
     let (_db, store, clock) = outbox_with_decisions(backend).await;
-    let ch = Scripted {
-        sends: Default::default(),
-        answer: |_, _| Delivery::Delivered,
-    };
+    let ch = Scripted::new(|_, _| Delivery::Delivered);
     let policy = Policy {
         batch: 5,
         ..Policy::default()
@@ -537,43 +556,21 @@ async fn two_workers_never_send_twice(backend: &str) {
 on_both!(two_workers, two_workers_never_send_twice);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn outbox_retries_and_dead_letters_on_postgres() {
-    // The scripted channel keys on row ids, which differ per database: run it on its own.
-    outbox_retries_and_dead_letters_pg().await;
-}
-
-async fn outbox_retries_and_dead_letters_pg() {
-    // Same scenario as on SQLite, with its own ids.
-    use oshirase_engine::outbox::{drain, Delivery, Policy};
+async fn outbox_honours_retry_after_and_gone_on_postgres() {
+    use oshirase_engine::outbox::{drain, Policy};
     let (_db, store, clock) = outbox_with_decisions("postgres").await;
-    let emails: Vec<i64> = store
-        .outbox_rows(None)
-        .await
-        .unwrap()
-        .iter()
-        .filter(|r| r.channel == "email")
-        .map(|r| r.id)
-        .collect();
-    static PG_IDS: std::sync::OnceLock<(i64, i64)> = std::sync::OnceLock::new();
-    PG_IDS.set((emails[0], emails[1])).unwrap();
-    let ch = Scripted {
-        sends: Default::default(),
-        answer: |item, nth| {
-            let (flaky, broken) = *PG_IDS.get().unwrap();
-            if item.id == flaky && nth == 1 {
-                Delivery::Retry {
-                    after: Some(Duration::from_secs(30)),
-                    reason: "429".into(),
-                }
-            } else if item.id == broken {
-                Delivery::Gone {
-                    reason: "410".into(),
-                }
-            } else {
-                Delivery::Delivered
-            }
+    let emails = email_rows(&store).await;
+    let ch = Scripted::flaky_and_broken(
+        emails[0],
+        Delivery::Retry {
+            after: Some(Duration::from_secs(30)),
+            reason: "429".into(),
         },
-    };
+        emails[1],
+        Delivery::Gone {
+            reason: "410".into(),
+        },
+    );
     let policy = Policy::default();
     let r = drain(&store, &ch, "w", clock.as_ref(), &policy)
         .await
