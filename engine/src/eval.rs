@@ -163,6 +163,18 @@ fn note(
     }
 }
 
+/// Notes a run-time failure in the trace and gives it as the outcome.
+fn failed(trace: &mut Trace, f: Box<RuleFailure>) -> Outcome {
+    note(
+        trace,
+        "failure",
+        || f.message.clone(),
+        Some(false),
+        Vec::new(),
+    );
+    Outcome::Failed(f)
+}
+
 /// A subject whose notice for a rule is due today, with its occurrence (and event id).
 type Candidate = (usize, Option<String>, NaiveDate);
 
@@ -765,16 +777,7 @@ pub fn evaluate_subject(
                 };
                 return Outcome::NotEligible(why);
             }
-            Err(f) => {
-                note(
-                    trace,
-                    "failure",
-                    || f.message.clone(),
-                    Some(false),
-                    Vec::new(),
-                );
-                return Outcome::Failed(f);
-            }
+            Err(f) => return failed(trace, f),
         }
     }
     for name in rule.params_used.iter().filter(|_| tracing) {
@@ -802,17 +805,7 @@ pub fn evaluate_subject(
         let field = format!("prefill.{name}");
         let v = match cx.run_script(s) {
             Ok(v) => v,
-            Err(e) => {
-                let f = cx.fail(&field, e.message);
-                note(
-                    trace,
-                    "failure",
-                    || f.message.clone(),
-                    Some(false),
-                    Vec::new(),
-                );
-                return Outcome::Failed(f);
-            }
+            Err(e) => return failed(trace, cx.fail(&field, e.message)),
         };
         if rule.script_vars.contains(&"draft") {
             let scope = cx.scope();
@@ -825,17 +818,23 @@ pub fn evaluate_subject(
                 prefill.insert(name.clone(), j);
             }
             Err(e) => {
-                return Outcome::Failed(cx.fail(&field, format!("value cannot go in a draft: {e}")))
+                return failed(
+                    trace,
+                    cx.fail(&field, format!("value cannot go in a draft: {e}")),
+                )
             }
         }
     }
-    let deadline_text = deadline.map_or(String::new(), |d| d.to_string());
-    let render = |lang: &str, title: &str| -> Result<Option<String>, Box<RuleFailure>> {
-        let mut ctx: IndexMap<String, serde_json::Value> = prefill.clone();
+    // The template context: the draft fields and the built-ins, built once for both languages.
+    let mut ctx: IndexMap<String, serde_json::Value> = prefill.clone();
+    ctx.insert("occurrence".into(), o.to_string().into());
+    ctx.insert(
+        "deadline".into(),
+        deadline.map_or(String::new(), |d| d.to_string()).into(),
+    );
+    ctx.insert("today".into(), today.to_string().into());
+    let mut render = |lang: &str, title: &str| -> Result<Option<String>, Box<RuleFailure>> {
         ctx.insert("title".into(), title.into());
-        ctx.insert("occurrence".into(), o.to_string().into());
-        ctx.insert("deadline".into(), deadline_text.clone().into());
-        ctx.insert("today".into(), today.to_string().into());
         let value = minijinja::Value::from(minijinja::value::Serde(&ctx));
         rules
             .render(rule, lang, &value)
@@ -843,11 +842,11 @@ pub fn evaluate_subject(
     };
     let ja = match render("ja", &rule.title.ja) {
         Ok(m) => m.unwrap_or_default(),
-        Err(f) => return Outcome::Failed(f),
+        Err(f) => return failed(trace, f),
     };
     let en = match render("en", rule.title.en.as_deref().unwrap_or(&rule.title.ja)) {
         Ok(m) => m,
-        Err(f) => return Outcome::Failed(f),
+        Err(f) => return failed(trace, f),
     };
     let occurrence_part = event.map_or_else(|| o.to_string(), str::to_owned);
     let decision = Decision {
