@@ -133,6 +133,10 @@ fn main() -> ExitCode {
             let database = e.chain().any(|c| {
                 c.is::<oshirase_engine::store::StoreError>()
                     || c.is::<oshirase_engine::scheduler::SchedulerError>()
+                    || matches!(
+                        c.downcast_ref(),
+                        Some(oshirase_engine::ingest::IngestError::Store(_))
+                    )
             });
             ExitCode::from(if database {
                 exit::DATABASE

@@ -288,11 +288,9 @@ pub fn demo_cmd(args: DemoArgs) -> anyhow::Result<u8> {
     rt.block_on(async {
         let store = Store::open(&args.db.display().to_string()).await?;
         let clock = Arc::new(FixedClock::at_noon(args.from));
-        let r = match ingest(&store, "town.jsonl", &snapshot, false, clock.now()).await {
-            Ok(r) => r,
-            Err(IngestError::Invalid(e)) => anyhow::bail!("{e}"),
-            Err(IngestError::Store(e)) => return Err(e.into()),
-        };
+        let r = ingest(&store, "town.jsonl", &snapshot, false, clock.now())
+            .await
+            .with_context(|| format!("the demo snapshot {}", args.snapshot.display()))?;
         println!(
             "ingested {}: {} residents",
             args.snapshot.display(),
@@ -330,13 +328,10 @@ pub fn demo_cmd(args: DemoArgs) -> anyhow::Result<u8> {
             );
             if let Some(feed) = by_day.get(&day) {
                 register = None;
-                match ingest(&store, "town-changes.jsonl", feed, false, clock.now()).await {
-                    Ok(r) => changes_applied += r.rows_in - r.already_applied,
-                    Err(IngestError::Invalid(e)) => {
-                        anyhow::bail!("the demo change feed is invalid:\n{e}")
-                    }
-                    Err(IngestError::Store(e)) => return Err(e.into()),
-                }
+                let r = ingest(&store, "town-changes.jsonl", feed, false, clock.now())
+                    .await
+                    .context("the demo change feed")?;
+                changes_applied += r.rows_in - r.already_applied;
             }
             let (pop, addresses) = match register.take() {
                 Some(r) => r,
