@@ -361,12 +361,6 @@ impl Ctx<'_> {
                         .collect(),
                 )
             };
-            let guardians: Vec<usize> = self
-                .subject()
-                .guardians
-                .iter()
-                .filter_map(|g| pop.index_of(&g.id))
-                .collect();
             // Only the variables the rule's scripts name are built; the rest stay `()`.
             let needs = |v: &str| self.rule.script_vars.contains(&v);
             let mut scope = Scope::new();
@@ -380,7 +374,15 @@ impl Ctx<'_> {
                 self.householder()
                     .map_or(Dynamic::UNIT, |j| script::resident_map(pop.get(j)))
             });
-            push("guardians", &|| maps(guardians.clone()));
+            push("guardians", &|| {
+                maps(
+                    self.subject()
+                        .guardians
+                        .iter()
+                        .filter_map(|g| pop.index_of(&g.id))
+                        .collect(),
+                )
+            });
             push("occurrence", &|| self.o.to_string().into());
             push("today", &|| self.today.to_string().into());
             push("event", &|| match (self.event, self.rule.trigger) {
