@@ -41,8 +41,11 @@ pub fn add_days(d: NaiveDate, n: i64) -> NaiveDate {
 
 /// The same month and day `n` years later (earlier for negative `n`); 29 Feb becomes 28 Feb.
 pub fn shift_years(d: NaiveDate, n: i32) -> NaiveDate {
-    let y = d.year() + n;
-    NaiveDate::from_ymd_opt(y, d.month(), d.day()).unwrap_or_else(|| ymd(y, 2, 28))
+    MonthDay {
+        month: d.month(),
+        day: d.day(),
+    }
+    .in_year(d.year() + n)
 }
 
 /// The same day `m` months earlier, clamped to the month's last day.
