@@ -9,6 +9,7 @@ pub mod eval;
 pub mod feed;
 pub mod ids;
 pub mod ingest;
+pub mod metrics;
 pub mod outbox;
 pub mod population;
 pub mod resident;

@@ -5,11 +5,13 @@
 //! `Channel` (docs/channels.md).
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use chrono::{DateTime, FixedOffset};
+use chrono::{DateTime, FixedOffset, NaiveDate, NaiveTime};
 
-use crate::clock::Clock;
+use crate::clock::{jst, Clock};
+use crate::metrics;
+use crate::resident::Channel as ResidentChannel;
 use crate::store::{utc_text, OutboxItem, Settle, Store, StoreError};
 
 /// What one send did. Every channel returns one of these; nothing else escapes it.
@@ -36,10 +38,15 @@ pub trait Channel: Send + Sync {
     /// The outbox `channel` value this channel serves (`email`, `webpush`, `portal`, …).
     fn name(&self) -> &'static str;
     fn send(&self, item: &OutboxItem) -> impl Future<Output = Delivery> + Send;
+    /// Whether the transport can be reached now (for `/health` and start-up checks); the
+    /// error says what is wrong, without secrets.
+    fn health(&self) -> impl Future<Output = Result<(), String>> + Send {
+        async { Ok(()) }
+    }
 }
 
-/// Retry and lease settings.
-#[derive(Debug, Clone, Copy)]
+/// Retry, lease and gate settings.
+#[derive(Debug, Clone)]
 pub struct Policy {
     /// First retry delay; doubled for each attempt.
     pub base: Duration,
@@ -49,6 +56,7 @@ pub struct Policy {
     /// How long a claimed row belongs to its worker.
     pub lease: Duration,
     pub batch: i64,
+    pub gate: Gate,
 }
 
 impl Default for Policy {
@@ -59,6 +67,7 @@ impl Default for Policy {
             max_attempts: 10,
             lease: Duration::from_secs(300),
             batch: 100,
+            gate: Gate::default(),
         }
     }
 }
@@ -80,8 +89,29 @@ pub struct DrainReport {
     pub retried: usize,
     pub dead: usize,
     pub gone: usize,
+    /// Held for later (quiet hours, the daily cap); not attempts.
+    pub deferred: usize,
+    /// Not sent: the recipient no longer accepts the channel.
+    pub muted: usize,
+    /// Notices re-queued on the fallback channel.
+    pub fallbacks: usize,
     /// Rows whose lease another worker took over before this one settled them.
     pub lost: usize,
+}
+
+impl DrainReport {
+    pub fn plus(self, o: Self) -> Self {
+        Self {
+            delivered: self.delivered + o.delivered,
+            retried: self.retried + o.retried,
+            dead: self.dead + o.dead,
+            gone: self.gone + o.gone,
+            deferred: self.deferred + o.deferred,
+            muted: self.muted + o.muted,
+            fallbacks: self.fallbacks + o.fallbacks,
+            lost: self.lost + o.lost,
+        }
+    }
 }
 
 fn add(t: DateTime<FixedOffset>, d: Duration) -> DateTime<FixedOffset> {
@@ -126,6 +156,165 @@ pub fn settle(
     }
 }
 
+/// Hours in Asia/Tokyo when a channel holds its messages, e.g. 21:00–08:00 for push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuietHours {
+    pub start: NaiveTime,
+    pub end: NaiveTime,
+}
+
+impl QuietHours {
+    /// When a message held at `now` may go: `None` if `now` is outside the quiet hours.
+    pub fn release(&self, now: DateTime<FixedOffset>) -> Option<DateTime<FixedOffset>> {
+        let local = now.with_timezone(&jst());
+        let t = local.time();
+        let day = local.date_naive();
+        let at = |d: NaiveDate| d.and_time(self.end).and_local_timezone(jst()).single();
+        if self.start <= self.end {
+            (t >= self.start && t < self.end).then(|| at(day)).flatten()
+        } else if t >= self.start {
+            at(day.succ_opt()?)
+        } else if t < self.end {
+            at(day)
+        } else {
+            None
+        }
+    }
+}
+
+/// What may be sent when, and to whom, beyond the channel itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gate {
+    /// Channel name → its quiet hours.
+    pub quiet_hours: Vec<(String, QuietHours)>,
+    /// Non-critical notices a person receives per channel per day (Asia/Tokyo); 0: no cap.
+    pub daily_cap: i64,
+    /// Where a notice goes when push is gone or refused for good.
+    pub fallback: Option<(String, String)>,
+}
+
+impl Default for Gate {
+    /// Push is held from 21:00 to 08:00, at most 3 notices a channel a day, push falls back
+    /// to e-mail.
+    fn default() -> Self {
+        let t = |h| NaiveTime::from_hms_opt(h, 0, 0).expect("a whole hour");
+        Self {
+            quiet_hours: vec![(
+                "webpush".to_owned(),
+                QuietHours {
+                    start: t(21),
+                    end: t(8),
+                },
+            )],
+            daily_cap: 3,
+            fallback: Some(("webpush".to_owned(), "email".to_owned())),
+        }
+    }
+}
+
+impl Gate {
+    /// No quiet hours, no cap, no fallback: every due row is sent at once.
+    pub fn open() -> Self {
+        Self {
+            quiet_hours: Vec::new(),
+            daily_cap: 0,
+            fallback: None,
+        }
+    }
+
+    fn quiet(&self, channel: &str) -> Option<&QuietHours> {
+        self.quiet_hours
+            .iter()
+            .find(|(c, _)| c == channel)
+            .map(|(_, q)| q)
+    }
+}
+
+fn channel_of(name: &str) -> Option<ResidentChannel> {
+    match name {
+        "portal" => Some(ResidentChannel::Portal),
+        "email" => Some(ResidentChannel::Email),
+        "webpush" => Some(ResidentChannel::Webpush),
+        _ => None,
+    }
+}
+
+/// Whether `recipient` takes `channel` now: the portal preferences they saved override the
+/// register's; critical notices ignore muting but not a missing address or consent.
+async fn accepts(
+    store: &Store,
+    recipient: &str,
+    channel: &str,
+    critical: bool,
+) -> Result<bool, StoreError> {
+    let Some(ch) = channel_of(channel) else {
+        return Ok(true);
+    };
+    if let Some(prefs) = store.portal_preferences(recipient).await? {
+        return Ok(prefs.accepts(ch, critical));
+    }
+    Ok(match store.resident(recipient).await? {
+        Some(r) => !r.reachable_channels(&[ch], critical).is_empty() || ch == ResidentChannel::Portal,
+        // Not on the register (staff, a test address): nothing to honour.
+        None => true,
+    })
+}
+
+/// Decides, before sending, whether a row waits (quiet hours, the daily cap) or is muted.
+async fn hold(
+    store: &Store,
+    gate: &Gate,
+    item: &OutboxItem,
+    now: DateTime<FixedOffset>,
+) -> Result<Option<Settle>, StoreError> {
+    let critical = item.decision["critical"].as_bool().unwrap_or(false);
+    if !accepts(store, &item.recipient, &item.channel, critical).await? {
+        return Ok(Some(Settle::Muted {
+            reason: format!("{} no longer accepts {}", item.recipient, item.channel),
+        }));
+    }
+    if let Some(at) = gate.quiet(&item.channel).and_then(|q| q.release(now)) {
+        return Ok(Some(Settle::Deferred {
+            at: utc_text(at),
+            reason: format!("quiet hours for {}", item.channel),
+        }));
+    }
+    if gate.daily_cap > 0 && !critical && item.channel != "portal" {
+        let local = now.with_timezone(&jst());
+        let midnight = |d: NaiveDate| d.and_time(NaiveTime::MIN).and_local_timezone(jst()).single();
+        let today = midnight(local.date_naive()).unwrap_or(now);
+        let sent = store
+            .delivered_since(&item.recipient, &item.channel, today)
+            .await?;
+        if sent >= gate.daily_cap {
+            let mut at = local
+                .date_naive()
+                .succ_opt()
+                .and_then(midnight)
+                .unwrap_or(now);
+            if let Some(later) = gate.quiet(&item.channel).and_then(|q| q.release(at)) {
+                at = later;
+            }
+            return Ok(Some(Settle::Deferred {
+                at: utc_text(at),
+                reason: format!("daily cap of {} reached", gate.daily_cap),
+            }));
+        }
+    }
+    Ok(None)
+}
+
+fn outcome(s: &Settle) -> &'static str {
+    match s {
+        Settle::Delivered => "delivered",
+        Settle::RetryAt { .. } => "retry",
+        Settle::Dead { .. } => "dead",
+        Settle::Gone { .. } => "gone",
+        Settle::Deferred { .. } => "deferred",
+        Settle::Muted { .. } => "muted",
+    }
+}
+
 /// Delivers every due row of `channel` until none is left due now.
 pub async fn drain<C: Channel>(
     store: &Store,
@@ -134,6 +323,7 @@ pub async fn drain<C: Channel>(
     clock: &dyn Clock,
     policy: &Policy,
 ) -> Result<DrainReport, StoreError> {
+    let gate = &policy.gate;
     let mut report = DrainReport::default();
     loop {
         let now = clock.now();
@@ -150,21 +340,83 @@ pub async fn drain<C: Channel>(
             return Ok(report);
         }
         for item in items {
-            let delivery = channel.send(&item).await;
-            let now = clock.now();
-            let s = settle(policy, &item, delivery, now);
+            let (s, took) = match hold(store, gate, &item, clock.now()).await? {
+                Some(s) => (s, None),
+                None => {
+                    let started = Instant::now();
+                    let delivery = channel.send(&item).await;
+                    let took = started.elapsed();
+                    (settle(policy, &item, delivery, clock.now()), Some(took))
+                }
+            };
             match &s {
                 Settle::Delivered => report.delivered += 1,
                 Settle::RetryAt { .. } => report.retried += 1,
                 Settle::Dead { .. } => report.dead += 1,
                 Settle::Gone { .. } => report.gone += 1,
+                Settle::Deferred { .. } => report.deferred += 1,
+                Settle::Muted { .. } => report.muted += 1,
             }
-            if !store.settle_outbox(item.id, worker, &s, now).await? {
+            if !store.settle_outbox(item.id, worker, &s, clock.now()).await? {
                 report.lost += 1;
+                continue;
             }
-            tracing::info!(outbox = item.id, key = %item.decision_key, channel = channel.name(), outcome = ?s, "delivery attempt");
+            metrics::record(channel.name(), outcome(&s), took);
+            tracing::info!(outbox = item.id, key = %item.decision_key, recipient = %item.recipient,
+                channel = channel.name(), outcome = outcome(&s), "delivery attempt");
+            if let (Settle::Gone { .. } | Settle::Dead { .. }, Some((from, to))) =
+                (&s, &gate.fallback)
+            {
+                if from == channel.name() {
+                    let critical = item.decision["critical"].as_bool().unwrap_or(false);
+                    if accepts(store, &item.recipient, to, critical).await?
+                        && reachable_by(store, &item.recipient, to).await?
+                        && store
+                            .queue_fallback(&item.decision_key, &item.recipient, to, clock.now())
+                            .await?
+                    {
+                        report.fallbacks += 1;
+                        tracing::info!(outbox = item.id, key = %item.decision_key, recipient = %item.recipient,
+                            channel = to.as_str(), "fallback queued");
+                    }
+                }
+            }
         }
     }
+}
+
+/// Whether the register has an address for `recipient` on `channel`.
+async fn reachable_by(store: &Store, recipient: &str, channel: &str) -> Result<bool, StoreError> {
+    Ok(match (store.resident(recipient).await?, channel) {
+        (Some(r), "email") => r.contact.email.is_some(),
+        (Some(_), _) => true,
+        (None, _) => false,
+    })
+}
+
+/// Runs `drain` for one channel until `shutdown` turns true, waiting `idle` between drains
+/// that found nothing. Several workers may run per channel: each needs its own name.
+pub async fn work<C: Channel>(
+    store: &Store,
+    channel: &C,
+    worker: &str,
+    clock: &dyn Clock,
+    policy: &Policy,
+    idle: Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<DrainReport, StoreError> {
+    let mut total = DrainReport::default();
+    while !*shutdown.borrow() {
+        let r = drain(store, channel, worker, clock, policy).await?;
+        total = total.plus(r);
+        if r == DrainReport::default() {
+            tokio::select! {
+                _ = tokio::time::sleep(idle) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+    Ok(total)
 }
 
 #[cfg(test)]

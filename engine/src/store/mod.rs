@@ -18,6 +18,12 @@ use crate::eval::Decision;
 use crate::population::{EventKind, LifeEvent};
 use crate::resident::Resident;
 
+mod contacts;
+mod portal;
+
+pub use contacts::{PortalPreferences, PushSubscription};
+pub use portal::*;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot open the database {url}: {source}")]
@@ -71,6 +77,16 @@ pub enum Settle {
     },
     /// The address or subscription no longer exists.
     Gone {
+        reason: String,
+    },
+    /// Not an attempt: held until `at` (quiet hours, the daily cap); attempts are unchanged.
+    Deferred {
+        at: String,
+        reason: String,
+    },
+    /// Not sent: the recipient no longer accepts this channel (a preference set after the
+    /// decision). The portal still has the notice.
+    Muted {
         reason: String,
     },
 }
@@ -811,14 +827,22 @@ impl Store {
             }
             Settle::Dead { reason } => ("dead", None, Some(reason.clone()), "dead"),
             Settle::Gone { reason } => ("gone", None, Some(reason.clone()), "gone"),
+            Settle::Deferred { at, reason } => (
+                "pending",
+                Some(at.clone()),
+                Some(reason.clone()),
+                "deferred",
+            ),
+            Settle::Muted { reason } => ("muted", None, Some(reason.clone()), "muted"),
         };
+        let counted = i64::from(!matches!(settle, Settle::Deferred { .. }));
         let mut tx = self
             .pool
             .begin()
             .await
             .map_err(q("settling an outbox row"))?;
         let done = sqlx::query(self.sql(
-            "UPDATE outbox SET state = $1, attempts = attempts + 1, next_attempt_at = COALESCE($2, next_attempt_at),
+            "UPDATE outbox SET state = $1, attempts = attempts + $6, next_attempt_at = COALESCE($2, next_attempt_at),
                last_error = $3, lease_until = NULL, leased_by = NULL
              WHERE id = $4 AND leased_by = $5",
         ))
@@ -827,6 +851,7 @@ impl Store {
         .bind(error.clone())
         .bind(id)
         .bind(worker.to_owned())
+        .bind(counted)
         .execute(&mut *tx)
         .await
         .map_err(q("settling an outbox row"))?;

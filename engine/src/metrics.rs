@@ -1,0 +1,79 @@
+//! Delivery metrics, the same for every channel: attempts by channel and outcome, and send
+//! latency. Rendered in the Prometheus text format by the portal's `/metrics` endpoint.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::time::Duration;
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Latency {
+    count: u64,
+    sum_seconds: f64,
+}
+
+#[derive(Default)]
+struct Registry {
+    outcomes: BTreeMap<(String, &'static str), u64>,
+    latency: BTreeMap<String, Latency>,
+}
+
+static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
+
+fn with<R>(f: impl FnOnce(&mut Registry) -> R) -> R {
+    let mut guard = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+    f(guard.get_or_insert_with(Registry::default))
+}
+
+/// Counts one settled attempt of `channel` (`delivered`, `retry`, `dead`, `gone`, `deferred`,
+/// `muted`) and, for real sends, how long the channel took.
+pub fn record(channel: &str, outcome: &'static str, took: Option<Duration>) {
+    with(|r| {
+        *r.outcomes.entry((channel.to_owned(), outcome)).or_default() += 1;
+        if let Some(t) = took {
+            let l = r.latency.entry(channel.to_owned()).or_default();
+            l.count += 1;
+            l.sum_seconds += t.as_secs_f64();
+        }
+    });
+}
+
+/// How many attempts of `channel` ended in `outcome` so far in this process.
+pub fn count(channel: &str, outcome: &'static str) -> u64 {
+    with(|r| {
+        r.outcomes
+            .get(&(channel.to_owned(), outcome))
+            .copied()
+            .unwrap_or(0)
+    })
+}
+
+/// The delivery metrics in the Prometheus text exposition format.
+pub fn render() -> String {
+    with(|r| {
+        let mut out = String::new();
+        out.push_str("# HELP oshirase_outbox_attempts_total Outbox attempts by channel and outcome.\n");
+        out.push_str("# TYPE oshirase_outbox_attempts_total counter\n");
+        for ((channel, outcome), n) in &r.outcomes {
+            let _ = writeln!(
+                out,
+                "oshirase_outbox_attempts_total{{channel=\"{channel}\",outcome=\"{outcome}\"}} {n}"
+            );
+        }
+        out.push_str("# HELP oshirase_send_seconds Time spent in a channel's send.\n");
+        out.push_str("# TYPE oshirase_send_seconds summary\n");
+        for (channel, l) in &r.latency {
+            let _ = writeln!(
+                out,
+                "oshirase_send_seconds_sum{{channel=\"{channel}\"}} {}",
+                l.sum_seconds
+            );
+            let _ = writeln!(
+                out,
+                "oshirase_send_seconds_count{{channel=\"{channel}\"}} {}",
+                l.count
+            );
+        }
+        out
+    })
+}

@@ -1,0 +1,1 @@
+//! The resident portal: the authenticated API and server-rendered pages.
