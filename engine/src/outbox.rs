@@ -445,4 +445,42 @@ mod tests {
             "rows do not retry in lockstep"
         );
     }
+
+    #[test]
+    fn quiet_hours_release_at_their_end_in_tokyo() {
+        let t = |h, m| NaiveTime::from_hms_opt(h, m, 0).unwrap();
+        let at = |day: &str, h, m| {
+            day.parse::<NaiveDate>()
+                .unwrap()
+                .and_time(t(h, m))
+                .and_local_timezone(jst())
+                .unwrap()
+        };
+        let night = QuietHours {
+            start: t(21, 0),
+            end: t(8, 0),
+        };
+        assert_eq!(night.release(at("2026-12-31", 20, 59)), None);
+        assert_eq!(
+            night.release(at("2026-12-31", 21, 0)),
+            Some(at("2027-01-01", 8, 0))
+        );
+        assert_eq!(
+            night.release(at("2027-01-01", 7, 59)),
+            Some(at("2027-01-01", 8, 0))
+        );
+        assert_eq!(night.release(at("2027-01-01", 8, 0)), None);
+        // A time given in UTC is read in Tokyo: 12:30 UTC is 21:30 JST.
+        let utc = at("2026-12-31", 21, 30).with_timezone(&chrono::Utc).fixed_offset();
+        assert_eq!(night.release(utc), Some(at("2027-01-01", 8, 0)));
+        let lunch = QuietHours {
+            start: t(12, 0),
+            end: t(13, 0),
+        };
+        assert_eq!(
+            lunch.release(at("2026-06-01", 12, 30)),
+            Some(at("2026-06-01", 13, 0))
+        );
+        assert_eq!(lunch.release(at("2026-06-01", 13, 0)), None);
+    }
 }

@@ -387,6 +387,7 @@ use oshirase_engine::store::OutboxItem;
 type Answer = Box<dyn Fn(&OutboxItem, usize) -> Delivery + Send + Sync>;
 
 struct Scripted {
+    channel: &'static str,
     sends: std::sync::Mutex<Vec<i64>>,
     answer: Answer,
 }
@@ -394,9 +395,15 @@ struct Scripted {
 impl Scripted {
     fn new(answer: impl Fn(&OutboxItem, usize) -> Delivery + Send + Sync + 'static) -> Self {
         Self {
+            channel: "email",
             sends: Default::default(),
             answer: Box::new(answer),
         }
+    }
+
+    fn on(mut self, channel: &'static str) -> Self {
+        self.channel = channel;
+        self
     }
 
     /// `flaky` answers `first` once and is delivered after; `broken` always answers `always`.
@@ -426,7 +433,7 @@ async fn email_rows(store: &Store) -> Vec<i64> {
 
 impl oshirase_engine::outbox::Channel for Scripted {
     fn name(&self) -> &'static str {
-        "email"
+        self.channel
     }
 
     async fn send(
@@ -473,7 +480,7 @@ async fn outbox_retries_and_dead_letters(backend: &str) {
             reason: "550 no such mailbox".into(),
         },
     );
-    let policy = Policy::default();
+    let policy = open_policy();
     let r = drain(&store, &ch, "w1", clock.as_ref(), &policy)
         .await
         .unwrap();
@@ -526,7 +533,7 @@ async fn two_workers_never_send_twice(backend: &str) {
     let ch = Scripted::new(|_, _| Delivery::Delivered);
     let policy = Policy {
         batch: 5,
-        ..Policy::default()
+        ..open_policy()
     };
     let (a, b) = tokio::join!(
         drain(&store, &ch, "worker-a", clock.as_ref(), &policy),
@@ -571,7 +578,7 @@ async fn outbox_honours_retry_after_and_gone_on_postgres() {
             reason: "410".into(),
         },
     );
-    let policy = Policy::default();
+    let policy = open_policy();
     let r = drain(&store, &ch, "w", clock.as_ref(), &policy)
         .await
         .unwrap();
@@ -595,3 +602,215 @@ async fn outbox_honours_retry_after_and_gone_on_postgres() {
     );
     assert_eq!(store.outbox_rows(Some("gone")).await.unwrap().len(), 1);
 }
+
+/// Retries and leases without quiet hours or a daily cap (those have their own tests).
+fn open_policy() -> oshirase_engine::outbox::Policy {
+    oshirase_engine::outbox::Policy {
+        gate: oshirase_engine::outbox::Gate::open(),
+        ..Default::default()
+    }
+}
+
+/// The outbox rows of `channel`, grouped by recipient.
+async fn rows_by_recipient(
+    store: &Store,
+    channel: &str,
+) -> std::collections::BTreeMap<String, Vec<i64>> {
+    let mut by = std::collections::BTreeMap::<String, Vec<i64>>::new();
+    for r in store.outbox_rows(None).await.unwrap() {
+        if r.channel == channel {
+            by.entry(r.recipient).or_default().push(r.id);
+        }
+    }
+    by
+}
+
+fn jst_at(day: &str, hour: u32) -> chrono::DateTime<chrono::FixedOffset> {
+    d(day)
+        .and_hms_opt(hour, 0, 0)
+        .unwrap()
+        .and_local_timezone(oshirase_engine::clock::jst())
+        .unwrap()
+}
+
+async fn push_is_held_overnight_and_falls_back_to_email(backend: &str) {
+    use oshirase_engine::outbox::{drain, Policy};
+    let (_db, store, clock) = outbox_with_decisions(backend).await;
+    let pushes = rows_by_recipient(&store, "webpush").await;
+    let n: usize = pushes.values().map(Vec::len).sum();
+    assert!(n >= 2, "{n} push rows");
+    let emails_before = email_rows(&store).await.len();
+    // Push-only residents (by the register's preferences) now accept e-mail too, saved in the
+    // portal: their notices fall back to e-mail; everyone else already has an e-mail row.
+    let rows = store.outbox_rows(None).await.unwrap();
+    let has_email_row = |key: &str, who: &str| {
+        rows.iter()
+            .any(|r| r.channel == "email" && r.decision_key == key && r.recipient == who)
+    };
+    let mut expected = 0;
+    for r in rows.iter().filter(|r| r.channel == "webpush") {
+        if has_email_row(&r.decision_key, &r.recipient) {
+            continue;
+        }
+        let resident = store.resident(&r.recipient).await.unwrap().unwrap();
+        if resident.contact.email.is_some() {
+            expected += 1;
+            store
+                .set_portal_preferences(
+                    &r.recipient,
+                    &oshirase_engine::store::PortalPreferences {
+                        channels: vec![
+                            oshirase_engine::resident::Channel::Webpush,
+                            oshirase_engine::resident::Channel::Email,
+                        ],
+                        email_consent: true,
+                        webpush_consent: true,
+                    },
+                    clock.now(),
+                )
+                .await
+                .unwrap();
+        }
+    }
+    assert!(expected >= 1, "the fixture has push-only residents");
+    let ch = Scripted::new(|_, _| Delivery::Gone {
+        reason: "410 subscription expired".into(),
+    })
+    .on("webpush");
+    let policy = Policy {
+        gate: oshirase_engine::outbox::Gate {
+            daily_cap: 0,
+            ..Default::default()
+        },
+        ..Policy::default()
+    };
+    // 22:00 in Tokyo: every push is held until 08:00, and none is sent.
+    clock.set(jst_at("2026-10-01", 22));
+    assert_eq!(
+        oshirase_engine::store::utc_text(jst_at("2026-10-02", 8)),
+        "2026-10-01T23:00:00.000Z"
+    );
+    let r = drain(&store, &ch, "w", clock.as_ref(), &policy)
+        .await
+        .unwrap();
+    assert_eq!((r.deferred, r.gone), (n, 0));
+    assert!(ch.sends.lock().unwrap().is_empty());
+    let held = store.outbox_rows(Some("pending")).await.unwrap();
+    assert!(held
+        .iter()
+        .filter(|r| r.channel == "webpush")
+        .all(|r| r.next_attempt_at == "2026-10-01T23:00:00.000Z" && r.attempts == 0));
+    // 07:59: still held.
+    clock.set(jst_at("2026-10-02", 8) - chrono::Duration::minutes(1));
+    assert_eq!(
+        drain(&store, &ch, "w", clock.as_ref(), &policy)
+            .await
+            .unwrap(),
+        Default::default()
+    );
+    // 08:00: sent; every subscription is gone, so each notice is queued by e-mail for those
+    // with an address (and without an e-mail row already).
+    clock.set(jst_at("2026-10-02", 8));
+    let r = drain(&store, &ch, "w", clock.as_ref(), &policy)
+        .await
+        .unwrap();
+    assert_eq!(r.gone, n);
+    assert_eq!(r.fallbacks, expected, "{r:?}");
+    assert_eq!(email_rows(&store).await.len(), emails_before + r.fallbacks);
+    // The queued e-mails are delivered by the e-mail worker like any other.
+    let email = Scripted::new(|_, _| Delivery::Delivered);
+    let r2 = drain(&store, &email, "w", clock.as_ref(), &policy)
+        .await
+        .unwrap();
+    assert_eq!(r2.delivered, emails_before + r.fallbacks);
+}
+on_both!(quiet_hours_and_fallback, push_is_held_overnight_and_falls_back_to_email);
+
+async fn the_daily_cap_and_muting(backend: &str) {
+    use oshirase_engine::outbox::{drain, Gate, Policy};
+    let (_db, store, clock) = outbox_with_decisions(backend).await;
+    let emails = rows_by_recipient(&store, "email").await;
+    let (busy, rows) = emails
+        .iter()
+        .max_by_key(|(_, v)| v.len())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .unwrap();
+    assert!(rows.len() >= 2, "someone has two e-mails: {emails:?}");
+    let policy = Policy {
+        gate: Gate {
+            daily_cap: 1,
+            ..Gate::open()
+        },
+        ..Policy::default()
+    };
+    // Everyone else mutes e-mail in the portal after the decisions were made.
+    for who in emails.keys().filter(|k| **k != busy) {
+        store
+            .set_portal_preferences(
+                who,
+                &oshirase_engine::store::PortalPreferences {
+                    channels: vec![],
+                    email_consent: true,
+                    webpush_consent: false,
+                },
+                clock.now(),
+            )
+            .await
+            .unwrap();
+    }
+    let ch = Scripted::new(|_, _| Delivery::Delivered);
+    clock.set(jst_at("2026-10-02", 10));
+    let r = drain(&store, &ch, "w", clock.as_ref(), &policy)
+        .await
+        .unwrap();
+    let critical = |id: &i64| {
+        let store = store.clone();
+        let id = *id;
+        async move {
+            let rows = store.outbox_rows(None).await.unwrap();
+            let key = rows.iter().find(|r| r.id == id).unwrap().decision_key.clone();
+            store
+                .decisions()
+                .await
+                .unwrap()
+                .into_iter()
+                .any(|d| d.key == key && d.critical)
+        }
+    };
+    let mut critical_elsewhere = 0;
+    for (who, ids) in &emails {
+        if *who != busy {
+            for id in ids {
+                critical_elsewhere += usize::from(critical(id).await);
+            }
+        }
+    }
+    let others: usize = emails
+        .iter()
+        .filter(|(k, _)| **k != busy)
+        .map(|(_, v)| v.len())
+        .sum();
+    // Muted notices are not sent, unless critical; the busy recipient gets one today (plus any
+    // critical ones), the rest wait for tomorrow.
+    assert_eq!(r.muted, others - critical_elsewhere, "{r:?}");
+    let mut busy_critical = 0;
+    for id in &rows {
+        busy_critical += usize::from(critical(id).await);
+    }
+    let sent_to_busy = ch
+        .sends
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|id| rows.contains(id))
+        .count();
+    assert_eq!(sent_to_busy, (1 + busy_critical).min(rows.len()));
+    assert_eq!(r.deferred, rows.len() - sent_to_busy);
+    // Tomorrow at midnight (Tokyo) the next one goes.
+    clock.set(jst_at("2026-10-03", 0));
+    let r = drain(&store, &ch, "w", clock.as_ref(), &policy)
+        .await
+        .unwrap();
+    assert_eq!(r.delivered, 1.min(rows.len() - sent_to_busy));
+}
+on_both!(daily_cap_and_muting, the_daily_cap_and_muting);

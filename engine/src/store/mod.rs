@@ -162,6 +162,7 @@ pub struct StoredDecision {
     pub rule: String,
     pub rule_set: String,
     pub notify_on: String,
+    pub critical: bool,
 }
 
 /// Outbox times are UTC with a fixed format, so that text comparison is time order on both
@@ -931,7 +932,7 @@ impl Store {
 
     /// Every stored decision, in key order.
     pub async fn decisions(&self) -> Result<Vec<StoredDecision>> {
-        let rows = sqlx::query("SELECT key, rule, rule_set, notify_on FROM decisions ORDER BY key")
+        let rows = sqlx::query("SELECT key, rule, rule_set, notify_on, critical FROM decisions ORDER BY key")
             .fetch_all(&self.pool)
             .await
             .map_err(q("reading decisions"))?;
@@ -942,6 +943,7 @@ impl Store {
                     rule: r.try_get("rule")?,
                     rule_set: r.try_get("rule_set")?,
                     notify_on: r.try_get("notify_on")?,
+                    critical: r.try_get::<i64, _>("critical")? != 0,
                 })
             })
             .collect::<std::result::Result<_, sqlx::Error>>()
