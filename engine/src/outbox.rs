@@ -4,6 +4,7 @@
 //! due, so tests run it without sleeping. Channels live in the adapters; the contract is
 //! `Channel` (docs/channels.md).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -56,6 +57,8 @@ pub struct Policy {
     /// How long a claimed row belongs to its worker.
     pub lease: Duration,
     pub batch: i64,
+    /// Sends in flight at once per worker.
+    pub concurrency: usize,
     pub gate: Gate,
 }
 
@@ -67,6 +70,7 @@ impl Default for Policy {
             max_attempts: 10,
             lease: Duration::from_secs(300),
             batch: 100,
+            concurrency: 8,
             gate: Gate::default(),
         }
     }
@@ -239,36 +243,48 @@ fn channel_of(name: &str) -> Option<ResidentChannel> {
     }
 }
 
-/// Whether `recipient` takes `channel` now: the portal preferences they saved override the
-/// register's; critical notices ignore muting but not a missing address or consent.
-async fn accepts(
-    store: &Store,
-    recipient: &str,
-    channel: &str,
-    critical: bool,
-) -> Result<bool, StoreError> {
+/// Whether the recipient takes `channel` now: the preferences they saved in the portal
+/// override the register's; critical notices ignore muting but not a missing address or
+/// consent. People not on the register (staff) have nothing to honour.
+fn accepts(item: &OutboxItem, channel: &str, critical: bool) -> bool {
     let Some(ch) = channel_of(channel) else {
-        return Ok(true);
+        return true;
     };
-    if let Some(prefs) = store.portal_preferences(recipient).await? {
-        return Ok(prefs.accepts(ch, critical));
+    if ch == ResidentChannel::Portal {
+        return true;
     }
-    Ok(match store.resident(recipient).await? {
-        Some(r) => !r.reachable_channels(&[ch], critical).is_empty() || ch == ResidentChannel::Portal,
-        // Not on the register (staff, a test address): nothing to honour.
-        None => true,
-    })
+    if let Some(prefs) = &item.preferences {
+        return prefs.accepts(ch, critical);
+    }
+    item.resident
+        .as_ref()
+        .is_none_or(|r| !r.reachable_channels(&[ch], critical).is_empty())
+}
+
+/// Whether the register has an address for the recipient on `channel`.
+fn has_address(item: &OutboxItem, channel: &str) -> bool {
+    match (&item.resident, channel) {
+        (Some(r), "email") => r.contact.email.is_some(),
+        (Some(_), _) => true,
+        (None, _) => false,
+    }
+}
+
+fn is_critical(item: &OutboxItem) -> bool {
+    item.decision["critical"].as_bool().unwrap_or(false)
 }
 
 /// Decides, before sending, whether a row waits (quiet hours, the daily cap) or is muted.
+/// `sent_today` counts, per recipient, what was delivered today or is about to be in this batch.
 async fn hold(
     store: &Store,
     gate: &Gate,
     item: &OutboxItem,
     now: DateTime<FixedOffset>,
+    sent_today: &mut HashMap<String, i64>,
 ) -> Result<Option<Settle>, StoreError> {
-    let critical = item.decision["critical"].as_bool().unwrap_or(false);
-    if !accepts(store, &item.recipient, &item.channel, critical).await? {
+    let critical = is_critical(item);
+    if !accepts(item, &item.channel, critical) {
         return Ok(Some(Settle::Muted {
             reason: format!("{} no longer accepts {}", item.recipient, item.channel),
         }));
@@ -281,12 +297,22 @@ async fn hold(
     }
     if gate.daily_cap > 0 && !critical && item.channel != "portal" {
         let local = now.with_timezone(&jst());
-        let midnight = |d: NaiveDate| d.and_time(NaiveTime::MIN).and_local_timezone(jst()).single();
-        let today = midnight(local.date_naive()).unwrap_or(now);
-        let sent = store
-            .delivered_since(&item.recipient, &item.channel, today)
-            .await?;
-        if sent >= gate.daily_cap {
+        let midnight = |d: NaiveDate| {
+            d.and_time(NaiveTime::MIN)
+                .and_local_timezone(jst())
+                .single()
+        };
+        let sent = match sent_today.get_mut(&item.recipient) {
+            Some(n) => n,
+            None => {
+                let today = midnight(local.date_naive()).unwrap_or(now);
+                let n = store
+                    .delivered_since(&item.recipient, &item.channel, today)
+                    .await?;
+                sent_today.entry(item.recipient.clone()).or_insert(n)
+            }
+        };
+        if *sent >= gate.daily_cap {
             let mut at = local
                 .date_naive()
                 .succ_opt()
@@ -300,6 +326,7 @@ async fn hold(
                 reason: format!("daily cap of {} reached", gate.daily_cap),
             }));
         }
+        *sent += 1;
     }
     Ok(None)
 }
@@ -315,7 +342,28 @@ fn outcome(s: &Settle) -> &'static str {
     }
 }
 
-/// Delivers every due row of `channel` until none is left due now.
+/// Sends one row unless the gate held it, and decides how to settle it.
+async fn attempt<C: Channel>(
+    channel: &C,
+    policy: &Policy,
+    clock: &dyn Clock,
+    item: &OutboxItem,
+    held: Option<Settle>,
+) -> (Settle, Option<Duration>) {
+    match held {
+        Some(s) => (s, None),
+        None => {
+            let started = Instant::now();
+            let delivery = channel.send(item).await;
+            let took = started.elapsed();
+            (settle(policy, item, delivery, clock.now()), Some(took))
+        }
+    }
+}
+
+/// Delivers every due row of `channel` until none is left due now: claims a batch, checks
+/// each row against the gate, sends the rest (up to `policy.concurrency` at a time), and
+/// settles the batch in one transaction.
 pub async fn drain<C: Channel>(
     store: &Store,
     channel: &C,
@@ -339,16 +387,34 @@ pub async fn drain<C: Channel>(
         if items.is_empty() {
             return Ok(report);
         }
-        for item in items {
-            let (s, took) = match hold(store, gate, &item, clock.now()).await? {
-                Some(s) => (s, None),
-                None => {
-                    let started = Instant::now();
-                    let delivery = channel.send(&item).await;
-                    let took = started.elapsed();
-                    (settle(policy, &item, delivery, clock.now()), Some(took))
-                }
-            };
+        let mut sent_today = HashMap::new();
+        let mut held = Vec::with_capacity(items.len());
+        for item in &items {
+            held.push(hold(store, gate, item, now, &mut sent_today).await?);
+        }
+        // Sends in flight at once, in order; a named fn keeps the futures' lifetimes simple
+        // enough for a spawned task.
+        let mut outcomes = Vec::with_capacity(items.len());
+        let pending: Vec<_> = items.iter().zip(held).collect();
+        for group in pending.chunks(policy.concurrency.max(1)) {
+            let sends = group
+                .iter()
+                .map(|(item, held)| attempt(channel, policy, clock, item, held.clone()));
+            outcomes.extend(futures_util::future::join_all(sends).await);
+        }
+        let settles: Vec<(i64, Settle)> = items
+            .iter()
+            .zip(&outcomes)
+            .map(|(item, (s, _))| (item.id, s.clone()))
+            .collect();
+        let kept = store
+            .settle_outbox_batch(worker, &settles, clock.now())
+            .await?;
+        for (item, (s, took)) in items.iter().zip(outcomes) {
+            if !kept.contains(&item.id) {
+                report.lost += 1;
+                continue;
+            }
             match &s {
                 Settle::Delivered => report.delivered += 1,
                 Settle::RetryAt { .. } => report.retried += 1,
@@ -357,45 +423,31 @@ pub async fn drain<C: Channel>(
                 Settle::Deferred { .. } => report.deferred += 1,
                 Settle::Muted { .. } => report.muted += 1,
             }
-            if !store.settle_outbox(item.id, worker, &s, clock.now()).await? {
-                report.lost += 1;
-                continue;
-            }
             metrics::record(channel.name(), outcome(&s), took);
             tracing::info!(outbox = item.id, key = %item.decision_key, recipient = %item.recipient,
                 channel = channel.name(), outcome = outcome(&s), "delivery attempt");
             if let (Settle::Gone { .. } | Settle::Dead { .. }, Some((from, to))) =
                 (&s, &gate.fallback)
             {
-                if from == channel.name() {
-                    let critical = item.decision["critical"].as_bool().unwrap_or(false);
-                    if accepts(store, &item.recipient, to, critical).await?
-                        && reachable_by(store, &item.recipient, to).await?
-                        && store
-                            .queue_fallback(&item.decision_key, &item.recipient, to, clock.now())
-                            .await?
-                    {
-                        report.fallbacks += 1;
-                        tracing::info!(outbox = item.id, key = %item.decision_key, recipient = %item.recipient,
-                            channel = to.as_str(), "fallback queued");
-                    }
+                if from == channel.name()
+                    && accepts(item, to, is_critical(item))
+                    && has_address(item, to)
+                    && store
+                        .queue_fallback(&item.decision_key, &item.recipient, to, clock.now())
+                        .await?
+                {
+                    report.fallbacks += 1;
+                    tracing::info!(outbox = item.id, key = %item.decision_key, recipient = %item.recipient,
+                        channel = to.as_str(), "fallback queued");
                 }
             }
         }
     }
 }
 
-/// Whether the register has an address for `recipient` on `channel`.
-async fn reachable_by(store: &Store, recipient: &str, channel: &str) -> Result<bool, StoreError> {
-    Ok(match (store.resident(recipient).await?, channel) {
-        (Some(r), "email") => r.contact.email.is_some(),
-        (Some(_), _) => true,
-        (None, _) => false,
-    })
-}
-
-/// Runs `drain` for one channel until `shutdown` turns true, waiting `idle` between drains
-/// that found nothing. Several workers may run per channel: each needs its own name.
+/// Runs `drain` for one channel until `shutdown` turns true, waiting `idle` between drains;
+/// it drains once more after the signal, so rows claimed before it are settled. Several
+/// workers may run per channel: each needs its own name.
 pub async fn work<C: Channel>(
     store: &Store,
     channel: &C,
@@ -406,17 +458,17 @@ pub async fn work<C: Channel>(
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<DrainReport, StoreError> {
     let mut total = DrainReport::default();
-    while !*shutdown.borrow() {
-        let r = drain(store, channel, worker, clock, policy).await?;
-        total = total.plus(r);
-        if r == DrainReport::default() {
-            tokio::select! {
-                _ = tokio::time::sleep(idle) => {}
-                _ = shutdown.changed() => {}
-            }
+    loop {
+        let stopping = *shutdown.borrow();
+        total = total.plus(drain(store, channel, worker, clock, policy).await?);
+        if stopping {
+            return Ok(total);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(idle) => {}
+            _ = shutdown.changed() => {}
         }
     }
-    Ok(total)
 }
 
 #[cfg(test)]

@@ -464,7 +464,7 @@ async fn outbox_with_decisions(backend: &str) -> (Db, Store, Arc<FixedClock>) {
 }
 
 async fn outbox_retries_and_dead_letters(backend: &str) {
-    use oshirase_engine::outbox::{drain, Policy};
+    use oshirase_engine::outbox::drain;
     let (_db, store, clock) = outbox_with_decisions(backend).await;
     let emails = email_rows(&store).await;
     assert!(emails.len() >= 3, "{} email rows", emails.len());
@@ -564,7 +564,7 @@ on_both!(two_workers, two_workers_never_send_twice);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbox_honours_retry_after_and_gone_on_postgres() {
-    use oshirase_engine::outbox::{drain, Policy};
+    use oshirase_engine::outbox::drain;
     let (_db, store, clock) = outbox_with_decisions("postgres").await;
     let emails = email_rows(&store).await;
     let ch = Scripted::flaky_and_broken(

@@ -36,3 +36,7 @@ ALTER TABLE drafts ADD COLUMN decided_by TEXT;
 
 CREATE INDEX outbox_recipient ON outbox(recipient, channel, state);
 CREATE INDEX audit_log_target ON audit_log(target);
+
+-- Workers claim pending rows of a channel in id order: only those are in this index, so a
+-- claim reads a batch, not every row ever delivered.
+CREATE INDEX outbox_pending ON outbox(channel, id) WHERE state = 'pending';

@@ -22,6 +22,7 @@ mod contacts;
 mod portal;
 
 pub use contacts::{PortalPreferences, PushSubscription};
+
 pub use portal::*;
 
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +61,10 @@ pub struct OutboxItem {
     pub deadline: Option<NaiveDate>,
     /// The decision as stored (title, rendered messages, recipients, …).
     pub decision: serde_json::Value,
+    /// The recipient's register record now (contact points, consents), if they are on it.
+    pub resident: Option<Resident>,
+    /// The preferences the recipient saved in the portal, if any; they override the record's.
+    pub preferences: Option<PortalPreferences>,
 }
 
 /// How an attempt ended, as the store records it.
@@ -281,6 +286,19 @@ impl Store {
         }
     }
 
+    /// Appends the `n`th placeholder of a statement built at run time: `$n`, or an anonymous
+    /// `?` on SQLite, which looks numbered parameters up one by one (quadratic in a statement
+    /// of thousands).
+    fn push_placeholder(&self, sql: &mut String, n: usize) {
+        match self.backend {
+            Backend::Postgres => {
+                use std::fmt::Write;
+                let _ = write!(sql, "${n}");
+            }
+            Backend::Sqlite => sql.push('?'),
+        }
+    }
+
     /// Inserts `rows` with multi-row `VALUES` lists, a thousand rows a statement: one round
     /// trip per thousand instead of per row. The SQL is fixed text plus placeholders only.
     async fn insert_rows(
@@ -301,12 +319,7 @@ impl Store {
                     if c > 0 {
                         sql.push_str(", ");
                     }
-                    match self.backend {
-                        Backend::Postgres => sql.push_str(&format!("${}", i * cols + c + 1)),
-                        // Anonymous `?`: SQLite looks numbered parameters up by name, one by
-                        // one, which costs quadratic time in a statement of thousands.
-                        Backend::Sqlite => sql.push('?'),
-                    }
+                    self.push_placeholder(&mut sql, i * cols + c + 1);
                 }
                 sql.push(')');
             }
@@ -746,66 +759,108 @@ impl Store {
     ) -> Result<Vec<OutboxItem>> {
         let sql = match self.backend {
             Backend::Postgres => self.sql(
-                "UPDATE outbox SET lease_until = $1, leased_by = $2 WHERE id IN (
+                // `= ANY(ARRAY(…))` keeps the planner on the primary key instead of hashing
+                // the whole table against the batch.
+                "UPDATE outbox SET lease_until = $1, leased_by = $2 WHERE id = ANY(ARRAY(
                    SELECT id FROM outbox WHERE channel = $3 AND state = 'pending' AND next_attempt_at <= $4
                      AND (lease_until IS NULL OR lease_until < $4)
-                   ORDER BY id LIMIT $5 FOR UPDATE SKIP LOCKED)",
+                   ORDER BY id LIMIT $5 FOR UPDATE SKIP LOCKED)) RETURNING id",
             ),
             Backend::Sqlite => self.sql(
                 "UPDATE outbox SET lease_until = $1, leased_by = $2 WHERE id IN (
                    SELECT id FROM outbox WHERE channel = $3 AND state = 'pending' AND next_attempt_at <= $4
                      AND (lease_until IS NULL OR lease_until < $4)
-                   ORDER BY id LIMIT $5)",
+                   ORDER BY id LIMIT $5) RETURNING id",
             ),
         };
         let lease = utc_text(lease_until);
-        let claimed = sqlx::query(sql)
-            .bind(lease.clone())
+        let claimed: Vec<i64> = sqlx::query(sql)
+            .bind(lease)
             .bind(worker.to_owned())
             .bind(channel.to_owned())
             .bind(utc_text(now))
             .bind(limit)
-            .execute(&self.pool)
+            .fetch_all(&self.pool)
             .await
+            .and_then(|rows| rows.iter().map(|r| r.try_get("id")).collect())
             .map_err(q("claiming outbox rows"))?;
-        if claimed.rows_affected() == 0 {
+        if claimed.is_empty() {
             return Ok(Vec::new());
         }
-        // The claimed rows with their decisions in one read: the worker and lease name them.
-        let rows = sqlx::query(self.sql(
-            "SELECT o.id, o.decision_key, o.recipient, o.channel, o.attempts, d.body, d.deadline
+        // The claimed rows with their decisions, the recipients' records and saved preferences
+        // in one read by id (the worker's checks then need no query per row).
+        let mut sql = String::from(
+            "SELECT o.id, o.decision_key, o.recipient, o.channel, o.attempts, d.body, d.deadline,
+                    r.record, p.channels, p.email_consent, p.webpush_consent
              FROM outbox o JOIN decisions d ON d.key = o.decision_key
-             WHERE o.leased_by = $1 AND o.lease_until = $2 AND o.state = 'pending' ORDER BY o.id",
-        ))
-        .bind(worker.to_owned())
-        .bind(lease)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(q("reading claimed outbox rows"))?;
+               LEFT JOIN residents r ON r.id = o.recipient
+               LEFT JOIN resident_preferences p ON p.resident_id = o.recipient
+             WHERE o.id IN (",
+        );
+        for i in 0..claimed.len() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            self.push_placeholder(&mut sql, i + 1);
+        }
+        sql.push_str(") ORDER BY o.id");
+        // Fixed text and placeholders only.
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for id in &claimed {
+            query = query.bind(*id);
+        }
+        let rows = query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(q("reading claimed outbox rows"))?;
+        let corrupt = |what| {
+            move |e: serde_json::Error| StoreError::Corrupt {
+                what,
+                detail: e.to_string(),
+            }
+        };
         rows.iter()
             .map(|r| {
-                let get = |c: &str| {
-                    r.try_get::<String, _>(c)
-                        .map_err(q("reading claimed outbox rows"))
+                let read = q("reading claimed outbox rows");
+                let get = |c: &str| r.try_get::<String, _>(c);
+                let opt = |c: &str| r.try_get::<Option<String>, _>(c);
+                let (deadline, record, channels) = (
+                    opt("deadline").map_err(read)?,
+                    opt("record").map_err(q("reading claimed outbox rows"))?,
+                    opt("channels").map_err(q("reading claimed outbox rows"))?,
+                );
+                let preferences = match channels {
+                    None => None,
+                    Some(c) => {
+                        let flag = |col: &str| {
+                            r.try_get::<i64, _>(col)
+                                .map(|v| v != 0)
+                                .map_err(q("reading claimed outbox rows"))
+                        };
+                        Some(PortalPreferences {
+                            channels: serde_json::from_str(&c).map_err(corrupt("preferences"))?,
+                            email_consent: flag("email_consent")?,
+                            webpush_consent: flag("webpush_consent")?,
+                        })
+                    }
                 };
-                let deadline: Option<String> = r
-                    .try_get("deadline")
-                    .map_err(q("reading claimed outbox rows"))?;
+                let text = |c: &str| get(c).map_err(q("reading claimed outbox rows"));
                 Ok(OutboxItem {
                     id: r.try_get("id").map_err(q("reading claimed outbox rows"))?,
-                    decision_key: get("decision_key")?,
-                    recipient: get("recipient")?,
-                    channel: get("channel")?,
+                    decision_key: text("decision_key")?,
+                    recipient: text("recipient")?,
+                    channel: text("channel")?,
                     attempts: r
                         .try_get("attempts")
                         .map_err(q("reading claimed outbox rows"))?,
                     deadline: deadline.and_then(|x| x.parse().ok()),
-                    decision: serde_json::from_str(&get("body")?).map_err(|e| {
-                        StoreError::Corrupt {
-                            what: "decision body",
-                            detail: e.to_string(),
-                        }
-                    })?,
+                    decision: serde_json::from_str(&text("body")?)
+                        .map_err(corrupt("decision body"))?,
+                    resident: record
+                        .map(|x| serde_json::from_str(&x))
+                        .transpose()
+                        .map_err(corrupt("resident record"))?,
+                    preferences,
                 })
             })
             .collect()
@@ -820,57 +875,122 @@ impl Store {
         settle: &Settle,
         now: DateTime<FixedOffset>,
     ) -> Result<bool> {
+        let held = self
+            .settle_outbox_batch(worker, &[(id, settle.clone())], now)
+            .await?;
+        Ok(held.contains(&id))
+    }
+
+    /// Records attempts and settles rows in one transaction, those `worker` still holds;
+    /// returns their ids (a row missing from the answer was taken over by another worker).
+    /// Delivered rows, the common case, settle with one statement for the whole batch.
+    pub async fn settle_outbox_batch(
+        &self,
+        worker: &str,
+        settles: &[(i64, Settle)],
+        now: DateTime<FixedOffset>,
+    ) -> Result<BTreeSet<i64>> {
         let now_t = utc_text(now);
-        let (state, next, error, outcome) = match settle {
-            Settle::Delivered => ("delivered", None, None, "delivered"),
-            Settle::RetryAt { at, reason } => {
-                ("pending", Some(at.clone()), Some(reason.clone()), "retry")
-            }
-            Settle::Dead { reason } => ("dead", None, Some(reason.clone()), "dead"),
-            Settle::Gone { reason } => ("gone", None, Some(reason.clone()), "gone"),
-            Settle::Deferred { at, reason } => (
-                "pending",
-                Some(at.clone()),
-                Some(reason.clone()),
-                "deferred",
-            ),
-            Settle::Muted { reason } => ("muted", None, Some(reason.clone()), "muted"),
-        };
-        let counted = i64::from(!matches!(settle, Settle::Deferred { .. }));
+        let mut held = BTreeSet::new();
+        let mut attempts: Vec<Vec<Val>> = Vec::new();
         let mut tx = self
             .pool
             .begin()
             .await
-            .map_err(q("settling an outbox row"))?;
-        let done = sqlx::query(self.sql(
-            "UPDATE outbox SET state = $1, attempts = attempts + $6, next_attempt_at = COALESCE($2, next_attempt_at),
-               last_error = $3, lease_until = NULL, leased_by = NULL
-             WHERE id = $4 AND leased_by = $5",
-        ))
-        .bind(state.to_owned())
-        .bind(next)
-        .bind(error.clone())
-        .bind(id)
-        .bind(worker.to_owned())
-        .bind(counted)
-        .execute(&mut *tx)
-        .await
-        .map_err(q("settling an outbox row"))?;
-        if done.rows_affected() == 0 {
-            return Ok(false);
+            .map_err(q("settling outbox rows"))?;
+        let delivered: Vec<i64> = settles
+            .iter()
+            .filter(|(_, s)| *s == Settle::Delivered)
+            .map(|(id, _)| *id)
+            .collect();
+        for chunk in delivered.chunks(1000) {
+            let mut sql = String::from(
+                "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, last_error = NULL,
+                   lease_until = NULL, leased_by = NULL WHERE leased_by = ",
+            );
+            self.push_placeholder(&mut sql, 1);
+            sql.push_str(" AND id IN (");
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                self.push_placeholder(&mut sql, i + 2);
+            }
+            sql.push_str(") RETURNING id");
+            // Fixed text and placeholders only.
+            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(worker.to_owned());
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            for row in query
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(q("settling delivered rows"))?
+            {
+                let id: i64 = row.try_get("id").map_err(q("settling delivered rows"))?;
+                held.insert(id);
+                attempts.push(vec![
+                    Val::Int(id),
+                    Val::Text(now_t.clone()),
+                    Val::Text("delivered".into()),
+                    Val::OptText(None),
+                ]);
+            }
         }
-        sqlx::query(self.sql(
-            "INSERT INTO delivery_attempts (outbox_id, attempted_at, outcome, detail) VALUES ($1, $2, $3, $4)",
-        ))
-        .bind(id)
-        .bind(now_t)
-        .bind(outcome.to_owned())
-        .bind(error)
-        .execute(&mut *tx)
-        .await
-        .map_err(q("recording a delivery attempt"))?;
-        tx.commit().await.map_err(q("settling an outbox row"))?;
-        Ok(true)
+        for (id, settle) in settles.iter().filter(|(_, s)| *s != Settle::Delivered) {
+            let (state, next, error, outcome) = match settle {
+                Settle::Delivered => unreachable!("settled above"),
+                Settle::RetryAt { at, reason } => {
+                    ("pending", Some(at.clone()), Some(reason.clone()), "retry")
+                }
+                Settle::Dead { reason } => ("dead", None, Some(reason.clone()), "dead"),
+                Settle::Gone { reason } => ("gone", None, Some(reason.clone()), "gone"),
+                Settle::Deferred { at, reason } => (
+                    "pending",
+                    Some(at.clone()),
+                    Some(reason.clone()),
+                    "deferred",
+                ),
+                Settle::Muted { reason } => ("muted", None, Some(reason.clone()), "muted"),
+            };
+            // A deferral is not an attempt: it does not count towards giving up.
+            let counted = i64::from(!matches!(settle, Settle::Deferred { .. }));
+            let done = sqlx::query(self.sql(
+                "UPDATE outbox SET state = $1, attempts = attempts + $6, next_attempt_at = COALESCE($2, next_attempt_at),
+                   last_error = $3, lease_until = NULL, leased_by = NULL
+                 WHERE id = $4 AND leased_by = $5",
+            ))
+            .bind(state.to_owned())
+            .bind(next)
+            .bind(error.clone())
+            .bind(*id)
+            .bind(worker.to_owned())
+            .bind(counted)
+            .execute(&mut *tx)
+            .await
+            .map_err(q("settling an outbox row"))?;
+            if done.rows_affected() > 0 {
+                held.insert(*id);
+                attempts.push(vec![
+                    Val::Int(*id),
+                    Val::Text(now_t.clone()),
+                    Val::Text(outcome.to_owned()),
+                    Val::OptText(error),
+                ]);
+            }
+        }
+        if !attempts.is_empty() {
+            self.insert_rows(
+                &mut tx,
+                "INSERT INTO delivery_attempts (outbox_id, attempted_at, outcome, detail) VALUES ",
+                "",
+                attempts,
+                "recording delivery attempts",
+            )
+            .await?;
+        }
+        tx.commit().await.map_err(q("settling outbox rows"))?;
+        Ok(held)
     }
 
     /// Outbox rows, optionally only those in `state`, in id order.

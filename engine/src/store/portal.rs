@@ -1,2 +1,369 @@
 //! What the portal reads and changes: notices, drafts, recommendations, read marks and the
 //! audit log.
+//!
+//! A reader's notices are the decisions with an outbox row `(key, reader, 'portal')`: the
+//! evaluator already decided who may read what. The portal re-checks that against the
+//! register (support measures, proxy scopes) with the subject's record read in the same query.
+
+use chrono::{DateTime, FixedOffset};
+use indexmap::IndexMap;
+use serde::Deserialize;
+use sqlx::Row;
+
+use super::{q, utc_text, Result, Store, StoreError, Val};
+use crate::resident::Proxy;
+
+/// What the portal shows of a stored decision body, and who it is addressed to. Read with
+/// the rest of the body skipped: this is parsed on every request.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct NoticeBody {
+    pub title: NoticeText,
+    pub message: NoticeText,
+    /// The rule's category (proxies are authorised per category).
+    pub category: String,
+    pub recipients: Vec<NoticeRecipient>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct NoticeText {
+    pub ja: String,
+    #[serde(default)]
+    pub en: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct NoticeRecipient {
+    pub id: String,
+    /// `subject`, `guardian`, `householder`, `spouse`, `survivor` or `proxy`.
+    pub role: String,
+}
+
+/// The parts of a register record that decide who else may read a person's notices.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct RegisterAccess {
+    #[serde(default)]
+    pub support_measure: bool,
+    #[serde(default)]
+    pub proxies: Vec<Proxy>,
+}
+
+/// A notice as one reader sees it, with its draft and the subject's current register record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PortalNotice {
+    pub key: String,
+    pub rule: String,
+    pub subject: String,
+    pub deadline: Option<String>,
+    pub critical: bool,
+    pub created_at: String,
+    pub body: NoticeBody,
+    /// Whether this reader has opened it.
+    pub read: bool,
+    pub draft: Option<PortalDraft>,
+    /// The subject's record now (`None` if the register no longer has it).
+    pub subject_record: Option<RegisterAccess>,
+}
+
+/// A draft: the prefilled fields, and what became of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PortalDraft {
+    pub fields: IndexMap<String, serde_json::Value>,
+    /// `open`, `submitted` or `declined`.
+    pub state: String,
+    /// The fields as submitted (prefill with the reader's corrections).
+    pub submitted_fields: Option<IndexMap<String, serde_json::Value>>,
+    pub decided_by: Option<String>,
+    pub updated_at: String,
+}
+
+/// One audit log row. `detail` never holds field values, names or addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// RFC 3339 UTC (`utc_text`).
+    pub at: String,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub detail: Option<String>,
+}
+
+impl AuditEntry {
+    pub fn new(
+        at: DateTime<FixedOffset>,
+        actor: &str,
+        action: &str,
+        target: &str,
+        detail: Option<String>,
+    ) -> Self {
+        Self {
+            at: utc_text(at),
+            actor: actor.to_owned(),
+            action: action.to_owned(),
+            target: target.to_owned(),
+            detail,
+        }
+    }
+}
+
+/// How deciding a draft ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DraftDecision {
+    /// The draft was open and is now in the asked state.
+    Done,
+    /// The draft was already submitted or declined: nothing changed.
+    AlreadyDecided,
+}
+
+/// The columns of one notice row; the SQL is fixed text either way, only the filter differs.
+macro_rules! notice_select {
+    () => {
+        "SELECT d.key, d.rule, d.subject, d.deadline, d.critical, d.created_at, d.body,
+           dr.fields, dr.state, dr.submitted_fields, dr.decided_by, dr.updated_at,
+           r.record AS subject_record,
+           (SELECT COUNT(*) FROM notice_reads n WHERE n.decision_key = d.key AND n.reader = $1) AS read_n
+         FROM outbox o
+         JOIN decisions d ON d.key = o.decision_key
+         LEFT JOIN drafts dr ON dr.decision_key = d.key
+         LEFT JOIN residents r ON r.id = d.subject
+         WHERE o.recipient = $1 AND o.channel = 'portal'"
+    };
+}
+
+fn corrupt(what: &'static str) -> impl Fn(serde_json::Error) -> StoreError {
+    move |e| StoreError::Corrupt {
+        what,
+        detail: e.to_string(),
+    }
+}
+
+fn notice_from_row(row: &sqlx::any::AnyRow) -> Result<PortalNotice> {
+    let get = |c: &str| row.try_get::<String, _>(c).map_err(q("reading notices"));
+    let opt = |c: &str| {
+        row.try_get::<Option<String>, _>(c)
+            .map_err(q("reading notices"))
+    };
+    let fields = |text: Option<String>| -> Result<Option<IndexMap<String, serde_json::Value>>> {
+        text.map(|t| serde_json::from_str(&t).map_err(corrupt("draft fields")))
+            .transpose()
+    };
+    let draft = match opt("state")? {
+        Some(state) => Some(PortalDraft {
+            fields: fields(opt("fields")?)?.unwrap_or_default(),
+            state,
+            submitted_fields: fields(opt("submitted_fields")?)?,
+            decided_by: opt("decided_by")?,
+            updated_at: opt("updated_at")?.unwrap_or_default(),
+        }),
+        None => None,
+    };
+    Ok(PortalNotice {
+        key: get("key")?,
+        rule: get("rule")?,
+        subject: get("subject")?,
+        deadline: opt("deadline")?,
+        critical: row
+            .try_get::<i64, _>("critical")
+            .map_err(q("reading notices"))?
+            != 0,
+        created_at: get("created_at")?,
+        body: serde_json::from_str(&get("body")?).map_err(corrupt("decision body"))?,
+        read: row
+            .try_get::<i64, _>("read_n")
+            .map_err(q("reading notices"))?
+            > 0,
+        draft,
+        subject_record: opt("subject_record")?
+            .map(|t| serde_json::from_str(&t).map_err(corrupt("resident record")))
+            .transpose()?,
+    })
+}
+
+impl Store {
+    /// The notices `reader` has a portal row for, newest first. Authorization beyond the
+    /// outbox row (support measures, proxy scopes) is the caller's check.
+    pub async fn portal_notices(&self, reader: &str) -> Result<Vec<PortalNotice>> {
+        let rows = sqlx::query(self.sql(concat!(
+            notice_select!(),
+            " ORDER BY d.created_at DESC, d.key"
+        )))
+        .bind(reader.to_owned())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("reading notices"))?;
+        rows.iter().map(notice_from_row).collect()
+    }
+
+    /// One notice of `reader`'s, if they have a portal row for it.
+    pub async fn portal_notice(&self, reader: &str, key: &str) -> Result<Option<PortalNotice>> {
+        let row = sqlx::query(self.sql(concat!(notice_select!(), " AND o.decision_key = $2")))
+            .bind(reader.to_owned())
+            .bind(key.to_owned())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(q("reading a notice"))?;
+        row.as_ref().map(notice_from_row).transpose()
+    }
+
+    /// The access-relevant part of a person's current register record.
+    pub async fn register_access(&self, id: &str) -> Result<Option<RegisterAccess>> {
+        let row = sqlx::query(self.sql("SELECT record FROM residents WHERE id = $1"))
+            .bind(id.to_owned())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(q("reading a resident"))?;
+        row.map(|r| {
+            let record: String = r.try_get("record").map_err(q("reading a resident"))?;
+            serde_json::from_str(&record).map_err(corrupt("resident record"))
+        })
+        .transpose()
+    }
+
+    /// The procedures recommended with a decision, in id order.
+    pub async fn recommendations(&self, key: &str) -> Result<Vec<String>> {
+        let rows =
+            sqlx::query(self.sql(
+                "SELECT rule_id FROM recommendations WHERE decision_key = $1 ORDER BY rule_id",
+            ))
+            .bind(key.to_owned())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(q("reading recommendations"))?;
+        rows.iter()
+            .map(|r| r.try_get("rule_id"))
+            .collect::<std::result::Result<_, sqlx::Error>>()
+            .map_err(q("reading recommendations"))
+    }
+
+    /// Marks a notice read by `reader`; returns false if it already was.
+    pub async fn mark_notice_read(
+        &self,
+        key: &str,
+        reader: &str,
+        now: DateTime<FixedOffset>,
+    ) -> Result<bool> {
+        let done = sqlx::query(self.sql(
+            "INSERT INTO notice_reads (decision_key, reader, read_at) VALUES ($1, $2, $3)
+             ON CONFLICT (decision_key, reader) DO NOTHING",
+        ))
+        .bind(key.to_owned())
+        .bind(reader.to_owned())
+        .bind(utc_text(now))
+        .execute(&self.pool)
+        .await
+        .map_err(q("marking a notice read"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Submits (`submitted` with the fields) or declines (`declined`, no fields) an open
+    /// draft, with its audit row, in one transaction.
+    pub async fn decide_draft(
+        &self,
+        key: &str,
+        reader: &str,
+        state: &str,
+        submitted: Option<&IndexMap<String, serde_json::Value>>,
+        audit: &AuditEntry,
+    ) -> Result<DraftDecision> {
+        let submitted = submitted
+            .map(|f| serde_json::to_string(f).map_err(corrupt("draft fields")))
+            .transpose()?;
+        let mut tx = self.pool.begin().await.map_err(q("deciding a draft"))?;
+        let done = sqlx::query(self.sql(
+            "UPDATE drafts SET state = $1, submitted_fields = $2, decided_by = $3, updated_at = $4
+             WHERE decision_key = $5 AND state = 'open'",
+        ))
+        .bind(state.to_owned())
+        .bind(submitted)
+        .bind(reader.to_owned())
+        .bind(audit.at.clone())
+        .bind(key.to_owned())
+        .execute(&mut *tx)
+        .await
+        .map_err(q("deciding a draft"))?;
+        if done.rows_affected() == 0 {
+            return Ok(DraftDecision::AlreadyDecided);
+        }
+        self.insert_audit(&mut tx, std::slice::from_ref(audit))
+            .await?;
+        tx.commit().await.map_err(q("deciding a draft"))?;
+        Ok(DraftDecision::Done)
+    }
+
+    async fn insert_audit(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        entries: &[AuditEntry],
+    ) -> Result<u64> {
+        let rows = entries
+            .iter()
+            .map(|e| {
+                vec![
+                    Val::Text(e.at.clone()),
+                    Val::Text(e.actor.clone()),
+                    Val::Text(e.action.clone()),
+                    Val::Text(e.target.clone()),
+                    Val::OptText(e.detail.clone()),
+                ]
+            })
+            .collect::<Vec<_>>();
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        self.insert_rows(
+            tx,
+            "INSERT INTO audit_log (at, actor, action, target, detail) VALUES ",
+            "",
+            rows,
+            "writing the audit log",
+        )
+        .await
+    }
+
+    /// Appends audit rows in one transaction (the portal batches concurrent requests' rows
+    /// into one commit).
+    pub async fn append_audit(&self, entries: &[AuditEntry]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(q("writing the audit log"))?;
+        self.insert_audit(&mut tx, entries).await?;
+        tx.commit().await.map_err(q("writing the audit log"))
+    }
+
+    /// Audit rows, optionally only those about `target`, oldest first.
+    pub async fn audit_entries(&self, target: Option<&str>) -> Result<Vec<AuditEntry>> {
+        let rows = sqlx::query(self.sql(
+            "SELECT at, actor, action, target, detail FROM audit_log
+             WHERE ($1 IS NULL OR target = $1) ORDER BY id",
+        ))
+        .bind(target.map(str::to_owned))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("reading the audit log"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditEntry {
+                    at: r.try_get("at")?,
+                    actor: r.try_get("actor")?,
+                    action: r.try_get("action")?,
+                    target: r.try_get("target")?,
+                    detail: r.try_get("detail")?,
+                })
+            })
+            .collect::<std::result::Result<_, sqlx::Error>>()
+            .map_err(q("reading the audit log"))
+    }
+
+    /// Whether the database answers (health checks).
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(q("checking the database"))?;
+        Ok(())
+    }
+}
