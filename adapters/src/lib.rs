@@ -3,6 +3,8 @@
 
 pub mod email;
 pub mod portal;
+pub mod webpush;
 
 pub use email::{EmailChannel, EmailConfig};
 pub use portal::PortalInbox;
+pub use webpush::{check_endpoint, generate_vapid_keys, VapidKeys, WebPushChannel, WebPushConfig};
