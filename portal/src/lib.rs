@@ -1,1 +1,302 @@
-//! The resident portal: the authenticated API and server-rendered pages.
+//! The resident portal: the authenticated JSON API and the server-rendered pages, on one
+//! axum server over the store.
+//!
+//! A reader (resident, guardian or proxy) is named by the `sub` of a bearer JWT from the
+//! portal's identity provider. They see exactly the decisions with an outbox row
+//! `(key, reader, 'portal')`, re-checked live against the register; a notice that is not
+//! theirs answers exactly like a missing one. API and pages share one service layer.
+
+mod api;
+mod audit;
+mod auth;
+mod config;
+mod limit;
+mod metrics;
+mod openapi;
+mod pages;
+mod push;
+mod service;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::MethodRouter;
+use axum::{Json, Router};
+use chrono::{DateTime, FixedOffset};
+use oshirase_engine::clock::Clock;
+use oshirase_engine::store::Store;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+pub use auth::{mint_token, TokenError, Verified};
+pub use config::{ConfigError, JwtConfig, JwtKey, PortalConfig, RateLimit, Secret};
+pub use service::{
+    DraftView, NoticeDetail, NoticeSummary, PreferencesInput, PreferencesView, SubscriptionView,
+};
+
+/// Everything a request needs, shared.
+#[derive(Clone)]
+pub struct PortalState(Arc<Inner>);
+
+struct Inner {
+    portal: service::Portal,
+    verifier: auth::Verifier,
+    limiter: limit::Limiter,
+    metrics: metrics::HttpMetrics,
+    templates: minijinja::Environment<'static>,
+    /// Signs CSRF tokens; new each process, so open forms need a reload after a restart.
+    csrf_key: [u8; 32],
+}
+
+impl PortalState {
+    /// Checks the configuration and starts the audit writer (call inside a Tokio runtime).
+    pub fn new(
+        store: Store,
+        config: PortalConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, ConfigError> {
+        config.check()?;
+        let verifier =
+            auth::Verifier::new(&config).map_err(|e| ConfigError(vec![e.to_string()]))?;
+        let mut csrf_key = [0u8; 32];
+        getrandom::fill(&mut csrf_key)
+            .map_err(|e| ConfigError(vec![format!("no randomness for CSRF tokens: {e}")]))?;
+        Ok(Self(Arc::new(Inner {
+            limiter: limit::Limiter::new(config.rate_limit),
+            portal: service::Portal::new(store, clock, config),
+            verifier,
+            metrics: metrics::HttpMetrics::default(),
+            templates: pages::templates(),
+            csrf_key,
+        })))
+    }
+
+    fn portal(&self) -> &service::Portal {
+        &self.0.portal
+    }
+
+    fn config(&self) -> &PortalConfig {
+        &self.0.portal.config
+    }
+
+    fn now(&self) -> DateTime<FixedOffset> {
+        self.0.portal.clock.now()
+    }
+
+    fn templates(&self) -> &minijinja::Environment<'static> {
+        &self.0.templates
+    }
+
+    fn csrf_key(&self) -> &[u8] {
+        &self.0.csrf_key
+    }
+
+    /// Verifies a token against the configuration and the injected clock.
+    pub fn verify(&self, token: &str) -> Result<Verified, TokenError> {
+        self.0.verifier.verify(token, self.now())
+    }
+}
+
+/// Route list entries: method, path, handler. The router and `route_table` both come from
+/// here, so the table is what the router serves.
+macro_rules! routes {
+    ($($method:ident $path:literal => $handler:expr,)*) => {
+        fn routes() -> Vec<(&'static str, &'static str, MethodRouter<PortalState>)> {
+            vec![$((
+                stringify!($method),
+                $path,
+                axum::routing::on(axum::routing::MethodFilter::$method, $handler),
+            ),)*]
+        }
+    };
+}
+
+routes! {
+    GET "/api/notices" => api::notices,
+    GET "/api/notices/{key}" => api::notice,
+    POST "/api/notices/{key}/read" => api::mark_read,
+    GET "/api/drafts/{key}" => api::draft,
+    POST "/api/drafts/{key}/submit" => api::submit,
+    POST "/api/drafts/{key}/decline" => api::decline,
+    GET "/api/push-subscriptions" => api::subscriptions,
+    POST "/api/push-subscriptions" => api::subscribe,
+    DELETE "/api/push-subscriptions" => api::unsubscribe,
+    GET "/api/preferences" => api::preferences,
+    PUT "/api/preferences" => api::set_preferences,
+    GET "/openapi.json" => openapi_json,
+    GET "/health" => health,
+    GET "/metrics" => metrics_text,
+    GET "/" => pages::home,
+    GET "/login" => pages::login,
+    POST "/logout" => pages::logout,
+    GET "/inbox" => pages::inbox,
+    GET "/notices/{*key}" => pages::notice,
+    GET "/drafts/{*key}" => pages::draft,
+    POST "/drafts/{*key}" => pages::draft_post,
+    GET "/preferences" => pages::preferences,
+    POST "/preferences" => pages::preferences_post,
+}
+
+/// Every (method, path) the router serves, paths in axum's syntax (`{*key}` for the page
+/// routes whose key keeps its slashes).
+pub fn route_table() -> Vec<(&'static str, &'static str)> {
+    routes().into_iter().map(|(m, p, _)| (m, p)).collect()
+}
+
+/// The OpenAPI 3.1 document served at `/openapi.json`.
+pub fn openapi() -> serde_json::Value {
+    openapi::spec()
+}
+
+/// The portal's router: API, pages, operations endpoints, with CORS, per-token rate limits
+/// and request metrics.
+pub fn router(state: PortalState) -> Router {
+    let mut r = Router::new();
+    for (_, path, handler) in routes() {
+        r = r.route(path, handler);
+    }
+    let origins: Vec<HeaderValue> = state
+        .config()
+        .cors_origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    let cors = CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .max_age(Duration::from_secs(600));
+    r.fallback(no_route)
+        .layer(middleware::from_fn_with_state(state.clone(), rate_limit))
+        .layer(cors)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_metrics,
+        ))
+        .with_state(state)
+}
+
+async fn no_route() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({ "error": "not_found", "message": "no such route" })),
+    )
+        .into_response()
+}
+
+async fn openapi_json() -> Json<serde_json::Value> {
+    Json(openapi::spec())
+}
+
+async fn health(State(s): State<PortalState>) -> Response {
+    match s.portal().store.ping().await {
+        Ok(()) => Json(json!({ "status": "ok" })).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "health check: database unreachable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({ "status": "unavailable", "database": "unreachable" })),
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn metrics_text(State(s): State<PortalState>) -> Response {
+    let body = format!(
+        "{}{}",
+        s.0.metrics.render(),
+        oshirase_engine::metrics::render()
+    );
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// The token a request carries (bearer header, session cookie, or the login link's query).
+fn request_token(req: &Request) -> Option<&str> {
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(s, _)| s.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim());
+    header
+        .or_else(|| pages::session_token(req.headers()))
+        .or_else(|| {
+            (req.uri().path() == "/login")
+                .then(|| req.uri().query())
+                .flatten()
+                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")))
+        })
+        .filter(|t| !t.is_empty())
+}
+
+async fn rate_limit(State(s): State<PortalState>, req: Request, next: Next) -> Response {
+    if let Some(token) = request_token(&req) {
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Err(wait) = s.0.limiter.take(key) {
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            let mut r = (
+                StatusCode::TOO_MANY_REQUESTS,
+                Json(json!({ "error": "rate_limited", "message": format!("too many requests; retry in {secs} s") })),
+            )
+                .into_response();
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            return r;
+        }
+    }
+    next.run(req).await
+}
+
+async fn record_metrics(State(s): State<PortalState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    s.0.metrics.record(
+        &route,
+        &method,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+/// Serves the portal on `listener` until `shutdown` turns true; requests in flight finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    store: Store,
+    config: PortalConfig,
+    clock: Arc<dyn Clock>,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let state = PortalState::new(store, config, clock)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "portal listening");
+    }
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move {
+            // A dropped sender also means stop.
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        })
+        .await
+}

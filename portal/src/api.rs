@@ -1,0 +1,216 @@
+//! The JSON API under `/api`: bearer tokens, the service layer, JSON errors.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use indexmap::IndexMap;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::auth::TokenError;
+use crate::service::{PreferencesInput, ServiceError, SubscriptionInput};
+use crate::PortalState;
+
+/// The reader named by a valid bearer token.
+pub(crate) struct ApiReader(pub(crate) String);
+
+/// 401 with the RFC 6750 challenge.
+pub(crate) struct Unauthorized(TokenError);
+
+impl IntoResponse for Unauthorized {
+    fn into_response(self) -> Response {
+        let mut r = (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({ "error": "invalid_token", "message": self.0.to_string() })),
+        )
+            .into_response();
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer error=\"invalid_token\""),
+        );
+        r
+    }
+}
+
+/// The bearer token of a request, if it has one.
+pub(crate) fn bearer(parts: &Parts) -> Option<&str> {
+    let v = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+impl FromRequestParts<PortalState> for ApiReader {
+    type Rejection = Unauthorized;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &PortalState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts).ok_or(Unauthorized(TokenError::Missing))?;
+        state
+            .verify(token)
+            .map(|v| ApiReader(v.reader))
+            .map_err(Unauthorized)
+    }
+}
+
+pub(crate) struct ApiError(ServiceError);
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        Self(e)
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(e: JsonRejection) -> Self {
+        Self(ServiceError::Unprocessable {
+            field: None,
+            message: e.body_text(),
+        })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self.0 {
+            // One body for missing and not allowed alike.
+            ServiceError::NotFound => {
+                (StatusCode::NOT_FOUND, Json(json!({ "error": "not_found" }))).into_response()
+            }
+            ServiceError::Conflict { state } => (
+                StatusCode::CONFLICT,
+                Json(json!({ "error": "conflict", "message": format!("the draft is already {state}"), "state": state })),
+            )
+                .into_response(),
+            ServiceError::Unprocessable { field, message } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(json!({ "error": "unprocessable", "field": field, "message": message })),
+            )
+                .into_response(),
+            ServiceError::Internal(detail) => {
+                tracing::error!(error = %detail, "portal request failed");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    Json(json!({ "error": "internal" })),
+                )
+                    .into_response()
+            }
+        }
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+fn ok(v: impl serde::Serialize) -> ApiResult {
+    Ok(Json(v).into_response())
+}
+
+pub(crate) async fn notices(State(s): State<PortalState>, ApiReader(r): ApiReader) -> ApiResult {
+    ok(json!({ "notices": s.portal().notices(&r).await? }))
+}
+
+pub(crate) async fn notice(
+    State(s): State<PortalState>,
+    ApiReader(r): ApiReader,
+    Path(key): Path<String>,
+) -> ApiResult {
+    ok(s.portal().notice(&r, &key).await?)
+}
+
+pub(crate) async fn mark_read(
+    State(s): State<PortalState>,
+    ApiReader(r): ApiReader,
+    Path(key): Path<String>,
+) -> ApiResult {
+    s.portal().mark_read(&r, &key).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub(crate) async fn draft(
+    State(s): State<PortalState>,
+    ApiReader(r): ApiReader,
+    Path(key): Path<String>,
+) -> ApiResult {
+    ok(s.portal().draft(&r, &key).await?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SubmitInput {
+    #[serde(default)]
+    corrections: IndexMap<String, Value>,
+}
+
+pub(crate) async fn submit(
+    State(s): State<PortalState>,
+    ApiReader(r): ApiReader,
+    Path(key): Path<String>,
+    body: Result<Json<SubmitInput>, JsonRejection>,
+) -> ApiResult {
+    let Json(input) = body?;
+    ok(s.portal().submit(&r, &key, input.corrections).await?)
+}
+
+pub(crate) async fn decline(
+    State(s): State<PortalState>,
+    ApiReader(r): ApiReader,
+    Path(key): Path<String>,
+) -> ApiResult {
+    ok(s.portal().decline(&r, &key).await?)
+}
+
+pub(crate) async fn subscriptions(
+    State(s): State<PortalState>,
+    ApiReader(r): ApiReader,
+) -> ApiResult {
+    ok(json!({ "subscriptions": s.portal().subscriptions(&r).await? }))
+}
+
+pub(crate) async fn subscribe(
+    State(s): State<PortalState>,
+    ApiReader(r): ApiReader,
+    body: Result<Json<SubscriptionInput>, JsonRejection>,
+) -> ApiResult {
+    let Json(input) = body?;
+    let view = s.portal().subscribe(&r, input).await?;
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UnsubscribeInput {
+    endpoint: String,
+}
+
+pub(crate) async fn unsubscribe(
+    State(s): State<PortalState>,
+    ApiReader(r): ApiReader,
+    body: Result<Json<UnsubscribeInput>, JsonRejection>,
+) -> ApiResult {
+    let Json(input) = body?;
+    s.portal().unsubscribe(&r, &input.endpoint).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub(crate) async fn preferences(
+    State(s): State<PortalState>,
+    ApiReader(r): ApiReader,
+) -> ApiResult {
+    ok(s.portal().preferences(&r).await?)
+}
+
+pub(crate) async fn set_preferences(
+    State(s): State<PortalState>,
+    ApiReader(r): ApiReader,
+    body: Result<Json<PreferencesInput>, JsonRejection>,
+) -> ApiResult {
+    let Json(input) = body?;
+    ok(s.portal().set_preferences(&r, input).await?)
+}

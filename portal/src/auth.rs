@@ -1,0 +1,145 @@
+//! Bearer tokens: JWTs from the portal's identity provider. `sub` names the reader (a
+//! resident id); `iss` must match, `aud` too when configured; `exp` is required and checked
+//! against the injected clock (not the wall clock), with a small leeway.
+
+use chrono::{DateTime, FixedOffset};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use oshirase_engine::ids::ResidentId;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{JwtKey, PortalConfig};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("no bearer token")]
+    Missing,
+    #[error("invalid token: {0}")]
+    Invalid(&'static str),
+    #[error("cannot use the JWT key: {0}")]
+    Key(String),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    iss: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    aud: Option<String>,
+    exp: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nbf: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iat: Option<i64>,
+}
+
+/// A verified token: who is reading, and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub reader: String,
+    /// `exp` as Unix seconds.
+    pub expires: i64,
+}
+
+pub(crate) struct Verifier {
+    key: DecodingKey,
+    validation: Validation,
+    leeway: i64,
+}
+
+impl Verifier {
+    pub(crate) fn new(config: &PortalConfig) -> Result<Self, TokenError> {
+        let key_err = |e: jsonwebtoken::errors::Error| TokenError::Key(e.to_string());
+        let (alg, key) = match &config.jwt.key {
+            JwtKey::Hs256(s) => (
+                Algorithm::HS256,
+                DecodingKey::from_secret(s.expose().as_bytes()).map_err(key_err)?,
+            ),
+            JwtKey::Rs256PublicPem(pem) => (
+                Algorithm::RS256,
+                DecodingKey::from_rsa_pem(pem.as_bytes()).map_err(key_err)?,
+            ),
+            JwtKey::Es256PublicPem(pem) => (
+                Algorithm::ES256,
+                DecodingKey::from_ec_pem(pem.as_bytes()).map_err(key_err)?,
+            ),
+        };
+        // Only the one configured algorithm: a token cannot pick HS256 with a public key.
+        let mut validation = Validation::new(alg);
+        validation.set_issuer(&[config.jwt.issuer.as_str()]);
+        match &config.jwt.audience {
+            Some(aud) => validation.set_audience(&[aud.as_str()]),
+            None => validation.validate_aud = false,
+        }
+        // Time claims are checked below against the injected clock.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.leeway = 0;
+        validation.set_required_spec_claims(&["exp", "sub", "iss"]);
+        Ok(Self {
+            key,
+            validation,
+            leeway: i64::try_from(config.jwt.leeway_seconds).unwrap_or(i64::MAX / 2),
+        })
+    }
+
+    pub(crate) fn verify(
+        &self,
+        token: &str,
+        now: DateTime<FixedOffset>,
+    ) -> Result<Verified, TokenError> {
+        use jsonwebtoken::errors::ErrorKind as K;
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
+                TokenError::Invalid(match e.kind() {
+                    K::InvalidSignature => "bad signature",
+                    K::InvalidIssuer => "wrong issuer",
+                    K::InvalidAudience => "wrong audience",
+                    K::InvalidAlgorithm => "wrong algorithm",
+                    K::MissingRequiredClaim(_) => "a required claim (sub, iss, exp) is missing",
+                    _ => "malformed token",
+                })
+            })?;
+        let now = now.timestamp();
+        let c = data.claims;
+        if c.exp + self.leeway < now {
+            return Err(TokenError::Invalid("expired"));
+        }
+        if c.nbf.is_some_and(|nbf| nbf - self.leeway > now) {
+            return Err(TokenError::Invalid("not yet valid"));
+        }
+        ResidentId::parse(&c.sub).map_err(|_| TokenError::Invalid("sub is not a resident id"))?;
+        Ok(Verified {
+            reader: c.sub,
+            expires: c.exp,
+        })
+    }
+}
+
+/// Mints an HS256 token for `subject` valid for `ttl` from `now`, as the identity provider
+/// would (for the demo and tests). Fails for a configuration with a public key.
+pub fn mint_token(
+    config: &PortalConfig,
+    subject: &str,
+    now: DateTime<FixedOffset>,
+    ttl: std::time::Duration,
+) -> Result<String, TokenError> {
+    let JwtKey::Hs256(secret) = &config.jwt.key else {
+        return Err(TokenError::Key(
+            "tokens can only be minted with an HS256 shared secret".into(),
+        ));
+    };
+    ResidentId::parse(subject).map_err(|e| TokenError::Key(format!("subject: {e}")))?;
+    let iat = now.timestamp();
+    let claims = Claims {
+        sub: subject.to_owned(),
+        iss: config.jwt.issuer.clone(),
+        aud: config.jwt.audience.clone(),
+        exp: iat + i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2),
+        nbf: None,
+        iat: Some(iat),
+    };
+    let key = EncodingKey::from_secret(secret.expose().as_bytes())
+        .map_err(|e| TokenError::Key(e.to_string()))?;
+    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key)
+        .map_err(|e| TokenError::Key(e.to_string()))
+}

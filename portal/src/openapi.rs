@@ -1,0 +1,227 @@
+//! The OpenAPI 3.1 description of every route, written by hand; a test checks it against the
+//! router's route table both ways.
+
+use serde_json::{json, Value};
+
+fn err(description: &str) -> Value {
+    json!({ "description": description, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } })
+}
+
+fn ok_json(description: &str, schema: &str) -> Value {
+    json!({ "description": description, "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } } })
+}
+
+fn html(description: &str) -> Value {
+    json!({ "description": description, "content": { "text/html": { "schema": { "type": "string" } } } })
+}
+
+fn key_param(wildcard: bool) -> Value {
+    json!({
+        "name": "key", "in": "path", "required": true,
+        "description": if wildcard {
+            "The decision key (rule/subject/occurrence), slashes as they are."
+        } else {
+            "The decision key (rule/subject/occurrence), percent-encoded: `/` as `%2F`."
+        },
+        "schema": { "type": "string" }
+    })
+}
+
+/// Responses every authenticated API call may give.
+fn authed(mut responses: Value) -> Value {
+    let r = responses.as_object_mut().expect("an object");
+    r.insert("401".into(), err("Missing, expired, forged or wrong-issuer token. `WWW-Authenticate: Bearer error=\"invalid_token\"`."));
+    r.insert(
+        "429".into(),
+        err("Rate limit for this token; see `Retry-After`."),
+    );
+    responses
+}
+
+fn api_op(summary: &str, responses: Value) -> Value {
+    json!({ "summary": summary, "security": [{ "bearer": [] }], "responses": authed(responses) })
+}
+
+fn api_key_op(summary: &str, responses: Value) -> Value {
+    let mut op = api_op(summary, responses);
+    op["parameters"] = json!([key_param(false)]);
+    op
+}
+
+fn page(summary: &str, key: bool) -> Value {
+    let mut op = json!({
+        "summary": summary,
+        "tags": ["pages"],
+        "security": [{ "session": [] }],
+        "responses": {
+            "200": html("The page."),
+            "401": html("Not signed in: the login hint page."),
+            "404": html("Missing or not the reader's (the same page)."),
+        }
+    });
+    if key {
+        op["parameters"] = json!([key_param(true)]);
+    }
+    op
+}
+
+fn form_post(summary: &str, key: bool) -> Value {
+    let mut op = page(summary, key);
+    op["requestBody"] = json!({ "content": { "application/x-www-form-urlencoded": { "schema": { "type": "object", "properties": { "csrf": { "type": "string" } }, "required": ["csrf"] } } } });
+    op["responses"]["303"] = json!({ "description": "Done: redirect to the confirmation." });
+    op["responses"]["403"] = html("Missing or wrong CSRF token.");
+    op
+}
+
+pub(crate) fn spec() -> Value {
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "oshirase resident portal",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Notices and prefilled drafts for residents, their guardians and proxies. A reader sees exactly the notices addressed to them through the portal, re-checked against the register; a notice that is not the reader's answers exactly like a missing one."
+        },
+        "components": {
+            "securitySchemes": {
+                "bearer": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT" },
+                "session": { "type": "apiKey", "in": "cookie", "name": "oshirase_session" }
+            },
+            "schemas": {
+                "Error": { "type": "object", "required": ["error"], "properties": {
+                    "error": { "type": "string", "enum": ["invalid_token", "not_found", "conflict", "unprocessable", "rate_limited", "internal"] },
+                    "message": { "type": "string" },
+                    "field": { "type": ["string", "null"], "description": "The offending field (422)." },
+                    "state": { "type": "string", "description": "The draft's state (409)." }
+                } },
+                "NoticeSummary": { "type": "object", "required": ["key", "title", "subject", "category", "role", "created", "critical", "read", "url"], "properties": {
+                    "key": { "type": "string" }, "title": { "type": "string" }, "subject": { "type": "string" },
+                    "category": { "type": "string" },
+                    "role": { "type": "string", "enum": ["subject", "guardian", "householder", "spouse", "survivor", "proxy"] },
+                    "deadline": { "type": ["string", "null"], "format": "date" },
+                    "created": { "type": "string", "format": "date-time" },
+                    "critical": { "type": "boolean" }, "read": { "type": "boolean" },
+                    "draft_state": { "type": ["string", "null"], "enum": ["open", "submitted", "declined", null] },
+                    "url": { "type": "string", "format": "uri" }
+                } },
+                "NoticeList": { "type": "object", "required": ["notices"], "properties": {
+                    "notices": { "type": "array", "items": { "$ref": "#/components/schemas/NoticeSummary" } } } },
+                "Notice": { "allOf": [ { "$ref": "#/components/schemas/NoticeSummary" }, { "type": "object", "required": ["message", "recommendations"], "properties": {
+                    "message": { "type": "string" },
+                    "recommendations": { "type": "array", "items": { "type": "string" }, "description": "Rule ids of related procedures." } } } ] },
+                "Draft": { "type": "object", "required": ["key", "title", "state", "fields", "updated_at"], "properties": {
+                    "key": { "type": "string" }, "title": { "type": "string" },
+                    "deadline": { "type": ["string", "null"], "format": "date" },
+                    "state": { "type": "string", "enum": ["open", "submitted", "declined"] },
+                    "fields": { "type": "object", "description": "Prefilled fields in the rule's order." },
+                    "submitted_fields": { "type": ["object", "null"] },
+                    "decided_by": { "type": ["string", "null"] },
+                    "updated_at": { "type": "string" }
+                } },
+                "Submit": { "type": "object", "additionalProperties": false, "properties": {
+                    "corrections": { "type": "object", "description": "Field name to corrected value (string, number, boolean or null); only fields of the draft.",
+                        "additionalProperties": { "type": ["string", "number", "boolean", "null"] } } } },
+                "PushSubscription": { "type": "object", "required": ["endpoint", "keys"], "properties": {
+                    "endpoint": { "type": "string", "format": "uri", "description": "https on a known push service (loopback only when the portal allows it)." },
+                    "expirationTime": { "type": ["number", "null"] },
+                    "keys": { "type": "object", "required": ["p256dh", "auth"], "properties": {
+                        "p256dh": { "type": "string", "description": "base64url, 65-byte uncompressed P-256 point" },
+                        "auth": { "type": "string", "description": "base64url, 16 bytes" } } } } },
+                "Subscription": { "type": "object", "required": ["id", "endpoint"], "properties": {
+                    "id": { "type": "integer" }, "endpoint": { "type": "string" } } },
+                "SubscriptionList": { "type": "object", "required": ["subscriptions"], "properties": {
+                    "subscriptions": { "type": "array", "items": { "$ref": "#/components/schemas/Subscription" } } } },
+                "Unsubscribe": { "type": "object", "required": ["endpoint"], "additionalProperties": false, "properties": {
+                    "endpoint": { "type": "string" } } },
+                "PreferencesInput": { "type": "object", "additionalProperties": false, "required": ["channels", "email_consent", "webpush_consent"], "properties": {
+                    "channels": { "type": "array", "items": { "type": "string", "enum": ["portal", "email", "webpush"] } },
+                    "email_consent": { "type": "boolean" }, "webpush_consent": { "type": "boolean" } } },
+                "Preferences": { "allOf": [ { "$ref": "#/components/schemas/PreferencesInput" }, { "type": "object", "required": ["saved"], "properties": {
+                    "saved": { "type": "boolean", "description": "False while the register's preferences apply." } } } ] }
+            }
+        },
+        "paths": {
+            "/api/notices": {
+                "get": api_op("The reader's notices, newest first.", json!({ "200": ok_json("Notices.", "NoticeList") }))
+            },
+            "/api/notices/{key}": {
+                "get": api_key_op("One notice with its message and recommended procedures (audited).", json!({
+                    "200": ok_json("The notice.", "Notice"), "404": err("Missing or not the reader's.") }))
+            },
+            "/api/notices/{key}/read": {
+                "post": api_key_op("Marks the notice read by this reader.", json!({
+                    "204": { "description": "Marked." }, "404": err("Missing or not the reader's.") }))
+            },
+            "/api/drafts/{key}": {
+                "get": api_key_op("The prefilled draft and its state (audited).", json!({
+                    "200": ok_json("The draft.", "Draft"), "404": err("Missing or not the reader's.") }))
+            },
+            "/api/drafts/{key}/submit": {
+                "post": {
+                    "summary": "Submits the draft with corrections (audited, field names only).",
+                    "security": [{ "bearer": [] }],
+                    "parameters": [key_param(false)],
+                    "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Submit" } } } },
+                    "responses": authed(json!({
+                        "200": ok_json("Submitted.", "Draft"),
+                        "404": err("Missing or not the reader's."),
+                        "409": err("Already submitted or declined."),
+                        "422": err("A field that is not in the draft (named in `field`), or a bad value.") }))
+                }
+            },
+            "/api/drafts/{key}/decline": {
+                "post": api_key_op("Declines the procedure (audited).", json!({
+                    "200": ok_json("Declined.", "Draft"), "404": err("Missing or not the reader's."),
+                    "409": err("Already submitted or declined.") }))
+            },
+            "/api/push-subscriptions": {
+                "get": api_op("The reader's web push subscriptions.", json!({ "200": ok_json("Subscriptions.", "SubscriptionList") })),
+                "post": {
+                    "summary": "Registers a browser's push subscription.",
+                    "security": [{ "bearer": [] }],
+                    "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/PushSubscription" } } } },
+                    "responses": authed(json!({ "201": ok_json("Registered.", "Subscription"), "422": err("Endpoint or keys refused.") }))
+                },
+                "delete": {
+                    "summary": "Removes the reader's subscription for an endpoint.",
+                    "security": [{ "bearer": [] }],
+                    "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Unsubscribe" } } } },
+                    "responses": authed(json!({ "204": { "description": "Removed." }, "404": err("No such subscription of the reader's.") }))
+                }
+            },
+            "/api/preferences": {
+                "get": api_op("The reader's channel preferences and consents (the register's until saved here).", json!({ "200": ok_json("Preferences.", "Preferences") })),
+                "put": {
+                    "summary": "Saves the reader's preferences; delivery honours them from now on.",
+                    "security": [{ "bearer": [] }],
+                    "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/PreferencesInput" } } } },
+                    "responses": authed(json!({ "200": ok_json("Saved.", "Preferences"), "422": err("Bad input.") }))
+                }
+            },
+            "/openapi.json": { "get": { "summary": "This document.", "tags": ["operations"], "responses": { "200": { "description": "OpenAPI 3.1.", "content": { "application/json": {} } } } } },
+            "/health": { "get": { "summary": "Database reachable.", "tags": ["operations"], "responses": {
+                "200": { "description": "Healthy.", "content": { "application/json": {} } },
+                "503": { "description": "The database does not answer.", "content": { "application/json": {} } } } } },
+            "/metrics": { "get": { "summary": "Prometheus metrics: HTTP requests and latency by route, delivery attempts by channel.", "tags": ["operations"], "responses": {
+                "200": { "description": "Prometheus text format 0.0.4.", "content": { "text/plain": {} } } } } },
+            "/": { "get": { "summary": "Redirects to the inbox.", "tags": ["pages"], "responses": { "303": { "description": "To /inbox." } } } },
+            "/login": { "get": {
+                "summary": "Signs in with a token from the identity provider (sets an HttpOnly SameSite=Strict cookie) and redirects to `next` (a path on this site) or /inbox.",
+                "tags": ["pages"],
+                "parameters": [
+                    { "name": "token", "in": "query", "required": false, "schema": { "type": "string" } },
+                    { "name": "next", "in": "query", "required": false, "schema": { "type": "string" } } ],
+                "responses": { "303": { "description": "Signed in." }, "401": html("No or bad token: the login hint page.") } } },
+            "/logout": { "post": form_post("Signs out (clears the cookie).", false) },
+            "/inbox": { "get": page("The reader's notices.", false) },
+            "/notices/{key}": { "get": page("One notice (the link in e-mails and pushes); opening it marks it read.", true) },
+            "/drafts/{key}": {
+                "get": page("The draft as a form of its prefilled fields, or its confirmation.", true),
+                "post": form_post("Submits the form's corrections (`action=submit`, fields as `field.NAME`) or declines (`action=decline`).", true)
+            },
+            "/preferences": {
+                "get": page("Channel preferences and consents.", false),
+                "post": form_post("Saves preferences.", false)
+            }
+        }
+    })
+}

@@ -1,0 +1,485 @@
+//! Server-rendered pages for residents (Japanese, readable on a phone, no external assets).
+//! A session is the identity provider's token in an HttpOnly, SameSite=Strict cookie; forms
+//! carry a CSRF token bound to it. Everything goes through the same service as the API.
+
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::Form;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use indexmap::IndexMap;
+use minijinja::{context, Environment, Value as Jv};
+use serde::Deserialize;
+use serde_json::Value;
+use sha2::Sha256;
+
+use crate::auth::TokenError;
+use crate::service::{PreferencesInput, ServiceError};
+use crate::PortalState;
+use oshirase_engine::resident::Channel;
+
+pub(crate) const COOKIE: &str = "oshirase_session";
+
+pub(crate) fn templates() -> Environment<'static> {
+    let mut env = Environment::new();
+    for (name, src) in [
+        ("base.html", include_str!("../templates/base.html")),
+        ("inbox.html", include_str!("../templates/inbox.html")),
+        ("notice.html", include_str!("../templates/notice.html")),
+        ("draft.html", include_str!("../templates/draft.html")),
+        (
+            "preferences.html",
+            include_str!("../templates/preferences.html"),
+        ),
+        ("login.html", include_str!("../templates/login.html")),
+        ("message.html", include_str!("../templates/message.html")),
+    ] {
+        env.add_template(name, src)
+            .unwrap_or_else(|e| panic!("template {name}: {e}"));
+    }
+    env.add_filter("jdate", |s: String| -> String {
+        match chrono::NaiveDate::parse_from_str(&s, "%Y-%m-%d") {
+            Ok(d) => d.format("%Y年%-m月%-d日").to_string(),
+            Err(_) => s,
+        }
+    });
+    env.add_filter("role", |s: String| -> String {
+        match s.as_str() {
+            "subject" => "ご本人",
+            "guardian" => "保護者",
+            "householder" => "世帯主",
+            "spouse" => "配偶者",
+            "survivor" => "ご遺族",
+            "proxy" => "代理人",
+            _ => "関係者",
+        }
+        .to_owned()
+    });
+    env.add_filter("host", |s: String| -> String {
+        url::Url::parse(&s)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .unwrap_or_default()
+    });
+    env
+}
+
+fn render(state: &PortalState, status: StatusCode, name: &str, ctx: Jv) -> Response {
+    match state
+        .templates()
+        .get_template(name)
+        .and_then(|t| t.render(ctx))
+    {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(e) => {
+            tracing::error!(template = name, error = %e, "page rendering failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+        }
+    }
+}
+
+/// The session token from the cookie header.
+pub(crate) fn session_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v)
+        .filter(|v| !v.is_empty())
+}
+
+/// A signed-in reader with the token of their session (for the CSRF token).
+pub(crate) struct PageReader {
+    id: String,
+    token: String,
+}
+
+impl PageReader {
+    fn csrf(&self, state: &PortalState) -> String {
+        csrf_for(state, &self.token)
+    }
+
+    fn csrf_ok(&self, state: &PortalState, form: &[(String, String)]) -> bool {
+        form.iter()
+            .find(|(n, _)| n == "csrf")
+            .is_some_and(|(_, v)| csrf_ok(state, &self.token, v))
+    }
+}
+
+/// Not signed in: the login hint, with a same-site link back to the page asked for (a
+/// SameSite=Strict cookie is not sent on a link followed from another site, a webmail).
+pub(crate) struct LoginHint {
+    state: PortalState,
+    retry: Option<String>,
+    problem: Option<&'static str>,
+}
+
+impl IntoResponse for LoginHint {
+    fn into_response(self) -> Response {
+        render(
+            &self.state,
+            StatusCode::UNAUTHORIZED,
+            "login.html",
+            context! { retry => self.retry, problem => self.problem },
+        )
+    }
+}
+
+fn csrf_for(state: &PortalState, token: &str) -> String {
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(state.csrf_key()).expect("HMAC takes any key size");
+    mac.update(token.as_bytes());
+    URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+}
+
+fn csrf_ok(state: &PortalState, token: &str, given: &str) -> bool {
+    let Ok(given) = URL_SAFE_NO_PAD.decode(given) else {
+        return false;
+    };
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(state.csrf_key()).expect("HMAC takes any key size");
+    mac.update(token.as_bytes());
+    mac.verify_slice(&given).is_ok()
+}
+
+impl FromRequestParts<PortalState> for PageReader {
+    type Rejection = LoginHint;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &PortalState,
+    ) -> Result<Self, Self::Rejection> {
+        let hint = |problem| LoginHint {
+            state: state.clone(),
+            retry: (parts.method == axum::http::Method::GET).then(|| parts.uri.path().to_owned()),
+            problem,
+        };
+        let Some(token) = session_token(&parts.headers) else {
+            return Err(hint(None));
+        };
+        match state.verify(token) {
+            Ok(v) => Ok(PageReader {
+                id: v.reader,
+                token: token.to_owned(),
+            }),
+            Err(TokenError::Invalid("expired")) => Err(hint(Some(
+                "ログインの有効期限が切れました。もう一度ログインしてください。",
+            ))),
+            Err(_) => Err(hint(None)),
+        }
+    }
+}
+
+fn message(state: &PortalState, status: StatusCode, heading: &str, text: &str) -> Response {
+    render(
+        state,
+        status,
+        "message.html",
+        context! { reader => true, heading, text },
+    )
+}
+
+/// A service error as a page. Missing and not allowed look the same.
+fn error_page(state: &PortalState, e: ServiceError) -> Response {
+    match e {
+        ServiceError::NotFound => message(
+            state,
+            StatusCode::NOT_FOUND,
+            "お知らせが見つかりません",
+            "このお知らせは存在しないか、表示できません。",
+        ),
+        ServiceError::Conflict { state: s } => message(
+            state,
+            StatusCode::CONFLICT,
+            "この申請書は受付済みです",
+            if s == "submitted" {
+                "この申請書はすでに提出されています。"
+            } else {
+                "この手続はすでに「申請しない」として受け付けました。"
+            },
+        ),
+        ServiceError::Unprocessable { message: m, .. } => message(
+            state,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "入力内容を確認してください",
+            &m,
+        ),
+        ServiceError::Internal(detail) => {
+            tracing::error!(error = %detail, "portal page failed");
+            message(
+                state,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ただいま表示できません",
+                "しばらくしてからもう一度お試しください。",
+            )
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct LoginQuery {
+    token: Option<String>,
+    next: Option<String>,
+}
+
+pub(crate) async fn login(State(s): State<PortalState>, Query(q): Query<LoginQuery>) -> Response {
+    let Some(token) = q.token.filter(|t| !t.is_empty()) else {
+        return LoginHint {
+            state: s,
+            retry: None,
+            problem: None,
+        }
+        .into_response();
+    };
+    let v = match s.verify(&token) {
+        Ok(v) => v,
+        Err(_) => {
+            return LoginHint {
+                state: s,
+                retry: None,
+                problem: Some("ログイン用のリンクが無効か、有効期限が切れています。"),
+            }
+            .into_response()
+        }
+    };
+    let max_age = (v.expires - s.now().timestamp()).max(0);
+    let secure = if s.config().public_url.starts_with("https:") {
+        "; Secure"
+    } else {
+        ""
+    };
+    let cookie =
+        format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}");
+    // Only a path on this site: never an open redirect.
+    let next = q
+        .next
+        .filter(|n| n.starts_with('/') && !n.starts_with("//") && !n.contains('\\'))
+        .unwrap_or_else(|| "/inbox".to_owned());
+    let mut r = Redirect::to(&next).into_response();
+    match HeaderValue::from_str(&cookie) {
+        Ok(c) => {
+            r.headers_mut().insert(header::SET_COOKIE, c);
+            r
+        }
+        Err(_) => LoginHint {
+            state: s,
+            retry: None,
+            problem: Some("ログイン用のリンクが無効です。"),
+        }
+        .into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct CsrfForm {
+    csrf: String,
+}
+
+pub(crate) async fn logout(
+    State(s): State<PortalState>,
+    headers: HeaderMap,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    if let Some(token) = session_token(&headers) {
+        if !csrf_ok(&s, token, &f.csrf) {
+            return forbidden(&s);
+        }
+    }
+    let mut r = Redirect::to("/login").into_response();
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("oshirase_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+    );
+    r
+}
+
+pub(crate) async fn home() -> Redirect {
+    Redirect::to("/inbox")
+}
+
+pub(crate) async fn inbox(State(s): State<PortalState>, reader: PageReader) -> Response {
+    match s.portal().notices(&reader.id).await {
+        Ok(notices) => render(
+            &s,
+            StatusCode::OK,
+            "inbox.html",
+            context! { reader => true, notices => Jv::from(minijinja::value::Serde(&notices)) },
+        ),
+        Err(e) => error_page(&s, e),
+    }
+}
+
+pub(crate) async fn notice(
+    State(s): State<PortalState>,
+    reader: PageReader,
+    Path(key): Path<String>,
+) -> Response {
+    let p = s.portal();
+    let n = match p.notice(&reader.id, &key).await {
+        Ok(n) => n,
+        Err(e) => return error_page(&s, e),
+    };
+    // Opening the page is reading it.
+    if let Err(e) = p.mark_read(&reader.id, &key).await {
+        return error_page(&s, e);
+    }
+    render(
+        &s,
+        StatusCode::OK,
+        "notice.html",
+        context! { reader => true, notice => Jv::from(minijinja::value::Serde(&n)) },
+    )
+}
+
+fn field_list(fields: &IndexMap<String, Value>) -> Vec<Jv> {
+    fields
+        .iter()
+        .map(|(name, v)| {
+            let (value, editable) = crate::service::display(v);
+            context! { name, value, editable }
+        })
+        .collect()
+}
+
+#[derive(Deserialize)]
+pub(crate) struct DraftQuery {
+    done: Option<String>,
+}
+
+pub(crate) async fn draft(
+    State(s): State<PortalState>,
+    reader: PageReader,
+    Path(key): Path<String>,
+    Query(q): Query<DraftQuery>,
+) -> Response {
+    match s.portal().draft(&reader.id, &key).await {
+        Ok(d) => {
+            let submitted = d.submitted_fields.as_ref().map(field_list);
+            render(
+                &s,
+                StatusCode::OK,
+                "draft.html",
+                context! {
+                    reader => true,
+                    csrf => reader.csrf(&s),
+                    fields => field_list(&d.fields),
+                    submitted,
+                    just_done => q.done.is_some(),
+                    draft => Jv::from(minijinja::value::Serde(&d)),
+                },
+            )
+        }
+        Err(e) => error_page(&s, e),
+    }
+}
+
+pub(crate) async fn draft_post(
+    State(s): State<PortalState>,
+    reader: PageReader,
+    Path(key): Path<String>,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Response {
+    if !reader.csrf_ok(&s, &form) {
+        return forbidden(&s);
+    }
+    let p = s.portal();
+    let action = form
+        .iter()
+        .find(|(n, _)| n == "action")
+        .map(|(_, v)| v.as_str());
+    let result = match action {
+        Some("decline") => p.decline(&reader.id, &key).await.map(|_| "declined"),
+        Some("submit") => {
+            let inputs = form
+                .iter()
+                .filter_map(|(n, v)| Some((n.strip_prefix("field.")?.to_owned(), v.clone())))
+                .collect();
+            p.submit_form(&reader.id, &key, inputs)
+                .await
+                .map(|_| "submitted")
+        }
+        _ => {
+            return message(
+                &s,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "入力内容を確認してください",
+                "申請するか、申請しないかを選んでください。",
+            )
+        }
+    };
+    match result {
+        Ok(done) => Redirect::to(&format!("/drafts/{key}?done={done}")).into_response(),
+        Err(e) => error_page(&s, e),
+    }
+}
+
+fn forbidden(s: &PortalState) -> Response {
+    message(
+        s,
+        StatusCode::FORBIDDEN,
+        "操作を確認できませんでした",
+        "ページを開き直してから、もう一度お試しください。",
+    )
+}
+
+pub(crate) async fn preferences(
+    State(s): State<PortalState>,
+    reader: PageReader,
+    uri: Uri,
+) -> Response {
+    let p = s.portal();
+    let prefs = match p.preferences(&reader.id).await {
+        Ok(x) => x,
+        Err(e) => return error_page(&s, e),
+    };
+    let subscriptions = match p.subscriptions(&reader.id).await {
+        Ok(x) => x,
+        Err(e) => return error_page(&s, e),
+    };
+    render(
+        &s,
+        StatusCode::OK,
+        "preferences.html",
+        context! {
+            reader => true,
+            csrf => reader.csrf(&s),
+            prefs => Jv::from(minijinja::value::Serde(&prefs)),
+            subscriptions => Jv::from(minijinja::value::Serde(&subscriptions)),
+            saved_now => uri.query() == Some("saved=1"),
+            vapid_public_key => s.config().vapid_public_key.clone(),
+        },
+    )
+}
+
+pub(crate) async fn preferences_post(
+    State(s): State<PortalState>,
+    reader: PageReader,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Response {
+    if !reader.csrf_ok(&s, &form) {
+        return forbidden(&s);
+    }
+    let has = |k: &str| form.iter().any(|(n, _)| n == k);
+    let mut channels = vec![Channel::Portal];
+    if has("email") {
+        channels.push(Channel::Email);
+    }
+    if has("webpush") {
+        channels.push(Channel::Webpush);
+    }
+    let input = PreferencesInput {
+        channels,
+        email_consent: has("email_consent"),
+        webpush_consent: has("webpush_consent"),
+    };
+    match s.portal().set_preferences(&reader.id, input).await {
+        Ok(_) => Redirect::to("/preferences?saved=1").into_response(),
+        Err(e) => error_page(&s, e),
+    }
+}

@@ -1,0 +1,39 @@
+//! Checks on a browser's push subscription before it is stored: the keys the right sizes.
+//! The endpoint rule (a known push service over https) is the web push channel's own
+//! (`oshirase_adapters::check_endpoint`), so what the portal stores the channel will send to.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+
+fn b64url(what: &str, s: &str) -> Result<Vec<u8>, String> {
+    URL_SAFE_NO_PAD
+        .decode(s.trim_end_matches('='))
+        .map_err(|_| format!("keys.{what} is not base64url"))
+}
+
+/// `p256dh`: an uncompressed P-256 point (65 bytes, 0x04 first); `auth`: 16 bytes.
+pub(crate) fn check_keys(p256dh: &str, auth: &str) -> Result<(), String> {
+    let p = b64url("p256dh", p256dh)?;
+    if p.len() != 65 || p[0] != 4 {
+        return Err("keys.p256dh must be an uncompressed P-256 public key (65 bytes)".into());
+    }
+    if b64url("auth", auth)?.len() != 16 {
+        return Err("keys.auth must be 16 bytes".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys() {
+        let p = URL_SAFE_NO_PAD.encode([4u8; 65]);
+        let a = URL_SAFE_NO_PAD.encode([1u8; 16]);
+        assert_eq!(check_keys(&p, &a), Ok(()));
+        assert!(check_keys(&URL_SAFE_NO_PAD.encode([3u8; 65]), &a).is_err());
+        assert!(check_keys(&p, &URL_SAFE_NO_PAD.encode([1u8; 15])).is_err());
+        assert!(check_keys("!!", &a).unwrap_err().contains("base64url"));
+    }
+}

@@ -1,0 +1,831 @@
+//! The JSON API over a real database (SQLite and PostgreSQL) and a real socket.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::*;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use oshirase_engine::clock::Clock;
+use oshirase_portal::{mint_token, JwtKey, PortalConfig};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+async fn readers_see_exactly_their_notices(backend: &str) {
+    let app = spawn_app(backend).await;
+    let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+    let keys = |v: Vec<String>| v.into_iter().collect::<BTreeSet<_>>();
+    // The subject: both of her own notices.
+    assert_eq!(keys(app.keys("R10001").await), set(&[PENSION, HEALTH]));
+    // The guardian: the child's notice only.
+    assert_eq!(keys(app.keys("R10003").await), set(&[CHILD]));
+    // The pension proxy: the pension notice, not the health insurance one it has a row for.
+    assert_eq!(keys(app.keys("R10005").await), set(&[PENSION]));
+    // A proxy whose authority ended yesterday: nothing.
+    assert!(app.keys("R10006").await.is_empty());
+    assert_eq!(keys(app.keys("R10004").await), set(&[OTHER]));
+
+    let (status, list) = App::json(app.get("R10003", "/api/notices").await).await;
+    assert_eq!(status, 200);
+    let n = &list["notices"][0];
+    assert_eq!(n["title"], "児童手当の認定請求");
+    assert_eq!(n["subject"], "R10002");
+    assert_eq!(n["role"], "guardian");
+    assert_eq!(n["category"], "childcare");
+    assert_eq!(n["deadline"], "2026-10-15");
+    assert_eq!(n["read"], false);
+    assert_eq!(n["draft_state"], "open");
+    assert_eq!(
+        n["url"],
+        "https://portal.example.jp/notices/jidou-teate-nintei/R10002/2026-10-01"
+    );
+    assert!(n["created"].as_str().unwrap().starts_with("2026-10-01"));
+
+    // One notice, with recommendations; then marked read.
+    let (status, one) = App::json(
+        app.get("R10001", &format!("/api/notices/{}", enc(PENSION)))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{one}");
+    assert_eq!(one["recommendations"], json!(["kokuho-kanyu"]));
+    assert!(one["message"].as_str().unwrap().contains("国民年金の手続"));
+    assert_eq!(one["read"], false);
+    let r = app
+        .post(
+            "R10001",
+            &format!("/api/notices/{}/read", enc(PENSION)),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 204);
+    let (_, one) = App::json(
+        app.get("R10001", &format!("/api/notices/{}", enc(PENSION)))
+            .await,
+    )
+    .await;
+    assert_eq!(one["read"], true);
+    // Read marks are per reader: the proxy has not read it.
+    let (_, proxy) = App::json(
+        app.get("R10005", &format!("/api/notices/{}", enc(PENSION)))
+            .await,
+    )
+    .await;
+    assert_eq!(proxy["read"], false);
+    assert_eq!(proxy["role"], "proxy");
+    app.shutdown().await;
+}
+on_both!(visibility, readers_see_exactly_their_notices);
+
+async fn anothers_notice_answers_like_a_missing_one(backend: &str) {
+    let app = spawn_app(backend).await;
+    // (reader, key): not theirs for a reason each.
+    let denied = [
+        ("R10001", OTHER),   // another resident's
+        ("R10005", HEALTH),  // outside the proxy's scope
+        ("R10006", PENSION), // proxy authority ended
+        ("R10004", CHILD),   // no relation
+    ];
+    for (reader, key) in denied {
+        for (method, path, body) in [
+            (Method::GET, format!("/api/notices/{}", enc(key)), None),
+            (
+                Method::POST,
+                format!("/api/notices/{}/read", enc(key)),
+                None,
+            ),
+            (Method::GET, format!("/api/drafts/{}", enc(key)), None),
+            (
+                Method::POST,
+                format!("/api/drafts/{}/submit", enc(key)),
+                Some(json!({"corrections": {}})),
+            ),
+            (
+                Method::POST,
+                format!("/api/drafts/{}/decline", enc(key)),
+                None,
+            ),
+        ] {
+            let missing_path = path.replace(&enc(key), &enc(MISSING));
+            let a = App::json(app.send(method.clone(), reader, &path, body.clone()).await).await;
+            let b = App::json(app.send(method.clone(), reader, &missing_path, body).await).await;
+            assert_eq!(a, b, "{reader} {method} {path}");
+            assert_eq!(a, (404, json!({"error": "not_found"})));
+        }
+    }
+    // Nothing changed for the owners.
+    let (_, d) = App::json(
+        app.get("R10004", &format!("/api/drafts/{}", enc(OTHER)))
+            .await,
+    )
+    .await;
+    assert_eq!(d["state"], "open");
+    // Refused draft attempts are audited like any other, with the key asked for.
+    let audit = app.store.audit_entries(Some(OTHER)).await.unwrap();
+    assert!(audit
+        .iter()
+        .any(|e| e.actor == "R10001" && e.action == "draft.refused"));
+    let missing = app.store.audit_entries(Some(MISSING)).await.unwrap();
+    assert!(missing
+        .iter()
+        .any(|e| e.actor == "R10001" && e.action == "draft.refused"));
+    app.shutdown().await;
+}
+on_both!(
+    denied_like_missing,
+    anothers_notice_answers_like_a_missing_one
+);
+
+async fn register_changes_apply_at_once(backend: &str) {
+    let app = spawn_app(backend).await;
+    assert_eq!(app.keys("R10003").await, vec![CHILD.to_owned()]);
+    assert_eq!(app.keys("R10005").await, vec![PENSION.to_owned()]);
+    // The child comes under a support measure; the pension proxy's scope moves to health
+    // insurance only. The decisions and their outbox rows stay as they were.
+    let changed = register(&[
+        ("R10002", json!({"support_measure": true})),
+        (
+            "R10001",
+            json!({"proxies": [{"id": "R10005", "scopes": ["health_insurance"]}]}),
+        ),
+    ]);
+    ingest(&app.store, &changed, app.clock.now()).await;
+    assert!(app.keys("R10003").await.is_empty(), "guardian hidden");
+    let (status, _) = App::json(
+        app.get("R10003", &format!("/api/drafts/{}", enc(CHILD)))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert_eq!(app.keys("R10005").await, vec![HEALTH.to_owned()]);
+
+    // A subject under a support measure still reads her own notices; her proxy does not.
+    let protected = register(&[("R10001", json!({"support_measure": true}))]);
+    ingest(&app.store, &protected, app.clock.now()).await;
+    assert_eq!(app.keys("R10001").await.len(), 2);
+    assert!(app.keys("R10005").await.is_empty());
+    app.shutdown().await;
+}
+on_both!(live_recheck, register_changes_apply_at_once);
+
+async fn bad_tokens_are_401(backend: &str) {
+    let app = spawn_app(backend).await;
+    let now = app.clock.now();
+    let hour = Duration::from_secs(3600);
+    let expired = mint_token(
+        &app.config,
+        "R10001",
+        now - chrono::Duration::hours(3),
+        hour,
+    )
+    .unwrap();
+    // Within the leeway an expired token still passes; past it, not.
+    let just = mint_token(
+        &app.config,
+        "R10001",
+        now - chrono::Duration::seconds(3610),
+        hour,
+    )
+    .unwrap();
+    let forged = mint_token(
+        &config().jwt_key(JwtKey::Hs256(oshirase_portal::Secret::new(
+            "another-secret-another-secret-another",
+        ))),
+        "R10001",
+        now,
+        hour,
+    )
+    .unwrap();
+    let wrong_issuer = mint_token(
+        &config().issuer("https://evil.example"),
+        "R10001",
+        now,
+        hour,
+    )
+    .unwrap();
+    let not_a_resident = {
+        // A valid signature over a `sub` that is not a resident id.
+        let claims = json!({"sub": "../R10001", "iss": ISSUER, "exp": now.timestamp() + 60});
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(SECRET.as_bytes()).unwrap(),
+        )
+        .unwrap()
+    };
+    let no_exp = {
+        let claims = json!({"sub": "R10001", "iss": ISSUER});
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(SECRET.as_bytes()).unwrap(),
+        )
+        .unwrap()
+    };
+    let r = app
+        .http
+        .get(format!("{}/api/notices", app.base))
+        .bearer_auth(&just)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "10 s past exp is inside the 30 s leeway");
+    for (what, header) in [
+        ("missing", None),
+        ("not bearer", Some("Basic dXNlcjpwYXNz".to_owned())),
+        ("garbage", Some("Bearer not.a.jwt".to_owned())),
+        ("expired", Some(format!("Bearer {expired}"))),
+        ("forged", Some(format!("Bearer {forged}"))),
+        ("wrong issuer", Some(format!("Bearer {wrong_issuer}"))),
+        ("bad sub", Some(format!("Bearer {not_a_resident}"))),
+        ("no exp", Some(format!("Bearer {no_exp}"))),
+    ] {
+        let mut req = app.http.get(format!("{}/api/notices", app.base));
+        if let Some(h) = header {
+            req = req.header("authorization", h);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 401, "{what}");
+        assert_eq!(
+            r.headers()["www-authenticate"],
+            "Bearer error=\"invalid_token\"",
+            "{what}"
+        );
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_token", "{what}");
+    }
+    app.shutdown().await;
+}
+on_both!(tokens, bad_tokens_are_401);
+
+/// A test-only P-256 key pair, as an identity provider would sign with.
+const ES_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgQU5FXINwiBL2GCQ2
+/207w0p9sXRMYjmTXOUPx3HJdHihRANCAAQDuD6T0wrwQyxfYlVTrG/+yLAywAk/
+lDAL3vigrD7ZqW7s9GoXPudptNqHnsp43UHF8b+gIFpFNNL85AeurOoj
+-----END PRIVATE KEY-----
+";
+const ES_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEA7g+k9MK8EMsX2JVU6xv/siwMsAJ
+P5QwC974oKw+2alu7PRqFz7nabTah57KeN1BxfG/oCBaRTTS/OQHrqzqIw==
+-----END PUBLIC KEY-----
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn es256_tokens_from_the_identity_provider() {
+    let cfg = config()
+        .jwt_key(JwtKey::Es256PublicPem(ES_PUBLIC.into()))
+        .audience("oshirase-portal");
+    let app = spawn_app_with("sqlite", cfg).await;
+    let now = app.clock.now().timestamp();
+    let sign = |aud: &str| {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::ES256),
+            &json!({"sub": "R10003", "iss": ISSUER, "aud": aud, "exp": now + 600, "iat": now}),
+            &EncodingKey::from_ec_pem(ES_PRIVATE.as_bytes()).unwrap(),
+        )
+        .unwrap()
+    };
+    let call = |token: String| {
+        app.http
+            .get(format!("{}/api/notices", app.base))
+            .bearer_auth(token)
+            .send()
+    };
+    assert_eq!(call(sign("oshirase-portal")).await.unwrap().status(), 200);
+    assert_eq!(call(sign("another-service")).await.unwrap().status(), 401);
+    // An HS256 token "signed" with the public key must not pass (algorithm confusion).
+    let confused = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &json!({"sub": "R10003", "iss": ISSUER, "aud": "oshirase-portal", "exp": now + 600}),
+        &EncodingKey::from_secret(ES_PUBLIC.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(call(confused).await.unwrap().status(), 401);
+    // Minting needs a shared secret.
+    assert!(mint_token(
+        &app.config,
+        "R10003",
+        app.clock.now(),
+        Duration::from_secs(60)
+    )
+    .is_err());
+    app.shutdown().await;
+}
+
+async fn drafts_are_submitted_once_and_audited(backend: &str) {
+    let app = spawn_app(backend).await;
+    let path = format!("/api/drafts/{}", enc(PENSION));
+    let (status, d) = App::json(app.get("R10001", &path).await).await;
+    assert_eq!(status, 200, "{d}");
+    assert_eq!(d["state"], "open");
+    assert_eq!(d["title"], "国民年金の手続");
+    // Fields keep the rule's order on the wire.
+    let raw = app.get("R10001", &path).await.text().await.unwrap();
+    let fields = &raw[raw.find("\"fields\"").unwrap()..];
+    let at = |f: &str| fields.find(&format!("\"{f}\":")).unwrap();
+    assert!(
+        at("name") < at("address")
+            && at("address") < at("birth_date")
+            && at("birth_date") < at("annual_income"),
+        "{raw}"
+    );
+    assert_eq!(d["fields"]["annual_income"], 1200000);
+
+    let submit = format!("/api/drafts/{}/submit", enc(PENSION));
+    // A field that is not in the draft is named.
+    let (status, e) = App::json(
+        app.post(
+            "R10001",
+            &submit,
+            Some(json!({"corrections": {"bank_account": "1234567"}})),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 422, "{e}");
+    assert_eq!(e["field"], "bank_account");
+    let (status, e) = App::json(
+        app.post(
+            "R10001",
+            &submit,
+            Some(json!({"corrections": {"address": ["x"]}})),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!((status, e["field"].clone()), (422, json!("address")));
+    let (status, _) = App::json(
+        app.post("R10001", &submit, Some(json!({"fixes": {}})))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 422, "unknown top-level member");
+
+    // The proxy submits with a corrected address.
+    let (status, done) = App::json(
+        app.post(
+            "R10005",
+            &submit,
+            Some(json!({"corrections": {"address": "東京都利島村2番地の3"}})),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["state"], "submitted");
+    assert_eq!(done["decided_by"], "R10005");
+    assert_eq!(done["submitted_fields"]["address"], "東京都利島村2番地の3");
+    assert_eq!(done["submitted_fields"]["name"], "山田 花子");
+    assert_eq!(
+        done["fields"]["address"], "東京都利島村1番地",
+        "prefill kept"
+    );
+
+    // Once only: submit and decline again are conflicts, for anyone.
+    for (who, p) in [
+        ("R10001", submit.clone()),
+        ("R10005", format!("/api/drafts/{}/decline", enc(PENSION))),
+    ] {
+        let (status, e) =
+            App::json(app.post(who, &p, Some(json!({"corrections": {}}))).await).await;
+        assert_eq!(
+            (status, e["state"].clone()),
+            (409, json!("submitted")),
+            "{p}"
+        );
+    }
+    let (_, d) = App::json(app.get("R10001", &path).await).await;
+    assert_eq!(d["state"], "submitted");
+    assert_eq!(d["submitted_fields"]["address"], "東京都利島村2番地の3");
+
+    // Declining another draft.
+    let decline = format!("/api/drafts/{}/decline", enc(HEALTH));
+    let (status, d) = App::json(app.post("R10001", &decline, None).await).await;
+    assert_eq!((status, d["state"].clone()), (200, json!("declined")));
+    let (status, _) = App::json(app.post("R10001", &decline, None).await).await;
+    assert_eq!(status, 409);
+
+    // The audit log: who did what to which draft, never a field value.
+    let audit = app.store.audit_entries(Some(PENSION)).await.unwrap();
+    let actions: Vec<(&str, &str)> = audit
+        .iter()
+        .map(|e| (e.actor.as_str(), e.action.as_str()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("R10001", "draft.read"),
+            ("R10001", "draft.read"),
+            ("R10005", "draft.submit"),
+            ("R10001", "draft.read"),
+        ]
+    );
+    let submitted = &audit[2];
+    assert_eq!(
+        submitted.detail.as_deref(),
+        Some(r#"{"corrected":["address"]}"#)
+    );
+    let everything = app.store.audit_entries(None).await.unwrap();
+    for e in &everything {
+        let row = format!("{e:?}");
+        for value in ["利島村", "山田", "1200000", "1234567", "1960-05-01"] {
+            assert!(!row.contains(value), "audit row holds a value: {row}");
+        }
+    }
+    assert!(everything
+        .iter()
+        .any(|e| e.action == "draft.decline" && e.target == HEALTH));
+    app.shutdown().await;
+}
+on_both!(drafts, drafts_are_submitted_once_and_audited);
+
+fn subscription(endpoint: &str) -> Value {
+    use base64::Engine;
+    let b = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut p = vec![4u8];
+    p.extend([9u8; 64]);
+    json!({"endpoint": endpoint, "expirationTime": null,
+           "keys": {"p256dh": b.encode(&p), "auth": b.encode([5u8; 16])}})
+}
+
+async fn push_subscriptions(backend: &str) {
+    let app = spawn_app(backend).await;
+    let fcm = "https://fcm.googleapis.com/fcm/send/abc:def";
+    let (status, s) = App::json(
+        app.post("R10001", "/api/push-subscriptions", Some(subscription(fcm)))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 201, "{s}");
+    assert_eq!(s["endpoint"], fcm);
+    let (_, list) = App::json(app.get("R10001", "/api/push-subscriptions").await).await;
+    assert_eq!(list["subscriptions"].as_array().unwrap().len(), 1);
+    assert_eq!(list["subscriptions"][0]["endpoint"], fcm);
+    let stored = app.store.push_subscriptions("R10001").await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].auth, subscription(fcm)["keys"]["auth"]);
+
+    for (body, field) in [
+        (subscription("http://127.0.0.1:8000/push"), "endpoint"),
+        (subscription("https://push.example.com/x"), "endpoint"),
+        (
+            json!({"endpoint": fcm, "keys": {"p256dh": "AAAA", "auth": "AAAA"}}),
+            "keys",
+        ),
+    ] {
+        let (status, e) = App::json(
+            app.post("R10001", "/api/push-subscriptions", Some(body))
+                .await,
+        )
+        .await;
+        assert_eq!((status, e["field"].clone()), (422, json!(field)), "{e}");
+    }
+    // Another reader cannot remove it.
+    let del = |who: &'static str| {
+        app.send(
+            Method::DELETE,
+            who,
+            "/api/push-subscriptions",
+            Some(json!({"endpoint": fcm})),
+        )
+    };
+    assert_eq!(del("R10004").await.status(), 404);
+    assert_eq!(del("R10001").await.status(), 204);
+    assert_eq!(del("R10001").await.status(), 404);
+    assert!(app
+        .store
+        .push_subscriptions("R10001")
+        .await
+        .unwrap()
+        .is_empty());
+    app.shutdown().await;
+
+    // Loopback endpoints only when configured.
+    let app = spawn_app_with(backend, config().allow_loopback_push(true)).await;
+    let (status, _) = App::json(
+        app.post(
+            "R10001",
+            "/api/push-subscriptions",
+            Some(subscription("http://127.0.0.1:8000/push")),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 201);
+    app.shutdown().await;
+}
+on_both!(push, push_subscriptions);
+
+async fn preferences_default_to_the_register(backend: &str) {
+    let app = spawn_app(backend).await;
+    let (status, p) = App::json(app.get("R10003", "/api/preferences").await).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        p,
+        json!({"channels": ["portal", "email"], "email_consent": true, "webpush_consent": false, "saved": false})
+    );
+    let put = |body: Value| app.send(Method::PUT, "R10003", "/api/preferences", Some(body));
+    let (status, p) = App::json(
+        put(json!({"channels": ["webpush", "portal", "webpush"], "email_consent": false, "webpush_consent": true}))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{p}");
+    assert_eq!(
+        p,
+        json!({"channels": ["portal", "webpush"], "email_consent": false, "webpush_consent": true, "saved": true})
+    );
+    let stored = app
+        .store
+        .portal_preferences("R10003")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!stored.email_consent && stored.webpush_consent);
+    let (status, _) = App::json(
+        put(json!({"channels": ["fax"], "email_consent": false, "webpush_consent": true})).await,
+    )
+    .await;
+    assert_eq!(status, 422);
+    let (_, p) = App::json(app.get("R10003", "/api/preferences").await).await;
+    assert_eq!(p["saved"], true);
+    app.shutdown().await;
+}
+on_both!(preferences, preferences_default_to_the_register);
+
+async fn rate_limit_per_token(backend: &str) {
+    let app = spawn_app_with(backend, config().rate_limit(0.5, 3)).await;
+    let token = app.token("R10001");
+    let call = |t: String| {
+        app.http
+            .get(format!("{}/api/notices", app.base))
+            .bearer_auth(t)
+            .send()
+    };
+    for _ in 0..3 {
+        assert_eq!(call(token.clone()).await.unwrap().status(), 200);
+    }
+    let r = call(token.clone()).await.unwrap();
+    assert_eq!(r.status(), 429);
+    let wait: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&wait), "{wait}");
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "rate_limited");
+    // Another token (another reader) has its own bucket.
+    assert_eq!(call(app.token("R10003")).await.unwrap().status(), 200);
+    app.shutdown().await;
+}
+on_both!(rate_limit, rate_limit_per_token);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_only_for_configured_origins() {
+    let app = spawn_app("sqlite").await;
+    let ask = |origin: &'static str| {
+        app.http
+            .get(format!("{}/api/notices", app.base))
+            .bearer_auth(app.token("R10001"))
+            .header("origin", origin)
+            .send()
+    };
+    let r = ask("https://app.example.jp").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://app.example.jp"
+    );
+    let r = ask("https://evil.example").await.unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    // Preflight.
+    let pre = |origin: &'static str| {
+        app.http
+            .request(Method::OPTIONS, format!("{}/api/drafts/x/submit", app.base))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization, content-type",
+            )
+            .send()
+    };
+    let r = pre("https://app.example.jp").await.unwrap();
+    assert!(r.status().is_success());
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://app.example.jp"
+    );
+    let methods = r.headers()["access-control-allow-methods"]
+        .to_str()
+        .unwrap();
+    assert!(methods.contains("POST"), "{methods}");
+    let r = pre("https://evil.example").await.unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_is_in_the_openapi_document() {
+    let spec = oshirase_portal::openapi();
+    assert_eq!(spec["openapi"], "3.1.0");
+    let paths = spec["paths"].as_object().unwrap();
+    let mut in_spec = BTreeSet::new();
+    for (path, ops) in paths {
+        for method in ops.as_object().unwrap().keys() {
+            in_spec.insert((method.to_uppercase(), path.clone()));
+        }
+    }
+    let in_router: BTreeSet<(String, String)> = oshirase_portal::route_table()
+        .into_iter()
+        .map(|(m, p)| (m.to_owned(), p.replace("{*", "{")))
+        .collect();
+    assert_eq!(
+        in_router.difference(&in_spec).collect::<Vec<_>>(),
+        Vec::<&(String, String)>::new(),
+        "routes missing from the spec"
+    );
+    assert_eq!(
+        in_spec.difference(&in_router).collect::<Vec<_>>(),
+        Vec::<&(String, String)>::new(),
+        "spec paths the router does not serve"
+    );
+    // Every $ref resolves.
+    let text = spec.to_string();
+    for r in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+        let name = r.split('"').next().unwrap();
+        assert!(spec["components"]["schemas"][name].is_object(), "{name}");
+    }
+    // Served as is, and every documented route is routed (not the fallback).
+    let app = spawn_app("sqlite").await;
+    let served: Value = app
+        .http
+        .get(format!("{}/openapi.json", app.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(served, spec);
+    for (method, path) in &in_spec {
+        let path = path.replace("{key}", &enc(PENSION));
+        let r = app
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", app.base))
+            .send()
+            .await
+            .unwrap();
+        let body = r.text().await.unwrap();
+        assert!(!body.contains("no such route"), "{method} {path}");
+    }
+    let r = app
+        .http
+        .get(format!("{}/api/nothing", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.text().await.unwrap().contains("no such route"));
+    app.shutdown().await;
+}
+
+async fn health_and_metrics(backend: &str) {
+    let app = spawn_app(backend).await;
+    let r = app
+        .http
+        .get(format!("{}/health", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["status"], "ok");
+    app.get("R10001", "/api/notices").await;
+    app.get("R10001", &format!("/api/drafts/{}", enc(OTHER)))
+        .await;
+    oshirase_engine::metrics::record("email", "delivered", Some(Duration::from_millis(3)));
+    let text = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        r#"oshirase_portal_requests_total{route="/api/notices",method="GET",status="200"} 1"#,
+        r#"oshirase_portal_requests_total{route="/api/drafts/{key}",method="GET",status="404"} 1"#,
+        r#"oshirase_portal_request_seconds_count{route="/api/notices"} 1"#,
+        r#"oshirase_outbox_attempts_total{channel="email",outcome="delivered"}"#,
+    ] {
+        assert!(text.contains(line), "{line} not in\n{text}");
+    }
+    assert!(!text.contains("R10004"), "no keys in labels");
+    // The database goes away: unhealthy.
+    app.store.close().await;
+    let r = app
+        .http
+        .get(format!("{}/health", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    app.shutdown().await;
+}
+on_both!(operations, health_and_metrics);
+
+#[tokio::test]
+async fn bad_configuration_is_refused_with_every_reason() {
+    let cfg = PortalConfig::default()
+        .issuer(" ")
+        .public_url("ftp://x")
+        .cors_origins(["https://ok.example", "https://bad.example/path"])
+        .rate_limit(0.0, 0);
+    let err = cfg.check().unwrap_err().to_string();
+    for part in [
+        "issuer is empty",
+        "at least 32 bytes",
+        "public URL",
+        "bad.example/path",
+        "per second",
+        "burst",
+    ] {
+        assert!(err.contains(part), "{part}: {err}");
+    }
+    assert!(
+        !format!("{:?}", config()).contains(SECRET),
+        "secrets never print"
+    );
+}
+
+/// Decisions from the real catalogue over the fixture town: a guardian reads a child's
+/// notice; nobody else does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_catalogue_on_the_fixture_town() {
+    use oshirase_engine::clock::FixedClock;
+    use oshirase_engine::eval::Role;
+    use oshirase_engine::resident::Channel;
+    use oshirase_engine::store::Store;
+    let db = fresh("sqlite").await;
+    let store = Store::open(&db.url).await.unwrap();
+    let rules = oshirase_engine::load_dir(&root().join("rules")).unwrap_or_else(|e| panic!("{e}"));
+    let snap = oshirase_engine::load_snapshot(&root().join("fixtures/town.jsonl")).unwrap();
+    let clock = std::sync::Arc::new(FixedClock::at_noon(d("2026-10-01")));
+    ingest(&store, snap.population.residents(), clock.now()).await;
+    store
+        .record_rule_set(&rules.version, rules.rules().len(), "rules", clock.now())
+        .await
+        .unwrap();
+    let mut day = d("2026-10-01");
+    let found = loop {
+        let result = oshirase_engine::evaluate_day(&rules, &snap.population, day);
+        store
+            .commit_day(day, &rules.version, &result.decisions, clock.now())
+            .await
+            .unwrap();
+        let hit = result.decisions.into_iter().find_map(|dec| {
+            let g = dec
+                .recipients
+                .iter()
+                .find(|r| r.role == Role::Guardian && r.channels.contains(&Channel::Portal))?;
+            Some((
+                dec.key.to_string(),
+                g.id.to_string(),
+                dec.subject.to_string(),
+            ))
+        });
+        if let Some(hit) = hit {
+            break hit;
+        }
+        day = day.succ_opt().unwrap();
+        assert!(
+            day < d("2027-01-01"),
+            "no guardian notice in the fixture town"
+        );
+    };
+    let (key, guardian, subject) = found;
+    let app = start(db, store, config(), clock).await;
+    assert!(app.keys(&guardian).await.contains(&key));
+    let (status, draft) = App::json(
+        app.get(&guardian, &format!("/api/drafts/{}", enc(&key)))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{draft}");
+    assert!(!draft["fields"].as_object().unwrap().is_empty());
+    // Someone unrelated in the town (the first resident who is neither).
+    let stranger = ["R00001", "R00002", "R00003"]
+        .into_iter()
+        .find(|r| *r != guardian && *r != subject)
+        .unwrap();
+    let (status, _) = App::json(
+        app.get(stranger, &format!("/api/drafts/{}", enc(&key)))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 404);
+    app.shutdown().await;
+}

@@ -1,0 +1,438 @@
+//! The portal test harness: a fresh database (a SQLite file, or a new database on the
+//! PostgreSQL server named by OSHIRASE_TEST_PG, default postgres://postgres@127.0.0.1:5432/test),
+//! a small register with committed decisions, and the portal serving on a free port.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, FixedOffset, NaiveDate};
+use indexmap::IndexMap;
+use oshirase_engine::clock::{Clock, FixedClock};
+use oshirase_engine::eval::{Decision, DecisionKey, Recipient, RenderedMessages, Role};
+use oshirase_engine::ids::{ResidentId, RuleId};
+use oshirase_engine::resident::{Channel, Resident};
+use oshirase_engine::rule::{Category, Titles};
+use oshirase_engine::store::Store;
+use oshirase_portal::{mint_token, PortalConfig};
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+pub const SECRET: &str = "0123456789abcdef0123456789abcdef-test";
+pub const ISSUER: &str = "https://idp.example.jp";
+
+pub fn d(s: &str) -> NaiveDate {
+    s.parse().unwrap()
+}
+
+pub fn root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+/// A fresh, empty database.
+pub struct Db {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub async fn fresh(backend: &str) -> Db {
+    match backend {
+        "sqlite" => {
+            let dir = tempfile::tempdir().unwrap();
+            Db {
+                url: format!("sqlite://{}", dir.path().join("portal.sqlite").display()),
+                _dir: Some(dir),
+            }
+        }
+        _ => {
+            let admin = std::env::var("OSHIRASE_TEST_PG")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+            sqlx::any::install_default_drivers();
+            let mut conn = match <sqlx::AnyConnection as sqlx::Connection>::connect(&admin).await {
+                Ok(c) => c,
+                Err(e) => panic!(
+                    "PostgreSQL is not reachable at {admin}: {e}\n\
+                     start it with `pg_ctlcluster --skip-systemctl-redirect 15 main start`, \
+                     or point OSHIRASE_TEST_PG at a server"
+                ),
+            };
+            use std::sync::atomic::{AtomicUsize, Ordering};
+            static N: AtomicUsize = AtomicUsize::new(0);
+            // Databases left by earlier runs of these tests are dropped once per process.
+            if N.load(Ordering::SeqCst) == 0 {
+                use sqlx::Row;
+                let mine = format!("oshirase_p{}_", std::process::id());
+                let old = sqlx::query(
+                    "SELECT datname::text AS datname FROM pg_database WHERE datname LIKE 'oshirase_p%'",
+                )
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+                for row in old {
+                    let name: String = row.get("datname");
+                    if !name.starts_with(&mine) {
+                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                        )))
+                        .execute(&mut conn)
+                        .await;
+                    }
+                }
+            }
+            let name = format!(
+                "oshirase_p{}_{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::SeqCst)
+            );
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            let base = admin.rsplit_once('/').unwrap().0;
+            Db {
+                url: format!("{base}/{name}"),
+                _dir: None,
+            }
+        }
+    }
+}
+
+/// Runs a test body on SQLite and on PostgreSQL.
+#[macro_export]
+macro_rules! on_both {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$body("sqlite").await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$body("postgres").await;
+            }
+        }
+    };
+}
+
+/// The test register: an adult with two proxies (one scoped to pensions, one whose
+/// authority ended yesterday), a child with a guardian, an unrelated adult.
+pub fn register(changes: &[(&str, Value)]) -> Vec<Resident> {
+    let addr = json!({"local_gov_code": "133621", "text": "東京都利島村1番地"});
+    let mut rows = vec![
+        json!({"id": "R10001", "name": {"kanji": "山田 花子", "kana": "ヤマダ ハナコ"}, "birth_date": "1960-05-01", "sex": 2,
+               "status": {"kind": "resident"}, "address": addr, "contact": {"portal": true},
+               "proxies": [{"id": "R10005", "scopes": ["pension"]},
+                           {"id": "R10006", "scopes": ["all"], "until": "2026-09-30"}]}),
+        json!({"id": "R10002", "name": {"kanji": "佐藤 陽", "kana": "サトウ ヒナタ"}, "birth_date": "2021-04-10", "sex": 1,
+               "status": {"kind": "resident"}, "address": addr, "guardians": [{"id": "R10003"}]}),
+        json!({"id": "R10003", "name": {"kanji": "佐藤 一郎", "kana": "サトウ イチロウ"}, "birth_date": "1990-01-01", "sex": 1,
+               "status": {"kind": "resident"}, "address": addr, "contact": {"portal": true},
+               "preferences": {"channels": ["portal", "email"]}, "consents": {"email": true}}),
+        json!({"id": "R10004", "name": {"kanji": "鈴木 次郎", "kana": "スズキ ジロウ"}, "birth_date": "1985-03-03", "sex": 1,
+               "status": {"kind": "resident"}, "address": addr, "contact": {"portal": true}}),
+        json!({"id": "R10005", "name": {"kanji": "田中 三郎", "kana": "タナカ サブロウ"}, "birth_date": "1970-01-01", "sex": 1,
+               "status": {"kind": "external"}, "address": addr, "contact": {"portal": true}}),
+        json!({"id": "R10006", "name": {"kanji": "高橋 四郎", "kana": "タカハシ シロウ"}, "birth_date": "1975-01-01", "sex": 1,
+               "status": {"kind": "external"}, "address": addr, "contact": {"portal": true}}),
+    ];
+    for (id, patch) in changes {
+        let row = rows.iter_mut().find(|r| r["id"] == *id).unwrap();
+        for (k, v) in patch.as_object().unwrap() {
+            row[k] = v.clone();
+        }
+    }
+    rows.into_iter()
+        .map(|r| serde_json::from_value(r).unwrap())
+        .collect()
+}
+
+pub async fn ingest(store: &Store, residents: &[Resident], now: DateTime<FixedOffset>) {
+    let content = serde_json::to_vec(residents).unwrap();
+    store
+        .apply_ingest(
+            "register.jsonl",
+            "snapshot",
+            &content,
+            Some(d("2026-10-01")),
+            residents.len(),
+            residents,
+            &[],
+            None,
+            now,
+        )
+        .await
+        .unwrap();
+}
+
+fn recipient(id: &str, role: Role, channels: &[Channel]) -> Recipient {
+    Recipient {
+        id: ResidentId::parse(id).unwrap(),
+        role,
+        channels: channels.to_vec(),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn decision(
+    rule: &str,
+    category: Category,
+    subject: &str,
+    title: &str,
+    recipients: Vec<Recipient>,
+    prefill: Vec<(&str, Value)>,
+    recommend: &[&str],
+) -> Decision {
+    let rule = RuleId::parse(rule).unwrap();
+    let subject = ResidentId::parse(subject).unwrap();
+    // In the rule's order, as the evaluator writes it.
+    let prefill: IndexMap<String, Value> = prefill
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    Decision {
+        key: DecisionKey::new(&rule, &subject, "2026-10-01"),
+        rule,
+        rule_version: 1,
+        category,
+        subject,
+        occurrence: d("2026-10-01"),
+        event_id: None,
+        notify_on: d("2026-10-01"),
+        deadline: Some(d("2026-10-15")),
+        recipients,
+        staff_review: None,
+        prefill,
+        recommend: recommend
+            .iter()
+            .map(|r| RuleId::parse(r).unwrap())
+            .collect(),
+        title: Titles {
+            ja: title.to_owned(),
+            en: None,
+        },
+        message: RenderedMessages {
+            ja: format!("{title}のお知らせです。申請書は入力済みです。"),
+            en: None,
+        },
+        channels: vec![Channel::Portal, Channel::Email],
+        critical: false,
+    }
+}
+
+pub const PENSION: &str = "kokumin-nenkin-shutoku/R10001/2026-10-01";
+pub const HEALTH: &str = "kokuho-kanyu/R10001/2026-10-01";
+pub const CHILD: &str = "jidou-teate-nintei/R10002/2026-10-01";
+pub const OTHER: &str = "kokumin-nenkin-shutoku/R10004/2026-10-01";
+pub const MISSING: &str = "kokumin-nenkin-shutoku/R10009/2026-10-01";
+
+/// The decisions of the test day, as the evaluator would have made them then.
+pub fn decisions() -> Vec<Decision> {
+    use Channel::*;
+    vec![
+        decision(
+            "kokumin-nenkin-shutoku",
+            Category::Pension,
+            "R10001",
+            "国民年金の手続",
+            vec![
+                recipient("R10001", Role::Subject, &[Portal, Email]),
+                recipient("R10005", Role::Proxy, &[Portal]),
+                recipient("R10006", Role::Proxy, &[Portal]),
+            ],
+            vec![
+                ("name", json!("山田 花子")),
+                ("address", json!("東京都利島村1番地")),
+                ("birth_date", json!("1960-05-01")),
+                ("annual_income", json!(1200000)),
+            ],
+            &["kokuho-kanyu"],
+        ),
+        // The pension proxy has a row here too, but its scope does not cover health insurance.
+        decision(
+            "kokuho-kanyu",
+            Category::HealthInsurance,
+            "R10001",
+            "国民健康保険の加入",
+            vec![
+                recipient("R10001", Role::Subject, &[Portal]),
+                recipient("R10005", Role::Proxy, &[Portal]),
+            ],
+            vec![
+                ("name", json!("山田 花子")),
+                ("insured_from", json!("2026-10-01")),
+            ],
+            &[],
+        ),
+        decision(
+            "jidou-teate-nintei",
+            Category::Childcare,
+            "R10002",
+            "児童手当の認定請求",
+            vec![recipient("R10003", Role::Guardian, &[Portal, Email])],
+            vec![
+                ("claimant", json!("佐藤 一郎")),
+                ("child_name", json!("佐藤 陽")),
+                ("address", json!("東京都利島村1番地")),
+            ],
+            &[],
+        ),
+        decision(
+            "kokumin-nenkin-shutoku",
+            Category::Pension,
+            "R10004",
+            "国民年金の手続",
+            vec![recipient("R10004", Role::Subject, &[Portal])],
+            vec![
+                ("name", json!("鈴木 次郎")),
+                ("address", json!("東京都利島村1番地")),
+            ],
+            &[],
+        ),
+    ]
+}
+
+pub fn config() -> PortalConfig {
+    PortalConfig::with_hs256_secret(SECRET)
+        .issuer(ISSUER)
+        .public_url("https://portal.example.jp")
+        .cors_origins(["https://app.example.jp"])
+        .rate_limit(1000.0, 1000)
+}
+
+/// A running portal over a fresh database holding the test register and decisions.
+pub struct App {
+    pub base: String,
+    pub store: Store,
+    pub config: PortalConfig,
+    pub clock: Arc<FixedClock>,
+    pub http: reqwest::Client,
+    pub db: Db,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+pub async fn spawn_app(backend: &str) -> App {
+    spawn_app_with(backend, config()).await
+}
+
+pub async fn spawn_app_with(backend: &str, config: PortalConfig) -> App {
+    let db = fresh(backend).await;
+    let store = Store::open(&db.url).await.unwrap();
+    let clock = Arc::new(FixedClock::at_noon(d("2026-10-01")));
+    ingest(&store, &register(&[]), clock.now()).await;
+    store
+        .record_rule_set("test-rules", 4, "tests", clock.now())
+        .await
+        .unwrap();
+    store
+        .commit_day(d("2026-10-01"), "test-rules", &decisions(), clock.now())
+        .await
+        .unwrap();
+    start(db, store, config, clock).await
+}
+
+pub async fn start(db: Db, store: Store, config: PortalConfig, clock: Arc<FixedClock>) -> App {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, rx) = watch::channel(false);
+    let task = tokio::spawn(oshirase_portal::serve(
+        listener,
+        store.clone(),
+        config.clone(),
+        clock.clone(),
+        rx,
+    ));
+    App {
+        base,
+        store,
+        config,
+        clock,
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        db,
+        stop,
+        task,
+    }
+}
+
+/// Percent-encodes a decision key for an API path segment.
+pub fn enc(key: &str) -> String {
+    key.replace('/', "%2F")
+}
+
+impl App {
+    pub fn token(&self, who: &str) -> String {
+        mint_token(
+            &self.config,
+            who,
+            self.clock.now(),
+            Duration::from_secs(3600),
+        )
+        .unwrap()
+    }
+
+    pub async fn get(&self, who: &str, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(self.token(who))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        who: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> reqwest::Response {
+        let mut r = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(self.token(who));
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        r.send().await.unwrap()
+    }
+
+    pub async fn post(&self, who: &str, path: &str, body: Option<Value>) -> reqwest::Response {
+        self.send(reqwest::Method::POST, who, path, body).await
+    }
+
+    /// Status and JSON body.
+    pub async fn json(r: reqwest::Response) -> (u16, Value) {
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// Keys of the reader's notice list.
+    pub async fn keys(&self, who: &str) -> Vec<String> {
+        let (status, body) = Self::json(self.get(who, "/api/notices").await).await;
+        assert_eq!(status, 200, "{body}");
+        body["notices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["key"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    pub async fn shutdown(self) {
+        self.stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("the portal stops on the shutdown signal")
+            .unwrap()
+            .unwrap();
+    }
+}
