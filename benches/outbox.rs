@@ -1,2 +1,222 @@
-//! Placeholder until this benchmark lands.
-fn main() {}
+//! Outbox throughput with a channel that does nothing: what the worker itself costs (claim
+//! with a lease, the gate, settling, the attempt log), on SQLite and PostgreSQL.
+//!
+//! engine:   `outbox::drain` with the default policy (batches of 100 or OSHIRASE_BENCH_BATCH,
+//!           eight sends in flight)
+//!           and an open gate, over N queued rows.
+//! baseline: the same rows marked delivered by bare SQL, one claim-and-settle statement per
+//!           batch of the same size (no lease, no attempt log): the floor of the database.
+//!
+//! `cargo bench --bench outbox` queues 20,000 rows (OSHIRASE_BENCH_ROWS to change);
+//! `cargo test --benches` runs it on 300 so it never rots. PostgreSQL: OSHIRASE_TEST_PG or
+//! postgres://postgres@127.0.0.1:5432/test, in a fresh database dropped afterwards.
+
+use std::time::Instant;
+
+use oshirase_engine::clock::FixedClock;
+use oshirase_engine::outbox::{drain, Channel, Delivery, Gate, Policy};
+use oshirase_engine::store::{OutboxItem, Store};
+use sqlx::{AnyConnection, AssertSqlSafe, Connection};
+
+struct NoOp;
+
+impl Channel for NoOp {
+    fn name(&self) -> &'static str {
+        "noop"
+    }
+
+    async fn send(&self, _item: &OutboxItem) -> Delivery {
+        Delivery::Delivered
+    }
+}
+
+fn rows_wanted() -> usize {
+    let bench_mode = std::env::args().any(|a| a == "--bench");
+    std::env::var("OSHIRASE_BENCH_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if bench_mode { 20_000 } else { 300 })
+}
+
+/// Rows a worker claims at once: the default policy's, or OSHIRASE_BENCH_BATCH.
+fn batch_size() -> i64 {
+    std::env::var("OSHIRASE_BENCH_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(Policy::default().batch)
+}
+
+/// Queues `n` decisions with one `noop` outbox row each, directly in SQL (the scheduler's
+/// cost is not what this measures).
+async fn queue(url: &str, n: usize) {
+    let mut conn = AnyConnection::connect(url).await.expect("connect");
+    let now = "2026-10-01T03:00:00.000Z";
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO rule_sets (version, rules, source, loaded_at) VALUES ('bench', 1, 'bench', '{now}')"
+    )))
+    .execute(&mut conn)
+    .await
+    .expect("rule set");
+    let body = r#"{"critical":false,"title":{"ja":"お知らせ"}}"#;
+    let mut tx = conn.begin().await.expect("begin");
+    for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
+        let values: Vec<String> = chunk
+            .iter()
+            .map(|i| {
+                format!(
+                    "('k{i}', 'bench', 1, 'bench', 'R{i}', '2026-10-01', '2026-10-01', NULL, NULL, 0, '{body}', '{now}')"
+                )
+            })
+            .collect();
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO decisions (key, rule, rule_version, rule_set, subject, occurrence, notify_on,
+               deadline, staff_review, critical, body, created_at) VALUES {}",
+            values.join(", ")
+        )))
+        .execute(&mut *tx)
+        .await
+        .expect("decisions");
+        let values: Vec<String> = chunk
+            .iter()
+            .map(|i| format!("('k{i}', 'R{i}', 'noop', '{now}')"))
+            .collect();
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO outbox (decision_key, recipient, channel, next_attempt_at) VALUES {}",
+            values.join(", ")
+        )))
+        .execute(&mut *tx)
+        .await
+        .expect("outbox");
+    }
+    tx.commit().await.expect("commit");
+}
+
+/// Rows per second through the worker.
+async fn engine(url: &str, n: usize) -> f64 {
+    let store = Store::open(url).await.expect("open");
+    queue(url, n).await;
+    let clock = FixedClock::at_noon("2026-10-01".parse().unwrap());
+    let policy = Policy {
+        gate: Gate::open(),
+        batch: batch_size(),
+        ..Policy::default()
+    };
+    let started = Instant::now();
+    let report = drain(&store, &NoOp, "bench", &clock, &policy)
+        .await
+        .expect("drain");
+    let took = started.elapsed().as_secs_f64();
+    assert_eq!(report.delivered, n, "{report:?}");
+    store.close().await;
+    n as f64 / took
+}
+
+/// Rows per second marked delivered by one bare statement per batch.
+async fn baseline(url: &str, n: usize, batch: usize) -> f64 {
+    let store = Store::open(url).await.expect("open");
+    store.close().await;
+    queue(url, n).await;
+    let mut conn = AnyConnection::connect(url).await.expect("connect");
+    let started = Instant::now();
+    let mut done = 0;
+    loop {
+        let changed = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE outbox SET state = 'delivered', attempts = attempts + 1 WHERE id IN (
+               SELECT id FROM outbox WHERE channel = 'noop' AND state = 'pending' ORDER BY id LIMIT {batch})"
+        )))
+        .execute(&mut conn)
+        .await
+        .expect("update")
+        .rows_affected();
+        if changed == 0 {
+            break;
+        }
+        done += changed as usize;
+    }
+    let took = started.elapsed().as_secs_f64();
+    assert_eq!(done, n);
+    n as f64 / took
+}
+
+/// A fresh, empty database URL per use, and a cleanup to call at the end.
+struct Databases {
+    sqlite_dir: tempfile::TempDir,
+    pg_admin: String,
+    pg_made: Vec<String>,
+    n: usize,
+}
+
+impl Databases {
+    fn sqlite(&mut self) -> String {
+        self.n += 1;
+        format!(
+            "sqlite://{}",
+            self.sqlite_dir
+                .path()
+                .join(format!("bench{}.sqlite", self.n))
+                .display()
+        )
+    }
+
+    async fn postgres(&mut self) -> String {
+        self.n += 1;
+        let name = format!("oshirase_bench_{}_{}", std::process::id(), self.n);
+        let mut conn = AnyConnection::connect(&self.pg_admin).await.unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL is not reachable at {}: {e}; start it (scripts/test does) or set OSHIRASE_TEST_PG",
+                self.pg_admin
+            )
+        });
+        sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .expect("create database");
+        self.pg_made.push(name.clone());
+        match self.pg_admin.rsplit_once('/') {
+            Some((server, _)) => format!("{server}/{name}"),
+            None => panic!("OSHIRASE_TEST_PG must end in /DATABASE"),
+        }
+    }
+
+    async fn drop_all(&self) {
+        let mut conn = AnyConnection::connect(&self.pg_admin)
+            .await
+            .expect("connect");
+        for name in &self.pg_made {
+            let _ = sqlx::query(AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&mut conn)
+            .await;
+        }
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    sqlx::any::install_default_drivers();
+    let n = rows_wanted();
+    let batch = batch_size() as usize;
+    let mut dbs = Databases {
+        sqlite_dir: tempfile::tempdir().expect("tempdir"),
+        pg_admin: std::env::var("OSHIRASE_TEST_PG")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
+        pg_made: Vec::new(),
+        n: 0,
+    };
+    for backend in ["sqlite", "postgres"] {
+        let (a, b) = if backend == "sqlite" {
+            (dbs.sqlite(), dbs.sqlite())
+        } else {
+            (dbs.postgres().await, dbs.postgres().await)
+        };
+        let worker = engine(&a, n).await;
+        let floor = baseline(&b, n, batch).await;
+        println!(
+            "outbox {backend}: {worker:.0} deliveries/s with a no-op channel, {n} rows \
+             (baseline bare SQL {floor:.0}/s, ratio {:.2})",
+            worker / floor
+        );
+    }
+    dbs.drop_all().await;
+}

@@ -1,6 +1,8 @@
 //! The `oshirase` binary: argument parsing, output formatting and wiring. All logic lives in
 //! the engine crate.
 
+mod config;
+mod generate;
 mod pipeline;
 mod simulate;
 
@@ -80,6 +82,16 @@ enum Command {
     Demo(pipeline::DemoArgs),
     /// Dry-run the catalogue over a date range (no writes): counts, samples, a chart.
     Simulate(simulate::SimulateArgs),
+    /// Synthetic populations for load tests and demos.
+    Population {
+        #[command(subcommand)]
+        command: generate::PopulationCommand,
+    },
+    /// Web push (VAPID) keys.
+    Vapid {
+        #[command(subcommand)]
+        command: VapidCommand,
+    },
     /// Explain why a rule did or did not match a resident on a day.
     Explain {
         #[arg(long)]
@@ -109,6 +121,14 @@ enum RulesCommand {
         #[arg(default_value = "rules")]
         dir: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum VapidCommand {
+    /// Print a new VAPID key pair: the private key goes in the environment variable the
+    /// configuration names (webpush.vapid_private_key_env), the public key is what browsers
+    /// subscribe with.
+    Keygen,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -283,6 +303,15 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             })
         }
         Command::Simulate(args) => simulate::run(args),
+        Command::Population { command } => generate::run(command),
+        Command::Vapid {
+            command: VapidCommand::Keygen,
+        } => {
+            let keys = oshirase_adapters::generate_vapid_keys();
+            println!("OSHIRASE_VAPID_PRIVATE_KEY={}", keys.private_key);
+            println!("# public key (applicationServerKey): {}", keys.public_key);
+            Ok(exit::OK)
+        }
         Command::Ingest(args) => pipeline::ingest_cmd(args),
         Command::Run(args) => pipeline::run_cmd(args),
         Command::Demo(args) => pipeline::demo_cmd(args),

@@ -1,18 +1,21 @@
 //! The persistent commands: `ingest`, `run` and `demo`. Wiring only: the work is in the
 //! engine's store, ingest and scheduler modules.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::{NaiveDate, NaiveTime};
+use oshirase_adapters::{EmailChannel, EmailConfig, PortalInbox};
 use oshirase_engine::calendar;
 use oshirase_engine::clock::{jst, Clock, FixedClock, SystemClock};
 use oshirase_engine::ingest::{ingest, IngestError};
+use oshirase_engine::outbox::{drain, Policy};
 use oshirase_engine::scheduler::Scheduler;
 use oshirase_engine::store::Store;
+use oshirase_portal::PortalConfig;
 
 use crate::{exit, load_rules};
 
@@ -55,6 +58,10 @@ pub struct RunArgs {
     /// Evaluate every day up to this one, then exit (instead of running as a service).
     #[arg(long)]
     pub until: Option<NaiveDate>,
+    /// The service's configuration (portal, e-mail, web push, workers): see
+    /// config/oshirase.example.yaml. Without it only the portal inbox is delivered.
+    #[arg(long, env = "OSHIRASE_CONFIG")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -75,6 +82,10 @@ pub struct DemoArgs {
     /// Number of days replayed.
     #[arg(long, default_value_t = 120)]
     pub days: u32,
+    /// After the replay, serve the portal on this loopback port until Ctrl-C, with sign-in
+    /// links for a few residents (a secret made for this run signs them).
+    #[arg(long, value_name = "PORT", num_args = 0..=1, default_missing_value = "8080")]
+    pub serve: Option<u16>,
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -157,12 +168,21 @@ pub fn run_cmd(args: RunArgs) -> anyhow::Result<u8> {
         Ok(r) => r,
         Err(code) => return Ok(code),
     };
+    let config = match &args.config {
+        Some(path) => crate::config::load(path)?,
+        None => crate::config::ServiceConfig::default(),
+    };
+    // Checked before anything starts.
+    for channel in ["portal", "email", "webpush"] {
+        config.policy(channel)?;
+    }
     runtime()?.block_on(async {
         let store = Store::open(&args.db.db).await?;
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let scheduler = Scheduler {
-            store,
+            store: store.clone(),
             rules: Arc::new(rules),
-            clock: Arc::new(SystemClock),
+            clock: clock.clone(),
             tick: args.at,
             start: args.start,
             poll: Duration::from_secs(10),
@@ -181,46 +201,141 @@ pub fn run_cmd(args: RunArgs) -> anyhow::Result<u8> {
                 exit::RULE_RUNTIME
             });
         }
+        // Everything is checked before anything starts: a bad setting stops the service
+        // with its name, not a worker later.
+        let webpush = config.webpush()?;
+        let portal = config.portal(webpush.as_ref().map(|w| w.vapid.public_key.clone()))?;
+        let email = config.email()?;
         let (tx, rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             shutdown_signal().await;
             tracing::info!("shutting down");
             let _ = tx.send(true);
         });
-        // The portal inbox worker runs beside the scheduler; both stop on the same signal,
-        // after the work in hand.
-        let inbox = {
-            let store = scheduler.store.clone();
-            let mut rx = rx.clone();
-            tokio::spawn(async move {
-                use oshirase_adapters::PortalInbox;
-                use oshirase_engine::outbox::{drain, Policy};
-                let worker = format!("run-{}", std::process::id());
-                loop {
-                    // Read the signal before draining, so the last drain comes after it.
-                    let stopping = *rx.borrow();
-                    drain(
-                        &store,
-                        &PortalInbox,
-                        &worker,
-                        &SystemClock,
-                        &Policy::default(),
-                    )
-                    .await?;
-                    if stopping {
-                        return Ok::<(), oshirase_engine::store::StoreError>(());
+        let mut tasks: Vec<(String, tokio::task::JoinHandle<anyhow::Result<()>>)> = Vec::new();
+        let ctx = Workers {
+            store: store.clone(),
+            clock: clock.clone(),
+            config: &config,
+            shutdown: rx.clone(),
+        };
+        let portal_inbox = Arc::new(oshirase_adapters::PortalInbox);
+        tasks.extend(ctx.spawn(portal_inbox).await);
+        match email {
+            Some((email_config, transport)) => {
+                let channel = match transport {
+                    crate::config::EmailTransport::Smtp(smtp) => {
+                        oshirase_adapters::EmailChannel::smtp(
+                            email_config,
+                            &smtp,
+                            store.clone(),
+                            clock.clone(),
+                        )
                     }
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-                        _ = rx.changed() => {}
+                    crate::config::EmailTransport::Dir(dir) => {
+                        oshirase_adapters::EmailChannel::to_dir(
+                            email_config,
+                            dir,
+                            store.clone(),
+                            clock.clone(),
+                        )
                     }
                 }
-            })
-        };
+                .map_err(|e| anyhow::anyhow!("email: {e}"))?;
+                tasks.extend(ctx.spawn(Arc::new(channel)).await);
+            }
+            None => tracing::warn!(
+                "no email section in the configuration: e-mail notices wait in the outbox"
+            ),
+        }
+        match webpush {
+            Some(w) => {
+                let channel = oshirase_adapters::WebPushChannel::new(store.clone(), w)
+                    .map_err(|e| anyhow::anyhow!("webpush: {e}"))?
+                    .with_clock(clock.clone());
+                tasks.extend(ctx.spawn(Arc::new(channel)).await);
+            }
+            None => tracing::warn!(
+                "no webpush section in the configuration: push notices wait in the outbox"
+            ),
+        }
+        if let Some(portal) = portal {
+            let listener = tokio::net::TcpListener::bind(portal.listen)
+                .await
+                .with_context(|| format!("portal: cannot listen on {}", portal.listen))?;
+            println!("portal: {}", portal.public_url);
+            let (store, clock, rx) = (store.clone(), clock.clone(), rx.clone());
+            tasks.push((
+                "portal".into(),
+                tokio::spawn(async move {
+                    oshirase_portal::serve(listener, store, portal, clock, rx)
+                        .await
+                        .context("portal")
+                }),
+            ));
+        }
         scheduler.run(rx).await?;
-        inbox.await.context("the portal inbox worker stopped")??;
+        for (name, task) in tasks {
+            task.await
+                .with_context(|| format!("{name} stopped"))?
+                .with_context(|| format!("{name} stopped"))?;
+        }
         Ok(exit::OK)
     })
+}
+
+/// What every outbox worker of the service shares.
+struct Workers<'a> {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    config: &'a crate::config::ServiceConfig,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Workers<'_> {
+    /// Starts the configured number of workers for `channel`; each drains once more after
+    /// the shutdown signal, so work claimed before it is settled. A transport that cannot be
+    /// reached now is reported, not fatal: its rows wait and are retried.
+    async fn spawn<C: oshirase_engine::outbox::Channel + 'static>(
+        &self,
+        channel: Arc<C>,
+    ) -> Vec<(String, tokio::task::JoinHandle<anyhow::Result<()>>)> {
+        if let Err(e) = channel.health().await {
+            tracing::warn!(channel = channel.name(), error = %e, "the channel is not healthy");
+            eprintln!("warning: {}: {e}", channel.name());
+        }
+        (0..self.config.workers(channel.name()))
+            .map(|i| {
+                let name = format!("{}-{}-{i}", channel.name(), std::process::id());
+                let (store, clock, rx) = (
+                    self.store.clone(),
+                    self.clock.clone(),
+                    self.shutdown.clone(),
+                );
+                // Validated at start-up.
+                let policy = self
+                    .config
+                    .policy(channel.name())
+                    .expect("checked before the workers start");
+                let channel = channel.clone();
+                let worker = name.clone();
+                let task = tokio::spawn(async move {
+                    oshirase_engine::outbox::work(
+                        &store,
+                        channel.as_ref(),
+                        &worker,
+                        clock.as_ref(),
+                        &policy,
+                        Duration::from_secs(5),
+                        rx,
+                    )
+                    .await?;
+                    Ok(())
+                });
+                (name, task)
+            })
+            .collect()
+    }
 }
 
 /// SIGINT or SIGTERM.
@@ -310,14 +425,23 @@ pub fn demo_cmd(args: DemoArgs) -> anyhow::Result<u8> {
             std::fs::remove_dir_all(&mail_dir)
                 .with_context(|| format!("cannot remove {}", mail_dir.display()))?;
         }
+        let portal_url = format!("http://127.0.0.1:{}", args.serve.unwrap_or(8080));
+        let email_config = EmailConfig {
+            from: "利島村役場 <noreply@example.lg.jp>"
+                .parse()
+                .context("demo sender")?,
+            portal_url: portal_url.clone(),
+            message_id_domain: "oshirase.example.lg.jp".into(),
+        };
+        // Addresses come from the store; the Date header is the demo day's time.
+        let email = EmailChannel::to_dir(email_config, mail_dir.clone(), store.clone(), clock.clone())
+            .context("demo e-mail settings")?;
         let mut delivered = (0, 0);
         let mut day = args.from;
         let mut changes_applied = 0;
         let mut failures = 0;
-        // The register changes only on days with feed lines: load it (and the e-mail
-        // addresses) again only then.
-        let mut register: Option<(Arc<oshirase_engine::Population>, HashMap<String, String>)> =
-            None;
+        // The register changes only on days with feed lines: load it again only then.
+        let mut register: Option<Arc<oshirase_engine::Population>> = None;
         while day <= last {
             clock.set(
                 day.and_hms_opt(6, 0, 0)
@@ -333,39 +457,28 @@ pub fn demo_cmd(args: DemoArgs) -> anyhow::Result<u8> {
                     .context("the demo change feed")?;
                 changes_applied += r.rows_in - r.already_applied;
             }
-            let (pop, addresses) = match register.take() {
-                Some(r) => r,
-                None => {
-                    let pop = Arc::new(scheduler.population().await?);
-                    let addresses = pop
-                        .residents()
-                        .iter()
-                        .filter_map(|r| {
-                            Some((r.id.to_string(), r.contact.email.as_ref()?.to_string()))
-                        })
-                        .collect();
-                    (pop, addresses)
-                }
+            let pop = match register.take() {
+                Some(pop) => pop,
+                None => Arc::new(scheduler.population().await?),
             };
             failures += scheduler.run_day(pop.clone(), day).await?.failures.len();
-            deliver_demo_day(
-                &store,
-                &mail_dir,
-                clock.as_ref(),
-                &addresses,
-                &mut delivered,
-            )
-            .await?;
-            register = Some((pop, addresses));
+            deliver_demo_day(&store, &email, clock.as_ref(), &mut delivered).await?;
+            register = Some(pop);
             day = calendar::add_days(day, 1);
         }
         summary(&store, &args, changes_applied, failures, started).await?;
         println!(
-            "\ndelivered: {} to portal inboxes, {} e-mails written as .eml files to {}",
+            "\ndelivered: {} to portal inboxes, {} e-mails written as .eml files to {} (their links point at {portal_url})",
             delivered.0,
             delivered.1,
             mail_dir.display()
         );
+        match args.serve {
+            Some(port) => serve_demo_portal(&store, port).await?,
+            None => println!(
+                "the portal:        oshirase demo --serve  (replays again, then serves {portal_url} with sign-in links)"
+            ),
+        }
         Ok(if failures == 0 {
             exit::OK
         } else {
@@ -375,36 +488,69 @@ pub fn demo_cmd(args: DemoArgs) -> anyhow::Result<u8> {
 }
 
 /// The demo's delivery: the outbox workers drain the portal inbox and e-mail (as .eml files).
+/// Quiet hours and the daily cap apply as in the service (the demo day's clock is 06:00).
 async fn deliver_demo_day(
     store: &Store,
-    mail_dir: &Path,
+    email: &EmailChannel,
     clock: &dyn Clock,
-    addresses: &HashMap<String, String>,
     delivered: &mut (usize, usize),
 ) -> anyhow::Result<()> {
-    use oshirase_adapters::{EmailChannel, EmailConfig, PortalInbox};
-    use oshirase_engine::outbox::{drain, Policy};
     let policy = Policy::default();
     delivered.0 += drain(store, &PortalInbox, "demo", clock, &policy)
         .await?
         .delivered;
-    let config = EmailConfig {
-        from: "利島村役場 <noreply@example.lg.jp>"
-            .parse()
-            .context("demo sender")?,
-        portal_url: "https://portal.example.lg.jp".into(),
-        message_id_domain: "oshirase.example.lg.jp".into(),
-    };
-    let email = EmailChannel::to_dir(
-        config,
-        mail_dir.to_path_buf(),
-        addresses.clone(),
-        clock.now(),
-    );
-    delivered.1 += drain(store, &email, "demo", clock, &policy)
-        .await?
-        .delivered;
+    delivered.1 += drain(store, email, "demo", clock, &policy).await?.delivered;
     Ok(())
+}
+
+/// Serves the portal over the demo database until Ctrl-C, printing sign-in links for a few
+/// residents who have notices.
+async fn serve_demo_portal(store: &Store, port: u16) -> anyhow::Result<()> {
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret)
+        .map_err(|e| anyhow::anyhow!("no randomness for the demo's signing secret: {e}"))?;
+    let secret: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    let url = format!("http://127.0.0.1:{port}");
+    let config = PortalConfig::with_hs256_secret(secret)
+        .listen(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+        .public_url(url.clone())
+        .issuer("oshirase-demo");
+    let mut readers: Vec<String> = store
+        .outbox_rows(None)
+        .await?
+        .into_iter()
+        .filter(|r| r.channel == "portal")
+        .map(|r| r.recipient)
+        .collect();
+    readers.sort();
+    readers.dedup();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    println!(
+        "
+portal: {url}  (Ctrl-C stops it)
+sign in as:"
+    );
+    for reader in readers.iter().take(5) {
+        let token = oshirase_portal::mint_token(
+            &config,
+            reader,
+            clock.now(),
+            Duration::from_secs(8 * 3600),
+        )
+        .context("signing a demo token")?;
+        println!("  {reader:<8} {url}/login?token={token}");
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = tx.send(true);
+    });
+    oshirase_portal::serve(listener, store.clone(), config, clock, rx)
+        .await
+        .context("the demo portal")
 }
 
 async fn summary(

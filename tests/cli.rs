@@ -323,3 +323,62 @@ fn the_demo_runs_on_a_fresh_database() {
     };
     assert_eq!(line(&stdout), line(&text(&again.stdout)));
 }
+
+#[test]
+fn vapid_keygen_prints_a_usable_key_pair() {
+    let out = oshirase(&["vapid", "keygen"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let private = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("OSHIRASE_VAPID_PRIVATE_KEY="))
+        .expect("the private key line");
+    let public = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key (applicationServerKey): "))
+        .expect("the public key line");
+    let keys = oshirase_adapters::VapidKeys::from_private_key(private).unwrap();
+    assert_eq!(keys.public_key, public);
+    // A new pair every time.
+    assert_ne!(text(&oshirase(&["vapid", "keygen"]).stdout), stdout);
+}
+
+#[test]
+fn a_bad_service_configuration_names_its_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "oshirase.yaml",
+        "delivery:\n  daily_cap: 2\n  quiet_hours: {webpush: 9pm}\n",
+    );
+    let db = dir.path().join("x.sqlite");
+    let config = dir.path().join("oshirase.yaml");
+    let out = oshirase(&[
+        "run",
+        "--db",
+        db.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(3), "a bad file is exit code 3");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("delivery.quiet_hours.webpush") && stderr.contains("HH:MM-HH:MM"),
+        "{stderr}"
+    );
+    write(dir.path(), "oshirase.yaml", "delivery:\n  dailycap: 2\n");
+    let stderr = text(
+        &oshirase(&[
+            "run",
+            "--db",
+            db.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ])
+        .stderr,
+    );
+    assert!(
+        stderr.contains("oshirase.yaml:2:") && stderr.contains("dailycap"),
+        "{stderr}"
+    );
+}

@@ -258,16 +258,47 @@ fn a_full_disk_is_a_clear_error_and_nothing_is_half_written() {
     assert_eq!(residents, 0);
 }
 
+/// A free loopback port (taken back by the service a moment later).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 #[test]
-fn the_service_stops_cleanly_on_sigterm_after_delivering_the_inbox() {
+fn the_service_serves_the_portal_delivers_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("service.sqlite").display());
     ingest(&db, &root().join("fixtures/town.jsonl"));
+    let port = free_port();
+    let mail = dir.path().join("mail");
+    let config = dir.path().join("oshirase.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "portal:\n  listen: 127.0.0.1:{port}\n  public_url: http://127.0.0.1:{port}\n  jwt: {{issuer: test-idp, algorithm: HS256, secret_env: TEST_JWT_SECRET}}\n\
+             email:\n  from: \"テスト村 <noreply@example.lg.jp>\"\n  message_id_domain: example.lg.jp\n  dir: {}\n\
+             webpush:\n  vapid_private_key_env: TEST_VAPID\n  subject: mailto:it@example.lg.jp\n  allow_loopback: true\n\
+             delivery:\n  quiet_hours: {{}}\n",
+            mail.display()
+        ),
+    )
+    .unwrap();
+    let keys = oshirase_adapters::generate_vapid_keys();
     // The real clock: start a month back, so the service has days to catch up (the town gets
     // a notice every day or two).
     let today = (chrono::Utc::now() + chrono::Duration::hours(9)).date_naive();
     let start = today - chrono::Days::new(30);
     let mut child = oshirase(&db, &["run", "--start", &start.to_string()])
+        .arg("--config")
+        .arg(&config)
+        .env(
+            "TEST_JWT_SECRET",
+            "a test secret that is long enough for HS256",
+        )
+        .env("TEST_VAPID", &keys.private_key)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -281,6 +312,20 @@ fn the_service_stops_cleanly_on_sigterm_after_delivering_the_inbox() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    // The portal answers beside the scheduler and the workers.
+    let health = rt().block_on(async {
+        let url = format!("http://127.0.0.1:{port}/health");
+        for _ in 0..100 {
+            if let Ok(r) = reqwest::get(&url).await {
+                return r.status().as_u16();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        0
+    });
+    assert_eq!(health, 200, "GET /health");
+    // Give the e-mail and push workers a moment to take what the catch-up queued.
+    std::thread::sleep(Duration::from_secs(6));
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -302,4 +347,16 @@ fn the_service_stops_cleanly_on_sigterm_after_delivering_the_inbox() {
         portal.iter().all(|r| r.state == "delivered"),
         "every portal notice reached the inbox before the exit"
     );
+    let delivered_emails = rows
+        .iter()
+        .filter(|r| r.channel == "email" && r.state == "delivered")
+        .count();
+    let files = std::fs::read_dir(&mail).map(|d| d.count()).unwrap_or(0);
+    assert!(delivered_emails > 0, "e-mails went out");
+    assert_eq!(files, delivered_emails, "one .eml per delivered e-mail row");
+    // Nobody registered a push subscription: every push is gone, never stuck.
+    assert!(rows
+        .iter()
+        .filter(|r| r.channel == "webpush")
+        .all(|r| r.state == "gone" || r.state == "pending"));
 }

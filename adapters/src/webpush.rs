@@ -10,7 +10,6 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::io::Read;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -116,15 +115,11 @@ fn signer(private_key: &str) -> Result<PartialVapidSignatureBuilder, String> {
 /// A new VAPID key pair from the operating system's random source.
 ///
 /// # Panics
-/// If the random source cannot be read (no `/dev/urandom`).
+/// If the operating system has no random source to read.
 pub fn generate_vapid_keys() -> VapidKeys {
-    let mut urandom = std::fs::File::open("/dev/urandom")
-        .expect("the operating system's random source (/dev/urandom) is readable");
     loop {
         let mut raw = [0u8; 32];
-        urandom
-            .read_exact(&mut raw)
-            .expect("the operating system's random source (/dev/urandom) is readable");
+        getrandom::fill(&mut raw).expect("the operating system's random source is readable");
         // Zero or a value at or above the group order is no key (odds about 2^-32): draw again.
         if let Ok(keys) = VapidKeys::from_private_key(&URL_SAFE_NO_PAD.encode(raw)) {
             return keys;

@@ -52,7 +52,9 @@ pub fn count(channel: &str, outcome: &'static str) -> u64 {
 pub fn render() -> String {
     with(|r| {
         let mut out = String::new();
-        out.push_str("# HELP oshirase_outbox_attempts_total Outbox attempts by channel and outcome.\n");
+        out.push_str(
+            "# HELP oshirase_outbox_attempts_total Outbox attempts by channel and outcome.\n",
+        );
         out.push_str("# TYPE oshirase_outbox_attempts_total counter\n");
         for ((channel, outcome), n) in &r.outcomes {
             let _ = writeln!(

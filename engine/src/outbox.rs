@@ -523,7 +523,9 @@ mod tests {
         );
         assert_eq!(night.release(at("2027-01-01", 8, 0)), None);
         // A time given in UTC is read in Tokyo: 12:30 UTC is 21:30 JST.
-        let utc = at("2026-12-31", 21, 30).with_timezone(&chrono::Utc).fixed_offset();
+        let utc = at("2026-12-31", 21, 30)
+            .with_timezone(&chrono::Utc)
+            .fixed_offset();
         assert_eq!(night.release(utc), Some(at("2027-01-01", 8, 0)));
         let lunch = QuietHours {
             start: t(12, 0),

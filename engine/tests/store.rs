@@ -724,7 +724,10 @@ async fn push_is_held_overnight_and_falls_back_to_email(backend: &str) {
         .unwrap();
     assert_eq!(r2.delivered, emails_before + r.fallbacks);
 }
-on_both!(quiet_hours_and_fallback, push_is_held_overnight_and_falls_back_to_email);
+on_both!(
+    quiet_hours_and_fallback,
+    push_is_held_overnight_and_falls_back_to_email
+);
 
 async fn the_daily_cap_and_muting(backend: &str) {
     use oshirase_engine::outbox::{drain, Gate, Policy};
@@ -768,7 +771,12 @@ async fn the_daily_cap_and_muting(backend: &str) {
         let id = *id;
         async move {
             let rows = store.outbox_rows(None).await.unwrap();
-            let key = rows.iter().find(|r| r.id == id).unwrap().decision_key.clone();
+            let key = rows
+                .iter()
+                .find(|r| r.id == id)
+                .unwrap()
+                .decision_key
+                .clone();
             store
                 .decisions()
                 .await

@@ -138,7 +138,9 @@ impl Store {
         .map_err(q("reading preferences"))?;
         row.map(|r| {
             let channels: String = r.try_get("channels").map_err(q("reading preferences"))?;
-            let email: i64 = r.try_get("email_consent").map_err(q("reading preferences"))?;
+            let email: i64 = r
+                .try_get("email_consent")
+                .map_err(q("reading preferences"))?;
             let push: i64 = r
                 .try_get("webpush_consent")
                 .map_err(q("reading preferences"))?;

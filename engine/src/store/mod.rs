@@ -893,11 +893,7 @@ impl Store {
         let now_t = utc_text(now);
         let mut held = BTreeSet::new();
         let mut attempts: Vec<Vec<Val>> = Vec::new();
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(q("settling outbox rows"))?;
+        let mut tx = self.pool.begin().await.map_err(q("settling outbox rows"))?;
         let delivered: Vec<i64> = settles
             .iter()
             .filter(|(_, s)| *s == Settle::Delivered)
@@ -1052,10 +1048,12 @@ impl Store {
 
     /// Every stored decision, in key order.
     pub async fn decisions(&self) -> Result<Vec<StoredDecision>> {
-        let rows = sqlx::query("SELECT key, rule, rule_set, notify_on, critical FROM decisions ORDER BY key")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(q("reading decisions"))?;
+        let rows = sqlx::query(
+            "SELECT key, rule, rule_set, notify_on, critical FROM decisions ORDER BY key",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("reading decisions"))?;
         rows.iter()
             .map(|r| {
                 Ok(StoredDecision {

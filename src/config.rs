@@ -1,0 +1,453 @@
+//! The service's configuration file (`oshirase run --config FILE`): the portal, e-mail, web
+//! push and the delivery workers. YAML; unknown keys are errors, and every error names the
+//! file, line and field. Secrets are never in the file: it names the environment variables
+//! that hold them. `config/oshirase.example.yaml` documents every key.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::NaiveTime;
+use oshirase_adapters::email::{EmailConfig, SmtpConfig};
+use oshirase_adapters::webpush::{VapidKeys, WebPushConfig};
+use oshirase_engine::outbox::{Gate, Policy, QuietHours};
+use oshirase_portal::{JwtKey, PortalConfig, RateLimit, Secret};
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// The resident portal (API and pages); not served when absent.
+    #[serde(default)]
+    pub portal: Option<PortalSection>,
+    #[serde(default)]
+    pub email: Option<EmailSection>,
+    #[serde(default)]
+    pub webpush: Option<WebPushSection>,
+    #[serde(default)]
+    pub delivery: DeliverySection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortalSection {
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Where residents reach the portal; notices link to `{public_url}/notices/{key}`.
+    pub public_url: String,
+    pub jwt: JwtSection,
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitSection>,
+    /// Accept push endpoints on loopback addresses (local test push services only).
+    #[serde(default)]
+    pub allow_loopback_push: bool,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtSection {
+    pub issuer: String,
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// `HS256` (secret from `secret_env`), `RS256` or `ES256` (public key from `public_key_pem`).
+    pub algorithm: String,
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    #[serde(default)]
+    pub public_key_pem: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSection {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailSection {
+    /// `名前 <address>` or a bare address.
+    pub from: String,
+    pub message_id_domain: String,
+    /// Send over SMTP; without it, notices are written as .eml files to `dir`.
+    #[serde(default)]
+    pub smtp: Option<SmtpSection>,
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpSection {
+    /// `smtp://host:port` (plain, local relays), `smtp://host:port?tls=required` (STARTTLS),
+    /// `smtps://host:port` (implicit TLS).
+    pub url: String,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// SMTP connections kept open; at least `delivery.concurrency.email` to use them all.
+    #[serde(default = "default_pool")]
+    pub pool_size: u32,
+    #[serde(default = "default_timeout")]
+    pub timeout_seconds: u64,
+}
+
+fn default_pool() -> u32 {
+    48
+}
+
+fn default_timeout() -> u64 {
+    30
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebPushSection {
+    /// The variable holding the VAPID private key (base64url; `oshirase vapid keygen`).
+    pub vapid_private_key_env: String,
+    /// `mailto:` or `https:` contact for push services.
+    pub subject: String,
+    #[serde(default)]
+    pub allow_loopback: bool,
+    #[serde(default = "default_timeout")]
+    pub timeout_seconds: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverySection {
+    /// Workers per channel (`portal`, `email`, `webpush`).
+    #[serde(default = "default_workers")]
+    pub workers: BTreeMap<String, usize>,
+    /// Sends in flight at once per worker, by channel. E-mail needs many: each SMTP connection
+    /// carries only about 20 messages a second (lettre 0.11 waits for delayed ACKs), so its
+    /// default matches a pool just under Postfix's 50 connections per client.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: BTreeMap<String, usize>,
+    /// Non-critical notices per person per channel per day; 0: no cap.
+    #[serde(default = "default_cap")]
+    pub daily_cap: i64,
+    /// Channel → `HH:MM-HH:MM` in Asia/Tokyo.
+    #[serde(default = "default_quiet")]
+    pub quiet_hours: BTreeMap<String, String>,
+    /// Re-send by e-mail when push is gone or refused for good.
+    #[serde(default = "yes")]
+    pub push_falls_back_to_email: bool,
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: i64,
+}
+
+fn default_workers() -> BTreeMap<String, usize> {
+    [("portal", 1), ("email", 2), ("webpush", 2)]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+}
+
+fn default_concurrency() -> BTreeMap<String, usize> {
+    [("portal", 8), ("email", 48), ("webpush", 64)]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+}
+
+fn default_cap() -> i64 {
+    3
+}
+
+fn default_quiet() -> BTreeMap<String, String> {
+    [("webpush".to_owned(), "21:00-08:00".to_owned())].into()
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_max_attempts() -> i64 {
+    10
+}
+
+impl Default for DeliverySection {
+    fn default() -> Self {
+        Self {
+            workers: default_workers(),
+            concurrency: default_concurrency(),
+            daily_cap: default_cap(),
+            quiet_hours: default_quiet(),
+            push_falls_back_to_email: true,
+            max_attempts: default_max_attempts(),
+        }
+    }
+}
+
+/// Reads and parses a configuration file; errors name the file, line, column and field.
+pub fn load(path: &Path) -> anyhow::Result<ServiceConfig> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    parse(&text, &path.display().to_string())
+}
+
+pub fn parse(text: &str, name: &str) -> anyhow::Result<ServiceConfig> {
+    let de = serde_yaml_ng::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = e.path().to_string();
+        let inner = e.into_inner();
+        let at = inner
+            .location()
+            .map(|l| format!(":{}:{}", l.line(), l.column()))
+            .unwrap_or_default();
+        anyhow::anyhow!("{name}{at}: {field}: {inner}")
+    })
+}
+
+fn env_secret(var: &str, what: &str) -> anyhow::Result<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Ok(v),
+        _ => anyhow::bail!("{what}: the environment variable {var} is not set"),
+    }
+}
+
+impl ServiceConfig {
+    /// The portal's settings, reading secrets from the environment.
+    pub fn portal(&self, vapid_public_key: Option<String>) -> anyhow::Result<Option<PortalConfig>> {
+        let Some(p) = &self.portal else {
+            return Ok(None);
+        };
+        let key = match p.jwt.algorithm.as_str() {
+            "HS256" => {
+                let var =
+                    p.jwt.secret_env.as_deref().ok_or_else(|| {
+                        anyhow::anyhow!("portal.jwt.secret_env: needed for HS256")
+                    })?;
+                JwtKey::Hs256(Secret::new(env_secret(var, "portal.jwt.secret_env")?))
+            }
+            alg @ ("RS256" | "ES256") => {
+                let path = p.jwt.public_key_pem.as_ref().ok_or_else(|| {
+                    anyhow::anyhow!("portal.jwt.public_key_pem: needed for {alg}")
+                })?;
+                let pem = std::fs::read_to_string(path).map_err(|e| {
+                    anyhow::anyhow!(
+                        "portal.jwt.public_key_pem: cannot read {}: {e}",
+                        path.display()
+                    )
+                })?;
+                if alg == "RS256" {
+                    JwtKey::Rs256PublicPem(pem)
+                } else {
+                    JwtKey::Es256PublicPem(pem)
+                }
+            }
+            other => anyhow::bail!("portal.jwt.algorithm: {other:?} is not HS256, RS256 or ES256"),
+        };
+        let defaults = PortalConfig::default();
+        let c = PortalConfig {
+            listen: p.listen,
+            public_url: p.public_url.clone(),
+            jwt: oshirase_portal::JwtConfig {
+                issuer: p.jwt.issuer.clone(),
+                audience: p.jwt.audience.clone(),
+                key,
+                ..defaults.jwt
+            },
+            cors_origins: p.cors_origins.clone(),
+            rate_limit: p
+                .rate_limit
+                .as_ref()
+                .map(|r| RateLimit {
+                    per_second: r.per_second,
+                    burst: r.burst,
+                })
+                .unwrap_or(defaults.rate_limit),
+            allow_loopback_push: p.allow_loopback_push,
+            vapid_public_key,
+        };
+        c.check()
+            .map_err(|e| anyhow::anyhow!("portal: {}", e.0.join("; ")))?;
+        Ok(Some(c))
+    }
+
+    /// Where notices link to.
+    pub fn portal_url(&self) -> String {
+        self.portal
+            .as_ref()
+            .map(|p| p.public_url.clone())
+            .unwrap_or_else(|| format!("http://{}", default_listen()))
+    }
+
+    /// E-mail settings: the message, and SMTP or a directory of .eml files.
+    pub fn email(&self) -> anyhow::Result<Option<(EmailConfig, EmailTransport)>> {
+        let Some(e) = &self.email else {
+            return Ok(None);
+        };
+        let from = e
+            .from
+            .parse()
+            .map_err(|err| anyhow::anyhow!("email.from: {err}"))?;
+        let config = EmailConfig {
+            from,
+            portal_url: self.portal_url(),
+            message_id_domain: e.message_id_domain.clone(),
+        };
+        let transport = match (&e.smtp, &e.dir) {
+            (Some(s), None) => {
+                let mut smtp = SmtpConfig::new(s.url.clone());
+                smtp.user = s.user.clone();
+                smtp.password = s
+                    .password_env
+                    .as_deref()
+                    .map(|v| env_secret(v, "email.smtp.password_env"))
+                    .transpose()?;
+                smtp.pool_size = s.pool_size;
+                smtp.timeout = Duration::from_secs(s.timeout_seconds);
+                EmailTransport::Smtp(Box::new(smtp))
+            }
+            (None, Some(dir)) => EmailTransport::Dir(dir.clone()),
+            _ => anyhow::bail!("email: set exactly one of smtp and dir"),
+        };
+        Ok(Some((config, transport)))
+    }
+
+    pub fn webpush(&self) -> anyhow::Result<Option<WebPushConfig>> {
+        let Some(w) = &self.webpush else {
+            return Ok(None);
+        };
+        let private = env_secret(&w.vapid_private_key_env, "webpush.vapid_private_key_env")?;
+        let vapid = VapidKeys::from_private_key(&private)
+            .map_err(|e| anyhow::anyhow!("webpush.vapid_private_key_env: {e}"))?;
+        Ok(Some(WebPushConfig {
+            vapid,
+            subject: w.subject.clone(),
+            portal_url: self.portal_url(),
+            allow_loopback: w.allow_loopback,
+            timeout: Duration::from_secs(w.timeout_seconds),
+        }))
+    }
+
+    /// Retry, concurrency and gate settings for the workers of `channel`.
+    pub fn policy(&self, channel: &str) -> anyhow::Result<Policy> {
+        let d = &self.delivery;
+        let mut quiet_hours = Vec::new();
+        for (name, span) in &d.quiet_hours {
+            let q = quiet(span).map_err(|e| anyhow::anyhow!("delivery.quiet_hours.{name}: {e}"))?;
+            quiet_hours.push((name.clone(), q));
+        }
+        for (what, names) in [
+            ("workers", d.workers.keys().collect::<Vec<_>>()),
+            ("concurrency", d.concurrency.keys().collect()),
+            ("quiet_hours", d.quiet_hours.keys().collect()),
+        ] {
+            if let Some(bad) = names.into_iter().find(|n| !CHANNELS.contains(&n.as_str())) {
+                anyhow::bail!("delivery.{what}.{bad}: not a channel (portal, email, webpush)");
+            }
+        }
+        Ok(Policy {
+            max_attempts: d.max_attempts,
+            concurrency: d.concurrency.get(channel).copied().unwrap_or(8).max(1),
+            gate: Gate {
+                quiet_hours,
+                daily_cap: d.daily_cap,
+                fallback: d
+                    .push_falls_back_to_email
+                    .then(|| ("webpush".to_owned(), "email".to_owned())),
+            },
+            ..Policy::default()
+        })
+    }
+
+    pub fn workers(&self, channel: &str) -> usize {
+        self.delivery.workers.get(channel).copied().unwrap_or(0)
+    }
+}
+
+const CHANNELS: [&str; 3] = ["portal", "email", "webpush"];
+
+/// How e-mail leaves.
+pub enum EmailTransport {
+    Smtp(Box<SmtpConfig>),
+    Dir(PathBuf),
+}
+
+fn quiet(span: &str) -> Result<QuietHours, String> {
+    let (a, b) = span
+        .split_once('-')
+        .ok_or_else(|| format!("{span:?} is not HH:MM-HH:MM"))?;
+    let t =
+        |s: &str| NaiveTime::parse_from_str(s.trim(), "%H:%M").map_err(|e| format!("{s:?}: {e}"));
+    Ok(QuietHours {
+        start: t(a)?,
+        end: t(b)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_configuration_is_valid() {
+        let c = parse(
+            include_str!("../config/oshirase.example.yaml"),
+            "config/oshirase.example.yaml",
+        )
+        .unwrap();
+        let p = c.policy("email").unwrap();
+        assert_eq!(p.concurrency, 48);
+        assert_eq!(c.workers("email"), 2);
+        assert!(c.portal.is_some() && c.email.is_some() && c.webpush.is_some());
+    }
+
+    #[test]
+    fn an_unknown_key_names_the_line_and_field() {
+        let text = "delivery:\n  daily_cap: 2\n  quiet_hour: {}\n";
+        let e = parse(text, "oshirase.yaml").unwrap_err().to_string();
+        assert!(e.starts_with("oshirase.yaml:3:"), "{e}");
+        assert!(e.contains("quiet_hour"), "{e}");
+    }
+
+    #[test]
+    fn quiet_hours_and_defaults() {
+        let c = parse("delivery:\n  quiet_hours: {email: '22:30-07:00'}\n", "x").unwrap();
+        let p = c.policy("webpush").unwrap();
+        assert_eq!(p.gate.daily_cap, 3);
+        assert_eq!(p.concurrency, 64);
+        assert_eq!(p.gate.quiet_hours.len(), 1);
+        assert_eq!(p.gate.quiet_hours[0].0, "email");
+        assert_eq!(
+            p.gate.quiet_hours[0].1.start,
+            NaiveTime::from_hms_opt(22, 30, 0).unwrap()
+        );
+        let bad = parse("delivery:\n  quiet_hours: {webpush: '9pm-8am'}\n", "x").unwrap();
+        let e = bad.policy("email").unwrap_err().to_string();
+        assert!(e.starts_with("delivery.quiet_hours.webpush:"), "{e}");
+    }
+
+    #[test]
+    fn a_misspelt_channel_is_named() {
+        let c = parse("delivery:\n  concurrency: {e-mail: 4}\n", "x").unwrap();
+        let e = c.policy("email").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "delivery.concurrency.e-mail: not a channel (portal, email, webpush)"
+        );
+    }
+
+    #[test]
+    fn secrets_come_from_the_environment_and_are_named_when_missing() {
+        let c = parse(
+            "portal:\n  public_url: https://portal.example.lg.jp\n  jwt: {issuer: idp, algorithm: HS256, secret_env: OSHIRASE_TEST_UNSET_SECRET}\n",
+            "x",
+        )
+        .unwrap();
+        let e = c.portal(None).unwrap_err().to_string();
+        assert!(e.contains("OSHIRASE_TEST_UNSET_SECRET"), "{e}");
+    }
+}
