@@ -40,3 +40,6 @@ CREATE INDEX audit_log_target ON audit_log(target);
 -- Workers claim pending rows of a channel in id order: only those are in this index, so a
 -- claim reads a batch, not every row ever delivered.
 CREATE INDEX outbox_pending ON outbox(channel, id) WHERE state = 'pending';
+
+-- The daily cap counts a person's deliveries of the day through their outbox rows.
+CREATE INDEX delivery_attempts_outbox ON delivery_attempts(outbox_id, attempted_at);
