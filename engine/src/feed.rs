@@ -1059,8 +1059,11 @@ impl State {
     }
 
     /// The final register must be valid. Errors are mapped back to the feed line that last
-    /// touched the record, or for household errors the household.
-    fn validate(&self, source: &str) -> Vec<DataError> {
+    /// touched the record, or for household errors the household. With `part`, the state
+    /// holds only the records the feed names (and their households and references): errors
+    /// in records and households no line touched are about the rest of the register, which
+    /// every earlier ingest validated, and are left out.
+    fn validate(&self, source: &str, part: bool) -> Vec<DataError> {
         // Record i is "line" i + 1 for Population::build, so each error names its record.
         let ids: Vec<usize> = (1..=self.residents.len()).collect();
         let Err(DataErrors(errors)) =
@@ -1070,7 +1073,7 @@ impl State {
         };
         errors
             .into_iter()
-            .map(|mut e| {
+            .filter_map(|mut e| {
                 let i = e.line.checked_sub(1).filter(|&i| i < self.residents.len());
                 let line = i.map_or(0, |i| {
                     let household = e
@@ -1085,12 +1088,15 @@ impl State {
                         .unwrap_or(0);
                     self.touched[i].max(via_household)
                 });
+                if part && line == 0 && i.is_some() {
+                    return None;
+                }
                 e.line = line;
                 if line == 0 {
                     e.message
                         .push_str(" (in the register before this feed, not caused by it)");
                 }
-                e
+                Some(e)
             })
             .collect()
     }
@@ -1102,6 +1108,7 @@ fn apply_lines(
     current: &[Resident],
     feed: &Feed,
     source: &str,
+    part: bool,
 ) -> (Applied, Vec<DataError>, Vec<DataError>) {
     let mut state = State::new(current);
     let mut errors = Vec::new();
@@ -1121,7 +1128,7 @@ fn apply_lines(
             }
         }
     }
-    let invalid = state.validate(source);
+    let invalid = state.validate(source, part);
     (
         Applied {
             residents: state.residents,
@@ -1136,7 +1143,21 @@ fn apply_lines(
 /// resulting register is invalid, every error is returned (by line) and nothing applies.
 /// Applying the same feed to the same register always gives the same result.
 pub fn apply(current: &[Resident], feed: &Feed, source: &str) -> Result<Applied, DataErrors> {
-    let (applied, mut errors, invalid) = apply_lines(current, feed, source);
+    all_or_nothing(apply_lines(current, feed, source, false))
+}
+
+/// As [`apply`], where `part` is only the part of the register the feed needs (see
+/// [`Needs`]): every record a line names or refers to, every record of every household a
+/// line names or a named record belongs to, and the records those refer to. Errors in records
+/// and households no line touched are not reported: they are not the feed's, and every
+/// earlier ingest checked them. The result holds the part, changed, and the new records.
+pub fn apply_to_part(part: &[Resident], feed: &Feed, source: &str) -> Result<Applied, DataErrors> {
+    all_or_nothing(apply_lines(part, feed, source, true))
+}
+
+fn all_or_nothing(
+    (applied, mut errors, invalid): (Applied, Vec<DataError>, Vec<DataError>),
+) -> Result<Applied, DataErrors> {
     errors.extend(invalid);
     if errors.is_empty() {
         Ok(applied)
@@ -1153,12 +1174,115 @@ pub fn apply_lenient(
     feed: &Feed,
     source: &str,
 ) -> Result<(Applied, Vec<DataError>), DataErrors> {
-    let (applied, errors, mut invalid) = apply_lines(current, feed, source);
+    lenient(apply_lines(current, feed, source, false))
+}
+
+/// [`apply_lenient`] on part of the register, as [`apply_to_part`].
+pub fn apply_to_part_lenient(
+    part: &[Resident],
+    feed: &Feed,
+    source: &str,
+) -> Result<(Applied, Vec<DataError>), DataErrors> {
+    lenient(apply_lines(part, feed, source, true))
+}
+
+fn lenient(
+    (applied, errors, mut invalid): (Applied, Vec<DataError>, Vec<DataError>),
+) -> Result<(Applied, Vec<DataError>), DataErrors> {
     if invalid.is_empty() {
         Ok((applied, errors))
     } else {
         invalid.sort_by_key(|e| e.line);
         Err(DataErrors(invalid))
+    }
+}
+
+/// The records and households a feed's lines name, to read from the store instead of the
+/// whole register.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Needs {
+    pub residents: BTreeSet<ResidentId>,
+    pub households: BTreeSet<HouseholdId>,
+}
+
+impl Needs {
+    /// What the lines of `feed` name: residents, new records (and their guardians, proxies
+    /// and household), households, and the ids a correction writes.
+    pub fn of(feed: &Feed) -> Self {
+        let mut n = Needs::default();
+        for l in &feed.lines {
+            match &l.change {
+                Change::Birth { record } | Change::MoveIn { record } => n.add_record(record),
+                Change::Death { resident }
+                | Change::MoveOut { resident }
+                | Change::AddressChange { resident, .. } => {
+                    n.residents.insert(resident.clone());
+                }
+                Change::HouseholderChange {
+                    household,
+                    new_householder,
+                    relationships,
+                } => {
+                    n.households.insert(household.clone());
+                    n.residents.insert(new_householder.clone());
+                    n.residents.extend(relationships.keys().cloned());
+                }
+                Change::HouseholdSplit {
+                    residents,
+                    household,
+                    relationships,
+                }
+                | Change::HouseholdMerge {
+                    residents,
+                    household,
+                    relationships,
+                } => {
+                    n.households.insert(household.clone());
+                    n.residents.extend(residents.iter().cloned());
+                    n.residents.extend(relationships.keys().cloned());
+                }
+                Change::Correction { resident, fields } => {
+                    n.residents.insert(resident.clone());
+                    // Ids a correction writes; malformed ones fail when the line applies.
+                    let id = |v: &Value| v.get("id").and_then(Value::as_str).map(str::to_owned);
+                    if let Some(h) = fields.get("household").and_then(id) {
+                        if let Ok(h) = HouseholdId::parse(&h) {
+                            n.households.insert(h);
+                        }
+                    }
+                    for key in ["guardians", "proxies"] {
+                        for v in fields
+                            .get(key)
+                            .and_then(Value::as_array)
+                            .into_iter()
+                            .flatten()
+                        {
+                            if let Some(Ok(r)) = id(v).map(|s| ResidentId::parse(&s)) {
+                                n.residents.insert(r);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        n
+    }
+
+    /// A record's own id, household and the records it refers to.
+    pub fn add_record(&mut self, r: &Resident) {
+        self.residents.insert(r.id.clone());
+        if let Some(h) = r.household_id() {
+            self.households.insert(h.clone());
+        }
+        self.add_references(r);
+    }
+
+    /// The records `r` refers to (guardians, proxies), which must exist.
+    pub fn add_references(&mut self, r: &Resident) {
+        self.residents
+            .extend(r.guardians.iter().map(|g| g.id.clone()));
+        self.residents
+            .extend(r.proxies.iter().map(|p| p.id.clone()));
     }
 }
 

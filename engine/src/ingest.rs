@@ -1,11 +1,12 @@
 //! Ingest: a full snapshot (diffed against the stored state to derive life events) or a
-//! change feed (applied line by line after the stored feed position), validated whole and
-//! written in one store transaction.
+//! change feed (applied line by line after the stored feed position to the stored records it
+//! names, not the whole register), validated whole and written in one store transaction.
 
 use chrono::{DateTime, FixedOffset};
 
 use crate::feed;
 use crate::population::{parse_snapshot, DataError, DataErrors};
+use crate::resident::Resident;
 use crate::store::{IngestOutcome, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -121,14 +122,16 @@ async fn ingest_feed(
     let total = parsed.len();
     let pending = parsed.after(position);
     let already_applied = total - pending.len();
-    let current = store.residents().await?;
+    // Only the records the lines name, their households and the records they refer to: a
+    // line costs the size of what it touches, not of the register.
+    let current = feed_part(store, &pending).await?;
     let applied = if skip_invalid {
-        let (applied, more) =
-            feed::apply_lenient(&current, &pending, source).map_err(IngestError::Invalid)?;
+        let (applied, more) = feed::apply_to_part_lenient(&current, &pending, source)
+            .map_err(IngestError::Invalid)?;
         rejected.extend(more);
         applied
     } else {
-        feed::apply(&current, &pending, source).map_err(IngestError::Invalid)?
+        feed::apply_to_part(&current, &pending, source).map_err(IngestError::Invalid)?
     };
     let last_seq = pending.last_seq().map(|s| s as i64);
     let outcome = store
@@ -152,4 +155,43 @@ async fn ingest_feed(
         rejected,
         already_applied,
     })
+}
+
+/// The part of the stored register `feed` needs: the records it names, every record of the
+/// households it names or those records belong to, and the records any of them refer to
+/// (guardians, proxies), which must exist.
+async fn feed_part(store: &Store, feed: &feed::Feed) -> Result<Vec<Resident>, StoreError> {
+    fn owned<'a>(ids: impl Iterator<Item = &'a str>) -> Vec<String> {
+        ids.map(str::to_owned).collect()
+    }
+    // New records and corrections bring their own references into `needs`.
+    let needs = feed::Needs::of(feed);
+    let named = store
+        .residents_named(&owned(needs.residents.iter().map(|r| r.as_str())), &[])
+        .await?;
+    let mut households = needs.households.clone();
+    households.extend(named.iter().filter_map(|r| r.household_id().cloned()));
+    let mut part = store
+        .residents_named(&[], &owned(households.iter().map(|h| h.as_str())))
+        .await?;
+    part.extend(named);
+    // What the records read so far refer to, and no query has read yet.
+    let mut refs = feed::Needs::default();
+    for r in &part {
+        refs.add_references(r);
+    }
+    let have: std::collections::HashSet<&str> = part.iter().map(|r| r.id.as_str()).collect();
+    // (Named ids that were not found need not be asked for again.)
+    let missing = owned(
+        refs.residents
+            .iter()
+            .filter(|r| !have.contains(r.as_str()) && !needs.residents.contains(*r))
+            .map(|r| r.as_str()),
+    );
+    let extra = store.residents_named(&missing, &[]).await?;
+    part.extend(extra);
+    // Each record once, in id order, whatever query found it.
+    part.sort_by(|a, b| a.id.cmp(&b.id));
+    part.dedup_by(|a, b| a.id == b.id);
+    Ok(part)
 }

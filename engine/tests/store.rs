@@ -822,3 +822,88 @@ async fn the_daily_cap_and_muting(backend: &str) {
     assert_eq!(r.delivered, 1.min(rows.len() - sent_to_busy));
 }
 on_both!(daily_cap_and_muting, the_daily_cap_and_muting);
+
+/// (resident_id, batch_id, record) of every history row, in id order.
+async fn history(url: &str) -> Vec<(String, i64, String)> {
+    use sqlx::Row;
+    sqlx::any::install_default_drivers();
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(url)
+        .await
+        .unwrap();
+    sqlx::query("SELECT resident_id, batch_id, record FROM resident_history ORDER BY id")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get("resident_id"), r.get("batch_id"), r.get("record")))
+        .collect()
+}
+
+/// (householder_id, members) of a stored household.
+async fn household(url: &str, id: &str) -> (Option<String>, i64) {
+    use sqlx::Row;
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(url)
+        .await
+        .unwrap();
+    let sql = if url.starts_with("postgres") {
+        "SELECT householder_id, members FROM households WHERE id = $1"
+    } else {
+        "SELECT householder_id, members FROM households WHERE id = ?"
+    };
+    let row = sqlx::query(sql)
+        .bind(id.to_owned())
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    (row.get("householder_id"), row.get("members"))
+}
+
+/// A first load writes no history; a change moves the version it replaces there, with the
+/// batch that wrote it. Households are written for every household of the load, and a feed
+/// line rewrites the ones it touches.
+async fn history_keeps_replaced_versions(backend: &str) {
+    let db = fresh(backend).await;
+    let store = Store::open(&db.url).await.unwrap();
+    let clock = FixedClock::at_noon(d("2026-10-05"));
+    let text = std::fs::read_to_string(root().join("fixtures/town.jsonl")).unwrap();
+    let first = oshirase_engine::ingest::ingest(&store, "town.jsonl", &text, false, clock.now())
+        .await
+        .unwrap();
+    let first_batch = first.outcome.batch_id.unwrap();
+    assert!(
+        history(&db.url).await.is_empty(),
+        "a first load replaces nothing"
+    );
+    assert_eq!(
+        household(&db.url, "H0001").await,
+        (Some("R00001".to_owned()), 2)
+    );
+    let before = store
+        .residents()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.id.as_str() == "R00001")
+        .unwrap();
+    let feed = concat!(
+        r#"{"format":"oshirase-changes","schema_version":1}"#,
+        "\n",
+        r#"{"seq":1,"kind":"death","date":"2026-10-03","recorded":"2026-10-05","resident":"R00001"}"#,
+        "\n"
+    );
+    let out = oshirase_engine::ingest::ingest(&store, "changes.jsonl", feed, false, clock.now())
+        .await
+        .unwrap();
+    assert_eq!(
+        out.outcome.rows_changed, 1,
+        "only the record the line names"
+    );
+    let rows = history(&db.url).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].0.as_str(), rows[0].1), ("R00001", first_batch));
+    let old: oshirase_engine::resident::Resident = serde_json::from_str(&rows[0].2).unwrap();
+    assert_eq!(old, before, "history holds the version replaced");
+    // The 世帯主 died: one current member left, no current 世帯主 until a change is filed.
+    assert_eq!(household(&db.url, "H0001").await, (None, 1));
+}
+on_both!(resident_history, history_keeps_replaced_versions);

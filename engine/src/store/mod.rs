@@ -182,10 +182,15 @@ fn now_text(now: DateTime<FixedOffset>) -> String {
 }
 
 fn hash_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    // Table-driven: one `format!` per byte was a visible share of a large ingest.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digest = Sha256::digest(bytes);
+    let mut out = String::with_capacity(digest.len() * 2);
+    for b in digest {
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 0x0f)] as char);
+    }
+    out
 }
 
 impl Store {
@@ -243,6 +248,11 @@ impl Store {
                             .execute(&mut *conn)
                             .await?;
                         sqlx::query("PRAGMA foreign_keys=ON")
+                            .execute(&mut *conn)
+                            .await?;
+                        // 64 MiB of page cache (the default is 2 MB): a large ingest's
+                        // transaction otherwise spills pages to the file before it commits.
+                        sqlx::query("PRAGMA cache_size=-65536")
                             .execute(&mut *conn)
                             .await?;
                     }
@@ -310,10 +320,14 @@ impl Store {
         what: &'static str,
     ) -> Result<u64> {
         let mut affected = 0;
-        for chunk in rows.chunks(1000) {
-            let cols = chunk[0].len();
-            let mut sql = String::from(head);
-            for (i, _) in chunk.iter().enumerate() {
+        let mut rows = rows.into_iter().peekable();
+        while let Some(first) = rows.peek() {
+            let cols = first.len();
+            // The rows of this statement, taken by value: each value moves into the query.
+            let chunk: Vec<Vec<Val>> = rows.by_ref().take(1000).collect();
+            let mut sql = String::with_capacity(head.len() + tail.len() + chunk.len() * cols * 7);
+            sql.push_str(head);
+            for i in 0..chunk.len() {
                 sql.push_str(if i == 0 { "(" } else { ", (" });
                 for c in 0..cols {
                     if c > 0 {
@@ -328,9 +342,9 @@ impl Store {
             for row in chunk {
                 for v in row {
                     query = match v {
-                        Val::Text(s) => query.bind(s.clone()),
-                        Val::OptText(s) => query.bind(s.clone()),
-                        Val::Int(n) => query.bind(*n),
+                        Val::Text(s) => query.bind(s),
+                        Val::OptText(s) => query.bind(s),
+                        Val::Int(n) => query.bind(n),
                     };
                 }
             }
@@ -353,6 +367,57 @@ impl Store {
             .map(|row| {
                 let id: String = row.try_get("id").map_err(q("reading residents"))?;
                 let record: String = row.try_get("record").map_err(q("reading residents"))?;
+                serde_json::from_str(&record).map_err(|e| StoreError::Corrupt {
+                    what: "resident record",
+                    detail: format!("{id}: {e}"),
+                })
+            })
+            .collect()
+    }
+
+    /// The stored records with one of `ids`, and every stored record (any status) of the
+    /// `households`, each once, in id order: what a change feed reads instead of the whole
+    /// register.
+    pub async fn residents_named(
+        &self,
+        ids: &[String],
+        households: &[String],
+    ) -> Result<Vec<Resident>> {
+        let mut records: BTreeMap<String, String> = BTreeMap::new();
+        for (head, keys) in [
+            ("SELECT id, record FROM residents WHERE id IN (", ids),
+            (
+                "SELECT id, record FROM residents WHERE household_id IN (",
+                households,
+            ),
+        ] {
+            for chunk in keys.chunks(1000) {
+                let mut sql = String::from(head);
+                for i in 0..chunk.len() {
+                    if i > 0 {
+                        sql.push_str(", ");
+                    }
+                    self.push_placeholder(&mut sql, i + 1);
+                }
+                sql.push(')');
+                let mut query = sqlx::query(AssertSqlSafe(sql));
+                for k in chunk {
+                    query = query.bind(k.clone());
+                }
+                for row in query
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(q("reading residents"))?
+                {
+                    let id: String = row.try_get("id").map_err(q("reading residents"))?;
+                    let record: String = row.try_get("record").map_err(q("reading residents"))?;
+                    records.insert(id, record);
+                }
+            }
+        }
+        records
+            .into_iter()
+            .map(|(id, record)| {
                 serde_json::from_str(&record).map_err(|e| StoreError::Corrupt {
                     what: "resident record",
                     detail: format!("{id}: {e}"),
@@ -412,9 +477,58 @@ impl Store {
             .map_err(q("reading the feed position"))
     }
 
-    /// Writes one ingest in one transaction: the new state of every changed resident (with its
-    /// history), the households they touch, the life events, and the batch row. The same
-    /// content (by hash) twice is a no-op.
+    /// The stored hash of each record of `state` that is stored. A small state (a change
+    /// feed's records) is looked up by id; a large one (a snapshot) reads every hash at once.
+    async fn stored_hashes(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        state: &[Resident],
+    ) -> Result<HashMap<String, String>> {
+        let read = |rows: Vec<sqlx::any::AnyRow>, into: &mut HashMap<String, String>| {
+            for r in rows {
+                into.insert(
+                    r.try_get("id").map_err(q("reading resident hashes"))?,
+                    r.try_get("record_hash")
+                        .map_err(q("reading resident hashes"))?,
+                );
+            }
+            Ok::<_, StoreError>(())
+        };
+        let mut stored = HashMap::new();
+        if state.len() > 10_000 {
+            let rows = sqlx::query("SELECT id, record_hash FROM residents")
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(q("reading resident hashes"))?;
+            read(rows, &mut stored)?;
+            return Ok(stored);
+        }
+        for chunk in state.chunks(1000) {
+            let mut sql = String::from("SELECT id, record_hash FROM residents WHERE id IN (");
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                self.push_placeholder(&mut sql, i + 1);
+            }
+            sql.push(')');
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for r in chunk {
+                query = query.bind(r.id.as_str().to_owned());
+            }
+            let rows = query
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(q("reading resident hashes"))?;
+            read(rows, &mut stored)?;
+        }
+        Ok(stored)
+    }
+
+    /// Writes one ingest in one transaction: the new state of every changed resident (the
+    /// version it replaces goes to `resident_history`), the households they touch, the life
+    /// events, and the batch row. The same content (by hash) twice is a no-op. `state` may be
+    /// the whole register (a snapshot) or only the records a change feed touched.
     #[allow(clippy::too_many_arguments)]
     pub async fn apply_ingest(
         &self,
@@ -442,14 +556,7 @@ impl Store {
                 events: 0,
             });
         }
-        let stored: HashMap<String, String> = sqlx::query("SELECT id, record_hash FROM residents")
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(q("reading resident hashes"))?
-            .iter()
-            .map(|r| Ok((r.try_get("id")?, r.try_get("record_hash")?)))
-            .collect::<std::result::Result<_, sqlx::Error>>()
-            .map_err(q("reading resident hashes"))?;
+        let stored = self.stored_hashes(&mut tx, state).await?;
         let mut changed = Vec::new();
         for r in state {
             let json = serde_json::to_string(r).map_err(|e| StoreError::Corrupt {
@@ -457,10 +564,12 @@ impl Store {
                 detail: e.to_string(),
             })?;
             let h = hash_hex(json.as_bytes());
-            if stored.get(r.id.as_str()) != Some(&h) {
-                changed.push((r, json, h));
+            match stored.get(r.id.as_str()) {
+                Some(old) if *old == h => {}
+                old => changed.push((r, json, h, old.is_some())),
             }
         }
+        drop(stored);
         let batch_id: i64 = sqlx::query(self.sql(
             "INSERT INTO ingest_batches (source, kind, content_hash, as_of, rows_in, rows_changed, events, applied_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
@@ -479,18 +588,17 @@ impl Store {
         .try_get("id")
         .map_err(q("recording the ingest batch"))?;
 
-        let mut touched: BTreeSet<String> = BTreeSet::new();
+        let mut touched: BTreeSet<&str> = BTreeSet::new();
         let mut resident_rows = Vec::with_capacity(changed.len());
-        let mut history_rows = Vec::with_capacity(changed.len());
+        let mut replaced: Vec<String> = Vec::new();
         let rows_changed = changed.len();
-        for (r, json, h) in changed {
-            history_rows.push(vec![
-                Val::Text(r.id.as_str().to_owned()),
-                Val::Int(batch_id),
-                Val::Text(json.clone()),
-            ]);
+        for (r, json, h, existed) in changed {
+            let id = r.id.as_str().to_owned();
+            if existed {
+                replaced.push(id.clone());
+            }
             resident_rows.push(vec![
-                Val::Text(r.id.as_str().to_owned()),
+                Val::Text(id),
                 Val::OptText(r.household_id().map(|h| h.as_str().to_owned())),
                 Val::Text(r.status.name().to_owned()),
                 Val::Text(json),
@@ -498,8 +606,32 @@ impl Store {
                 Val::Int(batch_id),
             ]);
             if let Some(h) = r.household_id() {
-                touched.insert(h.as_str().to_owned());
+                touched.insert(h.as_str());
             }
+        }
+        // History keeps the versions that were replaced, each with the batch that wrote it;
+        // the current version is the resident row. A first load replaces nothing and so
+        // writes no history: copying a million records into it was a third of the work.
+        for chunk in replaced.chunks(1000) {
+            let mut sql = String::from(
+                "INSERT INTO resident_history (resident_id, batch_id, record)
+                 SELECT id, batch_id, record FROM residents WHERE id IN (",
+            );
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                self.push_placeholder(&mut sql, i + 1);
+            }
+            sql.push(')');
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(id.clone());
+            }
+            query
+                .execute(&mut *tx)
+                .await
+                .map_err(q("writing resident history"))?;
         }
         self.insert_rows(
             &mut tx,
@@ -508,14 +640,6 @@ impl Store {
                record = excluded.record, record_hash = excluded.record_hash, batch_id = excluded.batch_id",
             resident_rows,
             "writing residents",
-        )
-        .await?;
-        self.insert_rows(
-            &mut tx,
-            "INSERT INTO resident_history (resident_id, batch_id, record) VALUES ",
-            "",
-            history_rows,
-            "writing resident history",
         )
         .await?;
         // Households touched by this batch, recomputed from the new state.
@@ -529,22 +653,27 @@ impl Store {
                 }
             }
         }
-        let hh = self.sql(
-            "INSERT INTO households (id, householder_id, members, batch_id) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (id) DO UPDATE SET householder_id = excluded.householder_id,
+        let household_rows = touched
+            .iter()
+            .map(|id| {
+                let (head, members) = households.get(id).copied().unwrap_or((None, 0));
+                vec![
+                    Val::Text((*id).to_owned()),
+                    Val::OptText(head.map(str::to_owned)),
+                    Val::Int(members),
+                    Val::Int(batch_id),
+                ]
+            })
+            .collect();
+        self.insert_rows(
+            &mut tx,
+            "INSERT INTO households (id, householder_id, members, batch_id) VALUES ",
+            " ON CONFLICT (id) DO UPDATE SET householder_id = excluded.householder_id,
                members = excluded.members, batch_id = excluded.batch_id",
-        );
-        for id in &touched {
-            let (head, members) = households.get(id.as_str()).copied().unwrap_or((None, 0));
-            sqlx::query(hh.clone())
-                .bind(id.clone())
-                .bind(head.map(str::to_owned))
-                .bind(members)
-                .bind(batch_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(q("writing a household"))?;
-        }
+            household_rows,
+            "writing households",
+        )
+        .await?;
         let event_rows = events
             .iter()
             .map(|e| {
