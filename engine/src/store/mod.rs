@@ -309,6 +309,20 @@ impl Store {
         }
     }
 
+    /// `head` followed by `n` placeholders separated by commas (numbered from 1) and `)`:
+    /// the `IN (…)` list of a statement built at run time from fixed text.
+    fn in_list(&self, head: &str, n: usize) -> String {
+        let mut sql = String::from(head);
+        for i in 0..n {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            self.push_placeholder(&mut sql, i + 1);
+        }
+        sql.push(')');
+        sql
+    }
+
     /// Inserts `rows` with multi-row `VALUES` lists, a thousand rows a statement: one round
     /// trip per thousand instead of per row. The SQL is fixed text plus placeholders only.
     async fn insert_rows(
@@ -392,14 +406,7 @@ impl Store {
             ),
         ] {
             for chunk in keys.chunks(1000) {
-                let mut sql = String::from(head);
-                for i in 0..chunk.len() {
-                    if i > 0 {
-                        sql.push_str(", ");
-                    }
-                    self.push_placeholder(&mut sql, i + 1);
-                }
-                sql.push(')');
+                let sql = self.in_list(head, chunk.len());
                 let mut query = sqlx::query(AssertSqlSafe(sql));
                 for k in chunk {
                     query = query.bind(k.clone());
@@ -504,14 +511,7 @@ impl Store {
             return Ok(stored);
         }
         for chunk in state.chunks(1000) {
-            let mut sql = String::from("SELECT id, record_hash FROM residents WHERE id IN (");
-            for i in 0..chunk.len() {
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                self.push_placeholder(&mut sql, i + 1);
-            }
-            sql.push(')');
+            let sql = self.in_list("SELECT id, record_hash FROM residents WHERE id IN (", chunk.len());
             let mut query = sqlx::query(AssertSqlSafe(sql));
             for r in chunk {
                 query = query.bind(r.id.as_str().to_owned());
@@ -613,17 +613,11 @@ impl Store {
         // the current version is the resident row. A first load replaces nothing and so
         // writes no history: copying a million records into it was a third of the work.
         for chunk in replaced.chunks(1000) {
-            let mut sql = String::from(
+            let sql = self.in_list(
                 "INSERT INTO resident_history (resident_id, batch_id, record)
                  SELECT id, batch_id, record FROM residents WHERE id IN (",
+                chunk.len(),
             );
-            for i in 0..chunk.len() {
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                self.push_placeholder(&mut sql, i + 1);
-            }
-            sql.push(')');
             let mut query = sqlx::query(AssertSqlSafe(sql));
             for id in chunk {
                 query = query.bind(id.clone());
@@ -918,21 +912,16 @@ impl Store {
         }
         // The claimed rows with their decisions, the recipients' records and saved preferences
         // in one read by id (the worker's checks then need no query per row).
-        let mut sql = String::from(
+        let mut sql = self.in_list(
             "SELECT o.id, o.decision_key, o.recipient, o.channel, o.attempts, d.body, d.deadline,
                     r.record, p.channels, p.email_consent, p.webpush_consent
              FROM outbox o JOIN decisions d ON d.key = o.decision_key
                LEFT JOIN residents r ON r.id = o.recipient
                LEFT JOIN resident_preferences p ON p.resident_id = o.recipient
              WHERE o.id IN (",
+            claimed.len(),
         );
-        for i in 0..claimed.len() {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            self.push_placeholder(&mut sql, i + 1);
-        }
-        sql.push_str(") ORDER BY o.id");
+        sql.push_str(" ORDER BY o.id");
         // Fixed text and placeholders only.
         let mut query = sqlx::query(AssertSqlSafe(sql));
         for id in &claimed {
@@ -1029,24 +1018,20 @@ impl Store {
             .map(|(id, _)| *id)
             .collect();
         for chunk in delivered.chunks(1000) {
-            let mut sql = String::from(
+            let mut sql = self.in_list(
                 "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, last_error = NULL,
-                   lease_until = NULL, leased_by = NULL WHERE leased_by = ",
+                   lease_until = NULL, leased_by = NULL WHERE id IN (",
+                chunk.len(),
             );
-            self.push_placeholder(&mut sql, 1);
-            sql.push_str(" AND id IN (");
-            for i in 0..chunk.len() {
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                self.push_placeholder(&mut sql, i + 2);
-            }
-            sql.push_str(") RETURNING id");
+            sql.push_str(" AND leased_by = ");
+            self.push_placeholder(&mut sql, chunk.len() + 1);
+            sql.push_str(" RETURNING id");
             // Fixed text and placeholders only.
-            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(worker.to_owned());
+            let mut query = sqlx::query(AssertSqlSafe(sql));
             for id in chunk {
                 query = query.bind(*id);
             }
+            query = query.bind(worker.to_owned());
             for row in query
                 .fetch_all(&mut *tx)
                 .await
