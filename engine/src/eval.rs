@@ -257,6 +257,7 @@ pub fn evaluate_day(rules: &RuleSet, pop: &Population, today: NaiveDate) -> DayR
                 rules.params_for(rule, o)
             };
             let checks = cands.len();
+            let memo = Memo::default();
             let outcomes: Vec<Outcome> = cands
                 .into_par_iter()
                 .map(|(s, event, occurrence)| {
@@ -268,7 +269,7 @@ pub fn evaluate_day(rules: &RuleSet, pop: &Population, today: NaiveDate) -> DayR
                         late_params = rules.params_for(rule, occurrence);
                         &late_params
                     };
-                    evaluate_subject(
+                    evaluate_subject_memo(
                         rules,
                         rule,
                         pop,
@@ -278,6 +279,7 @@ pub fn evaluate_day(rules: &RuleSet, pop: &Population, today: NaiveDate) -> DayR
                         event.as_deref(),
                         params,
                         &mut None,
+                        Some(&memo),
                     )
                 })
                 .collect();
@@ -324,6 +326,53 @@ struct Ctx<'a> {
     event: Option<&'a str>,
     params: &'a Dynamic,
     scope: Option<Scope<'static>>,
+    /// Results of the rule's reusable scripts (see `Script::reusable`), for one day.
+    memo: Option<&'a Memo>,
+    /// No script of the rule changes its scope, so each script sees the scope as built.
+    pure_rule: bool,
+}
+
+/// What a reusable script's result depends on: the script, the occurrence and the scalar
+/// subject fields it reads (`None` for those it does not).
+type MemoKey = (
+    usize,
+    NaiveDate,
+    Option<NaiveDate>,
+    Option<u8>,
+    Option<&'static str>,
+    Option<Option<NaiveDate>>,
+);
+
+/// Script results reused across the subjects of one rule on one day, shared by the threads
+/// (subjects alike are spread over all of them).
+#[derive(Default)]
+struct Memo(std::sync::RwLock<std::collections::HashMap<MemoKey, Result<Dynamic, ScriptError>>>);
+
+fn memo_key(s: &script::Script, r: &Resident, o: NaiveDate) -> MemoKey {
+    let f = s.subject_fields;
+    (
+        s as *const script::Script as usize,
+        o,
+        f.contains("birth_date").then_some(r.birth_date),
+        f.contains("sex").then(|| u8::from(r.sex)),
+        f.contains("status").then(|| r.status.name()),
+        f.contains("status_date").then(|| r.status.date()),
+    )
+}
+
+/// Whether no script of the rule can change the scope the scripts share.
+fn rule_is_pure(rule: &Rule) -> bool {
+    rule_scripts(rule).all(|s| s.pure)
+}
+
+fn rule_scripts(rule: &Rule) -> impl Iterator<Item = &script::Script> {
+    rule.conditions
+        .iter()
+        .filter_map(|(_, c)| match c {
+            Condition::Script(s) => Some(s),
+            _ => None,
+        })
+        .chain(rule.prefill.iter().map(|(_, s)| s))
 }
 
 impl Ctx<'_> {
@@ -363,12 +412,14 @@ impl Ctx<'_> {
             };
             // Only the variables the rule's scripts name are built; the rest stay `()`.
             let needs = |v: &str| self.rule.script_vars.contains(&v);
-            let mut scope = Scope::new();
+            let mut scope = Scope::with_capacity(script::SCOPE_VARS.len());
             let mut push = |name: &'static str, value: &dyn Fn() -> Dynamic| {
                 let v = if needs(name) { value() } else { Dynamic::UNIT };
                 scope.push_dynamic(name, v);
             };
-            push("subject", &|| script::resident_map(self.subject()));
+            push("subject", &|| {
+                script::resident_map_with(self.subject(), subject_fields(self.rule))
+            });
             push("household", &|| maps(self.housemates()));
             push("householder", &|| {
                 self.householder()
@@ -403,6 +454,31 @@ impl Ctx<'_> {
     }
 
     fn run_script(&mut self, s: &script::Script) -> Result<Dynamic, ScriptError> {
+        if self.pure_rule {
+            if let Some(v) = s.subject_path_value(self.subject()) {
+                return Ok(v);
+            }
+            if s.reusable {
+                let key = memo_key(s, self.subject(), self.o);
+                let read = |m: &Memo| {
+                    let map = m.0.read().unwrap_or_else(|e| e.into_inner());
+                    map.get(&key).cloned()
+                };
+                if let Some(hit) = self.memo.and_then(read) {
+                    return hit;
+                }
+                let out = self.run_in_scope(s);
+                if let Some(m) = self.memo {
+                    let mut map = m.0.write().unwrap_or_else(|e| e.into_inner());
+                    map.insert(key, out.clone());
+                }
+                return out;
+            }
+        }
+        self.run_in_scope(s)
+    }
+
+    fn run_in_scope(&mut self, s: &script::Script) -> Result<Dynamic, ScriptError> {
         let engine = self.rules.engine.clone();
         let scope = self.scope();
         // Scripts may declare variables; each run starts from the same eight.
@@ -411,6 +487,11 @@ impl Ctx<'_> {
         scope.rewind(len);
         out
     }
+}
+
+/// The fields of `subject` that any of the rule's scripts can read (they share one scope).
+fn subject_fields(rule: &Rule) -> script::Fields {
+    rule_scripts(rule).fold(script::Fields::NONE, |f, s| f.union(s.subject_fields))
 }
 
 /// Paths a script reads from `subject`, for the explain trace.
@@ -509,8 +590,8 @@ fn check_condition(
             )
         }
         Condition::Script(s) => {
-            let field = format!("{field}.script");
-            let v = cx.run_script(s).map_err(|e| cx.fail(&field, e.message))?;
+            let field = || format!("{field}.script");
+            let v = cx.run_script(s).map_err(|e| cx.fail(&field(), e.message))?;
             let inputs = if trace.is_some() {
                 inputs_read(&s.source, &script::resident_map(cx.subject()))
             } else {
@@ -520,7 +601,7 @@ fn check_condition(
                 Ok(b) => (b, inputs),
                 Err(_) => {
                     return Err(cx.fail(
-                        &field,
+                        &field(),
                         format!(
                             "a condition must return true or false, this returned {} ({v})",
                             script::type_name(&v)
@@ -728,6 +809,23 @@ pub fn evaluate_subject(
     params: &Dynamic,
     trace: &mut Trace,
 ) -> Outcome {
+    evaluate_subject_memo(rules, rule, pop, s, o, today, event, params, trace, None)
+}
+
+/// `evaluate_subject`, reusing script results across a day's subjects through `memo`.
+#[allow(clippy::too_many_arguments)]
+fn evaluate_subject_memo(
+    rules: &RuleSet,
+    rule: &Rule,
+    pop: &Population,
+    s: usize,
+    o: NaiveDate,
+    today: NaiveDate,
+    event: Option<&str>,
+    params: &Dynamic,
+    trace: &mut Trace,
+    memo: Option<&Memo>,
+) -> Outcome {
     let mut cx = Ctx {
         rules,
         rule,
@@ -738,6 +836,8 @@ pub fn evaluate_subject(
         event,
         params,
         scope: None,
+        memo,
+        pure_rule: rule_is_pure(rule),
     };
     let subject = pop.get(s);
     let tracing = trace.is_some();
@@ -804,10 +904,11 @@ pub fn evaluate_subject(
     );
     let mut prefill = IndexMap::new();
     for (name, s) in &rule.prefill {
-        let field = format!("prefill.{name}");
+        // Only a failure names the field: daily runs skip building it.
+        let field = || format!("prefill.{name}");
         let v = match cx.run_script(s) {
             Ok(v) => v,
-            Err(e) => return failed(trace, cx.fail(&field, e.message)),
+            Err(e) => return failed(trace, cx.fail(&field(), e.message)),
         };
         if rule.script_vars.contains(&"draft") {
             let scope = cx.scope();
@@ -822,22 +923,29 @@ pub fn evaluate_subject(
             Err(e) => {
                 return failed(
                     trace,
-                    cx.fail(&field, format!("value cannot go in a draft: {e}")),
+                    cx.fail(&field(), format!("value cannot go in a draft: {e}")),
                 )
             }
         }
     }
-    // The template context: the draft fields and the built-ins, built once for both languages.
-    let mut ctx: IndexMap<String, serde_json::Value> = prefill.clone();
-    ctx.insert("occurrence".into(), o.to_string().into());
-    ctx.insert(
-        "deadline".into(),
-        deadline.map_or(String::new(), |d| d.to_string()).into(),
-    );
-    ctx.insert("today".into(), today.to_string().into());
-    let mut render = |lang: &str, title: &str| -> Result<Option<String>, Box<RuleFailure>> {
-        ctx.insert("title".into(), title.into());
-        let value = minijinja::Value::from(minijinja::value::Serde(&ctx));
+    // The template context: the draft fields and the built-ins (which win over a draft field
+    // of the same name), converted once; each language only adds its title in front.
+    #[derive(Serialize)]
+    struct TemplateCtx<'a> {
+        #[serde(flatten)]
+        prefill: &'a IndexMap<String, serde_json::Value>,
+        occurrence: String,
+        deadline: String,
+        today: String,
+    }
+    let base = minijinja::Value::from(minijinja::value::Serde(TemplateCtx {
+        prefill: &prefill,
+        occurrence: o.to_string(),
+        deadline: deadline.map_or(String::new(), |d| d.to_string()),
+        today: today.to_string(),
+    }));
+    let render = |lang: &str, title: &str| -> Result<Option<String>, Box<RuleFailure>> {
+        let value = minijinja::context! { title => title, ..base.clone() };
         rules
             .render(rule, lang, &value)
             .map_err(|e| cx.fail(&format!("message.{lang}"), format!("template failed: {e}")))

@@ -42,6 +42,187 @@ impl std::fmt::Debug for ScriptEngine {
 pub struct Script {
     pub source: String,
     ast: Arc<AST>,
+    /// The fields of `subject` the script can read: a daily run builds only these.
+    pub subject_fields: Fields,
+    /// For a script that is only `subject.a.b...`: the property names, read without Rhai.
+    path: Option<Vec<String>>,
+    /// Running it changes nothing in its scope (no assignment, no method call on a scope
+    /// variable) and reads nothing outside it (no import, no clock).
+    pub pure: bool,
+    /// Pure, and its result depends only on `occurrence`, `today`, `params` and the
+    /// `SCALAR_FIELDS` of `subject`: subjects alike in those get the same result.
+    pub reusable: bool,
+}
+
+/// Subject fields cheap to compare, so results depending only on them can be reused.
+pub const SCALAR_FIELDS: Fields = Fields(0b11_1100);
+
+/// See `Script::pure`; judged from the text, erring towards "not pure".
+fn is_pure(source: &str) -> bool {
+    if source.contains("import") || source.contains("timestamp") {
+        return false;
+    }
+    let b = source.as_bytes();
+    for (i, &c) in b.iter().enumerate() {
+        if c != b'=' {
+            continue;
+        }
+        let prev = if i > 0 { b[i - 1] } else { b' ' };
+        let next = b.get(i + 1).copied().unwrap_or(b' ');
+        let shift = i > 1 && (&b[i - 2..i] == b"<<" || &b[i - 2..i] == b">>");
+        let comparison =
+            next == b'=' || prev == b'=' || (matches!(prev, b'!' | b'<' | b'>') && !shift);
+        if !comparison {
+            return false;
+        }
+    }
+    // A method call (or indexing, which may lead to one) on a scope variable may change it.
+    for var in SCOPE_VARS {
+        for (i, _) in source.match_indices(var) {
+            let before = source[..i].chars().next_back();
+            let mut rest = &source[i + var.len()..];
+            if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.')
+                || rest
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_alphanumeric() || c == '_')
+            {
+                continue;
+            }
+            loop {
+                rest = rest.trim_start();
+                let Some(r) = rest.strip_prefix("?.").or_else(|| rest.strip_prefix('.')) else {
+                    break;
+                };
+                let r = r.trim_start();
+                let end = r
+                    .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+                    .unwrap_or(r.len());
+                rest = &r[end..];
+            }
+            if rest.starts_with('(') || rest.starts_with('[') {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+impl Script {
+    /// For a script that is only `subject.field...`: its value for `r`, built from that
+    /// field alone. Valid only while the scope's `subject` is unchanged (see `pure`);
+    /// `None` when Rhai must run (to report an error, or for any other script).
+    pub fn subject_path_value(&self, r: &Resident) -> Option<Dynamic> {
+        let (top, rest) = self.path.as_deref()?.split_first()?;
+        let i = RESIDENT_FIELDS.iter().position(|f| f == top)?;
+        // The common `subject.name.kanji`: one value, without building the map around it.
+        if let [key] = rest {
+            if let Some(v) = leaf(r, top, key) {
+                return Some(v);
+            }
+        }
+        read_path(&resident_field(r, i), rest)
+    }
+}
+
+/// The top-level fields of a resident as a script sees it (see `resident_map`).
+pub const RESIDENT_FIELDS: [&str; 9] = [
+    "id",
+    "name",
+    "birth_date",
+    "sex",
+    "status",
+    "status_date",
+    "address",
+    "household",
+    "attributes",
+];
+
+/// A set of `RESIDENT_FIELDS`, one bit each in that order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Fields(u16);
+
+impl Fields {
+    pub const NONE: Fields = Fields(0);
+    pub const ALL: Fields = Fields((1 << RESIDENT_FIELDS.len()) - 1);
+
+    pub fn union(self, other: Fields) -> Fields {
+        Fields(self.0 | other.0)
+    }
+
+    pub fn contains(self, field: &str) -> bool {
+        RESIDENT_FIELDS
+            .iter()
+            .position(|f| *f == field)
+            .is_some_and(|i| self.0 & (1 << i) != 0)
+    }
+
+    fn has(self, i: usize) -> bool {
+        self.0 & (1 << i) != 0
+    }
+
+    /// The fields of the resident map `var` that `source` can read. Only `var.field` and
+    /// `var?.field` with a known field narrow the set; any other use of `var` (indexing,
+    /// method calls, passing it whole, an unknown property) reads all of them, so a guess
+    /// errs towards building too much, never too little.
+    pub fn read_by(source: &str, var: &str) -> Fields {
+        let mut out = Fields::NONE;
+        for (i, _) in source.match_indices(var) {
+            let before = source[..i].chars().next_back();
+            let rest = &source[i + var.len()..];
+            if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.')
+                || rest
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_alphanumeric() || c == '_')
+            {
+                continue;
+            }
+            let rest = rest.trim_start();
+            let Some(rest) = rest.strip_prefix("?.").or_else(|| rest.strip_prefix('.')) else {
+                return Fields::ALL;
+            };
+            let rest = rest.trim_start();
+            let end = rest
+                .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            let (name, after) = rest.split_at(end);
+            match RESIDENT_FIELDS.iter().position(|f| *f == name) {
+                Some(bit) if !after.trim_start().starts_with('(') => out.0 |= 1 << bit,
+                _ => return Fields::ALL,
+            }
+        }
+        out
+    }
+}
+
+/// The value at `path` inside map `v`, as Rhai's property access gives it; `None` where Rhai
+/// would fail (a property of something that is not a map), to let Rhai word the error.
+fn read_path(v: &Dynamic, path: &[String]) -> Option<Dynamic> {
+    let Some((first, rest)) = path.split_first() else {
+        return Some(v.clone());
+    };
+    let m = v.as_map_ref().ok()?;
+    match m.get(first.as_str()) {
+        Some(inner) => read_path(inner, rest),
+        None if rest.is_empty() => Some(Dynamic::UNIT),
+        None => None,
+    }
+}
+
+/// `subject.a.b...` and nothing else: the property names.
+fn subject_path(source: &str) -> Option<Vec<String>> {
+    let rest = source.trim().strip_prefix("subject.")?;
+    let parts: Vec<String> = rest.split('.').map(str::to_owned).collect();
+    parts
+        .iter()
+        .all(|p| {
+            p.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+        .then_some(parts)
 }
 
 /// A run-time script failure, already worded for the rule author.
@@ -97,6 +278,9 @@ impl ScriptEngine {
             // Registered operators (below) must win over the built-in mismatched-type fallback.
             .set_fast_operators(false);
         engine.disable_symbol("eval");
+        // `import` would load modules from files: no script reads anything outside its scope.
+        engine.disable_symbol("import");
+        engine.set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new());
         engine.on_print(|_| {});
         engine.on_debug(|_, _, _| {});
         type R<T> = Result<T, Box<EvalAltResult>>;
@@ -179,6 +363,14 @@ impl ScriptEngine {
             Ok(ast) => Ok(Script {
                 source: source.to_owned(),
                 ast: Arc::new(ast),
+                subject_fields: Fields::read_by(source, "subject"),
+                path: subject_path(source),
+                pure: is_pure(source),
+                reusable: is_pure(source)
+                    && Fields::read_by(source, "subject").union(SCALAR_FIELDS) == SCALAR_FIELDS
+                    && !["household", "householder", "guardians", "event", "draft"]
+                        .iter()
+                        .any(|v| mentions(source, v)),
             }),
             Err(e) => {
                 let pos = e.position();
@@ -193,6 +385,16 @@ impl ScriptEngine {
 
     /// Runs a script with the given scope.
     pub fn run(&self, script: &Script, scope: &mut Scope) -> Result<Dynamic, ScriptError> {
+        // A plain property path reads the maps directly, as Rhai would (a missing property
+        // is `()`); anything else, such as a property of a string, goes to Rhai for its error.
+        if let Some(v) = script
+            .path
+            .as_deref()
+            .zip(scope.get("subject"))
+            .and_then(|(path, subject)| read_path(subject, path))
+        {
+            return Ok(v);
+        }
         self.engine
             .eval_ast_with_scope::<Dynamic>(scope, &script.ast)
             .map_err(|e| {
@@ -243,48 +445,84 @@ pub fn type_name(d: &Dynamic) -> &'static str {
 
 /// A resident as a script sees it (see rules/README.md).
 pub fn resident_map(r: &Resident) -> Dynamic {
+    resident_map_with(r, Fields::ALL)
+}
+
+/// A resident with only `fields` (the others absent, so reading them gives `()`): what a
+/// rule's scripts are given when the rule reads no more than that.
+pub fn resident_map_with(r: &Resident, fields: Fields) -> Dynamic {
     let mut m = Map::new();
-    m.insert("id".into(), r.id.as_str().into());
-    let mut name = Map::new();
-    name.insert("kanji".into(), r.name.kanji.clone().into());
-    name.insert("kana".into(), r.name.kana.clone().into());
-    m.insert("name".into(), name.into());
-    m.insert("birth_date".into(), r.birth_date.to_string().into());
-    m.insert("sex".into(), i64::from(u8::from(r.sex)).into());
-    m.insert("status".into(), r.status.name().into());
-    m.insert(
-        "status_date".into(),
-        r.status
-            .date()
-            .map_or(Dynamic::UNIT, |d| d.to_string().into()),
-    );
-    let mut addr = Map::new();
-    addr.insert("text".into(), r.address.text.clone().into());
-    addr.insert(
-        "local_gov_code".into(),
-        r.address.local_gov_code.to_string().into(),
-    );
-    addr.insert(
-        "postal_code".into(),
-        r.address
+    for (i, key) in RESIDENT_FIELDS.iter().enumerate() {
+        if fields.has(i) {
+            m.insert((*key).into(), resident_field(r, i));
+        }
+    }
+    m.into()
+}
+
+/// The keys of the maps inside a resident map, and their values (`leaf`).
+const NAME_KEYS: [&str; 2] = ["kanji", "kana"];
+const ADDRESS_KEYS: [&str; 3] = ["text", "local_gov_code", "postal_code"];
+const HOUSEHOLD_KEYS: [&str; 2] = ["id", "relationship"];
+
+/// `field.key` of a resident map, for the fields that are maps; `None` where absent.
+fn leaf(r: &Resident, field: &str, key: &str) -> Option<Dynamic> {
+    Some(match (field, key) {
+        ("name", "kanji") => r.name.kanji.clone().into(),
+        ("name", "kana") => r.name.kana.clone().into(),
+        ("address", "text") => r.address.text.clone().into(),
+        ("address", "local_gov_code") => r.address.local_gov_code.to_string().into(),
+        ("address", "postal_code") => r
+            .address
             .postal_code
             .clone()
             .map_or(Dynamic::UNIT, Dynamic::from),
-    );
-    m.insert("address".into(), addr.into());
-    let mut hh = Map::new();
-    if let Some(h) = &r.household {
-        hh.insert("id".into(), h.id.as_str().into());
-        hh.insert("relationship".into(), h.relationship.as_str().into());
+        ("household", "id") => r.household.as_ref()?.id.as_str().into(),
+        ("household", "relationship") => r.household.as_ref()?.relationship.as_str().into(),
+        _ => return None,
+    })
+}
+
+/// Field `i` of `RESIDENT_FIELDS`.
+fn resident_field(r: &Resident, i: usize) -> Dynamic {
+    let map = |field: &str, keys: &[&str]| -> Dynamic {
+        let mut m = Map::new();
+        for k in keys {
+            if let Some(v) = leaf(r, field, k) {
+                m.insert((*k).into(), v);
+            }
+        }
+        m.into()
+    };
+    match RESIDENT_FIELDS[i] {
+        "id" => r.id.as_str().into(),
+        "name" => map("name", &NAME_KEYS),
+        "birth_date" => r.birth_date.to_string().into(),
+        "sex" => i64::from(u8::from(r.sex)).into(),
+        "status" => r.status.name().into(),
+        "status_date" => r
+            .status
+            .date()
+            .map_or(Dynamic::UNIT, |d| d.to_string().into()),
+        "address" => map("address", &ADDRESS_KEYS),
+        "household" => map("household", &HOUSEHOLD_KEYS),
+        "attributes" => rhai::serde::to_dynamic(&r.attributes).unwrap_or(Dynamic::UNIT),
+        other => unreachable!("{other} is in RESIDENT_FIELDS"),
     }
-    m.insert("household".into(), hh.into());
-    let attrs = rhai::serde::to_dynamic(&r.attributes).unwrap_or(Dynamic::UNIT);
-    m.insert("attributes".into(), attrs);
-    m.into()
 }
 
 /// Converts a script result to JSON for a prefilled draft.
 pub fn to_json(d: &Dynamic) -> Result<serde_json::Value, String> {
+    // Most draft fields are strings or numbers: skip the serde round trip for those.
+    if let Ok(s) = d.as_immutable_string_ref() {
+        return Ok(serde_json::Value::String(s.as_str().to_owned()));
+    }
+    if let Ok(n) = d.as_int() {
+        return Ok(n.into());
+    }
+    if let Ok(b) = d.as_bool() {
+        return Ok(b.into());
+    }
     rhai::serde::from_dynamic::<serde_json::Value>(d).map_err(|e| e.to_string())
 }
 
@@ -356,6 +594,15 @@ mod tests {
         assert!(c.0.contains("subjectt"), "{}", c.0);
         assert!(eval("fn f(n) { f(n + 1) } f(0)").is_err());
         assert!(eval(r#"let s = "x"; loop { s += s; }"#).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("m.rhai"), "fn f() { 1 }").unwrap();
+        let path = dir.path().join("m").display().to_string();
+        assert!(
+            ScriptEngine::new()
+                .compile(&format!("import \"{path}\" as m; m::f()"))
+                .is_err(),
+            "import is refused when the rule is compiled"
+        );
     }
 
     #[test]
@@ -365,5 +612,105 @@ mod tests {
             .as_bool()
             .unwrap());
         assert!(eval("let m = #{}; m.kokuho").unwrap().is_unit());
+    }
+
+    #[test]
+    fn fields_read_err_towards_all() {
+        let read = |src| Fields::read_by(src, "subject");
+        let f = read("fy_end_age(subject.birth_date, 2025) > 70 && subject?.sex == 1");
+        assert!(f.contains("birth_date") && f.contains("sex") && !f.contains("name"));
+        assert_eq!(read("fiscal_year(occurrence)"), Fields::NONE);
+        let name = read("subject . name . len ()");
+        assert!(name.contains("name") && !name.contains("id"));
+        // The word inside another name, or as another map's property, is not the variable.
+        assert_eq!(read("event.subject == subjects"), Fields::NONE);
+        for whole in [
+            "subject",
+            r#"subject["name"]"#,
+            "subject.keys()",
+            "subject.nickname",
+            "subject . keys ()",
+            "let s = subject; s.name",
+        ] {
+            assert_eq!(read(whole), Fields::ALL, "{whole}");
+        }
+    }
+
+    #[test]
+    fn json_of_plain_values_matches_serde() {
+        for v in [
+            Dynamic::from("山田"),
+            Dynamic::from(42_i64),
+            Dynamic::from(true),
+            Dynamic::UNIT,
+        ] {
+            let serde = rhai::serde::from_dynamic::<serde_json::Value>(&v).unwrap();
+            assert_eq!(to_json(&v).unwrap(), serde, "{v}");
+        }
+    }
+
+    #[test]
+    fn purity_is_judged_conservatively() {
+        let e = ScriptEngine::new();
+        let script = |src| e.compile(src).unwrap();
+        let pure = script("fy_end_age(subject.birth_date, fiscal_year(occurrence)) >= 75");
+        assert!(pure.pure && pure.reusable);
+        // Reads a field that differs between every resident: pure, but not reusable.
+        let named = script("subject.name.kanji != \"\"");
+        assert!(named.pure && !named.reusable);
+        assert!(!script("params.x ?? 0 <= 3 && draft.a == 1").reusable);
+        for impure in [
+            "subject.name.kanji = \"x\"; true",
+            "let n = 1; n",
+            "subject.attributes.clear(); true",
+            "occurrence.trim(); true",
+            "subject.attributes[\"a\"] <<= 1",
+        ] {
+            assert!(!script(impure).pure, "{impure}");
+        }
+    }
+
+    #[test]
+    fn a_subject_path_reads_like_rhai() {
+        let e = ScriptEngine::new();
+        let r: Resident = serde_json::from_value(serde_json::json!({
+            "id": "R1",
+            "name": {"kanji": "山田 太郎", "kana": "ヤマダ タロウ"},
+            "birth_date": "1960-04-02",
+            "sex": 1,
+            "status": {"kind": "resident"},
+            "address": {"local_gov_code": "141003", "text": "横浜市"},
+            "attributes": {"kokuho": true}
+        }))
+        .unwrap();
+        for src in [
+            "subject.name.kanji",
+            "subject.birth_date",
+            "subject.address.postal_code",
+            "subject.household.id",
+            "subject.attributes.kokuho",
+            "subject.attributes.missing",
+            "subject.name",
+        ] {
+            let s = e.compile(src).unwrap();
+            let mut scope = Scope::new();
+            for v in SCOPE_VARS {
+                scope.push_dynamic(v, Dynamic::UNIT);
+            }
+            scope.set_value("subject", resident_map(&r));
+            let rhai = e
+                .engine
+                .eval_ast_with_scope::<Dynamic>(&mut scope, &s.ast)
+                .unwrap();
+            let direct = s.subject_path_value(&r).expect("a plain path");
+            assert_eq!(direct.to_string(), rhai.to_string(), "{src}");
+            assert_eq!(direct.type_name(), rhai.type_name(), "{src}");
+        }
+        // A property of a string is Rhai's error to report.
+        assert!(e
+            .compile("subject.birth_date.year")
+            .unwrap()
+            .subject_path_value(&r)
+            .is_none());
     }
 }

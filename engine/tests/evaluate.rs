@@ -404,3 +404,29 @@ fn events_that_reach_the_register_late_are_notified_the_day_they_arrive() {
     assert!(check(&later, &pop, "2025-06-25").is_empty());
     assert_eq!(check(&later, &pop, "2025-06-30"), ["C1->P1:Guardian"]);
 }
+
+/// The catalogue's daily work stays cheap: the April 1 rules read `subject` through plain
+/// paths or through scripts whose results are reused across residents of the same birth date.
+#[test]
+fn april_rules_scripts_are_reusable_or_plain_paths() {
+    let rs = oshirase_engine::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    for id in ["taijou-houshin", "taijou-houshin-keika", "tokutei-kenshin"] {
+        let rule = rs
+            .get(&RuleId::parse(id).unwrap())
+            .expect("in the catalogue");
+        let scripts = rule
+            .conditions
+            .iter()
+            .filter_map(|(_, c)| match c {
+                oshirase_engine::rule::Condition::Script(s) => Some(s),
+                _ => None,
+            })
+            .chain(rule.prefill.iter().map(|(_, s)| s));
+        for s in scripts {
+            assert!(s.pure, "{id}: {}", s.source);
+            let plain = s.source.starts_with("subject.") && !s.source.contains([' ', '(']);
+            assert!(s.reusable || plain, "{id}: {}", s.source);
+        }
+    }
+}
