@@ -511,7 +511,10 @@ impl Store {
             return Ok(stored);
         }
         for chunk in state.chunks(1000) {
-            let sql = self.in_list("SELECT id, record_hash FROM residents WHERE id IN (", chunk.len());
+            let sql = self.in_list(
+                "SELECT id, record_hash FROM residents WHERE id IN (",
+                chunk.len(),
+            );
             let mut query = sqlx::query(AssertSqlSafe(sql));
             for r in chunk {
                 query = query.bind(r.id.as_str().to_owned());
