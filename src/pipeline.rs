@@ -173,9 +173,9 @@ pub fn run_cmd(args: RunArgs) -> anyhow::Result<u8> {
         None => crate::config::ServiceConfig::default(),
     };
     // Checked before anything starts.
-    for channel in ["portal", "email", "webpush"] {
-        config.policy(channel)?;
-    }
+    let portal_policy = config.policy("portal")?;
+    let email_policy = config.policy("email")?;
+    let webpush_policy = config.policy("webpush")?;
     runtime()?.block_on(async {
         let store = Store::open(&args.db.db).await?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -220,7 +220,7 @@ pub fn run_cmd(args: RunArgs) -> anyhow::Result<u8> {
             shutdown: rx.clone(),
         };
         let portal_inbox = Arc::new(oshirase_adapters::PortalInbox);
-        tasks.extend(ctx.spawn(portal_inbox).await);
+        tasks.extend(ctx.spawn(portal_inbox, portal_policy).await);
         match email {
             Some((email_config, transport)) => {
                 let channel = match transport {
@@ -242,7 +242,7 @@ pub fn run_cmd(args: RunArgs) -> anyhow::Result<u8> {
                     }
                 }
                 .map_err(|e| anyhow::anyhow!("email: {e}"))?;
-                tasks.extend(ctx.spawn(Arc::new(channel)).await);
+                tasks.extend(ctx.spawn(Arc::new(channel), email_policy).await);
             }
             None => tracing::warn!(
                 "no email section in the configuration: e-mail notices wait in the outbox"
@@ -253,7 +253,7 @@ pub fn run_cmd(args: RunArgs) -> anyhow::Result<u8> {
                 let channel = oshirase_adapters::WebPushChannel::new(store.clone(), w)
                     .map_err(|e| anyhow::anyhow!("webpush: {e}"))?
                     .with_clock(clock.clone());
-                tasks.extend(ctx.spawn(Arc::new(channel)).await);
+                tasks.extend(ctx.spawn(Arc::new(channel), webpush_policy).await);
             }
             None => tracing::warn!(
                 "no webpush section in the configuration: push notices wait in the outbox"
@@ -299,6 +299,7 @@ impl Workers<'_> {
     async fn spawn<C: oshirase_engine::outbox::Channel + 'static>(
         &self,
         channel: Arc<C>,
+        policy: oshirase_engine::outbox::Policy,
     ) -> Vec<(String, tokio::task::JoinHandle<anyhow::Result<()>>)> {
         if let Err(e) = channel.health().await {
             tracing::warn!(channel = channel.name(), error = %e, "the channel is not healthy");
@@ -312,11 +313,7 @@ impl Workers<'_> {
                     self.clock.clone(),
                     self.shutdown.clone(),
                 );
-                // Validated at start-up.
-                let policy = self
-                    .config
-                    .policy(channel.name())
-                    .expect("checked before the workers start");
+                let policy = policy.clone();
                 let channel = channel.clone();
                 let worker = name.clone();
                 let task = tokio::spawn(async move {

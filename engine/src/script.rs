@@ -57,6 +57,19 @@ pub struct Script {
 /// Subject fields cheap to compare, so results depending only on them can be reused.
 pub const SCALAR_FIELDS: Fields = Fields(0b11_1100);
 
+/// The text after each use of the variable `var` in `source`: whole words only, and not a
+/// property of something else (`x.subject`).
+fn uses_of<'a>(source: &'a str, var: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    source.match_indices(var).filter_map(move |(i, _)| {
+        let before = source[..i].chars().next_back();
+        let rest = &source[i + var.len()..];
+        let word = |c: char| c.is_alphanumeric() || c == '_';
+        let inside =
+            before.is_some_and(|c| word(c) || c == '.') || rest.chars().next().is_some_and(word);
+        (!inside).then_some(rest)
+    })
+}
+
 /// See `Script::pure`; judged from the text, erring towards "not pure".
 fn is_pure(source: &str) -> bool {
     if source.contains("import") || source.contains("timestamp") {
@@ -78,17 +91,7 @@ fn is_pure(source: &str) -> bool {
     }
     // A method call (or indexing, which may lead to one) on a scope variable may change it.
     for var in SCOPE_VARS {
-        for (i, _) in source.match_indices(var) {
-            let before = source[..i].chars().next_back();
-            let mut rest = &source[i + var.len()..];
-            if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.')
-                || rest
-                    .chars()
-                    .next()
-                    .is_some_and(|c| c.is_alphanumeric() || c == '_')
-            {
-                continue;
-            }
+        for mut rest in uses_of(source, var) {
             loop {
                 rest = rest.trim_start();
                 let Some(r) = rest.strip_prefix("?.").or_else(|| rest.strip_prefix('.')) else {
@@ -167,17 +170,7 @@ impl Fields {
     /// errs towards building too much, never too little.
     pub fn read_by(source: &str, var: &str) -> Fields {
         let mut out = Fields::NONE;
-        for (i, _) in source.match_indices(var) {
-            let before = source[..i].chars().next_back();
-            let rest = &source[i + var.len()..];
-            if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.')
-                || rest
-                    .chars()
-                    .next()
-                    .is_some_and(|c| c.is_alphanumeric() || c == '_')
-            {
-                continue;
-            }
+        for rest in uses_of(source, var) {
             let rest = rest.trim_start();
             let Some(rest) = rest.strip_prefix("?.").or_else(|| rest.strip_prefix('.')) else {
                 return Fields::ALL;
