@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{Datelike, NaiveDate, NaiveTime};
-use oshirase_engine::clock::{jst, Clock, FixedClock};
+use oshirase_engine::clock::{in_tokyo, Clock, FixedClock};
 use oshirase_engine::ingest::ingest;
 use oshirase_engine::scheduler::Scheduler;
 use oshirase_engine::simulate::simulate;
@@ -800,13 +800,10 @@ fn latency(dir: &Path, url: &str) -> Value {
         let (mut total, mut ing, mut reload, mut run) = (vec![], vec![], vec![], vec![]);
         let mut decided = 0;
         for (line, day) in &events {
-            clock.set(
-                day.and_hms_opt(6, 0, 0)
-                    .expect("valid")
-                    .and_local_timezone(jst())
-                    .single()
-                    .expect("fixed offset"),
-            );
+            clock.set(in_tokyo(
+                *day,
+                chrono::NaiveTime::from_hms_opt(6, 0, 0).expect("06:00"),
+            ));
             let t0 = Instant::now();
             ingest(
                 &store,

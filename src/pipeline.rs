@@ -10,7 +10,7 @@ use anyhow::Context;
 use chrono::{NaiveDate, NaiveTime};
 use oshirase_adapters::{EmailChannel, EmailConfig, PortalInbox};
 use oshirase_engine::calendar;
-use oshirase_engine::clock::{jst, Clock, FixedClock, SystemClock};
+use oshirase_engine::clock::{in_tokyo, Clock, FixedClock, SystemClock};
 use oshirase_engine::ingest::{ingest, IngestError};
 use oshirase_engine::outbox::{drain, Policy};
 use oshirase_engine::scheduler::Scheduler;
@@ -440,13 +440,7 @@ pub fn demo_cmd(args: DemoArgs) -> anyhow::Result<u8> {
         // The register changes only on days with feed lines: load it again only then.
         let mut register: Option<Arc<oshirase_engine::Population>> = None;
         while day <= last {
-            clock.set(
-                day.and_hms_opt(6, 0, 0)
-                    .expect("valid")
-                    .and_local_timezone(jst())
-                    .single()
-                    .expect("fixed offset"),
-            );
+            clock.set(in_tokyo(day, NaiveTime::from_hms_opt(6, 0, 0).expect("06:00")));
             if let Some(feed) = by_day.get(&day) {
                 register = None;
                 let r = ingest(&store, "town-changes.jsonl", feed, false, clock.now())

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, FixedOffset, NaiveTime};
-use oshirase_engine::clock::{jst, Clock, SystemClock};
+use oshirase_engine::clock::{in_tokyo, jst, Clock, SystemClock};
 use oshirase_engine::outbox::{Channel, Delivery};
 use oshirase_engine::store::{OutboxItem, PushSubscription, Store};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
@@ -353,11 +353,7 @@ impl WebPushChannel {
                 // The deadline holds to the end of its day in Asia/Tokyo.
                 let end = d
                     .succ_opt()
-                    .and_then(|n| {
-                        n.and_time(NaiveTime::MIN)
-                            .and_local_timezone(jst())
-                            .single()
-                    })
+                    .map(|n| in_tokyo(n, NaiveTime::MIN))
                     .ok_or_else(|| format!("the deadline {d} is out of range"))?;
                 let left = (end - now).num_seconds();
                 if left <= 0 {

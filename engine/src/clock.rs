@@ -3,11 +3,19 @@
 
 use std::sync::Mutex;
 
-use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
+use chrono::{DateTime, FixedOffset, NaiveDate, NaiveTime, Utc};
 
 /// Japan Standard Time. Japan has no daylight saving time, so a fixed offset is exact.
 pub fn jst() -> FixedOffset {
     FixedOffset::east_opt(9 * 3600).expect("valid offset")
+}
+
+/// The moment `time` o'clock on `day` in Asia/Tokyo.
+pub fn in_tokyo(day: NaiveDate, time: NaiveTime) -> DateTime<FixedOffset> {
+    day.and_time(time)
+        .and_local_timezone(jst())
+        .single()
+        .expect("a fixed offset maps every local time to one instant")
 }
 
 pub trait Clock: Send + Sync {
@@ -41,13 +49,10 @@ impl FixedClock {
 
     /// Noon (JST) on `day`.
     pub fn at_noon(day: NaiveDate) -> Self {
-        let t = day
-            .and_hms_opt(12, 0, 0)
-            .expect("valid time")
-            .and_local_timezone(jst())
-            .single()
-            .expect("fixed offsets are unambiguous");
-        Self::new(t)
+        Self::new(in_tokyo(
+            day,
+            NaiveTime::from_hms_opt(12, 0, 0).expect("noon"),
+        ))
     }
 
     pub fn set(&self, at: DateTime<FixedOffset>) {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveTime};
 
-use crate::clock::{jst, Clock};
+use crate::clock::{in_tokyo, jst, Clock};
 use crate::metrics;
 use crate::resident::Channel as ResidentChannel;
 use crate::store::{utc_text, OutboxItem, Settle, Store, StoreError};
@@ -173,13 +173,13 @@ impl QuietHours {
         let local = now.with_timezone(&jst());
         let t = local.time();
         let day = local.date_naive();
-        let at = |d: NaiveDate| d.and_time(self.end).and_local_timezone(jst()).single();
+        let at = |d: NaiveDate| in_tokyo(d, self.end);
         if self.start <= self.end {
-            (t >= self.start && t < self.end).then(|| at(day)).flatten()
+            (t >= self.start && t < self.end).then(|| at(day))
         } else if t >= self.start {
-            at(day.succ_opt()?)
+            Some(at(day.succ_opt()?))
         } else if t < self.end {
-            at(day)
+            Some(at(day))
         } else {
             None
         }
@@ -297,15 +297,11 @@ async fn hold(
     }
     if gate.daily_cap > 0 && !critical && item.channel != "portal" {
         let local = now.with_timezone(&jst());
-        let midnight = |d: NaiveDate| {
-            d.and_time(NaiveTime::MIN)
-                .and_local_timezone(jst())
-                .single()
-        };
+        let midnight = |d: NaiveDate| in_tokyo(d, NaiveTime::MIN);
         let sent = match sent_today.get_mut(&item.recipient) {
             Some(n) => n,
             None => {
-                let today = midnight(local.date_naive()).unwrap_or(now);
+                let today = midnight(local.date_naive());
                 let n = store
                     .delivered_since(&item.recipient, &item.channel, today)
                     .await?;
@@ -313,11 +309,7 @@ async fn hold(
             }
         };
         if *sent >= gate.daily_cap {
-            let mut at = local
-                .date_naive()
-                .succ_opt()
-                .and_then(midnight)
-                .unwrap_or(now);
+            let mut at = local.date_naive().succ_opt().map_or(now, midnight);
             if let Some(later) = gate.quiet(&item.channel).and_then(|q| q.release(at)) {
                 at = later;
             }
@@ -501,13 +493,7 @@ mod tests {
     #[test]
     fn quiet_hours_release_at_their_end_in_tokyo() {
         let t = |h, m| NaiveTime::from_hms_opt(h, m, 0).unwrap();
-        let at = |day: &str, h, m| {
-            day.parse::<NaiveDate>()
-                .unwrap()
-                .and_time(t(h, m))
-                .and_local_timezone(jst())
-                .unwrap()
-        };
+        let at = |day: &str, h, m| in_tokyo(day.parse().unwrap(), t(h, m));
         let night = QuietHours {
             start: t(21, 0),
             end: t(8, 0),

@@ -626,11 +626,7 @@ async fn rows_by_recipient(
 }
 
 fn jst_at(day: &str, hour: u32) -> chrono::DateTime<chrono::FixedOffset> {
-    d(day)
-        .and_hms_opt(hour, 0, 0)
-        .unwrap()
-        .and_local_timezone(oshirase_engine::clock::jst())
-        .unwrap()
+    oshirase_engine::clock::in_tokyo(d(day), chrono::NaiveTime::from_hms_opt(hour, 0, 0).unwrap())
 }
 
 async fn push_is_held_overnight_and_falls_back_to_email(backend: &str) {
