@@ -9,7 +9,7 @@
 //!
 //! `cargo bench --bench outbox` queues 20,000 rows (OSHIRASE_BENCH_ROWS to change);
 //! `cargo test --benches` runs it on 300 so it never rots. PostgreSQL: OSHIRASE_TEST_PG or
-//! postgres://postgres@127.0.0.1:5432/test, in a fresh database dropped afterwards.
+//! postgres://postgres@127.0.0.1:5432/test, in fresh databases (the next run drops them).
 
 use std::time::Instant;
 
@@ -138,85 +138,21 @@ async fn baseline(url: &str, n: usize, batch: usize) -> f64 {
     n as f64 / took
 }
 
-/// A fresh, empty database URL per use, and a cleanup to call at the end.
-struct Databases {
-    sqlite_dir: tempfile::TempDir,
-    pg_admin: String,
-    pg_made: Vec<String>,
-    n: usize,
-}
-
-impl Databases {
-    fn sqlite(&mut self) -> String {
-        self.n += 1;
-        format!(
-            "sqlite://{}",
-            self.sqlite_dir
-                .path()
-                .join(format!("bench{}.sqlite", self.n))
-                .display()
-        )
-    }
-
-    async fn postgres(&mut self) -> String {
-        self.n += 1;
-        let name = format!("oshirase_bench_{}_{}", std::process::id(), self.n);
-        let mut conn = AnyConnection::connect(&self.pg_admin).await.unwrap_or_else(|e| {
-            panic!(
-                "PostgreSQL is not reachable at {}: {e}; start it (scripts/test does) or set OSHIRASE_TEST_PG",
-                self.pg_admin
-            )
-        });
-        sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut conn)
-            .await
-            .expect("create database");
-        self.pg_made.push(name.clone());
-        match self.pg_admin.rsplit_once('/') {
-            Some((server, _)) => format!("{server}/{name}"),
-            None => panic!("OSHIRASE_TEST_PG must end in /DATABASE"),
-        }
-    }
-
-    async fn drop_all(&self) {
-        let mut conn = AnyConnection::connect(&self.pg_admin)
-            .await
-            .expect("connect");
-        for name in &self.pg_made {
-            let _ = sqlx::query(AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-            )))
-            .execute(&mut conn)
-            .await;
-        }
-    }
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     sqlx::any::install_default_drivers();
     let n = rows_wanted();
     let batch = batch_size() as usize;
-    let mut dbs = Databases {
-        sqlite_dir: tempfile::tempdir().expect("tempdir"),
-        pg_admin: std::env::var("OSHIRASE_TEST_PG")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
-        pg_made: Vec::new(),
-        n: 0,
-    };
     for backend in ["sqlite", "postgres"] {
-        let (a, b) = if backend == "sqlite" {
-            (dbs.sqlite(), dbs.sqlite())
-        } else {
-            (dbs.postgres().await, dbs.postgres().await)
-        };
-        let worker = engine(&a, n).await;
-        let floor = baseline(&b, n, batch).await;
+        // Databases this bench left are dropped by its next run.
+        let a = oshirase_testdb::fresh(backend, "oshirase_bench_outbox_").await;
+        let b = oshirase_testdb::fresh(backend, "oshirase_bench_outbox_").await;
+        let worker = engine(&a.url, n).await;
+        let floor = baseline(&b.url, n, batch).await;
         println!(
             "outbox {backend}: {worker:.0} deliveries/s with a no-op channel, {n} rows \
              (baseline bare SQL {floor:.0}/s, ratio {:.2})",
             worker / floor
         );
     }
-    dbs.drop_all().await;
 }

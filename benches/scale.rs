@@ -229,19 +229,10 @@ fn part(name: &str, dir: &Path, db: Option<&str>) -> Value {
 
 /// A fresh PostgreSQL database for this run, and the admin URL to drop it with.
 fn fresh_postgres() -> (String, String, String) {
-    let admin = std::env::var("OSHIRASE_TEST_PG")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let admin = oshirase_testdb::postgres_admin_url();
     let name = format!("oshirase_bench_{}", std::process::id());
     runtime().block_on(async {
-        sqlx::any::install_default_drivers();
-        let mut conn = match <sqlx::AnyConnection as sqlx::Connection>::connect(&admin).await {
-            Ok(c) => c,
-            Err(e) => panic!(
-                "PostgreSQL is not reachable at {admin}: {e}\n\
-                 start it with `pg_ctlcluster --skip-systemctl-redirect 15 main start` (scripts/test does), \
-                 or point OSHIRASE_TEST_PG at a server"
-            ),
-        };
+        let mut conn = oshirase_testdb::postgres_admin().await;
         for sql in [
             format!("DROP DATABASE IF EXISTS {name}"),
             format!("CREATE DATABASE {name}"),

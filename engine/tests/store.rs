@@ -19,77 +19,10 @@ fn root() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
 }
 
-/// A fresh, empty database; dropped (best effort) with the guard.
-struct Db {
-    url: String,
-    _dir: Option<tempfile::TempDir>,
-}
+type Db = oshirase_testdb::TestDb;
 
 async fn fresh(backend: &str) -> Db {
-    match backend {
-        "sqlite" => {
-            let dir = tempfile::tempdir().unwrap();
-            Db {
-                url: format!("sqlite://{}", dir.path().join("oshirase.sqlite").display()),
-                _dir: Some(dir),
-            }
-        }
-        _ => {
-            let admin = std::env::var("OSHIRASE_TEST_PG")
-                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-            sqlx::any::install_default_drivers();
-            let mut conn = match <sqlx::AnyConnection as sqlx::Connection>::connect(&admin).await {
-                Ok(c) => c,
-                Err(e) => panic!(
-                    "PostgreSQL is not reachable at {admin}: {e}\n\
-                     start it with `pg_ctlcluster --skip-systemctl-redirect 15 main start` (scripts/test does), \
-                     or point OSHIRASE_TEST_PG at a server"
-                ),
-            };
-            use std::sync::atomic::{AtomicUsize, Ordering};
-            static N: AtomicUsize = AtomicUsize::new(0);
-            // Databases left by earlier test processes are dropped here, once per process.
-            if N.load(Ordering::SeqCst) == 0 {
-                use sqlx::Row;
-                let mine = format!("oshirase_t{}_", std::process::id());
-                let old =
-                    sqlx::query("SELECT datname::text AS datname FROM pg_database WHERE datname LIKE 'oshirase_t%'")
-                        .fetch_all(&mut conn)
-                        .await
-                        .unwrap();
-                for row in old {
-                    let name: String = row.get("datname");
-                    if !name.starts_with(&mine) {
-                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                        )))
-                        .execute(&mut conn)
-                        .await;
-                    }
-                }
-            }
-            let name = format!(
-                "oshirase_t{}_{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::SeqCst)
-            );
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {name}"
-            )))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            let base = admin.rsplit_once('/').unwrap().0;
-            Db {
-                url: format!("{base}/{name}"),
-                _dir: None,
-            }
-        }
-    }
+    oshirase_testdb::fresh(backend, "oshirase_t").await
 }
 
 fn rules() -> RuleSet {

@@ -31,72 +31,11 @@ pub fn root() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
 }
 
-/// A fresh, empty database.
-pub struct Db {
-    pub url: String,
-    _dir: Option<tempfile::TempDir>,
-}
+pub type Db = oshirase_testdb::TestDb;
 
+/// A fresh database of `backend` (`sqlite`, `postgres`) for the portal's tests.
 pub async fn fresh(backend: &str) -> Db {
-    match backend {
-        "sqlite" => {
-            let dir = tempfile::tempdir().unwrap();
-            Db {
-                url: format!("sqlite://{}", dir.path().join("portal.sqlite").display()),
-                _dir: Some(dir),
-            }
-        }
-        _ => {
-            let admin = std::env::var("OSHIRASE_TEST_PG")
-                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-            sqlx::any::install_default_drivers();
-            let mut conn = match <sqlx::AnyConnection as sqlx::Connection>::connect(&admin).await {
-                Ok(c) => c,
-                Err(e) => panic!(
-                    "PostgreSQL is not reachable at {admin}: {e}\n\
-                     start it with `pg_ctlcluster --skip-systemctl-redirect 15 main start`, \
-                     or point OSHIRASE_TEST_PG at a server"
-                ),
-            };
-            use std::sync::atomic::{AtomicUsize, Ordering};
-            static N: AtomicUsize = AtomicUsize::new(0);
-            // Databases left by earlier runs of these tests are dropped once per process.
-            if N.load(Ordering::SeqCst) == 0 {
-                use sqlx::Row;
-                let mine = format!("oshirase_p{}_", std::process::id());
-                let old = sqlx::query(
-                    "SELECT datname::text AS datname FROM pg_database WHERE datname LIKE 'oshirase_p%'",
-                )
-                .fetch_all(&mut conn)
-                .await
-                .unwrap();
-                for row in old {
-                    let name: String = row.get("datname");
-                    if !name.starts_with(&mine) {
-                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                        )))
-                        .execute(&mut conn)
-                        .await;
-                    }
-                }
-            }
-            let name = format!(
-                "oshirase_p{}_{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::SeqCst)
-            );
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            let base = admin.rsplit_once('/').unwrap().0;
-            Db {
-                url: format!("{base}/{name}"),
-                _dir: None,
-            }
-        }
-    }
+    oshirase_testdb::fresh(backend, "oshirase_p").await
 }
 
 /// Runs a test body on SQLite and on PostgreSQL.
