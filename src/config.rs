@@ -161,11 +161,18 @@ fn default_concurrency() -> BTreeMap<String, usize> {
 }
 
 fn default_cap() -> i64 {
-    3
+    Gate::default().daily_cap
 }
 
 fn default_quiet() -> BTreeMap<String, String> {
-    [("webpush".to_owned(), "21:00-08:00".to_owned())].into()
+    Gate::default()
+        .quiet_hours
+        .into_iter()
+        .map(|(channel, q)| {
+            let span = format!("{}-{}", q.start.format("%H:%M"), q.end.format("%H:%M"));
+            (channel, span)
+        })
+        .collect()
 }
 
 fn yes() -> bool {
@@ -173,7 +180,7 @@ fn yes() -> bool {
 }
 
 fn default_max_attempts() -> i64 {
-    10
+    Policy::default().max_attempts
 }
 
 impl Default for DeliverySection {
@@ -351,7 +358,12 @@ impl ServiceConfig {
         }
         Ok(Policy {
             max_attempts: d.max_attempts,
-            concurrency: d.concurrency.get(channel).copied().unwrap_or(8).max(1),
+            concurrency: d
+                .concurrency
+                .get(channel)
+                .copied()
+                .unwrap_or(Policy::default().concurrency)
+                .max(1),
             gate: Gate {
                 quiet_hours,
                 daily_cap: d.daily_cap,
