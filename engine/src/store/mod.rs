@@ -987,21 +987,6 @@ impl Store {
             .collect()
     }
 
-    /// Records an attempt and settles the row, if `worker` still holds its lease. Returns
-    /// false when the lease was lost (another worker owns the row now).
-    pub async fn settle_outbox(
-        &self,
-        id: i64,
-        worker: &str,
-        settle: &Settle,
-        now: DateTime<FixedOffset>,
-    ) -> Result<bool> {
-        let held = self
-            .settle_outbox_batch(worker, &[(id, settle.clone())], now)
-            .await?;
-        Ok(held.contains(&id))
-    }
-
     /// Records attempts and settles rows in one transaction, those `worker` still holds;
     /// returns their ids (a row missing from the answer was taken over by another worker).
     /// Delivered rows, the common case, settle with one statement for the whole batch.
