@@ -12,6 +12,7 @@ use chrono::NaiveTime;
 use oshirase_adapters::email::{EmailConfig, SmtpConfig};
 use oshirase_adapters::webpush::{VapidKeys, WebPushConfig};
 use oshirase_engine::outbox::{Gate, Policy, QuietHours};
+use oshirase_engine::resident::Channel;
 use oshirase_portal::{JwtKey, PortalConfig, RateLimit, Secret};
 use serde::Deserialize;
 
@@ -352,7 +353,7 @@ impl ServiceConfig {
             ("concurrency", d.concurrency.keys().collect()),
             ("quiet_hours", d.quiet_hours.keys().collect()),
         ] {
-            if let Some(bad) = names.into_iter().find(|n| !CHANNELS.contains(&n.as_str())) {
+            if let Some(bad) = names.into_iter().find(|n| Channel::from_name(n).is_none()) {
                 anyhow::bail!("delivery.{what}.{bad}: not a channel (portal, email, webpush)");
             }
         }
@@ -379,8 +380,6 @@ impl ServiceConfig {
         self.delivery.workers.get(channel).copied().unwrap_or(0)
     }
 }
-
-const CHANNELS: [&str; 3] = ["portal", "email", "webpush"];
 
 /// How e-mail leaves.
 pub enum EmailTransport {

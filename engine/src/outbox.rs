@@ -234,20 +234,11 @@ impl Gate {
     }
 }
 
-fn channel_of(name: &str) -> Option<ResidentChannel> {
-    match name {
-        "portal" => Some(ResidentChannel::Portal),
-        "email" => Some(ResidentChannel::Email),
-        "webpush" => Some(ResidentChannel::Webpush),
-        _ => None,
-    }
-}
-
 /// Whether the recipient takes `channel` now: the preferences they saved in the portal
 /// override the register's; critical notices ignore muting but not a missing address or
 /// consent. People not on the register (staff) have nothing to honour.
 fn accepts(item: &OutboxItem, channel: &str, critical: bool) -> bool {
-    let Some(ch) = channel_of(channel) else {
+    let Some(ch) = ResidentChannel::from_name(channel) else {
         return true;
     };
     if ch == ResidentChannel::Portal {

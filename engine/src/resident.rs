@@ -275,6 +275,13 @@ impl Channel {
             Channel::Webpush => "webpush",
         }
     }
+
+    /// The channel an outbox row's `channel` names; `None` for `staff` and unknown names.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Channel::Portal, Channel::Email, Channel::Webpush]
+            .into_iter()
+            .find(|c| c.name() == name)
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
