@@ -1297,16 +1297,22 @@ impl Needs {
 ///   else: a householder change of the new 世帯主 on `as_of`.
 ///
 /// `recorded` is the record's `status.recorded`, or else `as_of` (the register had it by
-/// then). On a first load (`old` empty) it falls back to the event's own date instead: there
-/// is no earlier state, so nothing in it is "late" and old events must not trigger notices now.
+/// then).
+///
+/// A first load (`old` empty) gives nothing: it is the register as it stands, not news. The
+/// births, deaths and moves its statuses date are derived from the records themselves
+/// (`Population`), with their own days; a move-in whose day the register does not give is no
+/// event at all (it would otherwise notify every such resident "today" of a move of long ago).
 pub fn diff(old: &[Resident], new: &[Resident], as_of: NaiveDate) -> Vec<LifeEvent> {
+    if old.is_empty() {
+        return Vec::new();
+    }
     let old_by_id: HashMap<&ResidentId, &Resident> = old.iter().map(|r| (&r.id, r)).collect();
-    let fallback = (!old.is_empty()).then_some(as_of);
     let mut events = Vec::new();
     for r in new {
         let before = old_by_id.get(&r.id).copied();
         let was_current = before.is_some_and(Resident::is_current);
-        let recorded = r.status.recorded().or(fallback);
+        let recorded = r.status.recorded().or(Some(as_of));
         let event = match r.status {
             Status::Resident {
                 reason: Some(ResidentReason::Birth),
