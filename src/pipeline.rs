@@ -179,14 +179,9 @@ pub fn run_cmd(args: RunArgs) -> anyhow::Result<u8> {
     runtime()?.block_on(async {
         let store = Store::open(&args.db.db).await?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let scheduler = Scheduler {
-            store: store.clone(),
-            rules: Arc::new(rules),
-            clock: clock.clone(),
-            tick: args.at,
-            start: args.start,
-            poll: Duration::from_secs(10),
-        };
+        let mut scheduler = Scheduler::new(store.clone(), Arc::new(rules), clock.clone());
+        scheduler.tick = args.at;
+        scheduler.start = args.start;
         if let Some(until) = args.until {
             let mut failures = 0;
             scheduler
@@ -408,14 +403,8 @@ pub fn demo_cmd(args: DemoArgs) -> anyhow::Result<u8> {
             args.snapshot.display(),
             r.rows_in
         );
-        let scheduler = Scheduler {
-            store: store.clone(),
-            rules: Arc::new(rules),
-            clock: clock.clone(),
-            tick: NaiveTime::from_hms_opt(6, 0, 0).expect("valid"),
-            start: Some(args.from),
-            poll: Duration::from_secs(1),
-        };
+        let mut scheduler = Scheduler::new(store.clone(), Arc::new(rules), clock.clone());
+        scheduler.start = Some(args.from);
         let last = calendar::add_days(args.from, i64::from(args.days) - 1);
         let mail_dir = PathBuf::from(format!("{}-mail", args.db.display()));
         if mail_dir.exists() {
@@ -437,24 +426,17 @@ pub fn demo_cmd(args: DemoArgs) -> anyhow::Result<u8> {
         let mut day = args.from;
         let mut changes_applied = 0;
         let mut failures = 0;
-        // The register changes only on days with feed lines: load it again only then.
-        let mut register: Option<Arc<oshirase_engine::Population>> = None;
         while day <= last {
             clock.set(in_tokyo(day, NaiveTime::from_hms_opt(6, 0, 0).expect("06:00")));
             if let Some(feed) = by_day.get(&day) {
-                register = None;
                 let r = ingest(&store, "town-changes.jsonl", feed, false, clock.now())
                     .await
                     .context("the demo change feed")?;
                 changes_applied += r.rows_in - r.already_applied;
             }
-            let pop = match register.take() {
-                Some(pop) => pop,
-                None => Arc::new(scheduler.population().await?),
-            };
-            failures += scheduler.run_day(pop.clone(), day).await?.failures.len();
+            let pop = scheduler.register().await?;
+            failures += scheduler.run_day(pop, day).await?.failures.len();
             deliver_demo_day(&store, &email, clock.as_ref(), &mut delivered).await?;
-            register = Some(pop);
             day = calendar::add_days(day, 1);
         }
         summary(&store, &args, changes_applied, failures, started).await?;

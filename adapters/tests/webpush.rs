@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{NaiveDate, NaiveTime};
+use chrono::NaiveDate;
 use oshirase_adapters::webpush::{MAX_PAYLOAD, PAD_TO};
 use oshirase_adapters::{generate_vapid_keys, VapidKeys, WebPushChannel, WebPushConfig};
 use oshirase_engine::clock::{Clock, FixedClock};
@@ -591,17 +591,9 @@ async fn a_gone_push_falls_back_to_email_through_the_worker() {
         .await
         .unwrap();
     let rules = oshirase_engine::load_dir(&root.join("rules")).unwrap_or_else(|e| panic!("{e}"));
-    Scheduler {
-        store: store.clone(),
-        rules: Arc::new(rules),
-        clock: clock.clone(),
-        tick: NaiveTime::from_hms_opt(6, 0, 0).unwrap(),
-        start: Some(d("2026-09-15")),
-        poll: Duration::from_millis(50),
-    }
-    .catch_up(day, |_| {})
-    .await
-    .unwrap();
+    let mut scheduler = Scheduler::new(store.clone(), Arc::new(rules), clock.clone());
+    scheduler.start = Some(d("2026-09-15"));
+    scheduler.catch_up(day, |_| {}).await.unwrap();
 
     // A push recipient with an e-mail address but no e-mail row for the notice (they had
     // muted e-mail on the register), who has since accepted e-mail in the portal.

@@ -124,8 +124,72 @@ pub struct EventEntry {
     pub id: String,
 }
 
-/// Residents with the indexes the evaluator needs. Immutable once built.
-#[derive(Debug, Default)]
+impl EventEntry {
+    fn of(e: LifeEvent, subject: usize) -> Self {
+        Self {
+            kind: e.kind,
+            subject,
+            date: e.date,
+            recorded: e.recorded,
+            id: e.id,
+        }
+    }
+}
+
+/// The events a record's status tells of: a birth on this register, a move in, a death, a
+/// move out.
+fn derived_events(r: &Resident) -> Vec<LifeEvent> {
+    let recorded = r.status.recorded();
+    let event = |kind, date| LifeEvent::new(kind, r.id.clone(), date, recorded);
+    let mut out = Vec::new();
+    // A birth is on the register from the birth date, whatever the record's status now.
+    if let Status::Resident { reason, since, .. } = r.status {
+        if reason == Some(ResidentReason::Birth) || since == Some(r.birth_date) {
+            out.push(event(EventKind::Birth, r.birth_date));
+        }
+    }
+    match r.status {
+        Status::Resident {
+            since: Some(since),
+            reason: Some(ResidentReason::MoveIn),
+            ..
+        } => out.push(event(EventKind::MoveIn, since)),
+        Status::Deceased { date, .. } => out.push(event(EventKind::Death, date)),
+        Status::MovedOut { date, .. } => out.push(event(EventKind::MoveOut, date)),
+        _ => {}
+    }
+    out
+}
+
+/// The same event may arrive twice (derived from a status and stored by an ingest that saw
+/// it arrive late): one entry per id, the latest `recorded`, which is when the register
+/// really learned of it.
+fn latest_per_id(mut entries: Vec<EventEntry>) -> Vec<EventEntry> {
+    entries.sort_by(|a, b| {
+        (a.kind, a.subject, a.date, &a.id)
+            .cmp(&(b.kind, b.subject, b.date, &b.id))
+            .then(b.recorded.cmp(&a.recorded))
+    });
+    entries.dedup_by(|later, first| later.id == first.id);
+    entries
+}
+
+fn insert_sorted<T: Ord>(v: &mut Vec<T>, x: T) {
+    let at = v.binary_search(&x).unwrap_or_else(|at| at);
+    v.insert(at, x);
+}
+
+fn remove_sorted(v: Option<&mut Vec<usize>>, x: usize) {
+    if let Some(v) = v {
+        if let Ok(at) = v.binary_search(&x) {
+            v.remove(at);
+        }
+    }
+}
+
+/// Residents with the indexes the evaluator needs. Changed only by `apply`, with the records
+/// an ingest wrote.
+#[derive(Debug, Default, Clone)]
 pub struct Population {
     residents: Vec<Resident>,
     by_id: HashMap<ResidentId, usize>,
@@ -309,6 +373,17 @@ impl Population {
             return Err(DataErrors(errors));
         }
 
+        Ok(Self::index(residents, by_id, households, extra_events))
+    }
+
+    /// The indexes over records already checked: births, and events derived from the
+    /// statuses merged with the stored ones.
+    fn index(
+        residents: Vec<Resident>,
+        by_id: HashMap<ResidentId, usize>,
+        households: HashMap<HouseholdId, Vec<usize>>,
+        extra_events: Vec<LifeEvent>,
+    ) -> Self {
         let mut by_birth: BTreeMap<NaiveDate, Vec<usize>> = BTreeMap::new();
         let mut entries: Vec<EventEntry> = Vec::new();
         for (i, r) in residents.iter().enumerate() {
@@ -316,72 +391,121 @@ impl Population {
                 continue;
             }
             by_birth.entry(r.birth_date).or_default().push(i);
-            let recorded = r.status.recorded();
-            let mut push = |kind: EventKind, date: NaiveDate| {
-                let e = LifeEvent::new(kind, r.id.clone(), date, recorded);
-                entries.push(EventEntry {
-                    kind,
-                    subject: i,
-                    date,
-                    recorded: e.recorded,
-                    id: e.id,
-                });
-            };
-            // A birth is on the register from the birth date, whatever the record's status now.
-            let born_here = match r.status {
-                Status::Resident { reason, since, .. } => {
-                    reason == Some(ResidentReason::Birth) || since == Some(r.birth_date)
-                }
-                _ => false,
-            };
-            if born_here {
-                push(EventKind::Birth, r.birth_date);
-            }
-            match r.status {
-                Status::Resident {
-                    since: Some(since),
-                    reason: Some(ResidentReason::MoveIn),
-                    ..
-                } => push(EventKind::MoveIn, since),
-                Status::Deceased { date, .. } => push(EventKind::Death, date),
-                Status::MovedOut { date, .. } => push(EventKind::MoveOut, date),
-                _ => {}
-            }
+            entries.extend(derived_events(r).into_iter().map(|e| EventEntry::of(e, i)));
         }
         for e in extra_events {
-            entries.push(EventEntry {
-                kind: e.kind,
-                subject: by_id[&e.subject],
-                date: e.date,
-                recorded: e.recorded,
-                id: e.id,
-            });
+            let i = by_id[&e.subject];
+            entries.push(EventEntry::of(e, i));
         }
-        // The same event may arrive twice (derived from a status and stored by an ingest that
-        // saw it arrive late): one entry per id, the latest `recorded`, which is when the
-        // register really learned of it.
-        entries.sort_by(|a, b| {
-            (a.kind, a.subject, a.date, &a.id)
-                .cmp(&(b.kind, b.subject, b.date, &b.id))
-                .then(b.recorded.cmp(&a.recorded))
-        });
-        entries.dedup_by(|later, first| later.id == first.id);
         let mut events: BTreeMap<NaiveDate, Vec<EventEntry>> = BTreeMap::new();
         let mut late_events: BTreeMap<NaiveDate, Vec<EventEntry>> = BTreeMap::new();
-        for e in entries {
+        for e in latest_per_id(entries) {
             if e.recorded > e.date {
                 late_events.entry(e.recorded).or_default().push(e.clone());
             }
             events.entry(e.date).or_default().push(e);
         }
-        Ok(Self {
+        Self {
             residents,
             by_id,
             households,
             by_birth,
             events,
             late_events,
-        })
+        }
+    }
+
+    /// Brings the population up to date with records written since it was built (new ones or
+    /// new versions; the register never deletes a record) and the events stored with them.
+    /// `stored_events` are ALL the stored events of every subject among `changed` and
+    /// `new_events`, old and new: the events of a subject are rebuilt from its record and
+    /// these, exactly as `build` would. Records were checked when they were ingested.
+    pub fn apply(
+        &mut self,
+        changed: Vec<Resident>,
+        stored_events: Vec<LifeEvent>,
+    ) -> Result<(), DataErrors> {
+        let mut stale_days: Vec<NaiveDate> = Vec::new();
+        let mut subjects: Vec<usize> = Vec::new();
+        for r in changed {
+            let i = match self.by_id.get(&r.id) {
+                Some(&i) => {
+                    let old = std::mem::replace(&mut self.residents[i], r);
+                    if !matches!(old.status, Status::External) {
+                        if let Some(h) = old.household_id() {
+                            remove_sorted(self.households.get_mut(h), i);
+                        }
+                        remove_sorted(self.by_birth.get_mut(&old.birth_date), i);
+                    }
+                    for e in derived_events(&old) {
+                        stale_days.extend([e.date, e.recorded]);
+                    }
+                    i
+                }
+                None => {
+                    let i = self.residents.len();
+                    self.by_id.insert(r.id.clone(), i);
+                    self.residents.push(r);
+                    i
+                }
+            };
+            let r = &self.residents[i];
+            // As in `build`: `external` records are in no household and are never subjects.
+            if !matches!(r.status, Status::External) {
+                if let Some(h) = r.household_id() {
+                    insert_sorted(self.households.entry(h.clone()).or_default(), i);
+                }
+                insert_sorted(self.by_birth.entry(r.birth_date).or_default(), i);
+            }
+            subjects.push(i);
+        }
+        let mut entries: Vec<EventEntry> = Vec::new();
+        for e in stored_events {
+            let Some(&i) = self.by_id.get(&e.subject) else {
+                return Err(DataErrors(vec![DataError {
+                    source: "store".into(),
+                    line: 0,
+                    field: Some("events.subject".into()),
+                    message: format!(
+                        "no record {:?} for the {} event",
+                        e.subject.as_str(),
+                        e.kind.name()
+                    ),
+                }]));
+            };
+            stale_days.extend([e.date, e.recorded]);
+            subjects.push(i);
+            entries.push(EventEntry::of(e, i));
+        }
+        subjects.sort_unstable();
+        subjects.dedup();
+        // Every entry of these subjects sits on a day of an event derived from their old
+        // record or of a stored event: drop them there, then add what they are now.
+        stale_days.sort_unstable();
+        stale_days.dedup();
+        for day in &stale_days {
+            for index in [&mut self.events, &mut self.late_events] {
+                if let Some(v) = index.get_mut(day) {
+                    v.retain(|e| subjects.binary_search(&e.subject).is_err());
+                    if v.is_empty() {
+                        index.remove(day);
+                    }
+                }
+            }
+        }
+        for &i in &subjects {
+            let r = &self.residents[i];
+            if !matches!(r.status, Status::External) {
+                entries.extend(derived_events(r).into_iter().map(|e| EventEntry::of(e, i)));
+            }
+        }
+        for e in latest_per_id(entries) {
+            if e.recorded > e.date {
+                insert_sorted(self.late_events.entry(e.recorded).or_default(), e.clone());
+            }
+            insert_sorted(self.events.entry(e.date).or_default(), e);
+        }
+        Ok(())
     }
 
     pub fn len(&self) -> usize {

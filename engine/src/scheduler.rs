@@ -2,6 +2,7 @@
 //! in one store transaction; re-evaluates today after a new ingest. Idempotent by decision
 //! key, so crashes, re-runs and concurrent instances are harmless.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,9 +12,9 @@ use tokio::sync::watch;
 use crate::calendar;
 use crate::catalogue::RuleSet;
 use crate::clock::Clock;
-use crate::eval::{evaluate_day, RuleFailure};
+use crate::eval::{evaluate_day, Decision, DecisionKey, RuleFailure};
 use crate::population::{DataErrors, Population};
-use crate::store::{Store, StoreError};
+use crate::store::{DayCommit, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchedulerError {
@@ -45,15 +46,63 @@ pub struct Scheduler {
     pub start: Option<NaiveDate>,
     /// How often `run` looks for new ingests.
     pub poll: Duration,
+    /// The register as of an ingest batch, kept between runs: after a new ingest only what it
+    /// wrote is read, so an event costs the size of the change, not of the register.
+    register: tokio::sync::Mutex<Option<(i64, Arc<Population>)>>,
+    /// The last day run and the keys stored for it: running it again after an ingest writes
+    /// only the decisions the change brought.
+    decided: std::sync::Mutex<Option<(NaiveDate, HashSet<DecisionKey>)>>,
+    /// The rule-set version already recorded in the store.
+    recorded_rule_set: std::sync::Mutex<Option<String>>,
 }
 
 impl Scheduler {
-    /// Builds the population from the stored residents and events.
-    pub async fn population(&self) -> Result<Population, SchedulerError> {
+    /// A scheduler running daily at 06:00 Tokyo time, starting at the day due, looking for
+    /// new ingests every 10 seconds.
+    pub fn new(store: Store, rules: Arc<RuleSet>, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            store,
+            rules,
+            clock,
+            tick: NaiveTime::from_hms_opt(6, 0, 0).expect("a valid time"),
+            start: None,
+            poll: Duration::from_secs(10),
+            register: tokio::sync::Mutex::new(None),
+            decided: std::sync::Mutex::new(None),
+            recorded_rule_set: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The register as stored now: read whole the first time, then brought up to date with
+    /// the records and events later ingest batches wrote.
+    pub async fn register(&self) -> Result<Arc<Population>, SchedulerError> {
+        let mut cached = self.register.lock().await;
+        let latest = self.store.latest_batch().await?;
+        if let Some((batch, pop)) = cached.as_mut() {
+            if *batch == latest {
+                return Ok(pop.clone());
+            }
+            let changes = self.store.register_changes(*batch, latest).await?;
+            // Copies the register only if a caller still holds the old version.
+            match Arc::make_mut(pop).apply(changes.residents, changes.events) {
+                Ok(()) => {
+                    *batch = latest;
+                    return Ok(pop.clone());
+                }
+                // Half applied: read it whole below, which reports what is wrong.
+                Err(e) => tracing::warn!("re-reading the whole register: {e}"),
+            }
+        }
+        *cached = None;
         let residents = self.store.residents().await?;
         let events = self.store.events().await?;
         let lines = vec![0; residents.len()];
-        Population::build(residents, &lines, "store", events).map_err(SchedulerError::Population)
+        let pop = Arc::new(
+            Population::build(residents, &lines, "store", events)
+                .map_err(SchedulerError::Population)?,
+        );
+        *cached = Some((latest, pop.clone()));
+        Ok(pop)
     }
 
     /// The day whose notices are due now: today once the daily run time has passed.
@@ -74,14 +123,24 @@ impl Scheduler {
         day: NaiveDate,
     ) -> Result<DayReport, SchedulerError> {
         // Every decision names the rule-set version that made it.
-        self.store
-            .record_rule_set(
-                &self.rules.version,
-                self.rules.rules().len(),
-                &self.rules.dir.display().to_string(),
-                self.clock.now(),
-            )
-            .await?;
+        let version = self.rules.version.clone();
+        if self
+            .recorded_rule_set
+            .lock()
+            .expect("not poisoned")
+            .as_ref()
+            != Some(&version)
+        {
+            self.store
+                .record_rule_set(
+                    &version,
+                    self.rules.rules().len(),
+                    &self.rules.dir.display().to_string(),
+                    self.clock.now(),
+                )
+                .await?;
+            *self.recorded_rule_set.lock().expect("not poisoned") = Some(version);
+        }
         let rules = self.rules.clone();
         let result = tokio::task::spawn_blocking(move || evaluate_day(&rules, &pop, day))
             .await
@@ -89,21 +148,44 @@ impl Scheduler {
         for f in &result.failures {
             tracing::warn!(rule = %f.rule, resident = %f.resident, file = %f.file, line = f.line, field = %f.field, "rule failed: {}", f.message);
         }
-        let commit = self
-            .store
-            .commit_day(
-                day,
-                &self.rules.version,
-                &result.decisions,
-                self.clock.now(),
-            )
-            .await?;
-        tracing::info!(%day, decisions = result.decisions.len(), inserted = commit.inserted, already = commit.already_decided, "day committed");
+        // Decisions this scheduler stored for the day already (a run of the same day before
+        // an ingest) need no round trip; the store still refuses any other repeat.
+        let fresh: Vec<&Decision> = {
+            let decided = self.decided.lock().expect("not poisoned");
+            match decided.as_ref() {
+                Some((d, keys)) if *d == day => result
+                    .decisions
+                    .iter()
+                    .filter(|x| !keys.contains(&x.key))
+                    .collect(),
+                _ => result.decisions.iter().collect(),
+            }
+        };
+        let known = result.decisions.len() - fresh.len();
+        let fresh_keys: Vec<DecisionKey> = fresh.iter().map(|x| x.key.clone()).collect();
+        let commit = if fresh.is_empty() && known > 0 {
+            DayCommit::default()
+        } else {
+            self.store
+                .commit_day(day, &self.rules.version, fresh, self.clock.now())
+                .await?
+        };
+        {
+            let mut decided = self.decided.lock().expect("not poisoned");
+            if decided.as_ref().map(|(d, _)| *d) != Some(day) {
+                *decided = Some((day, HashSet::new()));
+            }
+            if let Some((_, keys)) = decided.as_mut() {
+                keys.extend(fresh_keys);
+            }
+        }
+        let already_decided = commit.already_decided + known;
+        tracing::info!(%day, decisions = result.decisions.len(), inserted = commit.inserted, already = already_decided, "day committed");
         Ok(DayReport {
             day,
             decisions: result.decisions.len(),
             inserted: commit.inserted,
-            already_decided: commit.already_decided,
+            already_decided,
             failures: result.failures,
         })
     }
@@ -122,7 +204,7 @@ impl Scheduler {
         if from > until {
             return Ok(reports);
         }
-        let pop = Arc::new(self.population().await?);
+        let pop = self.register().await?;
         let mut day = from;
         while day <= until {
             let r = self.run_day(pop.clone(), day).await?;
@@ -143,8 +225,7 @@ impl Scheduler {
             let batch = self.store.latest_batch().await?;
             if batch != seen_batch {
                 seen_batch = batch;
-                let pop = Arc::new(self.population().await?);
-                self.run_day(pop, due).await?;
+                self.run_day(self.register().await?, due).await?;
             }
             tokio::select! {
                 _ = tokio::time::sleep(self.poll) => {}

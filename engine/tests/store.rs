@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{NaiveDate, NaiveTime};
+use chrono::NaiveDate;
 use oshirase_engine::clock::{Clock, FixedClock};
 use oshirase_engine::scheduler::Scheduler;
 use oshirase_engine::store::Store;
@@ -52,14 +52,10 @@ async fn ingest_town(store: &Store, clock: &dyn Clock) {
 }
 
 fn scheduler(store: Store, clock: Arc<FixedClock>, start: &str) -> Scheduler {
-    Scheduler {
-        store,
-        rules: Arc::new(rules()),
-        clock,
-        tick: NaiveTime::from_hms_opt(6, 0, 0).unwrap(),
-        start: Some(d(start)),
-        poll: Duration::from_millis(50),
-    }
+    let mut s = Scheduler::new(store, Arc::new(rules()), clock);
+    s.start = Some(d(start));
+    s.poll = Duration::from_millis(50);
+    s
 }
 
 macro_rules! on_both {
@@ -121,7 +117,7 @@ async fn days_are_decided_once(backend: &str) {
     let counts = store.counts().await.unwrap();
 
     // The same decisions an in-memory evaluation of each day gives.
-    let pop = s.population().await.unwrap();
+    let pop = s.register().await.unwrap();
     let mut expected: Vec<String> = Vec::new();
     let mut day = d("2026-04-01");
     while day <= d("2026-09-30") {
@@ -143,10 +139,7 @@ async fn days_are_decided_once(backend: &str) {
     // Re-running every day decides nothing new.
     let mut day = d("2026-04-01");
     while day <= d("2026-09-30") {
-        let r = s
-            .run_day(Arc::new(s.population().await.unwrap()), day)
-            .await
-            .unwrap();
+        let r = s.run_day(s.register().await.unwrap(), day).await.unwrap();
         assert_eq!(r.inserted, 0, "{day}");
         day = day.succ_opt().unwrap();
     }
@@ -176,7 +169,7 @@ async fn concurrent_instances_never_double(backend: &str) {
         clock.clone(),
         "2026-04-01",
     );
-    let pop = Arc::new(a.population().await.unwrap());
+    let pop = a.register().await.unwrap();
     let mut total = 0;
     let mut decided = 0;
     let mut day = d("2026-04-01");
@@ -210,11 +203,9 @@ async fn a_fixed_rule_never_renotifies(backend: &str) {
     // A changed catalogue (another version) evaluating the same days again.
     let mut changed = rules();
     changed.version = "0000000000000000".into();
-    let s2 = Scheduler {
-        rules: Arc::new(changed),
-        ..scheduler(store.clone(), clock.clone(), "2026-04-01")
-    };
-    let pop = Arc::new(s2.population().await.unwrap());
+    let mut s2 = scheduler(store.clone(), clock.clone(), "2026-04-01");
+    s2.rules = Arc::new(changed);
+    let pop = s2.register().await.unwrap();
     let mut day = d("2026-04-01");
     while day <= d("2026-06-30") {
         assert_eq!(s2.run_day(pop.clone(), day).await.unwrap().inserted, 0);
@@ -311,6 +302,92 @@ async fn the_service_reevaluates_today_after_an_ingest(backend: &str) {
     service.await.unwrap().unwrap();
 }
 on_both!(service, the_service_reevaluates_today_after_an_ingest);
+
+/// What a register says about every person, by id (positions differ between a register
+/// read whole and one patched in place).
+fn register_view(pop: &oshirase_engine::Population) -> Vec<String> {
+    let mut view: Vec<String> = (0..pop.len())
+        .map(|i| {
+            let r = pop.get(i);
+            let household: Vec<&str> = r
+                .household_id()
+                .map(|h| {
+                    pop.household(h)
+                        .iter()
+                        .map(|&j| pop.get(j).id.as_str())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mut events: Vec<String> = pop
+                .events_of(i)
+                .iter()
+                .map(|e| format!("{} {} {}", e.id, e.date, e.recorded))
+                .collect();
+            events.sort();
+            format!("{} {:?} {household:?} {events:?}", r.id.as_str(), r.status)
+        })
+        .collect();
+    view.sort();
+    view
+}
+
+/// The scheduler keeps its register and patches it with each ingest: the result is what a
+/// whole read of the store gives, person by person and decision by decision.
+async fn the_kept_register_matches_a_whole_read(backend: &str) {
+    let db = fresh(backend).await;
+    let store = Store::open(&db.url).await.unwrap();
+    let clock = Arc::new(FixedClock::at_noon(d("2026-10-01")));
+    ingest_town(&store, clock.as_ref()).await;
+    let kept = scheduler(store.clone(), clock.clone(), "2026-10-01");
+    let before = kept.register().await.unwrap();
+    let text = std::fs::read_to_string(root().join("fixtures/town-changes.jsonl")).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap();
+    // One batch per line (births, deaths, moves, a correction, householder changes), and the
+    // register brought up to date after each.
+    for line in lines.filter(|l| !l.trim().is_empty()) {
+        oshirase_engine::ingest::ingest(
+            &store,
+            "town-changes.jsonl",
+            &format!("{header}\n{line}\n"),
+            false,
+            clock.now(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{line}: {e}"));
+        kept.register().await.unwrap();
+    }
+    let patched = kept.register().await.unwrap();
+    let whole = scheduler(store.clone(), clock.clone(), "2026-10-01")
+        .register()
+        .await
+        .unwrap();
+    assert!(patched.len() > before.len(), "the feed adds people");
+    assert_ne!(register_view(&before), register_view(&whole));
+    let (patched_view, whole_view) = (register_view(&patched), register_view(&whole));
+    let differ: Vec<(&String, &String)> = patched_view
+        .iter()
+        .zip(&whole_view)
+        .filter(|(a, b)| a != b)
+        .collect();
+    assert_eq!(patched_view.len(), whole_view.len());
+    assert!(differ.is_empty(), "kept vs whole: {differ:#?}");
+    let mut day = d("2026-10-01");
+    while day <= d("2027-03-31") {
+        let keys = |pop: &oshirase_engine::Population| {
+            let mut k: Vec<String> = evaluate_day(&kept.rules, pop, day)
+                .decisions
+                .iter()
+                .map(|x| x.key.to_string())
+                .collect();
+            k.sort();
+            k
+        };
+        assert_eq!(keys(&patched), keys(&whole), "{day}");
+        day = day.succ_opt().unwrap();
+    }
+}
+on_both!(kept_register, the_kept_register_matches_a_whole_read);
 
 /// A channel that answers from a script and remembers every send.
 use oshirase_engine::outbox::Delivery;

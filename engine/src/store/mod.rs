@@ -123,6 +123,56 @@ pub enum Backend {
 }
 
 /// A URL with any password replaced, for messages and logs.
+/// What some ingest batches changed in the register (`Store::register_changes`).
+#[derive(Debug, Default)]
+pub struct RegisterChanges {
+    /// The records the batches wrote, new or new versions.
+    pub residents: Vec<Resident>,
+    /// Every stored event of the people concerned, whichever batch wrote it.
+    pub events: Vec<LifeEvent>,
+}
+
+fn resident_from_row(row: &sqlx::any::AnyRow) -> Result<Resident> {
+    let id: String = row.try_get("id").map_err(q("reading residents"))?;
+    let record: String = row.try_get("record").map_err(q("reading residents"))?;
+    resident_from_json(&id, &record)
+}
+
+fn resident_from_json(id: &str, record: &str) -> Result<Resident> {
+    serde_json::from_str(record).map_err(|e| StoreError::Corrupt {
+        what: "resident record",
+        detail: format!("{id}: {e}"),
+    })
+}
+
+fn event_from_row(row: &sqlx::any::AnyRow) -> Result<LifeEvent> {
+    let corrupt = |detail: String| StoreError::Corrupt {
+        what: "life event",
+        detail,
+    };
+    let get = |c: &str| {
+        row.try_get::<String, _>(c)
+            .map_err(q("reading life events"))
+    };
+    let kind: EventKind = serde_json::from_value(serde_json::Value::String(get("kind")?))
+        .map_err(|e| corrupt(e.to_string()))?;
+    let subject =
+        crate::ids::ResidentId::parse(&get("subject")?).map_err(|e| corrupt(e.to_string()))?;
+    let date = get("date")?
+        .parse()
+        .map_err(|e: chrono::ParseError| corrupt(e.to_string()))?;
+    let recorded = get("recorded")?
+        .parse()
+        .map_err(|e: chrono::ParseError| corrupt(e.to_string()))?;
+    Ok(LifeEvent {
+        kind,
+        subject,
+        date,
+        recorded,
+        id: get("id")?,
+    })
+}
+
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
@@ -377,16 +427,7 @@ impl Store {
             .fetch_all(&self.pool)
             .await
             .map_err(q("reading residents"))?;
-        rows.iter()
-            .map(|row| {
-                let id: String = row.try_get("id").map_err(q("reading residents"))?;
-                let record: String = row.try_get("record").map_err(q("reading residents"))?;
-                serde_json::from_str(&record).map_err(|e| StoreError::Corrupt {
-                    what: "resident record",
-                    detail: format!("{id}: {e}"),
-                })
-            })
-            .collect()
+        rows.iter().map(resident_from_row).collect()
     }
 
     /// The stored records with one of `ids`, and every stored record (any status) of the
@@ -424,12 +465,7 @@ impl Store {
         }
         records
             .into_iter()
-            .map(|(id, record)| {
-                serde_json::from_str(&record).map_err(|e| StoreError::Corrupt {
-                    what: "resident record",
-                    detail: format!("{id}: {e}"),
-                })
-            })
+            .map(|(id, record)| resident_from_json(&id, &record))
             .collect()
     }
 
@@ -440,36 +476,58 @@ impl Store {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(q("reading life events"))?;
-        let corrupt = |detail: String| StoreError::Corrupt {
-            what: "life event",
-            detail,
-        };
-        rows.iter()
-            .map(|row| {
-                let get = |c: &str| {
-                    row.try_get::<String, _>(c)
-                        .map_err(q("reading life events"))
-                };
-                let kind: EventKind =
-                    serde_json::from_value(serde_json::Value::String(get("kind")?))
-                        .map_err(|e| corrupt(e.to_string()))?;
-                let subject = crate::ids::ResidentId::parse(&get("subject")?)
-                    .map_err(|e| corrupt(e.to_string()))?;
-                let date = get("date")?
-                    .parse()
-                    .map_err(|e: chrono::ParseError| corrupt(e.to_string()))?;
-                let recorded = get("recorded")?
-                    .parse()
-                    .map_err(|e: chrono::ParseError| corrupt(e.to_string()))?;
-                Ok(LifeEvent {
-                    kind,
-                    subject,
-                    date,
-                    recorded,
-                    id: get("id")?,
-                })
-            })
-            .collect()
+        rows.iter().map(event_from_row).collect()
+    }
+
+    /// What the ingest batches after `after` up to `upto` changed: the records they wrote and
+    /// every stored event (of any batch) of the people those records or their new events
+    /// concern. With these `Population::apply` brings a register read at `after` up to date.
+    pub async fn register_changes(&self, after: i64, upto: i64) -> Result<RegisterChanges> {
+        let rows = sqlx::query(self.sql(
+            "SELECT id, record FROM residents WHERE batch_id > $1 AND batch_id <= $2 ORDER BY id",
+        ))
+        .bind(after)
+        .bind(upto)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("reading changed residents"))?;
+        let residents = rows
+            .iter()
+            .map(resident_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        let mut subjects: BTreeSet<String> =
+            residents.iter().map(|r| r.id.as_str().to_owned()).collect();
+        for row in sqlx::query(
+            self.sql("SELECT subject FROM life_events WHERE batch_id > $1 AND batch_id <= $2"),
+        )
+        .bind(after)
+        .bind(upto)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("reading new life events"))?
+        {
+            subjects.insert(row.try_get("subject").map_err(q("reading life events"))?);
+        }
+        let subjects: Vec<String> = subjects.into_iter().collect();
+        let mut events = Vec::new();
+        for chunk in subjects.chunks(1000) {
+            let sql = self.in_list(
+                "SELECT id, kind, subject, date, recorded FROM life_events WHERE subject IN (",
+                chunk.len(),
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for s in chunk {
+                query = query.bind(s.clone());
+            }
+            for row in query
+                .fetch_all(&self.pool)
+                .await
+                .map_err(q("reading life events"))?
+            {
+                events.push(event_from_row(&row)?);
+            }
+        }
+        Ok(RegisterChanges { residents, events })
     }
 
     /// The last applied `seq` of a change feed source.
@@ -769,7 +827,7 @@ impl Store {
         &self,
         day: NaiveDate,
         rule_set: &str,
-        decisions: &[Decision],
+        decisions: impl IntoIterator<Item = &Decision>,
         now: DateTime<FixedOffset>,
     ) -> Result<DayCommit> {
         let due = utc_text(now);
@@ -789,7 +847,7 @@ impl Store {
         );
         let mut commit = DayCommit::default();
         // Keys in one order everywhere, so two instances never deadlock on each other.
-        let mut sorted: Vec<&Decision> = decisions.iter().collect();
+        let mut sorted: Vec<&Decision> = decisions.into_iter().collect();
         sorted.sort_by(|a, b| a.key.cmp(&b.key));
         for d in sorted {
             let body = serde_json::to_string(d).map_err(|e| StoreError::Corrupt {
