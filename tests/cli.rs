@@ -157,6 +157,52 @@ fn a_bad_snapshot_is_refused_with_its_lines_and_exit_3() {
 }
 
 #[test]
+fn a_bad_snapshot_ingest_names_every_line_and_stores_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let snap = tmp.path().join("s.jsonl");
+    let db = tmp.path().join("o.sqlite");
+    // Line 2 is bad alone (no such date); line 3 only together with the rest (its household
+    // has no 世帯主); line 4 is fine.
+    std::fs::write(
+        &snap,
+        concat!(
+            r#"{"format":"oshirase-snapshot","schema_version":1,"as_of":"2026-10-01"}"#,
+            "\n",
+            r#"{"id":"R1","name":{"kanji":"山田 太郎","kana":"ヤマダ タロウ"},"birth_date":"2023-02-29","sex":1,"status":{"kind":"resident"},"address":{"local_gov_code":"133621","text":"x"},"household":{"id":"H1","relationship":"世帯主"}}"#,
+            "\n",
+            r#"{"id":"R2","name":{"kanji":"山田 花子","kana":"ヤマダ ハナコ"},"birth_date":"2020-02-02","sex":2,"status":{"kind":"resident"},"address":{"local_gov_code":"133621","text":"x"},"household":{"id":"H2","relationship":"子"}}"#,
+            "\n",
+            r#"{"id":"R3","name":{"kanji":"川田 一郎","kana":"カワダ イチロウ"},"birth_date":"1980-05-05","sex":1,"status":{"kind":"resident"},"address":{"local_gov_code":"133621","text":"x"},"household":{"id":"H3","relationship":"世帯主"}}"#,
+            "\n"
+        ),
+    )
+    .unwrap();
+    let out = oshirase(&[
+        "ingest",
+        snap.to_str().unwrap(),
+        "--db",
+        db.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = text(&out.stderr);
+    assert!(err.contains("s.jsonl:2: field `birth_date`"), "{err}");
+    assert!(
+        err.contains("s.jsonl:3: field `household.relationship`: household \"H2\" has no 世帯主"),
+        "{err}"
+    );
+    assert!(!err.contains("s.jsonl:4"), "{err}");
+    // Nothing of it was stored, not even the good record.
+    let counts = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = oshirase_engine::store::Store::open(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        store.counts().await.unwrap()
+    });
+    assert_eq!(counts.get("residents"), Some(&0), "{counts:?}");
+    assert_eq!(counts.get("ingest_batches"), Some(&0), "{counts:?}");
+}
+
+#[test]
 fn usage_errors_exit_2() {
     let out = oshirase(&[
         "evaluate",

@@ -5,7 +5,7 @@
 use chrono::{DateTime, FixedOffset};
 
 use crate::feed;
-use crate::population::{parse_snapshot, DataError, DataErrors};
+use crate::population::{parse_snapshot_records, DataError, DataErrors};
 use crate::resident::Resident;
 use crate::store::{IngestOutcome, Store, StoreError};
 
@@ -68,7 +68,7 @@ async fn ingest_snapshot(
 ) -> Result<IngestReport, IngestError> {
     // A snapshot is all or nothing even with --skip-invalid: a resident left out would look
     // as if they had left the register.
-    let snap = match parse_snapshot(text, source) {
+    let (header, new) = match parse_snapshot_records(text, source) {
         Ok(s) => s,
         Err(e) => {
             if skip_invalid {
@@ -78,8 +78,7 @@ async fn ingest_snapshot(
         }
     };
     let old = store.residents().await?;
-    let as_of = snap.header.as_of;
-    let new = snap.population.into_residents();
+    let as_of = header.as_of;
     let events = feed::diff(&old, &new, as_of);
     let outcome = store
         .apply_ingest(

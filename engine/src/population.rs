@@ -6,6 +6,7 @@ use std::fmt;
 use std::path::Path;
 
 use chrono::NaiveDate;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{HouseholdId, LocalGovCode, ResidentId};
@@ -187,6 +188,9 @@ fn remove_sorted(v: Option<&mut Vec<usize>>, x: usize) {
     }
 }
 
+/// Positions by id, and the records of each household, in position order.
+pub type Checked = (HashMap<ResidentId, usize>, HashMap<HouseholdId, Vec<usize>>);
+
 /// Residents with the indexes the evaluator needs. Changed only by `apply`, with the records
 /// an ingest wrote.
 #[derive(Debug, Default, Clone)]
@@ -211,6 +215,18 @@ impl Population {
         source: &str,
         extra_events: Vec<LifeEvent>,
     ) -> Result<Self, DataErrors> {
+        let (by_id, households) = Self::check(&residents, lines, source, &extra_events)?;
+        Ok(Self::index(residents, by_id, households, extra_events))
+    }
+
+    /// Checks records alone and together (ids, households, references, dates), as `build`
+    /// does, without building the indexes evaluation needs. `lines` as for `build`.
+    pub fn check(
+        residents: &[Resident],
+        lines: &[usize],
+        source: &str,
+        extra_events: &[LifeEvent],
+    ) -> Result<Checked, DataErrors> {
         let mut errors = Vec::new();
         let err = |i: usize, field: &str, message: String| DataError {
             source: source.to_owned(),
@@ -354,7 +370,7 @@ impl Population {
                 ));
             }
         }
-        for e in &extra_events {
+        for e in extra_events {
             if !by_id.contains_key(&e.subject) {
                 errors.push(DataError {
                     source: source.to_owned(),
@@ -373,7 +389,7 @@ impl Population {
             return Err(DataErrors(errors));
         }
 
-        Ok(Self::index(residents, by_id, households, extra_events))
+        Ok((by_id, households))
     }
 
     /// The indexes over records already checked: births, and events derived from the
@@ -615,8 +631,16 @@ pub struct Snapshot {
     pub population: Population,
 }
 
-/// Parses snapshot text. Every bad line is reported; nothing is returned if any line is bad.
-pub fn parse_snapshot(text: &str, source: &str) -> Result<Snapshot, DataErrors> {
+/// A snapshot's lines parsed: the header if it is good, the records with their line
+/// numbers, and the problems of every bad line.
+struct ParsedLines {
+    header: Option<SnapshotHeader>,
+    residents: Vec<Resident>,
+    lines: Vec<usize>,
+    errors: Vec<DataError>,
+}
+
+fn parse_lines(text: &str, source: &str) -> Result<ParsedLines, DataErrors> {
     let mut errors = Vec::new();
     let mut lines_iter = text
         .lines()
@@ -667,10 +691,17 @@ pub fn parse_snapshot(text: &str, source: &str) -> Result<Snapshot, DataErrors> 
             }
         },
     };
-    let mut residents = Vec::new();
-    let mut lines = Vec::new();
-    for (n, line) in lines_iter {
-        match parse_json_line::<Resident>(line) {
+    // Records are independent of each other until they are checked together: parse them on
+    // every core (half of a large ingest was this).
+    let numbered: Vec<(usize, &str)> = lines_iter.collect();
+    let parsed: Vec<_> = numbered
+        .par_iter()
+        .map(|(n, line)| (*n, parse_json_line::<Resident>(line)))
+        .collect();
+    let mut residents = Vec::with_capacity(parsed.len());
+    let mut lines = Vec::with_capacity(parsed.len());
+    for (n, r) in parsed {
+        match r {
             Ok(r) => {
                 residents.push(r);
                 lines.push(n + 1);
@@ -683,16 +714,47 @@ pub fn parse_snapshot(text: &str, source: &str) -> Result<Snapshot, DataErrors> 
             }),
         }
     }
-    let population = Population::build(residents, &lines, source, Vec::new());
-    match (header, population) {
-        (Some(header), Ok(population)) if errors.is_empty() => Ok(Snapshot { header, population }),
-        (_, pop) => {
-            if let Err(DataErrors(more)) = pop {
-                errors.extend(more);
-            }
-            errors.sort_by_key(|e| e.line);
-            Err(DataErrors(errors))
+    Ok(ParsedLines {
+        header,
+        residents,
+        lines,
+        errors,
+    })
+}
+
+/// The problems of a snapshot: its bad lines, then what checking the records together found.
+fn snapshot_errors(mut errors: Vec<DataError>, checked: Result<(), DataErrors>) -> DataErrors {
+    if let Err(DataErrors(more)) = checked {
+        errors.extend(more);
+    }
+    errors.sort_by_key(|e| e.line);
+    DataErrors(errors)
+}
+
+/// Parses snapshot text into a population. Every bad line is reported; nothing is returned if
+/// any line is bad.
+pub fn parse_snapshot(text: &str, source: &str) -> Result<Snapshot, DataErrors> {
+    let p = parse_lines(text, source)?;
+    let population = Population::build(p.residents, &p.lines, source, Vec::new());
+    match (p.header, population) {
+        (Some(header), Ok(population)) if p.errors.is_empty() => {
+            Ok(Snapshot { header, population })
         }
+        (_, pop) => Err(snapshot_errors(p.errors, pop.map(|_| ()))),
+    }
+}
+
+/// Parses and checks snapshot text as `parse_snapshot` does, giving the header and the
+/// records without the indexes evaluation needs (what an ingest stores).
+pub fn parse_snapshot_records(
+    text: &str,
+    source: &str,
+) -> Result<(SnapshotHeader, Vec<Resident>), DataErrors> {
+    let p = parse_lines(text, source)?;
+    let checked = Population::check(&p.residents, &p.lines, source, &[]).map(|_| ());
+    match p.header {
+        Some(header) if p.errors.is_empty() && checked.is_ok() => Ok((header, p.residents)),
+        _ => Err(snapshot_errors(p.errors, checked)),
     }
 }
 

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::str::FromStr;
 
 use chrono::{DateTime, FixedOffset, NaiveDate};
+use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, AssertSqlSafe, Row, SqlSafeStr, SqlStr};
@@ -122,7 +123,6 @@ pub enum Backend {
     Postgres,
 }
 
-/// A URL with any password replaced, for messages and logs.
 /// What some ingest batches changed in the register (`Store::register_changes`).
 #[derive(Debug, Default)]
 pub struct RegisterChanges {
@@ -173,6 +173,7 @@ fn event_from_row(row: &sqlx::any::AnyRow) -> Result<LifeEvent> {
     })
 }
 
+/// A URL with any password replaced, for messages and logs.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
@@ -618,13 +619,20 @@ impl Store {
             });
         }
         let stored = self.stored_hashes(&mut tx, state).await?;
+        // Serializing and hashing each record is independent of the others: on every core.
+        let encoded: Vec<(String, String)> = state
+            .par_iter()
+            .map(|r| {
+                let json = serde_json::to_string(r).map_err(|e| StoreError::Corrupt {
+                    what: "resident record",
+                    detail: e.to_string(),
+                })?;
+                let h = hash_hex(json.as_bytes());
+                Ok((json, h))
+            })
+            .collect::<Result<_>>()?;
         let mut changed = Vec::new();
-        for r in state {
-            let json = serde_json::to_string(r).map_err(|e| StoreError::Corrupt {
-                what: "resident record",
-                detail: e.to_string(),
-            })?;
-            let h = hash_hex(json.as_bytes());
+        for (r, (json, h)) in state.iter().zip(encoded) {
             match stored.get(r.id.as_str()) {
                 Some(old) if *old == h => {}
                 old => changed.push((r, json, h, old.is_some())),
