@@ -24,6 +24,10 @@ mod smtp_servers;
 #[path = "../adapters/tests/support/smtp_store.rs"]
 mod smtp_store;
 
+/// The allocator the binary ships with (src/main.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -8,6 +8,10 @@
 //! `cargo bench --bench evaluate` uses 100,000 residents (OSHIRASE_BENCH_RESIDENTS to change);
 //! `cargo test --benches` runs each once on 2,000 so the benchmark never rots.
 
+/// The allocator the binary ships with (src/main.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::hint::black_box;
 use std::path::Path;
 

@@ -11,6 +11,10 @@
 //! `cargo test --benches` runs it on 300 so it never rots. PostgreSQL: OSHIRASE_TEST_PG or
 //! postgres://postgres@127.0.0.1:5432/test, in fresh databases (the next run drops them).
 
+/// The allocator the binary ships with (src/main.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::Instant;
 
 use oshirase_engine::clock::FixedClock;

@@ -10,6 +10,10 @@
 //! `cargo bench --bench portal` runs 10 s each with 32 clients (OSHIRASE_BENCH_SECONDS,
 //! OSHIRASE_BENCH_CLIENTS to change); `cargo test --benches` runs 1 s so it never rots.
 
+/// The allocator the binary ships with (src/main.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -21,6 +21,10 @@
 //! OSHIRASE_BENCH_EVENTS sets the number of events timed in c; OSHIRASE_BENCH_JSON=PATH also
 //! writes the figures as JSON (docs/plot-scale.py draws them).
 
+/// The allocator the binary ships with (src/main.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;

@@ -13,6 +13,10 @@
 //! `cargo bench --bench webpush` sends 20,000 (OSHIRASE_BENCH_PUSHES to change);
 //! `cargo test --benches` runs it on 300 so it never rots.
 
+/// The allocator the binary ships with (src/main.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
