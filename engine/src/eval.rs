@@ -292,16 +292,26 @@ pub fn evaluate_day(rules: &RuleSet, pop: &Population, today: NaiveDate) -> DayR
                     Outcome::NotEligible(_) => {}
                 }
             }
+            // In key order here, on all threads: every key of the rule starts with "{id}/".
+            decisions.par_sort_unstable_by(|a, b| a.key.cmp(&b.key));
             (decisions, failures, checks)
         })
         .collect();
-    let mut result = DayResult::default();
+    // The rules' decisions one after another, by their keys' "{id}/" prefix (a rule id is
+    // no prefix of another's once the "/" is added), are all the day's in key order: a
+    // quarter of a million decisions on April 1 are moved once instead of sorted again.
+    let mut per_rule = per_rule;
+    per_rule.sort_by_cached_key(|(d, _, _)| d.first().map(|d| format!("{}/", d.rule)));
+    let mut result = DayResult {
+        decisions: Vec::with_capacity(per_rule.iter().map(|(d, _, _)| d.len()).sum()),
+        ..DayResult::default()
+    };
     for (d, f, c) in per_rule {
         result.decisions.extend(d);
         result.failures.extend(f);
         result.checks += c;
     }
-    result.decisions.sort_by(|a, b| a.key.cmp(&b.key));
+    debug_assert!(result.decisions.is_sorted_by(|a, b| a.key < b.key));
     result
         .failures
         .sort_by(|a, b| (&a.rule, &a.resident).cmp(&(&b.rule, &b.resident)));
