@@ -245,7 +245,7 @@ fn candidates(rule: &Rule, pop: &Population, o: NaiveDate, today: NaiveDate) -> 
 
 /// Evaluates every rule for notices due on `today`.
 pub fn evaluate_day(rules: &RuleSet, pop: &Population, today: NaiveDate) -> DayResult {
-    let per_rule: Vec<(Vec<Decision>, Vec<RuleFailure>, usize)> = rules
+    let mut per_rule: Vec<(Vec<Decision>, Vec<RuleFailure>, usize)> = rules
         .rules()
         .par_iter()
         .map(|rule| {
@@ -300,7 +300,6 @@ pub fn evaluate_day(rules: &RuleSet, pop: &Population, today: NaiveDate) -> DayR
     // The rules' decisions one after another, by their keys' "{id}/" prefix (a rule id is
     // no prefix of another's once the "/" is added), are all the day's in key order: a
     // quarter of a million decisions on April 1 are moved once instead of sorted again.
-    let mut per_rule = per_rule;
     per_rule.sort_by_cached_key(|(d, _, _)| d.first().map(|d| format!("{}/", d.rule)));
     let mut result = DayResult {
         decisions: Vec::with_capacity(per_rule.iter().map(|(d, _, _)| d.len()).sum()),
