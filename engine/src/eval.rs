@@ -358,14 +358,19 @@ type MemoKey = (
 struct Memo(std::sync::RwLock<std::collections::HashMap<MemoKey, Result<Dynamic, ScriptError>>>);
 
 fn memo_key(s: &script::Script, r: &Resident, o: NaiveDate) -> MemoKey {
+    use script::Fields;
+    const BIRTH_DATE: Fields = Fields::of("birth_date");
+    const SEX: Fields = Fields::of("sex");
+    const STATUS: Fields = Fields::of("status");
+    const STATUS_DATE: Fields = Fields::of("status_date");
     let f = s.subject_fields;
     (
         s as *const script::Script as usize,
         o,
-        f.contains("birth_date").then_some(r.birth_date),
-        f.contains("sex").then(|| u8::from(r.sex)),
-        f.contains("status").then(|| r.status.name()),
-        f.contains("status_date").then(|| r.status.date()),
+        f.contains(BIRTH_DATE).then_some(r.birth_date),
+        f.contains(SEX).then(|| u8::from(r.sex)),
+        f.contains(STATUS).then(|| r.status.name()),
+        f.contains(STATUS_DATE).then(|| r.status.date()),
     )
 }
 

@@ -153,11 +153,34 @@ impl Fields {
         Fields(self.0 | other.0)
     }
 
-    pub fn contains(self, field: &str) -> bool {
-        RESIDENT_FIELDS
-            .iter()
-            .position(|f| *f == field)
-            .is_some_and(|i| self.0 & (1 << i) != 0)
+    /// One field of `RESIDENT_FIELDS`, by name; a name that is not one fails the build.
+    pub const fn of(field: &str) -> Fields {
+        const fn same(a: &[u8], b: &[u8]) -> bool {
+            if a.len() != b.len() {
+                return false;
+            }
+            let mut i = 0;
+            while i < a.len() {
+                if a[i] != b[i] {
+                    return false;
+                }
+                i += 1;
+            }
+            true
+        }
+        let mut i = 0;
+        while i < RESIDENT_FIELDS.len() {
+            if same(RESIDENT_FIELDS[i].as_bytes(), field.as_bytes()) {
+                return Fields(1 << i);
+            }
+            i += 1;
+        }
+        panic!("not one of RESIDENT_FIELDS")
+    }
+
+    /// Whether every field of `other` is in the set (a bit test: this runs per resident).
+    pub fn contains(self, other: Fields) -> bool {
+        self.0 & other.0 == other.0
     }
 
     fn has(self, i: usize) -> bool {
@@ -611,10 +634,14 @@ mod tests {
     fn fields_read_err_towards_all() {
         let read = |src| Fields::read_by(src, "subject");
         let f = read("fy_end_age(subject.birth_date, 2025) > 70 && subject?.sex == 1");
-        assert!(f.contains("birth_date") && f.contains("sex") && !f.contains("name"));
+        assert!(
+            f.contains(Fields::of("birth_date"))
+                && f.contains(Fields::of("sex"))
+                && !f.contains(Fields::of("name"))
+        );
         assert_eq!(read("fiscal_year(occurrence)"), Fields::NONE);
         let name = read("subject . name . len ()");
-        assert!(name.contains("name") && !name.contains("id"));
+        assert!(name.contains(Fields::of("name")) && !name.contains(Fields::of("id")));
         // The word inside another name, or as another map's property, is not the variable.
         assert_eq!(read("event.subject == subjects"), Fields::NONE);
         for whole in [
