@@ -285,8 +285,13 @@ impl Store {
             .close()
             .await
             .map_err(open_err)?;
+        let max = if backend == Backend::Sqlite { 4 } else { 8 };
         let pool = AnyPoolOptions::new()
-            .max_connections(if backend == Backend::Sqlite { 4 } else { 8 })
+            .max_connections(max)
+            // Opening a PostgreSQL connection takes about 0.1 s: keep them all open, so that
+            // an event never waits for one (the pool otherwise opened one now and then in
+            // the middle of a run, the slowest events of the event benchmark).
+            .min_connections(if backend == Backend::Postgres { max } else { 0 })
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
