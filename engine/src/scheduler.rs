@@ -76,18 +76,23 @@ impl Scheduler {
     /// The register as stored now: read whole the first time, then brought up to date with
     /// the records and events later ingest batches wrote.
     pub async fn register(&self) -> Result<Arc<Population>, SchedulerError> {
+        Ok(self.register_at().await?.1)
+    }
+
+    /// `register`, with the newest ingest batch it includes.
+    async fn register_at(&self) -> Result<(i64, Arc<Population>), SchedulerError> {
         let mut cached = self.register.lock().await;
         let latest = self.store.latest_batch().await?;
         if let Some((batch, pop)) = cached.as_mut() {
             if *batch == latest {
-                return Ok(pop.clone());
+                return Ok((latest, pop.clone()));
             }
             let changes = self.store.register_changes(*batch, latest).await?;
             // Copies the register only if a caller still holds the old version.
             match Arc::make_mut(pop).apply(changes.residents, changes.events) {
                 Ok(()) => {
                     *batch = latest;
-                    return Ok(pop.clone());
+                    return Ok((latest, pop.clone()));
                 }
                 // Half applied: read it whole below, which reports what is wrong.
                 Err(e) => tracing::warn!("re-reading the whole register: {e}"),
@@ -102,7 +107,7 @@ impl Scheduler {
                 .map_err(SchedulerError::Population)?,
         );
         *cached = Some((latest, pop.clone()));
-        Ok(pop)
+        Ok((latest, pop))
     }
 
     /// The day whose notices are due now: today once the daily run time has passed.
@@ -218,14 +223,15 @@ impl Scheduler {
     /// The long-running service: catch up, then wait for the next daily run or a new ingest
     /// (which re-evaluates today), until `shutdown` turns true. Work in flight finishes first.
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> Result<(), SchedulerError> {
-        let mut seen_batch = self.store.latest_batch().await?;
+        // The register is read whole now, at start, not when the first event arrives.
+        let (mut seen_batch, _) = self.register_at().await?;
         loop {
             let due = self.due_day();
             self.catch_up(due, |_| {}).await?;
-            let batch = self.store.latest_batch().await?;
+            let (batch, register) = self.register_at().await?;
             if batch != seen_batch {
                 seen_batch = batch;
-                self.run_day(self.register().await?, due).await?;
+                self.run_day(register, due).await?;
             }
             tokio::select! {
                 _ = tokio::time::sleep(self.poll) => {}
