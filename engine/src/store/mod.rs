@@ -379,6 +379,25 @@ impl Store {
         sql
     }
 
+    /// The rows of `head` (a query ending in `IN (`) for all of `keys`, a thousand keys a
+    /// statement.
+    async fn fetch_in(
+        &self,
+        head: &str,
+        keys: &[String],
+        what: &'static str,
+    ) -> Result<Vec<sqlx::any::AnyRow>> {
+        let mut rows = Vec::new();
+        for chunk in keys.chunks(1000) {
+            let mut query = sqlx::query(AssertSqlSafe(self.in_list(head, chunk.len())));
+            for k in chunk {
+                query = query.bind(k.clone());
+            }
+            rows.extend(query.fetch_all(&self.pool).await.map_err(q(what))?);
+        }
+        Ok(rows)
+    }
+
     /// Inserts `rows` with multi-row `VALUES` lists, a thousand rows a statement: one round
     /// trip per thousand instead of per row. The SQL is fixed text plus placeholders only.
     async fn insert_rows(
@@ -452,21 +471,10 @@ impl Store {
                 households,
             ),
         ] {
-            for chunk in keys.chunks(1000) {
-                let sql = self.in_list(head, chunk.len());
-                let mut query = sqlx::query(AssertSqlSafe(sql));
-                for k in chunk {
-                    query = query.bind(k.clone());
-                }
-                for row in query
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(q("reading residents"))?
-                {
-                    let id: String = row.try_get("id").map_err(q("reading residents"))?;
-                    let record: String = row.try_get("record").map_err(q("reading residents"))?;
-                    records.insert(id, record);
-                }
+            for row in self.fetch_in(head, keys, "reading residents").await? {
+                let id: String = row.try_get("id").map_err(q("reading residents"))?;
+                let record: String = row.try_get("record").map_err(q("reading residents"))?;
+                records.insert(id, record);
             }
         }
         records
@@ -515,24 +523,16 @@ impl Store {
             subjects.insert(row.try_get("subject").map_err(q("reading life events"))?);
         }
         let subjects: Vec<String> = subjects.into_iter().collect();
-        let mut events = Vec::new();
-        for chunk in subjects.chunks(1000) {
-            let sql = self.in_list(
+        let events = self
+            .fetch_in(
                 "SELECT id, kind, subject, date, recorded FROM life_events WHERE subject IN (",
-                chunk.len(),
-            );
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for s in chunk {
-                query = query.bind(s.clone());
-            }
-            for row in query
-                .fetch_all(&self.pool)
-                .await
-                .map_err(q("reading life events"))?
-            {
-                events.push(event_from_row(&row)?);
-            }
-        }
+                &subjects,
+                "reading life events",
+            )
+            .await?
+            .iter()
+            .map(event_from_row)
+            .collect::<Result<_>>()?;
         Ok(RegisterChanges { residents, events })
     }
 
