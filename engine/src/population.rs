@@ -175,6 +175,20 @@ fn latest_per_id(mut entries: Vec<EventEntry>) -> Vec<EventEntry> {
     entries
 }
 
+/// An event about a person the register does not have.
+fn no_subject(source: &str, e: &LifeEvent) -> DataError {
+    DataError {
+        source: source.to_owned(),
+        line: 0,
+        field: Some("events.subject".into()),
+        message: format!(
+            "no record {:?} for the {} event",
+            e.subject.as_str(),
+            e.kind.name()
+        ),
+    }
+}
+
 fn insert_sorted<T: Ord>(v: &mut Vec<T>, x: T) {
     let at = v.binary_search(&x).unwrap_or_else(|at| at);
     v.insert(at, x);
@@ -372,16 +386,7 @@ impl Population {
         }
         for e in extra_events {
             if !by_id.contains_key(&e.subject) {
-                errors.push(DataError {
-                    source: source.to_owned(),
-                    line: 0,
-                    field: Some("events.subject".into()),
-                    message: format!(
-                        "no record {:?} for the {} event",
-                        e.subject.as_str(),
-                        e.kind.name()
-                    ),
-                });
+                errors.push(no_subject(source, e));
             }
         }
         if !errors.is_empty() {
@@ -441,6 +446,17 @@ impl Population {
         changed: Vec<Resident>,
         stored_events: Vec<LifeEvent>,
     ) -> Result<(), DataErrors> {
+        // Checked before anything changes: an error leaves the population as it was.
+        let new_ids: std::collections::HashSet<&ResidentId> =
+            changed.iter().map(|r| &r.id).collect();
+        let orphans: Vec<DataError> = stored_events
+            .iter()
+            .filter(|e| !self.by_id.contains_key(&e.subject) && !new_ids.contains(&e.subject))
+            .map(|e| no_subject("store", e))
+            .collect();
+        if !orphans.is_empty() {
+            return Err(DataErrors(orphans));
+        }
         let mut stale_days: Vec<NaiveDate> = Vec::new();
         let mut subjects: Vec<usize> = Vec::new();
         for r in changed {
@@ -477,18 +493,7 @@ impl Population {
         }
         let mut entries: Vec<EventEntry> = Vec::new();
         for e in stored_events {
-            let Some(&i) = self.by_id.get(&e.subject) else {
-                return Err(DataErrors(vec![DataError {
-                    source: "store".into(),
-                    line: 0,
-                    field: Some("events.subject".into()),
-                    message: format!(
-                        "no record {:?} for the {} event",
-                        e.subject.as_str(),
-                        e.kind.name()
-                    ),
-                }]));
-            };
+            let i = self.by_id[&e.subject];
             stale_days.extend([e.date, e.recorded]);
             subjects.push(i);
             entries.push(EventEntry::of(e, i));

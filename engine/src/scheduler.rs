@@ -94,7 +94,7 @@ impl Scheduler {
                     *batch = latest;
                     return Ok((latest, pop.clone()));
                 }
-                // Half applied: read it whole below, which reports what is wrong.
+                // Read it whole below, which reports the problem with its context.
                 Err(e) => tracing::warn!("re-reading the whole register: {e}"),
             }
         }
