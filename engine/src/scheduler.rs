@@ -128,23 +128,18 @@ impl Scheduler {
         day: NaiveDate,
     ) -> Result<DayReport, SchedulerError> {
         // Every decision names the rule-set version that made it.
-        let version = self.rules.version.clone();
-        if self
-            .recorded_rule_set
-            .lock()
-            .expect("not poisoned")
-            .as_ref()
-            != Some(&version)
-        {
+        let version = &self.rules.version;
+        let recorded = self.recorded_rule_set.lock().expect("not poisoned").clone();
+        if recorded.as_ref() != Some(version) {
             self.store
                 .record_rule_set(
-                    &version,
+                    version,
                     self.rules.rules().len(),
                     &self.rules.dir.display().to_string(),
                     self.clock.now(),
                 )
                 .await?;
-            *self.recorded_rule_set.lock().expect("not poisoned") = Some(version);
+            *self.recorded_rule_set.lock().expect("not poisoned") = Some(version.clone());
         }
         let rules = self.rules.clone();
         let result = tokio::task::spawn_blocking(move || evaluate_day(&rules, &pop, day))
