@@ -36,8 +36,8 @@ use oshirase_adapters::email::lettre::AsyncTransport;
 use oshirase_adapters::email::SmtpConfig;
 use oshirase_adapters::{EmailChannel, EmailConfig};
 use oshirase_engine::clock::{Clock, FixedClock};
-use oshirase_engine::outbox::{drain, Channel, Delivery, Gate, Policy};
-use oshirase_engine::store::OutboxItem;
+use oshirase_service::outbox::{drain, Channel, Delivery, Gate, Policy};
+use oshirase_store::OutboxItem;
 use smtp_servers::SmtpSink;
 
 /// Residents the notices go to (many rows per person, as on a busy day).

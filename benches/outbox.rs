@@ -18,8 +18,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::Instant;
 
 use oshirase_engine::clock::FixedClock;
-use oshirase_engine::outbox::{drain, Channel, Delivery, Gate, Policy};
-use oshirase_engine::store::{OutboxItem, Store};
+use oshirase_service::outbox::{drain, Channel, Delivery, Gate, Policy};
+use oshirase_store::{OutboxItem, Store};
 use sqlx::{AnyConnection, AssertSqlSafe, Connection};
 
 struct NoOp;
@@ -149,8 +149,8 @@ async fn main() {
     let batch = batch_size() as usize;
     for backend in ["sqlite", "postgres"] {
         // Databases this bench left are dropped by its next run.
-        let a = oshirase_testdb::fresh(backend, "oshirase_bench_outbox_").await;
-        let b = oshirase_testdb::fresh(backend, "oshirase_bench_outbox_").await;
+        let a = oshirase_testkit::fresh(backend, "oshirase_bench_outbox_").await;
+        let b = oshirase_testkit::fresh(backend, "oshirase_bench_outbox_").await;
         let worker = engine(&a.url, n).await;
         let floor = baseline(&b.url, n, batch).await;
         println!(

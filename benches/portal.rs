@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
 use oshirase_engine::clock::{Clock, FixedClock};
-use oshirase_engine::store::Store;
 use oshirase_portal::{mint_token, PortalConfig};
+use oshirase_store::Store;
 use tokio::sync::watch;
 
 fn setting(name: &str, bench: u64, test: u64) -> u64 {

@@ -32,11 +32,11 @@ use std::time::{Duration, Instant};
 
 use chrono::{Datelike, NaiveDate};
 use oshirase_engine::clock::{in_tokyo, Clock, FixedClock};
-use oshirase_engine::ingest::ingest;
-use oshirase_engine::scheduler::Scheduler;
 use oshirase_engine::simulate::simulate;
-use oshirase_engine::store::Store;
 use oshirase_engine::{calendar, evaluate_day, feed, load_dir, load_snapshot, Population};
+use oshirase_service::ingest::ingest;
+use oshirase_service::scheduler::Scheduler;
+use oshirase_store::Store;
 use serde_json::{json, Value};
 
 mod native;
@@ -234,10 +234,10 @@ fn part(name: &str, dir: &Path, db: Option<&str>) -> Value {
 
 /// A fresh PostgreSQL database for this run, and the admin URL to drop it with.
 fn fresh_postgres() -> (String, String, String) {
-    let admin = oshirase_testdb::postgres_admin_url();
+    let admin = oshirase_testkit::postgres_admin_url();
     let name = format!("oshirase_bench_{}", std::process::id());
     runtime().block_on(async {
-        let mut conn = oshirase_testdb::postgres_admin().await;
+        let mut conn = oshirase_testkit::postgres_admin().await;
         for sql in [
             format!("DROP DATABASE IF EXISTS {name}"),
             format!("CREATE DATABASE {name}"),

@@ -25,8 +25,8 @@ use axum::routing::post;
 use axum::Router;
 use oshirase_adapters::{generate_vapid_keys, WebPushChannel, WebPushConfig};
 use oshirase_engine::clock::{Clock, FixedClock};
-use oshirase_engine::outbox::{Channel, Delivery};
-use oshirase_engine::store::{OutboxItem, Store};
+use oshirase_service::outbox::{Channel, Delivery};
+use oshirase_store::{OutboxItem, Store};
 
 const IN_FLIGHT: usize = 64;
 const RESIDENTS: usize = 200;

@@ -11,9 +11,9 @@ use std::time::Duration;
 use chrono::NaiveTime;
 use oshirase_adapters::email::{EmailConfig, SmtpConfig};
 use oshirase_adapters::webpush::{VapidKeys, WebPushConfig};
-use oshirase_engine::outbox::{Gate, Policy, QuietHours};
 use oshirase_engine::resident::Channel;
 use oshirase_portal::{JwtKey, PortalConfig, RateLimit, Secret};
+use oshirase_service::outbox::{Gate, Policy, QuietHours};
 use serde::Deserialize;
 
 #[derive(Debug, Default, Deserialize)]

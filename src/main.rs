@@ -2,7 +2,7 @@
 //! the engine crate.
 
 mod config;
-mod generate;
+mod population;
 
 /// mimalloc instead of the system allocator: a daily run, an ingest and the delivery workers
 /// allocate and free many small objects from several threads, where glibc's malloc spent a
@@ -92,7 +92,7 @@ enum Command {
     /// Synthetic populations for load tests and demos.
     Population {
         #[command(subcommand)]
-        command: generate::PopulationCommand,
+        command: population::PopulationCommand,
     },
     /// Web push (VAPID) keys.
     Vapid {
@@ -158,11 +158,11 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             let database = e.chain().any(|c| {
-                c.is::<oshirase_engine::store::StoreError>()
-                    || c.is::<oshirase_engine::scheduler::SchedulerError>()
+                c.is::<oshirase_store::StoreError>()
+                    || c.is::<oshirase_service::scheduler::SchedulerError>()
                     || matches!(
                         c.downcast_ref(),
-                        Some(oshirase_engine::ingest::IngestError::Store(_))
+                        Some(oshirase_service::ingest::IngestError::Store(_))
                     )
             });
             ExitCode::from(if database {
@@ -310,7 +310,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             })
         }
         Command::Simulate(args) => simulate::run(args),
-        Command::Population { command } => generate::run(command),
+        Command::Population { command } => population::run(command),
         Command::Vapid {
             command: VapidCommand::Keygen,
         } => {

@@ -11,11 +11,11 @@ use chrono::{NaiveDate, NaiveTime};
 use oshirase_adapters::{EmailChannel, EmailConfig, PortalInbox};
 use oshirase_engine::calendar;
 use oshirase_engine::clock::{in_tokyo, Clock, FixedClock, SystemClock};
-use oshirase_engine::ingest::{ingest, IngestError};
-use oshirase_engine::outbox::{drain, Policy};
-use oshirase_engine::scheduler::Scheduler;
-use oshirase_engine::store::Store;
 use oshirase_portal::PortalConfig;
+use oshirase_service::ingest::{ingest, IngestError};
+use oshirase_service::outbox::{drain, Policy};
+use oshirase_service::scheduler::Scheduler;
+use oshirase_store::Store;
 
 use crate::{exit, load_rules};
 
@@ -95,7 +95,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-fn print_ingest(file: &Path, r: &oshirase_engine::ingest::IngestReport) {
+fn print_ingest(file: &Path, r: &oshirase_service::ingest::IngestReport) {
     match r.outcome.batch_id {
         None => println!("{}: already ingested; nothing changed", file.display()),
         Some(id) => println!(
@@ -291,10 +291,10 @@ impl Workers<'_> {
     /// Starts the configured number of workers for `channel`; each drains once more after
     /// the shutdown signal, so work claimed before it is settled. A transport that cannot be
     /// reached now is reported, not fatal: its rows wait and are retried.
-    async fn spawn<C: oshirase_engine::outbox::Channel + 'static>(
+    async fn spawn<C: oshirase_service::outbox::Channel + 'static>(
         &self,
         channel: Arc<C>,
-        policy: oshirase_engine::outbox::Policy,
+        policy: oshirase_service::outbox::Policy,
     ) -> Vec<(String, tokio::task::JoinHandle<anyhow::Result<()>>)> {
         if let Err(e) = channel.health().await {
             tracing::warn!(channel = channel.name(), error = %e, "the channel is not healthy");
@@ -312,7 +312,7 @@ impl Workers<'_> {
                 let channel = channel.clone();
                 let worker = name.clone();
                 let task = tokio::spawn(async move {
-                    oshirase_engine::outbox::work(
+                    oshirase_service::outbox::work(
                         &store,
                         channel.as_ref(),
                         &worker,

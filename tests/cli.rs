@@ -193,7 +193,7 @@ fn a_bad_snapshot_ingest_names_every_line_and_stores_nothing() {
     assert!(!err.contains("s.jsonl:4"), "{err}");
     // Nothing of it was stored, not even the good record.
     let counts = tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let store = oshirase_engine::store::Store::open(&format!("sqlite://{}", db.display()))
+        let store = oshirase_store::Store::open(&format!("sqlite://{}", db.display()))
             .await
             .unwrap();
         store.counts().await.unwrap()

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use oshirase_engine::store::Store;
+use oshirase_store::Store;
 
 const FROM: &str = "2026-04-01";
 const UNTIL: &str = "2026-12-31";

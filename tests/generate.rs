@@ -294,7 +294,7 @@ fn the_files_ingest_and_a_year_of_runs_decides_every_kind_of_rule() {
         .build()
         .unwrap()
         .block_on(async {
-            let store = oshirase_engine::store::Store::open(s(&db)).await.unwrap();
+            let store = oshirase_store::Store::open(s(&db)).await.unwrap();
             store.decisions().await.unwrap()
         });
     let mut subjects: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();

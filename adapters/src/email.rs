@@ -22,8 +22,8 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::{AsyncSmtpTransport, AsyncSmtpTransportBuilder, PoolConfig};
 use lettre::{Address, AsyncTransport, Tokio1Executor};
 use oshirase_engine::clock::Clock;
-use oshirase_engine::outbox::{Channel, Delivery};
-use oshirase_engine::store::{redact, OutboxItem, Store};
+use oshirase_service::outbox::{Channel, Delivery};
+use oshirase_store::{redact, OutboxItem, Store};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use oshirase_adapters::{EmailChannel, EmailConfig};
 use oshirase_engine::clock::{Clock, FixedClock};
-use oshirase_engine::outbox::{Channel, Delivery};
-use oshirase_engine::store::{OutboxItem, Store};
+use oshirase_service::outbox::{Channel, Delivery};
+use oshirase_store::{OutboxItem, Store};
 
 fn item(id: i64, recipient: &str) -> OutboxItem {
     OutboxItem {

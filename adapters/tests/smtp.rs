@@ -15,8 +15,8 @@ use chrono::{DateTime, FixedOffset};
 use oshirase_adapters::email::SmtpConfig;
 use oshirase_adapters::{EmailChannel, EmailConfig};
 use oshirase_engine::clock::{Clock, FixedClock};
-use oshirase_engine::outbox::{drain, Channel, Delivery, Gate, Policy};
-use oshirase_engine::store::{OutboxItem, Store};
+use oshirase_service::outbox::{drain, Channel, Delivery, Gate, Policy};
+use oshirase_store::{OutboxItem, Store};
 use smtp_servers::{free_port, MailDev, SmtpSink};
 use smtp_store::{address_of, claim, notice, queue, register, SECRETS};
 
@@ -356,7 +356,7 @@ async fn the_worker_settles_rows_from_what_the_server_said() {
             "{reason}"
         );
         assert_no_address(reason);
-        assert!(row.next_attempt_at > oshirase_engine::store::utc_text(clock.now()));
+        assert!(row.next_attempt_at > oshirase_store::utc_text(clock.now()));
     }
     ch.close().await;
     drop(soft);

@@ -13,8 +13,8 @@ use chrono::NaiveDate;
 use oshirase_adapters::webpush::{MAX_PAYLOAD, PAD_TO};
 use oshirase_adapters::{generate_vapid_keys, VapidKeys, WebPushChannel, WebPushConfig};
 use oshirase_engine::clock::{Clock, FixedClock};
-use oshirase_engine::outbox::{self, Channel, Delivery};
-use oshirase_engine::store::{OutboxItem, PortalPreferences, Store};
+use oshirase_service::outbox::{self, Channel, Delivery};
+use oshirase_store::{OutboxItem, PortalPreferences, Store};
 use serde_json::{json, Value};
 
 const KEY: &str = "jidou-teate-nintei/R00701/birth-R00701-2026-10-06";
@@ -567,7 +567,7 @@ async fn bad_configuration_is_a_clear_error() {
 /// only device answers 410, the subscription is deleted and an e-mail row is queued.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gone_push_falls_back_to_email_through_the_worker() {
-    use oshirase_engine::scheduler::Scheduler;
+    use oshirase_service::scheduler::Scheduler;
     let push = PushService::start();
     let (_dir, store) = fresh_store().await;
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");

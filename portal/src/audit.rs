@@ -3,7 +3,7 @@
 //! that moment into one transaction (a group commit), so concurrent reads share a commit
 //! instead of queueing for the database's write lock one by one.
 
-use oshirase_engine::store::{AuditEntry, Store};
+use oshirase_store::{AuditEntry, Store};
 use tokio::sync::{mpsc, oneshot};
 
 /// Rows written per transaction at most.

@@ -28,7 +28,7 @@ use axum::routing::MethodRouter;
 use axum::{Json, Router};
 use chrono::{DateTime, FixedOffset};
 use oshirase_engine::clock::Clock;
-use oshirase_engine::store::Store;
+use oshirase_store::Store;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
@@ -212,7 +212,7 @@ async fn metrics_text(State(s): State<PortalState>) -> Response {
     let body = format!(
         "{}{}",
         s.0.metrics.render(),
-        oshirase_engine::metrics::render()
+        oshirase_service::metrics::render()
     );
     (
         [(

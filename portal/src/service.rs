@@ -7,7 +7,7 @@ use chrono::NaiveDate;
 use indexmap::IndexMap;
 use oshirase_engine::clock::Clock;
 use oshirase_engine::resident::Channel;
-use oshirase_engine::store::{
+use oshirase_store::{
     AuditEntry, DraftDecision, NoticeBody, PortalNotice, PortalPreferences, RegisterAccess, Store,
     StoreError,
 };

@@ -705,7 +705,7 @@ async fn health_and_metrics(backend: &str) {
     app.get("R10001", "/api/notices").await;
     app.get("R10001", &format!("/api/drafts/{}", enc(OTHER)))
         .await;
-    oshirase_engine::metrics::record("email", "delivered", Some(Duration::from_millis(3)));
+    oshirase_service::metrics::record("email", "delivered", Some(Duration::from_millis(3)));
     let text = app
         .http
         .get(format!("{}/metrics", app.base))
@@ -768,7 +768,7 @@ async fn the_real_catalogue_on_the_fixture_town() {
     use oshirase_engine::clock::FixedClock;
     use oshirase_engine::eval::Role;
     use oshirase_engine::resident::Channel;
-    use oshirase_engine::store::Store;
+    use oshirase_store::Store;
     let db = fresh("sqlite").await;
     let store = Store::open(&db.url).await.unwrap();
     let rules = oshirase_engine::load_dir(&root().join("rules")).unwrap_or_else(|e| panic!("{e}"));

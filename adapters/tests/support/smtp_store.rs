@@ -8,8 +8,8 @@ use oshirase_engine::eval::{Recipient, RenderedMessages, Role};
 use oshirase_engine::ids::{ResidentId, RuleId};
 use oshirase_engine::resident::Channel;
 use oshirase_engine::rule::{Category, Titles};
-use oshirase_engine::store::{OutboxItem, Store};
 use oshirase_engine::{Decision, DecisionKey};
+use oshirase_store::{OutboxItem, Store};
 
 /// The subject of every test notice, a newborn; the draft carries the child's name and address.
 pub const SUBJECT: &str = "R00701";
@@ -52,7 +52,7 @@ pub async fn register(
         text.push('\n');
         text.push_str(&resident(&format!("R{n}"), n, i < with_email));
     }
-    oshirase_engine::ingest::ingest(&store, "register.jsonl", &text, false, now)
+    oshirase_service::ingest::ingest(&store, "register.jsonl", &text, false, now)
         .await
         .unwrap_or_else(|e| panic!("the test register does not ingest: {e}"));
     store

@@ -15,8 +15,8 @@ use oshirase_engine::eval::{Decision, DecisionKey, Recipient, RenderedMessages, 
 use oshirase_engine::ids::{ResidentId, RuleId};
 use oshirase_engine::resident::{Channel, Resident};
 use oshirase_engine::rule::{Category, Titles};
-use oshirase_engine::store::Store;
 use oshirase_portal::{mint_token, PortalConfig};
+use oshirase_store::Store;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
@@ -31,11 +31,11 @@ pub fn root() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
 }
 
-pub type Db = oshirase_testdb::TestDb;
+pub type Db = oshirase_testkit::TestDb;
 
 /// A fresh database of `backend` (`sqlite`, `postgres`) for the portal's tests.
 pub async fn fresh(backend: &str) -> Db {
-    oshirase_testdb::fresh(backend, "oshirase_p").await
+    oshirase_testkit::fresh(backend, "oshirase_p").await
 }
 
 /// Runs a test body on SQLite and on PostgreSQL.

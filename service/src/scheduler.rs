@@ -9,12 +9,12 @@ use std::time::Duration;
 use chrono::{NaiveDate, NaiveTime};
 use tokio::sync::watch;
 
-use crate::calendar;
-use crate::catalogue::RuleSet;
-use crate::clock::Clock;
-use crate::eval::{evaluate_day, Decision, DecisionKey, RuleFailure};
-use crate::population::{DataErrors, Population};
-use crate::store::{DayCommit, Store, StoreError};
+use oshirase_engine::calendar;
+use oshirase_engine::catalogue::RuleSet;
+use oshirase_engine::clock::Clock;
+use oshirase_engine::eval::{evaluate_day, Decision, DecisionKey, RuleFailure};
+use oshirase_engine::population::{DataErrors, Population};
+use oshirase_store::{DayCommit, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchedulerError {

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use sqlx::Row;
 
 use super::{q, utc_text, Result, Store, StoreError, Val};
-use crate::resident::Proxy;
+use oshirase_engine::resident::Proxy;
 
 /// What the portal shows of a stored decision body, and who it is addressed to. Read with
 /// the rest of the body skipped: this is parsed on every request.

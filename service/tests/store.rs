@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use chrono::NaiveDate;
 use oshirase_engine::clock::{Clock, FixedClock};
-use oshirase_engine::scheduler::Scheduler;
-use oshirase_engine::store::Store;
 use oshirase_engine::{evaluate_day, load_dir, load_snapshot, RuleSet};
+use oshirase_service::scheduler::Scheduler;
+use oshirase_store::Store;
 
 fn d(s: &str) -> NaiveDate {
     s.parse().unwrap()
@@ -19,10 +19,10 @@ fn root() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
 }
 
-type Db = oshirase_testdb::TestDb;
+type Db = oshirase_testkit::TestDb;
 
 async fn fresh(backend: &str) -> Db {
-    oshirase_testdb::fresh(backend, "oshirase_t").await
+    oshirase_testkit::fresh(backend, "oshirase_t").await
 }
 
 fn rules() -> RuleSet {
@@ -280,7 +280,7 @@ async fn the_service_reevaluates_today_after_an_ingest(backend: &str) {
         r#"{"seq":1,"kind":"birth","date":"2026-10-01","recorded":"2026-10-05","record":{"id":"R09001","name":{"kanji":"植松 蓮","kana":"ウエマツ レン"},"birth_date":"2026-10-01","sex":1,"status":{"kind":"resident"},"address":{"local_gov_code":"133621","text":"東京都利島村54番地"},"household":{"id":"H0034","relationship":"子"},"guardians":[{"id":"R00079"},{"id":"R00080"}]}}"#,
         "\n"
     );
-    oshirase_engine::ingest::ingest(&store, "changes.jsonl", feed, false, clock.now())
+    oshirase_service::ingest::ingest(&store, "changes.jsonl", feed, false, clock.now())
         .await
         .unwrap();
     let st = store.clone();
@@ -346,7 +346,7 @@ async fn the_kept_register_matches_a_whole_read(backend: &str) {
     // One batch per line (births, deaths, moves, a correction, householder changes), and the
     // register brought up to date after each.
     for line in lines.filter(|l| !l.trim().is_empty()) {
-        oshirase_engine::ingest::ingest(
+        oshirase_service::ingest::ingest(
             &store,
             "town-changes.jsonl",
             &format!("{header}\n{line}\n"),
@@ -390,8 +390,8 @@ async fn the_kept_register_matches_a_whole_read(backend: &str) {
 on_both!(kept_register, the_kept_register_matches_a_whole_read);
 
 /// A channel that answers from a script and remembers every send.
-use oshirase_engine::outbox::Delivery;
-use oshirase_engine::store::OutboxItem;
+use oshirase_service::outbox::Delivery;
+use oshirase_store::OutboxItem;
 
 /// The answer for a row on its nth send.
 type Answer = Box<dyn Fn(&OutboxItem, usize) -> Delivery + Send + Sync>;
@@ -441,15 +441,12 @@ async fn email_rows(store: &Store) -> Vec<i64> {
         .collect()
 }
 
-impl oshirase_engine::outbox::Channel for Scripted {
+impl oshirase_service::outbox::Channel for Scripted {
     fn name(&self) -> &'static str {
         self.channel
     }
 
-    async fn send(
-        &self,
-        item: &oshirase_engine::store::OutboxItem,
-    ) -> oshirase_engine::outbox::Delivery {
+    async fn send(&self, item: &oshirase_store::OutboxItem) -> oshirase_service::outbox::Delivery {
         let nth = {
             let mut s = self.sends.lock().unwrap();
             s.push(item.id);
@@ -474,7 +471,7 @@ async fn outbox_with_decisions(backend: &str) -> (Db, Store, Arc<FixedClock>) {
 }
 
 async fn outbox_retries_and_dead_letters(backend: &str) {
-    use oshirase_engine::outbox::drain;
+    use oshirase_service::outbox::drain;
     let (_db, store, clock) = outbox_with_decisions(backend).await;
     let emails = email_rows(&store).await;
     assert!(emails.len() >= 3, "{} email rows", emails.len());
@@ -538,7 +535,7 @@ async fn outbox_retries_and_dead_letters_on_sqlite() {
 }
 
 async fn two_workers_never_send_twice(backend: &str) {
-    use oshirase_engine::outbox::{drain, Policy};
+    use oshirase_service::outbox::{drain, Policy};
     let (_db, store, clock) = outbox_with_decisions(backend).await;
     let ch = Scripted::new(|_, _| Delivery::Delivered);
     let policy = Policy {
@@ -574,7 +571,7 @@ on_both!(two_workers, two_workers_never_send_twice);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbox_honours_retry_after_and_gone_on_postgres() {
-    use oshirase_engine::outbox::drain;
+    use oshirase_service::outbox::drain;
     let (_db, store, clock) = outbox_with_decisions("postgres").await;
     let emails = email_rows(&store).await;
     let ch = Scripted::flaky_and_broken(
@@ -614,9 +611,9 @@ async fn outbox_honours_retry_after_and_gone_on_postgres() {
 }
 
 /// Retries and leases without quiet hours or a daily cap (those have their own tests).
-fn open_policy() -> oshirase_engine::outbox::Policy {
-    oshirase_engine::outbox::Policy {
-        gate: oshirase_engine::outbox::Gate::open(),
+fn open_policy() -> oshirase_service::outbox::Policy {
+    oshirase_service::outbox::Policy {
+        gate: oshirase_service::outbox::Gate::open(),
         ..Default::default()
     }
 }
@@ -640,7 +637,7 @@ fn jst_at(day: &str, hour: u32) -> chrono::DateTime<chrono::FixedOffset> {
 }
 
 async fn push_is_held_overnight_and_falls_back_to_email(backend: &str) {
-    use oshirase_engine::outbox::{drain, Policy};
+    use oshirase_service::outbox::{drain, Policy};
     let (_db, store, clock) = outbox_with_decisions(backend).await;
     let pushes = rows_by_recipient(&store, "webpush").await;
     let n: usize = pushes.values().map(Vec::len).sum();
@@ -664,7 +661,7 @@ async fn push_is_held_overnight_and_falls_back_to_email(backend: &str) {
             store
                 .set_portal_preferences(
                     &r.recipient,
-                    &oshirase_engine::store::PortalPreferences {
+                    &oshirase_store::PortalPreferences {
                         channels: vec![
                             oshirase_engine::resident::Channel::Webpush,
                             oshirase_engine::resident::Channel::Email,
@@ -684,7 +681,7 @@ async fn push_is_held_overnight_and_falls_back_to_email(backend: &str) {
     })
     .on("webpush");
     let policy = Policy {
-        gate: oshirase_engine::outbox::Gate {
+        gate: oshirase_service::outbox::Gate {
             daily_cap: 0,
             ..Default::default()
         },
@@ -693,7 +690,7 @@ async fn push_is_held_overnight_and_falls_back_to_email(backend: &str) {
     // 22:00 in Tokyo: every push is held until 08:00, and none is sent.
     clock.set(jst_at("2026-10-01", 22));
     assert_eq!(
-        oshirase_engine::store::utc_text(jst_at("2026-10-02", 8)),
+        oshirase_store::utc_text(jst_at("2026-10-02", 8)),
         "2026-10-01T23:00:00.000Z"
     );
     let r = drain(&store, &ch, "w", clock.as_ref(), &policy)
@@ -736,7 +733,7 @@ on_both!(
 );
 
 async fn the_daily_cap_and_muting(backend: &str) {
-    use oshirase_engine::outbox::{drain, Gate, Policy};
+    use oshirase_service::outbox::{drain, Gate, Policy};
     let (_db, store, clock) = outbox_with_decisions(backend).await;
     let emails = rows_by_recipient(&store, "email").await;
     let (busy, rows) = emails
@@ -757,7 +754,7 @@ async fn the_daily_cap_and_muting(backend: &str) {
         store
             .set_portal_preferences(
                 who,
-                &oshirase_engine::store::PortalPreferences {
+                &oshirase_store::PortalPreferences {
                     channels: vec![],
                     email_consent: true,
                     webpush_consent: false,
@@ -872,7 +869,7 @@ async fn history_keeps_replaced_versions(backend: &str) {
     let store = Store::open(&db.url).await.unwrap();
     let clock = FixedClock::at_noon(d("2026-10-05"));
     let text = std::fs::read_to_string(root().join("fixtures/town.jsonl")).unwrap();
-    let first = oshirase_engine::ingest::ingest(&store, "town.jsonl", &text, false, clock.now())
+    let first = oshirase_service::ingest::ingest(&store, "town.jsonl", &text, false, clock.now())
         .await
         .unwrap();
     let first_batch = first.outcome.batch_id.unwrap();
@@ -897,7 +894,7 @@ async fn history_keeps_replaced_versions(backend: &str) {
         r#"{"seq":1,"kind":"death","date":"2026-10-03","recorded":"2026-10-05","resident":"R00001"}"#,
         "\n"
     );
-    let out = oshirase_engine::ingest::ingest(&store, "changes.jsonl", feed, false, clock.now())
+    let out = oshirase_service::ingest::ingest(&store, "changes.jsonl", feed, false, clock.now())
         .await
         .unwrap();
     assert_eq!(

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
 use super::{q, utc_text, Result, Store, StoreError};
-use crate::resident::{Channel, Resident};
+use oshirase_engine::resident::{Channel, Resident};
 
 /// A browser's push subscription (the Push API's `PushSubscription`, flattened).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,10 +4,10 @@
 
 use chrono::{DateTime, FixedOffset};
 
-use crate::feed;
-use crate::population::{parse_snapshot_records, DataError, DataErrors};
-use crate::resident::Resident;
-use crate::store::{IngestOutcome, Store, StoreError};
+use oshirase_engine::feed;
+use oshirase_engine::population::{parse_snapshot_records, DataError, DataErrors};
+use oshirase_engine::resident::Resident;
+use oshirase_store::{IngestOutcome, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {

@@ -15,9 +15,9 @@ use sha2::{Digest, Sha256};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, AssertSqlSafe, Row, SqlSafeStr, SqlStr};
 
-use crate::eval::Decision;
-use crate::population::{EventKind, LifeEvent};
-use crate::resident::Resident;
+use oshirase_engine::eval::Decision;
+use oshirase_engine::population::{EventKind, LifeEvent};
+use oshirase_engine::resident::Resident;
 
 mod contacts;
 mod portal;
@@ -156,8 +156,8 @@ fn event_from_row(row: &sqlx::any::AnyRow) -> Result<LifeEvent> {
     };
     let kind: EventKind = serde_json::from_value(serde_json::Value::String(get("kind")?))
         .map_err(|e| corrupt(e.to_string()))?;
-    let subject =
-        crate::ids::ResidentId::parse(&get("subject")?).map_err(|e| corrupt(e.to_string()))?;
+    let subject = oshirase_engine::ids::ResidentId::parse(&get("subject")?)
+        .map_err(|e| corrupt(e.to_string()))?;
     let date = get("date")?
         .parse()
         .map_err(|e: chrono::ParseError| corrupt(e.to_string()))?;

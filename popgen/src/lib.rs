@@ -1,5 +1,5 @@
-//! `oshirase population generate`: a synthetic resident register of N people with Japan's
-//! single-year age structure and household sizes, and a year of register changes after it
+//! Synthetic populations (`oshirase population generate`): a resident register of N people
+//! with Japan's single-year age structure and household sizes, and a year of register changes after it
 //! (births, deaths, moves in and out, 世帯主変更) at the national annual rates, in the formats
 //! of docs/snapshot-format.md and docs/change-feed.md. The figures and their sources are in
 //! fixtures/README.md ("Synthetic populations").
@@ -11,7 +11,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{ensure, Context};
 use chrono::{Datelike, NaiveDate};
@@ -20,49 +19,28 @@ use rand::prelude::*;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-#[derive(clap::Subcommand)]
-pub enum PopulationCommand {
-    /// Write a synthetic register (DIR/snapshot.jsonl) and a year of changes after it
-    /// (DIR/changes.jsonl), both ready for `oshirase ingest`.
-    Generate(GenerateArgs),
-}
-
-#[derive(clap::Args, Debug, Clone)]
-pub struct GenerateArgs {
-    /// Residents on the register on --start.
-    #[arg(long)]
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Residents on the register on `start`.
     pub residents: usize,
-    /// Seed: the same seed and options give the same files, byte for byte.
-    #[arg(long)]
+    /// The same seed and options give the same files, byte for byte.
     pub seed: u64,
     /// Output folder (created if missing).
-    #[arg(long)]
     pub out: PathBuf,
     /// The register date of the snapshot; the changes cover the 365 days after it.
-    #[arg(long, default_value = "2026-04-01")]
     pub start: NaiveDate,
 }
 
 /// Largest register the ids (8 digits, with room for a year of arrivals) can number.
 pub const MAX_RESIDENTS: usize = 50_000_000;
 
-pub fn run(cmd: PopulationCommand) -> anyhow::Result<u8> {
-    match cmd {
-        PopulationCommand::Generate(args) => {
-            let started = Instant::now();
-            let s = generate(&args)?;
-            println!("{}", s.render(started.elapsed().as_secs_f64()));
-            Ok(crate::exit::OK)
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Sourced figures (fixtures/README.md, "Synthetic populations", gives the sources)
 // ---------------------------------------------------------------------------------------------
 
 /// 2020 Census, persons by single year of age and sex (表2-1); the last row is 100 and over.
-const AGE_TABLE: &str = include_str!("../fixtures/japan-age-2020.csv");
+const AGE_TABLE: &str = include_str!("../../fixtures/japan-age-2020.csv");
 
 /// Residents on 2024-10-01 (人口推計), the denominator of the rates below.
 const RESIDENTS_2024: f64 = 123_802_000.0;
@@ -666,7 +644,7 @@ pub struct Summary {
 }
 
 impl Summary {
-    fn render(&self, secs: f64) -> String {
+    pub fn render(&self, secs: f64) -> String {
         let pct = |n: usize, d: usize| 100.0 * n as f64 / d.max(1) as f64;
         let sizes: Vec<String> = self
             .sizes
@@ -2609,7 +2587,7 @@ fn arrivals(w: &mut World, year: &mut Year, next_number: &mut u32) -> anyhow::Re
 // ---------------------------------------------------------------------------------------------
 
 /// Generates the register and its year of changes into `args.out`.
-pub fn generate(args: &GenerateArgs) -> anyhow::Result<Summary> {
+pub fn generate(args: &Options) -> anyhow::Result<Summary> {
     ensure!(
         (1..=MAX_RESIDENTS).contains(&args.residents),
         "--residents {} must be from 1 to {MAX_RESIDENTS}",
@@ -2689,7 +2667,7 @@ pub fn generate(args: &GenerateArgs) -> anyhow::Result<Summary> {
     Ok(summary)
 }
 
-fn write_snapshot(w: &mut World, order: &[u32], args: &GenerateArgs) -> anyhow::Result<Summary> {
+fn write_snapshot(w: &mut World, order: &[u32], args: &Options) -> anyhow::Result<Summary> {
     let path = args.out.join("snapshot.jsonl");
     let file =
         std::fs::File::create(&path).with_context(|| format!("cannot write {}", path.display()))?;

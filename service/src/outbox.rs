@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveTime};
 
-use crate::clock::{in_tokyo, jst, Clock};
 use crate::metrics;
-use crate::resident::Channel as ResidentChannel;
-use crate::store::{utc_text, OutboxItem, Settle, Store, StoreError};
+use oshirase_engine::clock::{in_tokyo, jst, Clock};
+use oshirase_engine::resident::Channel as ResidentChannel;
+use oshirase_store::{utc_text, OutboxItem, Settle, Store, StoreError};
 
 /// What one send did. Every channel returns one of these; nothing else escapes it.
 #[derive(Debug, Clone, PartialEq, Eq)]

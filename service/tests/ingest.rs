@@ -1,0 +1,148 @@
+//! Ingest through the store: `ingest` reads only the records a feed names, and must agree
+//! with applying the feed to the whole register.
+
+#[path = "../../engine/tests/support/feed_fixtures.rs"]
+mod feed_fixtures;
+
+use feed_fixtures::*;
+use oshirase_engine::clock::{Clock, FixedClock};
+use oshirase_engine::feed::{apply, apply_lenient, parse_feed};
+use oshirase_engine::parse_snapshot;
+use oshirase_engine::resident::Resident;
+use oshirase_service::ingest::{ingest, IngestError};
+use oshirase_store::Store;
+
+/// A fresh SQLite store holding `records` as one snapshot batch.
+async fn stored(records: &[Resident]) -> (tempfile::TempDir, String, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("feed.sqlite").display());
+    let store = Store::open(&url).await.unwrap_or_else(|e| panic!("{e}"));
+    let now = FixedClock::at_noon(d("2026-10-01")).now();
+    store
+        .apply_ingest(
+            "town",
+            "snapshot",
+            b"town",
+            Some(d("2026-10-01")),
+            records.len(),
+            records,
+            &[],
+            None,
+            now,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    (dir, url, store)
+}
+
+/// Ingests `text` into a store holding `register` and checks the outcome against `apply`
+/// over the whole register: the same records and events, or the same errors.
+async fn same_through_the_store(register: &[Resident], text: &str, lenient: bool) {
+    let (_dir, _url, store) = stored(register).await;
+    let f = parse_feed(text, "f.jsonl").unwrap_or_else(|e| panic!("{e}"));
+    let now = FixedClock::at_noon(d("2026-10-25")).now();
+    let got = ingest(&store, "f.jsonl", text, lenient, now).await;
+    let want = if lenient {
+        apply_lenient(register, &f, "f.jsonl")
+    } else {
+        apply(register, &f, "f.jsonl").map(|a| (a, Vec::new()))
+    };
+    match (want, got) {
+        (Ok((a, rejected)), Ok(report)) => {
+            let mut records = a.residents;
+            records.sort_by(|x, y| x.id.cmp(&y.id));
+            assert_eq!(store.residents().await.unwrap(), records, "{text}");
+            let mut want_events = a.events;
+            want_events.sort_by(|x, y| x.id.cmp(&y.id));
+            let mut got_events = store.events().await.unwrap();
+            got_events.sort_by(|x, y| x.id.cmp(&y.id));
+            assert_eq!(got_events, want_events, "{text}");
+            assert_eq!(report.rejected, rejected, "{text}");
+        }
+        (Err(want), Err(IngestError::Invalid(got))) => {
+            assert_eq!(got.0, want.0, "{text}");
+            assert_eq!(
+                store.counts().await.unwrap()["ingest_batches"],
+                1,
+                "nothing applied"
+            );
+        }
+        (want, got) => panic!("{text}\n  whole register: {want:?}\n  through the store: {got:?}"),
+    }
+    store.close().await;
+}
+
+#[tokio::test]
+async fn ingesting_through_the_store_agrees_with_the_whole_register() {
+    same_through_the_store(&town(), &feed(&every_kind()), false).await;
+    let (harmless, cases) = rejection_cases();
+    for (line, _, _) in cases {
+        let mut lines = harmless.clone();
+        lines.push(line);
+        same_through_the_store(&town(), &feed(&lines), false).await;
+        same_through_the_store(&town(), &feed(&lines), true).await;
+    }
+    let no_trace = [
+        r#"{"seq":1,"kind":"move_out","date":"2026-10-06","resident":"R4"}"#.to_string(),
+        r#"{"seq":2,"kind":"householder_change","date":"2026-10-07","household":"H1","new_householder":"R2","relationships":{"R1":"夫","R9":"子"}}"#.into(),
+        r#"{"seq":3,"kind":"death","date":"2026-10-08","resident":"R99"}"#.into(),
+        r#"{"seq":4,"kind":"address_change","date":"2026-10-09","resident":"R3","address":{"local_gov_code":"133621","text":"利島村3番地"}}"#.into(),
+    ];
+    same_through_the_store(&town(), &feed(&no_trace), false).await;
+    same_through_the_store(&town(), &feed(&no_trace), true).await;
+    for lines in [
+        vec![
+            r#"{"seq":1,"kind":"correction","date":"2026-10-05","resident":"R2","fields":{"household":{"id":"H1","relationship":"世帯主"}}}"#.to_string(),
+            r#"{"seq":2,"kind":"correction","date":"2026-10-06","resident":"R1","fields":{"household":{"id":"H1","relationship":"夫"}}}"#.into(),
+        ],
+        vec![r#"{"seq":1,"kind":"household_merge","date":"2026-10-05","recorded":"2026-10-07","residents":["R4"],"household":"H1","relationships":{"R4":"世帯主","R1":"父"}}"#.into()],
+        // A correction moving R3 into R4's household (read only because the line names it).
+        vec![r#"{"seq":1,"kind":"correction","date":"2026-10-05","resident":"R3","fields":{"household":{"id":"H2","relationship":"世帯主"}}}"#.into()],
+        // A correction naming R9, who is not in any household the line touches.
+        vec![r#"{"seq":1,"kind":"correction","date":"2026-10-05","resident":"R3","fields":{"proxies":[{"id":"R9","scopes":["all"]}]}}"#.into()],
+        vec![format!(
+            r#"{{"seq":1,"kind":"move_in","date":"2026-10-05","record":{}}}"#,
+            person("R7", "1970-01-01", "H3", "世帯主")
+        )],
+    ] {
+        same_through_the_store(&town(), &feed(&lines), false).await;
+    }
+    let fixture = parse_snapshot(include_str!("../../fixtures/town.jsonl"), "town.jsonl")
+        .unwrap_or_else(|e| panic!("{e}"));
+    same_through_the_store(
+        fixture.population.residents(),
+        include_str!("../../fixtures/town-changes.jsonl"),
+        false,
+    )
+    .await;
+}
+
+/// A feed line reads the records it names, not the register: a record it does not name may
+/// even be unreadable.
+#[tokio::test]
+async fn a_feed_line_reads_only_what_it_names() {
+    let (_dir, url, store) = stored(&town()).await;
+    sqlx::any::install_default_drivers();
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE residents SET record = 'not a record' WHERE id = 'R8'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert!(store.residents().await.is_err(), "R8 is unreadable now");
+    let text = feed(&[
+        r#"{"seq":1,"kind":"address_change","date":"2026-10-05","resident":"R2","address":{"local_gov_code":"133621","text":"利島村9番地"}}"#.into(),
+    ]);
+    let now = FixedClock::at_noon(d("2026-10-05")).now();
+    let report = ingest(&store, "f.jsonl", &text, false, now)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.outcome.rows_changed, 1);
+    let r2 = store
+        .residents_named(&["R2".to_owned()], &[])
+        .await
+        .unwrap();
+    assert_eq!(r2[0].address.text, "利島村9番地");
+    store.close().await;
+}
