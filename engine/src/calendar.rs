@@ -39,6 +39,29 @@ pub fn add_days(d: NaiveDate, n: i64) -> NaiveDate {
     }
 }
 
+/// The day after `d` (a period counted from the next day starts there; 戸籍法 and the
+/// 翌日起算 rule).
+pub fn day_after(d: NaiveDate) -> NaiveDate {
+    add_days(d, 1)
+}
+
+/// The day before `d`.
+pub fn day_before(d: NaiveDate) -> NaiveDate {
+    add_days(d, -1)
+}
+
+/// Every day of `from..=to` (none when `from` is after `to`). Stops at the last
+/// representable date instead of saturating, so a range ending at `NaiveDate::MAX` still
+/// terminates.
+pub fn days(from: NaiveDate, to: NaiveDate) -> impl Iterator<Item = NaiveDate> {
+    std::iter::successors(Some(from), |d| d.succ_opt()).take_while(move |d| *d <= to)
+}
+
+/// Days from `from` to `to` (negative when `to` is earlier).
+pub fn days_between(from: NaiveDate, to: NaiveDate) -> i64 {
+    (to - from).num_days()
+}
+
 /// The same month and day `n` years later (earlier for negative `n`); 29 Feb becomes 28 Feb.
 pub fn shift_years(d: NaiveDate, n: i32) -> NaiveDate {
     MonthDay {
@@ -162,9 +185,14 @@ pub struct MonthDay {
     pub day: u32,
 }
 
+/// A text that is not a month-day.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a month-day \"MM-DD\"")]
+pub struct BadMonthDay(String);
+
 impl MonthDay {
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let bad = || format!("{s:?} is not a month-day \"MM-DD\"");
+    pub fn parse(s: &str) -> Result<Self, BadMonthDay> {
+        let bad = || BadMonthDay(s.to_owned());
         let (m, d) = s.split_once('-').ok_or_else(bad)?;
         let (month, day): (u32, u32) =
             (m.parse().map_err(|_| bad())?, d.parse().map_err(|_| bad())?);
@@ -368,6 +396,21 @@ fn holidays_of(y: i32) -> Vec<NaiveDate> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn days_are_inclusive_and_stop_at_the_last_date() {
+        let d = |s: &str| s.parse::<NaiveDate>().unwrap();
+        assert_eq!(
+            days(d("2026-02-27"), d("2026-03-01")).collect::<Vec<_>>(),
+            [d("2026-02-27"), d("2026-02-28"), d("2026-03-01")]
+        );
+        assert_eq!(days(d("2026-03-02"), d("2026-03-01")).count(), 0);
+        let last = NaiveDate::MAX;
+        assert_eq!(days(day_before(last), last).count(), 2);
+        assert_eq!(days_between(d("2026-02-27"), d("2026-03-01")), 2);
+        assert_eq!(days_between(d("2026-03-01"), d("2026-02-27")), -2);
+        assert_eq!(day_after(d("2028-02-28")), d("2028-02-29"));
+    }
     use proptest::prelude::*;
 
     fn d(s: &str) -> NaiveDate {

@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use chrono::{Datelike, NaiveDate};
+use chrono::NaiveDate;
 use indexmap::IndexMap;
 use rayon::prelude::*;
 use rhai::{Dynamic, Scope};
@@ -17,31 +17,12 @@ use crate::population::{EventKind, Population};
 use crate::resident::{Channel, Resident, Status};
 use crate::rule::*;
 use crate::script::{self, ScriptError};
+use crate::trigger;
 
 /// Age from which a person receives their own notices (民法4条).
 pub const ADULT_AGE: i32 = 18;
 
-/// The idempotency key of a decision: (rule, subject, occurrence). Unique in the store.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
-pub struct DecisionKey(String);
-
-impl DecisionKey {
-    /// `occurrence` is the milestone date or the event id.
-    pub fn new(rule: &RuleId, subject: &ResidentId, occurrence: &str) -> Self {
-        Self(format!("{rule}/{subject}/{occurrence}"))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for DecisionKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+pub use crate::ids::DecisionKey;
 
 /// Why a person receives a notice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -143,7 +124,8 @@ pub struct TraceStep {
     pub inputs: Vec<(String, String)>,
 }
 
-type Trace<'a> = Option<&'a mut Vec<TraceStep>>;
+/// Where `evaluate_subject` notes its steps (`explain`), or `None` in daily runs.
+pub type Trace<'a> = Option<&'a mut Vec<TraceStep>>;
 
 /// Adds a trace step; `detail` is only built when tracing (`explain`), never in daily runs.
 fn note(
@@ -175,82 +157,14 @@ fn failed(trace: &mut Trace, f: Box<RuleFailure>) -> Outcome {
     Outcome::Failed(f)
 }
 
-/// A subject whose notice for a rule is due today, with its occurrence (and event id).
-type Candidate = (usize, Option<String>, NaiveDate);
-
-/// Subjects whose notice for `rule` is due on `today`; `o` is today minus the notify offset.
-fn candidates(rule: &Rule, pop: &Population, o: NaiveDate, today: NaiveDate) -> Vec<Candidate> {
-    let around = |center: NaiveDate, pred: &dyn Fn(NaiveDate) -> bool| -> Vec<Candidate> {
-        pop.born_between(
-            calendar::add_days(center, -3),
-            calendar::add_days(center, 3),
-        )
-        .filter(|&i| pred(pop.get(i).birth_date))
-        .map(|i| (i, None, o))
-        .collect()
-    };
-    match rule.trigger {
-        Trigger::AgeAttained(n) => {
-            let n = n as i32;
-            around(calendar::shift_years(calendar::add_days(o, 1), -n), &|b| {
-                calendar::attain(b, n) == o
-            })
-        }
-        Trigger::Birthday(n) => {
-            let n = n as i32;
-            around(calendar::shift_years(o, -n), &|b| {
-                calendar::anniversary(b, n) == o
-            })
-        }
-        Trigger::AgeMonths(m) => around(calendar::months_earlier(o, m), &|b| {
-            calendar::month_anniversary(b, m) == o
-        }),
-        Trigger::FiscalYearAge(FiscalYearAge { age, on }) => {
-            let fy = calendar::fiscal_year(o);
-            if calendar::date_in_fiscal_year(fy, on) != o {
-                return Vec::new();
-            }
-            let age = age as i32;
-            let from = calendar::fiscal_year_start(fy - age);
-            let to = calendar::fiscal_year_start(fy - age + 1);
-            pop.born_between(from, to)
-                .filter(|&i| calendar::fy_end_age(pop.get(i).birth_date, fy) == age)
-                .map(|i| (i, None, o))
-                .collect()
-        }
-        Trigger::Event(kind) => {
-            // Due today, if the register already knew of it...
-            let mut out: Vec<Candidate> = pop
-                .events_on(kind, o)
-                .filter(|e| e.recorded <= today)
-                .map(|e| (e.subject, Some(e.id.clone()), o))
-                .collect();
-            // ...and events that reached the register today, after their notice day had passed
-            // (a birth is on the register only once the 出生届 is accepted).
-            out.extend(
-                pop.events_recorded_late_on(kind, today)
-                    .filter(|e| calendar::add_days(e.date, rule.notify_offset) < today)
-                    .map(|e| (e.subject, Some(e.id.clone()), e.date)),
-            );
-            out
-        }
-        Trigger::Annual(Annual { on }) => {
-            if on.in_year(o.year()) != o {
-                return Vec::new();
-            }
-            pop.subjects().map(|i| (i, None, o)).collect()
-        }
-    }
-}
-
 /// Evaluates every rule for notices due on `today`.
 pub fn evaluate_day(rules: &RuleSet, pop: &Population, today: NaiveDate) -> DayResult {
     let mut per_rule: Vec<(Vec<Decision>, Vec<RuleFailure>, usize)> = rules
         .rules()
         .par_iter()
         .map(|rule| {
-            let o = calendar::add_days(today, -rule.notify_offset);
-            let cands = candidates(rule, pop, o, today);
+            let o = rule.occurrence_due_on(today);
+            let cands = trigger::due_on(rule, pop, today);
             let params = if cands.is_empty() {
                 Dynamic::UNIT
             } else {
@@ -260,27 +174,26 @@ pub fn evaluate_day(rules: &RuleSet, pop: &Population, today: NaiveDate) -> DayR
             let memo = Memo::default();
             let outcomes: Vec<Outcome> = cands
                 .into_par_iter()
-                .map(|(s, event, occurrence)| {
+                .map(|c| {
                     // Late events keep their own occurrence, and its parameters.
                     let late_params;
-                    let params = if occurrence == o {
+                    let params = if c.occurrence == o {
                         &params
                     } else {
-                        late_params = rules.params_for(rule, occurrence);
+                        late_params = rules.params_for(rule, c.occurrence);
                         &late_params
                     };
-                    evaluate_subject_memo(
+                    let occasion = Occasion {
                         rules,
                         rule,
                         pop,
-                        s,
-                        occurrence,
+                        subject: c.subject,
+                        occurrence: c.occurrence,
                         today,
-                        event.as_deref(),
+                        event: c.event.as_deref(),
                         params,
-                        &mut None,
-                        Some(&memo),
-                    )
+                    };
+                    evaluate_subject_memo(&occasion, &mut None, Some(&memo))
                 })
                 .collect();
             let mut decisions = Vec::new();
@@ -323,6 +236,24 @@ pub enum Outcome {
     Decision(Box<Decision>),
     NotEligible(String),
     Failed(Box<RuleFailure>),
+}
+
+/// One rule for one subject on one day: what `evaluate_subject` evaluates.
+#[derive(Clone, Copy)]
+pub struct Occasion<'a> {
+    pub rules: &'a RuleSet,
+    pub rule: &'a Rule,
+    pub pop: &'a Population,
+    /// The subject's position in the population.
+    pub subject: usize,
+    /// The milestone date or the event's date.
+    pub occurrence: NaiveDate,
+    /// The day the notice is made.
+    pub today: NaiveDate,
+    /// The event id, for event triggers.
+    pub event: Option<&'a str>,
+    /// The rule's `params` map for the occurrence (`RuleSet::params_for`).
+    pub params: &'a Dynamic,
 }
 
 struct Ctx<'a> {
@@ -687,23 +618,7 @@ fn resolve_audience(cx: &Ctx, trace: &mut Trace) -> (Vec<(usize, Role)>, Option<
                     suppressed.push("spouse");
                     continue;
                 }
-                let mates = cx.housemates();
-                let spouse = if subject.is_householder() {
-                    mates.into_iter().find(|&j| {
-                        pop.get(j)
-                            .household
-                            .as_ref()
-                            .is_some_and(|h| h.relationship.is_householders_spouse())
-                    })
-                } else if subject
-                    .household
-                    .as_ref()
-                    .is_some_and(|h| h.relationship.is_householders_spouse())
-                {
-                    cx.householder()
-                } else {
-                    None
-                };
+                let spouse = pop.spouse(cx.s, today);
                 out.extend(spouse.map(|j| (j, Role::Spouse)));
             }
             Audience::Survivors => {
@@ -809,37 +724,24 @@ fn compute_deadline(cx: &Ctx) -> Option<NaiveDate> {
     })
 }
 
-/// Evaluates one subject for one rule whose trigger gives occurrence `o` and notice day
-/// `today`. `params` is the rule's `params` map for `o`.
-#[allow(clippy::too_many_arguments)]
-pub fn evaluate_subject(
-    rules: &RuleSet,
-    rule: &Rule,
-    pop: &Population,
-    s: usize,
-    o: NaiveDate,
-    today: NaiveDate,
-    event: Option<&str>,
-    params: &Dynamic,
-    trace: &mut Trace,
-) -> Outcome {
-    evaluate_subject_memo(rules, rule, pop, s, o, today, event, params, trace, None)
+/// Evaluates one subject for one rule on one day, noting each step in `trace` when given
+/// (`explain`).
+pub fn evaluate_subject(occasion: &Occasion, trace: &mut Trace) -> Outcome {
+    evaluate_subject_memo(occasion, trace, None)
 }
 
 /// `evaluate_subject`, reusing script results across a day's subjects through `memo`.
-#[allow(clippy::too_many_arguments)]
-fn evaluate_subject_memo(
-    rules: &RuleSet,
-    rule: &Rule,
-    pop: &Population,
-    s: usize,
-    o: NaiveDate,
-    today: NaiveDate,
-    event: Option<&str>,
-    params: &Dynamic,
-    trace: &mut Trace,
-    memo: Option<&Memo>,
-) -> Outcome {
+fn evaluate_subject_memo(occasion: &Occasion, trace: &mut Trace, memo: Option<&Memo>) -> Outcome {
+    let &Occasion {
+        rules,
+        rule,
+        pop,
+        subject: s,
+        occurrence: o,
+        today,
+        event,
+        params,
+    } = occasion;
     let mut cx = Ctx {
         rules,
         rule,
@@ -1003,168 +905,4 @@ fn evaluate_subject_memo(
         critical: rule.critical,
     };
     Outcome::Decision(Box::new(decision))
-}
-
-/// The answer to "why did (or didn't) this rule match this resident on this day?".
-#[derive(Debug, Serialize)]
-pub struct Explanation {
-    pub rule: RuleId,
-    pub rule_version: u32,
-    pub rule_file: String,
-    pub rule_set_version: String,
-    pub resident: ResidentId,
-    pub date: NaiveDate,
-    pub steps: Vec<TraceStep>,
-    pub decision: Option<Decision>,
-    pub outcome: String,
-}
-
-/// Occurrences of `rule` for subject `s` relevant to day `today`: (occurrence, event id,
-/// notice day).
-fn occurrences_for(
-    rule: &Rule,
-    pop: &Population,
-    s: usize,
-    today: NaiveDate,
-) -> Vec<(NaiveDate, Option<String>, NaiveDate)> {
-    let b = pop.get(s).birth_date;
-    let o_today = calendar::add_days(today, -rule.notify_offset);
-    let plain = |o: NaiveDate| vec![(o, None, calendar::add_days(o, rule.notify_offset))];
-    match rule.trigger {
-        Trigger::AgeAttained(n) => plain(calendar::attain(b, n as i32)),
-        Trigger::Birthday(n) => plain(calendar::anniversary(b, n as i32)),
-        Trigger::AgeMonths(m) => plain(calendar::month_anniversary(b, m)),
-        Trigger::FiscalYearAge(FiscalYearAge { age, on }) => {
-            // The fiscal year in which the subject has this age at year end.
-            let age = age as i32;
-            let fy = (b.year() + age - 1..=b.year() + age)
-                .find(|&fy| calendar::fy_end_age(b, fy) == age)
-                .unwrap_or(b.year() + age);
-            plain(calendar::date_in_fiscal_year(fy, on))
-        }
-        Trigger::Event(kind) => pop
-            .events_of(s)
-            .into_iter()
-            .filter(|e| e.kind == kind)
-            .map(|e| {
-                (
-                    e.date,
-                    Some(e.id.clone()),
-                    calendar::add_days(e.date, rule.notify_offset).max(e.recorded),
-                )
-            })
-            .collect(),
-        Trigger::Annual(Annual { on }) => plain(on.in_year(o_today.year())),
-    }
-}
-
-/// Traces one rule for one resident on one day.
-pub fn explain(
-    rules: &RuleSet,
-    pop: &Population,
-    resident: &ResidentId,
-    rule_id: &RuleId,
-    today: NaiveDate,
-) -> Result<Explanation, String> {
-    let rule = rules
-        .get(rule_id)
-        .ok_or_else(|| format!("no rule {rule_id} in {}", rules.dir.display()))?;
-    let s = pop
-        .index_of(resident)
-        .ok_or_else(|| format!("no resident {resident} in the snapshot"))?;
-    let mut steps = Vec::new();
-    let occ = occurrences_for(rule, pop, s, today);
-    let due = occ.iter().find(|(_, _, notice)| *notice == today).cloned();
-    let trigger_text = format!("{:?}", rule.trigger);
-    let mut decision = None;
-    let outcome;
-    match (&due, occ.first()) {
-        (None, None) => {
-            steps.push(TraceStep {
-                step: "trigger".into(),
-                detail: format!("{trigger_text}: this resident has no such event"),
-                passed: Some(false),
-                inputs: vec![],
-            });
-            outcome = "no match: the trigger never fires for this resident".to_owned();
-        }
-        (None, Some((o, _, notice_day))) => {
-            let notice_day = *notice_day;
-            steps.push(TraceStep {
-                step: "trigger".into(),
-                detail: format!(
-                    "{trigger_text}: occurrence {o}, notice due {notice_day}, not {today}"
-                ),
-                passed: Some(false),
-                inputs: vec![(
-                    "subject.birth_date".into(),
-                    pop.get(s).birth_date.to_string(),
-                )],
-            });
-            // Show what would happen on the notice day.
-            let mut rest = Vec::new();
-            let params = rules.params_for(rule, *o);
-            let _ = evaluate_subject(
-                rules,
-                rule,
-                pop,
-                s,
-                *o,
-                notice_day,
-                occ[0].1.as_deref(),
-                &params,
-                &mut Some(&mut rest),
-            );
-            for mut st in rest {
-                st.step = format!("(on {notice_day}) {}", st.step);
-                steps.push(st);
-            }
-            outcome =
-                format!("no match on {today}: the notice for this resident is due on {notice_day}");
-        }
-        (Some((o, event, _)), _) => {
-            steps.push(TraceStep {
-                step: "trigger".into(),
-                detail: format!("{trigger_text}: occurrence {o}, notice due {today}"),
-                passed: Some(true),
-                inputs: vec![(
-                    "subject.birth_date".into(),
-                    pop.get(s).birth_date.to_string(),
-                )],
-            });
-            let params = rules.params_for(rule, *o);
-            match evaluate_subject(
-                rules,
-                rule,
-                pop,
-                s,
-                *o,
-                today,
-                event.as_deref(),
-                &params,
-                &mut Some(&mut steps),
-            ) {
-                Outcome::Decision(d) => {
-                    outcome = match &d.staff_review {
-                        Some(r) => format!("match: decision {} flagged for staff: {r}", d.key),
-                        None => format!("match: decision {}", d.key),
-                    };
-                    decision = Some(*d);
-                }
-                Outcome::NotEligible(why) => outcome = format!("no match: {why}"),
-                Outcome::Failed(f) => outcome = format!("error: {f}"),
-            }
-        }
-    }
-    Ok(Explanation {
-        rule: rule.id.clone(),
-        rule_version: rule.version,
-        rule_file: rule.source.file.clone(),
-        rule_set_version: rules.version.clone(),
-        resident: resident.clone(),
-        date: today,
-        steps,
-        decision,
-        outcome,
-    })
 }

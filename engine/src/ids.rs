@@ -28,6 +28,8 @@ pub enum IdError {
     RuleIdShape(String),
     #[error("{0:?} is not an e-mail address (need one '@' with text on both sides and no spaces)")]
     Email(String),
+    #[error("{0:?} is not a decision key \"RULE/RESIDENT/OCCURRENCE\"")]
+    DecisionKeyShape(String),
 }
 
 fn check_opaque(s: &str) -> Result<(), IdError> {
@@ -136,6 +138,74 @@ string_newtype!(
         }
     }
 );
+
+/// The idempotency key of a decision: (rule, subject, occurrence), written
+/// `RULE/RESIDENT/OCCURRENCE` where the occurrence is the milestone date or the event id.
+/// Unique in the store; parsed wherever one arrives from outside (a URL, a stored row).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct DecisionKey(String);
+
+/// Longest occurrence part: an event id is its kind, the subject id and a date.
+const MAX_OCCURRENCE: usize = 96;
+
+impl DecisionKey {
+    pub fn new(rule: &RuleId, subject: &ResidentId, occurrence: &str) -> Self {
+        Self(format!("{rule}/{subject}/{occurrence}"))
+    }
+
+    pub fn parse(s: &str) -> Result<Self, IdError> {
+        // Never echo a long input whole: a key may come from any URL.
+        let shape = || {
+            let shown: String = s.chars().take(80).collect();
+            IdError::DecisionKeyShape(shown)
+        };
+        let mut parts = s.split('/');
+        let (Some(rule), Some(subject), Some(occurrence), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(shape());
+        };
+        RuleId::parse(rule).map_err(|_| shape())?;
+        ResidentId::parse(subject).map_err(|_| shape())?;
+        let occurrence_ok = !occurrence.is_empty()
+            && occurrence.len() <= MAX_OCCURRENCE
+            && occurrence
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !occurrence_ok {
+            return Err(shape());
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The rule part.
+    pub fn rule(&self) -> &str {
+        self.0.split('/').next().unwrap_or_default()
+    }
+
+    /// The subject part.
+    pub fn subject(&self) -> &str {
+        self.0.split('/').nth(1).unwrap_or_default()
+    }
+}
+
+impl fmt::Display for DecisionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for DecisionKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
 
 /// 全国地方公共団体コード: 6 digits, the last a mod-11 check digit over weights 6-5-4-3-2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -260,7 +330,62 @@ mod tests {
         }
     }
 
+    #[test]
+    fn decision_keys_parse_or_say_why() {
+        for ok in [
+            "kokumin-nenkin-shutoku/R00372/2026-03-31",
+            "shussho-todoke/R00701/birth-R00701-2026-10-06",
+        ] {
+            let k = DecisionKey::parse(ok).unwrap();
+            assert_eq!(k.as_str(), ok);
+            assert_eq!(
+                DecisionKey::new(
+                    &RuleId::parse(k.rule()).unwrap(),
+                    &ResidentId::parse(k.subject()).unwrap(),
+                    ok.rsplit('/').next().unwrap()
+                ),
+                k
+            );
+        }
+        let long = format!("a-rule/R1/{}", "x".repeat(60_000));
+        for bad in [
+            "",
+            "a-rule/R1",
+            "a-rule/R1/2026-01-01/x",
+            "A-Rule/R1/2026-01-01",
+            "a-rule/R 1/2026-01-01",
+            "a-rule/R1/",
+            "a-rule/R1/2026-01-01\n",
+            "a-rule/R1/%2e%2e",
+            "/%09/evil.example",
+            &long,
+        ] {
+            let e = DecisionKey::parse(bad).unwrap_err();
+            assert!(matches!(e, IdError::DecisionKeyShape(_)), "{bad:?}: {e}");
+            assert!(
+                e.to_string().len() < 200,
+                "the error does not echo a long key"
+            );
+        }
+    }
+
     proptest! {
+        #[test]
+        fn decision_key_round_trips(
+            rule in "[a-z][a-z0-9-]{2,40}",
+            subject in "[A-Za-z0-9_-]{1,11}",
+            occurrence in "[A-Za-z0-9_-]{1,96}",
+        ) {
+            let k = DecisionKey::new(
+                &RuleId::parse(&rule).unwrap(),
+                &ResidentId::parse(&subject).unwrap(),
+                &occurrence,
+            );
+            let json = serde_json::to_string(&k).unwrap();
+            prop_assert_eq!(serde_json::from_str::<DecisionKey>(&json).unwrap(), k.clone());
+            prop_assert_eq!(DecisionKey::parse(k.as_str()).unwrap(), k);
+        }
+
         #[test]
         fn every_five_digits_have_exactly_one_valid_code(n in 0u32..100_000) {
             let five = format!("{n:05}");

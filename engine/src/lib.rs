@@ -7,6 +7,7 @@ pub mod calendar;
 pub mod catalogue;
 pub mod clock;
 pub mod eval;
+pub mod explain;
 pub mod feed;
 pub mod ids;
 pub mod population;
@@ -15,9 +16,11 @@ pub mod rule;
 pub mod ruletest;
 pub mod script;
 pub mod simulate;
+pub mod trigger;
 
 pub use catalogue::{load_dir, LoadError, LoadErrors, RuleSet};
-pub use eval::{evaluate_day, explain, DayResult, Decision, DecisionKey, Explanation, RuleFailure};
+pub use eval::{evaluate_day, DayResult, Decision, DecisionKey, RuleFailure};
+pub use explain::{explain, ExplainOutcome, Explanation};
 pub use population::{
     load_snapshot, parse_snapshot, DataErrors, EventKind, LifeEvent, Population, Snapshot,
 };

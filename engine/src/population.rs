@@ -582,6 +582,27 @@ impl Population {
     }
 
     /// Subjects born within `from..=to`.
+    /// The spouse of resident `i` on the register on `d`, as the household shows it: the
+    /// householder's 妻/夫 (未届 included) for the householder, the householder for that
+    /// spouse. Nobody else's spouse can be read from a 住民票.
+    pub fn spouse(&self, i: usize, d: NaiveDate) -> Option<usize> {
+        let is_householders_spouse = |j: usize| {
+            self.residents[j]
+                .household
+                .as_ref()
+                .is_some_and(|h| h.relationship.is_householders_spouse())
+        };
+        if self.residents[i].is_householder() {
+            self.housemates(i, d)
+                .into_iter()
+                .find(|&j| is_householders_spouse(j))
+        } else if is_householders_spouse(i) {
+            self.householder(i, d)
+        } else {
+            None
+        }
+    }
+
     pub fn born_between(&self, from: NaiveDate, to: NaiveDate) -> impl Iterator<Item = usize> + '_ {
         self.by_birth
             .range(from..=to)

@@ -357,6 +357,12 @@ impl ScriptEngine {
                     .to_string(),
             )
         });
+        engine.register_fn("day_after", |d: &str| -> R<String> {
+            Ok(calendar::day_after(date_arg(d)?).to_string())
+        });
+        engine.register_fn("day_before", |d: &str| -> R<String> {
+            Ok(calendar::day_before(date_arg(d)?).to_string())
+        });
         engine.register_fn("next_month_start", |d: &str| -> R<String> {
             Ok(calendar::next_month_start(date_arg(d)?).to_string())
         });
@@ -365,6 +371,9 @@ impl ScriptEngine {
         });
         engine.register_fn("fiscal_year_end", |fy: i64| -> R<String> {
             Ok(calendar::fiscal_year_end(int_arg(fy, calendar::MAX_YEAR as u32)?).to_string())
+        });
+        engine.register_fn("fiscal_year_start", |fy: i64| -> R<String> {
+            Ok(calendar::fiscal_year_start(int_arg(fy, calendar::MAX_YEAR as u32)?).to_string())
         });
         Self { engine }
     }

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 
 use chrono::NaiveDate;
 
+use crate::calendar;
 use crate::catalogue::RuleSet;
 use crate::eval::{evaluate_day, DayResult, Decision, DecisionKey, Recipient, RuleFailure};
 use crate::ids::RuleId;
@@ -36,14 +37,8 @@ impl Simulation {
 
     /// Days in the range (0 when `from` is after `to`).
     pub fn days(&self) -> usize {
-        days(self.from, self.to).count()
+        calendar::days(self.from, self.to).count()
     }
-}
-
-/// Every day of `from..=to`. Stops at the last representable date instead of saturating,
-/// so a range ending at `NaiveDate::MAX` still terminates.
-fn days(from: NaiveDate, to: NaiveDate) -> impl Iterator<Item = NaiveDate> {
-    std::iter::successors(Some(from), |d| d.succ_opt()).take_while(move |d| *d <= to)
 }
 
 /// Accumulates one catalogue's days into a `Simulation`.
@@ -98,7 +93,7 @@ pub fn simulate(
     progress: &mut dyn FnMut(NaiveDate),
 ) -> Simulation {
     let mut tally = Tally::new(rules, from, to, samples);
-    for day in days(from, to) {
+    for day in calendar::days(from, to) {
         tally.add(day, &evaluate_day(rules, pop, day));
         progress(day);
     }
@@ -358,7 +353,7 @@ pub fn compare(
     to: NaiveDate,
 ) -> Comparison {
     let mut sides = Sides::default();
-    for day in days(from, to) {
+    for day in calendar::days(from, to) {
         sides.add(evaluate_day(base, pop, day), evaluate_day(other, pop, day));
     }
     sides.finish()
@@ -377,7 +372,7 @@ pub fn simulate_and_compare(
 ) -> (Simulation, Comparison) {
     let mut tally = Tally::new(base, from, to, samples);
     let mut sides = Sides::default();
-    for day in days(from, to) {
+    for day in calendar::days(from, to) {
         let b = evaluate_day(base, pop, day);
         tally.add(day, &b);
         sides.add(b, evaluate_day(other, pop, day));
@@ -389,21 +384,6 @@ pub fn simulate_and_compare(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn d(s: &str) -> NaiveDate {
-        s.parse().expect("test date")
-    }
-
-    #[test]
-    fn days_are_inclusive_and_stop_at_the_last_date() {
-        assert_eq!(
-            days(d("2026-02-27"), d("2026-03-01")).collect::<Vec<_>>(),
-            [d("2026-02-27"), d("2026-02-28"), d("2026-03-01")]
-        );
-        assert_eq!(days(d("2026-03-02"), d("2026-03-01")).count(), 0);
-        let last = NaiveDate::MAX;
-        assert_eq!(days(last.pred_opt().expect("pred"), last).count(), 2);
-    }
 
     #[test]
     fn long_draft_values_are_cut() {

@@ -7,7 +7,7 @@ use chrono::NaiveDate;
 use oshirase_engine::catalogue::compile_sources;
 use oshirase_engine::eval::Role;
 use oshirase_engine::ids::{ResidentId, RuleId};
-use oshirase_engine::{evaluate_day, explain, parse_snapshot, Population, RuleSet};
+use oshirase_engine::{evaluate_day, explain, parse_snapshot, ExplainOutcome, Population, RuleSet};
 use proptest::prelude::*;
 
 fn d(s: &str) -> NaiveDate {
@@ -279,6 +279,12 @@ fn explain_traces_conditions_and_says_when_the_notice_is_due() {
     let ex = explain(&rs, &pop, &id("R1"), &rid, d("2026-03-17")).unwrap();
     assert_eq!(
         ex.outcome,
+        ExplainOutcome::NoMatch {
+            reason: "condition not_attribute employees_pension is false".into()
+        }
+    );
+    assert_eq!(
+        ex.outcome.to_string(),
         "no match: condition not_attribute employees_pension is false"
     );
     let cond = ex.steps.iter().find(|s| s.step == "condition").unwrap();
@@ -291,10 +297,11 @@ fn explain_traces_conditions_and_says_when_the_notice_is_due() {
         )]
     );
     let early = explain(&rs, &pop, &id("R1"), &rid, d("2026-03-01")).unwrap();
-    assert!(
-        early.outcome.contains("due on 2026-03-17"),
-        "{}",
-        early.outcome
+    assert_eq!(
+        early.outcome,
+        ExplainOutcome::DueOn {
+            day: d("2026-03-17")
+        }
     );
     assert!(explain(&rs, &pop, &id("NOPE"), &rid, d("2026-03-01")).is_err());
 }
