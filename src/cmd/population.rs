@@ -40,7 +40,7 @@ pub fn run(cmd: PopulationCommand) -> anyhow::Result<u8> {
                 start: args.start,
             })?;
             println!("{}", s.render(started.elapsed().as_secs_f64()));
-            Ok(crate::exit::OK)
+            Ok(crate::common::exit::OK)
         }
     }
 }

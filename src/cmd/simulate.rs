@@ -14,7 +14,7 @@ use oshirase_engine::simulate::{simulate, simulate_and_compare, Comparison, Simu
 use oshirase_engine::{calendar, load_snapshot, Decision, DecisionKey, RuleFailure, RuleSet};
 use serde::Serialize;
 
-use crate::exit;
+use crate::common::exit;
 
 #[derive(clap::Args)]
 pub struct SimulateArgs {
@@ -46,13 +46,13 @@ pub struct SimulateArgs {
 const FAILURES_SHOWN: usize = 20;
 
 fn load_rules(dir: &Path, flag: &str) -> Result<RuleSet, u8> {
-    crate::load_rules(dir)
+    crate::common::load_rules(dir)
         .inspect_err(|_| eprintln!("error: {flag} {}: the rules do not load", dir.display()))
 }
 
 fn check_range(from: NaiveDate, to: NaiveDate) -> anyhow::Result<()> {
-    crate::check_day("--from", from)?;
-    crate::check_day("--to", to)?;
+    crate::common::check_day("--from", from)?;
+    crate::common::check_day("--to", to)?;
     anyhow::ensure!(from <= to, "--from {from} is after --to {to}");
     Ok(())
 }

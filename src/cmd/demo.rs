@@ -1,0 +1,272 @@
+//! `oshirase demo`: the fixture town end to end on a fresh SQLite file, and the portal to look
+//! at it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::{NaiveDate, NaiveTime};
+use oshirase_adapters::{EmailChannel, EmailConfig, PortalInbox};
+use oshirase_engine::calendar;
+use oshirase_engine::clock::{in_tokyo, Clock, FixedClock, SystemClock};
+use oshirase_portal::PortalConfig;
+use oshirase_service::ingest::ingest;
+use oshirase_service::outbox::{drain, Policy};
+use oshirase_service::scheduler::Scheduler;
+use oshirase_store::Store;
+
+use crate::common::{exit, load_rules, runtime, shutdown_signal};
+
+#[derive(clap::Args)]
+pub struct DemoArgs {
+    /// The demo database (recreated on each run).
+    #[arg(long, default_value = "oshirase-demo.sqlite")]
+    pub db: PathBuf,
+    #[arg(long, default_value = "rules", env = "OSHIRASE_RULES")]
+    pub rules: PathBuf,
+    /// The town snapshot and its change feed.
+    #[arg(long, default_value = "fixtures/town.jsonl")]
+    pub snapshot: PathBuf,
+    #[arg(long, default_value = "fixtures/town-changes.jsonl")]
+    pub changes: PathBuf,
+    /// First day replayed.
+    #[arg(long, default_value = "2026-10-01")]
+    pub from: NaiveDate,
+    /// Number of days replayed.
+    #[arg(long, default_value_t = 120)]
+    pub days: u32,
+    /// After the replay, serve the portal on this loopback port until Ctrl-C, with sign-in
+    /// links for a few residents (a secret made for this run signs them).
+    #[arg(long, value_name = "PORT", num_args = 0..=1, default_missing_value = "8080")]
+    pub serve: Option<u16>,
+}
+
+/// Feed lines grouped by the day they reach the register, each group a feed of its own.
+fn feed_by_day(text: &str) -> anyhow::Result<(String, BTreeMap<NaiveDate, String>)> {
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let header = lines.next().context("the change feed is empty")?.to_owned();
+    let mut by_day: BTreeMap<NaiveDate, String> = BTreeMap::new();
+    for (n, line) in lines.enumerate() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).with_context(|| format!("change feed line {}", n + 2))?;
+        let day = v
+            .get("recorded")
+            .or_else(|| v.get("date"))
+            .and_then(|d| d.as_str())
+            .and_then(|d| d.parse().ok())
+            .with_context(|| format!("change feed line {}: no date", n + 2))?;
+        let e = by_day.entry(day).or_insert_with(|| format!("{header}\n"));
+        e.push_str(line);
+        e.push('\n');
+    }
+    Ok((header, by_day))
+}
+
+pub fn run(args: DemoArgs) -> anyhow::Result<u8> {
+    let started = Instant::now();
+    let rules = match load_rules(&args.rules) {
+        Ok(r) => r,
+        Err(code) => return Ok(code),
+    };
+    let snapshot = std::fs::read_to_string(&args.snapshot)
+        .with_context(|| format!("cannot read {}", args.snapshot.display()))?;
+    let changes = std::fs::read_to_string(&args.changes)
+        .with_context(|| format!("cannot read {}", args.changes.display()))?;
+    let (_, by_day) = feed_by_day(&changes)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let p = PathBuf::from(format!("{}{suffix}", args.db.display()));
+        if p.exists() {
+            std::fs::remove_file(&p)
+                .with_context(|| format!("cannot remove the old demo database {}", p.display()))?;
+        }
+    }
+    let rt = runtime()?;
+    rt.block_on(async {
+        let store = Store::open(&args.db.display().to_string()).await?;
+        let clock = Arc::new(FixedClock::at_noon(args.from));
+        let r = ingest(&store, "town.jsonl", &snapshot, false, clock.now())
+            .await
+            .with_context(|| format!("the demo snapshot {}", args.snapshot.display()))?;
+        println!(
+            "ingested {}: {} residents",
+            args.snapshot.display(),
+            r.rows_in
+        );
+        let mut scheduler = Scheduler::new(store.clone(), Arc::new(rules), clock.clone());
+        scheduler.start = Some(args.from);
+        let last = calendar::add_days(args.from, i64::from(args.days) - 1);
+        let mail_dir = PathBuf::from(format!("{}-mail", args.db.display()));
+        if mail_dir.exists() {
+            std::fs::remove_dir_all(&mail_dir)
+                .with_context(|| format!("cannot remove {}", mail_dir.display()))?;
+        }
+        let portal_url = format!("http://127.0.0.1:{}", args.serve.unwrap_or(8080));
+        let email_config = EmailConfig {
+            from: "利島村役場 <noreply@example.lg.jp>"
+                .parse()
+                .context("demo sender")?,
+            portal_url: portal_url.clone(),
+            message_id_domain: "oshirase.example.lg.jp".into(),
+        };
+        // Addresses come from the store; the Date header is the demo day's time.
+        let email = EmailChannel::to_dir(email_config, mail_dir.clone(), store.clone(), clock.clone())
+            .context("demo e-mail settings")?;
+        let mut delivered = (0, 0);
+        let mut day = args.from;
+        let mut changes_applied = 0;
+        let mut failures = 0;
+        while day <= last {
+            clock.set(in_tokyo(day, NaiveTime::from_hms_opt(6, 0, 0).expect("06:00")));
+            if let Some(feed) = by_day.get(&day) {
+                let r = ingest(&store, "town-changes.jsonl", feed, false, clock.now())
+                    .await
+                    .context("the demo change feed")?;
+                changes_applied += r.rows_in - r.already_applied;
+            }
+            let pop = scheduler.register().await?;
+            failures += scheduler.run_day(pop, day).await?.failures.len();
+            deliver_demo_day(&store, &email, clock.as_ref(), &mut delivered).await?;
+            day = calendar::add_days(day, 1);
+        }
+        summary(&store, &args, changes_applied, failures, started).await?;
+        println!(
+            "\ndelivered: {} to portal inboxes, {} e-mails written as .eml files to {} (their links point at {portal_url})",
+            delivered.0,
+            delivered.1,
+            mail_dir.display()
+        );
+        match args.serve {
+            Some(port) => serve_demo_portal(&store, port).await?,
+            None => println!(
+                "the portal:        oshirase demo --serve  (replays again, then serves {portal_url} with sign-in links)"
+            ),
+        }
+        Ok(if failures == 0 {
+            exit::OK
+        } else {
+            exit::RULE_RUNTIME
+        })
+    })
+}
+
+/// The demo's delivery: the outbox workers drain the portal inbox and e-mail (as .eml files).
+/// Quiet hours and the daily cap apply as in the service (the demo day's clock is 06:00).
+async fn deliver_demo_day(
+    store: &Store,
+    email: &EmailChannel,
+    clock: &dyn Clock,
+    delivered: &mut (usize, usize),
+) -> anyhow::Result<()> {
+    let policy = Policy::default();
+    delivered.0 += drain(store, &PortalInbox, "demo", clock, &policy)
+        .await?
+        .delivered;
+    delivered.1 += drain(store, email, "demo", clock, &policy).await?.delivered;
+    Ok(())
+}
+
+/// Serves the portal over the demo database until Ctrl-C, printing sign-in links for a few
+/// residents who have notices.
+async fn serve_demo_portal(store: &Store, port: u16) -> anyhow::Result<()> {
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret)
+        .map_err(|e| anyhow::anyhow!("no randomness for the demo's signing secret: {e}"))?;
+    let secret: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    let url = format!("http://127.0.0.1:{port}");
+    let config = PortalConfig::with_hs256_secret(secret)
+        .listen(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+        .public_url(url.clone())
+        .issuer("oshirase-demo");
+    let mut readers: Vec<String> = store
+        .outbox_rows(None)
+        .await?
+        .into_iter()
+        .filter(|r| r.channel == "portal")
+        .map(|r| r.recipient)
+        .collect();
+    readers.sort();
+    readers.dedup();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    println!(
+        "
+portal: {url}  (Ctrl-C stops it)
+sign in as:"
+    );
+    for reader in readers.iter().take(5) {
+        let token = oshirase_portal::mint_token(
+            &config,
+            reader,
+            clock.now(),
+            Duration::from_secs(8 * 3600),
+        )
+        .context("signing a demo token")?;
+        println!("  {reader:<8} {url}/login?token={token}");
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = tx.send(true);
+    });
+    oshirase_portal::serve(listener, store.clone(), config, clock, rx)
+        .await
+        .context("the demo portal")
+}
+
+async fn summary(
+    store: &Store,
+    args: &DemoArgs,
+    changes: usize,
+    failures: usize,
+    started: Instant,
+) -> anyhow::Result<()> {
+    let last = calendar::add_days(args.from, i64::from(args.days) - 1);
+    let decisions = store.decisions().await?;
+    let mut per_rule: BTreeMap<&str, usize> = BTreeMap::new();
+    for d in &decisions {
+        *per_rule.entry(d.rule.as_str()).or_default() += 1;
+    }
+    println!(
+        "replayed {} days ({} to {last}): {changes} register changes, {} notices decided, {failures} rule errors, in {:.1} s\n",
+        args.days,
+        args.from,
+        decisions.len(),
+        started.elapsed().as_secs_f64()
+    );
+    println!("notices per rule:");
+    for (rule, n) in &per_rule {
+        println!("  {n:>5}  {rule}");
+    }
+    println!("\noutbox rows per channel:");
+    for (channel, n) in store.outbox_by_channel().await? {
+        println!("  {n:>5}  {channel}");
+    }
+    println!("\nexamples:");
+    for body in store.sample_bodies(3).await? {
+        println!(
+            "  [{}] {} → {}\n    {}",
+            body["notify_on"].as_str().unwrap_or_default(),
+            body["rule"].as_str().unwrap_or_default(),
+            body["recipients"]
+                .as_array()
+                .map(|r| r
+                    .iter()
+                    .filter_map(|x| x["id"].as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "))
+                .unwrap_or_default(),
+            body["message"]["ja"].as_str().unwrap_or_default()
+        );
+    }
+    println!(
+        "\nwhere to look next:\n  the database:      {db} (sqlite3 {db} 'SELECT rule, count(*) FROM decisions GROUP BY rule')\n  one decision:      oshirase explain --snapshot {snap} --resident <ID> --rule <RULE> --date <DAY>\n  a dry run:         oshirase simulate --snapshot {snap} --from {from} --to {last}\n  the rules:         rules/README.md",
+        db = args.db.display(),
+        snap = args.snapshot.display(),
+        from = args.from,
+    );
+    Ok(())
+}

@@ -1,0 +1,92 @@
+//! `oshirase ingest`: a snapshot or a change feed into the store, all or nothing.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use oshirase_engine::clock::{Clock, SystemClock};
+use oshirase_service::ingest::{ingest, IngestError, IngestReport};
+use oshirase_store::Store;
+
+use crate::common::{exit, runtime, DbArg};
+
+#[derive(clap::Args)]
+pub struct IngestArgs {
+    /// A snapshot or a change feed (JSON Lines; the header line says which).
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub db: DbArg,
+    /// Apply the valid lines of a change feed and write the invalid ones to --rejects.
+    #[arg(long)]
+    pub skip_invalid: bool,
+    /// Where --skip-invalid writes rejected lines (default FILE.rejected.jsonl).
+    #[arg(long)]
+    pub rejects: Option<PathBuf>,
+}
+
+pub(crate) fn print_ingest(file: &Path, r: &IngestReport) {
+    match r.outcome.batch_id {
+        None => println!("{}: already ingested; nothing changed", file.display()),
+        Some(id) => println!(
+            "{}: {} {} rows, {} residents changed, {} new life events (batch {id}){}",
+            file.display(),
+            r.kind,
+            r.rows_in,
+            r.outcome.rows_changed,
+            r.outcome.events,
+            if r.already_applied > 0 {
+                format!(", {} lines applied before", r.already_applied)
+            } else {
+                String::new()
+            }
+        ),
+    }
+}
+
+pub fn run(args: IngestArgs) -> anyhow::Result<u8> {
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let source = args.file.file_name().map_or_else(
+        || args.file.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    runtime()?.block_on(async {
+        let store = Store::open(&args.db.db).await?;
+        match ingest(&store, &source, &text, args.skip_invalid, SystemClock.now()).await {
+            Ok(report) => {
+                print_ingest(&args.file, &report);
+                if report.rejected.is_empty() {
+                    return Ok(exit::OK);
+                }
+                let path = args
+                    .rejects
+                    .clone()
+                    .unwrap_or_else(|| args.file.with_extension("rejected.jsonl"));
+                let lines: Vec<&str> = text.lines().collect();
+                // The header first, so the file can be corrected and ingested as a feed of its
+                // own (its own name is its own feed position).
+                let mut out = lines.first().map(|h| format!("{h}\n")).unwrap_or_default();
+                for e in &report.rejected {
+                    eprintln!("rejected {e}");
+                    if let Some(l) = e.line.checked_sub(1).and_then(|i| lines.get(i)) {
+                        out.push_str(l);
+                        out.push('\n');
+                    }
+                }
+                std::fs::write(&path, out)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                eprintln!(
+                    "{} rejected line(s) written to {}",
+                    report.rejected.len(),
+                    path.display()
+                );
+                Ok(exit::INPUT)
+            }
+            Err(IngestError::Invalid(e)) => {
+                eprintln!("{e}");
+                eprintln!("nothing was applied");
+                Ok(exit::INPUT)
+            }
+            Err(IngestError::Store(e)) => Err(e.into()),
+        }
+    })
+}

@@ -1,0 +1,12 @@
+//! One module a command.
+
+pub mod demo;
+pub mod evaluate;
+pub mod explain;
+pub mod ingest;
+pub mod outbox;
+pub mod population;
+pub mod rules;
+pub mod run;
+pub mod simulate;
+pub mod vapid;

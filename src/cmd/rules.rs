@@ -1,0 +1,73 @@
+//! `oshirase rules check` and `oshirase rules test`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use oshirase_engine::ruletest;
+
+use crate::common::{exit, load_rules};
+
+#[derive(clap::Subcommand)]
+pub enum RulesCommand {
+    /// Load and compile every rule; list every error.
+    Check {
+        #[arg(default_value = "rules")]
+        dir: PathBuf,
+    },
+    /// Run the test cases in DIR/tests.
+    Test {
+        #[arg(default_value = "rules")]
+        dir: PathBuf,
+    },
+}
+
+pub fn run(cmd: RulesCommand) -> anyhow::Result<u8> {
+    match cmd {
+        RulesCommand::Check { dir } => check(&dir),
+        RulesCommand::Test { dir } => test(&dir),
+    }
+}
+
+fn check(dir: &Path) -> anyhow::Result<u8> {
+    let rules = match load_rules(dir) {
+        Ok(r) => r,
+        Err(code) => return Ok(code),
+    };
+    println!(
+        "{}: {} rules, {} parameters, rule-set version {}",
+        dir.display(),
+        rules.rules().len(),
+        rules.params.0.len(),
+        rules.version
+    );
+    Ok(exit::OK)
+}
+
+fn test(dir: &Path) -> anyhow::Result<u8> {
+    let rules = match load_rules(dir) {
+        Ok(r) => r,
+        Err(code) => return Ok(code),
+    };
+    let report = ruletest::run_dir(&rules, &dir.join("tests"));
+    let mut out = std::io::stdout().lock();
+    for e in &report.errors {
+        writeln!(out, "ERROR {e}")?;
+    }
+    for c in &report.cases {
+        if c.passed() {
+            writeln!(out, "ok    {}:{}: {}", c.file, c.line, c.name)?;
+        } else {
+            writeln!(out, "FAIL  {}:{}: {}", c.file, c.line, c.name)?;
+            for d in &c.differences {
+                writeln!(out, "        {d}")?;
+            }
+        }
+    }
+    writeln!(
+        out,
+        "rules: {} passed, {} failed",
+        report.passed(),
+        report.failed() + report.errors.len()
+    )?;
+    Ok(if report.ok() { exit::OK } else { exit::RULES })
+}

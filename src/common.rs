@@ -1,0 +1,94 @@
+//! What the commands share: exit codes, loading the rules, checking days and ids, the async
+//! runtime, the database argument and the shutdown signal.
+
+use std::path::Path;
+
+use anyhow::Context;
+use chrono::NaiveDate;
+use oshirase_engine::{calendar, load_dir, RuleSet};
+
+/// Exit codes, documented in README.md.
+pub mod exit {
+    pub const OK: u8 = 0;
+    /// Rules failed to load, or rule tests failed.
+    pub const RULES: u8 = 1;
+    // 2 is clap's usage error.
+    /// Input data (snapshot, test file) is invalid or unreadable.
+    pub const INPUT: u8 = 3;
+    /// Evaluation finished, but some rules failed at run time for some residents.
+    pub const RULE_RUNTIME: u8 = 4;
+    /// The database cannot be opened, reached or written (nothing was half-written).
+    pub const DATABASE: u8 = 5;
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+/// The embedded default: a SQLite file in the working directory.
+pub const DEFAULT_DB: &str = "oshirase.sqlite";
+
+#[derive(clap::Args)]
+pub struct DbArg {
+    /// Database: a SQLite file path or sqlite:// URL (default), or a postgres:// URL.
+    #[arg(long, env = "OSHIRASE_DATABASE_URL", default_value = DEFAULT_DB, hide_env_values = true)]
+    pub db: String,
+}
+
+/// Loads a rules folder; on failure prints every error and gives the exit code.
+pub fn load_rules(dir: &Path) -> Result<RuleSet, u8> {
+    load_dir(dir).map_err(|e| {
+        eprintln!("{e}");
+        exit::RULES
+    })
+}
+
+pub fn parse_id<T>(
+    s: &str,
+    what: &str,
+    parse: fn(&str) -> Result<T, oshirase_engine::ids::IdError>,
+) -> anyhow::Result<T> {
+    parse(s).with_context(|| format!("--{what}"))
+}
+
+/// Refuses a day outside the calendar's range, naming the flag it came from.
+pub fn check_day(flag: &str, d: NaiveDate) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        calendar::supported(d),
+        "{flag} {d} is outside the supported years {}-{}",
+        calendar::MIN_YEAR,
+        calendar::MAX_YEAR
+    );
+    Ok(())
+}
+
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
