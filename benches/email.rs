@@ -36,7 +36,7 @@ use oshirase_adapters::email::lettre::AsyncTransport;
 use oshirase_adapters::email::SmtpConfig;
 use oshirase_adapters::{EmailChannel, EmailConfig};
 use oshirase_engine::clock::{Clock, FixedClock};
-use oshirase_service::outbox::{drain, Channel, Delivery, Gate, Policy};
+use oshirase_service::outbox::{Channel, Delivery, Gate, Policy, Worker};
 use oshirase_store::OutboxItem;
 use smtp_servers::SmtpSink;
 
@@ -197,7 +197,8 @@ async fn bench(n: usize, c: usize) {
         ..Policy::default()
     };
     let (started, cpu_before) = (Instant::now(), cpu());
-    let report = drain(&store, ch.as_ref(), "bench", clock.as_ref(), &policy)
+    let report = Worker::new("bench", store.clone(), clock.clone(), policy.clone())
+        .drain(ch.as_ref())
         .await
         .expect("drain");
     let drained = (started.elapsed(), cpu() - cpu_before);

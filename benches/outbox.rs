@@ -18,7 +18,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::Instant;
 
 use oshirase_engine::clock::FixedClock;
-use oshirase_service::outbox::{drain, Channel, Delivery, Gate, Policy};
+use oshirase_service::outbox::{Channel, Delivery, Gate, Policy, Worker};
 use oshirase_store::{OutboxItem, Store};
 use sqlx::{AnyConnection, AssertSqlSafe, Connection};
 
@@ -99,14 +99,15 @@ async fn queue(url: &str, n: usize) {
 async fn engine(url: &str, n: usize) -> f64 {
     let store = Store::open(url).await.expect("open");
     queue(url, n).await;
-    let clock = FixedClock::at_noon("2026-10-01".parse().unwrap());
+    let clock = std::sync::Arc::new(FixedClock::at_noon("2026-10-01".parse().unwrap()));
     let policy = Policy {
         gate: Gate::open(),
         batch: batch_size(),
         ..Policy::default()
     };
     let started = Instant::now();
-    let report = drain(&store, &NoOp, "bench", &clock, &policy)
+    let report = Worker::new("bench", store.clone(), clock, policy)
+        .drain(&NoOp)
         .await
         .expect("drain");
     let took = started.elapsed().as_secs_f64();

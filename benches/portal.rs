@@ -124,7 +124,17 @@ fn main() {
         let residents = snap.population.residents();
         let text = std::fs::read(root.join("fixtures/town.jsonl")).expect("fixture");
         store
-            .apply_ingest("town.jsonl", "snapshot", &text, Some(day), residents.len(), residents, &[], None, clock.now())
+            .apply_ingest(oshirase_store::IngestBatch {
+            source: "town.jsonl",
+            kind: oshirase_store::IngestKind::Snapshot,
+            content: &text,
+            as_of: Some(day),
+            rows_in: residents.len(),
+            state: residents,
+            events: &[],
+            feed_position: None,
+            now: clock.now(),
+        })
             .await
             .expect("ingest");
         store
@@ -152,6 +162,7 @@ fn main() {
             store.clone(),
             config.clone(),
             clock.clone(),
+            Default::default(),
             rx,
         ));
 
@@ -163,7 +174,7 @@ fn main() {
             }
             let token = mint_token(&config, &row.recipient, clock.now(), Duration::from_secs(3600))
                 .expect("token");
-            let key = row.decision_key.replace('/', "%2F");
+            let key = row.decision_key.as_str().replace('/', "%2F");
             targets.push((format!("{base}/api/drafts/{key}"), token));
         }
         assert!(!targets.is_empty(), "no portal notices in the fixture month");

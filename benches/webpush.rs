@@ -60,12 +60,19 @@ async fn serve() -> String {
 fn item(i: usize) -> OutboxItem {
     OutboxItem {
         id: i as i64,
-        decision_key: format!("jidou-teate-nintei/R{i:05}/birth-R{i:05}-2026-10-06"),
+        decision_key: oshirase_engine::eval::DecisionKey::parse(&format!(
+            "jidou-teate-nintei/R{i:05}/birth-R{i:05}-2026-10-06"
+        ))
+        .expect("a key"),
         recipient: format!("R{:05}", i % RESIDENTS),
         channel: "webpush".into(),
         attempts: 0,
         deadline: Some("2026-10-21".parse().expect("date")),
-        decision: serde_json::json!({"title": {"ja": "児童手当 認定請求・額改定請求（出生）"}}),
+        notice: oshirase_store::NoticeBody::titled(
+            "児童手当 認定請求・額改定請求（出生）",
+            oshirase_engine::rule::Category::Childcare,
+            false,
+        ),
         resident: None,
         preferences: None,
     }

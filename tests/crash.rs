@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use oshirase_store::Store;
+use oshirase_store::{OutboxState, Store};
 
 const FROM: &str = "2026-04-01";
 const UNTIL: &str = "2026-12-31";
@@ -344,12 +344,12 @@ fn the_service_serves_the_portal_delivers_and_stops_cleanly_on_sigterm() {
         "a month of the town gives portal notices"
     );
     assert!(
-        portal.iter().all(|r| r.state == "delivered"),
+        portal.iter().all(|r| r.state == OutboxState::Delivered),
         "every portal notice reached the inbox before the exit"
     );
     let delivered_emails = rows
         .iter()
-        .filter(|r| r.channel == "email" && r.state == "delivered")
+        .filter(|r| r.channel == "email" && r.state == OutboxState::Delivered)
         .count();
     let files = std::fs::read_dir(&mail).map(|d| d.count()).unwrap_or(0);
     assert!(delivered_emails > 0, "e-mails went out");
@@ -358,5 +358,5 @@ fn the_service_serves_the_portal_delivers_and_stops_cleanly_on_sigterm() {
     assert!(rows
         .iter()
         .filter(|r| r.channel == "webpush")
-        .all(|r| r.state == "gone" || r.state == "pending"));
+        .all(|r| r.state == OutboxState::Gone || r.state == OutboxState::Pending));
 }

@@ -22,7 +22,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::{AsyncSmtpTransport, AsyncSmtpTransportBuilder, PoolConfig};
 use lettre::{Address, AsyncTransport, Tokio1Executor};
 use oshirase_engine::clock::Clock;
-use oshirase_service::outbox::{Channel, Delivery};
+use oshirase_service::outbox::{Channel, Delivery, Unhealthy};
 use oshirase_store::{redact, OutboxItem, Store};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
@@ -335,9 +335,10 @@ impl EmailChannel {
 
     /// Title as subject, a short text and HTML part with the deadline and the portal link.
     fn compose(&self, item: &OutboxItem, to: Mailbox) -> Result<Message, Delivery> {
-        let title: String = item.decision["title"]["ja"]
-            .as_str()
-            .unwrap_or("お知らせ")
+        let title: String = item
+            .notice
+            .title
+            .ja
             .chars()
             .map(|c| if c.is_control() { ' ' } else { c })
             .collect();
@@ -364,7 +365,7 @@ impl EmailChannel {
             .message_id(Some(self.message_id(item)))
             .date(date);
         // Critical notices cannot be muted, so they offer no unsubscribe link.
-        if !item.decision["critical"].as_bool().unwrap_or(false) {
+        if !item.notice.critical {
             builder = builder.raw_header(HeaderValue::new(
                 HeaderName::new_from_ascii_str("List-Unsubscribe"),
                 format!("<{portal}/preferences>"),
@@ -522,8 +523,8 @@ impl Channel for EmailChannel {
         delivery
     }
 
-    async fn health(&self) -> Result<(), String> {
-        match &self.transport {
+    async fn health(&self) -> Result<(), Unhealthy> {
+        let result = match &self.transport {
             Transport::Dir(dir) => {
                 let probe = dir.join(format!(".health-{}", std::process::id()));
                 std::fs::create_dir_all(dir)
@@ -552,7 +553,8 @@ impl Channel for EmailChannel {
                     )),
                 }
             }
-        }
+        };
+        result.map_err(Unhealthy)
     }
 }
 

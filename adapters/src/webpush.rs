@@ -15,9 +15,11 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use chrono::{DateTime, FixedOffset, NaiveTime};
-use oshirase_engine::clock::{in_tokyo, jst, Clock, SystemClock};
-use oshirase_service::outbox::{Channel, Delivery};
+use chrono::{DateTime, FixedOffset, NaiveDate, NaiveTime};
+use oshirase_engine::calendar;
+use oshirase_engine::clock::{self, in_tokyo, jst, Clock, SystemClock};
+use oshirase_engine::eval::DecisionKey;
+use oshirase_service::outbox::{Channel, Delivery, Unhealthy};
 use oshirase_store::{OutboxItem, PushSubscription, Store};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
@@ -42,6 +44,32 @@ pub const URGENT_DAYS: i64 = 3;
 /// so a cached one always has hours left.
 const TOKEN_REUSE: Duration = Duration::from_secs(3600);
 
+/// What is wrong with a web push setting, a key or an endpoint. An endpoint is a capability
+/// URL: messages name its host only; a private key is a secret: messages never quote it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WebPushError {
+    #[error("the VAPID private key {0}")]
+    PrivateKey(String),
+    #[error("the VAPID public key {0}")]
+    PublicKey(String),
+    #[error("the push endpoint {0}")]
+    Endpoint(String),
+    #[error("the VAPID subject {0:?} must be a mailto: address or an https: URL where the push service can reach the sender")]
+    Subject(String),
+    #[error("the portal URL {url:?} {problem}")]
+    PortalUrl { url: String, problem: String },
+    #[error("the web push timeout must be more than zero")]
+    Timeout,
+    #[error("cannot build the HTTP client for web push: {0}")]
+    Client(String),
+    #[error("cannot sign a VAPID token: {0}")]
+    Sign(String),
+    #[error("the deadline {0} has passed")]
+    DeadlinePassed(NaiveDate),
+}
+
+type Result<T> = std::result::Result<T, WebPushError>;
+
 /// A VAPID key pair, both halves base64url without padding.
 #[derive(Clone, PartialEq, Eq)]
 pub struct VapidKeys {
@@ -62,7 +90,7 @@ impl fmt::Debug for VapidKeys {
 
 impl VapidKeys {
     /// The key pair of a configured private key (base64url of the raw 32-byte scalar).
-    pub fn from_private_key(private_key: &str) -> Result<Self, String> {
+    pub fn from_private_key(private_key: &str) -> Result<Self> {
         let signer = signer(private_key)?;
         Ok(Self {
             private_key: URL_SAFE_NO_PAD.encode(decode_private(private_key)?),
@@ -71,45 +99,45 @@ impl VapidKeys {
     }
 
     /// Checks a configured pair: the private key is a P-256 key and the public key is its own.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<()> {
         let derived = Self::from_private_key(&self.private_key)?;
         let configured = URL_SAFE_NO_PAD
             .decode(self.public_key.trim().trim_end_matches('='))
-            .map_err(|e| format!("the VAPID public key is not base64url: {e}"))?;
+            .map_err(|e| WebPushError::PublicKey(format!("is not base64url: {e}")))?;
         if configured.len() != 65 || configured[0] != 4 {
-            return Err(format!(
-                "the VAPID public key must be an uncompressed P-256 point (65 bytes starting with 0x04), got {} bytes",
+            return Err(WebPushError::PublicKey(format!(
+                "must be an uncompressed P-256 point (65 bytes starting with 0x04), got {} bytes",
                 configured.len()
-            ));
+            )));
         }
         if derived.public_key != URL_SAFE_NO_PAD.encode(&configured) {
-            return Err(
-                "the VAPID public key does not belong to the private key; configure the pair that `oshirase vapid keygen` printed together"
+            return Err(WebPushError::PublicKey(
+                "does not belong to the private key; configure the pair that `oshirase vapid keygen` printed together"
                     .into(),
-            );
+            ));
         }
         Ok(())
     }
 }
 
-fn decode_private(private_key: &str) -> Result<Vec<u8>, String> {
+fn decode_private(private_key: &str) -> Result<Vec<u8>> {
     let raw = URL_SAFE_NO_PAD
         .decode(private_key.trim().trim_end_matches('='))
         // The decoder's detail would quote a character of the secret.
-        .map_err(|_| "the VAPID private key is not base64url".to_owned())?;
+        .map_err(|_| WebPushError::PrivateKey("is not base64url".into()))?;
     if raw.len() != 32 {
-        return Err(format!(
-            "the VAPID private key must be the raw 32-byte P-256 scalar in base64url (43 characters), got {} bytes",
+        return Err(WebPushError::PrivateKey(format!(
+            "must be the raw 32-byte P-256 scalar in base64url (43 characters), got {} bytes",
             raw.len()
-        ));
+        )));
     }
     Ok(raw)
 }
 
-fn signer(private_key: &str) -> Result<PartialVapidSignatureBuilder, String> {
+fn signer(private_key: &str) -> Result<PartialVapidSignatureBuilder> {
     let raw = decode_private(private_key)?;
     VapidSignatureBuilder::from_base64_no_sub(&URL_SAFE_NO_PAD.encode(raw))
-        .map_err(|_| "the VAPID private key is not a valid P-256 private key".to_owned())
+        .map_err(|_| WebPushError::PrivateKey("is not a valid P-256 private key".into()))
 }
 
 /// A new VAPID key pair from the operating system's random source.
@@ -141,25 +169,27 @@ pub const PUSH_SERVICES: &[&str] = &[
 /// Whether notices may be posted to `endpoint`: https on a known push service, or, when
 /// `allow_loopback` (tests and local push services), http(s) on 127.0.0.1, ::1 or localhost.
 /// An endpoint is a capability URL: errors name its host only.
-pub fn check_endpoint(endpoint: &str, allow_loopback: bool) -> Result<(), String> {
-    let url = Url::parse(endpoint).map_err(|e| format!("the push endpoint is not a URL: {e}"))?;
+pub fn check_endpoint(endpoint: &str, allow_loopback: bool) -> Result<()> {
+    let bad = |why: String| Err(WebPushError::Endpoint(why));
+    let url =
+        Url::parse(endpoint).map_err(|e| WebPushError::Endpoint(format!("is not a URL: {e}")))?;
     if !url.username().is_empty() || url.password().is_some() {
-        return Err("a push endpoint carries no user name or password".into());
+        return bad("carries no user name or password".into());
     }
     // The URL parser normalises hosts (`127.1`, `[0::1]`, upper case), so spellings compare.
     let Some(host) = url.host_str() else {
-        return Err("the push endpoint has no host".into());
+        return bad("has no host".into());
     };
     let loopback = matches!(host, "127.0.0.1" | "[::1]" | "localhost");
     if loopback {
         if !allow_loopback {
-            return Err(format!(
-                "the push endpoint is on {host}, a loopback address, which only tests allow"
+            return bad(format!(
+                "is on {host}, a loopback address, which only tests allow"
             ));
         }
         return match url.scheme() {
             "http" | "https" => Ok(()),
-            s => Err(format!("a push endpoint on {host} uses {s}:, not http(s)")),
+            s => bad(format!("on {host} uses {s}:, not http(s)")),
         };
     }
     let known = PUSH_SERVICES.iter().any(|p| match p.strip_prefix('*') {
@@ -167,20 +197,13 @@ pub fn check_endpoint(endpoint: &str, allow_loopback: bool) -> Result<(), String
         None => host == *p,
     });
     if !known {
-        return Err(format!(
-            "the push endpoint's host {host} is not a known push service"
-        ));
+        return bad(format!("host {host} is not a known push service"));
     }
     if url.scheme() != "https" {
-        return Err(format!(
-            "the push endpoint on {host} uses {}:, not https",
-            url.scheme()
-        ));
+        return bad(format!("on {host} uses {}:, not https", url.scheme()));
     }
     if url.port().is_some() {
-        return Err(format!(
-            "the push endpoint on {host} names a port; push services use 443"
-        ));
+        return bad(format!("on {host} names a port; push services use 443"));
     }
     Ok(())
 }
@@ -233,27 +256,25 @@ pub struct WebPushChannel {
 impl WebPushChannel {
     /// Checks the configuration (the key pair, the subject, the portal URL) and builds the
     /// HTTP client. Time comes from the system clock; see `with_clock`.
-    pub fn new(store: Store, config: WebPushConfig) -> Result<Self, String> {
+    pub fn new(store: Store, config: WebPushConfig) -> Result<Self> {
         config.vapid.check()?;
         let signer = signer(&config.vapid.private_key)?;
         if !(config.subject.starts_with("mailto:") && config.subject.len() > 7
             || config.subject.starts_with("https://") && Url::parse(&config.subject).is_ok())
         {
-            return Err(format!(
-                "the VAPID subject {:?} must be a mailto: address or an https: URL where the push service can reach the sender",
-                config.subject
-            ));
+            return Err(WebPushError::Subject(config.subject));
         }
-        let portal = Url::parse(&config.portal_url)
-            .map_err(|e| format!("the portal URL {:?} is not a URL: {e}", config.portal_url))?;
+        let portal_url = |problem: String| WebPushError::PortalUrl {
+            url: config.portal_url.clone(),
+            problem,
+        };
+        let portal =
+            Url::parse(&config.portal_url).map_err(|e| portal_url(format!("is not a URL: {e}")))?;
         if !matches!(portal.scheme(), "http" | "https") {
-            return Err(format!(
-                "the portal URL {:?} must be http(s)",
-                config.portal_url
-            ));
+            return Err(portal_url("must be http(s)".into()));
         }
         if config.timeout.is_zero() {
-            return Err("the web push timeout must be more than zero".into());
+            return Err(WebPushError::Timeout);
         }
         let client = reqwest::Client::builder()
             .timeout(config.timeout)
@@ -262,7 +283,7 @@ impl WebPushChannel {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("oshirase/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| format!("cannot build the HTTP client for web push: {e}"))?;
+            .map_err(|e| WebPushError::Client(e.to_string()))?;
         Ok(Self {
             store,
             signer,
@@ -283,14 +304,14 @@ impl WebPushChannel {
 
     /// The `Topic` of a notice: base64url of the first 24 bytes of SHA-256 of the decision key
     /// (32 characters, the most RFC 8030 allows). A repeat replaces an undelivered first send.
-    pub fn topic(decision_key: &str) -> String {
-        URL_SAFE_NO_PAD.encode(&Sha256::digest(decision_key.as_bytes())[..24])
+    pub fn topic(decision_key: &DecisionKey) -> String {
+        URL_SAFE_NO_PAD.encode(&Sha256::digest(decision_key.as_str().as_bytes())[..24])
     }
 
     /// The payload of a notice as JSON bytes: `{"title", "body", "url"}` under `MAX_PAYLOAD`,
     /// the body (then the title) cut short if needed.
     pub fn payload(&self, item: &OutboxItem) -> Vec<u8> {
-        let title = item.decision["title"]["ja"].as_str().unwrap_or("お知らせ");
+        let title = &item.notice.title.ja;
         let deadline = item
             .deadline
             .map(|d| format!("期限: {}", d.format("%Y年%-m月%-d日")))
@@ -306,7 +327,7 @@ impl WebPushChannel {
 
     /// The `Authorization` header for requests to `endpoint`'s push service: a VAPID token
     /// for its origin, reused for an hour.
-    pub fn authorization(&self, endpoint: &str) -> Result<String, String> {
+    pub fn authorization(&self, endpoint: &str) -> Result<String> {
         let sig = self.token(endpoint)?;
         Ok(format!(
             "vapid t={}, k={}",
@@ -315,9 +336,9 @@ impl WebPushChannel {
         ))
     }
 
-    fn token(&self, endpoint: &str) -> Result<VapidSignature, String> {
-        let url =
-            Url::parse(endpoint).map_err(|e| format!("the push endpoint is not a URL: {e}"))?;
+    fn token(&self, endpoint: &str) -> Result<VapidSignature> {
+        let url = Url::parse(endpoint)
+            .map_err(|e| WebPushError::Endpoint(format!("is not a URL: {e}")))?;
         // The audience is the origin with its port (RFC 8292 §2); web-push alone drops the port.
         let origin = url.origin().ascii_serialization();
         let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
@@ -333,7 +354,7 @@ impl WebPushChannel {
         Ok(sig)
     }
 
-    fn sign(&self, origin: &str) -> Result<VapidSignature, String> {
+    fn sign(&self, origin: &str) -> Result<VapidSignature> {
         let info = SubscriptionInfo::new(origin, "", "");
         let mut builder = self.signer.clone().add_sub_info(&info);
         builder.add_claim("aud", origin);
@@ -342,36 +363,29 @@ impl WebPushChannel {
         // against its own clock, so the injected clock has no say here).
         builder
             .build()
-            .map_err(|e| format!("cannot sign a VAPID token: {e}"))
+            .map_err(|e| WebPushError::Sign(e.to_string()))
     }
 
     /// TTL, urgency and topic for `item` at `now`; `Err` when its deadline has passed.
-    fn plan(&self, item: &OutboxItem, now: DateTime<FixedOffset>) -> Result<Plan, String> {
+    fn plan(&self, item: &OutboxItem, now: DateTime<FixedOffset>) -> Result<Plan> {
         let (ttl, urgency) = match item.deadline {
             None => (DEFAULT_TTL, Urgency::Normal),
             Some(d) => {
                 // The deadline holds to the end of its day in Asia/Tokyo.
-                let end = d
-                    .succ_opt()
-                    .map(|n| in_tokyo(n, NaiveTime::MIN))
-                    .ok_or_else(|| format!("the deadline {d} is out of range"))?;
-                let left = (end - now).num_seconds();
-                if left <= 0 {
-                    return Err(format!("the deadline {d} has passed"));
-                }
+                let end = in_tokyo(calendar::day_after(d), NaiveTime::MIN);
+                let left = clock::until(now, end).ok_or(WebPushError::DeadlinePassed(d))?;
                 let today = now.with_timezone(&jst()).date_naive();
-                let urgency = if (d - today).num_days() <= URGENT_DAYS {
+                let urgency = if calendar::days_between(today, d) <= URGENT_DAYS {
                     Urgency::High
                 } else {
                     Urgency::Normal
                 };
-                (left.min(i64::from(MAX_TTL)) as u32, urgency)
+                (left.as_secs().min(u64::from(MAX_TTL)) as u32, urgency)
             }
         };
-        let title = item.decision["title"]["ja"].as_str().unwrap_or("お知らせ");
         Ok(Plan {
             full: self.payload(item),
-            short: fit(title, "", &self.link(item)),
+            short: fit(&item.notice.title.ja, "", &self.link(item)),
             ttl,
             urgency,
             topic: Self::topic(&item.decision_key),
@@ -384,7 +398,7 @@ impl WebPushChannel {
         sub: &PushSubscription,
         plan: &Plan,
         payload: &[u8],
-    ) -> Result<(StatusCode, HeaderMap), Outcome> {
+    ) -> std::result::Result<(StatusCode, HeaderMap), Outcome> {
         let info = SubscriptionInfo::new(
             sub.endpoint.as_str(),
             sub.p256dh.as_str(),
@@ -525,7 +539,7 @@ fn retry_after(headers: &HeaderMap, now: DateTime<FixedOffset>) -> Option<Durati
         return Some(Duration::from_secs(secs));
     }
     let at = DateTime::parse_from_rfc2822(value).ok()?;
-    Some((at - now).to_std().unwrap_or(Duration::ZERO))
+    Some(clock::until(now, at).unwrap_or(Duration::ZERO))
 }
 
 fn transport_error(e: &reqwest::Error) -> String {
@@ -566,7 +580,11 @@ impl Channel for WebPushChannel {
         }
         let plan = match self.plan(item, self.clock.now()) {
             Ok(p) => p,
-            Err(reason) => return Delivery::Permanent { reason },
+            Err(e) => {
+                return Delivery::Permanent {
+                    reason: e.to_string(),
+                }
+            }
         };
         let mut outcomes = Vec::with_capacity(subs.len());
         for sub in &subs {
@@ -576,8 +594,10 @@ impl Channel for WebPushChannel {
     }
 
     /// The VAPID key signs a token.
-    async fn health(&self) -> Result<(), String> {
-        self.sign("https://fcm.googleapis.com").map(|_| ())
+    async fn health(&self) -> std::result::Result<(), Unhealthy> {
+        self.sign("https://fcm.googleapis.com")
+            .map(|_| ())
+            .map_err(|e| Unhealthy(e.to_string()))
     }
 }
 
@@ -646,7 +666,7 @@ mod tests {
             ("ftp://localhost/x", "loopback"),
             ("not a url", "not a URL"),
         ] {
-            let e = check_endpoint(bad, false).unwrap_err();
+            let e = check_endpoint(bad, false).unwrap_err().to_string();
             assert!(e.contains(why), "{bad}: {e}");
             assert!(!e.contains("/x"), "{bad}: the error shows the path: {e}");
         }
@@ -679,7 +699,11 @@ mod tests {
             private_key: keys.private_key.clone(),
             public_key: other.public_key,
         };
-        assert!(mixed.check().unwrap_err().contains("does not belong"));
+        assert!(mixed
+            .check()
+            .unwrap_err()
+            .to_string()
+            .contains("does not belong"));
         for (bad, why) in [
             ("", "32-byte"),
             ("AAAA", "32-byte"),
@@ -693,7 +717,7 @@ mod tests {
                 "not a valid P-256",
             ),
         ] {
-            let e = VapidKeys::from_private_key(bad).unwrap_err();
+            let e = VapidKeys::from_private_key(bad).unwrap_err().to_string();
             assert!(e.contains(why), "{bad:?}: {e}");
         }
     }

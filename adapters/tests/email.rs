@@ -10,23 +10,28 @@ use std::sync::Arc;
 
 use oshirase_adapters::{EmailChannel, EmailConfig};
 use oshirase_engine::clock::{Clock, FixedClock};
+use oshirase_engine::eval::DecisionKey;
 use oshirase_service::outbox::{Channel, Delivery};
 use oshirase_store::{OutboxItem, Store};
 
 fn item(id: i64, recipient: &str) -> OutboxItem {
     OutboxItem {
         id,
-        decision_key: "jidou-teate-nintei/R00701/birth-R00701-2026-10-06".into(),
+        decision_key: DecisionKey::parse("jidou-teate-nintei/R00701/birth-R00701-2026-10-06")
+            .unwrap(),
         recipient: recipient.into(),
         channel: "email".into(),
         attempts: 0,
         deadline: Some("2026-10-21".parse().unwrap()),
-        decision: serde_json::json!({
+        // A name in the message: it must not reach the e-mail.
+        notice: serde_json::from_value(serde_json::json!({
             "title": {"ja": "児童手当 認定請求・額改定請求（出生）"},
-            "prefill": {"child_name": "植松 蓮", "address": "東京都利島村54番地"},
             "message": {"ja": "植松 蓮 さんのご出生おめでとうございます。"},
+            "category": "childcare",
+            "recipients": [],
             "critical": false
-        }),
+        }))
+        .unwrap(),
         // Not read with a claim: the channel looks the recipient up in the store.
         resident: None,
         preferences: None,
@@ -124,7 +129,7 @@ async fn a_notice_is_a_short_japanese_message_with_a_portal_link() {
 
     // A critical notice cannot be muted: no unsubscribe link.
     let mut critical = item(9, "R10001");
-    critical.decision["critical"] = true.into();
+    critical.notice.critical = true;
     assert_eq!(ch.send(&critical).await, Delivery::Delivered);
     assert_eq!(
         parse(&dir.path().join("mail/9.eml"))["unsubscribe"],
@@ -160,7 +165,7 @@ async fn an_unwritable_directory_is_unhealthy_and_a_retry() {
     std::fs::write(&file, b"").unwrap();
     let ch = EmailChannel::to_dir(config(), file.join("mail"), store, clock()).unwrap();
     let err = ch.health().await.unwrap_err();
-    assert!(err.contains("cannot write e-mails to"), "{err}");
+    assert!(err.to_string().contains("cannot write e-mails to"), "{err}");
     assert!(matches!(
         ch.send(&item(11, "R10001")).await,
         Delivery::Retry { .. }

@@ -3,6 +3,7 @@
 //! subscriptions in a real SQLite store. The service answers each subscription with the
 //! statuses a test plans for it.
 
+use oshirase_engine::eval::DecisionKey;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -155,16 +156,19 @@ fn channel(store: &Store, keys: &VapidKeys) -> WebPushChannel {
 fn item(recipient: &str, deadline: Option<&str>) -> OutboxItem {
     OutboxItem {
         id: 7,
-        decision_key: KEY.into(),
+        decision_key: DecisionKey::parse(KEY).unwrap(),
         recipient: recipient.into(),
         channel: "webpush".into(),
         attempts: 0,
         deadline: deadline.map(d),
-        decision: json!({
+        // A name in the message: it must not reach the push service.
+        notice: serde_json::from_value(json!({
             "title": {"ja": "児童手当 認定請求・額改定請求（出生）"},
-            "prefill": {"child_name": "植松 蓮", "address": "東京都利島村54番地"},
-            "message": {"ja": "植松 蓮 さんのご出生おめでとうございます。"}
-        }),
+            "message": {"ja": "植松 蓮 さんのご出生おめでとうございます。"},
+            "category": "childcare",
+            "recipients": [],
+        }))
+        .unwrap(),
         resident: None,
         preferences: None,
     }
@@ -210,7 +214,10 @@ async fn a_notice_arrives_encrypted_with_its_title_link_and_headers() {
     assert_eq!(m["ttl"], 11 * 86400 + 12 * 3600);
     assert_eq!(m["urgency"], "normal");
     let topic = m["topic"].as_str().unwrap();
-    assert_eq!(topic, WebPushChannel::topic(KEY));
+    assert_eq!(
+        topic,
+        WebPushChannel::topic(&DecisionKey::parse(KEY).unwrap())
+    );
     assert_eq!(topic.len(), 32);
     assert!(topic
         .chars()
@@ -273,7 +280,7 @@ async fn a_repeat_carries_the_same_topic() {
     // The same outbox row again (a crash before it was settled), then another notice.
     ch.send(&first).await;
     let other = OutboxItem {
-        decision_key: "kokumin-nenkin-shutoku/R00079/2026-10-20".into(),
+        decision_key: DecisionKey::parse("kokumin-nenkin-shutoku/R00079/2026-10-20").unwrap(),
         ..first.clone()
     };
     ch.send(&other).await;
@@ -554,7 +561,7 @@ async fn bad_configuration_is_a_clear_error() {
         let mut c = config(&keys, false);
         change(&mut c);
         match WebPushChannel::new(store.clone(), c) {
-            Err(e) => assert!(e.contains(why), "{e}"),
+            Err(e) => assert!(e.to_string().contains(why), "{e}"),
             Ok(_) => panic!("{why}: accepted"),
         }
     }
@@ -577,17 +584,17 @@ async fn a_gone_push_falls_back_to_email_through_the_worker() {
     let snap = oshirase_engine::load_snapshot(&town).unwrap();
     let residents = snap.population.residents().to_vec();
     store
-        .apply_ingest(
-            "town.jsonl",
-            "snapshot",
-            &std::fs::read(&town).unwrap(),
-            Some(snap.header.as_of),
-            residents.len(),
-            &residents,
-            &[],
-            None,
-            clock.now(),
-        )
+        .apply_ingest(oshirase_store::IngestBatch {
+            source: "town.jsonl",
+            kind: oshirase_store::IngestKind::Snapshot,
+            content: &std::fs::read(&town).unwrap(),
+            as_of: Some(snap.header.as_of),
+            rows_in: residents.len(),
+            state: &residents,
+            events: &[],
+            feed_position: None,
+            now: clock.now(),
+        })
         .await
         .unwrap();
     let rules = oshirase_engine::load_dir(&root.join("rules")).unwrap_or_else(|e| panic!("{e}"));
@@ -598,9 +605,9 @@ async fn a_gone_push_falls_back_to_email_through_the_worker() {
     // A push recipient with an e-mail address but no e-mail row for the notice (they had
     // muted e-mail on the register), who has since accepted e-mail in the portal.
     let rows = store.outbox_rows(None).await.unwrap();
-    let has_email_row = |key: &str, who: &str| {
+    let has_email_row = |key: &DecisionKey, who: &str| {
         rows.iter()
-            .any(|r| r.channel == "email" && r.decision_key == key && r.recipient == who)
+            .any(|r| r.channel == "email" && &r.decision_key == key && r.recipient == who)
     };
     let mut target = None;
     for r in rows.iter().filter(|r| r.channel == "webpush") {
@@ -649,7 +656,8 @@ async fn a_gone_push_falls_back_to_email_through_the_worker() {
         },
         ..outbox::Policy::default()
     };
-    let report = outbox::drain(&store, &ch, "push-1", clock.as_ref(), &policy)
+    let report = outbox::Worker::new("push-1", store.clone(), clock.clone(), policy.clone())
+        .drain(&ch)
         .await
         .unwrap();
     assert_eq!(report.delivered, 0);
@@ -674,7 +682,7 @@ async fn a_gone_push_falls_back_to_email_through_the_worker() {
         .all(|s| s.id != sub));
     let after = store.outbox_rows(None).await.unwrap();
     let row = after.iter().find(|r| r.id == target.id).unwrap();
-    assert_eq!(row.state, "gone");
+    assert_eq!(row.state, oshirase_store::OutboxState::Gone);
     assert!(row
         .last_error
         .as_deref()
@@ -688,5 +696,5 @@ async fn a_gone_push_falls_back_to_email_through_the_worker() {
                 && r.recipient == target.recipient
         })
         .expect("an e-mail row was queued as the fallback");
-    assert_eq!(email.state, "pending");
+    assert_eq!(email.state, oshirase_store::OutboxState::Pending);
 }

@@ -937,16 +937,14 @@ pub fn compile_sources(
                         ),
                         Some("compare with ==, or add `?? false` to a value that may be missing"),
                     ),
-                    Err(e) if e.message.contains("operations") => {
-                        cx.err(&format!("{field}.script"), e.message, None)
-                    }
+                    Err(e) if e.endless => cx.err(&format!("{field}.script"), e.message, None),
                     _ => {}
                 }
             }
         }
         for (name, s) in &rule.prefill {
             if let Err(e) = engine.run(s, &mut scope) {
-                if e.message.contains("operations") {
+                if e.endless {
                     cx.err(&format!("prefill.{name}"), e.message, None);
                 }
             }

@@ -2,6 +2,7 @@
 //! simulations set the time.
 
 use std::sync::Mutex;
+use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveTime, Utc};
 
@@ -16,6 +17,23 @@ pub fn in_tokyo(day: NaiveDate, time: NaiveTime) -> DateTime<FixedOffset> {
         .and_local_timezone(jst())
         .single()
         .expect("a fixed offset maps every local time to one instant")
+}
+
+/// The instant `d` after `t` (saturating far in the future): leases, retry times, quiet-hour
+/// releases. Calendar days are `calendar`'s.
+pub fn after(t: DateTime<FixedOffset>, d: Duration) -> DateTime<FixedOffset> {
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| t.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC.fixed_offset())
+}
+
+/// How long from `now` until `then`; `None` when `then` is not later.
+pub fn until(now: DateTime<FixedOffset>, then: DateTime<FixedOffset>) -> Option<Duration> {
+    then.signed_duration_since(now)
+        .to_std()
+        .ok()
+        .filter(|d| !d.is_zero())
 }
 
 pub trait Clock: Send + Sync {
@@ -57,6 +75,12 @@ impl FixedClock {
 
     pub fn set(&self, at: DateTime<FixedOffset>) {
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = at;
+    }
+
+    /// Moves the clock `d` forward.
+    pub fn advance(&self, d: Duration) {
+        let mut t = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *t = after(*t, d);
     }
 }
 

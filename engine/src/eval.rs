@@ -8,7 +8,7 @@ use chrono::NaiveDate;
 use indexmap::IndexMap;
 use rayon::prelude::*;
 use rhai::{Dynamic, Scope};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::calendar;
 use crate::catalogue::RuleSet;
@@ -25,7 +25,7 @@ pub const ADULT_AGE: i32 = 18;
 pub use crate::ids::DecisionKey;
 
 /// Why a person receives a notice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Subject,

@@ -897,10 +897,7 @@ impl State {
                     }
                 }
                 let mut rels = relationships.clone();
-                rels.insert(
-                    new_householder.clone(),
-                    Relationship::parse("世帯主").map_err(|m| reject("relationships", m))?,
-                );
+                rels.insert(new_householder.clone(), Relationship::householder());
                 self.set_relationships(l.line, household, &rels, &[])?;
             }
             Change::HouseholdSplit {

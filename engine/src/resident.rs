@@ -166,10 +166,20 @@ fn postal_code<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Err
 #[serde(transparent)]
 pub struct Relationship(String);
 
+/// A 続柄 outside the vocabulary, with a hint for the person fixing the data.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadRelationship(String);
+
 const KIN: [&str; 9] = ["子", "夫", "妻", "父", "母", "兄", "姉", "弟", "妹"];
 
 impl Relationship {
-    pub fn parse(raw: &str) -> Result<Self, String> {
+    /// 世帯主.
+    pub fn householder() -> Self {
+        Self("世帯主".to_owned())
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, BadRelationship> {
         let s = raw.replace('(', "（").replace(')', "）");
         if matches!(
             s.as_str(),
@@ -182,10 +192,10 @@ impl Relationship {
             if links.len() <= 4 {
                 return Ok(Self(s));
             }
-            return Err(format!(
+            return Err(BadRelationship(format!(
                 "{raw:?} has {} links; the register writes five or more as 縁故者",
                 links.len()
-            ));
+            )));
         }
         let hint = match s.as_str() {
             "孫" => "; hint: a grandchild is written 子の子",
@@ -198,7 +208,7 @@ impl Relationship {
             "家事使用人" | "準世帯主" => "; hint: the register no longer uses it (use 同居人)",
             _ => "; hint: use 世帯主, 夫, 妻, 子, 父, 母, 兄, 姉, 弟, 妹, chains such as 子の子, 縁故者 or 同居人",
         };
-        Err(format!("unknown 続柄 {raw:?}{hint}"))
+        Err(BadRelationship(format!("unknown 続柄 {raw:?}{hint}")))
     }
 
     pub fn as_str(&self) -> &str {
@@ -452,10 +462,11 @@ mod tests {
             Relationship::parse("夫(未届)").unwrap().as_str(),
             "夫（未届）"
         );
-        let e = Relationship::parse("孫").unwrap_err();
+        let e = Relationship::parse("孫").unwrap_err().to_string();
         assert!(e.contains("子の子"), "{e}");
         assert!(Relationship::parse("子の子の子の子の子")
             .unwrap_err()
+            .to_string()
             .contains("縁故者"));
         for bad in ["祖父", "甥", "家事使用人", "準世帯主", "友人", ""] {
             assert!(Relationship::parse(bad).is_err(), "{bad}");

@@ -247,6 +247,9 @@ pub struct ScriptError {
     pub message: String,
     /// Line inside the script, when Rhai knows it.
     pub line: Option<usize>,
+    /// The script ran out of its operation budget: it would never end for anyone, which a
+    /// probe run at load time reports.
+    pub endless: bool,
 }
 
 fn date_arg(s: &str) -> Result<NaiveDate, Box<EvalAltResult>> {
@@ -424,13 +427,17 @@ impl ScriptEngine {
             .eval_ast_with_scope::<Dynamic>(scope, &script.ast)
             .map_err(|e| {
                 let line = e.position().line();
-                let message = match *e {
-                    EvalAltResult::ErrorTooManyOperations(_) => format!(
-                        "stopped after {MAX_OPERATIONS} operations (a loop that does not end?)"
-                    ),
-                    other => other.to_string(),
+                let endless = matches!(*e, EvalAltResult::ErrorTooManyOperations(_));
+                let message = if endless {
+                    format!("stopped after {MAX_OPERATIONS} operations (a loop that does not end?)")
+                } else {
+                    e.to_string()
                 };
-                ScriptError { message, line }
+                ScriptError {
+                    message,
+                    line,
+                    endless,
+                }
             })
     }
 }
@@ -536,8 +543,13 @@ fn resident_field(r: &Resident, i: usize) -> Dynamic {
     }
 }
 
+/// A script value that has no JSON form (a function pointer, a timestamp…).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NotJson(String);
+
 /// Converts a script result to JSON for a prefilled draft.
-pub fn to_json(d: &Dynamic) -> Result<serde_json::Value, String> {
+pub fn to_json(d: &Dynamic) -> Result<serde_json::Value, NotJson> {
     // Most draft fields are strings or numbers: skip the serde round trip for those.
     if let Ok(s) = d.as_immutable_string_ref() {
         return Ok(serde_json::Value::String(s.as_str().to_owned()));
@@ -548,7 +560,7 @@ pub fn to_json(d: &Dynamic) -> Result<serde_json::Value, String> {
     if let Ok(b) = d.as_bool() {
         return Ok(b.into());
     }
-    rhai::serde::from_dynamic::<serde_json::Value>(d).map_err(|e| e.to_string())
+    rhai::serde::from_dynamic::<serde_json::Value>(d).map_err(|e| NotJson(e.to_string()))
 }
 
 /// Converts JSON (parameter values, attributes) to a script value.
@@ -565,6 +577,7 @@ mod tests {
         let s = e.compile(src).map_err(|(m, _, _)| ScriptError {
             message: m,
             line: None,
+            endless: false,
         })?;
         let mut scope = Scope::new();
         for v in SCOPE_VARS {

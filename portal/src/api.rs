@@ -10,12 +10,20 @@ use indexmap::IndexMap;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::auth::TokenError;
+use oshirase_engine::eval::DecisionKey;
+
+use crate::auth::{Reader, TokenError};
 use crate::service::{PreferencesInput, ServiceError, SubscriptionInput};
 use crate::PortalState;
 
 /// The reader named by a valid bearer token.
-pub(crate) struct ApiReader(pub(crate) String);
+pub(crate) struct ApiReader(pub(crate) Reader);
+
+/// A decision key from a path, parsed before anything is read or audited: a malformed key is
+/// missing, the same answer as a key that is not the reader's.
+pub(crate) fn notice_key(raw: &str) -> Result<DecisionKey, ServiceError> {
+    DecisionKey::parse(raw).map_err(|_| ServiceError::NotFound)
+}
 
 /// 401 with the RFC 6750 challenge.
 pub(crate) struct Unauthorized(TokenError);
@@ -121,6 +129,7 @@ pub(crate) async fn notice(
     ApiReader(r): ApiReader,
     Path(key): Path<String>,
 ) -> ApiResult {
+    let key = notice_key(&key)?;
     ok(s.portal().notice(&r, &key).await?)
 }
 
@@ -129,6 +138,7 @@ pub(crate) async fn mark_read(
     ApiReader(r): ApiReader,
     Path(key): Path<String>,
 ) -> ApiResult {
+    let key = notice_key(&key)?;
     s.portal().mark_read(&r, &key).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -138,6 +148,7 @@ pub(crate) async fn draft(
     ApiReader(r): ApiReader,
     Path(key): Path<String>,
 ) -> ApiResult {
+    let key = notice_key(&key)?;
     ok(s.portal().draft(&r, &key).await?)
 }
 
@@ -154,6 +165,7 @@ pub(crate) async fn submit(
     Path(key): Path<String>,
     body: Result<Json<SubmitInput>, JsonRejection>,
 ) -> ApiResult {
+    let key = notice_key(&key)?;
     let Json(input) = body?;
     ok(s.portal().submit(&r, &key, input.corrections).await?)
 }
@@ -163,6 +175,7 @@ pub(crate) async fn decline(
     ApiReader(r): ApiReader,
     Path(key): Path<String>,
 ) -> ApiResult {
+    let key = notice_key(&key)?;
     ok(s.portal().decline(&r, &key).await?)
 }
 

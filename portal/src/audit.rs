@@ -9,7 +9,16 @@ use tokio::sync::{mpsc, oneshot};
 /// Rows written per transaction at most.
 const MAX_BATCH: usize = 512;
 
-type Job = (AuditEntry, oneshot::Sender<Result<(), String>>);
+/// Why an audit row was not written: the data it guards must not leave.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum AuditError {
+    #[error("the audit log write failed: {0}")]
+    Write(String),
+    #[error("the audit writer has stopped")]
+    Stopped,
+}
+
+type Job = (AuditEntry, oneshot::Sender<Result<(), AuditError>>);
 
 #[derive(Clone)]
 pub(crate) struct Auditor {
@@ -35,7 +44,7 @@ impl Auditor {
                 let outcome = store
                     .append_audit(&entries)
                     .await
-                    .map_err(|e| e.to_string());
+                    .map_err(|e| AuditError::Write(e.to_string()));
                 if let Err(e) = &outcome {
                     tracing::error!(rows = entries.len(), error = %e, "audit log write failed");
                 }
@@ -48,12 +57,11 @@ impl Auditor {
     }
 
     /// Writes one row; returns when it is committed.
-    pub(crate) async fn record(&self, entry: AuditEntry) -> Result<(), String> {
+    pub(crate) async fn record(&self, entry: AuditEntry) -> Result<(), AuditError> {
         let (done, wait) = oneshot::channel();
         self.tx
             .send((entry, done))
-            .map_err(|_| "the audit writer has stopped".to_owned())?;
-        wait.await
-            .map_err(|_| "the audit writer has stopped".to_owned())?
+            .map_err(|_| AuditError::Stopped)?;
+        wait.await.map_err(|_| AuditError::Stopped)?
     }
 }

@@ -15,6 +15,10 @@ pub enum TokenError {
     Missing,
     #[error("invalid token: {0}")]
     Invalid(&'static str),
+    #[error("invalid token: expired")]
+    Expired,
+    #[error("invalid token: not yet valid")]
+    NotYetValid,
     #[error("cannot use the JWT key: {0}")]
     Key(String),
 }
@@ -32,10 +36,25 @@ struct Claims {
     iat: Option<i64>,
 }
 
+/// The resident a verified token names: only a verified token makes one, so a service call
+/// that takes a `Reader` cannot be reached with an unchecked id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reader(ResidentId);
+
+impl Reader {
+    pub fn id(&self) -> &ResidentId {
+        &self.0
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
 /// A verified token: who is reading, and until when.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
-    pub reader: String,
+    pub reader: Reader,
     /// `exp` as Unix seconds.
     pub expires: i64,
 }
@@ -102,14 +121,15 @@ impl Verifier {
         let now = now.timestamp();
         let c = data.claims;
         if c.exp + self.leeway < now {
-            return Err(TokenError::Invalid("expired"));
+            return Err(TokenError::Expired);
         }
         if c.nbf.is_some_and(|nbf| nbf - self.leeway > now) {
-            return Err(TokenError::Invalid("not yet valid"));
+            return Err(TokenError::NotYetValid);
         }
-        ResidentId::parse(&c.sub).map_err(|_| TokenError::Invalid("sub is not a resident id"))?;
+        let reader = ResidentId::parse(&c.sub)
+            .map_err(|_| TokenError::Invalid("sub is not a resident id"))?;
         Ok(Verified {
-            reader: c.sub,
+            reader: Reader(reader),
             expires: c.exp,
         })
     }

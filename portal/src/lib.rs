@@ -28,13 +28,14 @@ use axum::routing::MethodRouter;
 use axum::{Json, Router};
 use chrono::{DateTime, FixedOffset};
 use oshirase_engine::clock::Clock;
+use oshirase_service::metrics::DeliveryMetrics;
 use oshirase_store::Store;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-pub use auth::{mint_token, TokenError, Verified};
+pub use auth::{mint_token, Reader, TokenError, Verified};
 pub use config::{ConfigError, JwtConfig, JwtKey, PortalConfig, RateLimit, Secret};
 pub use service::{
     DraftView, NoticeDetail, NoticeSummary, PreferencesInput, PreferencesView, SubscriptionView,
@@ -49,6 +50,8 @@ struct Inner {
     verifier: auth::Verifier,
     limiter: limit::Limiter,
     metrics: metrics::HttpMetrics,
+    /// The delivery workers' counters, rendered beside the portal's own.
+    delivery: Arc<DeliveryMetrics>,
     templates: minijinja::Environment<'static>,
     /// Signs CSRF tokens; new each process, so open forms need a reload after a restart.
     csrf_key: [u8; 32],
@@ -60,6 +63,7 @@ impl PortalState {
         store: Store,
         config: PortalConfig,
         clock: Arc<dyn Clock>,
+        delivery: Arc<DeliveryMetrics>,
     ) -> Result<Self, ConfigError> {
         config.check()?;
         let verifier =
@@ -72,6 +76,7 @@ impl PortalState {
             portal: service::Portal::new(store, clock, config),
             verifier,
             metrics: metrics::HttpMetrics::default(),
+            delivery,
             templates: pages::templates(),
             csrf_key,
         })))
@@ -209,11 +214,7 @@ async fn health(State(s): State<PortalState>) -> Response {
 }
 
 async fn metrics_text(State(s): State<PortalState>) -> Response {
-    let body = format!(
-        "{}{}",
-        s.0.metrics.render(),
-        oshirase_service::metrics::render()
-    );
+    let body = format!("{}{}", s.0.metrics.render(), s.0.delivery.render());
     (
         [(
             header::CONTENT_TYPE,
@@ -286,9 +287,10 @@ pub async fn serve(
     store: Store,
     config: PortalConfig,
     clock: Arc<dyn Clock>,
+    delivery: Arc<DeliveryMetrics>,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let state = PortalState::new(store, config, clock)
+    let state = PortalState::new(store, config, clock, delivery)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "portal listening");

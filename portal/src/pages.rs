@@ -16,10 +16,12 @@ use serde::Deserialize;
 use serde_json::Value;
 use sha2::Sha256;
 
-use crate::auth::TokenError;
+use crate::api::notice_key;
+use crate::auth::{Reader, TokenError};
 use crate::service::{PreferencesInput, ServiceError};
 use crate::PortalState;
 use oshirase_engine::resident::Channel;
+use oshirase_store::DraftState;
 
 pub(crate) const COOKIE: &str = "oshirase_session";
 
@@ -96,7 +98,7 @@ pub(crate) fn session_token(headers: &HeaderMap) -> Option<&str> {
 
 /// A signed-in reader with the token of their session (for the CSRF token).
 pub(crate) struct PageReader {
-    id: String,
+    id: Reader,
     token: String,
 }
 
@@ -168,7 +170,7 @@ impl FromRequestParts<PortalState> for PageReader {
                 id: v.reader,
                 token: token.to_owned(),
             }),
-            Err(TokenError::Invalid("expired")) => Err(hint(Some(
+            Err(TokenError::Expired) => Err(hint(Some(
                 "ログインの有効期限が切れました。もう一度ログインしてください。",
             ))),
             Err(_) => Err(hint(None)),
@@ -198,7 +200,7 @@ fn error_page(state: &PortalState, e: ServiceError) -> Response {
             state,
             StatusCode::CONFLICT,
             "この申請書は受付済みです",
-            if s == "submitted" {
+            if s == DraftState::Submitted {
                 "この申請書はすでに提出されています。"
             } else {
                 "この手続はすでに「申請しない」として受け付けました。"
@@ -320,6 +322,10 @@ pub(crate) async fn notice(
     reader: PageReader,
     Path(key): Path<String>,
 ) -> Response {
+    let key = match notice_key(&key) {
+        Ok(k) => k,
+        Err(e) => return error_page(&s, e),
+    };
     let p = s.portal();
     let n = match p.notice(&reader.id, &key).await {
         Ok(n) => n,
@@ -358,6 +364,10 @@ pub(crate) async fn draft(
     Path(key): Path<String>,
     Query(q): Query<DraftQuery>,
 ) -> Response {
+    let key = match notice_key(&key) {
+        Ok(k) => k,
+        Err(e) => return error_page(&s, e),
+    };
     match s.portal().draft(&reader.id, &key).await {
         Ok(d) => {
             let submitted = d.submitted_fields.as_ref().map(field_list);
@@ -385,6 +395,10 @@ pub(crate) async fn draft_post(
     Path(key): Path<String>,
     Form(form): Form<Vec<(String, String)>>,
 ) -> Response {
+    let key = match notice_key(&key) {
+        Ok(k) => k,
+        Err(e) => return error_page(&s, e),
+    };
     if !reader.csrf_ok(&s, &form) {
         return forbidden(&s);
     }

@@ -5,20 +5,31 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
-fn b64url(what: &str, s: &str) -> Result<Vec<u8>, String> {
+/// A subscription key that cannot be right, naming the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum KeyError {
+    #[error("keys.{0} is not base64url")]
+    NotBase64(&'static str),
+    #[error("keys.p256dh must be an uncompressed P-256 public key (65 bytes)")]
+    P256dh,
+    #[error("keys.auth must be 16 bytes")]
+    Auth,
+}
+
+fn b64url(what: &'static str, s: &str) -> Result<Vec<u8>, KeyError> {
     URL_SAFE_NO_PAD
         .decode(s.trim_end_matches('='))
-        .map_err(|_| format!("keys.{what} is not base64url"))
+        .map_err(|_| KeyError::NotBase64(what))
 }
 
 /// `p256dh`: an uncompressed P-256 point (65 bytes, 0x04 first); `auth`: 16 bytes.
-pub(crate) fn check_keys(p256dh: &str, auth: &str) -> Result<(), String> {
+pub(crate) fn check_keys(p256dh: &str, auth: &str) -> Result<(), KeyError> {
     let p = b64url("p256dh", p256dh)?;
     if p.len() != 65 || p[0] != 4 {
-        return Err("keys.p256dh must be an uncompressed P-256 public key (65 bytes)".into());
+        return Err(KeyError::P256dh);
     }
     if b64url("auth", auth)?.len() != 16 {
-        return Err("keys.auth must be 16 bytes".into());
+        return Err(KeyError::Auth);
     }
     Ok(())
 }
@@ -34,6 +45,7 @@ mod tests {
         assert_eq!(check_keys(&p, &a), Ok(()));
         assert!(check_keys(&URL_SAFE_NO_PAD.encode([3u8; 65]), &a).is_err());
         assert!(check_keys(&p, &URL_SAFE_NO_PAD.encode([1u8; 15])).is_err());
-        assert!(check_keys("!!", &a).unwrap_err().contains("base64url"));
+        assert_eq!(check_keys("!!", &a), Err(KeyError::NotBase64("p256dh")));
+        assert_eq!(check_keys(&p, "!!"), Err(KeyError::NotBase64("auth")));
     }
 }

@@ -6,15 +6,19 @@ use std::sync::Arc;
 use chrono::NaiveDate;
 use indexmap::IndexMap;
 use oshirase_engine::clock::Clock;
+use oshirase_engine::eval::{DecisionKey, Role};
+use oshirase_engine::ids::{ResidentId, RuleId};
 use oshirase_engine::resident::Channel;
+use oshirase_engine::rule::Category;
 use oshirase_store::{
-    AuditEntry, DraftDecision, NoticeBody, PortalNotice, PortalPreferences, RegisterAccess, Store,
-    StoreError,
+    AuditEntry, DraftChoice, DraftDecision, DraftState, NoticeBody, PortalNotice,
+    PortalPreferences, RegisterAccess, Store, StoreError,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::audit::Auditor;
+use crate::auth::Reader;
 use crate::config::PortalConfig;
 use crate::push;
 
@@ -24,7 +28,7 @@ pub enum ServiceError {
     #[error("not found")]
     NotFound,
     #[error("the draft is already {state}")]
-    Conflict { state: String },
+    Conflict { state: DraftState },
     #[error("{message}")]
     Unprocessable {
         field: Option<String>,
@@ -45,18 +49,17 @@ type Result<T> = std::result::Result<T, ServiceError>;
 /// A notice in a reader's list.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct NoticeSummary {
-    pub key: String,
+    pub key: DecisionKey,
     pub title: String,
-    pub subject: String,
-    pub category: String,
-    /// Why this reader receives it: subject, guardian, householder, spouse, survivor, proxy.
-    pub role: String,
-    pub deadline: Option<String>,
+    pub subject: ResidentId,
+    pub category: Category,
+    /// Why this reader receives it.
+    pub role: Role,
+    pub deadline: Option<NaiveDate>,
     pub created: String,
     pub critical: bool,
     pub read: bool,
-    /// `open`, `submitted` or `declined`.
-    pub draft_state: Option<String>,
+    pub draft_state: Option<DraftState>,
     /// The page of this notice.
     pub url: String,
 }
@@ -67,16 +70,16 @@ pub struct NoticeDetail {
     #[serde(flatten)]
     pub summary: NoticeSummary,
     pub message: String,
-    pub recommendations: Vec<String>,
+    pub recommendations: Vec<RuleId>,
 }
 
 /// A draft as the reader sees it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct DraftView {
-    pub key: String,
+    pub key: DecisionKey,
     pub title: String,
-    pub deadline: Option<String>,
-    pub state: String,
+    pub deadline: Option<NaiveDate>,
+    pub state: DraftState,
     /// The prefilled fields, in the rule's order.
     pub fields: IndexMap<String, Value>,
     pub submitted_fields: Option<IndexMap<String, Value>>,
@@ -154,11 +157,11 @@ fn typed(original: &Value, input: &str) -> Value {
 }
 
 /// The role of `reader` among the decision's recipients.
-fn role_of<'a>(body: &'a NoticeBody, reader: &str) -> Option<&'a str> {
+fn role_of(body: &NoticeBody, reader: &Reader) -> Option<Role> {
     body.recipients
         .iter()
-        .find(|r| r.id == reader)
-        .map(|r| r.role.as_str())
+        .find(|r| &r.id == reader.id())
+        .map(|r| r.role)
 }
 
 impl Portal {
@@ -178,7 +181,7 @@ impl Portal {
 
     async fn audit(
         &self,
-        reader: &str,
+        reader: &Reader,
         action: &str,
         target: &str,
         detail: Option<String>,
@@ -186,75 +189,79 @@ impl Portal {
         self.auditor
             .record(AuditEntry::new(
                 self.clock.now(),
-                reader,
+                reader.as_str(),
                 action,
                 target,
                 detail,
             ))
             .await
-            .map_err(ServiceError::Internal)
+            .map_err(|e| ServiceError::Internal(e.to_string()))
     }
 
     /// The live check on top of the outbox row: the register may have changed since the
     /// decision. A subject under a support measure is visible to nobody else; a proxy must
     /// still hold a scope covering the category, within `until`.
-    async fn may_read(&self, reader: &str, n: &PortalNotice) -> Result<bool> {
+    /// The reader's role, if they may read the notice: `None` is refused.
+    async fn may_read(&self, reader: &Reader, n: &PortalNotice) -> Result<Option<Role>> {
         let Some(role) = role_of(&n.body, reader) else {
-            return Ok(false);
+            return Ok(None);
         };
-        if reader == n.subject {
-            return Ok(true);
+        if reader.id() == &n.subject {
+            return Ok(Some(role));
         }
         let Some(subject) = &n.subject_record else {
-            return Ok(false);
+            return Ok(None);
         };
         if subject.support_measure {
-            return Ok(false);
+            return Ok(None);
         }
-        if role != "proxy" {
-            return Ok(true);
+        if role != Role::Proxy {
+            return Ok(Some(role));
         }
         let today = self.today();
         let covers = |r: &RegisterAccess| {
             r.proxies
                 .iter()
-                .any(|p| p.id.as_str() == reader && p.covers(&n.body.category, today))
+                .any(|p| &p.id == reader.id() && p.covers(n.body.category.name(), today))
         };
         if covers(subject) {
-            return Ok(true);
+            return Ok(Some(role));
         }
         // A proxy of another recipient (say a guardian): read that principal's record now.
-        for p in n.body.recipients.iter().filter(|r| r.role != "proxy") {
+        for p in n.body.recipients.iter().filter(|r| r.role != Role::Proxy) {
             if let Some(record) = self.store.register_access(&p.id).await? {
                 if covers(&record) {
-                    return Ok(true);
+                    return Ok(Some(role));
                 }
             }
         }
-        Ok(false)
+        Ok(None)
     }
 
-    /// A notice `reader` may read, or `NotFound` whether it is missing or not theirs.
-    async fn readable(&self, reader: &str, key: &str) -> Result<PortalNotice> {
-        let n = self.store.portal_notice(reader, key).await?;
-        match n {
-            Some(n) if self.may_read(reader, &n).await? => Ok(n),
-            _ => Err(ServiceError::NotFound),
+    /// A notice `reader` may read with their role, or `NotFound` whether it is missing or
+    /// not theirs.
+    async fn readable(&self, reader: &Reader, key: &DecisionKey) -> Result<(PortalNotice, Role)> {
+        let n = self.store.portal_notice(reader.id(), key).await?;
+        if let Some(n) = n {
+            if let Some(role) = self.may_read(reader, &n).await? {
+                return Ok((n, role));
+            }
         }
+        Err(ServiceError::NotFound)
     }
 
-    fn summary(&self, reader: &str, n: &PortalNotice) -> NoticeSummary {
+    fn summary(&self, n: &PortalNotice, role: Role) -> NoticeSummary {
         NoticeSummary {
             key: n.key.clone(),
             title: n.body.title.ja.clone(),
             subject: n.subject.clone(),
-            category: n.body.category.clone(),
-            role: role_of(&n.body, reader).unwrap_or_default().to_owned(),
-            deadline: n.deadline.clone(),
+            category: n.body.category,
+            role,
+            deadline: n.deadline,
             created: n.created_at.clone(),
             critical: n.critical,
             read: n.read,
-            draft_state: n.draft.as_ref().map(|d| d.state.clone()),
+            draft_state: n.draft.as_ref().map(|d| d.state),
             url: format!(
                 "{}/notices/{}",
                 self.config.public_url.trim_end_matches('/'),
@@ -263,36 +270,37 @@ impl Portal {
         }
     }
 
-    pub(crate) async fn notices(&self, reader: &str) -> Result<Vec<NoticeSummary>> {
+    pub(crate) async fn notices(&self, reader: &Reader) -> Result<Vec<NoticeSummary>> {
         let mut out = Vec::new();
-        for n in self.store.portal_notices(reader).await? {
-            if self.may_read(reader, &n).await? {
-                out.push(self.summary(reader, &n));
+        for n in self.store.portal_notices(reader.id()).await? {
+            if let Some(role) = self.may_read(reader, &n).await? {
+                out.push(self.summary(&n, role));
             }
         }
         Ok(out)
     }
 
-    pub(crate) async fn notice(&self, reader: &str, key: &str) -> Result<NoticeDetail> {
-        let n = self.readable(reader, key).await?;
+    pub(crate) async fn notice(&self, reader: &Reader, key: &DecisionKey) -> Result<NoticeDetail> {
+        let (n, role) = self.readable(reader, key).await?;
         let recommendations = self.store.recommendations(key).await?;
-        self.audit(reader, "notice.view", key, None).await?;
+        self.audit(reader, "notice.view", key.as_str(), None)
+            .await?;
         Ok(NoticeDetail {
-            summary: self.summary(reader, &n),
+            summary: self.summary(&n, role),
             message: n.body.message.ja.clone(),
             recommendations,
         })
     }
 
-    pub(crate) async fn mark_read(&self, reader: &str, key: &str) -> Result<()> {
+    pub(crate) async fn mark_read(&self, reader: &Reader, key: &DecisionKey) -> Result<()> {
         self.readable(reader, key).await?;
         self.store
-            .mark_notice_read(key, reader, self.clock.now())
+            .mark_notice_read(key, reader.id(), self.clock.now())
             .await?;
         Ok(())
     }
 
-    fn draft_view(n: PortalNotice) -> Result<DraftView> {
+    fn draft_view((n, _): (PortalNotice, Role)) -> Result<DraftView> {
         let title = n.body.title.ja;
         let d = n.draft.ok_or(ServiceError::NotFound)?;
         Ok(DraftView {
@@ -309,14 +317,19 @@ impl Portal {
 
     /// A draft `reader` may read; every attempt is audited, a refused one (missing or not
     /// theirs, the same) as `draft.refused`.
-    async fn readable_draft(&self, reader: &str, key: &str, action: &str) -> Result<DraftView> {
+    async fn readable_draft(
+        &self,
+        reader: &Reader,
+        key: &DecisionKey,
+        action: &str,
+    ) -> Result<DraftView> {
         match self.readable(reader, key).await.and_then(Self::draft_view) {
             Ok(d) => Ok(d),
             Err(ServiceError::NotFound) => {
                 self.audit(
                     reader,
                     "draft.refused",
-                    key,
+                    key.as_str(),
                     Some(format!(r#"{{"attempt":"{action}"}}"#)),
                 )
                 .await?;
@@ -326,17 +339,17 @@ impl Portal {
         }
     }
 
-    pub(crate) async fn draft(&self, reader: &str, key: &str) -> Result<DraftView> {
+    pub(crate) async fn draft(&self, reader: &Reader, key: &DecisionKey) -> Result<DraftView> {
         let d = self.readable_draft(reader, key, "read").await?;
-        self.audit(reader, "draft.read", key, None).await?;
+        self.audit(reader, "draft.read", key.as_str(), None).await?;
         Ok(d)
     }
 
     /// Submits the draft with `corrections` (only fields of the draft, scalar values).
     pub(crate) async fn submit(
         &self,
-        reader: &str,
-        key: &str,
+        reader: &Reader,
+        key: &DecisionKey,
         corrections: IndexMap<String, Value>,
     ) -> Result<DraftView> {
         let d = self.readable_draft(reader, key, "submit").await?;
@@ -347,8 +360,8 @@ impl Portal {
     /// shows is a correction, typed like the prefilled value where it parses.
     pub(crate) async fn submit_form(
         &self,
-        reader: &str,
-        key: &str,
+        reader: &Reader,
+        key: &DecisionKey,
         inputs: Vec<(String, String)>,
     ) -> Result<DraftView> {
         let d = self.readable_draft(reader, key, "submit").await?;
@@ -364,13 +377,12 @@ impl Portal {
 
     async fn submit_draft(
         &self,
-        reader: &str,
+        reader: &Reader,
         mut d: DraftView,
         corrections: IndexMap<String, Value>,
     ) -> Result<DraftView> {
         let key = d.key.clone();
-        let key = key.as_str();
-        if d.state != "open" {
+        if d.state != DraftState::Open {
             return Err(ServiceError::Conflict { state: d.state });
         }
         for (field, value) in &corrections {
@@ -398,54 +410,66 @@ impl Portal {
         for (k, v) in &corrections {
             submitted.insert(k.clone(), v.clone());
         }
-        let entry = AuditEntry::new(self.clock.now(), reader, "draft.submit", key, Some(detail));
+        let entry = AuditEntry::new(
+            self.clock.now(),
+            reader.as_str(),
+            "draft.submit",
+            key.as_str(),
+            Some(detail),
+        );
         match self
             .store
-            .decide_draft(key, reader, "submitted", Some(&submitted), &entry)
+            .decide_draft(&key, reader.id(), DraftChoice::Submit(&submitted), &entry)
             .await?
         {
             DraftDecision::Done => {}
-            DraftDecision::AlreadyDecided => return Err(self.conflict(reader, key).await),
+            DraftDecision::AlreadyDecided => return Err(self.conflict(reader, &key).await),
         }
-        d.state = "submitted".into();
+        d.state = DraftState::Submitted;
         d.submitted_fields = Some(submitted);
-        d.decided_by = Some(reader.to_owned());
+        d.decided_by = Some(reader.as_str().to_owned());
         d.updated_at = entry.at;
         Ok(d)
     }
 
-    pub(crate) async fn decline(&self, reader: &str, key: &str) -> Result<DraftView> {
+    pub(crate) async fn decline(&self, reader: &Reader, key: &DecisionKey) -> Result<DraftView> {
         let mut d = self.readable_draft(reader, key, "decline").await?;
-        if d.state != "open" {
+        if d.state != DraftState::Open {
             return Err(ServiceError::Conflict { state: d.state });
         }
-        let entry = AuditEntry::new(self.clock.now(), reader, "draft.decline", key, None);
+        let entry = AuditEntry::new(
+            self.clock.now(),
+            reader.as_str(),
+            "draft.decline",
+            key.as_str(),
+            None,
+        );
         match self
             .store
-            .decide_draft(key, reader, "declined", None, &entry)
+            .decide_draft(key, reader.id(), DraftChoice::Decline, &entry)
             .await?
         {
             DraftDecision::Done => {}
             DraftDecision::AlreadyDecided => return Err(self.conflict(reader, key).await),
         }
-        d.state = "declined".into();
-        d.decided_by = Some(reader.to_owned());
+        d.state = DraftState::Declined;
+        d.decided_by = Some(reader.as_str().to_owned());
         d.updated_at = entry.at;
         Ok(d)
     }
 
     /// Another request decided the draft first: report its state now.
-    async fn conflict(&self, reader: &str, key: &str) -> ServiceError {
+    async fn conflict(&self, reader: &Reader, key: &DecisionKey) -> ServiceError {
         match self.readable(reader, key).await.and_then(Self::draft_view) {
             Ok(d) => ServiceError::Conflict { state: d.state },
             Err(e) => e,
         }
     }
 
-    pub(crate) async fn subscriptions(&self, reader: &str) -> Result<Vec<SubscriptionView>> {
+    pub(crate) async fn subscriptions(&self, reader: &Reader) -> Result<Vec<SubscriptionView>> {
         Ok(self
             .store
-            .push_subscriptions(reader)
+            .push_subscriptions(reader.as_str())
             .await?
             .into_iter()
             .map(|s| SubscriptionView {
@@ -457,7 +481,7 @@ impl Portal {
 
     pub(crate) async fn subscribe(
         &self,
-        reader: &str,
+        reader: &Reader,
         input: SubscriptionInput,
     ) -> Result<SubscriptionView> {
         let bad = |field: &str, message: String| ServiceError::Unprocessable {
@@ -465,12 +489,13 @@ impl Portal {
             message,
         };
         oshirase_adapters::check_endpoint(&input.endpoint, self.config.allow_loopback_push)
-            .map_err(|m| bad("endpoint", m))?;
-        push::check_keys(&input.keys.p256dh, &input.keys.auth).map_err(|m| bad("keys", m))?;
+            .map_err(|e| bad("endpoint", e.to_string()))?;
+        push::check_keys(&input.keys.p256dh, &input.keys.auth)
+            .map_err(|e| bad("keys", e.to_string()))?;
         let id = self
             .store
             .add_push_subscription(
-                reader,
+                reader.as_str(),
                 &input.endpoint,
                 &input.keys.p256dh,
                 &input.keys.auth,
@@ -484,14 +509,14 @@ impl Portal {
     }
 
     /// Removes the reader's subscription for `endpoint`; another's is `NotFound`.
-    pub(crate) async fn unsubscribe(&self, reader: &str, endpoint: &str) -> Result<()> {
-        let subs = self.store.push_subscriptions(reader).await?;
+    pub(crate) async fn unsubscribe(&self, reader: &Reader, endpoint: &str) -> Result<()> {
+        let subs = self.store.push_subscriptions(reader.as_str()).await?;
         let Some(s) = subs.iter().find(|s| s.endpoint == endpoint) else {
             return Err(ServiceError::NotFound);
         };
         if self
             .store
-            .delete_push_subscription(s.id, Some(reader))
+            .delete_push_subscription(s.id, Some(reader.as_str()))
             .await?
         {
             Ok(())
@@ -500,8 +525,8 @@ impl Portal {
         }
     }
 
-    pub(crate) async fn preferences(&self, reader: &str) -> Result<PreferencesView> {
-        if let Some(p) = self.store.portal_preferences(reader).await? {
+    pub(crate) async fn preferences(&self, reader: &Reader) -> Result<PreferencesView> {
+        if let Some(p) = self.store.portal_preferences(reader.as_str()).await? {
             return Ok(PreferencesView {
                 channels: p.channels,
                 email_consent: p.email_consent,
@@ -510,7 +535,7 @@ impl Portal {
             });
         }
         // Never saved here: what the register says.
-        Ok(match self.store.resident(reader).await? {
+        Ok(match self.store.resident(reader.as_str()).await? {
             Some(r) => PreferencesView {
                 channels: r
                     .preferences
@@ -532,7 +557,7 @@ impl Portal {
 
     pub(crate) async fn set_preferences(
         &self,
-        reader: &str,
+        reader: &Reader,
         input: PreferencesInput,
     ) -> Result<PreferencesView> {
         let mut channels = input.channels;
@@ -544,9 +569,9 @@ impl Portal {
             webpush_consent: input.webpush_consent,
         };
         self.store
-            .set_portal_preferences(reader, &prefs, self.clock.now())
+            .set_portal_preferences(reader.as_str(), &prefs, self.clock.now())
             .await?;
-        self.audit(reader, "preferences.update", reader, None)
+        self.audit(reader, "preferences.update", reader.as_str(), None)
             .await?;
         self.preferences(reader).await
     }

@@ -705,7 +705,8 @@ async fn health_and_metrics(backend: &str) {
     app.get("R10001", "/api/notices").await;
     app.get("R10001", &format!("/api/drafts/{}", enc(OTHER)))
         .await;
-    oshirase_service::metrics::record("email", "delivered", Some(Duration::from_millis(3)));
+    app.delivery
+        .record("email", "delivered", Some(Duration::from_millis(3)));
     let text = app
         .http
         .get(format!("{}/metrics", app.base))

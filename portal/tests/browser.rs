@@ -4,6 +4,8 @@
 
 mod common;
 
+use oshirase_engine::eval::DecisionKey;
+use oshirase_engine::ids::ResidentId;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -142,12 +144,15 @@ async fn a_guardian_corrects_and_submits_a_draft_in_chromium() {
 
     let notice = app
         .store
-        .portal_notice("R10003", CHILD)
+        .portal_notice(
+            &ResidentId::parse("R10003").unwrap(),
+            &DecisionKey::parse(CHILD).unwrap(),
+        )
         .await
         .unwrap()
         .unwrap();
     let draft = notice.draft.unwrap();
-    assert_eq!(draft.state, "submitted");
+    assert_eq!(draft.state, oshirase_store::DraftState::Submitted);
     assert_eq!(draft.decided_by.as_deref(), Some("R10003"));
     let submitted = draft.submitted_fields.unwrap();
     assert_eq!(submitted["address"], "東京都利島村9番地の2");

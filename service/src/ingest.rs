@@ -7,7 +7,7 @@ use chrono::{DateTime, FixedOffset};
 use oshirase_engine::feed;
 use oshirase_engine::population::{parse_snapshot_records, DataError, DataErrors};
 use oshirase_engine::resident::Resident;
-use oshirase_store::{IngestOutcome, Store, StoreError};
+use oshirase_store::{IngestBatch, IngestKind, IngestOutcome, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -20,7 +20,7 @@ pub enum IngestError {
 /// What an ingest did, for the operator.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IngestReport {
-    pub kind: &'static str,
+    pub kind: IngestKind,
     pub rows_in: usize,
     pub outcome: IngestOutcome,
     /// Lines left out with `skip_invalid` (their errors), to be corrected and sent again.
@@ -81,20 +81,20 @@ async fn ingest_snapshot(
     let as_of = header.as_of;
     let events = feed::diff(&old, &new, as_of);
     let outcome = store
-        .apply_ingest(
+        .apply_ingest(IngestBatch {
             source,
-            "snapshot",
-            text.as_bytes(),
-            Some(as_of),
-            new.len(),
-            &new,
-            &events,
-            None,
+            kind: IngestKind::Snapshot,
+            content: text.as_bytes(),
+            as_of: Some(as_of),
+            rows_in: new.len(),
+            state: &new,
+            events: &events,
+            feed_position: None,
             now,
-        )
+        })
         .await?;
     Ok(IngestReport {
-        kind: "snapshot",
+        kind: IngestKind::Snapshot,
         rows_in: new.len(),
         outcome,
         rejected: Vec::new(),
@@ -134,21 +134,21 @@ async fn ingest_feed(
     };
     let last_seq = pending.last_seq().map(|s| s as i64);
     let outcome = store
-        .apply_ingest(
+        .apply_ingest(IngestBatch {
             source,
-            "changes",
-            text.as_bytes(),
-            None,
-            pending.len(),
-            &applied.residents,
-            &applied.events,
-            last_seq.or(Some(position)),
+            kind: IngestKind::Changes,
+            content: text.as_bytes(),
+            as_of: None,
+            rows_in: pending.len(),
+            state: &applied.residents,
+            events: &applied.events,
+            feed_position: last_seq.or(Some(position)),
             now,
-        )
+        })
         .await?;
     rejected.sort_by_key(|e| e.line);
     Ok(IngestReport {
-        kind: "changes",
+        kind: IngestKind::Changes,
         rows_in: total,
         outcome,
         rejected,

@@ -6,14 +6,17 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveTime};
 
-use crate::metrics;
-use oshirase_engine::clock::{in_tokyo, jst, Clock};
+use oshirase_engine::calendar;
+use oshirase_engine::clock::{self, in_tokyo, jst, Clock};
 use oshirase_engine::resident::Channel as ResidentChannel;
-use oshirase_store::{utc_text, OutboxItem, Settle, Store, StoreError};
+use oshirase_store::{OutboxItem, Settle, Store, StoreError};
+
+use crate::metrics::DeliveryMetrics;
 
 /// What one send did. Every channel returns one of these; nothing else escapes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +37,11 @@ pub enum Delivery {
     },
 }
 
+/// Why a channel cannot deliver now: what an operator reads, without secrets.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Unhealthy(pub String);
+
 /// A delivery channel.
 pub trait Channel: Send + Sync {
     /// The outbox `channel` value this channel serves (`email`, `webpush`, `portal`, …).
@@ -41,7 +49,7 @@ pub trait Channel: Send + Sync {
     fn send(&self, item: &OutboxItem) -> impl Future<Output = Delivery> + Send;
     /// Whether the transport can be reached now (for `/health` and start-up checks); the
     /// error says what is wrong, without secrets.
-    fn health(&self) -> impl Future<Output = Result<(), String>> + Send {
+    fn health(&self) -> impl Future<Output = Result<(), Unhealthy>> + Send {
         async { Ok(()) }
     }
 }
@@ -104,6 +112,17 @@ pub struct DrainReport {
 }
 
 impl DrainReport {
+    fn count(&mut self, s: &Settle) {
+        match s {
+            Settle::Delivered => self.delivered += 1,
+            Settle::RetryAt { .. } => self.retried += 1,
+            Settle::Dead { .. } => self.dead += 1,
+            Settle::Gone { .. } => self.gone += 1,
+            Settle::Deferred { .. } => self.deferred += 1,
+            Settle::Muted { .. } => self.muted += 1,
+        }
+    }
+
     pub fn plus(self, o: Self) -> Self {
         Self {
             delivered: self.delivered + o.delivered,
@@ -116,10 +135,6 @@ impl DrainReport {
             lost: self.lost + o.lost,
         }
     }
-}
-
-fn add(t: DateTime<FixedOffset>, d: Duration) -> DateTime<FixedOffset> {
-    t + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
 /// Decides how to settle an attempt.
@@ -141,7 +156,7 @@ pub fn settle(
                 };
             }
             let wait = after.unwrap_or_else(|| backoff(policy, item.attempts, item.id));
-            let at = add(now, wait);
+            let at = clock::after(now, wait);
             // A notice is no use after its procedure's deadline: stop there.
             if let Some(deadline) = item.deadline {
                 if at.date_naive() > deadline {
@@ -152,10 +167,7 @@ pub fn settle(
                     };
                 }
             }
-            Settle::RetryAt {
-                at: utc_text(at),
-                reason,
-            }
+            Settle::RetryAt { at, reason }
         }
     }
 }
@@ -177,7 +189,7 @@ impl QuietHours {
         if self.start <= self.end {
             (t >= self.start && t < self.end).then(|| at(day))
         } else if t >= self.start {
-            Some(at(day.succ_opt()?))
+            Some(at(calendar::day_after(day)))
         } else if t < self.end {
             Some(at(day))
         } else {
@@ -261,10 +273,6 @@ fn has_address(item: &OutboxItem, channel: &str) -> bool {
     }
 }
 
-fn is_critical(item: &OutboxItem) -> bool {
-    item.decision["critical"].as_bool().unwrap_or(false)
-}
-
 /// Decides, before sending, whether a row waits (quiet hours, the daily cap) or is muted.
 /// `sent_today` counts, per recipient, what was delivered today or is about to be in this batch.
 async fn hold(
@@ -274,7 +282,7 @@ async fn hold(
     now: DateTime<FixedOffset>,
     sent_today: &mut HashMap<String, i64>,
 ) -> Result<Option<Settle>, StoreError> {
-    let critical = is_critical(item);
+    let critical = item.notice.critical;
     if !accepts(item, &item.channel, critical) {
         return Ok(Some(Settle::Muted {
             reason: format!("{} no longer accepts {}", item.recipient, item.channel),
@@ -282,7 +290,7 @@ async fn hold(
     }
     if let Some(at) = gate.quiet(&item.channel).and_then(|q| q.release(now)) {
         return Ok(Some(Settle::Deferred {
-            at: utc_text(at),
+            at,
             reason: format!("quiet hours for {}", item.channel),
         }));
     }
@@ -300,29 +308,18 @@ async fn hold(
             }
         };
         if *sent >= gate.daily_cap {
-            let mut at = local.date_naive().succ_opt().map_or(now, midnight);
+            let mut at = midnight(calendar::day_after(local.date_naive()));
             if let Some(later) = gate.quiet(&item.channel).and_then(|q| q.release(at)) {
                 at = later;
             }
             return Ok(Some(Settle::Deferred {
-                at: utc_text(at),
+                at,
                 reason: format!("daily cap of {} reached", gate.daily_cap),
             }));
         }
         *sent += 1;
     }
     Ok(None)
-}
-
-fn outcome(s: &Settle) -> &'static str {
-    match s {
-        Settle::Delivered => "delivered",
-        Settle::RetryAt { .. } => "retry",
-        Settle::Dead { .. } => "dead",
-        Settle::Gone { .. } => "gone",
-        Settle::Deferred { .. } => "deferred",
-        Settle::Muted { .. } => "muted",
-    }
 }
 
 /// Sends one row unless the gate held it, and decides how to settle it.
@@ -344,112 +341,143 @@ async fn attempt<C: Channel>(
     }
 }
 
-/// Delivers every due row of `channel` until none is left due now: claims a batch, checks
-/// each row against the gate, sends the rest (up to `policy.concurrency` at a time), and
-/// settles the batch in one transaction.
-pub async fn drain<C: Channel>(
-    store: &Store,
-    channel: &C,
-    worker: &str,
-    clock: &dyn Clock,
-    policy: &Policy,
-) -> Result<DrainReport, StoreError> {
-    let gate = &policy.gate;
-    let mut report = DrainReport::default();
-    loop {
-        let now = clock.now();
-        let items = store
-            .claim_outbox(
-                channel.name(),
-                worker,
-                policy.batch,
-                now,
-                add(now, policy.lease),
-            )
-            .await?;
-        if items.is_empty() {
-            return Ok(report);
+/// One outbox worker: its name (the lease holder), the store, the clock, its policy and
+/// the metrics it counts into. Several may run per channel, each with its own name.
+#[derive(Clone)]
+pub struct Worker {
+    pub name: String,
+    pub store: Store,
+    pub clock: Arc<dyn Clock>,
+    pub policy: Policy,
+    pub metrics: Arc<DeliveryMetrics>,
+}
+
+impl Worker {
+    /// A worker with its own metrics.
+    pub fn new(name: &str, store: Store, clock: Arc<dyn Clock>, policy: Policy) -> Self {
+        Self {
+            name: name.to_owned(),
+            store,
+            clock,
+            policy,
+            metrics: Arc::default(),
         }
-        let mut sent_today = HashMap::new();
-        let mut held = Vec::with_capacity(items.len());
-        for item in &items {
-            held.push(hold(store, gate, item, now, &mut sent_today).await?);
-        }
-        // Sends in flight at once, in order; a named fn keeps the futures' lifetimes simple
-        // enough for a spawned task.
-        let mut outcomes = Vec::with_capacity(items.len());
-        let pending: Vec<_> = items.iter().zip(held).collect();
-        for group in pending.chunks(policy.concurrency.max(1)) {
-            let sends = group
+    }
+
+    /// Counts into `metrics` (shared with the portal's `/metrics` and other workers).
+    pub fn with_metrics(mut self, metrics: Arc<DeliveryMetrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Delivers every due row of `channel` until none is left due now: claims a batch,
+    /// checks each row against the gate, sends the rest (up to `policy.concurrency` at a
+    /// time), and settles the batch in one transaction.
+    pub async fn drain<C: Channel>(&self, channel: &C) -> Result<DrainReport, StoreError> {
+        let (store, policy, clock) = (&self.store, &self.policy, self.clock.as_ref());
+        let gate = &policy.gate;
+        let mut report = DrainReport::default();
+        loop {
+            let now = clock.now();
+            let items = store
+                .claim_outbox(
+                    channel.name(),
+                    &self.name,
+                    policy.batch,
+                    now,
+                    clock::after(now, policy.lease),
+                )
+                .await?;
+            if items.is_empty() {
+                return Ok(report);
+            }
+            let mut sent_today = HashMap::new();
+            let mut held = Vec::with_capacity(items.len());
+            for item in &items {
+                held.push(hold(store, gate, item, now, &mut sent_today).await?);
+            }
+            // Sends in flight at once, in order; a named fn keeps the futures' lifetimes
+            // simple enough for a spawned task.
+            let mut outcomes = Vec::with_capacity(items.len());
+            let pending: Vec<_> = items.iter().zip(held).collect();
+            for group in pending.chunks(policy.concurrency.max(1)) {
+                let sends = group
+                    .iter()
+                    .map(|(item, held)| attempt(channel, policy, clock, item, held.clone()));
+                outcomes.extend(futures_util::future::join_all(sends).await);
+            }
+            let settles: Vec<(i64, Settle)> = items
                 .iter()
-                .map(|(item, held)| attempt(channel, policy, clock, item, held.clone()));
-            outcomes.extend(futures_util::future::join_all(sends).await);
-        }
-        let settles: Vec<(i64, Settle)> = items
-            .iter()
-            .zip(&outcomes)
-            .map(|(item, (s, _))| (item.id, s.clone()))
-            .collect();
-        let kept = store
-            .settle_outbox_batch(worker, &settles, clock.now())
-            .await?;
-        for (item, (s, took)) in items.iter().zip(outcomes) {
-            if !kept.contains(&item.id) {
-                report.lost += 1;
-                continue;
-            }
-            match &s {
-                Settle::Delivered => report.delivered += 1,
-                Settle::RetryAt { .. } => report.retried += 1,
-                Settle::Dead { .. } => report.dead += 1,
-                Settle::Gone { .. } => report.gone += 1,
-                Settle::Deferred { .. } => report.deferred += 1,
-                Settle::Muted { .. } => report.muted += 1,
-            }
-            metrics::record(channel.name(), outcome(&s), took);
-            tracing::info!(outbox = item.id, key = %item.decision_key, recipient = %item.recipient,
-                channel = channel.name(), outcome = outcome(&s), "delivery attempt");
-            if let (Settle::Gone { .. } | Settle::Dead { .. }, Some((from, to))) =
-                (&s, &gate.fallback)
-            {
-                if from == channel.name()
-                    && accepts(item, to, is_critical(item))
-                    && has_address(item, to)
-                    && store
-                        .queue_fallback(&item.decision_key, &item.recipient, to, clock.now())
-                        .await?
-                {
+                .zip(&outcomes)
+                .map(|(item, (s, _))| (item.id, s.clone()))
+                .collect();
+            let kept = store
+                .settle_outbox_batch(&self.name, &settles, clock.now())
+                .await?;
+            for (item, (s, took)) in items.iter().zip(outcomes) {
+                if !kept.contains(&item.id) {
+                    report.lost += 1;
+                    continue;
+                }
+                report.count(&s);
+                self.metrics.record(channel.name(), s.outcome(), took);
+                tracing::info!(outbox = item.id, key = %item.decision_key, recipient = %item.recipient,
+                    channel = channel.name(), outcome = s.outcome(), "delivery attempt");
+                if self.fall_back(channel, item, &s).await? {
                     report.fallbacks += 1;
-                    tracing::info!(outbox = item.id, key = %item.decision_key, recipient = %item.recipient,
-                        channel = to.as_str(), "fallback queued");
                 }
             }
         }
     }
-}
 
-/// Runs `drain` for one channel until `shutdown` turns true, waiting `idle` between drains;
-/// it drains once more after the signal, so rows claimed before it are settled. Several
-/// workers may run per channel: each needs its own name.
-pub async fn work<C: Channel>(
-    store: &Store,
-    channel: &C,
-    worker: &str,
-    clock: &dyn Clock,
-    policy: &Policy,
-    idle: Duration,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) -> Result<DrainReport, StoreError> {
-    let mut total = DrainReport::default();
-    loop {
-        let stopping = *shutdown.borrow();
-        total = total.plus(drain(store, channel, worker, clock, policy).await?);
-        if stopping {
-            return Ok(total);
+    /// Queues the notice on the gate's fallback channel when `channel` is gone or refused
+    /// for good, if the recipient takes it there.
+    async fn fall_back<C: Channel>(
+        &self,
+        channel: &C,
+        item: &OutboxItem,
+        settled: &Settle,
+    ) -> Result<bool, StoreError> {
+        let Some((from, to)) = &self.policy.gate.fallback else {
+            return Ok(false);
+        };
+        if !matches!(settled, Settle::Gone { .. } | Settle::Dead { .. })
+            || from != channel.name()
+            || !accepts(item, to, item.notice.critical)
+            || !has_address(item, to)
+        {
+            return Ok(false);
         }
-        tokio::select! {
-            _ = tokio::time::sleep(idle) => {}
-            _ = shutdown.changed() => {}
+        let queued = self
+            .store
+            .queue_fallback(&item.decision_key, &item.recipient, to, self.clock.now())
+            .await?;
+        if queued {
+            tracing::info!(outbox = item.id, key = %item.decision_key, recipient = %item.recipient,
+                channel = to.as_str(), "fallback queued");
+        }
+        Ok(queued)
+    }
+
+    /// Runs `drain` until `shutdown` turns true, waiting `idle` between drains; it drains
+    /// once more after the signal, so rows claimed before it are settled.
+    pub async fn work<C: Channel>(
+        &self,
+        channel: &C,
+        idle: Duration,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<DrainReport, StoreError> {
+        let mut total = DrainReport::default();
+        loop {
+            let stopping = *shutdown.borrow();
+            total = total.plus(self.drain(channel).await?);
+            if stopping {
+                return Ok(total);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(idle) => {}
+                _ = shutdown.changed() => {}
+            }
         }
     }
 }

@@ -19,17 +19,17 @@ async fn stored(records: &[Resident]) -> (tempfile::TempDir, String, Store) {
     let store = Store::open(&url).await.unwrap_or_else(|e| panic!("{e}"));
     let now = FixedClock::at_noon(d("2026-10-01")).now();
     store
-        .apply_ingest(
-            "town",
-            "snapshot",
-            b"town",
-            Some(d("2026-10-01")),
-            records.len(),
-            records,
-            &[],
-            None,
+        .apply_ingest(oshirase_store::IngestBatch {
+            source: "town",
+            kind: oshirase_store::IngestKind::Snapshot,
+            content: b"town",
+            as_of: Some(d("2026-10-01")),
+            rows_in: records.len(),
+            state: records,
+            events: &[],
+            feed_position: None,
             now,
-        )
+        })
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     (dir, url, store)

@@ -35,17 +35,17 @@ async fn ingest_town(store: &Store, clock: &dyn Clock) {
     let residents = snap.population.residents().to_vec();
     let text = std::fs::read(&path).unwrap();
     let out = store
-        .apply_ingest(
-            "town.jsonl",
-            "snapshot",
-            &text,
-            Some(snap.header.as_of),
-            residents.len(),
-            &residents,
-            &[],
-            None,
-            clock.now(),
-        )
+        .apply_ingest(oshirase_store::IngestBatch {
+            source: "town.jsonl",
+            kind: oshirase_store::IngestKind::Snapshot,
+            content: &text,
+            as_of: Some(snap.header.as_of),
+            rows_in: residents.len(),
+            state: &residents,
+            events: &[],
+            feed_position: None,
+            now: clock.now(),
+        })
         .await
         .unwrap();
     assert_eq!(out.rows_changed, residents.len());
@@ -82,17 +82,17 @@ async fn ingest_is_idempotent(backend: &str) {
     ingest_town(&store, &clock).await;
     let text = std::fs::read(root().join("fixtures/town.jsonl")).unwrap();
     let again = store2
-        .apply_ingest(
-            "town.jsonl",
-            "snapshot",
-            &text,
-            None,
-            0,
-            &store.residents().await.unwrap(),
-            &[],
-            None,
-            clock.now(),
-        )
+        .apply_ingest(oshirase_store::IngestBatch {
+            source: "town.jsonl",
+            kind: oshirase_store::IngestKind::Snapshot,
+            content: &text,
+            as_of: None,
+            rows_in: 0,
+            state: &store.residents().await.unwrap(),
+            events: &[],
+            feed_position: None,
+            now: clock.now(),
+        })
         .await
         .unwrap();
     assert_eq!(again.batch_id, None, "the same file twice changes nothing");
@@ -471,7 +471,7 @@ async fn outbox_with_decisions(backend: &str) -> (Db, Store, Arc<FixedClock>) {
 }
 
 async fn outbox_retries_and_dead_letters(backend: &str) {
-    use oshirase_service::outbox::drain;
+    use oshirase_service::outbox::Worker;
     let (_db, store, clock) = outbox_with_decisions(backend).await;
     let emails = email_rows(&store).await;
     assert!(emails.len() >= 3, "{} email rows", emails.len());
@@ -488,23 +488,29 @@ async fn outbox_retries_and_dead_letters(backend: &str) {
         },
     );
     let policy = open_policy();
-    let r = drain(&store, &ch, "w1", clock.as_ref(), &policy)
+    let r = Worker::new("w1", store.clone(), clock.clone(), policy.clone())
+        .drain(&ch)
         .await
         .unwrap();
     assert_eq!((r.delivered, r.retried, r.dead), (emails.len() - 2, 1, 1));
     // Nothing is due again until the backoff has passed.
     assert_eq!(
-        drain(&store, &ch, "w1", clock.as_ref(), &policy)
+        Worker::new("w1", store.clone(), clock.clone(), policy.clone())
+            .drain(&ch)
             .await
             .unwrap(),
         Default::default()
     );
     clock.set(clock.now() + chrono::Duration::minutes(5));
-    let r = drain(&store, &ch, "w1", clock.as_ref(), &policy)
+    let r = Worker::new("w1", store.clone(), clock.clone(), policy.clone())
+        .drain(&ch)
         .await
         .unwrap();
     assert_eq!(r.delivered, 1);
-    let rows = store.outbox_rows(Some("dead")).await.unwrap();
+    let rows = store
+        .outbox_rows(Some(oshirase_store::OutboxState::Dead))
+        .await
+        .unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].id, broken);
     assert_eq!(rows[0].last_error.as_deref(), Some("550 no such mailbox"));
@@ -519,12 +525,17 @@ async fn outbox_retries_and_dead_letters(backend: &str) {
     );
     // An operator puts the dead letter back; it fails again and is dead again.
     assert_eq!(store.retry_outbox(&[], clock.now()).await.unwrap(), 1);
-    let r = drain(&store, &ch, "w1", clock.as_ref(), &policy)
+    let r = Worker::new("w1", store.clone(), clock.clone(), policy.clone())
+        .drain(&ch)
         .await
         .unwrap();
     assert_eq!(r.dead, 1);
     assert_eq!(
-        store.outbox_rows(Some("dead")).await.unwrap()[0].attempts,
+        store
+            .outbox_rows(Some(oshirase_store::OutboxState::Dead))
+            .await
+            .unwrap()[0]
+            .attempts,
         2
     );
 }
@@ -535,17 +546,16 @@ async fn outbox_retries_and_dead_letters_on_sqlite() {
 }
 
 async fn two_workers_never_send_twice(backend: &str) {
-    use oshirase_service::outbox::{drain, Policy};
+    use oshirase_service::outbox::{Policy, Worker};
     let (_db, store, clock) = outbox_with_decisions(backend).await;
     let ch = Scripted::new(|_, _| Delivery::Delivered);
     let policy = Policy {
         batch: 5,
         ..open_policy()
     };
-    let (a, b) = tokio::join!(
-        drain(&store, &ch, "worker-a", clock.as_ref(), &policy),
-        drain(&store, &ch, "worker-b", clock.as_ref(), &policy)
-    );
+    let worker_a = Worker::new("worker-a", store.clone(), clock.clone(), policy.clone());
+    let worker_b = Worker::new("worker-b", store.clone(), clock.clone(), policy.clone());
+    let (a, b) = tokio::join!(worker_a.drain(&ch), worker_b.drain(&ch));
     let (a, b) = (a.unwrap(), b.unwrap());
     let emails = store
         .outbox_rows(None)
@@ -561,7 +571,7 @@ async fn two_workers_never_send_twice(backend: &str) {
     sends.dedup();
     assert_eq!(sends.len(), n, "no row was sent twice");
     assert!(store
-        .outbox_rows(Some("pending"))
+        .outbox_rows(Some(oshirase_store::OutboxState::Pending))
         .await
         .unwrap()
         .iter()
@@ -571,7 +581,7 @@ on_both!(two_workers, two_workers_never_send_twice);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbox_honours_retry_after_and_gone_on_postgres() {
-    use oshirase_service::outbox::drain;
+    use oshirase_service::outbox::Worker;
     let (_db, store, clock) = outbox_with_decisions("postgres").await;
     let emails = email_rows(&store).await;
     let ch = Scripted::flaky_and_broken(
@@ -586,14 +596,16 @@ async fn outbox_honours_retry_after_and_gone_on_postgres() {
         },
     );
     let policy = open_policy();
-    let r = drain(&store, &ch, "w", clock.as_ref(), &policy)
+    let r = Worker::new("w", store.clone(), clock.clone(), policy.clone())
+        .drain(&ch)
         .await
         .unwrap();
     assert_eq!((r.delivered, r.retried, r.gone), (emails.len() - 2, 1, 1));
     // The channel's own hint (Retry-After: 30 s) decides the next attempt.
     clock.set(clock.now() + chrono::Duration::seconds(29));
     assert_eq!(
-        drain(&store, &ch, "w", clock.as_ref(), &policy)
+        Worker::new("w", store.clone(), clock.clone(), policy.clone())
+            .drain(&ch)
             .await
             .unwrap()
             .delivered,
@@ -601,13 +613,21 @@ async fn outbox_honours_retry_after_and_gone_on_postgres() {
     );
     clock.set(clock.now() + chrono::Duration::seconds(2));
     assert_eq!(
-        drain(&store, &ch, "w", clock.as_ref(), &policy)
+        Worker::new("w", store.clone(), clock.clone(), policy.clone())
+            .drain(&ch)
             .await
             .unwrap()
             .delivered,
         1
     );
-    assert_eq!(store.outbox_rows(Some("gone")).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .outbox_rows(Some(oshirase_store::OutboxState::Gone))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 /// Retries and leases without quiet hours or a daily cap (those have their own tests).
@@ -637,7 +657,7 @@ fn jst_at(day: &str, hour: u32) -> chrono::DateTime<chrono::FixedOffset> {
 }
 
 async fn push_is_held_overnight_and_falls_back_to_email(backend: &str) {
-    use oshirase_service::outbox::{drain, Policy};
+    use oshirase_service::outbox::{Policy, Worker};
     let (_db, store, clock) = outbox_with_decisions(backend).await;
     let pushes = rows_by_recipient(&store, "webpush").await;
     let n: usize = pushes.values().map(Vec::len).sum();
@@ -646,9 +666,9 @@ async fn push_is_held_overnight_and_falls_back_to_email(backend: &str) {
     // Push-only residents (by the register's preferences) now accept e-mail too, saved in the
     // portal: their notices fall back to e-mail; everyone else already has an e-mail row.
     let rows = store.outbox_rows(None).await.unwrap();
-    let has_email_row = |key: &str, who: &str| {
+    let has_email_row = |key: &oshirase_engine::eval::DecisionKey, who: &str| {
         rows.iter()
-            .any(|r| r.channel == "email" && r.decision_key == key && r.recipient == who)
+            .any(|r| r.channel == "email" && &r.decision_key == key && r.recipient == who)
     };
     let mut expected = 0;
     for r in rows.iter().filter(|r| r.channel == "webpush") {
@@ -693,20 +713,25 @@ async fn push_is_held_overnight_and_falls_back_to_email(backend: &str) {
         oshirase_store::utc_text(jst_at("2026-10-02", 8)),
         "2026-10-01T23:00:00.000Z"
     );
-    let r = drain(&store, &ch, "w", clock.as_ref(), &policy)
+    let r = Worker::new("w", store.clone(), clock.clone(), policy.clone())
+        .drain(&ch)
         .await
         .unwrap();
     assert_eq!((r.deferred, r.gone), (n, 0));
     assert!(ch.sends.lock().unwrap().is_empty());
-    let held = store.outbox_rows(Some("pending")).await.unwrap();
+    let held = store
+        .outbox_rows(Some(oshirase_store::OutboxState::Pending))
+        .await
+        .unwrap();
     assert!(held
         .iter()
         .filter(|r| r.channel == "webpush")
-        .all(|r| r.next_attempt_at == "2026-10-01T23:00:00.000Z" && r.attempts == 0));
+        .all(|r| r.next_attempt_at == jst_at("2026-10-02", 8) && r.attempts == 0));
     // 07:59: still held.
     clock.set(jst_at("2026-10-02", 8) - chrono::Duration::minutes(1));
     assert_eq!(
-        drain(&store, &ch, "w", clock.as_ref(), &policy)
+        Worker::new("w", store.clone(), clock.clone(), policy.clone())
+            .drain(&ch)
             .await
             .unwrap(),
         Default::default()
@@ -714,7 +739,8 @@ async fn push_is_held_overnight_and_falls_back_to_email(backend: &str) {
     // 08:00: sent; every subscription is gone, so each notice is queued by e-mail for those
     // with an address (and without an e-mail row already).
     clock.set(jst_at("2026-10-02", 8));
-    let r = drain(&store, &ch, "w", clock.as_ref(), &policy)
+    let r = Worker::new("w", store.clone(), clock.clone(), policy.clone())
+        .drain(&ch)
         .await
         .unwrap();
     assert_eq!(r.gone, n);
@@ -722,7 +748,8 @@ async fn push_is_held_overnight_and_falls_back_to_email(backend: &str) {
     assert_eq!(email_rows(&store).await.len(), emails_before + r.fallbacks);
     // The queued e-mails are delivered by the e-mail worker like any other.
     let email = Scripted::new(|_, _| Delivery::Delivered);
-    let r2 = drain(&store, &email, "w", clock.as_ref(), &policy)
+    let r2 = Worker::new("w", store.clone(), clock.clone(), policy.clone())
+        .drain(&email)
         .await
         .unwrap();
     assert_eq!(r2.delivered, emails_before + r.fallbacks);
@@ -733,7 +760,7 @@ on_both!(
 );
 
 async fn the_daily_cap_and_muting(backend: &str) {
-    use oshirase_service::outbox::{drain, Gate, Policy};
+    use oshirase_service::outbox::{Gate, Policy, Worker};
     let (_db, store, clock) = outbox_with_decisions(backend).await;
     let emails = rows_by_recipient(&store, "email").await;
     let (busy, rows) = emails
@@ -766,7 +793,8 @@ async fn the_daily_cap_and_muting(backend: &str) {
     }
     let ch = Scripted::new(|_, _| Delivery::Delivered);
     clock.set(jst_at("2026-10-02", 10));
-    let r = drain(&store, &ch, "w", clock.as_ref(), &policy)
+    let r = Worker::new("w", store.clone(), clock.clone(), policy.clone())
+        .drain(&ch)
         .await
         .unwrap();
     let critical = |id: &i64| {
@@ -785,7 +813,7 @@ async fn the_daily_cap_and_muting(backend: &str) {
                 .await
                 .unwrap()
                 .into_iter()
-                .any(|d| d.key == key && d.critical)
+                .any(|d| d.key == key.as_str() && d.critical)
         }
     };
     let mut critical_elsewhere = 0;
@@ -819,7 +847,8 @@ async fn the_daily_cap_and_muting(backend: &str) {
     assert_eq!(r.deferred, rows.len() - sent_to_busy);
     // Tomorrow at midnight (Tokyo) the next one goes.
     clock.set(jst_at("2026-10-03", 0));
-    let r = drain(&store, &ch, "w", clock.as_ref(), &policy)
+    let r = Worker::new("w", store.clone(), clock.clone(), policy.clone())
+        .drain(&ch)
         .await
         .unwrap();
     assert_eq!(r.delivered, 1.min(rows.len() - sent_to_busy));

@@ -13,7 +13,8 @@ use oshirase_engine::calendar;
 use oshirase_engine::clock::{in_tokyo, Clock, FixedClock, SystemClock};
 use oshirase_portal::PortalConfig;
 use oshirase_service::ingest::ingest;
-use oshirase_service::outbox::{drain, Policy};
+use oshirase_service::metrics::DeliveryMetrics;
+use oshirase_service::outbox::{Policy, Worker};
 use oshirase_service::scheduler::Scheduler;
 use oshirase_store::Store;
 
@@ -113,6 +114,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<u8> {
         // Addresses come from the store; the Date header is the demo day's time.
         let email = EmailChannel::to_dir(email_config, mail_dir.clone(), store.clone(), clock.clone())
             .context("demo e-mail settings")?;
+        let worker = Worker::new("demo", store.clone(), clock.clone(), Policy::default());
         let mut delivered = (0, 0);
         let mut day = args.from;
         let mut changes_applied = 0;
@@ -127,7 +129,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<u8> {
             }
             let pop = scheduler.register().await?;
             failures += scheduler.run_day(pop, day).await?.failures.len();
-            deliver_demo_day(&store, &email, clock.as_ref(), &mut delivered).await?;
+            // Quiet hours and the daily cap apply as in the service (the clock is 06:00).
+            delivered.0 += worker.drain(&PortalInbox).await?.delivered;
+            delivered.1 += worker.drain(&email).await?.delivered;
             day = calendar::add_days(day, 1);
         }
         summary(&store, &args, changes_applied, failures, started).await?;
@@ -138,7 +142,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<u8> {
             mail_dir.display()
         );
         match args.serve {
-            Some(port) => serve_demo_portal(&store, port).await?,
+            Some(port) => serve_demo_portal(&store, port, worker.metrics.clone()).await?,
             None => println!(
                 "the portal:        oshirase demo --serve  (replays again, then serves {portal_url} with sign-in links)"
             ),
@@ -151,25 +155,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<u8> {
     })
 }
 
-/// The demo's delivery: the outbox workers drain the portal inbox and e-mail (as .eml files).
-/// Quiet hours and the daily cap apply as in the service (the demo day's clock is 06:00).
-async fn deliver_demo_day(
-    store: &Store,
-    email: &EmailChannel,
-    clock: &dyn Clock,
-    delivered: &mut (usize, usize),
-) -> anyhow::Result<()> {
-    let policy = Policy::default();
-    delivered.0 += drain(store, &PortalInbox, "demo", clock, &policy)
-        .await?
-        .delivered;
-    delivered.1 += drain(store, email, "demo", clock, &policy).await?.delivered;
-    Ok(())
-}
-
 /// Serves the portal over the demo database until Ctrl-C, printing sign-in links for a few
 /// residents who have notices.
-async fn serve_demo_portal(store: &Store, port: u16) -> anyhow::Result<()> {
+async fn serve_demo_portal(
+    store: &Store,
+    port: u16,
+    metrics: Arc<DeliveryMetrics>,
+) -> anyhow::Result<()> {
     let mut secret = [0u8; 32];
     getrandom::fill(&mut secret)
         .map_err(|e| anyhow::anyhow!("no randomness for the demo's signing secret: {e}"))?;
@@ -212,7 +204,7 @@ sign in as:"
         shutdown_signal().await;
         let _ = tx.send(true);
     });
-    oshirase_portal::serve(listener, store.clone(), config, clock, rx)
+    oshirase_portal::serve(listener, store.clone(), config, clock, metrics, rx)
         .await
         .context("the demo portal")
 }

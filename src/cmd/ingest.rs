@@ -29,7 +29,7 @@ pub(crate) fn print_ingest(file: &Path, r: &IngestReport) {
         Some(id) => println!(
             "{}: {} {} rows, {} residents changed, {} new life events (batch {id}){}",
             file.display(),
-            r.kind,
+            r.kind.name(),
             r.rows_in,
             r.outcome.rows_changed,
             r.outcome.events,

@@ -1,18 +1,25 @@
 //! `oshirase outbox list` and `oshirase outbox retry`: the delivery queue for operators.
 
 use oshirase_engine::clock::{Clock, SystemClock};
-use oshirase_store::Store;
+use oshirase_store::{OutboxState, Store};
 
 use crate::common::{exit, runtime, DbArg};
 
+fn outbox_state(s: &str) -> Result<OutboxState, String> {
+    OutboxState::from_name(s).ok_or_else(|| {
+        let names: Vec<&str> = OutboxState::ALL.iter().map(|s| s.name()).collect();
+        format!("not an outbox state; use one of {}", names.join(", "))
+    })
+}
+
 #[derive(clap::Subcommand)]
 pub enum OutboxCommand {
-    /// List outbox rows (all, or one state: pending, delivered, dead, gone).
+    /// List outbox rows (all, or one state: pending, delivered, dead, gone, muted).
     List {
         #[command(flatten)]
         db: DbArg,
-        #[arg(long)]
-        state: Option<String>,
+        #[arg(long, value_parser = outbox_state)]
+        state: Option<OutboxState>,
     },
     /// Put dead letters back in the queue: the given ids, or every dead letter.
     Retry {
@@ -28,7 +35,7 @@ pub fn run(cmd: OutboxCommand) -> anyhow::Result<u8> {
         match cmd {
             OutboxCommand::List { db, state } => {
                 let store = Store::open(&db.db).await?;
-                let rows = store.outbox_rows(state.as_deref()).await?;
+                let rows = store.outbox_rows(state).await?;
                 println!(
                     "{:>8}  {:<9}  {:<8}  {:<10}  {:>8}  {:<24}  key / last error",
                     "id", "state", "channel", "recipient", "attempts", "next attempt (UTC)"

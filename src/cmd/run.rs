@@ -8,7 +8,8 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::{NaiveDate, NaiveTime};
 use oshirase_engine::clock::{Clock, SystemClock};
-use oshirase_service::outbox::{Channel, Policy};
+use oshirase_service::metrics::DeliveryMetrics;
+use oshirase_service::outbox::{Channel, Policy, Worker};
 use oshirase_service::scheduler::Scheduler;
 use oshirase_store::Store;
 
@@ -81,10 +82,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
             let _ = tx.send(true);
         });
         let mut tasks: Vec<(String, tokio::task::JoinHandle<anyhow::Result<()>>)> = Vec::new();
+        // One set of delivery counters: every worker counts into it, the portal shows it.
+        let metrics = Arc::new(DeliveryMetrics::default());
         let ctx = Workers {
             store: store.clone(),
             clock: clock.clone(),
             config: &config,
+            metrics: metrics.clone(),
             shutdown: rx.clone(),
         };
         let portal_inbox = Arc::new(oshirase_adapters::PortalInbox);
@@ -132,7 +136,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
             tasks.push((
                 "portal".into(),
                 tokio::spawn(async move {
-                    oshirase_portal::serve(listener, store, portal, clock, rx)
+                    oshirase_portal::serve(listener, store, portal, clock, metrics, rx)
                         .await
                         .context("portal")
                 }),
@@ -153,6 +157,7 @@ struct Workers<'a> {
     store: Store,
     clock: Arc<dyn Clock>,
     config: &'a ServiceConfig,
+    metrics: Arc<DeliveryMetrics>,
     shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
@@ -172,25 +177,18 @@ impl Workers<'_> {
         (0..self.config.workers(channel.name()))
             .map(|i| {
                 let name = format!("{}-{}-{i}", channel.name(), std::process::id());
-                let (store, clock, rx) = (
+                let worker = Worker::new(
+                    &name,
                     self.store.clone(),
                     self.clock.clone(),
-                    self.shutdown.clone(),
-                );
-                let policy = policy.clone();
-                let channel = channel.clone();
-                let worker = name.clone();
+                    policy.clone(),
+                )
+                .with_metrics(self.metrics.clone());
+                let (channel, rx) = (channel.clone(), self.shutdown.clone());
                 let task = tokio::spawn(async move {
-                    oshirase_service::outbox::work(
-                        &store,
-                        channel.as_ref(),
-                        &worker,
-                        clock.as_ref(),
-                        &policy,
-                        Duration::from_secs(5),
-                        rx,
-                    )
-                    .await?;
+                    worker
+                        .work(channel.as_ref(), Duration::from_secs(5), rx)
+                        .await?;
                     Ok(())
                 });
                 (name, task)

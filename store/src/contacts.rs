@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
 use super::{q, utc_text, Result, Store, StoreError};
+use oshirase_engine::eval::DecisionKey;
 use oshirase_engine::resident::{Channel, Resident};
 
 /// A browser's push subscription (the Push API's `PushSubscription`, flattened).
@@ -208,7 +209,7 @@ impl Store {
     /// false if an e-mail row for it already existed.
     pub async fn queue_fallback(
         &self,
-        decision_key: &str,
+        decision_key: &DecisionKey,
         recipient: &str,
         channel: &str,
         now: DateTime<FixedOffset>,
@@ -217,7 +218,7 @@ impl Store {
             "INSERT INTO outbox (decision_key, recipient, channel, next_attempt_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (decision_key, recipient, channel) DO NOTHING",
         ))
-        .bind(decision_key.to_owned())
+        .bind(decision_key.as_str().to_owned())
         .bind(recipient.to_owned())
         .bind(channel.to_owned())
         .bind(utc_text(now))

@@ -5,13 +5,18 @@
 //! evaluator already decided who may read what. The portal re-checks that against the
 //! register (support measures, proxy scopes) with the subject's record read in the same query.
 
-use chrono::{DateTime, FixedOffset};
+use std::fmt;
+
+use chrono::{DateTime, FixedOffset, NaiveDate};
 use indexmap::IndexMap;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
 use super::{q, utc_text, Result, Store, StoreError, Val};
+use oshirase_engine::eval::{DecisionKey, Role};
+use oshirase_engine::ids::{ResidentId, RuleId};
 use oshirase_engine::resident::Proxy;
+use oshirase_engine::rule::Category;
 
 /// What the portal shows of a stored decision body, and who it is addressed to. Read with
 /// the rest of the body skipped: this is parsed on every request.
@@ -20,8 +25,29 @@ pub struct NoticeBody {
     pub title: NoticeText,
     pub message: NoticeText,
     /// The rule's category (proxies are authorised per category).
-    pub category: String,
+    pub category: Category,
     pub recipients: Vec<NoticeRecipient>,
+    /// Critical notices can be re-routed but not muted.
+    #[serde(default)]
+    pub critical: bool,
+}
+
+impl NoticeBody {
+    /// A notice with only a title (the message is the title too), addressed to nobody: what
+    /// a channel needs to be exercised on its own.
+    pub fn titled(title: &str, category: Category, critical: bool) -> Self {
+        let text = NoticeText {
+            ja: title.to_owned(),
+            en: None,
+        };
+        Self {
+            title: text.clone(),
+            message: text,
+            category,
+            recipients: Vec::new(),
+            critical,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -33,9 +59,9 @@ pub struct NoticeText {
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct NoticeRecipient {
-    pub id: String,
-    /// `subject`, `guardian`, `householder`, `spouse`, `survivor` or `proxy`.
-    pub role: String,
+    pub id: ResidentId,
+    /// Why this person receives the notice.
+    pub role: Role,
 }
 
 /// The parts of a register record that decide who else may read a person's notices.
@@ -50,11 +76,12 @@ pub struct RegisterAccess {
 /// A notice as one reader sees it, with its draft and the subject's current register record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PortalNotice {
-    pub key: String,
-    pub rule: String,
-    pub subject: String,
-    pub deadline: Option<String>,
+    pub key: DecisionKey,
+    pub rule: RuleId,
+    pub subject: ResidentId,
+    pub deadline: Option<NaiveDate>,
     pub critical: bool,
+    /// When the decision was made (RFC 3339).
     pub created_at: String,
     pub body: NoticeBody,
     /// Whether this reader has opened it.
@@ -68,8 +95,7 @@ pub struct PortalNotice {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PortalDraft {
     pub fields: IndexMap<String, serde_json::Value>,
-    /// `open`, `submitted` or `declined`.
-    pub state: String,
+    pub state: DraftState,
     /// The fields as submitted (prefill with the reader's corrections).
     pub submitted_fields: Option<IndexMap<String, serde_json::Value>>,
     pub decided_by: Option<String>,
@@ -105,6 +131,51 @@ impl AuditEntry {
     }
 }
 
+/// Where a draft stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DraftState {
+    /// Prefilled, waiting for the reader.
+    Open,
+    Submitted,
+    Declined,
+}
+
+impl DraftState {
+    /// The name stored in `drafts.state` and shown in the API.
+    pub fn name(self) -> &'static str {
+        match self {
+            DraftState::Open => "open",
+            DraftState::Submitted => "submitted",
+            DraftState::Declined => "declined",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        [
+            DraftState::Open,
+            DraftState::Submitted,
+            DraftState::Declined,
+        ]
+        .into_iter()
+        .find(|s| s.name() == name)
+    }
+}
+
+impl fmt::Display for DraftState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How a reader decides an open draft.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DraftChoice<'a> {
+    /// Submitted with these fields (the prefill with the reader's corrections).
+    Submit(&'a IndexMap<String, serde_json::Value>),
+    Decline,
+}
+
 /// How deciding a draft ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DraftDecision {
@@ -136,6 +207,18 @@ fn corrupt(what: &'static str) -> impl Fn(serde_json::Error) -> StoreError {
     }
 }
 
+/// A stored value of a newtype that must parse.
+fn parsed<T, E: fmt::Display>(
+    what: &'static str,
+    text: String,
+    parse: impl FnOnce(&str) -> std::result::Result<T, E>,
+) -> Result<T> {
+    parse(&text).map_err(|e| StoreError::Corrupt {
+        what,
+        detail: format!("{text:?}: {e}"),
+    })
+}
+
 fn notice_from_row(row: &sqlx::any::AnyRow) -> Result<PortalNotice> {
     let get = |c: &str| row.try_get::<String, _>(c).map_err(q("reading notices"));
     let opt = |c: &str| {
@@ -149,7 +232,9 @@ fn notice_from_row(row: &sqlx::any::AnyRow) -> Result<PortalNotice> {
     let draft = match opt("state")? {
         Some(state) => Some(PortalDraft {
             fields: fields(opt("fields")?)?.unwrap_or_default(),
-            state,
+            state: parsed("draft state", state, |s| {
+                DraftState::from_name(s).ok_or("not a draft state")
+            })?,
             submitted_fields: fields(opt("submitted_fields")?)?,
             decided_by: opt("decided_by")?,
             updated_at: opt("updated_at")?.unwrap_or_default(),
@@ -157,10 +242,12 @@ fn notice_from_row(row: &sqlx::any::AnyRow) -> Result<PortalNotice> {
         None => None,
     };
     Ok(PortalNotice {
-        key: get("key")?,
-        rule: get("rule")?,
-        subject: get("subject")?,
-        deadline: opt("deadline")?,
+        key: parsed("decision key", get("key")?, DecisionKey::parse)?,
+        rule: parsed("rule id", get("rule")?, RuleId::parse)?,
+        subject: parsed("resident id", get("subject")?, ResidentId::parse)?,
+        deadline: opt("deadline")?
+            .map(|d| parsed("deadline", d, str::parse::<NaiveDate>))
+            .transpose()?,
         critical: row
             .try_get::<i64, _>("critical")
             .map_err(q("reading notices"))?
@@ -181,12 +268,12 @@ fn notice_from_row(row: &sqlx::any::AnyRow) -> Result<PortalNotice> {
 impl Store {
     /// The notices `reader` has a portal row for, newest first. Authorization beyond the
     /// outbox row (support measures, proxy scopes) is the caller's check.
-    pub async fn portal_notices(&self, reader: &str) -> Result<Vec<PortalNotice>> {
+    pub async fn portal_notices(&self, reader: &ResidentId) -> Result<Vec<PortalNotice>> {
         let rows = sqlx::query(self.sql(concat!(
             notice_select!(),
             " ORDER BY d.created_at DESC, d.key"
         )))
-        .bind(reader.to_owned())
+        .bind(reader.as_str().to_owned())
         .fetch_all(&self.pool)
         .await
         .map_err(q("reading notices"))?;
@@ -194,10 +281,14 @@ impl Store {
     }
 
     /// One notice of `reader`'s, if they have a portal row for it.
-    pub async fn portal_notice(&self, reader: &str, key: &str) -> Result<Option<PortalNotice>> {
+    pub async fn portal_notice(
+        &self,
+        reader: &ResidentId,
+        key: &DecisionKey,
+    ) -> Result<Option<PortalNotice>> {
         let row = sqlx::query(self.sql(concat!(notice_select!(), " AND o.decision_key = $2")))
-            .bind(reader.to_owned())
-            .bind(key.to_owned())
+            .bind(reader.as_str().to_owned())
+            .bind(key.as_str().to_owned())
             .fetch_optional(&self.pool)
             .await
             .map_err(q("reading a notice"))?;
@@ -205,9 +296,9 @@ impl Store {
     }
 
     /// The access-relevant part of a person's current register record.
-    pub async fn register_access(&self, id: &str) -> Result<Option<RegisterAccess>> {
+    pub async fn register_access(&self, id: &ResidentId) -> Result<Option<RegisterAccess>> {
         let row = sqlx::query(self.sql("SELECT record FROM residents WHERE id = $1"))
-            .bind(id.to_owned())
+            .bind(id.as_str().to_owned())
             .fetch_optional(&self.pool)
             .await
             .map_err(q("reading a resident"))?;
@@ -219,34 +310,36 @@ impl Store {
     }
 
     /// The procedures recommended with a decision, in id order.
-    pub async fn recommendations(&self, key: &str) -> Result<Vec<String>> {
+    pub async fn recommendations(&self, key: &DecisionKey) -> Result<Vec<RuleId>> {
         let rows =
             sqlx::query(self.sql(
                 "SELECT rule_id FROM recommendations WHERE decision_key = $1 ORDER BY rule_id",
             ))
-            .bind(key.to_owned())
+            .bind(key.as_str().to_owned())
             .fetch_all(&self.pool)
             .await
             .map_err(q("reading recommendations"))?;
         rows.iter()
-            .map(|r| r.try_get("rule_id"))
-            .collect::<std::result::Result<_, sqlx::Error>>()
-            .map_err(q("reading recommendations"))
+            .map(|r| {
+                let id: String = r.try_get("rule_id").map_err(q("reading recommendations"))?;
+                parsed("recommended rule id", id, RuleId::parse)
+            })
+            .collect()
     }
 
     /// Marks a notice read by `reader`; returns false if it already was.
     pub async fn mark_notice_read(
         &self,
-        key: &str,
-        reader: &str,
+        key: &DecisionKey,
+        reader: &ResidentId,
         now: DateTime<FixedOffset>,
     ) -> Result<bool> {
         let done = sqlx::query(self.sql(
             "INSERT INTO notice_reads (decision_key, reader, read_at) VALUES ($1, $2, $3)
              ON CONFLICT (decision_key, reader) DO NOTHING",
         ))
-        .bind(key.to_owned())
-        .bind(reader.to_owned())
+        .bind(key.as_str().to_owned())
+        .bind(reader.as_str().to_owned())
         .bind(utc_text(now))
         .execute(&self.pool)
         .await
@@ -254,29 +347,31 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Submits (`submitted` with the fields) or declines (`declined`, no fields) an open
-    /// draft, with its audit row, in one transaction.
+    /// Submits or declines an open draft, with its audit row, in one transaction.
     pub async fn decide_draft(
         &self,
-        key: &str,
-        reader: &str,
-        state: &str,
-        submitted: Option<&IndexMap<String, serde_json::Value>>,
+        key: &DecisionKey,
+        reader: &ResidentId,
+        choice: DraftChoice<'_>,
         audit: &AuditEntry,
     ) -> Result<DraftDecision> {
-        let submitted = submitted
-            .map(|f| serde_json::to_string(f).map_err(corrupt("draft fields")))
-            .transpose()?;
+        let (state, submitted) = match choice {
+            DraftChoice::Submit(fields) => (
+                DraftState::Submitted,
+                Some(serde_json::to_string(fields).map_err(corrupt("draft fields"))?),
+            ),
+            DraftChoice::Decline => (DraftState::Declined, None),
+        };
         let mut tx = self.pool.begin().await.map_err(q("deciding a draft"))?;
         let done = sqlx::query(self.sql(
             "UPDATE drafts SET state = $1, submitted_fields = $2, decided_by = $3, updated_at = $4
              WHERE decision_key = $5 AND state = 'open'",
         ))
-        .bind(state.to_owned())
+        .bind(state.name().to_owned())
         .bind(submitted)
-        .bind(reader.to_owned())
+        .bind(reader.as_str().to_owned())
         .bind(audit.at.clone())
-        .bind(key.to_owned())
+        .bind(key.as_str().to_owned())
         .execute(&mut *tx)
         .await
         .map_err(q("deciding a draft"))?;

@@ -90,17 +90,17 @@ pub fn register(changes: &[(&str, Value)]) -> Vec<Resident> {
 pub async fn ingest(store: &Store, residents: &[Resident], now: DateTime<FixedOffset>) {
     let content = serde_json::to_vec(residents).unwrap();
     store
-        .apply_ingest(
-            "register.jsonl",
-            "snapshot",
-            &content,
-            Some(d("2026-10-01")),
-            residents.len(),
-            residents,
-            &[],
-            None,
+        .apply_ingest(oshirase_store::IngestBatch {
+            source: "register.jsonl",
+            kind: oshirase_store::IngestKind::Snapshot,
+            content: &content,
+            as_of: Some(d("2026-10-01")),
+            rows_in: residents.len(),
+            state: residents,
+            events: &[],
+            feed_position: None,
             now,
-        )
+        })
         .await
         .unwrap();
 }
@@ -242,6 +242,8 @@ pub fn config() -> PortalConfig {
 
 /// A running portal over a fresh database holding the test register and decisions.
 pub struct App {
+    /// The delivery counters the portal renders at /metrics.
+    pub delivery: Arc<oshirase_service::metrics::DeliveryMetrics>,
     pub base: String,
     pub store: Store,
     pub config: PortalConfig,
@@ -276,15 +278,18 @@ pub async fn start(db: Db, store: Store, config: PortalConfig, clock: Arc<FixedC
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, rx) = watch::channel(false);
+    let delivery = Arc::new(oshirase_service::metrics::DeliveryMetrics::default());
     let task = tokio::spawn(oshirase_portal::serve(
         listener,
         store.clone(),
         config.clone(),
         clock.clone(),
+        delivery.clone(),
         rx,
     ));
     App {
         base,
+        delivery,
         store,
         config,
         clock,
