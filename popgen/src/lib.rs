@@ -2743,6 +2743,44 @@ fn write_changes(mut lines: Vec<Line>, dir: &Path) -> anyhow::Result<usize> {
 mod tests {
     use super::*;
 
+    /// FNV-1a, 64 bits: enough to notice any changed byte without a hashing dependency.
+    fn fnv1a(bytes: &[u8]) -> u64 {
+        bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
+    }
+
+    /// The files of a small fixed run, as (length, FNV-1a) each. These change only when the
+    /// generator's output is meant to change (a new figure, a new rule of the model); a pure
+    /// refactoring must leave them alone.
+    #[test]
+    fn output_is_stable_for_a_fixed_seed() {
+        let out =
+            std::env::temp_dir().join(format!("oshirase-popgen-stable-{}", std::process::id()));
+        let summary = generate(&Options {
+            residents: 3000,
+            seed: 20260401,
+            out: out.clone(),
+            start: NaiveDate::from_ymd_opt(2026, 4, 1).unwrap(),
+        })
+        .unwrap();
+        let digest = |name: &str| {
+            let bytes = std::fs::read(out.join(name)).unwrap();
+            (bytes.len(), fnv1a(&bytes))
+        };
+        let got = (digest("snapshot.jsonl"), digest("changes.jsonl"));
+        std::fs::remove_dir_all(&out).unwrap();
+        assert_eq!(summary.residents, 3000);
+        assert_eq!(
+            got,
+            (
+                (1_472_809, 0xbe21_437a_dcde_788f),
+                (103_703, 0x7b6c_73ac_c3b1_9b2e)
+            ),
+            "generator output changed"
+        );
+    }
+
     #[test]
     fn romaji_of_names() {
         assert_eq!(romaji("サトウ"), "sato");
