@@ -6,7 +6,7 @@ use oshirase_engine::calendar;
 use rand::prelude::*;
 
 use crate::people::{flag, Person, NONE};
-use crate::world::{pick, World};
+use crate::world::{pick, World, EARLY_PENSION, KAIGO, KOUKI_AGE, PENSION_AGE};
 
 /// What a person does, which decides insurance and pension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,40 +112,24 @@ pub(crate) fn occupation(w: &mut World, p: u32) -> Occ {
     }
 }
 
-/// Pension age of the 特別支給 cohorts with 厚生年金, else 65.
+/// The age a pension starts: the 特別支給 step of the cohort for people with 厚生年金, else
+/// PENSION_AGE.
 fn pension_start(sex: u8, birth: NaiveDate, kousei: bool) -> i32 {
-    let y = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).expect("valid");
-    if kousei && sex == 1 && birth <= y(1961, 4, 1) {
-        return 64;
+    if !kousei {
+        return PENSION_AGE;
     }
-    if kousei && sex == 2 {
-        if birth <= y(1962, 4, 1) {
-            return 62;
-        }
-        if birth <= y(1964, 4, 1) {
-            return 63;
-        }
-        if birth <= y(1966, 4, 1) {
-            return 64;
-        }
-    }
-    65
+    EARLY_PENSION
+        .iter()
+        .find(|(s, last, _)| *s == sex && birth <= *last)
+        .map_or(PENSION_AGE, |step| step.2)
 }
 
-/// Share with a 要介護・要支援 certification by age band.
-const KAIGO: [(i32, i32, f64); 5] = [
-    (65, 74, 0.04),
-    (75, 79, 0.12),
-    (80, 84, 0.27),
-    (85, 89, 0.50),
-    (90, 200, 0.75),
-];
-
-/// Whether `q` is an employee under 75 in household `h`, whose insurance covers dependants.
+/// Whether `q` is an employee in household `h` whose insurance covers dependants (until the
+/// employee is insured by 後期高齢者医療).
 pub(crate) fn is_earner(w: &World, q: u32, h: u32) -> bool {
     q != NONE && {
         let p = &w.persons[q as usize];
-        p.hh == h && p.occ == Occ::Employee && w.age(q) < 75
+        p.hh == h && p.occ == Occ::Employee && w.age(q) < KOUKI_AGE
     }
 }
 
@@ -158,7 +142,7 @@ pub(crate) fn attributes(w: &mut World, p: u32) {
     };
     use Occ::*;
     let mut at = w.persons[p as usize].attrs;
-    if calendar::anniversary(birth, 75) <= w.start {
+    if calendar::anniversary(birth, KOUKI_AGE) <= w.start {
         at |= attr::KOUKI;
     } else if occ == Employee {
         at |= attr::EMP_INS;
@@ -184,7 +168,8 @@ pub(crate) fn attributes(w: &mut World, p: u32) {
     if kousei {
         at |= attr::EMP_PENSION;
     }
-    if a >= pension_start(sex, birth, kousei) && w.chance(if a >= 65 { 0.96 } else { 0.8 }) {
+    let uptake = if a >= PENSION_AGE { 0.96 } else { 0.8 };
+    if a >= pension_start(sex, birth, kousei) && w.chance(uptake) {
         at |= attr::PENSION;
     }
     let care = KAIGO

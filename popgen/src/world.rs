@@ -67,6 +67,42 @@ const QX_F: [f64; 22] = [
 /// Children per household with children under 18: 1 / 2 / 3 (2023 国民生活基礎調査).
 pub(crate) const CHILDREN: [(usize, f64); 3] = [(1, 0.486), (2, 0.397), (3, 0.117)];
 
+/// A date of the programme tables below (checked when the crate is compiled).
+const fn ymd(y: i32, m: u32, d: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(y, m, d).expect("a valid date")
+}
+
+// Programme ages: set by law, so they are the rules' ages, not statistics. The rules that
+// notify them are in rules/ (kouki-kanyu.yaml, kaigo-1go-shikaku.yaml, ...).
+
+/// 成年年齢 (民法第4条): minors have their parents as guardians.
+pub(crate) const ADULT_AGE: i32 = 18;
+/// 老齢基礎年金 from 65 (国民年金法第26条).
+pub(crate) const PENSION_AGE: i32 = 65;
+/// 特別支給の老齢厚生年金, for people with 厚生年金: (sex, born on or before, from age), the
+/// last steps of the schedule; earlier cohorts (from 60 to 63) are folded into the first step
+/// of their sex.
+pub(crate) const EARLY_PENSION: [(u8, NaiveDate, i32); 4] = [
+    (1, ymd(1961, 4, 1), 64),
+    (2, ymd(1962, 4, 1), 62),
+    (2, ymd(1964, 4, 1), 63),
+    (2, ymd(1966, 4, 1), 64),
+];
+/// 介護保険の第1号被保険者 from 65 (介護保険法第9条第1号).
+pub(crate) const KAIGO_AGE: i32 = 65;
+/// 後期高齢者医療 from the 75th birthday (高齢者の医療の確保に関する法律第50条第1号).
+pub(crate) const KOUKI_AGE: i32 = 75;
+
+/// Share of people with a 要介護・要支援 certification by age band, from the 第1号 age
+/// (fixtures/README.md).
+pub(crate) const KAIGO: [(i32, i32, f64); 5] = [
+    (KAIGO_AGE, 74, 0.04),
+    (75, 79, 0.12),
+    (80, 84, 0.27),
+    (85, 89, 0.50),
+    (90, 200, 0.75),
+];
+
 /// The municipality of the synthetic register: 川崎市 (141305, check digit verified). Its
 /// people, households and addresses are invented.
 pub(crate) const LOCAL_GOV_CODE: &str = "141305";

@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::attributes::attr;
 use crate::names::{given_names, romaji, SURNAMES};
 use crate::people::{flag, NONE};
-use crate::world::{World, CITY, ELSEWHERE, LOCAL_GOV_CODE, TOWNS, WARDS};
+use crate::world::{World, ADULT_AGE, CITY, ELSEWHERE, LOCAL_GOV_CODE, TOWNS, WARDS};
 use crate::{Options, Summary};
 
 /// A resident id: `R` and the resident number.
@@ -316,7 +316,7 @@ impl World {
         // Guardians: the parents living in the household, for minors; an adult ward's
         // 成年後見人.
         let mut guardians = Vec::new();
-        if age < 18 && !external {
+        if age < ADULT_AGE && !external {
             for q in person.parents {
                 if q != NONE && self.persons[q as usize].hh == person.hh {
                     guardians.push(IdOut {
