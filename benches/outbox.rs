@@ -61,14 +61,14 @@ async fn queue(url: &str, n: usize) {
     .execute(&mut conn)
     .await
     .expect("rule set");
-    let body = r#"{"critical":false,"title":{"ja":"お知らせ"}}"#;
+    let body = r#"{"critical":false,"title":{"ja":"お知らせ"},"message":{"ja":"お知らせです。"},"category":"pension","recipients":[]}"#;
     let mut tx = conn.begin().await.expect("begin");
     for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
         let values: Vec<String> = chunk
             .iter()
             .map(|i| {
                 format!(
-                    "('k{i}', 'bench', 1, 'bench', 'R{i}', '2026-10-01', '2026-10-01', NULL, NULL, 0, '{body}', '{now}')"
+                    "('bench/R{i}/2026-10-01', 'bench', 1, 'bench', 'R{i}', '2026-10-01', '2026-10-01', NULL, NULL, 0, '{body}', '{now}')"
                 )
             })
             .collect();
@@ -82,7 +82,7 @@ async fn queue(url: &str, n: usize) {
         .expect("decisions");
         let values: Vec<String> = chunk
             .iter()
-            .map(|i| format!("('k{i}', 'R{i}', 'noop', '{now}')"))
+            .map(|i| format!("('bench/R{i}/2026-10-01', 'R{i}', 'noop', '{now}')"))
             .collect();
         sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO outbox (decision_key, recipient, channel, next_attempt_at) VALUES {}",

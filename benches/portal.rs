@@ -148,7 +148,7 @@ fn main() {
                 .commit_day(d, &rules.version, &r.decisions, clock.now())
                 .await
                 .expect("commit");
-            d = d.succ_opt().expect("date");
+            d = oshirase_engine::calendar::day_after(d);
         }
 
         let config = PortalConfig::with_hs256_secret("bench-secret-bench-secret-bench-secret")

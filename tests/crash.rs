@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use oshirase_engine::calendar;
+use oshirase_engine::clock::{Clock, SystemClock};
 use oshirase_store::{OutboxState, Store};
 
 const FROM: &str = "2026-04-01";
@@ -37,7 +39,7 @@ fn write_population(path: &Path, n: usize) {
         hh += 1;
         let size = 1 + (next() % 4) as usize;
         for k in 0..size.min(n - i) {
-            let birth = start + chrono::Days::new(u64::from(next() % 35_000));
+            let birth = calendar::add_days(start, i64::from(next() % 35_000));
             let rel = if k == 0 { "世帯主" } else { "子" };
             out.push_str(&format!(
                 r#"{{"id":"R{i}","name":{{"kanji":"山田 太郎","kana":"ヤマダ タロウ"}},"birth_date":"{birth}","sex":{},"status":{{"kind":"resident"}},"address":{{"local_gov_code":"141003","text":"横浜市"}},"household":{{"id":"H{hh}","relationship":"{rel}"}},"contact":{{"portal":true}},"attributes":{{"kokuho":{}}}}}"#,
@@ -160,21 +162,6 @@ fn a_run_killed_mid_way_and_restarted_decides_exactly_once() {
     assert_eq!(decisions(&crashed), expected, "none missing, none doubled");
 }
 
-fn postgres_db() -> String {
-    let admin = std::env::var("OSHIRASE_TEST_PG")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let name = format!("oshirase_race_{}", std::process::id());
-    rt().block_on(async {
-        sqlx::any::install_default_drivers();
-        let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin).await.unwrap_or_else(|e| {
-            panic!("PostgreSQL is not reachable at {admin}: {e}; start it with `pg_ctlcluster --skip-systemctl-redirect 15 main start` (scripts/test does)")
-        });
-        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut conn).await.unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.unwrap();
-    });
-    format!("{}/{name}", admin.rsplit_once('/').unwrap().0)
-}
-
 #[test]
 fn two_processes_racing_on_postgres_decide_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -186,13 +173,13 @@ fn two_processes_racing_on_postgres_decide_exactly_once() {
     let expected = decisions(&reference);
     assert!(expected.len() > 100);
 
-    let pg = postgres_db();
-    ingest(&pg, &snapshot);
-    let a = run_to_end(&pg);
-    let b = run_to_end(&pg);
+    let pg = rt().block_on(oshirase_testkit::fresh("postgres", "oshirase_race_"));
+    ingest(&pg.url, &snapshot);
+    let a = run_to_end(&pg.url);
+    let b = run_to_end(&pg.url);
     wait_ok(a);
     wait_ok(b);
-    assert_eq!(decisions(&pg), expected, "none missing, none doubled");
+    assert_eq!(decisions(&pg.url), expected, "none missing, none doubled");
 }
 
 /// Unmounts the small file system at the end of the test, whatever happens.
@@ -258,13 +245,60 @@ fn a_full_disk_is_a_clear_error_and_nothing_is_half_written() {
     assert_eq!(residents, 0);
 }
 
-/// A free loopback port (taken back by the service a moment later).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// The service's log, read as it is written: the portal's address once it listens, and the
+/// whole text for failure messages.
+struct ServiceLog {
+    addr: std::sync::mpsc::Receiver<String>,
+    text: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl ServiceLog {
+    fn follow(child: &mut Child) -> Self {
+        use std::io::BufRead;
+        let stderr = child.stderr.take().expect("stderr piped");
+        let (tx, addr) = std::sync::mpsc::channel();
+        let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let all = text.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if line.contains("portal listening") {
+                    if let Some(a) = line.split("addr=").nth(1) {
+                        let _ = tx.send(a.split_whitespace().next().unwrap_or("").to_owned());
+                    }
+                }
+                let mut all = all.lock().unwrap();
+                all.push_str(&line);
+                all.push('\n');
+            }
+        });
+        Self { addr, text }
+    }
+
+    /// The address the portal bound (it was told port 0).
+    fn portal_addr(&self) -> String {
+        self.addr
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("the portal never said where it listens:\n{}", self.text()))
+    }
+
+    fn text(&self) -> String {
+        self.text.lock().unwrap().clone()
+    }
+}
+
+/// Outbox rows pending and due now (a row the daily cap deferred to tomorrow is not).
+fn pending(db: &str) -> Vec<oshirase_store::OutboxRow> {
+    rt().block_on(async {
+        let store = Store::open(db).await.unwrap();
+        let rows = store.outbox_rows(None).await.unwrap();
+        store.close().await;
+        rows.into_iter()
+            .filter(|r| r.state == OutboxState::Pending && r.next_attempt_at <= SystemClock.now())
+            .collect()
+    })
 }
 
 #[test]
@@ -272,13 +306,12 @@ fn the_service_serves_the_portal_delivers_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("service.sqlite").display());
     ingest(&db, &root().join("fixtures/town.jsonl"));
-    let port = free_port();
     let mail = dir.path().join("mail");
     let config = dir.path().join("oshirase.yaml");
     std::fs::write(
         &config,
         format!(
-            "portal:\n  listen: 127.0.0.1:{port}\n  public_url: http://127.0.0.1:{port}\n  jwt: {{issuer: test-idp, algorithm: HS256, secret_env: TEST_JWT_SECRET}}\n\
+            "portal:\n  listen: 127.0.0.1:0\n  public_url: http://127.0.0.1\n  jwt: {{issuer: test-idp, algorithm: HS256, secret_env: TEST_JWT_SECRET}}\n\
              email:\n  from: \"テスト村 <noreply@example.lg.jp>\"\n  message_id_domain: example.lg.jp\n  dir: {}\n\
              webpush:\n  vapid_private_key_env: TEST_VAPID\n  subject: mailto:it@example.lg.jp\n  allow_loopback: true\n\
              delivery:\n  quiet_hours: {{}}\n",
@@ -289,8 +322,8 @@ fn the_service_serves_the_portal_delivers_and_stops_cleanly_on_sigterm() {
     let keys = oshirase_adapters::generate_vapid_keys();
     // The real clock: start a month back, so the service has days to catch up (the town gets
     // a notice every day or two).
-    let today = (chrono::Utc::now() + chrono::Duration::hours(9)).date_naive();
-    let start = today - chrono::Days::new(30);
+    let today = SystemClock.today();
+    let start = calendar::add_days(today, -30);
     let mut child = oshirase(&db, &["run", "--start", &start.to_string()])
         .arg("--config")
         .arg(&config)
@@ -299,13 +332,21 @@ fn the_service_serves_the_portal_delivers_and_stops_cleanly_on_sigterm() {
             "a test secret that is long enough for HS256",
         )
         .env("TEST_VAPID", &keys.private_key)
+        .env("OSHIRASE_LOG", "info")
+        .env("NO_COLOR", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let log = ServiceLog::follow(&mut child);
+    let addr = log.portal_addr();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while watermark(&db).is_none_or(|w| w < today - chrono::Days::new(1)) {
-        assert!(Instant::now() < deadline, "the service did not catch up");
+    while watermark(&db).is_none_or(|w| w < calendar::day_before(today)) {
+        assert!(
+            Instant::now() < deadline,
+            "the service did not catch up:\n{}",
+            log.text()
+        );
         assert!(
             child.try_wait().unwrap().is_none(),
             "the service exited early"
@@ -314,24 +355,29 @@ fn the_service_serves_the_portal_delivers_and_stops_cleanly_on_sigterm() {
     }
     // The portal answers beside the scheduler and the workers.
     let health = rt().block_on(async {
-        let url = format!("http://127.0.0.1:{port}/health");
-        for _ in 0..100 {
-            if let Ok(r) = reqwest::get(&url).await {
-                return r.status().as_u16();
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        0
+        let url = format!("http://{addr}/health");
+        reqwest::get(&url).await.map(|r| r.status().as_u16())
     });
-    assert_eq!(health, 200, "GET /health");
-    // Give the e-mail and push workers a moment to take what the catch-up queued.
-    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(health.ok(), Some(200), "GET /health");
+    // The workers take everything the catch-up queued and is due (no quiet hours, nothing
+    // can fail).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !pending(&db).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "outbox rows still pending: {:#?}\n{}",
+            pending(&db),
+            log.text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    wait_ok(child);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "the service failed:\n{}", log.text());
     let rows = rt().block_on(async {
         let store = Store::open(&db).await.unwrap();
         let rows = store.outbox_rows(None).await.unwrap();
@@ -354,9 +400,20 @@ fn the_service_serves_the_portal_delivers_and_stops_cleanly_on_sigterm() {
     let files = std::fs::read_dir(&mail).map(|d| d.count()).unwrap_or(0);
     assert!(delivered_emails > 0, "e-mails went out");
     assert_eq!(files, delivered_emails, "one .eml per delivered e-mail row");
-    // Nobody registered a push subscription: every push is gone, never stuck.
-    assert!(rows
-        .iter()
-        .filter(|r| r.channel == "webpush")
-        .all(|r| r.state == OutboxState::Gone || r.state == OutboxState::Pending));
+    // Nobody registered a push subscription: every push that was due is gone, never stuck;
+    // only a push the recipient's daily cap put off to tomorrow still waits.
+    let now = SystemClock.now();
+    let pushes: Vec<_> = rows.iter().filter(|r| r.channel == "webpush").collect();
+    assert!(
+        pushes.iter().any(|r| r.state == OutboxState::Gone),
+        "the town's push recipients got rows: {pushes:#?}"
+    );
+    for r in pushes {
+        let deferred = r.state == OutboxState::Pending
+            && r.next_attempt_at > now
+            && r.last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("daily cap"));
+        assert!(r.state == OutboxState::Gone || deferred, "{r:#?}");
+    }
 }

@@ -371,7 +371,7 @@ async fn the_worker_settles_rows_from_what_the_server_said() {
     drop(soft);
 
     // Once the backoff has passed, 5xx: dead letters with the server's reason.
-    clock.set(clock.now() + chrono::Duration::minutes(10));
+    clock.advance(std::time::Duration::from_secs(10 * 60));
     let hard = SmtpSink::start(&["-f", "RCPT", "-B", "554 5.7.1 Relay access denied"]);
     let ch = smtp_channel(&hard.url(), &store, clock.clone());
     let r = Worker::new("w", store.clone(), clock.clone(), policy.clone())

@@ -128,7 +128,6 @@ fn param_bool(rules: &RuleSet, name: &str, on: NaiveDate) -> bool {
 
 /// The scripted conditions of the catalogue, by rule id and position among the rule's
 /// scripts. `None`: no hand-written equivalent (the caller reports it).
-#[allow(clippy::too_many_arguments)]
 fn script(
     rules: &RuleSet,
     rule: &str,

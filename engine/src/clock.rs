@@ -28,6 +28,14 @@ pub fn after(t: DateTime<FixedOffset>, d: Duration) -> DateTime<FixedOffset> {
         .unwrap_or(DateTime::<Utc>::MAX_UTC.fixed_offset())
 }
 
+/// The instant `d` before `t` (saturating far in the past): token ages, expired leases.
+pub fn before(t: DateTime<FixedOffset>, d: Duration) -> DateTime<FixedOffset> {
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| t.checked_sub_signed(d))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC.fixed_offset())
+}
+
 /// How long from `now` until `then`; `None` when `then` is not later.
 pub fn until(now: DateTime<FixedOffset>, then: DateTime<FixedOffset>) -> Option<Duration> {
     then.signed_duration_since(now)

@@ -176,7 +176,7 @@ async fn bad_tokens_are_401(backend: &str) {
     let expired = mint_token(
         &app.config,
         "R10001",
-        now - chrono::Duration::hours(3),
+        oshirase_engine::clock::before(now, Duration::from_secs(3 * 3600)),
         hour,
     )
     .unwrap();
@@ -184,7 +184,7 @@ async fn bad_tokens_are_401(backend: &str) {
     let just = mint_token(
         &app.config,
         "R10001",
-        now - chrono::Duration::seconds(3610),
+        oshirase_engine::clock::before(now, Duration::from_secs(3610)),
         hour,
     )
     .unwrap();
@@ -801,7 +801,7 @@ async fn the_real_catalogue_on_the_fixture_town() {
         if let Some(hit) = hit {
             break hit;
         }
-        day = day.succ_opt().unwrap();
+        day = oshirase_engine::calendar::day_after(day);
         assert!(
             day < d("2027-01-01"),
             "no guardian notice in the fixture town"

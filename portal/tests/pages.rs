@@ -4,7 +4,6 @@
 mod common;
 
 use common::*;
-use oshirase_engine::clock::Clock;
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use reqwest::Response;
 
@@ -242,7 +241,7 @@ on_both!(walk_through, pages_walk_through_a_draft);
 async fn an_expired_session_asks_to_sign_in_again() {
     let app = spawn_app("sqlite").await;
     let s = login(&app, "R10001").await;
-    app.clock.set(app.clock.now() + chrono::Duration::hours(2));
+    app.clock.advance(std::time::Duration::from_secs(2 * 3600));
     let (status, html) = s.get("/inbox").await;
     assert_eq!(status, 401);
     assert!(html.contains("有効期限が切れました"), "{html}");

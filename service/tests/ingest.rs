@@ -122,14 +122,11 @@ async fn ingesting_through_the_store_agrees_with_the_whole_register() {
 #[tokio::test]
 async fn a_feed_line_reads_only_what_it_names() {
     let (_dir, url, store) = stored(&town()).await;
-    sqlx::any::install_default_drivers();
-    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&url)
-        .await
-        .unwrap();
-    sqlx::query("UPDATE residents SET record = 'not a record' WHERE id = 'R8'")
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    oshirase_testkit::sql::execute(
+        &url,
+        "UPDATE residents SET record = 'not a record' WHERE id = 'R8'",
+    )
+    .await;
     assert!(store.residents().await.is_err(), "R8 is unreadable now");
     let text = feed(&[
         r#"{"seq":1,"kind":"address_change","date":"2026-10-05","resident":"R2","address":{"local_gov_code":"133621","text":"利島村9番地"}}"#.into(),

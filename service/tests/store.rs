@@ -5,15 +5,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::NaiveDate;
+use oshirase_engine::calendar;
 use oshirase_engine::clock::{Clock, FixedClock};
 use oshirase_engine::{evaluate_day, load_dir, load_snapshot, RuleSet};
 use oshirase_service::scheduler::Scheduler;
 use oshirase_store::Store;
-
-fn d(s: &str) -> NaiveDate {
-    s.parse().unwrap()
-}
+use oshirase_testkit::{d, on_both};
 
 fn root() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
@@ -56,21 +53,6 @@ fn scheduler(store: Store, clock: Arc<FixedClock>, start: &str) -> Scheduler {
     s.start = Some(d(start));
     s.poll = Duration::from_millis(50);
     s
-}
-
-macro_rules! on_both {
-    ($name:ident, $body:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$body("sqlite").await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$body("postgres").await;
-            }
-        }
-    };
 }
 
 async fn ingest_is_idempotent(backend: &str) {
@@ -127,7 +109,7 @@ async fn days_are_decided_once(backend: &str) {
                 .iter()
                 .map(|x| x.key.to_string()),
         );
-        day = day.succ_opt().unwrap();
+        day = calendar::day_after(day);
     }
     expected.sort();
     assert_eq!(
@@ -141,7 +123,7 @@ async fn days_are_decided_once(backend: &str) {
     while day <= d("2026-09-30") {
         let r = s.run_day(s.register().await.unwrap(), day).await.unwrap();
         assert_eq!(r.inserted, 0, "{day}");
-        day = day.succ_opt().unwrap();
+        day = calendar::day_after(day);
     }
     assert_eq!(store.decisions().await.unwrap(), first);
     assert_eq!(store.counts().await.unwrap(), counts);
@@ -184,7 +166,7 @@ async fn concurrent_instances_never_double(backend: &str) {
         );
         total += ra.decisions;
         decided += ra.inserted + rb.inserted;
-        day = day.succ_opt().unwrap();
+        day = calendar::day_after(day);
     }
     assert!(total > 0);
     assert_eq!(decided, total);
@@ -209,7 +191,7 @@ async fn a_fixed_rule_never_renotifies(backend: &str) {
     let mut day = d("2026-04-01");
     while day <= d("2026-06-30") {
         assert_eq!(s2.run_day(pop.clone(), day).await.unwrap().inserted, 0);
-        day = day.succ_opt().unwrap();
+        day = calendar::day_after(day);
     }
     s2.catch_up(d("2026-06-30"), |_| {}).await.unwrap();
     let after = store.decisions().await.unwrap();
@@ -384,7 +366,7 @@ async fn the_kept_register_matches_a_whole_read(backend: &str) {
             k
         };
         assert_eq!(keys(&patched), keys(&whole), "{day}");
-        day = day.succ_opt().unwrap();
+        day = calendar::day_after(day);
     }
 }
 on_both!(kept_register, the_kept_register_matches_a_whole_read);
@@ -501,7 +483,7 @@ async fn outbox_retries_and_dead_letters(backend: &str) {
             .unwrap(),
         Default::default()
     );
-    clock.set(clock.now() + chrono::Duration::minutes(5));
+    clock.advance(Duration::from_secs(5 * 60));
     let r = Worker::new("w1", store.clone(), clock.clone(), policy.clone())
         .drain(&ch)
         .await
@@ -602,7 +584,7 @@ async fn outbox_honours_retry_after_and_gone_on_postgres() {
         .unwrap();
     assert_eq!((r.delivered, r.retried, r.gone), (emails.len() - 2, 1, 1));
     // The channel's own hint (Retry-After: 30 s) decides the next attempt.
-    clock.set(clock.now() + chrono::Duration::seconds(29));
+    clock.advance(Duration::from_secs(29));
     assert_eq!(
         Worker::new("w", store.clone(), clock.clone(), policy.clone())
             .drain(&ch)
@@ -611,7 +593,7 @@ async fn outbox_honours_retry_after_and_gone_on_postgres() {
             .delivered,
         0
     );
-    clock.set(clock.now() + chrono::Duration::seconds(2));
+    clock.advance(Duration::from_secs(2));
     assert_eq!(
         Worker::new("w", store.clone(), clock.clone(), policy.clone())
             .drain(&ch)
@@ -728,7 +710,10 @@ async fn push_is_held_overnight_and_falls_back_to_email(backend: &str) {
         .filter(|r| r.channel == "webpush")
         .all(|r| r.next_attempt_at == jst_at("2026-10-02", 8) && r.attempts == 0));
     // 07:59: still held.
-    clock.set(jst_at("2026-10-02", 8) - chrono::Duration::minutes(1));
+    clock.set(oshirase_engine::clock::before(
+        jst_at("2026-10-02", 8),
+        Duration::from_secs(60),
+    ));
     assert_eq!(
         Worker::new("w", store.clone(), clock.clone(), policy.clone())
             .drain(&ch)
@@ -857,37 +842,25 @@ on_both!(daily_cap_and_muting, the_daily_cap_and_muting);
 
 /// (resident_id, batch_id, record) of every history row, in id order.
 async fn history(url: &str) -> Vec<(String, i64, String)> {
-    use sqlx::Row;
-    sqlx::any::install_default_drivers();
-    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(url)
-        .await
-        .unwrap();
-    sqlx::query("SELECT resident_id, batch_id, record FROM resident_history ORDER BY id")
-        .fetch_all(&mut conn)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get("resident_id"), r.get("batch_id"), r.get("record")))
-        .collect()
+    oshirase_testkit::sql::rows(
+        url,
+        "SELECT resident_id, batch_id, record FROM resident_history ORDER BY id",
+    )
+    .await
+    .iter()
+    .map(|r| (r[0].text().to_owned(), r[1].int(), r[2].text().to_owned()))
+    .collect()
 }
 
-/// (householder_id, members) of a stored household.
+/// (householder_id, members) of a stored household (`id` is a test literal).
 async fn household(url: &str, id: &str) -> (Option<String>, i64) {
-    use sqlx::Row;
-    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(url)
-        .await
-        .unwrap();
-    let sql = if url.starts_with("postgres") {
-        "SELECT householder_id, members FROM households WHERE id = $1"
-    } else {
-        "SELECT householder_id, members FROM households WHERE id = ?"
-    };
-    let row = sqlx::query(sql)
-        .bind(id.to_owned())
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
-    (row.get("householder_id"), row.get("members"))
+    let rows = oshirase_testkit::sql::rows(
+        url,
+        &format!("SELECT householder_id, members FROM households WHERE id = '{id}'"),
+    )
+    .await;
+    let row = rows.first().unwrap_or_else(|| panic!("no household {id}"));
+    (row[0].opt_text().map(str::to_owned), row[1].int())
 }
 
 /// A first load writes no history; a change moves the version it replaces there, with the

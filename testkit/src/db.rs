@@ -7,11 +7,25 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sqlx::{AnyConnection, AssertSqlSafe, Connection, Row};
 
-/// A fresh database; a SQLite file goes with the guard, PostgreSQL databases with the next
-/// run of the same suite (see `fresh`).
+/// A fresh database; a SQLite file goes with the guard, PostgreSQL databases with a later
+/// run of the same suite once this process has ended (see `fresh`).
 pub struct TestDb {
     pub url: String,
     _dir: Option<tempfile::TempDir>,
+}
+
+/// Whether the process whose pid starts `pid_n` (`{pid}_{n}`) is still running. Where
+/// `/proc` is missing nothing counts as ended, so nothing is dropped by mistake.
+fn owner_alive(pid_n: &str) -> bool {
+    let proc = std::path::Path::new("/proc");
+    if !proc.is_dir() {
+        return true;
+    }
+    match pid_n.split('_').next().and_then(|p| p.parse::<u32>().ok()) {
+        Some(pid) => proc.join(pid.to_string()).exists(),
+        // Not a name `fresh` made: someone else's database, left alone.
+        None => true,
+    }
 }
 
 /// The PostgreSQL server the tests use.
@@ -35,8 +49,8 @@ pub async fn postgres_admin() -> AnyConnection {
 }
 
 /// A fresh `backend` (`sqlite` or `postgres`) database. PostgreSQL databases are named
-/// `{prefix}{pid}_{n}`; the first call of a process drops those an earlier process of the
-/// same suite (same `prefix`) left behind, so each suite needs its own prefix.
+/// `{prefix}{pid}_{n}`; the first call of a process drops those that processes no longer
+/// running left behind, so two runs of a suite at once never drop each other's databases.
 pub async fn fresh(backend: &str, prefix: &str) -> TestDb {
     static N: AtomicUsize = AtomicUsize::new(0);
     if backend == "sqlite" {
@@ -58,7 +72,7 @@ pub async fn fresh(backend: &str, prefix: &str) -> TestDb {
         .expect("listing databases");
         for row in old {
             let name: String = row.get("datname");
-            if !name.starts_with(&mine) {
+            if !name.starts_with(&mine) && !owner_alive(&name[prefix.len()..]) {
                 let _ = sqlx::query(AssertSqlSafe(format!(
                     "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
                 )))

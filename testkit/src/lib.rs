@@ -1,5 +1,30 @@
 //! The shared harness of oshirase's test suites and benchmarks.
 
 pub mod db;
+pub mod sql;
 
 pub use db::{fresh, postgres_admin, postgres_admin_url, TestDb};
+
+/// A date written as tests write them, `2026-10-01`.
+pub fn d(s: &str) -> chrono::NaiveDate {
+    s.parse()
+        .unwrap_or_else(|e| panic!("{s:?} is not a YYYY-MM-DD date: {e}"))
+}
+
+/// Runs an `async fn body(backend: &str)` on SQLite and on PostgreSQL, as two tests
+/// `name::sqlite` and `name::postgres` (the caller depends on tokio).
+#[macro_export]
+macro_rules! on_both {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$body("sqlite").await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$body("postgres").await;
+            }
+        }
+    };
+}

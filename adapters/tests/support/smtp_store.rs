@@ -122,7 +122,7 @@ pub async fn claim(store: &Store, now: DateTime<FixedOffset>) -> Vec<OutboxItem>
             "test",
             10_000,
             now,
-            now + chrono::Duration::hours(1),
+            oshirase_engine::clock::after(now, std::time::Duration::from_secs(3600)),
         )
         .await
         .expect("claimed rows")

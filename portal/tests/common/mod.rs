@@ -2,13 +2,13 @@
 //! PostgreSQL server named by OSHIRASE_TEST_PG, default postgres://postgres@127.0.0.1:5432/test),
 //! a small register with committed decisions, and the portal serving on a free port.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, FixedOffset, NaiveDate};
+use chrono::{DateTime, FixedOffset};
 use indexmap::IndexMap;
 use oshirase_engine::clock::{Clock, FixedClock};
 use oshirase_engine::eval::{Decision, DecisionKey, Recipient, RenderedMessages, Role};
@@ -23,9 +23,7 @@ use tokio::sync::watch;
 pub const SECRET: &str = "0123456789abcdef0123456789abcdef-test";
 pub const ISSUER: &str = "https://idp.example.jp";
 
-pub fn d(s: &str) -> NaiveDate {
-    s.parse().unwrap()
-}
+pub use oshirase_testkit::{d, on_both};
 
 pub fn root() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
@@ -36,23 +34,6 @@ pub type Db = oshirase_testkit::TestDb;
 /// A fresh database of `backend` (`sqlite`, `postgres`) for the portal's tests.
 pub async fn fresh(backend: &str) -> Db {
     oshirase_testkit::fresh(backend, "oshirase_p").await
-}
-
-/// Runs a test body on SQLite and on PostgreSQL.
-#[macro_export]
-macro_rules! on_both {
-    ($name:ident, $body:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$body("sqlite").await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$body("postgres").await;
-            }
-        }
-    };
 }
 
 /// The test register: an adult with two proxies (one scoped to pensions, one whose
@@ -113,7 +94,6 @@ fn recipient(id: &str, role: Role, channels: &[Channel]) -> Recipient {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn decision(
     rule: &str,
     category: Category,

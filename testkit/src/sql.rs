@@ -1,0 +1,86 @@
+//! Raw SQL for tests that must look under the store or break it on purpose (a corrupt
+//! record, a row's exact columns). Product code never does this: it goes through `Store`.
+
+use sqlx::{AnyConnection, AssertSqlSafe, Column, Connection, Row, ValueRef};
+
+/// One column's value, as a test compares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cell {
+    Null,
+    Int(i64),
+    Text(String),
+}
+
+impl Cell {
+    /// The text of a text column; panics naming the value otherwise.
+    pub fn text(&self) -> &str {
+        match self {
+            Cell::Text(s) => s,
+            other => panic!("not a text column: {other:?}"),
+        }
+    }
+
+    /// The integer of an integer column; panics naming the value otherwise.
+    pub fn int(&self) -> i64 {
+        match self {
+            Cell::Int(i) => *i,
+            other => panic!("not an integer column: {other:?}"),
+        }
+    }
+
+    /// The text of a text column, `None` for NULL.
+    pub fn opt_text(&self) -> Option<&str> {
+        match self {
+            Cell::Null => None,
+            other => Some(other.text()),
+        }
+    }
+}
+
+async fn connect(url: &str) -> AnyConnection {
+    sqlx::any::install_default_drivers();
+    AnyConnection::connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {url}: {e}"))
+}
+
+/// Runs `sql` (literals inline, no parameters) and returns the rows it changed.
+pub async fn execute(url: &str, sql: &str) -> u64 {
+    let mut conn = connect(url).await;
+    sqlx::query(AssertSqlSafe(sql.to_owned()))
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .rows_affected()
+}
+
+/// The rows `sql` selects, each as its columns in order.
+pub async fn rows(url: &str, sql: &str) -> Vec<Vec<Cell>> {
+    let mut conn = connect(url).await;
+    let rows = sqlx::query(AssertSqlSafe(sql.to_owned()))
+        .fetch_all(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    rows.iter()
+        .map(|row| {
+            (0..row.columns().len())
+                .map(|i| {
+                    let raw = row.try_get_raw(i).expect("a column in range");
+                    if raw.is_null() {
+                        return Cell::Null;
+                    }
+                    // PostgreSQL's int4 decodes only as i32.
+                    let int = row
+                        .try_get::<i64, _>(i)
+                        .or_else(|_| row.try_get::<i32, _>(i).map(i64::from));
+                    match int {
+                        Ok(n) => Cell::Int(n),
+                        Err(_) => Cell::Text(row.try_get::<String, _>(i).unwrap_or_else(|e| {
+                            panic!("{sql}: column {}: {e}", row.column(i).name())
+                        })),
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
