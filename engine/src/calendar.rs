@@ -151,9 +151,13 @@ pub fn date_in_fiscal_year(fy: i32, md: MonthDay) -> NaiveDate {
     md.in_year(y)
 }
 
+/// The age of compulsory school entry (学校教育法17条1項): law the calendar applies, like the
+/// age-counting law, not a programme parameter.
+pub const SCHOOL_ENTRY_AGE: i32 = 6;
+
 /// Elementary-school entry (学校教育法17条): the first April 1 after the day age 6 is attained.
 pub fn school_entry(birth: NaiveDate) -> NaiveDate {
-    let day_after = add_days(attain(birth, 6), 1);
+    let day_after = add_days(attain(birth, SCHOOL_ENTRY_AGE), 1);
     let y = if (day_after.month(), day_after.day()) <= (4, 1) {
         day_after.year()
     } else {

@@ -6,7 +6,9 @@ use oshirase_engine::calendar;
 use rand::prelude::*;
 
 use crate::people::{flag, Person, NONE};
-use crate::world::{pick, World, EARLY_PENSION, KAIGO, KOUKI_AGE, PENSION_AGE};
+use crate::world::{
+    pick, World, ADULT_AGE, EARLY_PENSION, KAIGO, KOUKI_AGE, PARTNER_MOVE_IN_AGES, PENSION_AGE,
+};
 
 /// What a person does, which decides insurance and pension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,7 +218,7 @@ pub(crate) fn assign_arrivals(w: &mut World) {
         };
         let native = w.chance(native_p);
         if !native {
-            let lo = calendar::anniversary(w.persons[head as usize].birth, 18)
+            let lo = calendar::anniversary(w.persons[head as usize].birth, ADULT_AGE)
                 .max(earliest)
                 .min(last);
             let d = w.day_between(lo, last);
@@ -237,8 +239,9 @@ pub(crate) fn assign_arrivals(w: &mut World) {
                 Some(_) => None,
                 None if blood => None,
                 None => {
-                    let lo = calendar::anniversary(birth, 20).min(last);
-                    let hi = calendar::anniversary(birth, 32).min(last).max(lo);
+                    let (from, to) = PARTNER_MOVE_IN_AGES;
+                    let lo = calendar::anniversary(birth, from).min(last);
+                    let hi = calendar::anniversary(birth, to).min(last).max(lo);
                     Some(w.day_between(lo, hi))
                 }
             };

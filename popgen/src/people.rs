@@ -4,7 +4,7 @@ use chrono::NaiveDate;
 use rand::prelude::*;
 
 use crate::attributes::Occ;
-use crate::world::{age_table, World, MAX_AGE};
+use crate::world::{age_table, World, CENSUS_TOP_AGE, MAX_AGE};
 
 /// No person (an unset spouse, parent or household).
 pub(crate) const NONE: u32 = u32::MAX;
@@ -91,8 +91,8 @@ pub(crate) fn build_people(w: &mut World, n: usize) -> anyhow::Result<()> {
     for (sex, age, count) in allocate(&table, n) {
         for _ in 0..count {
             // "100 and over": 100 to 105, each year about 60 % of the one before.
-            let age = if age == 100 {
-                let mut a = 100;
+            let age = if age == CENSUS_TOP_AGE {
+                let mut a = CENSUS_TOP_AGE;
                 while a < MAX_AGE && w.chance(0.6) {
                     a += 1;
                 }

@@ -93,6 +93,18 @@ pub(crate) const KAIGO_AGE: i32 = 65;
 /// 後期高齢者医療 from the 75th birthday (高齢者の医療の確保に関する法律第50条第1号).
 pub(crate) const KOUKI_AGE: i32 = 75;
 
+// Statistical bands, not law: the census's open top band, the age groups of 人口推計 the
+// summary counts in, and the ages at which a partner who moves in does so (a model choice).
+
+/// The census's last row is "100 and over".
+pub(crate) const CENSUS_TOP_AGE: usize = 100;
+/// 年少人口 is under 15; 老年人口 from 65, of which 75 and over (人口推計's groups).
+pub(crate) const YOUNG_BAND_END: i32 = 15;
+pub(crate) const OLD_BAND_START: i32 = 65;
+pub(crate) const LATE_OLD_BAND_START: i32 = 75;
+/// A partner who moved in did so between these ages.
+pub(crate) const PARTNER_MOVE_IN_AGES: (i32, i32) = (20, 32);
+
 /// Share of people with a 要介護・要支援 certification by age band, from the 第1号 age
 /// (fixtures/README.md).
 pub(crate) const KAIGO: [(i32, i32, f64); 5] = [
@@ -187,7 +199,7 @@ impl World {
 
     /// A uniformly drawn day of `lo..=hi`.
     pub(crate) fn day_between(&mut self, lo: NaiveDate, hi: NaiveDate) -> NaiveDate {
-        let n = (hi - lo).num_days().max(0);
+        let n = calendar::days_between(lo, hi).max(0);
         calendar::add_days(lo, self.rng.random_range(0..=n))
     }
 

@@ -15,7 +15,10 @@ use serde::Serialize;
 use crate::attributes::attr;
 use crate::names::{given_names, romaji, SURNAMES};
 use crate::people::{flag, NONE};
-use crate::world::{World, ADULT_AGE, CITY, ELSEWHERE, LOCAL_GOV_CODE, TOWNS, WARDS};
+use crate::world::{
+    World, ADULT_AGE, CITY, ELSEWHERE, LATE_OLD_BAND_START, LOCAL_GOV_CODE, OLD_BAND_START, TOWNS,
+    WARDS, YOUNG_BAND_END,
+};
 use crate::{Options, Summary};
 
 /// A resident id: `R` and the resident number.
@@ -230,7 +233,7 @@ impl World {
         let mut contact = None;
         let mut consents = None;
         let mut preferences = None;
-        if age >= 18 && person.flags & flag::NO_CONTACT == 0 {
+        if age >= ADULT_AGE && person.flags & flag::NO_CONTACT == 0 {
             let email = |w: &mut World| {
                 let form = w.rng.random_range(0..3);
                 let (g, s) = (romaji(g_kana), romaji(s_kana));
@@ -457,9 +460,9 @@ pub(crate) fn write_snapshot(
         for m in members {
             let age = w.age(m);
             s.residents += 1;
-            s.under_15 += usize::from(age < 15);
-            s.aged_65 += usize::from(age >= 65);
-            s.aged_75 += usize::from(age >= 75);
+            s.under_15 += usize::from(age < YOUNG_BAND_END);
+            s.aged_65 += usize::from(age >= OLD_BAND_START);
+            s.aged_75 += usize::from(age >= LATE_OLD_BAND_START);
             let p = &w.persons[m as usize];
             let status = match p.since {
                 None => StatusOut::Resident {

@@ -74,7 +74,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<u8> {
     let snap = load_snapshot(&args.snapshot).map_err(|e| anyhow::anyhow!("{e}"))?;
     let pop = &snap.population;
 
-    let days = (args.to - args.from).num_days().unsigned_abs() + 1;
+    let days = calendar::days_between(args.from, args.to).unsigned_abs() + 1;
     // indicatif hides a stderr bar that is not a terminal: pipes, CI and tests see nothing.
     let bar = ProgressBar::with_draw_target(Some(days), ProgressDrawTarget::stderr());
     bar.set_style(
@@ -403,7 +403,7 @@ fn chart_html(rules: &RuleSet, sim: &Simulation, cmp: Option<(&Comparison, &Rule
     // At most about a year of bars; longer ranges add up several days per bar.
     let bucket = days.div_ceil(366);
     let bars = days.div_ceil(bucket);
-    let bucket_of = |d: NaiveDate| (d - from).num_days().unsigned_abs() as usize / bucket;
+    let bucket_of = |d: NaiveDate| calendar::days_between(from, d).unsigned_abs() as usize / bucket;
     let mut stacks: Vec<BTreeMap<&RuleId, usize>> = vec![BTreeMap::new(); bars];
     // The same counts per rule, for each rule's own small chart on its own scale: one
     // annual batch (April 1) would otherwise flatten every daily rule in the big chart.
