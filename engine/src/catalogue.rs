@@ -415,6 +415,50 @@ fn compile_rule(
     content_hash: String,
 ) -> Option<Rule> {
     let before = cx.errors.len();
+    check_identity(&doc, cx);
+    let notify_offset = check_trigger_and_notify(&doc, cx);
+    check_valid_years(&doc, cx);
+    let deadline = check_delivery(&doc, cx);
+    let mut scripts = RuleScripts {
+        engine,
+        lines: Vec::new(),
+    };
+    let conditions = compile_conditions(&doc, cx, &mut scripts);
+    let prefill = compile_prefill(&doc, cx, &mut scripts);
+    let (params_used, script_vars) = script_usage(&conditions, &prefill);
+    // Any error in this file, from whichever pass, means no rule.
+    if cx.errors.len() > before {
+        return None;
+    }
+    Some(Rule {
+        id: doc.id,
+        version: doc.version,
+        title: doc.title,
+        category: doc.category,
+        legal_basis: doc.legal_basis,
+        valid: doc.valid,
+        trigger: doc.trigger,
+        notify_offset,
+        conditions,
+        audience: doc.audience,
+        deadline,
+        prefill,
+        recommend: doc.recommend,
+        message: doc.message,
+        channels: doc.channels,
+        critical: doc.critical,
+        params_used,
+        script_vars,
+        source: Arc::new(RuleSource {
+            file: cx.file.to_owned(),
+            lines: scripts.lines,
+        }),
+        content_hash,
+    })
+}
+
+/// The id against the file name, the version, and the order of the validity dates.
+fn check_identity(doc: &RuleDoc, cx: &mut FileCtx) {
     let stem = Path::new(cx.file)
         .file_stem()
         .and_then(|s| s.to_str())
@@ -436,6 +480,11 @@ fn compile_rule(
     if doc.valid.to.is_some_and(|t| t < doc.valid.from) {
         cx.err("valid", "`to` is before `from`", None);
     }
+}
+
+/// The trigger's ages and the notice's offset from the occurrence; returns the offset in
+/// days (0 when it is missing or invalid, so the other passes can still run).
+fn check_trigger_and_notify(doc: &RuleDoc, cx: &mut FileCtx) -> i64 {
     let notify_offset = match doc.notify {
         None => 0,
         Some(NotifyDoc {
@@ -482,6 +531,11 @@ fn compile_rule(
             None,
         );
     }
+    notify_offset
+}
+
+/// The validity dates must lie in the years the calendar covers.
+fn check_valid_years(doc: &RuleDoc, cx: &mut FileCtx) {
     for (field, d) in [
         ("valid.from", Some(doc.valid.from)),
         ("valid.to", doc.valid.to),
@@ -498,6 +552,10 @@ fn compile_rule(
             );
         }
     }
+}
+
+/// Who gets the notice, how, with what title and basis, and by when; returns the deadline.
+fn check_delivery(doc: &RuleDoc, cx: &mut FileCtx) -> Option<Deadline> {
     let is_death = doc.trigger == Trigger::Event(EventKind::Death);
     if doc.audience.is_empty() {
         cx.err(
@@ -543,12 +601,20 @@ fn compile_rule(
             None,
         );
     }
+    deadline
+}
 
-    let mut lines = Vec::new();
-    let mut compile = |cx: &mut FileCtx, field: String, src: &str| -> Option<script::Script> {
+/// Compiles a rule's scripts, remembering each script field's line for later messages.
+struct RuleScripts<'e> {
+    engine: &'e ScriptEngine,
+    lines: Vec<(String, usize)>,
+}
+
+impl RuleScripts<'_> {
+    fn compile(&mut self, cx: &mut FileCtx, field: String, src: &str) -> Option<script::Script> {
         let field_line = locate(cx.text, &field);
-        lines.push((field.clone(), field_line));
-        match engine.compile(src) {
+        self.lines.push((field.clone(), field_line));
+        match self.engine.compile(src) {
             Ok(s) => Some(s),
             Err((msg, line, col)) => {
                 cx.errors.push(LoadError {
@@ -566,7 +632,15 @@ fn compile_rule(
                 None
             }
         }
-    };
+    }
+}
+
+/// The conditions, compiled, each with its field name.
+fn compile_conditions(
+    doc: &RuleDoc,
+    cx: &mut FileCtx,
+    scripts: &mut RuleScripts,
+) -> Vec<(String, Condition)> {
     let mut conditions = Vec::new();
     for (i, c) in doc.conditions.iter().enumerate() {
         let field = format!("conditions[{i}]");
@@ -584,9 +658,9 @@ fn compile_rule(
                 Some(Condition::Age(*r))
             }
             ConditionDoc::HouseholdRemaining(r) => Some(Condition::HouseholdRemaining(*r)),
-            ConditionDoc::Script(src) => {
-                compile(cx, format!("{field}.script"), src).map(Condition::Script)
-            }
+            ConditionDoc::Script(src) => scripts
+                .compile(cx, format!("{field}.script"), src)
+                .map(Condition::Script),
         };
         if let Some(c) = compiled {
             conditions.push((field, c));
@@ -603,6 +677,15 @@ fn compile_rule(
             }
         }
     }
+    conditions
+}
+
+/// The prefill fields, compiled in order; each may read only the fields above it.
+fn compile_prefill(
+    doc: &RuleDoc,
+    cx: &mut FileCtx,
+    scripts: &mut RuleScripts,
+) -> Vec<(String, script::Script)> {
     let mut prefill = Vec::new();
     let mut earlier: Vec<&str> = Vec::new();
     for (name, src) in &doc.prefill {
@@ -635,17 +718,25 @@ fn compile_rule(
                 Some("choose another field name"),
             );
         }
-        if let Some(s) = compile(cx, field, src) {
+        if let Some(s) = scripts.compile(cx, field, src) {
             prefill.push((name.clone(), s));
         }
     }
+    prefill
+}
+
+/// The parameters and the script variables the compiled scripts read.
+fn script_usage(
+    conditions: &[(String, Condition)],
+    prefill: &[(String, script::Script)],
+) -> (Vec<String>, Vec<&'static str>) {
     let mut params_used = BTreeSet::new();
-    for (_, c) in &conditions {
+    for (_, c) in conditions {
         if let Condition::Script(s) = c {
             params_used.extend(rhai_names(&s.source, "params."));
         }
     }
-    for (_, s) in &prefill {
+    for (_, s) in prefill {
         params_used.extend(rhai_names(&s.source, "params."));
     }
     let sources: Vec<&str> = conditions
@@ -660,34 +751,7 @@ fn compile_rule(
         .into_iter()
         .filter(|v| sources.iter().any(|src| script::mentions(src, v)))
         .collect();
-    if cx.errors.len() > before {
-        return None;
-    }
-    Some(Rule {
-        id: doc.id,
-        version: doc.version,
-        title: doc.title,
-        category: doc.category,
-        legal_basis: doc.legal_basis,
-        valid: doc.valid,
-        trigger: doc.trigger,
-        notify_offset,
-        conditions,
-        audience: doc.audience,
-        deadline,
-        prefill,
-        recommend: doc.recommend,
-        message: doc.message,
-        channels: doc.channels,
-        critical: doc.critical,
-        params_used: params_used.into_iter().collect(),
-        script_vars,
-        source: Arc::new(RuleSource {
-            file: cx.file.to_owned(),
-            lines,
-        }),
-        content_hash,
-    })
+    (params_used.into_iter().collect(), script_vars)
 }
 
 fn yaml_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
@@ -740,8 +804,36 @@ pub fn compile_sources(
     param_sources: &[(String, String)],
 ) -> Result<RuleSet, LoadErrors> {
     let mut errors = Vec::new();
+    // Parameter files first, then rule files: the order the version hash has always used.
     let mut hasher = Sha256::new();
+    let params = parse_parameters(param_sources, &mut hasher, &mut errors);
+    let engine = ScriptEngine::new();
+    let (rules, texts) = compile_rules(sources, &engine, &mut hasher, &mut errors);
+    let (by_id, env) = check_across_files(&rules, &texts, &params, &mut errors);
+    probe_scripts(&rules, &texts, &params, &engine, &mut errors);
 
+    if !errors.is_empty() {
+        errors.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+        return Err(LoadErrors(errors));
+    }
+    let rules: Vec<Arc<Rule>> = rules.into_iter().map(Arc::new).collect();
+    Ok(RuleSet {
+        rules,
+        by_id,
+        params: Arc::new(params),
+        engine: Arc::new(engine),
+        templates: Arc::new(env),
+        version: hex(&hasher.finalize())[..16].to_owned(),
+        dir: dir.to_path_buf(),
+    })
+}
+
+/// Every parameter file, hashed and parsed; a name defined twice keeps its first definition.
+fn parse_parameters(
+    param_sources: &[(String, String)],
+    hasher: &mut Sha256,
+    errors: &mut Vec<LoadError>,
+) -> Parameters {
     let mut params = Parameters::default();
     for (file, text) in param_sources {
         hasher.update(file.as_bytes());
@@ -790,8 +882,17 @@ pub fn compile_sources(
             }
         }
     }
+    params
+}
 
-    let engine = ScriptEngine::new();
+/// Every rule file, hashed, parsed and compiled on its own; returns the sound rules and each
+/// file's text (by file name) for the later passes' line numbers.
+fn compile_rules<'s>(
+    sources: &'s [(String, String)],
+    engine: &ScriptEngine,
+    hasher: &mut Sha256,
+    errors: &mut Vec<LoadError>,
+) -> (Vec<Rule>, HashMap<String, &'s str>) {
     let mut rules: Vec<Rule> = Vec::new();
     let mut texts: HashMap<String, &str> = HashMap::new();
     for (file, text) in sources {
@@ -811,25 +912,37 @@ pub fn compile_sources(
             errors: Vec::new(),
         };
         let hash = hex(&Sha256::digest(text.as_bytes()));
-        if let Some(rule) = compile_rule(doc, &mut cx, &engine, hash) {
+        if let Some(rule) = compile_rule(doc, &mut cx, engine, hash) {
             rules.push(rule);
         }
         errors.extend(cx.errors);
     }
+    (rules, texts)
+}
 
-    // Cross-file checks: unique ids, recommendations, parameters, template variables.
+/// A context for errors about `rule`, found after its file was compiled.
+fn rule_ctx<'a>(rule: &'a Rule, texts: &HashMap<String, &'a str>) -> FileCtx<'a> {
+    FileCtx {
+        file: &rule.source.file,
+        text: texts.get(&rule.source.file).copied().unwrap_or_default(),
+        errors: Vec::new(),
+    }
+}
+
+/// Cross-file checks: unique ids, recommendations, parameters, template variables. Returns
+/// the index by id and the templates, compiled along the way.
+fn check_across_files(
+    rules: &[Rule],
+    texts: &HashMap<String, &str>,
+    params: &Parameters,
+    errors: &mut Vec<LoadError>,
+) -> (HashMap<RuleId, usize>, minijinja::Environment<'static>) {
     let mut by_id: HashMap<RuleId, usize> = HashMap::new();
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     let ids: BTreeSet<&RuleId> = rules.iter().map(|r| &r.id).collect();
     for (i, rule) in rules.iter().enumerate() {
-        let file = rule.source.file.clone();
-        let text = texts.get(&file).copied().unwrap_or_default();
-        let mut cx = FileCtx {
-            file: &file,
-            text,
-            errors: Vec::new(),
-        };
+        let mut cx = rule_ctx(rule, texts);
         if let Some(&first) = by_id.get(&rule.id) {
             cx.err(
                 "id",
@@ -843,89 +956,109 @@ pub fn compile_sources(
         } else {
             by_id.insert(rule.id.clone(), i);
         }
-        for (k, rec) in rule.recommend.iter().enumerate() {
-            if !ids.contains(rec) {
-                cx.err(
-                    &format!("recommend[{k}]"),
-                    format!("no rule with id {:?}", rec.as_str()),
-                    Some("recommend the id of a rule in this folder"),
-                );
-            } else if rec == &rule.id {
-                cx.err(
-                    &format!("recommend[{k}]"),
-                    "a rule cannot recommend itself",
-                    None,
-                );
-            }
-        }
-        for p in &rule.params_used {
-            if !params.0.contains_key(p) {
-                let field = rule
-                    .source
-                    .lines
-                    .iter()
-                    .map(|(f, _)| f)
-                    .find(|f| {
-                        script_source(rule, f).is_some_and(|s| rhai_names(s, "params.").contains(p))
-                    })
-                    .cloned()
-                    .unwrap_or_default();
-                cx.err(
-                    &field,
-                    format!("no parameter {p:?}"),
-                    Some("define it in rules/parameters/*.yaml"),
-                );
-            }
-        }
-        let allowed: BTreeSet<String> = rule
-            .prefill
-            .iter()
-            .map(|(n, _)| n.clone())
-            .chain(TEMPLATE_BUILTINS.iter().map(|s| s.to_string()))
-            .collect();
-        for (lang, src) in [
-            ("ja", Some(&rule.message.ja)),
-            ("en", rule.message.en.as_ref()),
-        ] {
-            let Some(src) = src else { continue };
-            let field = format!("message.{lang}");
-            let name = format!("{}.{lang}", rule.id);
-            if let Err(e) = env.add_template_owned(name.clone(), src.clone()) {
-                cx.err(&field, format!("template does not parse: {e}"), None);
-                continue;
-            }
-            let tmpl = env.get_template(&name).expect("just added");
-            let mut unknown: Vec<String> = tmpl
-                .undeclared_variables(false)
-                .into_iter()
-                .filter(|v| !allowed.contains(v))
-                .collect();
-            unknown.sort();
-            for v in unknown {
-                cx.err(
-                    &field,
-                    format!("template variable {v:?} is not a prefill field"),
-                    Some(&format!(
-                        "available: {}",
-                        allowed.iter().cloned().collect::<Vec<_>>().join(", ")
-                    )),
-                );
-            }
-        }
+        check_recommend(rule, &ids, &mut cx);
+        check_params_used(rule, params, &mut cx);
+        check_templates(rule, &mut env, &mut cx);
         errors.extend(cx.errors);
     }
+    (by_id, env)
+}
 
-    // Try every script once on a made-up resident: a runaway loop or a condition that does
-    // not return a bool is a load error, not a surprise at 6 a.m.
+/// Each recommendation names another rule of the folder.
+fn check_recommend(rule: &Rule, ids: &BTreeSet<&RuleId>, cx: &mut FileCtx) {
+    for (k, rec) in rule.recommend.iter().enumerate() {
+        if !ids.contains(rec) {
+            cx.err(
+                &format!("recommend[{k}]"),
+                format!("no rule with id {:?}", rec.as_str()),
+                Some("recommend the id of a rule in this folder"),
+            );
+        } else if rec == &rule.id {
+            cx.err(
+                &format!("recommend[{k}]"),
+                "a rule cannot recommend itself",
+                None,
+            );
+        }
+    }
+}
+
+/// Every `params.x` a script reads is defined, reported at the first script that reads it.
+fn check_params_used(rule: &Rule, params: &Parameters, cx: &mut FileCtx) {
+    for p in &rule.params_used {
+        if !params.0.contains_key(p) {
+            let field = rule
+                .source
+                .lines
+                .iter()
+                .map(|(f, _)| f)
+                .find(|f| {
+                    script_source(rule, f).is_some_and(|s| rhai_names(s, "params.").contains(p))
+                })
+                .cloned()
+                .unwrap_or_default();
+            cx.err(
+                &field,
+                format!("no parameter {p:?}"),
+                Some("define it in rules/parameters/*.yaml"),
+            );
+        }
+    }
+}
+
+/// Adds the rule's message templates to `env`; each must parse and use only prefill fields
+/// and the built-in variables.
+fn check_templates(rule: &Rule, env: &mut minijinja::Environment<'static>, cx: &mut FileCtx) {
+    let allowed: BTreeSet<String> = rule
+        .prefill
+        .iter()
+        .map(|(n, _)| n.clone())
+        .chain(TEMPLATE_BUILTINS.iter().map(|s| s.to_string()))
+        .collect();
+    for (lang, src) in [
+        ("ja", Some(&rule.message.ja)),
+        ("en", rule.message.en.as_ref()),
+    ] {
+        let Some(src) = src else { continue };
+        let field = format!("message.{lang}");
+        let name = format!("{}.{lang}", rule.id);
+        if let Err(e) = env.add_template_owned(name.clone(), src.clone()) {
+            cx.err(&field, format!("template does not parse: {e}"), None);
+            continue;
+        }
+        let tmpl = env.get_template(&name).expect("just added");
+        let mut unknown: Vec<String> = tmpl
+            .undeclared_variables(false)
+            .into_iter()
+            .filter(|v| !allowed.contains(v))
+            .collect();
+        unknown.sort();
+        for v in unknown {
+            cx.err(
+                &field,
+                format!("template variable {v:?} is not a prefill field"),
+                Some(&format!(
+                    "available: {}",
+                    allowed.iter().cloned().collect::<Vec<_>>().join(", ")
+                )),
+            );
+        }
+    }
+}
+
+/// Try every script once on a made-up resident: a runaway loop or a condition that does
+/// not return a bool is a load error, not a surprise at 6 a.m.
+fn probe_scripts(
+    rules: &[Rule],
+    texts: &HashMap<String, &str>,
+    params: &Parameters,
+    engine: &ScriptEngine,
+    errors: &mut Vec<LoadError>,
+) {
     let probe_day = NaiveDate::from_ymd_opt(2026, 4, 1).expect("valid");
-    for rule in &rules {
-        let text = texts.get(&rule.source.file).copied().unwrap_or_default();
-        let mut cx = FileCtx {
-            file: &rule.source.file,
-            text,
-            errors: Vec::new(),
-        };
-        let mut scope = probe_scope(&params, probe_day);
+    for rule in rules {
+        let mut cx = rule_ctx(rule, texts);
+        let mut scope = probe_scope(params, probe_day);
         for (field, c) in &rule.conditions {
             if let Condition::Script(s) = c {
                 match engine.run(s, &mut scope) {
@@ -951,21 +1084,6 @@ pub fn compile_sources(
         }
         errors.extend(cx.errors);
     }
-
-    if !errors.is_empty() {
-        errors.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
-        return Err(LoadErrors(errors));
-    }
-    let rules: Vec<Arc<Rule>> = rules.into_iter().map(Arc::new).collect();
-    Ok(RuleSet {
-        rules,
-        by_id,
-        params: Arc::new(params),
-        engine: Arc::new(engine),
-        templates: Arc::new(env),
-        version: hex(&hasher.finalize())[..16].to_owned(),
-        dir: dir.to_path_buf(),
-    })
 }
 
 fn script_source<'a>(rule: &'a Rule, field: &str) -> Option<&'a str> {

@@ -681,7 +681,13 @@ impl State {
         Ok(())
     }
 
-    fn add_record(&mut self, l: &FeedLine, record: &Resident, birth: bool) -> Result<(), Reject> {
+    /// A birth (`birth`) or a move in: both put a new current record on the register.
+    fn apply_arrival(
+        &mut self,
+        l: &FeedLine,
+        record: &Resident,
+        birth: bool,
+    ) -> Result<(), Reject> {
         let (kind, reason, since) = if birth {
             ("birth", ResidentReason::Birth, record.birth_date)
         } else {
@@ -789,199 +795,248 @@ impl State {
 
     fn apply_line(&mut self, l: &FeedLine) -> Result<(), Reject> {
         match &l.change {
-            Change::Birth { record } => self.add_record(l, record, true)?,
-            Change::MoveIn { record } => self.add_record(l, record, false)?,
-            Change::Death { resident } | Change::MoveOut { resident } => {
-                let i = self.current("resident", resident)?;
-                let r = &self.residents[i];
-                if l.date < r.birth_date {
-                    return Err(reject(
-                        "date",
-                        format!("{} is before the birth date {}", l.date, r.birth_date),
-                    ));
-                }
-                if let Some(since) = r.status.date().filter(|s| l.date < *s) {
-                    return Err(reject(
-                        "date",
-                        format!(
-                            "{} is before {resident} came on the register on {since}",
-                            l.date
-                        ),
-                    ));
-                }
-                let recorded = (l.recorded > l.date).then_some(l.recorded);
-                let death = matches!(l.change, Change::Death { .. });
-                self.edit(i, l.line).status = if death {
-                    Status::Deceased {
-                        date: l.date,
-                        recorded,
-                    }
-                } else {
-                    Status::MovedOut {
-                        date: l.date,
-                        recorded,
-                    }
-                };
-                let kind = if death {
-                    EventKind::Death
-                } else {
-                    EventKind::MoveOut
-                };
-                self.events.push(LifeEvent::new(
-                    kind,
-                    resident.clone(),
-                    l.date,
-                    Some(l.recorded),
-                ));
-            }
+            Change::Birth { record } => self.apply_arrival(l, record, true),
+            Change::MoveIn { record } => self.apply_arrival(l, record, false),
+            Change::Death { resident } => self.apply_departure(l, resident, true),
+            Change::MoveOut { resident } => self.apply_departure(l, resident, false),
             Change::AddressChange { resident, address } => {
-                let i = self.current("resident", resident)?;
-                let here = self.residents[i].address.local_gov_code;
-                // 転居 is a move inside the municipality; leaving it is a 転出.
-                if address.local_gov_code != here {
-                    return Err(reject(
-                        "address.local_gov_code",
-                        format!(
-                            "{} is not this municipality ({here}); a move elsewhere is a move_out",
-                            address.local_gov_code
-                        ),
-                    ));
-                }
-                self.edit(i, l.line).address = address.clone();
+                self.apply_address_change(l, resident, address)
             }
             Change::HouseholderChange {
                 household,
                 new_householder,
                 relationships,
-            } => {
-                let members = self.members(household);
-                if members.is_empty() {
-                    return Err(reject(
-                        "household",
-                        format!("no household {household} with current residents"),
-                    ));
-                }
-                let h = self.current("new_householder", new_householder)?;
-                if !members.contains(&h) {
-                    return Err(reject(
-                        "new_householder",
-                        format!("{new_householder} is not in household {household}"),
-                    ));
-                }
-                if self.residents[h].is_householder() {
-                    return Err(reject(
-                        "new_householder",
-                        format!("{new_householder} is already the 世帯主 of {household}"),
-                    ));
-                }
-                if let Some(rel) = relationships
-                    .get(new_householder)
-                    .filter(|r| !r.is_householder())
-                {
-                    return Err(reject(
-                        &format!("relationships.{new_householder}"),
-                        format!("the new 世帯主 cannot be {rel}"),
-                    ));
-                }
-                // Two 世帯主 must never remain: the present one needs a new 続柄.
-                if let Some(&old) = members
-                    .iter()
-                    .find(|&&m| self.residents[m].is_householder())
-                {
-                    let id = &self.residents[old].id;
-                    if !relationships.contains_key(id) {
-                        return Err(reject(
-                            "relationships",
-                            format!("the present 世帯主 {id} needs a new 続柄"),
-                        ));
-                    }
-                }
-                let mut rels = relationships.clone();
-                rels.insert(new_householder.clone(), Relationship::householder());
-                self.set_relationships(l.line, household, &rels, &[])?;
-            }
+            } => self.apply_householder_change(l, household, new_householder, relationships),
             Change::HouseholdSplit {
                 residents,
                 household,
                 relationships,
-            } => {
-                for id in residents {
-                    self.current("residents", id)?;
-                }
-                // Former members keep their last household, so a used id is never a new one.
-                if self
-                    .households
-                    .get(household)
-                    .is_some_and(|v| !v.is_empty())
-                {
-                    return Err(reject(
-                        "household",
-                        format!(
-                            "household {household} already exists; a split needs a new id (household_merge joins an existing one)"
-                        ),
-                    ));
-                }
-                self.set_relationships(l.line, household, relationships, residents)?;
-            }
+            } => self.apply_household_split(l, residents, household, relationships),
             Change::HouseholdMerge {
                 residents,
                 household,
                 relationships,
-            } => {
-                if self.members(household).is_empty() {
-                    return Err(reject(
-                        "household",
-                        format!("no household {household} with current residents (household_split makes a new one)"),
-                    ));
-                }
-                for id in residents {
-                    let i = self.current("residents", id)?;
-                    if self.residents[i].household_id() == Some(household) {
-                        return Err(reject(
-                            "residents",
-                            format!("{id} is already in household {household}"),
-                        ));
-                    }
-                }
-                self.set_relationships(l.line, household, relationships, residents)?;
+            } => self.apply_household_merge(l, residents, household, relationships),
+            Change::Correction { resident, fields } => self.apply_correction(l, resident, fields),
+        }
+    }
+
+    /// A death (`death`) or a move out: the same checks, a different status and event.
+    fn apply_departure(
+        &mut self,
+        l: &FeedLine,
+        resident: &ResidentId,
+        death: bool,
+    ) -> Result<(), Reject> {
+        let i = self.current("resident", resident)?;
+        let r = &self.residents[i];
+        if l.date < r.birth_date {
+            return Err(reject(
+                "date",
+                format!("{} is before the birth date {}", l.date, r.birth_date),
+            ));
+        }
+        if let Some(since) = r.status.date().filter(|s| l.date < *s) {
+            return Err(reject(
+                "date",
+                format!(
+                    "{} is before {resident} came on the register on {since}",
+                    l.date
+                ),
+            ));
+        }
+        let recorded = (l.recorded > l.date).then_some(l.recorded);
+        self.edit(i, l.line).status = if death {
+            Status::Deceased {
+                date: l.date,
+                recorded,
             }
-            Change::Correction { resident, fields } => {
-                let i = *self
-                    .by_id
-                    .get(resident)
-                    .ok_or_else(|| reject("resident", format!("no resident {resident}")))?;
-                let old = &self.residents[i];
-                let mut json =
-                    serde_json::to_value(old).map_err(|e| reject("fields", e.to_string()))?;
-                if let Some(obj) = json.as_object_mut() {
-                    for (k, v) in fields {
-                        obj.insert(k.clone(), v.clone());
-                    }
-                }
-                // Validated exactly as a snapshot record is.
-                let new: Resident = serde_path_to_error::deserialize(json).map_err(|e| {
-                    let path = e.path().to_string();
-                    let field = if path == "." {
-                        "fields".to_owned()
-                    } else {
-                        format!("fields.{path}")
-                    };
-                    (field, e.into_inner().to_string())
-                })?;
-                // A death, departure or arrival must come as its own kind, with its event.
-                if new.status.name() != old.status.name() {
-                    return Err(reject(
-                        "fields.status",
-                        format!(
-                            "a correction cannot turn `{}` into `{}`; use a death, move_out or move_in line",
-                            old.status.name(),
-                            new.status.name()
-                        ),
-                    ));
-                }
-                *self.edit(i, l.line) = new;
+        } else {
+            Status::MovedOut {
+                date: l.date,
+                recorded,
+            }
+        };
+        let kind = if death {
+            EventKind::Death
+        } else {
+            EventKind::MoveOut
+        };
+        self.events.push(LifeEvent::new(
+            kind,
+            resident.clone(),
+            l.date,
+            Some(l.recorded),
+        ));
+        Ok(())
+    }
+
+    fn apply_address_change(
+        &mut self,
+        l: &FeedLine,
+        resident: &ResidentId,
+        address: &Address,
+    ) -> Result<(), Reject> {
+        let i = self.current("resident", resident)?;
+        let here = self.residents[i].address.local_gov_code;
+        // 転居 is a move inside the municipality; leaving it is a 転出.
+        if address.local_gov_code != here {
+            return Err(reject(
+                "address.local_gov_code",
+                format!(
+                    "{} is not this municipality ({here}); a move elsewhere is a move_out",
+                    address.local_gov_code
+                ),
+            ));
+        }
+        self.edit(i, l.line).address = address.clone();
+        Ok(())
+    }
+
+    fn apply_householder_change(
+        &mut self,
+        l: &FeedLine,
+        household: &HouseholdId,
+        new_householder: &ResidentId,
+        relationships: &BTreeMap<ResidentId, Relationship>,
+    ) -> Result<(), Reject> {
+        let members = self.members(household);
+        if members.is_empty() {
+            return Err(reject(
+                "household",
+                format!("no household {household} with current residents"),
+            ));
+        }
+        let h = self.current("new_householder", new_householder)?;
+        if !members.contains(&h) {
+            return Err(reject(
+                "new_householder",
+                format!("{new_householder} is not in household {household}"),
+            ));
+        }
+        if self.residents[h].is_householder() {
+            return Err(reject(
+                "new_householder",
+                format!("{new_householder} is already the 世帯主 of {household}"),
+            ));
+        }
+        if let Some(rel) = relationships
+            .get(new_householder)
+            .filter(|r| !r.is_householder())
+        {
+            return Err(reject(
+                &format!("relationships.{new_householder}"),
+                format!("the new 世帯主 cannot be {rel}"),
+            ));
+        }
+        // Two 世帯主 must never remain: the present one needs a new 続柄.
+        if let Some(&old) = members
+            .iter()
+            .find(|&&m| self.residents[m].is_householder())
+        {
+            let id = &self.residents[old].id;
+            if !relationships.contains_key(id) {
+                return Err(reject(
+                    "relationships",
+                    format!("the present 世帯主 {id} needs a new 続柄"),
+                ));
             }
         }
+        let mut rels = relationships.clone();
+        rels.insert(new_householder.clone(), Relationship::householder());
+        self.set_relationships(l.line, household, &rels, &[])
+    }
+
+    fn apply_household_split(
+        &mut self,
+        l: &FeedLine,
+        residents: &[ResidentId],
+        household: &HouseholdId,
+        relationships: &BTreeMap<ResidentId, Relationship>,
+    ) -> Result<(), Reject> {
+        for id in residents {
+            self.current("residents", id)?;
+        }
+        // Former members keep their last household, so a used id is never a new one.
+        if self
+            .households
+            .get(household)
+            .is_some_and(|v| !v.is_empty())
+        {
+            return Err(reject(
+                "household",
+                format!(
+                    "household {household} already exists; a split needs a new id (household_merge joins an existing one)"
+                ),
+            ));
+        }
+        self.set_relationships(l.line, household, relationships, residents)
+    }
+
+    fn apply_household_merge(
+        &mut self,
+        l: &FeedLine,
+        residents: &[ResidentId],
+        household: &HouseholdId,
+        relationships: &BTreeMap<ResidentId, Relationship>,
+    ) -> Result<(), Reject> {
+        if self.members(household).is_empty() {
+            return Err(reject(
+                "household",
+                format!("no household {household} with current residents (household_split makes a new one)"),
+            ));
+        }
+        for id in residents {
+            let i = self.current("residents", id)?;
+            if self.residents[i].household_id() == Some(household) {
+                return Err(reject(
+                    "residents",
+                    format!("{id} is already in household {household}"),
+                ));
+            }
+        }
+        self.set_relationships(l.line, household, relationships, residents)
+    }
+
+    fn apply_correction(
+        &mut self,
+        l: &FeedLine,
+        resident: &ResidentId,
+        fields: &Map<String, Value>,
+    ) -> Result<(), Reject> {
+        let i = *self
+            .by_id
+            .get(resident)
+            .ok_or_else(|| reject("resident", format!("no resident {resident}")))?;
+        let old = &self.residents[i];
+        let mut json = serde_json::to_value(old).map_err(|e| reject("fields", e.to_string()))?;
+        if let Some(obj) = json.as_object_mut() {
+            for (k, v) in fields {
+                obj.insert(k.clone(), v.clone());
+            }
+        }
+        // Validated exactly as a snapshot record is.
+        let new: Resident = serde_path_to_error::deserialize(json).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." {
+                "fields".to_owned()
+            } else {
+                format!("fields.{path}")
+            };
+            (field, e.into_inner().to_string())
+        })?;
+        // A death, departure or arrival must come as its own kind, with its event.
+        if new.status.name() != old.status.name() {
+            return Err(reject(
+                "fields.status",
+                format!(
+                    "a correction cannot turn `{}` into `{}`; use a death, move_out or move_in line",
+                    old.status.name(),
+                    new.status.name()
+                ),
+            ));
+        }
+        *self.edit(i, l.line) = new;
         Ok(())
     }
 
