@@ -75,8 +75,8 @@ const fn ymd(y: i32, m: u32, d: u32) -> NaiveDate {
 // Programme ages: set by law, so they are the rules' ages, not statistics. The rules that
 // notify them are in rules/ (kouki-kanyu.yaml, kaigo-1go-shikaku.yaml, ...).
 
-/// 成年年齢 (民法第4条): minors have their parents as guardians.
-pub(crate) const ADULT_AGE: i32 = 18;
+/// 成年年齢 (民法第4条): minors have their parents as guardians. The engine routes by it.
+pub(crate) use oshirase_engine::eval::ADULT_AGE;
 /// 老齢基礎年金 from 65 (国民年金法第26条).
 pub(crate) const PENSION_AGE: i32 = 65;
 /// 特別支給の老齢厚生年金, for people with 厚生年金: (sex, born on or before, from age), the
