@@ -324,7 +324,13 @@ async fn sequential_sends_share_pooled_connections() {
         assert_eq!(ch.send(&item).await, Delivery::Delivered);
     }
     ch.close().await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // smtp-sink logs a session once it ends: wait for the twentieth mail, bounded.
+    for _ in 0..100 {
+        if sink.sessions_and_mails().1 >= 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // Without the pool every message would open its own session (21 with the health check);
     // lettre hands a connection back to the pool in a task of its own, so the send right
     // after may open a second one.

@@ -766,6 +766,8 @@ async fn bad_configuration_is_refused_with_every_reason() {
 /// notice; nobody else does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_real_catalogue_on_the_fixture_town() {
+    // SQLite only: what this checks is the catalogue's routing through the portal; the SQL
+    // underneath is the same the on_both! suites above run on PostgreSQL.
     use oshirase_engine::clock::FixedClock;
     use oshirase_engine::eval::Role;
     use oshirase_engine::resident::Channel;
