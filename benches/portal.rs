@@ -145,7 +145,7 @@ fn main() {
         for _ in 0..30 {
             let r = oshirase_engine::evaluate_day(&rules, &snap.population, d);
             store
-                .commit_day(d, &rules.version, &r.decisions, clock.now())
+                .commit_day(d, &rules.version, 0, &r.decisions, clock.now())
                 .await
                 .expect("commit");
             d = oshirase_engine::calendar::day_after(d);

@@ -799,8 +799,7 @@ fn latency(dir: &Path, url: &str) -> Value {
                 chrono::NaiveTime::from_hms_opt(6, 0, 0).expect("06:00"),
             ));
             // The morning's run decided the day's other notices before the event arrived.
-            let pop = scheduler.register().await.expect("the register");
-            scheduler.run_day(pop, *day).await.expect("the morning run");
+            scheduler.run_day(*day).await.expect("the morning run");
             let t0 = Instant::now();
             ingest(
                 &store,
@@ -812,9 +811,9 @@ fn latency(dir: &Path, url: &str) -> Value {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
             let t1 = Instant::now();
-            let pop = scheduler.register().await.expect("the register");
+            scheduler.register().await.expect("the register");
             let t2 = Instant::now();
-            let r = scheduler.run_day(pop, *day).await.expect("the day");
+            let r = scheduler.run_day(*day).await.expect("the day");
             let t3 = Instant::now();
             decided += r.inserted;
             let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1000.0;

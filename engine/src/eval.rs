@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::calendar;
 use crate::catalogue::RuleSet;
 use crate::ids::{ResidentId, RuleId};
-use crate::population::{EventKind, Population};
+use crate::population::{EventKind, LifeEvent, Population};
 use crate::resident::{Channel, Resident, Status};
 use crate::rule::*;
 use crate::script::{self, ScriptError};
@@ -157,14 +157,29 @@ fn failed(trace: &mut Trace, f: Box<RuleFailure>) -> Outcome {
     Outcome::Failed(f)
 }
 
-/// Evaluates every rule for notices due on `today`.
+/// Evaluates every rule for notices due on `today`, as if the register had been evaluated
+/// every day before: each event is due on one day, its notice day or the day it was
+/// recorded if later (`evaluate_run` for events that reached the store after that day's run).
 pub fn evaluate_day(rules: &RuleSet, pop: &Population, today: NaiveDate) -> DayResult {
+    evaluate_run(rules, pop, today, &[])
+}
+
+/// `evaluate_day`, and besides the events of `arrivals` (events the population holds that
+/// no earlier run saw: ingested after the run of their day, or while the service was down)
+/// are due now for every rule whose notice day has passed, with their own occurrence, so
+/// the deadline is still counted from the event.
+pub fn evaluate_run(
+    rules: &RuleSet,
+    pop: &Population,
+    today: NaiveDate,
+    arrivals: &[LifeEvent],
+) -> DayResult {
     let mut per_rule: Vec<(Vec<Decision>, Vec<RuleFailure>, usize)> = rules
         .rules()
         .par_iter()
         .map(|rule| {
             let o = rule.occurrence_due_on(today);
-            let cands = trigger::due_on(rule, pop, today);
+            let cands = trigger::due_on(rule, pop, today, arrivals);
             let params = if cands.is_empty() {
                 Dynamic::UNIT
             } else {

@@ -19,7 +19,7 @@ pub mod simulate;
 pub mod trigger;
 
 pub use catalogue::{load_dir, LoadError, LoadErrors, RuleSet};
-pub use eval::{evaluate_day, DayResult, Decision, DecisionKey, RuleFailure};
+pub use eval::{evaluate_day, evaluate_run, DayResult, Decision, DecisionKey, RuleFailure};
 pub use explain::{explain, ExplainOutcome, Explanation};
 pub use population::{
     load_snapshot, parse_snapshot, DataErrors, EventKind, LifeEvent, Population, Snapshot,

@@ -640,6 +640,11 @@ impl Population {
             .filter(move |e| e.kind == kind)
     }
 
+    /// The event `id` that happened on `date`, if the population has it.
+    pub fn event(&self, date: NaiveDate, id: &str) -> Option<&EventEntry> {
+        self.events.get(&date)?.iter().find(|e| e.id == id)
+    }
+
     /// All events of a subject (for `explain`).
     pub fn events_of(&self, i: usize) -> Vec<&EventEntry> {
         self.events

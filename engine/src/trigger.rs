@@ -7,7 +7,7 @@
 use chrono::{Datelike, NaiveDate};
 
 use crate::calendar;
-use crate::population::Population;
+use crate::population::{LifeEvent, Population};
 use crate::rule::{Annual, FiscalYearAge, Rule, Trigger};
 
 /// How far either side of the inverse's centre the index is searched: the forward function
@@ -78,8 +78,14 @@ impl Trigger {
     }
 }
 
-/// The subjects whose notice for `rule` is due on `today`.
-pub fn due_on(rule: &Rule, pop: &Population, today: NaiveDate) -> Vec<Candidate> {
+/// The subjects whose notice for `rule` is due on `today`; `arrivals` are events no earlier
+/// run saw (see `eval::evaluate_run`).
+pub fn due_on(
+    rule: &Rule,
+    pop: &Population,
+    today: NaiveDate,
+    arrivals: &[LifeEvent],
+) -> Vec<Candidate> {
     let o = rule.occurrence_due_on(today);
     let plain = |subject| Candidate {
         subject,
@@ -103,6 +109,23 @@ pub fn due_on(rule: &Rule, pop: &Population, today: NaiveDate) -> Vec<Candidate>
             out.extend(
                 pop.events_recorded_late_on(kind, today)
                     .filter(|e| rule.notice_day_of(e.date) < today)
+                    .map(|e| Candidate {
+                        subject: e.subject,
+                        event: Some(e.id.clone()),
+                        occurrence: e.date,
+                    }),
+            );
+            // ...and events no run has seen whose day has passed: their day's run was over
+            // when they were ingested. Due today they are already in `out`; not recorded yet,
+            // they come on the day they are.
+            out.extend(
+                arrivals
+                    .iter()
+                    .filter(|a| a.kind == kind)
+                    .filter_map(|a| pop.event(a.date, &a.id))
+                    .filter(|e| {
+                        e.recorded <= today && rule.notice_day_of(e.date).max(e.recorded) < today
+                    })
                     .map(|e| Candidate {
                         subject: e.subject,
                         event: Some(e.id.clone()),

@@ -786,7 +786,7 @@ async fn the_real_catalogue_on_the_fixture_town() {
     let found = loop {
         let result = oshirase_engine::evaluate_day(&rules, &snap.population, day);
         store
-            .commit_day(day, &rules.version, &result.decisions, clock.now())
+            .commit_day(day, &rules.version, 0, &result.decisions, clock.now())
             .await
             .unwrap();
         let hit = result.decisions.into_iter().find_map(|dec| {

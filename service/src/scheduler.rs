@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use oshirase_engine::calendar;
 use oshirase_engine::catalogue::RuleSet;
 use oshirase_engine::clock::Clock;
-use oshirase_engine::eval::{evaluate_day, Decision, DecisionKey, RuleFailure};
+use oshirase_engine::eval::{evaluate_run, Decision, DecisionKey, RuleFailure};
 use oshirase_engine::population::{DataErrors, Population};
 use oshirase_store::{DayCommit, Store, StoreError};
 
@@ -30,6 +30,8 @@ pub enum SchedulerError {
 #[derive(Debug, Clone)]
 pub struct DayReport {
     pub day: NaiveDate,
+    /// The register batch the run read.
+    pub register_batch: i64,
     pub decisions: usize,
     pub inserted: usize,
     pub already_decided: usize,
@@ -49,9 +51,9 @@ pub struct Scheduler {
     /// The register as of an ingest batch, kept between runs: after a new ingest only what it
     /// wrote is read, so an event costs the size of the change, not of the register.
     register: tokio::sync::Mutex<Option<(i64, Arc<Population>)>>,
-    /// The last day run and the keys stored for it: running it again after an ingest writes
-    /// only the decisions the change brought.
-    decided: std::sync::Mutex<Option<(NaiveDate, HashSet<DecisionKey>)>>,
+    /// The last day run, the register batch recorded for it and the keys stored for it:
+    /// running it again after an ingest writes only the decisions the change brought.
+    decided: std::sync::Mutex<Option<(NaiveDate, i64, HashSet<DecisionKey>)>>,
     /// The rule-set version already recorded in the store.
     recorded_rule_set: std::sync::Mutex<Option<String>>,
 }
@@ -121,12 +123,17 @@ impl Scheduler {
         }
     }
 
-    /// Evaluates and commits one day (again, if it was done before: nothing is decided twice).
-    pub async fn run_day(
-        &self,
-        pop: Arc<Population>,
-        day: NaiveDate,
-    ) -> Result<DayReport, SchedulerError> {
+    /// Evaluates and commits one day on the register as stored now (again, if it was done
+    /// before: nothing is decided twice). Events stored after the last run read the register
+    /// are due now if their day has passed: an ingest that comes after its day's run, or
+    /// while the service is down, loses nothing.
+    pub async fn run_day(&self, day: NaiveDate) -> Result<DayReport, SchedulerError> {
+        let (batch, pop) = self.register_at().await?;
+        let arrivals = match self.store.evaluated_batch().await? {
+            Some(seen) if seen < batch => self.store.arrivals(seen, batch).await?,
+            // Before the first run nothing was missed: the register is where it starts.
+            _ => Vec::new(),
+        };
         // Every decision names the rule-set version that made it.
         let version = &self.rules.version;
         let recorded = self.recorded_rule_set.lock().expect("not poisoned").clone();
@@ -142,9 +149,10 @@ impl Scheduler {
             *self.recorded_rule_set.lock().expect("not poisoned") = Some(version.clone());
         }
         let rules = self.rules.clone();
-        let result = tokio::task::spawn_blocking(move || evaluate_day(&rules, &pop, day))
-            .await
-            .map_err(|e| SchedulerError::Task(e.to_string()))?;
+        let result =
+            tokio::task::spawn_blocking(move || evaluate_run(&rules, &pop, day, &arrivals))
+                .await
+                .map_err(|e| SchedulerError::Task(e.to_string()))?;
         for f in &result.failures {
             tracing::warn!(rule = %f.rule, resident = %f.resident, file = %f.file, line = f.line, field = %f.field, "rule failed: {}", f.message);
         }
@@ -153,7 +161,7 @@ impl Scheduler {
         let fresh: Vec<&Decision> = {
             let decided = self.decided.lock().expect("not poisoned");
             match decided.as_ref() {
-                Some((d, keys)) if *d == day => result
+                Some((d, _, keys)) if *d == day => result
                     .decisions
                     .iter()
                     .filter(|x| !keys.contains(&x.key))
@@ -163,19 +171,27 @@ impl Scheduler {
         };
         let known = result.decisions.len() - fresh.len();
         let fresh_keys: Vec<DecisionKey> = fresh.iter().map(|x| x.key.clone()).collect();
-        let commit = if fresh.is_empty() && known > 0 {
+        let recorded_batch = {
+            let decided = self.decided.lock().expect("not poisoned");
+            decided
+                .as_ref()
+                .filter(|(d, _, _)| *d == day)
+                .map(|(_, b, _)| *b)
+        };
+        let commit = if fresh.is_empty() && known > 0 && recorded_batch == Some(batch) {
             DayCommit::default()
         } else {
             self.store
-                .commit_day(day, &self.rules.version, fresh, self.clock.now())
+                .commit_day(day, &self.rules.version, batch, fresh, self.clock.now())
                 .await?
         };
         {
             let mut decided = self.decided.lock().expect("not poisoned");
-            if decided.as_ref().map(|(d, _)| *d) != Some(day) {
-                *decided = Some((day, HashSet::new()));
+            if decided.as_ref().map(|(d, _, _)| *d) != Some(day) {
+                *decided = Some((day, batch, HashSet::new()));
             }
-            if let Some((_, keys)) = decided.as_mut() {
+            if let Some((_, b, keys)) = decided.as_mut() {
+                *b = batch;
                 keys.extend(fresh_keys);
             }
         }
@@ -183,6 +199,7 @@ impl Scheduler {
         tracing::info!(%day, decisions = result.decisions.len(), inserted = commit.inserted, already = already_decided, "day committed");
         Ok(DayReport {
             day,
+            register_batch: batch,
             decisions: result.decisions.len(),
             inserted: commit.inserted,
             already_decided,
@@ -204,10 +221,9 @@ impl Scheduler {
         if from > until {
             return Ok(reports);
         }
-        let pop = self.register().await?;
         let mut day = from;
         while day <= until {
-            let r = self.run_day(pop.clone(), day).await?;
+            let r = self.run_day(day).await?;
             on_day(&r);
             reports.push(r);
             day = calendar::add_days(day, 1);
@@ -218,15 +234,19 @@ impl Scheduler {
     /// The long-running service: catch up, then wait for the next daily run or a new ingest
     /// (which re-evaluates today), until `shutdown` turns true. Work in flight finishes first.
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> Result<(), SchedulerError> {
-        // The register is read whole now, at start, not when the first event arrives.
-        let (mut seen_batch, _) = self.register_at().await?;
+        // The register is read whole now, at start, not when the first event arrives. Batches
+        // no run has read yet (ingested while the service was down) make the day due run again.
+        self.register_at().await?;
+        let mut seen_batch = self.store.evaluated_batch().await?.unwrap_or(0);
         loop {
             let due = self.due_day();
-            self.catch_up(due, |_| {}).await?;
-            let (batch, register) = self.register_at().await?;
+            if let Some(last) = self.catch_up(due, |_| {}).await?.last() {
+                seen_batch = last.register_batch;
+            }
+            let (batch, _) = self.register_at().await?;
             if batch != seen_batch {
                 seen_batch = batch;
-                self.run_day(register, due).await?;
+                self.run_day(due).await?;
             }
             tokio::select! {
                 _ = tokio::time::sleep(self.poll) => {}

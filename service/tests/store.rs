@@ -121,7 +121,7 @@ async fn days_are_decided_once(backend: &str) {
     // Re-running every day decides nothing new.
     let mut day = d("2026-04-01");
     while day <= d("2026-09-30") {
-        let r = s.run_day(s.register().await.unwrap(), day).await.unwrap();
+        let r = s.run_day(day).await.unwrap();
         assert_eq!(r.inserted, 0, "{day}");
         day = calendar::day_after(day);
     }
@@ -151,12 +151,11 @@ async fn concurrent_instances_never_double(backend: &str) {
         clock.clone(),
         "2026-04-01",
     );
-    let pop = a.register().await.unwrap();
     let mut total = 0;
     let mut decided = 0;
     let mut day = d("2026-04-01");
     while day <= d("2026-05-31") {
-        let (ra, rb) = tokio::join!(a.run_day(pop.clone(), day), b.run_day(pop.clone(), day));
+        let (ra, rb) = tokio::join!(a.run_day(day), b.run_day(day));
         let (ra, rb) = (ra.unwrap(), rb.unwrap());
         assert_eq!(ra.decisions, rb.decisions);
         assert_eq!(
@@ -187,10 +186,9 @@ async fn a_fixed_rule_never_renotifies(backend: &str) {
     changed.version = "0000000000000000".into();
     let mut s2 = scheduler(store.clone(), clock.clone(), "2026-04-01");
     s2.rules = Arc::new(changed);
-    let pop = s2.register().await.unwrap();
     let mut day = d("2026-04-01");
     while day <= d("2026-06-30") {
-        assert_eq!(s2.run_day(pop.clone(), day).await.unwrap().inserted, 0);
+        assert_eq!(s2.run_day(day).await.unwrap().inserted, 0);
         day = calendar::day_after(day);
     }
     s2.catch_up(d("2026-06-30"), |_| {}).await.unwrap();

@@ -127,8 +127,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<u8> {
                     .context("the demo change feed")?;
                 changes_applied += r.rows_in - r.already_applied;
             }
-            let pop = scheduler.register().await?;
-            failures += scheduler.run_day(pop, day).await?.failures.len();
+            failures += scheduler.run_day(day).await?.failures.len();
             // Quiet hours and the daily cap apply as in the service (the clock is 06:00).
             delivered.0 += worker.drain(&PortalInbox).await?.delivered;
             delivered.1 += worker.drain(&email).await?.delivered;

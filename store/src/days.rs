@@ -70,13 +70,26 @@ impl Store {
         .transpose()
     }
 
+    /// The newest register batch a committed run read (`None` before the first run, or if
+    /// the runs stored predate the column): events stored by later batches no run has seen.
+    pub async fn evaluated_batch(&self) -> Result<Option<i64>> {
+        let row = sqlx::query("SELECT MAX(register_batch) AS batch FROM scheduler_days")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(q("reading the evaluated batch"))?;
+        row.try_get("batch")
+            .map_err(q("reading the evaluated batch"))
+    }
+
     /// Writes a day's decisions with their drafts, recommendations and outbox rows, and the
-    /// day's watermark row, in ONE transaction. A key already stored is left alone: re-runs
-    /// and concurrent instances never decide twice.
+    /// day's watermark row with the register batch the run read (`register_batch`), in ONE
+    /// transaction. A key already stored is left alone: re-runs and concurrent instances
+    /// never decide twice.
     pub async fn commit_day(
         &self,
         day: NaiveDate,
         rule_set: &str,
+        register_batch: i64,
         decisions: impl IntoIterator<Item = &Decision>,
         now: DateTime<FixedOffset>,
     ) -> Result<DayCommit> {
@@ -165,14 +178,20 @@ impl Store {
             }
         }
         sqlx::query(self.sql(
-            "INSERT INTO scheduler_days (day, rule_set, decisions, completed_at) VALUES ($1, $2, $3, $4)
+            "INSERT INTO scheduler_days (day, rule_set, decisions, completed_at, register_batch)
+             VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (day) DO UPDATE SET decisions = scheduler_days.decisions + excluded.decisions,
-               rule_set = excluded.rule_set, completed_at = excluded.completed_at",
+               rule_set = excluded.rule_set, completed_at = excluded.completed_at,
+               register_batch = CASE
+                 WHEN scheduler_days.register_batch IS NULL
+                   OR excluded.register_batch > scheduler_days.register_batch
+                 THEN excluded.register_batch ELSE scheduler_days.register_batch END",
         ))
         .bind(day.to_string())
         .bind(rule_set.to_owned())
         .bind(commit.inserted as i64)
         .bind(now)
+        .bind(register_batch)
         .execute(&mut *tx)
         .await
         .map_err(q("writing the watermark"))?;

@@ -509,6 +509,21 @@ impl Store {
         Ok(n as usize)
     }
 
+    /// The life events stored by the batches after `after` up to `upto`: what a run that
+    /// read batch `after` did not see.
+    pub async fn arrivals(&self, after: i64, upto: i64) -> Result<Vec<LifeEvent>> {
+        let rows = sqlx::query(self.sql(
+            "SELECT id, kind, subject, date, recorded FROM life_events
+             WHERE batch_id > $1 AND batch_id <= $2 ORDER BY id",
+        ))
+        .bind(after)
+        .bind(upto)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("reading the events of new batches"))?;
+        rows.iter().map(event_from_row).collect()
+    }
+
     /// The newest ingest batch id (0 when nothing was ingested): the scheduler re-evaluates
     /// today when it grows.
     pub async fn latest_batch(&self) -> Result<i64> {

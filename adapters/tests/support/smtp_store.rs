@@ -107,6 +107,7 @@ pub async fn queue(store: &Store, decisions: &[Decision], now: DateTime<FixedOff
         .commit_day(
             "2026-10-06".parse().expect("a date"),
             RULE_SET,
+            0,
             decisions,
             now,
         )

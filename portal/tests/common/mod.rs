@@ -248,7 +248,7 @@ pub async fn spawn_app_with(backend: &str, config: PortalConfig) -> App {
         .await
         .unwrap();
     store
-        .commit_day(d("2026-10-01"), "test-rules", &decisions(), clock.now())
+        .commit_day(d("2026-10-01"), "test-rules", 0, &decisions(), clock.now())
         .await
         .unwrap();
     start(db, store, config, clock).await
