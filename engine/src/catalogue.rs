@@ -18,7 +18,16 @@ use crate::rule::*;
 use crate::script::{self, ScriptEngine, SCOPE_VARS};
 
 /// Variables every message template may use besides the prefill fields.
-pub const TEMPLATE_BUILTINS: [&str; 4] = ["title", "occurrence", "deadline", "today"];
+pub const TEMPLATE_BUILTINS: [&str; 6] = [
+    "title",
+    "occurrence",
+    "deadline",
+    "today",
+    // Whether the deadline was over on the notice day: the message must not offer a closed
+    // window.
+    "deadline_passed",
+    "as_of",
+];
 
 /// One problem in the rules folder, with its place.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -334,6 +343,8 @@ fn probe_scope(params: &Parameters, on: NaiveDate) -> Scope<'static> {
     scope.push_dynamic("today", on.to_string().into());
     scope.push_dynamic("event", Dynamic::UNIT);
     scope.push_dynamic("params", params.scope_value(on));
+    scope.push_dynamic("deadline", on.to_string().into());
+    scope.push_dynamic("as_of", on.to_string().into());
     scope.push_dynamic("draft", rhai::Map::new().into());
     debug_assert_eq!(scope.len(), SCOPE_VARS.len());
     scope
@@ -424,8 +435,9 @@ fn compile_rule(
         lines: Vec::new(),
     };
     let conditions = compile_conditions(&doc, cx, &mut scripts);
+    let as_of = compile_as_of(&doc, cx, &mut scripts);
     let prefill = compile_prefill(&doc, cx, &mut scripts);
-    let (params_used, script_vars) = script_usage(&conditions, &prefill);
+    let (params_used, script_vars) = script_usage(&conditions, as_of.as_ref(), &prefill);
     // Any error in this file, from whichever pass, means no rule.
     if cx.errors.len() > before {
         return None;
@@ -442,6 +454,7 @@ fn compile_rule(
         conditions,
         audience: doc.audience,
         deadline,
+        as_of,
         prefill,
         recommend: doc.recommend,
         message: doc.message,
@@ -625,7 +638,7 @@ impl RuleScripts<'_> {
                     field,
                     message: format!("Rhai does not compile: {msg}"),
                     hint: Some(format!(
-                        "variables available: {}; helpers: attain, attainment_month, anniversary, age_on, fiscal_year, fy_end_age, month_anniversary, add_days, next_month_start, month_start, fiscal_year_end",
+                        "variables available: {}; helpers: attain, attainment_month, anniversary, age_on, fiscal_year, fy_end_age, month_anniversary, add_days, next_month_start, month_start, month_label, fiscal_year_end",
                         SCOPE_VARS.join(", ")
                     )),
                 });
@@ -680,6 +693,25 @@ fn compile_conditions(
     conditions
 }
 
+/// The `as_of` script: it decides which parameters are in force, so it cannot read them.
+fn compile_as_of(
+    doc: &RuleDoc,
+    cx: &mut FileCtx,
+    scripts: &mut RuleScripts,
+) -> Option<script::Script> {
+    let src = doc.as_of.as_deref()?;
+    for var in ["params", "as_of", "draft"] {
+        if script::mentions(src, var) {
+            cx.err(
+                "as_of",
+                format!("`as_of` cannot read `{var}`: it is computed before them"),
+                Some("compute the day from occurrence, today, deadline and the subject"),
+            );
+        }
+    }
+    scripts.compile(cx, "as_of".to_owned(), src)
+}
+
 /// The prefill fields, compiled in order; each may read only the fields above it.
 fn compile_prefill(
     doc: &RuleDoc,
@@ -728,6 +760,7 @@ fn compile_prefill(
 /// The parameters and the script variables the compiled scripts read.
 fn script_usage(
     conditions: &[(String, Condition)],
+    as_of: Option<&script::Script>,
     prefill: &[(String, script::Script)],
 ) -> (Vec<String>, Vec<&'static str>) {
     let mut params_used = BTreeSet::new();
@@ -745,6 +778,7 @@ fn script_usage(
             Condition::Script(s) => Some(s.source.as_str()),
             _ => None,
         })
+        .chain(as_of.map(|s| s.source.as_str()))
         .chain(prefill.iter().map(|(_, s)| s.source.as_str()))
         .collect();
     let script_vars: Vec<&'static str> = SCOPE_VARS
@@ -1075,6 +1109,20 @@ fn probe_scripts(
                 }
             }
         }
+        if let Some(s) = &rule.as_of {
+            match engine.run(s, &mut scope) {
+                Ok(v) if script::to_date(&v).is_none() => cx.err(
+                    "as_of",
+                    format!(
+                        "`as_of` must give a date \"YYYY-MM-DD\", this gives {} ({v})",
+                        script::type_name(&v)
+                    ),
+                    None,
+                ),
+                Err(e) if e.endless => cx.err("as_of", e.message, None),
+                _ => {}
+            }
+        }
         for (name, s) in &rule.prefill {
             if let Err(e) = engine.run(s, &mut scope) {
                 if e.endless {
@@ -1087,6 +1135,9 @@ fn probe_scripts(
 }
 
 fn script_source<'a>(rule: &'a Rule, field: &str) -> Option<&'a str> {
+    if field == "as_of" {
+        return rule.as_of.as_ref().map(|s| s.source.as_str());
+    }
     if let Some(name) = field.strip_prefix("prefill.") {
         return rule
             .prefill

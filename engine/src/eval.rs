@@ -74,7 +74,14 @@ pub struct Decision {
     pub message: RenderedMessages,
     pub channels: Vec<Channel>,
     pub critical: bool,
+    /// The deadline had passed on the notice day (an event that reached the register late):
+    /// the title says so, and the message must not offer the closed window.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub urgent: bool,
 }
+
+/// What an urgent notice's title starts with, in each language.
+pub const URGENT_MARK: (&str, &str) = ("【至急】", "[Urgent] ");
 
 /// A rule that failed at run time for one resident: reported, and skipped for them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -280,6 +287,7 @@ struct Ctx<'a> {
     today: NaiveDate,
     event: Option<&'a str>,
     params: &'a Dynamic,
+    deadline: Option<NaiveDate>,
     scope: Option<Scope<'static>>,
     /// Results of the rule's reusable scripts (see `Script::reusable`), for one day.
     memo: Option<&'a Memo>,
@@ -332,7 +340,41 @@ fn rule_scripts(rule: &Rule) -> impl Iterator<Item = &script::Script> {
             Condition::Script(s) => Some(s),
             _ => None,
         })
+        .chain(&rule.as_of)
         .chain(rule.prefill.iter().map(|(_, s)| s))
+}
+
+/// Runs the rule's `as_of` script and puts the parameters in force that day (and the day)
+/// in the scope; without one, the occurrence's stand. A value that is no date is a failure
+/// of the rule for this resident, never a silent default.
+fn take_params_at(cx: &mut Ctx, trace: &mut Trace) -> Result<NaiveDate, Box<RuleFailure>> {
+    let Some(s) = &cx.rule.as_of else {
+        return Ok(cx.o);
+    };
+    let v = cx.run_script(s).map_err(|e| cx.fail("as_of", e.message))?;
+    let Some(day) = script::to_date(&v) else {
+        return Err(cx.fail(
+            "as_of",
+            format!(
+                "`as_of` must give a date \"YYYY-MM-DD\", this gave {} ({v})",
+                script::type_name(&v)
+            ),
+        ));
+    };
+    note(
+        trace,
+        "as_of",
+        || format!("parameters taken on {day}"),
+        None,
+        Vec::new(),
+    );
+    if day != cx.o {
+        let params = cx.rules.params_for(cx.rule, day);
+        let scope = cx.scope();
+        scope.set_value("params", params);
+        scope.set_value("as_of", day.to_string());
+    }
+    Ok(day)
 }
 
 impl Ctx<'_> {
@@ -363,12 +405,24 @@ impl Ctx<'_> {
     fn scope(&mut self) -> &mut Scope<'static> {
         if self.scope.is_none() {
             let pop = self.pop;
+            // Who reads the draft, worked out only when it may name a protected person.
+            let readers = std::cell::OnceCell::new();
+            let map_of = |j: usize| -> Dynamic {
+                let r = pop.get(j);
+                // The subject is covered by routing: a protected subject's notice goes to
+                // nobody but them and their guardians (`resolve_audience`).
+                if j == self.s || !r.support_measure {
+                    return script::resident_map(r);
+                }
+                let readers = readers.get_or_init(|| resolve_audience(self, &mut None).0);
+                if may_read_about(pop, j, readers) {
+                    script::resident_map(r)
+                } else {
+                    script::resident_map_withheld(r)
+                }
+            };
             let maps = |ids: Vec<usize>| -> Dynamic {
-                Dynamic::from_array(
-                    ids.into_iter()
-                        .map(|j| script::resident_map(pop.get(j)))
-                        .collect(),
-                )
+                Dynamic::from_array(ids.into_iter().map(map_of).collect())
             };
             // Only the variables the rule's scripts name are built; the rest stay `()`.
             let needs = |v: &str| self.rule.script_vars.contains(&v);
@@ -382,8 +436,7 @@ impl Ctx<'_> {
             });
             push("household", &|| maps(self.housemates()));
             push("householder", &|| {
-                self.householder()
-                    .map_or(Dynamic::UNIT, |j| script::resident_map(pop.get(j)))
+                self.householder().map_or(Dynamic::UNIT, map_of)
             });
             push("guardians", &|| {
                 maps(
@@ -407,6 +460,12 @@ impl Ctx<'_> {
                 _ => Dynamic::UNIT,
             });
             push("params", &|| self.params.clone());
+            push("deadline", &|| {
+                self.deadline
+                    .map_or(Dynamic::UNIT, |d| d.to_string().into())
+            });
+            // The occurrence until the rule's `as_of` is computed (`take_params_at`).
+            push("as_of", &|| self.o.to_string().into());
             push("draft", &|| rhai::Map::new().into());
             self.scope = Some(scope);
         }
@@ -418,7 +477,8 @@ impl Ctx<'_> {
             if let Some(v) = s.subject_path_value(self.subject()) {
                 return Ok(v);
             }
-            if s.reusable {
+            // Under an `as_of` the parameters differ by subject: not in the memo key.
+            if s.reusable && self.rule.as_of.is_none() {
                 let key = memo_key(s, self.subject(), self.o);
                 let read = |m: &Memo| {
                     let map = m.0.read().unwrap_or_else(|e| e.into_inner());
@@ -576,12 +636,22 @@ fn check_condition(
 }
 
 /// Resolves the audience into recipients, or the reason staff must step in.
+///
+/// Support measures (支援措置, docs/support-measures.md) hold for everyone a notice is routed
+/// through: a protected person is told directly, or as a minor through their own guardians,
+/// never through the householder, other household members or proxies.
 fn resolve_audience(cx: &Ctx, trace: &mut Trace) -> (Vec<(usize, Role)>, Option<String>) {
     let pop = cx.pop;
     let today = cx.today;
+    let s = cx.s;
     let subject = cx.subject();
-    let protected = subject.support_measure;
-    let mut out: Vec<(usize, Role)> = Vec::new();
+    let protected = |i: usize| pop.get(i).support_measure;
+    // Each recipient with the person whose affairs they are told about: a minor survivor
+    // for that minor's guardian, the survivor themself, otherwise the subject. A proxy
+    // stands in for both, so both must be free of a support measure (`Audience::Proxies`).
+    let mut out: Vec<(usize, Role, usize)> = Vec::new();
+    // Routes not taken: whose support measure, and which route.
+    let mut suppressed: Vec<(usize, &'static str)> = Vec::new();
     let guardians_of = |i: usize| -> Vec<usize> {
         pop.get(i)
             .guardians
@@ -591,110 +661,131 @@ fn resolve_audience(cx: &Ctx, trace: &mut Trace) -> (Vec<(usize, Role)>, Option<
             .collect()
     };
     let is_minor = |i: usize| calendar::age_on(pop.get(i).birth_date, today) < ADULT_AGE;
-    let mut suppressed = Vec::new();
+    let householder = |suppressed: &mut Vec<(usize, &'static str)>| -> Option<usize> {
+        if protected(s) {
+            suppressed.push((s, "householder"));
+            return None;
+        }
+        cx.householder().filter(|&h| h != s)
+    };
     for a in &cx.rule.audience {
         match a {
-            Audience::Subject => {
-                if !subject.on_register(today) {
+            Audience::Subject | Audience::Guardians => {
+                let direct = *a == Audience::Subject;
+                if direct && !subject.on_register(today) {
                     continue;
                 }
-                if is_minor(cx.s) {
-                    let g = guardians_of(cx.s);
-                    if g.is_empty() {
-                        if let Some(h) = cx.householder().filter(|&h| h != cx.s && !protected) {
-                            out.push((h, Role::Householder));
-                        }
-                    }
-                    out.extend(g.into_iter().map(|g| (g, Role::Guardian)));
-                } else {
-                    out.push((cx.s, Role::Subject));
+                if direct && !is_minor(s) {
+                    out.push((s, Role::Subject, s));
+                    continue;
                 }
-            }
-            Audience::Guardians => {
-                let g = guardians_of(cx.s);
+                let g = guardians_of(s);
                 if g.is_empty() {
-                    if protected {
-                        suppressed.push("householder");
-                    } else if let Some(h) = cx.householder().filter(|&h| h != cx.s) {
-                        out.push((h, Role::Householder));
-                    }
+                    out.extend(householder(&mut suppressed).map(|h| (h, Role::Householder, s)));
                 }
-                out.extend(g.into_iter().map(|g| (g, Role::Guardian)));
+                out.extend(g.into_iter().map(|g| (g, Role::Guardian, s)));
             }
             Audience::Householder => {
-                if protected {
-                    suppressed.push("householder");
-                } else if let Some(h) = cx.householder().filter(|&h| h != cx.s) {
-                    out.push((h, Role::Householder));
-                }
+                out.extend(householder(&mut suppressed).map(|h| (h, Role::Householder, s)));
             }
             Audience::Spouse => {
-                if protected {
-                    suppressed.push("spouse");
+                if protected(s) {
+                    suppressed.push((s, "spouse"));
                     continue;
                 }
-                let spouse = pop.spouse(cx.s, today);
-                out.extend(spouse.map(|j| (j, Role::Spouse)));
+                out.extend(pop.spouse(s, today).map(|j| (j, Role::Spouse, s)));
             }
             Audience::Survivors => {
-                if protected {
-                    suppressed.push("survivors");
+                if protected(s) {
+                    suppressed.push((s, "survivors"));
                     continue;
                 }
                 for j in cx.housemates() {
-                    if is_minor(j) {
-                        out.extend(
-                            guardians_of(j)
-                                .into_iter()
-                                .filter(|&g| g != cx.s)
-                                .map(|g| (g, Role::Guardian)),
-                        );
-                    } else {
-                        out.push((j, Role::Survivor));
+                    if !is_minor(j) {
+                        out.push((j, Role::Survivor, j));
+                        continue;
                     }
+                    let g: Vec<usize> = guardians_of(j).into_iter().filter(|&g| g != s).collect();
+                    if g.is_empty() && protected(j) {
+                        // Nobody else in the household may stand in for a protected child.
+                        suppressed.push((j, "the household (a minor with no living guardian)"));
+                    }
+                    out.extend(g.into_iter().map(|g| (g, Role::Guardian, j)));
                 }
             }
             Audience::Proxies => {
-                if protected {
-                    suppressed.push("proxies");
+                if protected(s) {
+                    suppressed.push((s, "proxies"));
                     continue;
                 }
                 let category = cx.rule.category.name();
-                let mut principals: Vec<usize> = out.iter().map(|(i, _)| *i).collect();
+                let mut principals: Vec<(usize, usize)> =
+                    out.iter().map(|&(i, _, about)| (i, about)).collect();
                 if subject.on_register(today) {
-                    principals.push(cx.s);
+                    principals.push((s, s));
                 }
-                for p in principals {
-                    for proxy in &pop.get(p).proxies {
-                        if !proxy.covers(category, today) {
-                            continue;
-                        }
-                        if let Some(j) = pop
-                            .index_of(&proxy.id)
-                            .filter(|&j| pop.get(j).reachable_on(today))
-                        {
-                            out.push((j, Role::Proxy));
-                        }
+                // A principal told about anyone protected (themself, or a child they are the
+                // guardian of) has no proxy added, whatever else they are told as.
+                let barred: Vec<(usize, usize)> = principals
+                    .iter()
+                    .copied()
+                    .filter(|&(p, about)| protected(p) || protected(about))
+                    .collect();
+                let mut done = Vec::new();
+                for (p, about) in principals {
+                    if done.contains(&p) {
+                        continue;
                     }
+                    done.push(p);
+                    let proxies: Vec<usize> = pop
+                        .get(p)
+                        .proxies
+                        .iter()
+                        .filter(|proxy| proxy.covers(category, today))
+                        .filter_map(|proxy| pop.index_of(&proxy.id))
+                        .filter(|&j| pop.get(j).reachable_on(today))
+                        .collect();
+                    if proxies.is_empty() {
+                        continue;
+                    }
+                    if let Some(&(q, whose)) = barred.iter().find(|(q, _)| *q == p) {
+                        let whose = if protected(q) { q } else { whose };
+                        suppressed.push((whose, "proxies"));
+                        continue;
+                    }
+                    out.extend(proxies.into_iter().map(|j| (j, Role::Proxy, about)));
                 }
             }
         }
     }
     // Nobody deceased or moved out; each person once, with the first role found.
     let mut seen = std::collections::HashSet::new();
-    out.retain(|(i, _)| pop.get(*i).reachable_on(today) && seen.insert(*i));
+    out.retain(|(i, _, _)| pop.get(*i).reachable_on(today) && seen.insert(*i));
+    // A protected subject's draft names them: only they and their guardians may read it,
+    // whatever route a rule adds (the routes above already keep to that).
+    if protected(s) {
+        let before = out.len();
+        out.retain(|&(i, _, _)| i == s || is_guardian(pop, i, s));
+        if out.len() < before {
+            suppressed.push((s, "anyone but the subject and their guardians"));
+        }
+    }
+    let out: Vec<(usize, Role)> = out.into_iter().map(|(i, r, _)| (i, r)).collect();
     let detail = || {
-        out.iter()
+        let mut d = out
+            .iter()
             .map(|(i, r)| format!("{} ({r:?})", pop.get(*i).id))
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(", ");
+        if !suppressed.is_empty() {
+            d.push_str("; ");
+            d.push_str(&support_measure_reason(cx, &suppressed));
+        }
+        d
     };
     let staff = if out.is_empty() {
-        Some(if protected && !suppressed.is_empty() {
-            format!(
-                "support measure (支援措置): routing through {} is suppressed; contact the subject through staff",
-                suppressed.join(", ")
-            )
+        Some(if !suppressed.is_empty() {
+            support_measure_reason(cx, &suppressed)
         } else if cx.rule.trigger == Trigger::Event(EventKind::Death) && cx.housemates().is_empty()
         {
             "the deceased lived alone: no survivor on the register; use a counter or paper channel"
@@ -716,6 +807,57 @@ fn resolve_audience(cx: &Ctx, trace: &mut Trace) -> (Vec<(usize, Role)>, Option<
         Vec::new(),
     );
     (out, staff)
+}
+
+/// Whether `g` is listed as a guardian of `i`.
+fn is_guardian(pop: &Population, g: usize, i: usize) -> bool {
+    pop.get(i)
+        .guardians
+        .iter()
+        .any(|x| pop.index_of(&x.id) == Some(g))
+}
+
+/// Whether everyone who reads the draft may read about protected person `j`: `j` themself
+/// and `j`'s guardians. With nobody to tell, only staff read it.
+fn may_read_about(pop: &Population, j: usize, readers: &[(usize, Role)]) -> bool {
+    readers
+        .iter()
+        .all(|&(i, _)| i == j || is_guardian(pop, i, j))
+}
+
+/// The staff reason for routes not taken: per protected person, which routes, and whom
+/// staff must contact. Ids only: the reason is stored and read by staff.
+fn support_measure_reason(cx: &Ctx, suppressed: &[(usize, &str)]) -> String {
+    let mut people: Vec<usize> = Vec::new();
+    for &(p, _) in suppressed {
+        if !people.contains(&p) {
+            people.push(p);
+        }
+    }
+    let death = cx.rule.trigger == Trigger::Event(EventKind::Death);
+    let parts: Vec<String> = people
+        .into_iter()
+        .map(|p| {
+            let mut routes: Vec<&str> = Vec::new();
+            for &(q, r) in suppressed {
+                if q == p && !routes.contains(&r) {
+                    routes.push(r);
+                }
+            }
+            let routes = routes.join(", ");
+            if p == cx.s {
+                return format!(
+                    "routing through {routes} is suppressed; contact the subject through staff"
+                );
+            }
+            let who = if death { "survivor" } else { "resident" };
+            format!(
+                "routing through {routes} is suppressed for {who} {}; contact them through staff",
+                cx.pop.get(p).id
+            )
+        })
+        .collect();
+    format!("support measure (支援措置): {}", parts.join("; "))
 }
 
 fn compute_deadline(cx: &Ctx) -> Option<NaiveDate> {
@@ -766,6 +908,7 @@ fn evaluate_subject_memo(occasion: &Occasion, trace: &mut Trace, memo: Option<&M
         today,
         event,
         params,
+        deadline: None,
         scope: None,
         memo,
         pure_rule: rule_is_pure(rule),
@@ -798,6 +941,13 @@ fn evaluate_subject_memo(occasion: &Occasion, trace: &mut Trace, memo: Option<&M
     if !status_ok {
         return Outcome::NotEligible(format!("{}: not a subject", status()));
     }
+    // Scripts may read the deadline, and the parameters of the rule's `as_of` day.
+    let deadline = compute_deadline(&cx);
+    cx.deadline = deadline;
+    let as_of = match take_params_at(&mut cx, trace) {
+        Ok(day) => day,
+        Err(f) => return failed(trace, f),
+    };
     for (field, c) in &rule.conditions {
         match check_condition(&mut cx, field, c, trace) {
             Ok(true) => {}
@@ -815,17 +965,17 @@ fn evaluate_subject_memo(occasion: &Occasion, trace: &mut Trace, memo: Option<&M
     }
     for name in rule.params_used.iter().filter(|_| tracing) {
         if let Some(p) = rules.params.0.get(name) {
-            let detail = match p.effective(o) {
+            let detail = match p.effective(as_of) {
                 Some((from, v)) => {
                     format!("{name} = {v} (in force from {from}; {})", p.description)
                 }
-                None => format!("{name}: no value in force on {o}"),
+                None => format!("{name}: no value in force on {as_of}"),
             };
             note(trace, "parameter", || detail, None, Vec::new());
         }
     }
     let (recipients, staff_review) = resolve_audience(&cx, trace);
-    let deadline = compute_deadline(&cx);
+    let urgent = deadline.is_some_and(|d| d < today);
     note(
         trace,
         "deadline",
@@ -868,12 +1018,16 @@ fn evaluate_subject_memo(occasion: &Occasion, trace: &mut Trace, memo: Option<&M
         occurrence: String,
         deadline: String,
         today: String,
+        deadline_passed: bool,
+        as_of: String,
     }
     let base = minijinja::Value::from(minijinja::value::Serde(TemplateCtx {
         prefill: &prefill,
         occurrence: o.to_string(),
         deadline: deadline.map_or(String::new(), |d| d.to_string()),
         today: today.to_string(),
+        deadline_passed: urgent,
+        as_of: as_of.to_string(),
     }));
     let render = |lang: &str, title: &str| -> Result<Option<String>, Box<RuleFailure>> {
         let value = minijinja::context! { title => title, ..base.clone() };
@@ -914,10 +1068,22 @@ fn evaluate_subject_memo(occasion: &Occasion, trace: &mut Trace, memo: Option<&M
         staff_review,
         prefill,
         recommend: rule.recommend.clone(),
-        title: rule.title.clone(),
+        title: if urgent {
+            Titles {
+                ja: format!("{}{}", URGENT_MARK.0, rule.title.ja),
+                en: rule
+                    .title
+                    .en
+                    .as_ref()
+                    .map(|t| format!("{}{t}", URGENT_MARK.1)),
+            }
+        } else {
+            rule.title.clone()
+        },
         message: RenderedMessages { ja, en },
         channels: rule.channels.clone(),
         critical: rule.critical,
+        urgent,
     };
     Outcome::Decision(Box::new(decision))
 }

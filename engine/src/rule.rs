@@ -230,6 +230,10 @@ pub struct RuleDoc {
     pub audience: Vec<Audience>,
     #[serde(default)]
     pub deadline: Option<DeadlineDoc>,
+    /// A script giving the day the rule's parameters (and `as_of`) are taken at, when it is
+    /// not the occurrence: e.g. the first month an allowance is paid.
+    #[serde(default)]
+    pub as_of: Option<String>,
     #[serde(default)]
     pub prefill: IndexMap<String, String>,
     #[serde(default)]
@@ -321,6 +325,8 @@ pub struct Rule {
     pub conditions: Vec<(String, Condition)>,
     pub audience: Vec<Audience>,
     pub deadline: Option<Deadline>,
+    /// The day parameters are taken at, if not the occurrence (`RuleDoc::as_of`).
+    pub as_of: Option<Script>,
     pub prefill: Vec<(String, Script)>,
     pub recommend: Vec<RuleId>,
     pub message: Messages,

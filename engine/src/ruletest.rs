@@ -60,6 +60,12 @@ struct Expected {
     deadline: Option<NaiveDate>,
     #[serde(default)]
     staff_review: Option<bool>,
+    /// Whether the deadline had passed on the notice day (the title is marked urgent).
+    #[serde(default)]
+    urgent: Option<bool>,
+    /// Text the Japanese message must contain.
+    #[serde(default)]
+    message_contains: Option<String>,
     #[serde(default)]
     prefill: Option<IndexMap<String, serde_json::Value>>,
 }
@@ -143,6 +149,19 @@ fn compare(exp: &Expected, got: &Decision) -> Vec<String> {
             diffs.push(format!(
                 "{who}: staff_review expected {want}, got {}",
                 got.staff_review.as_deref().unwrap_or("false")
+            ));
+        }
+    }
+    if let Some(want) = exp.urgent {
+        if want != got.urgent {
+            diffs.push(format!("{who}: urgent expected {want}, got {}", got.urgent));
+        }
+    }
+    if let Some(want) = &exp.message_contains {
+        if !got.message.ja.contains(want.as_str()) {
+            diffs.push(format!(
+                "{who}: the message does not contain {want:?}: {}",
+                got.message.ja
             ));
         }
     }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use rhai::{Dynamic, Engine, EvalAltResult, Map, Scope, AST};
 
 use crate::calendar;
@@ -11,7 +11,7 @@ use crate::resident::Resident;
 
 /// Variables every script may read (see rules/README.md). Declared at compile time so a
 /// misspelt variable is a load error.
-pub const SCOPE_VARS: [&str; 9] = [
+pub const SCOPE_VARS: [&str; 11] = [
     "subject",
     "household",
     "householder",
@@ -20,6 +20,10 @@ pub const SCOPE_VARS: [&str; 9] = [
     "today",
     "event",
     "params",
+    // The notice's deadline ("YYYY-MM-DD"), or () for a rule without one.
+    "deadline",
+    // The day the parameters are taken at: the rule's `as_of`, or else the occurrence.
+    "as_of",
     // The prefill fields computed so far (prefill only, in the order written).
     "draft",
 ];
@@ -372,6 +376,11 @@ impl ScriptEngine {
         engine.register_fn("month_start", |d: &str| -> R<String> {
             Ok(calendar::month_start(date_arg(d)?).to_string())
         });
+        // "2026年6月": the month a payment starts, as a notice says it.
+        engine.register_fn("month_label", |d: &str| -> R<String> {
+            let d = date_arg(d)?;
+            Ok(format!("{}年{}月", d.year(), d.month()))
+        });
         engine.register_fn("fiscal_year_end", |fy: i64| -> R<String> {
             Ok(calendar::fiscal_year_end(int_arg(fy, calendar::MAX_YEAR as u32)?).to_string())
         });
@@ -396,7 +405,8 @@ impl ScriptEngine {
                 pure: is_pure(source),
                 reusable: is_pure(source)
                     && Fields::read_by(source, "subject").union(SCALAR_FIELDS) == SCALAR_FIELDS
-                    && !["household", "householder", "guardians", "event", "draft"]
+                    // The deadline and `as_of` follow from more than the memo key holds.
+                    && !["household", "householder", "guardians", "event", "draft", "deadline", "as_of"]
                         .iter()
                         .any(|v| mentions(source, v)),
             }),
@@ -454,6 +464,11 @@ pub fn mentions(source: &str, var: &str) -> bool {
     })
 }
 
+/// A script's value as a date: a "YYYY-MM-DD" string, or `None`.
+pub fn to_date(d: &Dynamic) -> Option<NaiveDate> {
+    d.clone().into_immutable_string().ok()?.parse().ok()
+}
+
 /// The name of a value's type, in words for an error message.
 pub fn type_name(d: &Dynamic) -> &'static str {
     if d.is_unit() {
@@ -475,6 +490,10 @@ pub fn type_name(d: &Dynamic) -> &'static str {
     }
 }
 
+/// What a script reads instead of the name and address of someone under a support measure
+/// (支援措置) when others can read the draft (docs/support-measures.md).
+pub const WITHHELD: &str = "（非表示）";
+
 /// A resident as a script sees it (see rules/README.md).
 pub fn resident_map(r: &Resident) -> Dynamic {
     resident_map_with(r, Fields::ALL)
@@ -483,13 +502,36 @@ pub fn resident_map(r: &Resident) -> Dynamic {
 /// A resident with only `fields` (the others absent, so reading them gives `()`): what a
 /// rule's scripts are given when the rule reads no more than that.
 pub fn resident_map_with(r: &Resident, fields: Fields) -> Dynamic {
+    fields_map(r, fields).into()
+}
+
+/// A resident under a support measure as a script sees them when the draft is read by
+/// others (docs/support-measures.md): the name and the address text read as `WITHHELD`,
+/// so rules that list or join names keep working; the address codes are absent (`()`),
+/// being whereabouts too; `withheld` is `true`. Dates, 続柄 and attributes stay: conditions
+/// and ages still need them, and they do not say where the person lives.
+pub fn resident_map_withheld(r: &Resident) -> Dynamic {
+    let mut m = fields_map(r, Fields::ALL);
+    let mut name = Map::new();
+    for k in NAME_KEYS {
+        name.insert(k.into(), WITHHELD.into());
+    }
+    let mut address = Map::new();
+    address.insert("text".into(), WITHHELD.into());
+    m.insert("name".into(), name.into());
+    m.insert("address".into(), address.into());
+    m.insert("withheld".into(), true.into());
+    m.into()
+}
+
+fn fields_map(r: &Resident, fields: Fields) -> Map {
     let mut m = Map::new();
     for (i, key) in RESIDENT_FIELDS.iter().enumerate() {
         if fields.has(i) {
             m.insert((*key).into(), resident_field(r, i));
         }
     }
-    m.into()
+    m
 }
 
 /// The keys of the maps inside a resident map, and their values (`leaf`).

@@ -200,7 +200,8 @@ impl Portal {
 
     /// The live check on top of the outbox row: the register may have changed since the
     /// decision. A subject under a support measure is visible to nobody else; a proxy must
-    /// still hold a scope covering the category, within `until`.
+    /// still hold a scope covering the category, within `until`, for a principal not under
+    /// a support measure.
     /// The reader's role, if they may read the notice: `None` is refused.
     async fn may_read(&self, reader: &Reader, n: &PortalNotice) -> Result<Option<Role>> {
         let Some(role) = role_of(&n.body, reader) else {
@@ -228,9 +229,11 @@ impl Portal {
             return Ok(Some(role));
         }
         // A proxy of another recipient (say a guardian): read that principal's record now.
+        // A principal now under a support measure is reached by nobody through a proxy, as
+        // the engine routes it (docs/support-measures.md).
         for p in n.body.recipients.iter().filter(|r| r.role != Role::Proxy) {
             if let Some(record) = self.store.register_access(&p.id).await? {
-                if covers(&record) {
+                if !record.support_measure && covers(&record) {
                     return Ok(Some(role));
                 }
             }

@@ -95,6 +95,7 @@ pub fn notice(n: usize, recipient: &str, critical: bool) -> Decision {
         },
         channels: vec![Channel::Email],
         critical,
+        urgent: false,
     };
     d.prefill.insert("child_name".into(), SECRETS[0].into());
     d.prefill.insert("address".into(), SECRETS[1].into());

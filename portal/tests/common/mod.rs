@@ -137,6 +137,7 @@ fn decision(
         },
         channels: vec![Channel::Portal, Channel::Email],
         critical: false,
+        urgent: false,
     }
 }
 
