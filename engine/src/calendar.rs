@@ -257,35 +257,106 @@ pub enum Shift {
     None,
     /// Saturday and Sunday.
     Weekend,
-    /// 行政機関の休日: weekends, national holidays and 12/29–1/3.
+    /// The municipality's closed days (地方自治法4条の2): 行政機関の休日 and its own.
     ClosedDays,
+    /// 行政機関の休日 only (行政機関の休日に関する法律2条), for filings with a national body
+    /// such as the Japan Pension Service, which keeps no municipal holiday.
+    NationalClosedDays,
 }
 
-/// The last day of a period of `period` starting at `start`, counted by `counting`, then
-/// shifted off closed days by `shift`.
-pub fn due_date(start: NaiveDate, period: Period, counting: Counting, shift: Shift) -> NaiveDate {
+/// The last day of a period of `period` starting at `start`, counted by `counting`, before
+/// any move off a closed day (`DeadlinePolicy::due`).
+pub fn due_date(start: NaiveDate, period: Period, counting: Counting) -> NaiveDate {
     let end_next_day = match period {
         Period::Days(n) => add_days(start, i64::from(n)),
         Period::Months(n) => add_months_clamped(start, n),
         Period::Years(n) => add_months_clamped(start, n * 12),
     };
-    let due = match counting {
+    match counting {
         Counting::NextDay => end_next_day,
         Counting::EventDay => add_days(end_next_day, -1),
-    };
-    shift_forward(due, shift)
+    }
 }
 
-fn shift_forward(mut d: NaiveDate, shift: Shift) -> NaiveDate {
-    let closed = |d: NaiveDate| match shift {
-        Shift::None => false,
-        Shift::Weekend => is_weekend(d),
-        Shift::ClosedDays => is_closed_day(d),
-    };
-    while closed(d) {
-        d = add_days(d, 1);
+/// The days a municipality's offices are closed beyond 行政機関の休日, as its 休日条例 sets
+/// them (地方自治法4条の2第1項・第2項): days kept every year, and single days.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClosedDays {
+    pub yearly: Vec<MonthDay>,
+    pub once: std::collections::BTreeSet<NaiveDate>,
+}
+
+impl ClosedDays {
+    /// Whether offices are closed on `d`: 行政機関の休日 or one of the municipality's days.
+    pub fn contains(&self, d: NaiveDate) -> bool {
+        is_closed_day(d)
+            || self.once.contains(&d)
+            || self
+                .yearly
+                .iter()
+                .any(|m| m.month == d.month() && m.day == d.day())
     }
-    d
+}
+
+/// How a municipality moves deadlines off closed days (地方自治法4条の2第4項): the shift a rule
+/// inherits when its deadline names none, and the closed days, each as in force from a date.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadlinePolicy {
+    /// Sorted by date; the first entry applies to any earlier day too.
+    pub shift: Vec<(NaiveDate, Shift)>,
+    pub closed: Vec<(NaiveDate, ClosedDays)>,
+}
+
+impl Default for DeadlinePolicy {
+    /// With nothing configured: the statute's rule, every deadline moves past 行政機関の休日.
+    fn default() -> Self {
+        let start = ymd(MIN_YEAR, 1, 1);
+        Self {
+            shift: vec![(start, Shift::ClosedDays)],
+            closed: vec![(start, ClosedDays::default())],
+        }
+    }
+}
+
+fn in_force<T>(values: &[(NaiveDate, T)], on: NaiveDate) -> Option<&T> {
+    let i = values.partition_point(|(from, _)| *from <= on);
+    values.get(i.saturating_sub(1)).map(|(_, v)| v)
+}
+
+impl DeadlinePolicy {
+    /// The due date for a period that ends on `last_day`: moved to the next open day when
+    /// the rule's shift (or, if it names none, the municipality's) says so. Both the shift
+    /// and the closed days are those in force on `last_day`.
+    pub fn due(&self, last_day: NaiveDate, rule_shift: Option<Shift>) -> NaiveDate {
+        let shift = rule_shift
+            .or_else(|| in_force(&self.shift, last_day).copied())
+            .unwrap_or(Shift::None);
+        let none = ClosedDays::default();
+        let closed = in_force(&self.closed, last_day).unwrap_or(&none);
+        let is_closed = |d: NaiveDate| match shift {
+            Shift::None => false,
+            Shift::Weekend => is_weekend(d),
+            Shift::ClosedDays => closed.contains(d),
+            Shift::NationalClosedDays => is_closed_day(d),
+        };
+        let mut d = last_day;
+        // A closure longer than a year would be a configuration error; stop rather than spin.
+        let limit = add_days(last_day, 366);
+        while is_closed(d) && d < limit {
+            d = add_days(d, 1);
+        }
+        d
+    }
+}
+
+/// A date as a Japanese notice writes it, with the day of the week: "2025年2月15日（土）".
+pub fn date_ja(d: NaiveDate) -> String {
+    const DAYS: [&str; 7] = ["月", "火", "水", "木", "金", "土", "日"];
+    format!(
+        "{}（{}）",
+        d.format("%Y年%-m月%-d日"),
+        DAYS[d.weekday().num_days_from_monday() as usize]
+    )
 }
 
 pub fn is_weekend(d: NaiveDate) -> bool {
@@ -518,70 +589,99 @@ mod tests {
         use Counting::*;
         // 戸籍法: born Jan 1 → due Jan 14; learned of a death Mar 28 → due Apr 3.
         assert_eq!(
-            due_date(d("2025-01-01"), Period::Days(14), EventDay, Shift::None),
+            due_date(d("2025-01-01"), Period::Days(14), EventDay),
             d("2025-01-14")
         );
         assert_eq!(
-            due_date(d("2025-03-28"), Period::Days(7), EventDay, Shift::None),
+            due_date(d("2025-03-28"), Period::Days(7), EventDay),
             d("2025-04-03")
         );
         // 住基法: event Mar 28 → due Apr 11.
         assert_eq!(
-            due_date(d("2025-03-28"), Period::Days(14), NextDay, Shift::None),
+            due_date(d("2025-03-28"), Period::Days(14), NextDay),
             d("2025-04-11")
         );
         // 15日特例: born Apr 30 → May 15.
         assert_eq!(
-            due_date(d("2025-04-30"), Period::Days(15), NextDay, Shift::None),
+            due_date(d("2025-04-30"), Period::Days(15), NextDay),
             d("2025-05-15")
         );
         // 2 years from the day after a funeral on 2025-06-10 → 2027-06-10.
         assert_eq!(
-            due_date(d("2025-06-10"), Period::Years(2), NextDay, Shift::None),
+            due_date(d("2025-06-10"), Period::Years(2), NextDay),
             d("2027-06-10")
         );
         // A month period with no corresponding day ends on the month's last day.
         assert_eq!(
-            due_date(d("2025-01-31"), Period::Months(1), NextDay, Shift::None),
+            due_date(d("2025-01-31"), Period::Months(1), NextDay),
             d("2025-02-28")
         );
         assert_eq!(
-            due_date(d("2024-02-29"), Period::Years(1), NextDay, Shift::None),
+            due_date(d("2024-02-29"), Period::Years(1), NextDay),
             d("2025-02-28")
         );
+    }
+
+    /// The policy of a municipality that moves deadlines by `shift`, with its own days.
+    fn policy(shift: Shift, yearly: &[&str], once: &[&str]) -> DeadlinePolicy {
+        DeadlinePolicy {
+            shift: vec![(d("2000-01-01"), shift)],
+            closed: vec![(
+                d("2000-01-01"),
+                ClosedDays {
+                    yearly: yearly.iter().map(|m| MonthDay::parse(m).unwrap()).collect(),
+                    once: once.iter().map(|x| d(x)).collect(),
+                },
+            )],
+        }
     }
 
     #[test]
     fn deadlines_move_off_closed_days() {
         use Counting::*;
+        let last = due_date(d("2026-04-18"), Period::Days(14), NextDay);
+        assert_eq!(last, d("2026-05-02"));
         // 2026-05-02 is a Saturday; May 3–6 are holidays (5/6 振替休日) → open on May 7.
-        assert_eq!(
-            due_date(
-                d("2026-04-18"),
-                Period::Days(14),
-                NextDay,
-                Shift::ClosedDays
-            ),
-            d("2026-05-07")
-        );
-        assert_eq!(
-            due_date(d("2026-04-18"), Period::Days(14), NextDay, Shift::Weekend),
-            d("2026-05-04")
-        );
-        assert_eq!(
-            due_date(d("2026-04-18"), Period::Days(14), NextDay, Shift::None),
-            d("2026-05-02")
-        );
+        let closed = policy(Shift::ClosedDays, &[], &[]);
+        assert_eq!(closed.due(last, None), d("2026-05-07"));
+        assert_eq!(closed.due(last, Some(Shift::Weekend)), d("2026-05-04"));
+        // A rule that names `none` keeps the period's last day whatever the policy.
+        assert_eq!(closed.due(last, Some(Shift::None)), d("2026-05-02"));
         // Year-end closure: Dec 29 → Jan 4 2027 (Monday).
+        let last = due_date(d("2026-12-15"), Period::Days(14), NextDay);
+        assert_eq!(closed.due(last, None), d("2027-01-04"));
+    }
+
+    #[test]
+    fn a_municipality_sets_its_own_shift_and_closed_days() {
+        // 2025-02-15 is a Saturday: moved to Monday 02-17 where the policy moves deadlines,
+        // kept where it does not.
+        let sat = d("2025-02-15");
         assert_eq!(
-            due_date(
-                d("2026-12-15"),
-                Period::Days(14),
-                NextDay,
-                Shift::ClosedDays
-            ),
-            d("2027-01-04")
+            policy(Shift::ClosedDays, &[], &[]).due(sat, None),
+            d("2025-02-17")
         );
+        assert_eq!(policy(Shift::None, &[], &[]).due(sat, None), sat);
+        // The municipality's own days: a yearly day (02-17) and a single day (02-18).
+        let own = policy(Shift::ClosedDays, &["02-17"], &["2025-02-18"]);
+        assert_eq!(own.due(sat, None), d("2025-02-19"));
+        assert_eq!(own.due(d("2026-02-17"), None), d("2026-02-18"));
+        // A national body keeps national closed days only.
+        assert_eq!(
+            own.due(sat, Some(Shift::NationalClosedDays)),
+            d("2025-02-17")
+        );
+        // Weekend-only shifting ignores holidays and the municipality's days.
+        assert_eq!(
+            own.due(sat, Some(Shift::Weekend)),
+            d("2025-02-17"),
+            "weekend shift stops on Monday"
+        );
+        // Values in force from a date: before it, the earlier one.
+        let mut changed = policy(Shift::None, &[], &[]);
+        changed.shift.push((d("2025-01-01"), Shift::ClosedDays));
+        assert_eq!(changed.due(d("2024-02-17"), None), d("2024-02-17"));
+        assert_eq!(changed.due(sat, None), d("2025-02-17"));
     }
 
     #[test]
@@ -689,16 +789,16 @@ mod tests {
 
         #[test]
         fn day_periods_count_inclusively(start in date_strategy(), n in 1u32..400) {
-            let e = due_date(start, Period::Days(n), Counting::EventDay, Shift::None);
+            let e = due_date(start, Period::Days(n), Counting::EventDay);
             prop_assert_eq!((e - start).num_days() + 1, i64::from(n));
-            let nd = due_date(start, Period::Days(n), Counting::NextDay, Shift::None);
+            let nd = due_date(start, Period::Days(n), Counting::NextDay);
             prop_assert_eq!((nd - start).num_days(), i64::from(n));
         }
 
         #[test]
         fn shifted_deadlines_land_on_open_days_within_ten_days(start in date_strategy(), n in 1u32..60) {
-            let plain = due_date(start, Period::Days(n), Counting::NextDay, Shift::None);
-            let shifted = due_date(start, Period::Days(n), Counting::NextDay, Shift::ClosedDays);
+            let plain = due_date(start, Period::Days(n), Counting::NextDay);
+            let shifted = DeadlinePolicy::default().due(plain, None);
             prop_assert!(shifted >= plain);
             prop_assert!(!is_closed_day(shifted));
             // The longest closure: a weekend before the year-end holidays and a 振替休日.

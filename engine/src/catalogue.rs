@@ -11,7 +11,7 @@ use rhai::{Dynamic, Scope};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::calendar::{self, Counting, Period, Shift};
+use crate::calendar::{self, ClosedDays, Counting, DeadlinePolicy, MonthDay, Period, Shift};
 use crate::ids::RuleId;
 use crate::population::EventKind;
 use crate::rule::*;
@@ -123,6 +123,8 @@ pub struct RuleSet {
     rules: Vec<Arc<Rule>>,
     by_id: HashMap<RuleId, usize>,
     pub params: Arc<Parameters>,
+    /// The municipality's closed days and deadline shift, from its calendar parameters.
+    pub deadline_policy: Arc<DeadlinePolicy>,
     pub engine: Arc<ScriptEngine>,
     templates: Arc<minijinja::Environment<'static>>,
     /// Content hash over every rule and parameter file: the rule-set version.
@@ -399,7 +401,7 @@ fn compile_deadline(d: &DeadlineDoc, cx: &mut FileCtx) -> Option<Deadline> {
             period: *p,
             counting: d.counting.unwrap_or(Counting::NextDay),
             from: d.from.unwrap_or_default(),
-            shift: d.shift.unwrap_or(Shift::None),
+            shift: d.shift,
         });
     }
     if d.counting.is_some() || d.from.is_some() || d.shift.is_some() {
@@ -841,6 +843,7 @@ pub fn compile_sources(
     // Parameter files first, then rule files: the order the version hash has always used.
     let mut hasher = Sha256::new();
     let params = parse_parameters(param_sources, &mut hasher, &mut errors);
+    let deadline_policy = compile_deadline_policy(&params, param_sources, &mut errors);
     let engine = ScriptEngine::new();
     let (rules, texts) = compile_rules(sources, &engine, &mut hasher, &mut errors);
     let (by_id, env) = check_across_files(&rules, &texts, &params, &mut errors);
@@ -855,6 +858,7 @@ pub fn compile_sources(
         rules,
         by_id,
         params: Arc::new(params),
+        deadline_policy: Arc::new(deadline_policy),
         engine: Arc::new(engine),
         templates: Arc::new(env),
         version: hex(&hasher.finalize())[..16].to_owned(),
@@ -917,6 +921,75 @@ fn parse_parameters(
         }
     }
     params
+}
+
+/// The calendar parameter naming the shift rules inherit (`none`, `weekend`, `closed_days`).
+pub const DEADLINE_SHIFT_PARAM: &str = "deadline_shift";
+/// The calendar parameter listing the municipality's own closed days ("MM-DD" every year,
+/// "YYYY-MM-DD" once).
+pub const CLOSED_DAYS_PARAM: &str = "municipal_closed_days";
+
+/// The municipality's deadline policy from its calendar parameters; the statute's default
+/// (every deadline moves past 行政機関の休日) for a parameter not given.
+pub(crate) fn compile_deadline_policy(
+    params: &Parameters,
+    param_sources: &[(String, String)],
+    errors: &mut Vec<LoadError>,
+) -> DeadlinePolicy {
+    let mut policy = DeadlinePolicy::default();
+    fn ctx_of<'a>(p: &'a Parameter, param_sources: &'a [(String, String)]) -> FileCtx<'a> {
+        FileCtx {
+            file: &p.file,
+            text: param_sources
+                .iter()
+                .find(|(f, _)| *f == p.file)
+                .map_or("", |(_, t)| t.as_str()),
+            errors: Vec::new(),
+        }
+    }
+    if let Some(p) = params.0.get(DEADLINE_SHIFT_PARAM) {
+        let mut cx = ctx_of(p, param_sources);
+        let mut shift = Vec::new();
+        for (i, (from, v)) in p.values.iter().enumerate() {
+            match serde_json::from_value::<Shift>(v.clone()) {
+                Ok(s) => shift.push((*from, s)),
+                Err(_) => cx.err(
+                    &format!("{DEADLINE_SHIFT_PARAM}.values[{i}].value"),
+                    format!("{v} is not a shift"),
+                    Some("one of none, weekend, closed_days, national_closed_days"),
+                ),
+            }
+        }
+        policy.shift = shift;
+        errors.extend(cx.errors);
+    }
+    if let Some(p) = params.0.get(CLOSED_DAYS_PARAM) {
+        let mut cx = ctx_of(p, param_sources);
+        let mut closed = Vec::new();
+        for (i, (from, v)) in p.values.iter().enumerate() {
+            let field = format!("{CLOSED_DAYS_PARAM}.values[{i}].value");
+            let hint = Some("a list of \"MM-DD\" (every year) and \"YYYY-MM-DD\" (once)");
+            let Some(items) = v.as_array() else {
+                cx.err(&field, format!("{v} is not a list of days"), hint);
+                continue;
+            };
+            let mut days = ClosedDays::default();
+            for item in items {
+                let text = item.as_str().unwrap_or_default();
+                if let Ok(d) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+                    days.once.insert(d);
+                } else if let Ok(m) = MonthDay::parse(text) {
+                    days.yearly.push(m);
+                } else {
+                    cx.err(&field, format!("{item} is not a day"), hint);
+                }
+            }
+            closed.push((*from, days));
+        }
+        policy.closed = closed;
+        errors.extend(cx.errors);
+    }
+    policy
 }
 
 /// Every rule file, hashed, parsed and compiled on its own; returns the sound rules and each
@@ -1061,11 +1134,16 @@ fn check_templates(rule: &Rule, env: &mut minijinja::Environment<'static>, cx: &
             continue;
         }
         let tmpl = env.get_template(&name).expect("just added");
-        let mut unknown: Vec<String> = tmpl
-            .undeclared_variables(false)
-            .into_iter()
-            .filter(|v| !allowed.contains(v))
-            .collect();
+        let used = tmpl.undeclared_variables(false);
+        if can_be_late(rule) && used.contains("deadline") && !used.contains("deadline_passed") {
+            cx.err(
+                &field,
+                "an event can reach the register after this deadline, and the message names \
+                 the deadline without saying what holds once it has passed",
+                Some("branch with {% if deadline_passed %}…{% else %}…{% endif %}"),
+            );
+        }
+        let mut unknown: Vec<String> = used.into_iter().filter(|v| !allowed.contains(v)).collect();
         unknown.sort();
         for v in unknown {
             cx.err(
@@ -1078,6 +1156,19 @@ fn check_templates(rule: &Rule, env: &mut minijinja::Environment<'static>, cx: &
             );
         }
     }
+}
+
+/// Whether the rule's notice can go out after its deadline: an event's notice (the event may
+/// be recorded or ingested late) with a period counted from the event.
+fn can_be_late(rule: &Rule) -> bool {
+    matches!(rule.trigger, Trigger::Event(_))
+        && matches!(
+            rule.deadline,
+            Some(Deadline::Period {
+                from: DeadlineFrom::Occurrence,
+                ..
+            })
+        )
 }
 
 /// Try every script once on a made-up resident: a runaway loop or a condition that does

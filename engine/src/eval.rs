@@ -64,6 +64,9 @@ pub struct Decision {
     pub event_id: Option<String>,
     pub notify_on: NaiveDate,
     pub deadline: Option<NaiveDate>,
+    /// The last day of the period when the deadline was moved past closed days to `deadline`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_moved_from: Option<NaiveDate>,
     pub recipients: Vec<Recipient>,
     /// Set when nobody on the register can receive the notice: staff must reach out.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -860,7 +863,9 @@ fn support_measure_reason(cx: &Ctx, suppressed: &[(usize, &str)]) -> String {
     format!("support measure (支援措置): {}", parts.join("; "))
 }
 
-fn compute_deadline(cx: &Ctx) -> Option<NaiveDate> {
+/// The due date, and the last day of the period when the due date was moved off a closed
+/// day (地方自治法4条の2第4項).
+fn compute_deadline(cx: &Ctx) -> Option<(NaiveDate, Option<NaiveDate>)> {
     let b = cx.subject().birth_date;
     Some(match cx.rule.deadline? {
         Deadline::Period {
@@ -873,12 +878,31 @@ fn compute_deadline(cx: &Ctx) -> Option<NaiveDate> {
                 DeadlineFrom::Occurrence => cx.o,
                 DeadlineFrom::Notify => cx.today,
             };
-            calendar::due_date(start, period, counting, shift)
+            let last_day = calendar::due_date(start, period, counting);
+            let due = cx.rules.deadline_policy.due(last_day, shift);
+            (due, (due != last_day).then_some(last_day))
         }
-        Deadline::BeforeAge(n) => calendar::attain(b, n as i32),
-        Deadline::BeforeAgeMonths(m) => calendar::add_days(calendar::month_anniversary(b, m), -1),
-        Deadline::FiscalYearEnd => calendar::fiscal_year_end(calendar::fiscal_year(cx.o)),
+        Deadline::BeforeAge(n) => (calendar::attain(b, n as i32), None),
+        Deadline::BeforeAgeMonths(m) => (
+            calendar::add_days(calendar::month_anniversary(b, m), -1),
+            None,
+        ),
+        Deadline::FiscalYearEnd => (calendar::fiscal_year_end(calendar::fiscal_year(cx.o)), None),
     })
+}
+
+/// What a notice says when its deadline was moved off a closed day, in each language.
+fn moved_deadline_note(last_day: NaiveDate, due: NaiveDate) -> (String, String) {
+    (
+        format!(
+            "\n\n※期限の末日（{}）が閉庁日にあたるため、期限は翌開庁日の{}です（地方自治法第4条の2）。",
+            calendar::date_ja(last_day),
+            calendar::date_ja(due)
+        ),
+        format!(
+            "\n\nThe period ends on {last_day}, a day the offices are closed, so the deadline is the next open day, {due}."
+        ),
+    )
 }
 
 /// Evaluates one subject for one rule on one day, noting each step in `trace` when given
@@ -942,7 +966,8 @@ fn evaluate_subject_memo(occasion: &Occasion, trace: &mut Trace, memo: Option<&M
         return Outcome::NotEligible(format!("{}: not a subject", status()));
     }
     // Scripts may read the deadline, and the parameters of the rule's `as_of` day.
-    let deadline = compute_deadline(&cx);
+    let (deadline, deadline_moved_from) = compute_deadline(&cx).unzip();
+    let deadline_moved_from = deadline_moved_from.flatten();
     cx.deadline = deadline;
     let as_of = match take_params_at(&mut cx, trace) {
         Ok(day) => day,
@@ -979,7 +1004,11 @@ fn evaluate_subject_memo(occasion: &Occasion, trace: &mut Trace, memo: Option<&M
     note(
         trace,
         "deadline",
-        || deadline.map_or("none".to_owned(), |d| d.to_string()),
+        || match (deadline, deadline_moved_from) {
+            (None, _) => "none".to_owned(),
+            (Some(d), None) => d.to_string(),
+            (Some(d), Some(last)) => format!("{d} (the period ends on {last}, a closed day)"),
+        },
         None,
         Vec::new(),
     );
@@ -1035,14 +1064,22 @@ fn evaluate_subject_memo(occasion: &Occasion, trace: &mut Trace, memo: Option<&M
             .render(rule, lang, &value)
             .map_err(|e| cx.fail(&format!("message.{lang}"), format!("template failed: {e}")))
     };
-    let ja = match render("ja", &rule.title.ja) {
+    let mut ja = match render("ja", &rule.title.ja) {
         Ok(m) => m.unwrap_or_default(),
         Err(f) => return failed(trace, f),
     };
-    let en = match render("en", rule.title.en.as_deref().unwrap_or(&rule.title.ja)) {
+    let mut en = match render("en", rule.title.en.as_deref().unwrap_or(&rule.title.ja)) {
         Ok(m) => m,
         Err(f) => return failed(trace, f),
     };
+    // Said once here, so that every channel and every rule tells a moved deadline alike.
+    if let (Some(due), Some(last)) = (deadline, deadline_moved_from) {
+        let (note_ja, note_en) = moved_deadline_note(last, due);
+        ja.push_str(&note_ja);
+        if let Some(en) = &mut en {
+            en.push_str(&note_en);
+        }
+    }
     let occurrence_part = event.map_or_else(|| o.to_string(), str::to_owned);
     let decision = Decision {
         key: DecisionKey::new(&rule.id, &subject.id, &occurrence_part),
@@ -1054,6 +1091,7 @@ fn evaluate_subject_memo(occasion: &Occasion, trace: &mut Trace, memo: Option<&M
         event_id: event.map(str::to_owned),
         notify_on: today,
         deadline,
+        deadline_moved_from,
         recipients: recipients
             .into_iter()
             .map(|(i, role)| {

@@ -251,7 +251,8 @@ pub enum Deadline {
         period: Period,
         counting: Counting,
         from: DeadlineFrom,
-        shift: Shift,
+        /// `None`: the municipality's policy (`DeadlinePolicy`).
+        shift: Option<Shift>,
     },
     BeforeAge(u32),
     BeforeAgeMonths(u32),

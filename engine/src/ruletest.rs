@@ -58,6 +58,9 @@ struct Expected {
     occurrence: Option<NaiveDate>,
     #[serde(default)]
     deadline: Option<NaiveDate>,
+    /// The period's last day when the deadline was moved off a closed day; `null` for none.
+    #[serde(default, deserialize_with = "some_or_null")]
+    deadline_moved_from: Option<Option<NaiveDate>>,
     #[serde(default)]
     staff_review: Option<bool>,
     /// Whether the deadline had passed on the notice day (the title is marked urgent).
@@ -68,6 +71,15 @@ struct Expected {
     message_contains: Option<String>,
     #[serde(default)]
     prefill: Option<IndexMap<String, serde_json::Value>>,
+}
+
+/// A field that may be absent (no expectation), `null` (expected none) or a value.
+fn some_or_null<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// The result of one case.
@@ -141,6 +153,16 @@ fn compare(exp: &Expected, got: &Decision) -> Vec<String> {
             diffs.push(format!(
                 "{who}: deadline expected {d}, got {}",
                 got.deadline.map_or("none".to_owned(), |d| d.to_string())
+            ));
+        }
+    }
+    if let Some(want) = exp.deadline_moved_from {
+        if want != got.deadline_moved_from {
+            let show = |d: Option<NaiveDate>| d.map_or("not moved".to_owned(), |d| d.to_string());
+            diffs.push(format!(
+                "{who}: deadline moved from expected {}, got {}",
+                show(want),
+                show(got.deadline_moved_from)
             ));
         }
     }
@@ -239,6 +261,15 @@ fn run_case(
                 )),
             }
         }
+        // The calendar parameters are compiled once per catalogue: again with the case's.
+        let mut errors = Vec::new();
+        let policy = crate::catalogue::compile_deadline_policy(&params, &[], &mut errors);
+        result.differences.extend(
+            errors
+                .into_iter()
+                .map(|e| format!("parameters: {}", e.message)),
+        );
+        rules.deadline_policy = std::sync::Arc::new(policy);
         rules.params = std::sync::Arc::new(params);
     }
     if !result.differences.is_empty() {

@@ -237,3 +237,40 @@ fn parameters_are_checked_too() {
     );
     assert!(empty[0].contains("needs at least one value"), "{empty:?}");
 }
+
+#[test]
+fn the_municipal_calendar_is_checked_with_its_place() {
+    let calendar = "\
+deadline_shift:
+  description: x
+  values:
+    - { from: 2000-01-01, value: closed_days }
+    - { from: 2025-04-01, value: sometimes }
+municipal_closed_days:
+  description: y
+  values:
+    - { from: 2000-01-01, value: [\"06-23\", \"2026-05-01\", \"13-01\"] }
+    - { from: 2026-04-01, value: \"06-23\" }
+";
+    let errs = errors(
+        &[("rules/good-rule.yaml", GOOD)],
+        &[("rules/parameters/calendar.yaml", calendar)],
+    );
+    assert_eq!(errs.len(), 3, "{errs:#?}");
+    assert!(
+        errs[0].starts_with("rules/parameters/calendar.yaml:")
+            && errs[0].contains("`deadline_shift.values[1].value`")
+            && errs[0].contains("\"sometimes\" is not a shift"),
+        "{errs:#?}"
+    );
+    assert!(
+        errs.iter().any(|e| e.contains("\"13-01\" is not a day")),
+        "{errs:#?}"
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("`municipal_closed_days.values[1].value`")
+                && e.contains("is not a list of days")),
+        "{errs:#?}"
+    );
+}

@@ -243,7 +243,7 @@ fn prefill_deadline_params_and_messages() {
     let rs = rules(&[&rule(
         "{ event: death }",
         "[survivors]",
-        "deadline: { years: 2, counting: next_day }\nprefill:\n  amount: params.amount\n  deceased: subject.name.kanji\n  remaining: household.len()\nmessage:\n  ja: \"{{ deceased }} {{ amount }} {{ deadline }}\"\n",
+        "deadline: { years: 2, counting: next_day }\nprefill:\n  amount: params.amount\n  deceased: subject.name.kanji\n  remaining: household.len()\nmessage:\n  ja: \"{{ deceased }} {{ amount }} {{ deadline }}{% if deadline_passed %} 過ぎています{% endif %}\"\n",
     )
     .replace("message:\n  ja: \"{{ title }}\"\n", "")]);
     let pop = population(&[
@@ -394,9 +394,11 @@ fn events_that_reach_the_register_late_are_notified_the_day_they_arrive() {
     assert_eq!(check(&rs, &pop, "2025-06-25"), ["C1->P1:Guardian"]);
     assert!(check(&rs, &pop, "2025-06-26").is_empty());
     let r = evaluate_day(&rs, &pop, d("2025-06-25"));
-    // The occurrence and the deadline still count from the birth (15日特例).
+    // The occurrence and the deadline still count from the birth (15日特例); the 15th day
+    // is a Saturday, so the deadline is the next open day.
     assert_eq!(r.decisions[0].occurrence, d("2025-06-20"));
-    assert_eq!(r.decisions[0].deadline, Some(d("2025-07-05")));
+    assert_eq!(r.decisions[0].deadline, Some(d("2025-07-07")));
+    assert_eq!(r.decisions[0].deadline_moved_from, Some(d("2025-07-05")));
     assert_eq!(
         r.decisions[0].key.as_str(),
         "test-rule/C1/birth-C1-2025-06-20"

@@ -77,6 +77,7 @@ pub fn notice(n: usize, recipient: &str, critical: bool) -> Decision {
         event_id: None,
         notify_on: day,
         deadline: Some("2026-10-21".parse().expect("a date")),
+        deadline_moved_from: None,
         recipients: vec![Recipient {
             id: ResidentId::parse(recipient).expect("a resident id"),
             role: Role::Guardian,

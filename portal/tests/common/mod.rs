@@ -120,6 +120,7 @@ fn decision(
         event_id: None,
         notify_on: d("2026-10-01"),
         deadline: Some(d("2026-10-15")),
+        deadline_moved_from: None,
         recipients,
         staff_review: None,
         prefill,
