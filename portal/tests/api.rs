@@ -160,6 +160,31 @@ async fn register_changes_apply_at_once(backend: &str) {
     assert_eq!(status, 404);
     assert_eq!(app.keys("R10005").await, vec![HEALTH.to_owned()]);
 
+    // A guardian the protected child lives with reads it again, as the engine routes it; a
+    // guardian in another household does not (the measure may protect the child from them).
+    let household = |id: &str, rel: &str| json!({"id": id, "relationship": rel});
+    let scoped = json!([{"id": "R10005", "scopes": ["health_insurance"]}]);
+    let together = register(&[
+        (
+            "R10002",
+            json!({"support_measure": true, "household": household("H9", "子")}),
+        ),
+        ("R10003", json!({"household": household("H9", "世帯主")})),
+        ("R10001", json!({"proxies": scoped})),
+    ]);
+    ingest(&app.store, &together, app.clock.now()).await;
+    assert_eq!(app.keys("R10003").await, vec![CHILD.to_owned()]);
+    let apart = register(&[
+        (
+            "R10002",
+            json!({"support_measure": true, "household": household("H9", "世帯主")}),
+        ),
+        ("R10003", json!({"household": household("H8", "世帯主")})),
+        ("R10001", json!({"proxies": scoped})),
+    ]);
+    ingest(&app.store, &apart, app.clock.now()).await;
+    assert!(app.keys("R10003").await.is_empty(), "guardian elsewhere");
+
     // A subject under a support measure still reads her own notices; her proxy does not.
     let protected = register(&[("R10001", json!({"support_measure": true}))]);
     ingest(&app.store, &protected, app.clock.now()).await;
