@@ -68,7 +68,8 @@ pub struct Decision {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_moved_from: Option<NaiveDate>,
     pub recipients: Vec<Recipient>,
-    /// Set when nobody on the register can receive the notice: staff must reach out.
+    /// Set when staff must reach out: nobody on the register can receive the notice, or a
+    /// protected person concerned can be told by nobody the support measure allows.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub staff_review: Option<String>,
     pub prefill: IndexMap<String, serde_json::Value>,
@@ -655,13 +656,25 @@ fn resolve_audience(cx: &Ctx, trace: &mut Trace) -> (Vec<(usize, Role)>, Option<
     let mut out: Vec<(usize, Role, usize)> = Vec::new();
     // Routes not taken: whose support measure, and which route.
     let mut suppressed: Vec<(usize, &'static str)> = Vec::new();
-    let guardians_of = |i: usize| -> Vec<usize> {
-        pop.get(i)
+    // A protected person's guardians living elsewhere are left out: the measure may well
+    // protect the child from one of them (a parent the other parent fled with the child).
+    let guardians_of = |i: usize, suppressed: &mut Vec<(usize, &'static str)>| -> Vec<usize> {
+        let listed: Vec<usize> = pop
+            .get(i)
             .guardians
             .iter()
             .filter_map(|g| pop.index_of(&g.id))
             .filter(|&g| pop.get(g).reachable_on(today))
-            .collect()
+            .collect();
+        let n = listed.len();
+        let g: Vec<usize> = listed
+            .into_iter()
+            .filter(|&g| may_stand_in_for(pop, g, i))
+            .collect();
+        if g.len() < n {
+            suppressed.push((i, "guardians outside their household"));
+        }
+        g
     };
     let is_minor = |i: usize| calendar::age_on(pop.get(i).birth_date, today) < ADULT_AGE;
     let householder = |suppressed: &mut Vec<(usize, &'static str)>| -> Option<usize> {
@@ -682,7 +695,7 @@ fn resolve_audience(cx: &Ctx, trace: &mut Trace) -> (Vec<(usize, Role)>, Option<
                     out.push((s, Role::Subject, s));
                     continue;
                 }
-                let g = guardians_of(s);
+                let g = guardians_of(s, &mut suppressed);
                 if g.is_empty() {
                     out.extend(householder(&mut suppressed).map(|h| (h, Role::Householder, s)));
                 }
@@ -708,7 +721,10 @@ fn resolve_audience(cx: &Ctx, trace: &mut Trace) -> (Vec<(usize, Role)>, Option<
                         out.push((j, Role::Survivor, j));
                         continue;
                     }
-                    let g: Vec<usize> = guardians_of(j).into_iter().filter(|&g| g != s).collect();
+                    let g: Vec<usize> = guardians_of(j, &mut suppressed)
+                        .into_iter()
+                        .filter(|&g| g != s)
+                        .collect();
                     if g.is_empty() && protected(j) {
                         // Nobody else in the household may stand in for a protected child.
                         suppressed.push((j, "the household (a minor with no living guardian)"));
@@ -768,11 +784,18 @@ fn resolve_audience(cx: &Ctx, trace: &mut Trace) -> (Vec<(usize, Role)>, Option<
     // whatever route a rule adds (the routes above already keep to that).
     if protected(s) {
         let before = out.len();
-        out.retain(|&(i, _, _)| i == s || is_guardian(pop, i, s));
+        out.retain(|&(i, _, _)| i == s || may_stand_in_for(pop, i, s));
         if out.len() < before {
             suppressed.push((s, "anyone but the subject and their guardians"));
         }
     }
+    // A protected person other than the subject for whom nobody is told (a child whose
+    // guardians all live elsewhere): staff must reach them, even when others are told.
+    let unreached: Vec<(usize, &str)> = suppressed
+        .iter()
+        .copied()
+        .filter(|&(p, _)| p != s && !out.iter().any(|&(i, _, about)| i == p || about == p))
+        .collect();
     let out: Vec<(usize, Role)> = out.into_iter().map(|(i, r, _)| (i, r)).collect();
     let detail = || {
         let mut d = out
@@ -796,6 +819,8 @@ fn resolve_audience(cx: &Ctx, trace: &mut Trace) -> (Vec<(usize, Role)>, Option<
         } else {
             "nobody on the register can receive this notice".to_owned()
         })
+    } else if !unreached.is_empty() {
+        Some(support_measure_reason(cx, &unreached))
     } else {
         None
     };
@@ -803,8 +828,8 @@ fn resolve_audience(cx: &Ctx, trace: &mut Trace) -> (Vec<(usize, Role)>, Option<
         trace,
         "audience",
         || match &staff {
-            None => detail(),
-            Some(reason) => format!("nobody: {reason}"),
+            Some(reason) if out.is_empty() => format!("nobody: {reason}"),
+            _ => detail(),
         },
         None,
         Vec::new(),
@@ -812,20 +837,27 @@ fn resolve_audience(cx: &Ctx, trace: &mut Trace) -> (Vec<(usize, Role)>, Option<
     (out, staff)
 }
 
-/// Whether `g` is listed as a guardian of `i`.
-fn is_guardian(pop: &Population, g: usize, i: usize) -> bool {
-    pop.get(i)
+/// Whether `g` may be told about `i` as their guardian: listed in `i`'s `guardians`, and,
+/// when `i` is under a support measure, living in `i`'s household.
+fn may_stand_in_for(pop: &Population, g: usize, i: usize) -> bool {
+    let (guardian, person) = (pop.get(g), pop.get(i));
+    let listed = person
         .guardians
         .iter()
-        .any(|x| pop.index_of(&x.id) == Some(g))
+        .any(|x| pop.index_of(&x.id) == Some(g));
+    listed
+        && (!person.support_measure
+            || guardian
+                .household_id()
+                .is_some_and(|h| Some(h) == person.household_id()))
 }
 
 /// Whether everyone who reads the draft may read about protected person `j`: `j` themself
-/// and `j`'s guardians. With nobody to tell, only staff read it.
+/// and the guardians who may stand in for them. With nobody to tell, only staff read it.
 fn may_read_about(pop: &Population, j: usize, readers: &[(usize, Role)]) -> bool {
     readers
         .iter()
-        .all(|&(i, _)| i == j || is_guardian(pop, i, j))
+        .all(|&(i, _)| i == j || may_stand_in_for(pop, i, j))
 }
 
 /// The staff reason for routes not taken: per protected person, which routes, and whom

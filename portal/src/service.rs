@@ -199,7 +199,8 @@ impl Portal {
     }
 
     /// The live check on top of the outbox row: the register may have changed since the
-    /// decision. A subject under a support measure is visible to nobody else; a proxy must
+    /// decision. A subject under a support measure is visible to nobody else but a guardian
+    /// living with them; a proxy must
     /// still hold a scope covering the category, within `until`, for a principal not under
     /// a support measure.
     /// The reader's role, if they may read the notice: `None` is refused.
@@ -214,7 +215,13 @@ impl Portal {
             return Ok(None);
         };
         if subject.support_measure {
-            return Ok(None);
+            // Only a guardian the protected person lives with, as the engine routed it.
+            if role != Role::Guardian {
+                return Ok(None);
+            }
+            let reader_record = self.store.register_access(reader.id()).await?;
+            let allowed = reader_record.is_some_and(|r| subject.has_guardian(reader.id(), &r));
+            return Ok(allowed.then_some(role));
         }
         if role != Role::Proxy {
             return Ok(Some(role));

@@ -99,27 +99,28 @@ fn print_table(out: &mut impl Write, decisions: &[Decision]) -> std::io::Result<
         "notify", "rule", "subject", "occurs", "deadline"
     )?;
     for d in decisions {
-        let recipients = match &d.staff_review {
-            Some(reason) => format!("STAFF REVIEW: {reason}"),
-            None => d
-                .recipients
-                .iter()
-                .map(|r| {
-                    let ch: Vec<&str> = r.channels.iter().map(|c| c.name()).collect();
-                    format!(
-                        "{}({:?}:{})",
-                        r.id,
-                        r.role,
-                        if ch.is_empty() {
-                            "post".to_owned()
-                        } else {
-                            ch.join("+")
-                        }
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(", "),
-        };
+        let mut recipients: Vec<String> = d
+            .recipients
+            .iter()
+            .map(|r| {
+                let ch: Vec<&str> = r.channels.iter().map(|c| c.name()).collect();
+                format!(
+                    "{}({:?}:{})",
+                    r.id,
+                    r.role,
+                    if ch.is_empty() {
+                        "post".to_owned()
+                    } else {
+                        ch.join("+")
+                    }
+                )
+            })
+            .collect();
+        // Staff may be needed beside the recipients (a protected child nobody else may tell).
+        if let Some(reason) = &d.staff_review {
+            recipients.push(format!("STAFF REVIEW: {reason}"));
+        }
+        let recipients = recipients.join(", ");
         writeln!(
             out,
             "{:<10}  {:<28}  {:<8}  {:<10}  {:<10}  {}",

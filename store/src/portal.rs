@@ -15,7 +15,7 @@ use sqlx::Row;
 use super::{q, utc_text, Result, Store, StoreError, Val};
 use oshirase_engine::eval::{DecisionKey, Role};
 use oshirase_engine::ids::{ResidentId, RuleId};
-use oshirase_engine::resident::Proxy;
+use oshirase_engine::resident::{Guardian, HouseholdLink, Proxy};
 use oshirase_engine::rule::Category;
 
 /// What the portal shows of a stored decision body, and who it is addressed to. Read with
@@ -71,6 +71,23 @@ pub struct RegisterAccess {
     pub support_measure: bool,
     #[serde(default)]
     pub proxies: Vec<Proxy>,
+    #[serde(default)]
+    pub guardians: Vec<Guardian>,
+    #[serde(default)]
+    pub household: Option<HouseholdLink>,
+}
+
+impl RegisterAccess {
+    /// Whether `guardian` (with their own record) may read this person's notices as their
+    /// guardian: listed in `guardians`, and, under a support measure, living in the same
+    /// household (the engine's routing, docs/support-measures.md).
+    pub fn has_guardian(&self, id: &ResidentId, guardian: &RegisterAccess) -> bool {
+        let same_household = match (&self.household, &guardian.household) {
+            (Some(a), Some(b)) => a.id == b.id,
+            _ => false,
+        };
+        self.guardians.iter().any(|g| &g.id == id) && (!self.support_measure || same_household)
+    }
 }
 
 /// A notice as one reader sees it, with its draft and the subject's current register record.
