@@ -439,3 +439,26 @@ fn april_rules_scripts_are_reusable_or_plain_paths() {
         }
     }
 }
+
+#[test]
+fn proxies_stand_in_for_every_route_whatever_the_order() {
+    let pop = population(&[
+        person("D1", "1940-01-01", "H1", "世帯主", "").replace(r#"{"kind":"resident"}"#, DECEASED),
+        person(
+            "S1",
+            "1970-01-01",
+            "H1",
+            "子",
+            r#","proxies":[{"id":"X1","scopes":["all"]}]"#,
+        ),
+        person("X1", "1960-01-01", "H2", "世帯主", ""),
+    ]);
+    for audience in ["[survivors, proxies]", "[proxies, survivors]"] {
+        let rs = rules(&[&rule("{ event: death }", audience, "")]);
+        assert_eq!(
+            check(&rs, &pop, "2026-09-01"),
+            ["D1->S1:Survivor,X1:Proxy"],
+            "{audience}"
+        );
+    }
+}
