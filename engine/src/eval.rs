@@ -684,7 +684,14 @@ fn resolve_audience(cx: &Ctx, trace: &mut Trace) -> (Vec<(usize, Role)>, Option<
         }
         cx.householder().filter(|&h| h != s)
     };
-    for a in &cx.rule.audience {
+    // Proxies stand in for the recipients the other routes found: those routes go first,
+    // whatever order the rule lists them in.
+    let (proxies, routes): (Vec<&Audience>, Vec<&Audience>) = cx
+        .rule
+        .audience
+        .iter()
+        .partition(|a| **a == Audience::Proxies);
+    for a in routes.into_iter().chain(proxies) {
         match a {
             Audience::Subject | Audience::Guardians => {
                 let direct = *a == Audience::Subject;
