@@ -176,11 +176,64 @@ impl RuleSet {
         lang: &str,
         ctx: &minijinja::Value,
     ) -> Result<Option<String>, String> {
-        let name = format!("{}.{lang}", rule.id);
-        match self.templates.get_template(&name) {
-            Ok(t) => t.render(ctx).map(Some).map_err(|e| e.to_string()),
-            Err(_) => Ok(None),
+        render_capped(&self.templates, rule, lang, ctx).map_err(|e| template_error(&e))
+    }
+}
+
+/// Instructions one message may take to render.
+pub const TEMPLATE_FUEL: u64 = 200_000;
+/// Bytes one rendered message may have: far beyond any notice, far below a stalled day.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// A writer that refuses to grow past `MAX_MESSAGE_BYTES`.
+struct Capped(Vec<u8>);
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > MAX_MESSAGE_BYTES {
+            return Err(std::io::Error::other("message too long"));
         }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn render_capped(
+    env: &minijinja::Environment<'static>,
+    rule: &Rule,
+    lang: &str,
+    ctx: &minijinja::Value,
+) -> Result<Option<String>, minijinja::Error> {
+    let Ok(t) = env.get_template(&format!("{}.{lang}", rule.id)) else {
+        return Ok(None);
+    };
+    let mut out = Capped(Vec::new());
+    t.render_captured_to(ctx.clone(), &mut out)?;
+    // Templates write text only; a lossy conversion could never change a byte of it.
+    Ok(Some(String::from_utf8_lossy(&out.0).into_owned()))
+}
+
+/// Whether a template failure is a runaway (out of fuel or too long), whatever the data.
+fn runaway(e: &minijinja::Error) -> bool {
+    matches!(
+        e.kind(),
+        minijinja::ErrorKind::OutOfFuel | minijinja::ErrorKind::WriteFailure
+    )
+}
+
+fn template_error(e: &minijinja::Error) -> String {
+    match e.kind() {
+        minijinja::ErrorKind::OutOfFuel => {
+            format!("the template took more than {TEMPLATE_FUEL} steps (a loop over a large list?)")
+        }
+        minijinja::ErrorKind::WriteFailure => {
+            format!("the message grew past {MAX_MESSAGE_BYTES} bytes")
+        }
+        _ => e.to_string(),
     }
 }
 
@@ -847,7 +900,7 @@ pub fn compile_sources(
     let engine = ScriptEngine::new();
     let (rules, texts) = compile_rules(sources, &engine, &mut hasher, &mut errors);
     let (by_id, env) = check_across_files(&rules, &texts, &params, &mut errors);
-    probe_scripts(&rules, &texts, &params, &engine, &mut errors);
+    probe_scripts(&rules, &texts, &params, &engine, &env, &mut errors);
 
     if !errors.is_empty() {
         errors.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
@@ -1047,6 +1100,9 @@ fn check_across_files(
     let mut by_id: HashMap<RuleId, usize> = HashMap::new();
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    // A notice is a few hundred instructions: the fuel stops a loop over loops long before
+    // it stalls the day, and `render` caps what one may write.
+    env.set_fuel(Some(TEMPLATE_FUEL));
     let ids: BTreeSet<&RuleId> = rules.iter().map(|r| &r.id).collect();
     for (i, rule) in rules.iter().enumerate() {
         let mut cx = rule_ctx(rule, texts);
@@ -1178,6 +1234,7 @@ fn probe_scripts(
     texts: &HashMap<String, &str>,
     params: &Parameters,
     engine: &ScriptEngine,
+    templates: &minijinja::Environment<'static>,
     errors: &mut Vec<LoadError>,
 ) {
     let probe_day = NaiveDate::from_ymd_opt(2026, 4, 1).expect("valid");
@@ -1195,7 +1252,7 @@ fn probe_scripts(
                         ),
                         Some("compare with ==, or add `?? false` to a value that may be missing"),
                     ),
-                    Err(e) if e.endless => cx.err(&format!("{field}.script"), e.message, None),
+                    Err(e) if e.for_everyone => cx.err(&format!("{field}.script"), e.message, None),
                     _ => {}
                 }
             }
@@ -1210,14 +1267,40 @@ fn probe_scripts(
                     ),
                     None,
                 ),
-                Err(e) if e.endless => cx.err("as_of", e.message, None),
+                Err(e) if e.for_everyone => cx.err("as_of", e.message, None),
                 _ => {}
             }
         }
+        let mut prefill = serde_json::Map::new();
+        let mut complete = true;
         for (name, s) in &rule.prefill {
-            if let Err(e) = engine.run(s, &mut scope) {
-                if e.endless {
-                    cx.err(&format!("prefill.{name}"), e.message, None);
+            match engine.run(s, &mut scope) {
+                Ok(v) => {
+                    let v = script::to_json(&v).unwrap_or(serde_json::Value::Null);
+                    prefill.insert(name.clone(), v);
+                }
+                Err(e) => {
+                    complete = false;
+                    if e.for_everyone {
+                        cx.err(&format!("prefill.{name}"), e.message, None);
+                    }
+                }
+            }
+        }
+        // The messages over the probe's draft: one that runs away even there always will.
+        if complete {
+            let day = serde_json::Value::String(probe_day.to_string());
+            for b in ["occurrence", "deadline", "today", "as_of"] {
+                prefill.entry(b).or_insert_with(|| day.clone());
+            }
+            prefill.insert("deadline_passed".into(), false.into());
+            prefill.insert("title".into(), rule.title.ja.clone().into());
+            let ctx = minijinja::Value::from(minijinja::value::Serde(&prefill));
+            for lang in ["ja", "en"] {
+                if let Err(e) = render_capped(templates, rule, lang, &ctx) {
+                    if runaway(&e) {
+                        cx.err(&format!("message.{lang}"), template_error(&e), None);
+                    }
                 }
             }
         }

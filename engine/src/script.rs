@@ -33,6 +33,9 @@ pub const MAX_OPERATIONS: u64 = 200_000;
 
 pub struct ScriptEngine {
     engine: Engine,
+    /// Every function a script can call, by name and number of arguments: a call to
+    /// anything else fails for every resident, which the load-time probe reports.
+    known: std::collections::HashSet<(String, usize)>,
 }
 
 impl std::fmt::Debug for ScriptEngine {
@@ -251,9 +254,10 @@ pub struct ScriptError {
     pub message: String,
     /// Line inside the script, when Rhai knows it.
     pub line: Option<usize>,
-    /// The script ran out of its operation budget: it would never end for anyone, which a
-    /// probe run at load time reports.
-    pub endless: bool,
+    /// The failure does not depend on the resident: an operation budget run out on the
+    /// probe, a function that does not exist or is called with the wrong number of
+    /// arguments. The load-time probe reports these; the others are per resident.
+    pub for_everyone: bool,
 }
 
 fn date_arg(s: &str) -> Result<NaiveDate, Box<EvalAltResult>> {
@@ -287,7 +291,27 @@ impl Default for ScriptEngine {
 
 impl ScriptEngine {
     pub fn new() -> Self {
-        let mut engine = Engine::new();
+        use rhai::packages::{
+            BasicArrayPackage, BasicBlobPackage, BasicMapPackage, BasicMathPackage,
+            BitFieldPackage, CorePackage, LogicPackage, MoreStringPackage, Package,
+        };
+        // The standard library without its time package: a script must not read the clock
+        // (`timestamp()`), or the same day would decide differently on a rerun.
+        let mut engine = Engine::new_raw();
+        // As `Engine::new` does: property names and short strings are shared, not copied.
+        engine.set_max_strings_interned(256);
+        for module in [
+            CorePackage::new().as_shared_module(),
+            BitFieldPackage::new().as_shared_module(),
+            LogicPackage::new().as_shared_module(),
+            BasicMathPackage::new().as_shared_module(),
+            BasicArrayPackage::new().as_shared_module(),
+            BasicBlobPackage::new().as_shared_module(),
+            BasicMapPackage::new().as_shared_module(),
+            MoreStringPackage::new().as_shared_module(),
+        ] {
+            engine.register_global_module(module);
+        }
         engine
             .set_max_operations(MAX_OPERATIONS)
             .set_max_call_levels(32)
@@ -301,6 +325,8 @@ impl ScriptEngine {
             // Registered operators (below) must win over the built-in mismatched-type fallback.
             .set_fast_operators(false);
         engine.disable_symbol("eval");
+        // A rule does not fail on purpose: a condition answers false, a value is ().
+        engine.disable_symbol("throw");
         // `import` would load modules from files: no script reads anything outside its scope.
         engine.disable_symbol("import");
         engine.set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new());
@@ -309,7 +335,8 @@ impl ScriptEngine {
         type R<T> = Result<T, Box<EvalAltResult>>;
         // Rhai answers `false` when ordering values of different types, so a missing
         // attribute (`()`) compared with a number would silently fail every resident.
-        // Make those comparisons errors, reported per rule and resident.
+        // Make every such comparison an error, reported per rule and resident; integers
+        // and floats still compare as numbers.
         fn mismatch<A, B>(_: A, _: B) -> R<bool> {
             Err(
                 "ordered comparison between different types (a missing attribute is `()`: \
@@ -317,17 +344,77 @@ impl ScriptEngine {
                     .into(),
             )
         }
-        for op in ["<", ">", "<=", ">="] {
-            engine.register_fn(op, mismatch::<(), i64>);
-            engine.register_fn(op, mismatch::<i64, ()>);
-            engine.register_fn(op, mismatch::<(), f64>);
-            engine.register_fn(op, mismatch::<f64, ()>);
-            engine.register_fn(op, mismatch::<(), rhai::ImmutableString>);
-            engine.register_fn(op, mismatch::<rhai::ImmutableString, ()>);
-            engine.register_fn(op, mismatch::<i64, rhai::ImmutableString>);
-            engine.register_fn(op, mismatch::<rhai::ImmutableString, i64>);
-            engine.register_fn(op, mismatch::<(), ()>);
+        macro_rules! refuse_ordering {
+            ($op:expr; $($a:ty, $b:ty);* $(;)?) => {
+                $( engine.register_fn($op, mismatch::<$a, $b>); )*
+            };
         }
+        type S = rhai::ImmutableString;
+        for op in ["<", ">", "<=", ">="] {
+            refuse_ordering!(op;
+                (), (); (), i64; (), f64; (), S; (), bool; (), Map; (), rhai::Array;
+                i64, (); i64, S; i64, bool; i64, Map; i64, rhai::Array;
+                f64, (); f64, S; f64, bool; f64, Map; f64, rhai::Array;
+                S, (); S, i64; S, f64; S, bool; S, Map; S, rhai::Array;
+                bool, (); bool, i64; bool, f64; bool, S; bool, Map; bool, rhai::Array;
+                Map, (); Map, i64; Map, f64; Map, S; Map, bool; Map, rhai::Array;
+                rhai::Array, (); rhai::Array, i64; rhai::Array, f64; rhai::Array, S;
+                rhai::Array, bool; rhai::Array, Map;
+            );
+        }
+        // Rhai's own `sort` and `dedup` with a closure drop the closure's errors (an
+        // endless comparator would "sort" anyway): these propagate them.
+        fn sort_by(ctx: rhai::NativeCallContext, a: &mut rhai::Array, f: rhai::FnPtr) -> R<()> {
+            let mut failed = None;
+            a.sort_by(|x, y| {
+                if failed.is_some() {
+                    return std::cmp::Ordering::Equal;
+                }
+                match f.call_within_context::<Dynamic>(&ctx, (x.clone(), y.clone())) {
+                    Ok(v) => match v.as_int() {
+                        Ok(n) => n.cmp(&0),
+                        Err(_) => match v.as_bool() {
+                            Ok(true) => std::cmp::Ordering::Less,
+                            Ok(false) => std::cmp::Ordering::Greater,
+                            Err(t) => {
+                                failed = Some(
+                                    format!("a sort comparator must return a number, not {t}")
+                                        .into(),
+                                );
+                                std::cmp::Ordering::Equal
+                            }
+                        },
+                    },
+                    Err(e) => {
+                        failed = Some(e);
+                        std::cmp::Ordering::Equal
+                    }
+                }
+            });
+            failed.map_or(Ok(()), Err)
+        }
+        engine.register_fn("sort", sort_by);
+        engine.register_fn("sort_by", sort_by);
+        engine.register_fn(
+            "dedup",
+            |ctx: rhai::NativeCallContext, a: &mut rhai::Array, f: rhai::FnPtr| -> R<()> {
+                let mut kept: rhai::Array = Vec::with_capacity(a.len());
+                for x in a.drain(..) {
+                    let same = match kept.last() {
+                        Some(last) => f
+                            .call_within_context::<Dynamic>(&ctx, (last.clone(), x.clone()))?
+                            .as_bool()
+                            .unwrap_or(false),
+                        None => false,
+                    };
+                    if !same {
+                        kept.push(x);
+                    }
+                }
+                *a = kept;
+                Ok(())
+            },
+        );
         engine.register_fn("attain", |b: &str, n: i64| -> R<String> {
             Ok(calendar::attain(date_arg(b)?, int_arg(n, calendar::MAX_AGE_YEARS)?).to_string())
         });
@@ -387,7 +474,40 @@ impl ScriptEngine {
         engine.register_fn("fiscal_year_start", |fy: i64| -> R<String> {
             Ok(calendar::fiscal_year_start(int_arg(fy, calendar::MAX_YEAR as u32)?).to_string())
         });
-        Self { engine }
+        let known = engine
+            .gen_fn_signatures(true)
+            .iter()
+            .filter_map(|sig| name_and_arity(sig))
+            .collect();
+        Self { engine, known }
+    }
+
+    /// Whether a failed call to a function, as Rhai names it ("name (type, type)"), fails
+    /// whatever the data: no function of that name, or none taking that many arguments.
+    /// Operators and property accessors fail by the values' types, which is data.
+    fn call_fails_for_everyone(&self, call: &str) -> bool {
+        let Some((name, args)) = call.split_once(' ') else {
+            return false;
+        };
+        if !name.chars().all(|c| c.is_alphanumeric() || c == '_') {
+            return false;
+        }
+        let inner = args.trim().trim_start_matches('(').trim_end_matches(')');
+        let arity = if inner.trim().is_empty() {
+            0
+        } else {
+            inner.split(", ").count()
+        };
+        !self.known.contains(&(name.to_owned(), arity))
+    }
+
+    fn fails_for_everyone(&self, e: &EvalAltResult) -> bool {
+        match e {
+            EvalAltResult::ErrorTooManyOperations(_) | EvalAltResult::ErrorStackOverflow(_) => true,
+            EvalAltResult::ErrorInFunctionCall(_, _, inner, _) => self.fails_for_everyone(inner),
+            EvalAltResult::ErrorFunctionNotFound(call, _) => self.call_fails_for_everyone(call),
+            _ => false,
+        }
     }
 
     /// Compiles a script; the error carries the line and column inside the script.
@@ -437,7 +557,7 @@ impl ScriptEngine {
             .eval_ast_with_scope::<Dynamic>(scope, &script.ast)
             .map_err(|e| {
                 let line = e.position().line();
-                let endless = matches!(*e, EvalAltResult::ErrorTooManyOperations(_));
+                let endless = ends_endless(&e);
                 let message = if endless {
                     format!("stopped after {MAX_OPERATIONS} operations (a loop that does not end?)")
                 } else {
@@ -446,10 +566,39 @@ impl ScriptEngine {
                 ScriptError {
                     message,
                     line,
-                    endless,
+                    for_everyone: self.fails_for_everyone(&e),
                 }
             })
     }
+}
+
+/// Whether the failure is an operation budget run out, also inside a called closure.
+fn ends_endless(e: &EvalAltResult) -> bool {
+    match e {
+        EvalAltResult::ErrorTooManyOperations(_) => true,
+        EvalAltResult::ErrorInFunctionCall(_, _, inner, _) => ends_endless(inner),
+        _ => false,
+    }
+}
+
+/// The name and number of parameters in a signature as Rhai writes it:
+/// `attain(b: &str, n: i64) -> String`.
+fn name_and_arity(sig: &str) -> Option<(String, usize)> {
+    let (name, rest) = sig.split_once('(')?;
+    let mut depth = 0usize;
+    let mut commas = 0usize;
+    let mut any = false;
+    for c in rest.chars() {
+        match c {
+            '(' | '<' | '[' => depth += 1,
+            ')' if depth == 0 => break,
+            ')' | '>' | ']' => depth = depth.saturating_sub(1),
+            ',' if depth == 0 => commas += 1,
+            c if !c.is_whitespace() => any = true,
+            _ => {}
+        }
+    }
+    Some((name.trim().to_owned(), if any { commas + 1 } else { 0 }))
 }
 
 /// Whether `source` names the variable `var` (as a whole word, not as a map property).
@@ -619,7 +768,7 @@ mod tests {
         let s = e.compile(src).map_err(|(m, _, _)| ScriptError {
             message: m,
             line: None,
-            endless: false,
+            for_everyone: false,
         })?;
         let mut scope = Scope::new();
         for v in SCOPE_VARS {
