@@ -428,3 +428,64 @@ fn a_bad_service_configuration_names_its_line_and_field() {
         "{stderr}"
     );
 }
+
+#[test]
+fn read_only_commands_refuse_a_database_that_does_not_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("none.sqlite");
+    let out = oshirase(&["outbox", "list", "--db", db.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("no database at"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!db.exists(), "outbox list created a database");
+    let out = oshirase(&["outbox", "retry", "--db", db.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(5));
+    assert!(!db.exists(), "outbox retry created a database");
+    let out = oshirase(&["outbox", "list", "--state", "bogus"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// Runs the binary with its standard output already closed by the reader, as
+/// `oshirase … | head` does once head has what it wants.
+fn with_closed_stdout(args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_oshirase"))
+        .args(args)
+        .current_dir(root())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    drop(child.stdout.take());
+    child.wait_with_output().expect("the binary ends")
+}
+
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("o.sqlite");
+    let db = db.to_str().unwrap();
+    let ingested = oshirase(&["ingest", "fixtures/town.jsonl", "--db", db]);
+    assert!(ingested.status.success(), "{}", text(&ingested.stderr));
+    for args in [
+        vec!["rules", "test", "rules"],
+        vec!["outbox", "list", "--db", db],
+        vec![
+            "evaluate",
+            "--snapshot",
+            "fixtures/town.jsonl",
+            "--date",
+            "2026-04-01",
+        ],
+    ] {
+        let out = with_closed_stdout(&args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(
+            !err.contains("panicked") && !err.contains("Broken pipe"),
+            "{args:?}: {err}"
+        );
+    }
+}
