@@ -37,6 +37,36 @@ pub struct DbArg {
     pub db: String,
 }
 
+impl DbArg {
+    /// The store, for a command that works on what is already there (`outbox list`,
+    /// `outbox retry`): a SQLite file that does not exist is an error, never a new, empty
+    /// database that answers "0 rows".
+    pub async fn open_existing(&self) -> Result<oshirase_store::Store, oshirase_store::StoreError> {
+        if let Some(path) = sqlite_file(&self.db) {
+            if !path.exists() {
+                return Err(oshirase_store::StoreError::Missing {
+                    path: path.display().to_string(),
+                });
+            }
+        }
+        oshirase_store::Store::open(&self.db).await
+    }
+}
+
+/// The file a SQLite database argument names (a path, `sqlite://PATH` or `sqlite:PATH`,
+/// with or without options); `None` for PostgreSQL and in-memory databases.
+fn sqlite_file(db: &str) -> Option<std::path::PathBuf> {
+    if db.starts_with("postgres") || db.contains(":memory:") {
+        return None;
+    }
+    let path = db
+        .strip_prefix("sqlite://")
+        .or_else(|| db.strip_prefix("sqlite:"))
+        .unwrap_or(db);
+    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    Some(std::path::PathBuf::from(path))
+}
+
 /// Loads a rules folder; on failure prints every error and gives the exit code.
 pub fn load_rules(dir: &Path) -> Result<RuleSet, u8> {
     load_dir(dir).map_err(|e| {

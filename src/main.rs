@@ -1,6 +1,15 @@
 //! The `oshirase` binary: argument parsing, output formatting and wiring, one module a
 //! command (`cmd/`). The work is in the library crates.
 
+/// `println!` that returns the write error (a closed pipe: `oshirase outbox list | head`)
+/// to the caller instead of panicking; `main` ends quietly on a closed pipe.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($t)*)?
+    }};
+}
+
 mod cmd;
 mod common;
 mod config;
@@ -87,6 +96,15 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => ExitCode::from(code),
+        // The reader of our output has gone (`| head`): nothing left to tell anyone.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            ExitCode::from(exit::OK)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             let database = e.chain().any(|c| {

@@ -90,7 +90,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<u8> {
         let r = ingest(&store, "town.jsonl", &snapshot, false, clock.now())
             .await
             .with_context(|| format!("the demo snapshot {}", args.snapshot.display()))?;
-        println!(
+        out!(
             "ingested {}: {} residents",
             args.snapshot.display(),
             r.rows_in
@@ -134,7 +134,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<u8> {
             day = calendar::add_days(day, 1);
         }
         summary(&store, &args, changes_applied, failures, started).await?;
-        println!(
+        out!(
             "\ndelivered: {} to portal inboxes, {} e-mails written as .eml files to {} (their links point at {portal_url})",
             delivered.0,
             delivered.1,
@@ -142,7 +142,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<u8> {
         );
         match args.serve {
             Some(port) => serve_demo_portal(&store, port, worker.metrics.clone()).await?,
-            None => println!(
+            None => out!(
                 "the portal:        oshirase demo --serve  (replays again, then serves {portal_url} with sign-in links)"
             ),
         }
@@ -180,7 +180,7 @@ async fn serve_demo_portal(
     readers.sort();
     readers.dedup();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    println!(
+    out!(
         "
 portal: {url}  (Ctrl-C stops it)
 sign in as:"
@@ -193,7 +193,7 @@ sign in as:"
             Duration::from_secs(8 * 3600),
         )
         .context("signing a demo token")?;
-        println!("  {reader:<8} {url}/login?token={token}");
+        out!("  {reader:<8} {url}/login?token={token}");
     }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -221,24 +221,24 @@ async fn summary(
     for d in &decisions {
         *per_rule.entry(d.rule.as_str()).or_default() += 1;
     }
-    println!(
+    out!(
         "replayed {} days ({} to {last}): {changes} register changes, {} notices decided, {failures} rule errors, in {:.1} s\n",
         args.days,
         args.from,
         decisions.len(),
         started.elapsed().as_secs_f64()
     );
-    println!("notices per rule:");
+    out!("notices per rule:");
     for (rule, n) in &per_rule {
-        println!("  {n:>5}  {rule}");
+        out!("  {n:>5}  {rule}");
     }
-    println!("\noutbox rows per channel:");
+    out!("\noutbox rows per channel:");
     for (channel, n) in store.outbox_by_channel().await? {
-        println!("  {n:>5}  {channel}");
+        out!("  {n:>5}  {channel}");
     }
-    println!("\nexamples:");
+    out!("\nexamples:");
     for body in store.sample_bodies(3).await? {
-        println!(
+        out!(
             "  [{}] {} → {}\n    {}",
             body["notify_on"].as_str().unwrap_or_default(),
             body["rule"].as_str().unwrap_or_default(),
@@ -253,7 +253,7 @@ async fn summary(
             body["message"]["ja"].as_str().unwrap_or_default()
         );
     }
-    println!(
+    out!(
         "\nwhere to look next:\n  the database:      {db} (sqlite3 {db} 'SELECT rule, count(*) FROM decisions GROUP BY rule')\n  one decision:      oshirase explain --snapshot {snap} --resident <ID> --rule <RULE> --date <DAY>\n  a dry run:         oshirase simulate --snapshot {snap} --from {from} --to {last}\n  the rules:         rules/README.md",
         db = args.db.display(),
         snap = args.snapshot.display(),

@@ -23,10 +23,10 @@ pub struct IngestArgs {
     pub rejects: Option<PathBuf>,
 }
 
-pub(crate) fn print_ingest(file: &Path, r: &IngestReport) {
+pub(crate) fn print_ingest(file: &Path, r: &IngestReport) -> std::io::Result<()> {
     match r.outcome.batch_id {
-        None => println!("{}: already ingested; nothing changed", file.display()),
-        Some(id) => println!(
+        None => out!("{}: already ingested; nothing changed", file.display()),
+        Some(id) => out!(
             "{}: {} {} rows, {} residents changed, {} new life events (batch {id}){}",
             file.display(),
             r.kind.name(),
@@ -40,6 +40,7 @@ pub(crate) fn print_ingest(file: &Path, r: &IngestReport) {
             }
         ),
     }
+    Ok(())
 }
 
 pub fn run(args: IngestArgs) -> anyhow::Result<u8> {
@@ -53,7 +54,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<u8> {
         let store = Store::open(&args.db.db).await?;
         match ingest(&store, &source, &text, args.skip_invalid, SystemClock.now()).await {
             Ok(report) => {
-                print_ingest(&args.file, &report);
+                print_ingest(&args.file, &report)?;
                 if report.rejected.is_empty() {
                     return Ok(exit::OK);
                 }

@@ -1,7 +1,7 @@
 //! `oshirase outbox list` and `oshirase outbox retry`: the delivery queue for operators.
 
 use oshirase_engine::clock::{Clock, SystemClock};
-use oshirase_store::{OutboxState, Store};
+use oshirase_store::OutboxState;
 
 use crate::common::{exit, runtime, DbArg};
 
@@ -34,14 +34,19 @@ pub fn run(cmd: OutboxCommand) -> anyhow::Result<u8> {
     runtime()?.block_on(async {
         match cmd {
             OutboxCommand::List { db, state } => {
-                let store = Store::open(&db.db).await?;
+                let store = db.open_existing().await?;
                 let rows = store.outbox_rows(state).await?;
-                println!(
+                out!(
                     "{:>8}  {:<9}  {:<8}  {:<10}  {:>8}  {:<24}  key / last error",
-                    "id", "state", "channel", "recipient", "attempts", "next attempt (UTC)"
+                    "id",
+                    "state",
+                    "channel",
+                    "recipient",
+                    "attempts",
+                    "next attempt (UTC)"
                 );
                 for r in &rows {
-                    println!(
+                    out!(
                         "{:>8}  {:<9}  {:<8}  {:<10}  {:>8}  {:<24}  {}{}",
                         r.id,
                         r.state,
@@ -60,9 +65,9 @@ pub fn run(cmd: OutboxCommand) -> anyhow::Result<u8> {
                 Ok(exit::OK)
             }
             OutboxCommand::Retry { db, ids } => {
-                let store = Store::open(&db.db).await?;
+                let store = db.open_existing().await?;
                 let n = store.retry_outbox(&ids, SystemClock.now()).await?;
-                println!("{n} row(s) queued again");
+                out!("{n} row(s) queued again");
                 Ok(if n == 0 && !ids.is_empty() {
                     exit::INPUT
                 } else {

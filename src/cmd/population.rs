@@ -39,7 +39,7 @@ pub fn run(cmd: PopulationCommand) -> anyhow::Result<u8> {
                 out: args.out,
                 start: args.start,
             })?;
-            println!("{}", s.render(started.elapsed().as_secs_f64()));
+            out!("{}", s.render(started.elapsed().as_secs_f64()));
             Ok(crate::common::exit::OK)
         }
     }

@@ -33,7 +33,7 @@ fn check(dir: &Path) -> anyhow::Result<u8> {
         Ok(r) => r,
         Err(code) => return Ok(code),
     };
-    println!(
+    out!(
         "{}: {} rules, {} parameters, rule-set version {}",
         dir.display(),
         rules.rules().len(),

@@ -102,7 +102,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<u8> {
     let written = write_outputs(&args, &rules, &sim, cmp.as_ref(), compared)?;
 
     // The short summary: what a person reads before opening the files.
-    println!(
+    out!(
         "{} – {} ({} days), {} residents, rules {} (rule set {}, {} rules)",
         args.from,
         args.to,
@@ -112,7 +112,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<u8> {
         rules.version,
         rules.rules().len()
     );
-    println!("notices per rule:");
+    out!("notices per rule:");
     let silent: Vec<&str> = sim
         .totals
         .iter()
@@ -120,15 +120,15 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<u8> {
         .map(|(id, _)| id.as_str())
         .collect();
     for (rule, n) in sim.totals.iter().filter(|(_, n)| **n > 0) {
-        println!("  {n:>7}  {rule}");
+        out!("  {n:>7}  {rule}");
     }
-    println!("  {:>7}  total", sim.notices());
+    out!("  {:>7}  total", sim.notices());
     if !silent.is_empty() {
-        println!("no notices: {}", silent.join(", "));
+        out!("no notices: {}", silent.join(", "));
     }
     if let (Some(c), Some((o, dir))) = (&cmp, compared) {
         let n = c.counts();
-        println!(
+        out!(
             "compared with {} (rule set {}): {} added, {} removed, {} changed",
             dir.display(),
             o.version,
@@ -140,13 +140,13 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<u8> {
     let other_failures = cmp.as_ref().map_or(&[][..], |c| &c.other_failures[..]);
     report_failures("", &sim.failures);
     report_failures(" (--compare-rules)", other_failures);
-    println!("rule errors: {}", sim.failures.len());
+    out!("rule errors: {}", sim.failures.len());
     if cmp.is_some() {
-        println!("rule errors (--compare-rules): {}", other_failures.len());
+        out!("rule errors (--compare-rules): {}", other_failures.len());
     }
-    println!("written:");
+    out!("written:");
     for p in &written {
-        println!("  {}", p.display());
+        out!("  {}", p.display());
     }
     Ok(if sim.failures.is_empty() && other_failures.is_empty() {
         exit::OK

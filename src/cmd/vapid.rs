@@ -14,8 +14,8 @@ pub fn run(cmd: VapidCommand) -> anyhow::Result<u8> {
     match cmd {
         VapidCommand::Keygen => {
             let keys = oshirase_adapters::generate_vapid_keys();
-            println!("OSHIRASE_VAPID_PRIVATE_KEY={}", keys.private_key);
-            println!("# public key (applicationServerKey): {}", keys.public_key);
+            out!("OSHIRASE_VAPID_PRIVATE_KEY={}", keys.private_key);
+            out!("# public key (applicationServerKey): {}", keys.public_key);
             Ok(exit::OK)
         }
     }

@@ -41,6 +41,8 @@ pub enum StoreError {
     },
     #[error("stored data is unreadable ({what}): {detail}")]
     Corrupt { what: &'static str, detail: String },
+    #[error("no database at {path}: `oshirase ingest` or `oshirase run` creates one")]
+    Missing { path: String },
 }
 
 type Result<T> = std::result::Result<T, StoreError>;
