@@ -274,3 +274,33 @@ municipal_closed_days:
         "{errs:#?}"
     );
 }
+
+#[test]
+fn every_error_in_one_file_is_reported_and_its_id_still_counts() {
+    // Three mistakes in one file: an unknown field, a bad trigger, a bad channel.
+    let three = with("channels: [portal]", "channels: [fax]\nchanels: [email]").replace(
+        "trigger: { age_attained: 20 }",
+        "trigger: { age_attaned: 20 }",
+    );
+    // Another rule recommends the broken one: that is not a fourth error.
+    let recommends = GOOD.replace("id: good-rule", "id: recommends").replace(
+        "channels: [portal]",
+        "channels: [portal]\nrecommend: [bad-rule]",
+    );
+    let errs = errors(
+        &[
+            ("rules/bad-rule.yaml", &three),
+            ("rules/recommends.yaml", &recommends),
+        ],
+        &[],
+    );
+    assert_eq!(errs.len(), 3, "{errs:#?}");
+    for (field, line) in [("trigger", 7), ("channels", 13), ("chanels", 14)] {
+        assert!(
+            errs.iter().any(
+                |e| e.starts_with(&format!("rules/bad-rule.yaml:{line}:")) && e.contains(field)
+            ),
+            "{field}: {errs:#?}"
+        );
+    }
+}
