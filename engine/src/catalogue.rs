@@ -898,8 +898,8 @@ pub fn compile_sources(
     let params = parse_parameters(param_sources, &mut hasher, &mut errors);
     let deadline_policy = compile_deadline_policy(&params, param_sources, &mut errors);
     let engine = ScriptEngine::new();
-    let (rules, texts) = compile_rules(sources, &engine, &mut hasher, &mut errors);
-    let (by_id, env) = check_across_files(&rules, &texts, &params, &mut errors);
+    let (rules, texts, failed_ids) = compile_rules(sources, &engine, &mut hasher, &mut errors);
+    let (by_id, env) = check_across_files(&rules, &texts, &params, &failed_ids, &mut errors);
     probe_scripts(&rules, &texts, &params, &engine, &env, &mut errors);
 
     if !errors.is_empty() {
@@ -1045,6 +1045,58 @@ pub(crate) fn compile_deadline_policy(
     policy
 }
 
+/// The errors after the first in a rule file: serde stops at the first, so the faulty
+/// top-level field is taken out and the rest read again, until nothing more is wrong. A
+/// required field that was taken out is not reported missing.
+fn later_errors(file: &str, text: &str, first: &str) -> Vec<LoadError> {
+    let Ok(serde_yaml_ng::Value::Mapping(mut map)) = serde_yaml_ng::from_str(text) else {
+        return Vec::new();
+    };
+    let top = |field: &str| {
+        field
+            .split(['.', '['])
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let mut removed: BTreeSet<String> = BTreeSet::new();
+    let mut out = Vec::new();
+    let mut field = top(first);
+    // Each round takes one key out, so this ends; the bound keeps a huge file cheap.
+    for _ in 0..64 {
+        if map.remove(field.as_str()).is_none() {
+            break;
+        }
+        removed.insert(field.clone());
+        let value = serde_yaml_ng::Value::Mapping(map.clone());
+        let Err(e) = serde_path_to_error::deserialize::<_, RuleDoc>(value) else {
+            break;
+        };
+        let mut e = yaml_error(file, e);
+        if let Some(missing) = e
+            .message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.strip_suffix('`'))
+        {
+            if removed.contains(missing) {
+                break;
+            }
+        }
+        // Read from a value, the error has no place of its own: find the field's line.
+        e.line = locate(text, &e.field);
+        e.column = 1;
+        field = top(&e.field);
+        out.push(e);
+    }
+    out
+}
+
+/// The `id` of a rule file that did not parse, if it has a readable one.
+fn id_in(text: &str) -> Option<RuleId> {
+    let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).ok()?;
+    RuleId::parse(v.get("id")?.as_str()?).ok()
+}
+
 /// Every rule file, hashed, parsed and compiled on its own; returns the sound rules and each
 /// file's text (by file name) for the later passes' line numbers.
 fn compile_rules<'s>(
@@ -1052,7 +1104,9 @@ fn compile_rules<'s>(
     engine: &ScriptEngine,
     hasher: &mut Sha256,
     errors: &mut Vec<LoadError>,
-) -> (Vec<Rule>, HashMap<String, &'s str>) {
+) -> (Vec<Rule>, HashMap<String, &'s str>, BTreeSet<RuleId>) {
+    // Rules whose file has errors: others may still name them without a second error.
+    let mut failed_ids = BTreeSet::new();
     let mut rules: Vec<Rule> = Vec::new();
     let mut texts: HashMap<String, &str> = HashMap::new();
     for (file, text) in sources {
@@ -1062,7 +1116,10 @@ fn compile_rules<'s>(
         let doc = match parse_yaml::<RuleDoc>(file, text) {
             Ok(d) => d,
             Err(e) => {
+                let rest = later_errors(file, text, &e.field);
                 errors.push(e);
+                errors.extend(rest);
+                failed_ids.extend(id_in(text));
                 continue;
             }
         };
@@ -1072,12 +1129,16 @@ fn compile_rules<'s>(
             errors: Vec::new(),
         };
         let hash = hex(&Sha256::digest(text.as_bytes()));
-        if let Some(rule) = compile_rule(doc, &mut cx, engine, hash) {
-            rules.push(rule);
+        let id = doc.id.clone();
+        match compile_rule(doc, &mut cx, engine, hash) {
+            Some(rule) => rules.push(rule),
+            None => {
+                failed_ids.insert(id);
+            }
         }
         errors.extend(cx.errors);
     }
-    (rules, texts)
+    (rules, texts, failed_ids)
 }
 
 /// A context for errors about `rule`, found after its file was compiled.
@@ -1095,6 +1156,7 @@ fn check_across_files(
     rules: &[Rule],
     texts: &HashMap<String, &str>,
     params: &Parameters,
+    failed_ids: &BTreeSet<RuleId>,
     errors: &mut Vec<LoadError>,
 ) -> (HashMap<RuleId, usize>, minijinja::Environment<'static>) {
     let mut by_id: HashMap<RuleId, usize> = HashMap::new();
@@ -1119,7 +1181,7 @@ fn check_across_files(
         } else {
             by_id.insert(rule.id.clone(), i);
         }
-        check_recommend(rule, &ids, &mut cx);
+        check_recommend(rule, &ids, failed_ids, &mut cx);
         check_params_used(rule, params, &mut cx);
         check_templates(rule, &mut env, &mut cx);
         errors.extend(cx.errors);
@@ -1128,9 +1190,14 @@ fn check_across_files(
 }
 
 /// Each recommendation names another rule of the folder.
-fn check_recommend(rule: &Rule, ids: &BTreeSet<&RuleId>, cx: &mut FileCtx) {
+fn check_recommend(
+    rule: &Rule,
+    ids: &BTreeSet<&RuleId>,
+    failed: &BTreeSet<RuleId>,
+    cx: &mut FileCtx,
+) {
     for (k, rec) in rule.recommend.iter().enumerate() {
-        if !ids.contains(rec) {
+        if !ids.contains(rec) && !failed.contains(rec) {
             cx.err(
                 &format!("recommend[{k}]"),
                 format!("no rule with id {:?}", rec.as_str()),
