@@ -489,3 +489,38 @@ fn a_closed_pipe_ends_the_output_quietly() {
         );
     }
 }
+
+#[test]
+fn the_binary_works_outside_the_checkout_with_what_is_built_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_oshirase"))
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("OSHIRASE_RULES")
+            .output()
+            .expect("the binary runs")
+    };
+    let check = run(&["rules", "check"]);
+    assert!(check.status.success(), "{}", text(&check.stderr));
+    assert!(text(&check.stdout).contains("rules (built in): 35 rules"));
+    let tests = run(&["rules", "test"]);
+    assert!(tests.status.success(), "{}", text(&tests.stderr));
+    assert!(text(&tests.stdout).contains(" passed, 0 failed"));
+    let evaluate = run(&["evaluate", "--date", "2026-04-01", "--format", "json"]);
+    assert!(evaluate.status.success(), "{}", text(&evaluate.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&evaluate.stdout).unwrap();
+    assert!(!v["decisions"].as_array().unwrap().is_empty());
+    let demo = run(&["demo", "--days", "3"]);
+    assert!(demo.status.success(), "{}", text(&demo.stderr));
+    assert!(text(&demo.stdout).contains("the built-in fixture town"));
+    assert!(dir.path().join("oshirase-demo.sqlite").exists());
+    // A folder given still wins over what is built in.
+    write(dir.path(), "mine/ok-rule.yaml", RULE);
+    let mine = run(&["rules", "check", "mine"]);
+    assert!(
+        text(&mine.stdout).starts_with("mine: 1 rules"),
+        "{}",
+        text(&mine.stdout)
+    );
+}
