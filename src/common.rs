@@ -67,12 +67,43 @@ fn sqlite_file(db: &str) -> Option<std::path::PathBuf> {
     Some(std::path::PathBuf::from(path))
 }
 
-/// Loads a rules folder; on failure prints every error and gives the exit code.
-pub fn load_rules(dir: &Path) -> Result<RuleSet, u8> {
-    load_dir(dir).map_err(|e| {
+/// Loads a rules folder, or the catalogue built into the binary; on failure prints every
+/// error and gives the exit code.
+pub fn load_rules(dir: Option<&Path>) -> Result<RuleSet, u8> {
+    match dir {
+        Some(dir) => load_dir(dir),
+        None => crate::builtin::rules(),
+    }
+    .map_err(|e| {
         eprintln!("{e}");
         exit::RULES
     })
+}
+
+/// A snapshot file, or the fixture town built into the binary.
+pub fn read_snapshot(
+    file: Option<&Path>,
+) -> Result<oshirase_engine::Snapshot, oshirase_engine::DataErrors> {
+    match file {
+        Some(f) => oshirase_engine::load_snapshot(f),
+        None => oshirase_engine::parse_snapshot(crate::builtin::TOWN, "town.jsonl (built in)"),
+    }
+}
+
+/// How a command names its snapshot in what it prints.
+pub fn snapshot_name(file: Option<&Path>) -> String {
+    file.map_or_else(
+        || "the built-in fixture town".to_owned(),
+        |f| f.display().to_string(),
+    )
+}
+
+/// How a command names its catalogue in what it prints.
+pub fn rules_name(dir: Option<&Path>) -> String {
+    dir.map_or_else(
+        || "rules (built in)".to_owned(),
+        |d| d.display().to_string(),
+    )
 }
 
 pub fn parse_id<T>(

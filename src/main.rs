@@ -10,6 +10,7 @@ macro_rules! out {
     }};
 }
 
+mod builtin;
 mod cmd;
 mod common;
 mod config;

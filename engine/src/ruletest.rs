@@ -342,22 +342,32 @@ pub fn run_dir(rules: &RuleSet, dir: &Path) -> Report {
         }
     };
     files.sort();
+    let mut sources = Vec::new();
     for path in files {
         let file = path.display().to_string();
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) => {
-                report.errors.push(LoadError {
-                    file,
-                    line: 0,
-                    column: 0,
-                    field: String::new(),
-                    message: format!("cannot read: {e}"),
-                    hint: None,
-                });
-                continue;
-            }
-        };
+        match std::fs::read_to_string(&path) {
+            Ok(t) => sources.push((file, t)),
+            Err(e) => report.errors.push(LoadError {
+                file,
+                line: 0,
+                column: 0,
+                field: String::new(),
+                message: format!("cannot read: {e}"),
+                hint: None,
+            }),
+        }
+    }
+    let mut rest = run_sources(rules, &sources);
+    report.errors.append(&mut rest.errors);
+    report.cases.append(&mut rest.cases);
+    report
+}
+
+/// Runs the cases of test files given as (file name, text), in that order.
+pub fn run_sources(rules: &RuleSet, sources: &[(String, String)]) -> Report {
+    let mut report = Report::default();
+    for (file, text) in sources {
+        let (file, text) = (file.clone(), text.clone());
         let de = serde_yaml_ng::Deserializer::from_str(&text);
         let doc: TestFile = match serde_path_to_error::deserialize(de) {
             Ok(d) => d,

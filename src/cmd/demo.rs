@@ -25,13 +25,15 @@ pub struct DemoArgs {
     /// The demo database (recreated on each run).
     #[arg(long, default_value = "oshirase-demo.sqlite")]
     pub db: PathBuf,
-    #[arg(long, default_value = "rules", env = "OSHIRASE_RULES")]
-    pub rules: PathBuf,
-    /// The town snapshot and its change feed.
-    #[arg(long, default_value = "fixtures/town.jsonl")]
-    pub snapshot: PathBuf,
-    #[arg(long, default_value = "fixtures/town-changes.jsonl")]
-    pub changes: PathBuf,
+    /// The rule catalogue folder; without it, the catalogue built into this binary.
+    #[arg(long, env = "OSHIRASE_RULES")]
+    pub rules: Option<PathBuf>,
+    /// The town snapshot; without it, the fixture town built into this binary.
+    #[arg(long)]
+    pub snapshot: Option<PathBuf>,
+    /// The town's change feed; without it, the built-in town's.
+    #[arg(long)]
+    pub changes: Option<PathBuf>,
     /// First day replayed.
     #[arg(long, default_value = "2026-10-01")]
     pub from: NaiveDate,
@@ -67,14 +69,22 @@ fn feed_by_day(text: &str) -> anyhow::Result<(String, BTreeMap<NaiveDate, String
 
 pub fn run(args: DemoArgs) -> anyhow::Result<u8> {
     let started = Instant::now();
-    let rules = match load_rules(&args.rules) {
+    let rules = match load_rules(args.rules.as_deref()) {
         Ok(r) => r,
         Err(code) => return Ok(code),
     };
-    let snapshot = std::fs::read_to_string(&args.snapshot)
-        .with_context(|| format!("cannot read {}", args.snapshot.display()))?;
-    let changes = std::fs::read_to_string(&args.changes)
-        .with_context(|| format!("cannot read {}", args.changes.display()))?;
+    let read = |file: &Option<PathBuf>, builtin: &str| -> anyhow::Result<(String, String)> {
+        match file {
+            Some(f) => Ok((
+                std::fs::read_to_string(f)
+                    .with_context(|| format!("cannot read {}", f.display()))?,
+                f.display().to_string(),
+            )),
+            None => Ok((builtin.to_owned(), "the built-in fixture town".to_owned())),
+        }
+    };
+    let (snapshot, snapshot_name) = read(&args.snapshot, crate::builtin::TOWN)?;
+    let (changes, _) = read(&args.changes, crate::builtin::TOWN_CHANGES)?;
     let (_, by_day) = feed_by_day(&changes)?;
     for suffix in ["", "-wal", "-shm"] {
         let p = PathBuf::from(format!("{}{suffix}", args.db.display()));
@@ -89,10 +99,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<u8> {
         let clock = Arc::new(FixedClock::at_noon(args.from));
         let r = ingest(&store, "town.jsonl", &snapshot, false, clock.now())
             .await
-            .with_context(|| format!("the demo snapshot {}", args.snapshot.display()))?;
+            .with_context(|| format!("the demo snapshot {snapshot_name}"))?;
         out!(
-            "ingested {}: {} residents",
-            args.snapshot.display(),
+            "ingested {snapshot_name}: {} residents",
             r.rows_in
         );
         let mut scheduler = Scheduler::new(store.clone(), Arc::new(rules), clock.clone());
@@ -254,9 +263,12 @@ async fn summary(
         );
     }
     out!(
-        "\nwhere to look next:\n  the database:      {db} (sqlite3 {db} 'SELECT rule, count(*) FROM decisions GROUP BY rule')\n  one decision:      oshirase explain --snapshot {snap} --resident <ID> --rule <RULE> --date <DAY>\n  a dry run:         oshirase simulate --snapshot {snap} --from {from} --to {last}\n  the rules:         rules/README.md",
+        "\nwhere to look next:\n  the database:      {db} (sqlite3 {db} 'SELECT rule, count(*) FROM decisions GROUP BY rule')\n  one decision:      oshirase explain{snap} --resident <ID> --rule <RULE> --date <DAY>\n  a dry run:         oshirase simulate{snap} --from {from} --to {last}\n  the rules:         rules/README.md",
         db = args.db.display(),
-        snap = args.snapshot.display(),
+        snap = args
+            .snapshot
+            .as_ref()
+            .map_or_else(String::new, |f| format!(" --snapshot {}", f.display())),
         from = args.from,
     );
     Ok(())

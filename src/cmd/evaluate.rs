@@ -6,22 +6,24 @@ use std::time::Instant;
 
 use chrono::NaiveDate;
 use oshirase_engine::ids::RuleId;
-use oshirase_engine::{calendar, evaluate_day, load_snapshot, Decision};
+use oshirase_engine::{calendar, evaluate_day, Decision};
 
 use crate::common::{check_day, exit, load_rules, parse_id, Format};
 
 #[derive(clap::Args)]
 pub struct EvaluateArgs {
+    /// The resident snapshot (JSON Lines); without it, the fixture town built into this binary.
     #[arg(long)]
-    snapshot: PathBuf,
+    snapshot: Option<PathBuf>,
     /// The day the notices go out (YYYY-MM-DD).
     #[arg(long)]
     date: NaiveDate,
     /// Evaluate every day from --date to this day, inclusive.
     #[arg(long)]
     to: Option<NaiveDate>,
-    #[arg(long, default_value = "rules", env = "OSHIRASE_RULES")]
-    rules: PathBuf,
+    /// The rule catalogue folder; without it, the catalogue built into this binary.
+    #[arg(long, env = "OSHIRASE_RULES")]
+    rules: Option<PathBuf>,
     /// Only this rule.
     #[arg(long)]
     rule: Option<String>,
@@ -30,7 +32,7 @@ pub struct EvaluateArgs {
 }
 
 pub fn run(args: EvaluateArgs) -> anyhow::Result<u8> {
-    let mut rules = match load_rules(&args.rules) {
+    let mut rules = match load_rules(args.rules.as_deref()) {
         Ok(r) => r,
         Err(code) => return Ok(code),
     };
@@ -40,7 +42,8 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<u8> {
             .only(std::slice::from_ref(&id))
             .map_err(|id| anyhow::anyhow!("--rule: no rule {id} in {}", rules.dir.display()))?;
     }
-    let snap = load_snapshot(&args.snapshot).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let snap = crate::common::read_snapshot(args.snapshot.as_deref())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let (from, to) = (args.date, args.to.unwrap_or(args.date));
     anyhow::ensure!(to >= from, "--to {to} is before --date {from}");
     check_day("--date", from)?;

@@ -5,35 +5,38 @@ use std::path::PathBuf;
 
 use chrono::NaiveDate;
 use oshirase_engine::ids::{ResidentId, RuleId};
-use oshirase_engine::{explain, load_snapshot, ExplainOutcome, Explanation};
+use oshirase_engine::{explain, ExplainOutcome, Explanation};
 
 use crate::common::{check_day, exit, load_rules, parse_id, Format};
 
 #[derive(clap::Args)]
 pub struct ExplainArgs {
+    /// The resident snapshot (JSON Lines); without it, the fixture town built into this binary.
     #[arg(long)]
-    snapshot: PathBuf,
+    snapshot: Option<PathBuf>,
     #[arg(long)]
     resident: String,
     #[arg(long)]
     rule: String,
     #[arg(long)]
     date: NaiveDate,
-    #[arg(long, default_value = "rules", env = "OSHIRASE_RULES")]
-    rules: PathBuf,
+    /// The rule catalogue folder; without it, the catalogue built into this binary.
+    #[arg(long, env = "OSHIRASE_RULES")]
+    rules: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
 }
 
 pub fn run(args: ExplainArgs) -> anyhow::Result<u8> {
-    let rules = match load_rules(&args.rules) {
+    let rules = match load_rules(args.rules.as_deref()) {
         Ok(r) => r,
         Err(code) => return Ok(code),
     };
     check_day("--date", args.date)?;
     let resident = parse_id(&args.resident, "resident", ResidentId::parse)?;
     let rule = parse_id(&args.rule, "rule", RuleId::parse)?;
-    let snap = load_snapshot(&args.snapshot).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let snap = crate::common::read_snapshot(args.snapshot.as_deref())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let ex = explain(&rules, &snap.population, &resident, &rule, args.date)?;
     let mut out = std::io::stdout().lock();
     match args.format {

@@ -5,37 +5,37 @@ use std::path::{Path, PathBuf};
 
 use oshirase_engine::ruletest;
 
-use crate::common::{exit, load_rules};
+use crate::common::{exit, load_rules, rules_name};
 
 #[derive(clap::Subcommand)]
 pub enum RulesCommand {
     /// Load and compile every rule; list every error.
     Check {
-        #[arg(default_value = "rules")]
-        dir: PathBuf,
+        /// The catalogue folder; without it, the catalogue built into this binary.
+        dir: Option<PathBuf>,
     },
-    /// Run the test cases in DIR/tests.
+    /// Run the test cases in DIR/tests (or the built-in catalogue's).
     Test {
-        #[arg(default_value = "rules")]
-        dir: PathBuf,
+        /// The catalogue folder; without it, the catalogue built into this binary.
+        dir: Option<PathBuf>,
     },
 }
 
 pub fn run(cmd: RulesCommand) -> anyhow::Result<u8> {
     match cmd {
-        RulesCommand::Check { dir } => check(&dir),
-        RulesCommand::Test { dir } => test(&dir),
+        RulesCommand::Check { dir } => check(dir.as_deref()),
+        RulesCommand::Test { dir } => test(dir.as_deref()),
     }
 }
 
-fn check(dir: &Path) -> anyhow::Result<u8> {
+fn check(dir: Option<&Path>) -> anyhow::Result<u8> {
     let rules = match load_rules(dir) {
         Ok(r) => r,
         Err(code) => return Ok(code),
     };
     out!(
         "{}: {} rules, {} parameters, rule-set version {}",
-        dir.display(),
+        rules_name(dir),
         rules.rules().len(),
         rules.params.0.len(),
         rules.version
@@ -43,12 +43,15 @@ fn check(dir: &Path) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
-fn test(dir: &Path) -> anyhow::Result<u8> {
+fn test(dir: Option<&Path>) -> anyhow::Result<u8> {
     let rules = match load_rules(dir) {
         Ok(r) => r,
         Err(code) => return Ok(code),
     };
-    let report = ruletest::run_dir(&rules, &dir.join("tests"));
+    let report = match dir {
+        Some(dir) => ruletest::run_dir(&rules, &dir.join("tests")),
+        None => ruletest::run_sources(&rules, &crate::builtin::rule_tests()),
+    };
     let mut out = std::io::stdout().lock();
     for e in &report.errors {
         writeln!(out, "ERROR {e}")?;

@@ -20,8 +20,9 @@ use crate::config::{EmailTransport, ServiceConfig};
 pub struct RunArgs {
     #[command(flatten)]
     pub db: DbArg,
-    #[arg(long, default_value = "rules", env = "OSHIRASE_RULES")]
-    pub rules: PathBuf,
+    /// The rule catalogue folder; without it, the catalogue built into this binary.
+    #[arg(long, env = "OSHIRASE_RULES")]
+    pub rules: Option<PathBuf>,
     /// Local time (Asia/Tokyo) of the daily run.
     #[arg(long, default_value = "06:00")]
     pub at: NaiveTime,
@@ -38,7 +39,7 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<u8> {
-    let rules = match load_rules(&args.rules) {
+    let rules = match load_rules(args.rules.as_deref()) {
         Ok(r) => r,
         Err(code) => return Ok(code),
     };

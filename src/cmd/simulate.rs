@@ -11,24 +11,25 @@ use chrono::{Datelike, NaiveDate};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use oshirase_engine::ids::{ResidentId, RuleId};
 use oshirase_engine::simulate::{simulate, simulate_and_compare, Comparison, Simulation};
-use oshirase_engine::{calendar, load_snapshot, Decision, DecisionKey, RuleFailure, RuleSet};
+use oshirase_engine::{calendar, Decision, DecisionKey, RuleFailure, RuleSet};
 use serde::Serialize;
 
 use crate::common::exit;
 
 #[derive(clap::Args)]
 pub struct SimulateArgs {
-    /// The resident snapshot (JSON Lines).
+    /// The resident snapshot (JSON Lines); without it, the fixture town built into this binary.
     #[arg(long)]
-    pub snapshot: PathBuf,
+    pub snapshot: Option<PathBuf>,
     /// First notice day (YYYY-MM-DD).
     #[arg(long)]
     pub from: NaiveDate,
     /// Last notice day, inclusive (YYYY-MM-DD).
     #[arg(long)]
     pub to: NaiveDate,
-    #[arg(long, default_value = "rules", env = "OSHIRASE_RULES")]
-    pub rules: PathBuf,
+    /// The rule catalogue folder; without it, the catalogue built into this binary.
+    #[arg(long, env = "OSHIRASE_RULES")]
+    pub rules: Option<PathBuf>,
     /// Where counts.csv, summary.json, chart.html (and compare.csv) are written; created if
     /// missing. Nothing is written anywhere else.
     #[arg(long, default_value = "out/simulate")]
@@ -45,9 +46,13 @@ pub struct SimulateArgs {
 /// resident of a year would otherwise bury the summary.
 const FAILURES_SHOWN: usize = 20;
 
-fn load_rules(dir: &Path, flag: &str) -> Result<RuleSet, u8> {
-    crate::common::load_rules(dir)
-        .inspect_err(|_| eprintln!("error: {flag} {}: the rules do not load", dir.display()))
+fn load_rules(dir: Option<&Path>, flag: &str) -> Result<RuleSet, u8> {
+    crate::common::load_rules(dir).inspect_err(|_| {
+        eprintln!(
+            "error: {flag} {}: the rules do not load",
+            crate::common::rules_name(dir)
+        )
+    })
 }
 
 fn check_range(from: NaiveDate, to: NaiveDate) -> anyhow::Result<()> {
@@ -60,18 +65,19 @@ fn check_range(from: NaiveDate, to: NaiveDate) -> anyhow::Result<()> {
 pub fn run(args: SimulateArgs) -> anyhow::Result<u8> {
     // The range first: it costs nothing to check and a typo should not wait for the rules.
     check_range(args.from, args.to)?;
-    let rules = match load_rules(&args.rules, "--rules") {
+    let rules = match load_rules(args.rules.as_deref(), "--rules") {
         Ok(r) => r,
         Err(code) => return Ok(code),
     };
     let other = match &args.compare_rules {
-        Some(dir) => match load_rules(dir, "--compare-rules") {
+        Some(dir) => match load_rules(Some(dir), "--compare-rules") {
             Ok(r) => Some(r),
             Err(code) => return Ok(code),
         },
         None => None,
     };
-    let snap = load_snapshot(&args.snapshot).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let snap = crate::common::read_snapshot(args.snapshot.as_deref())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let pop = &snap.population;
 
     let days = calendar::days_between(args.from, args.to).unsigned_abs() + 1;
@@ -108,7 +114,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<u8> {
         args.to,
         sim.days(),
         pop.len(),
-        args.rules.display(),
+        crate::common::rules_name(args.rules.as_deref()),
         rules.version,
         rules.rules().len()
     );
@@ -333,9 +339,9 @@ fn summary_json(
         }
     });
     let summary = Summary {
-        rules_dir: args.rules.display().to_string(),
+        rules_dir: crate::common::rules_name(args.rules.as_deref()),
         rule_set_version: &rules.version,
-        snapshot: args.snapshot.display().to_string(),
+        snapshot: crate::common::snapshot_name(args.snapshot.as_deref()),
         from: sim.from,
         to: sim.to,
         days: sim.days(),
