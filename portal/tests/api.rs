@@ -320,6 +320,25 @@ async fn es256_tokens_from_the_identity_provider() {
     };
     assert_eq!(call(sign("oshirase-portal")).await.unwrap().status(), 200);
     assert_eq!(call(sign("another-service")).await.unwrap().status(), 401);
+    // With an audience configured, a token must name it: no `aud` is refused, an array
+    // that holds it (RFC 7519 4.1.3) is accepted, one that does not is refused.
+    let signed = |claims: serde_json::Value| {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::ES256),
+            &claims,
+            &EncodingKey::from_ec_pem(ES_PRIVATE.as_bytes()).unwrap(),
+        )
+        .unwrap()
+    };
+    let no_aud = signed(json!({"sub": "R10003", "iss": ISSUER, "exp": now + 600}));
+    assert_eq!(call(no_aud).await.unwrap().status(), 401);
+    let listed = signed(
+        json!({"sub": "R10003", "iss": ISSUER, "aud": ["other", "oshirase-portal"], "exp": now + 600}),
+    );
+    assert_eq!(call(listed).await.unwrap().status(), 200);
+    let unlisted =
+        signed(json!({"sub": "R10003", "iss": ISSUER, "aud": ["other"], "exp": now + 600}));
+    assert_eq!(call(unlisted).await.unwrap().status(), 401);
     // An HS256 token "signed" with the public key must not pass (algorithm confusion).
     let confused = jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),

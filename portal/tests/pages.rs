@@ -110,6 +110,44 @@ async fn pages_walk_through_a_draft(backend: &str) {
         .await
         .unwrap();
     assert_eq!(r.headers()[LOCATION], "/inbox");
+    // Browsers drop tabs and newlines from a URL and read `\` as `/`: each of these would
+    // leave the site, or break the response, and must land on the inbox instead.
+    for next in [
+        "/%09/evil.example",
+        "/%0a/evil.example",
+        "/%0d%0aSet-Cookie:%20x=1",
+        "/%0b/evil.example",
+        "/%5cevil.example",
+        "https://evil.example/",
+        "%2f%2fevil.example",
+        "/%20/evil.example",
+        "",
+    ] {
+        let r = app
+            .http
+            .get(format!(
+                "{}/login?token={}&next={next}",
+                app.base,
+                app.token("R10003")
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303, "{next}");
+        assert_eq!(r.headers()[LOCATION], "/inbox", "{next}");
+    }
+    // A path on this site, with its query, is where the login goes.
+    let r = app
+        .http
+        .get(format!(
+            "{}/login?token={}&next=%2Fnotices%2Fa%2Fb%3Fx%3D1",
+            app.base,
+            app.token("R10003")
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()[LOCATION], "/notices/a/b?x=1");
 
     let s = login(&app, "R10003").await;
     let (status, inbox) = s.get("/inbox").await;
@@ -245,5 +283,71 @@ async fn an_expired_session_asks_to_sign_in_again() {
     let (status, html) = s.get("/inbox").await;
     assert_eq!(status, 401);
     assert!(html.contains("有効期限が切れました"), "{html}");
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_response_carries_the_security_headers() {
+    let app = spawn_app("sqlite").await;
+    let s = login(&app, "R10003").await;
+    let page = |path: &'static str| {
+        app.http
+            .get(format!("{}{path}", app.base))
+            .header(COOKIE, &s.cookie)
+            .send()
+    };
+    let responses = vec![
+        ("/inbox", page("/inbox").await.unwrap()),
+        ("/preferences", page("/preferences").await.unwrap()),
+        ("/login", page("/login").await.unwrap()),
+        ("/no-such-page", page("/no-such-page").await.unwrap()),
+        ("/api/notices", app.get("R10003", "/api/notices").await),
+    ];
+    for (path, r) in responses {
+        let h = r.headers();
+        let get = |name: &str| {
+            h.get(name)
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_else(|| panic!("{path}: no {name}"))
+        };
+        let csp = get("content-security-policy");
+        for part in [
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "frame-ancestors 'none'",
+            "base-uri 'none'",
+            "form-action 'self'",
+        ] {
+            assert!(csp.contains(part), "{path}: {part} not in {csp}");
+        }
+        assert!(!csp.contains("unsafe-inline"), "{path}: {csp}");
+        assert_eq!(get("x-content-type-options"), "nosniff", "{path}");
+        assert_eq!(get("referrer-policy"), "no-referrer", "{path}");
+        assert_eq!(get("cache-control"), "no-store", "{path}");
+        // The test portal's public URL is https: browsers are told to stay on TLS.
+        assert!(
+            get("strict-transport-security").contains("max-age="),
+            "{path}"
+        );
+    }
+    // The pages' styles come from the site itself, not inline (the CSP would block them).
+    let (status, inbox) = s.get("/inbox").await;
+    assert_eq!(status, 200);
+    assert!(
+        !inbox.contains("<style") && !inbox.contains("style="),
+        "{inbox}"
+    );
+    let css = app
+        .http
+        .get(format!("{}/assets/portal.css", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(css.status(), 200);
+    assert!(css.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/css"));
     app.shutdown().await;
 }
