@@ -27,8 +27,9 @@ pub enum TokenError {
 struct Claims {
     sub: String,
     iss: String,
+    /// A string or an array of them (RFC 7519 4.1.3); jsonwebtoken checks it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    aud: Option<String>,
+    aud: Option<serde_json::Value>,
     exp: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     nbf: Option<i64>,
@@ -93,7 +94,13 @@ impl Verifier {
         validation.validate_exp = false;
         validation.validate_nbf = false;
         validation.leeway = 0;
-        validation.set_required_spec_claims(&["exp", "sub", "iss"]);
+        // A configured audience must be named: a token for any other service, or for none,
+        // is not for the portal.
+        if config.jwt.audience.is_some() {
+            validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
+        } else {
+            validation.set_required_spec_claims(&["exp", "sub", "iss"]);
+        }
         Ok(Self {
             key,
             validation,
@@ -114,7 +121,9 @@ impl Verifier {
                     K::InvalidIssuer => "wrong issuer",
                     K::InvalidAudience => "wrong audience",
                     K::InvalidAlgorithm => "wrong algorithm",
-                    K::MissingRequiredClaim(_) => "a required claim (sub, iss, exp) is missing",
+                    K::MissingRequiredClaim(_) => {
+                        "a required claim (sub, iss, exp, aud) is missing"
+                    }
                     _ => "malformed token",
                 })
             })?;
@@ -153,7 +162,7 @@ pub fn mint_token(
     let claims = Claims {
         sub: subject.to_owned(),
         iss: config.jwt.issuer.clone(),
-        aud: config.jwt.audience.clone(),
+        aud: config.jwt.audience.clone().map(serde_json::Value::String),
         exp: iat + i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2),
         nbf: None,
         iat: Some(iat),

@@ -137,6 +137,7 @@ routes! {
     GET "/openapi.json" => openapi_json,
     GET "/health" => health,
     GET "/metrics" => metrics_text,
+    GET "/assets/portal.css" => pages::stylesheet,
     GET "/" => pages::home,
     GET "/login" => pages::login,
     POST "/logout" => pages::logout,
@@ -179,12 +180,48 @@ pub fn router(state: PortalState) -> Router {
         .max_age(Duration::from_secs(600));
     r.fallback(no_route)
         .layer(middleware::from_fn_with_state(state.clone(), rate_limit))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            security_headers,
+        ))
         .layer(cors)
         .layer(middleware::from_fn_with_state(
             state.clone(),
             record_metrics,
         ))
         .with_state(state)
+}
+
+/// No script or style but the site's own, no framing, no referrer, nothing kept by a browser
+/// or a proxy (every page and API answer may hold personal data; the stylesheet says
+/// otherwise itself), and TLS only once the portal is served over it.
+async fn security_headers(State(state): State<PortalState>, req: Request, next: Next) -> Response {
+    let mut r = next.run(req).await;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+             connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+        ),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    if state.config().public_url.starts_with("https:") {
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+        );
+    }
+    r
 }
 
 async fn no_route() -> Response {

@@ -212,6 +212,11 @@ pub(crate) fn spec() -> Value {
                     { "name": "next", "in": "query", "required": false, "schema": { "type": "string" } } ],
                 "responses": { "303": { "description": "Signed in." }, "401": html("No or bad token: the login hint page.") } } },
             "/logout": { "post": form_post("Signs out (clears the cookie).", false) },
+            "/assets/portal.css": { "get": {
+                "summary": "The pages' stylesheet (no personal data; cacheable).",
+                "tags": ["pages"],
+                "security": [],
+                "responses": { "200": { "description": "The stylesheet.", "content": { "text/css": { "schema": { "type": "string" } } } } } } },
             "/inbox": { "get": page("The reader's notices.", false) },
             "/notices/{key}": { "get": page("One notice (the link in e-mails and pushes); opening it marks it read.", true) },
             "/drafts/{key}": {

@@ -261,7 +261,8 @@ pub(crate) async fn login(State(s): State<PortalState>, Query(q): Query<LoginQue
     // Only a path on this site: never an open redirect.
     let next = q
         .next
-        .filter(|n| n.starts_with('/') && !n.starts_with("//") && !n.contains('\\'))
+        .as_deref()
+        .and_then(local_path)
         .unwrap_or_else(|| "/inbox".to_owned());
     let mut r = Redirect::to(&next).into_response();
     match HeaderValue::from_str(&cookie) {
@@ -276,6 +277,39 @@ pub(crate) async fn login(State(s): State<PortalState>, Query(q): Query<LoginQue
         }
         .into_response(),
     }
+}
+
+/// The pages' one stylesheet, served from the site so that the CSP needs no inline style.
+pub(crate) async fn stylesheet() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            // No personal data: browsers may keep it for a day.
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        include_str!("../assets/portal.css"),
+    )
+        .into_response()
+}
+
+/// `next` as a path on this site, or `None`: parsed, not prefix-tested. Browsers drop tabs
+/// and newlines from a URL and read `\` as `/` (`/\t/evil.example` becomes
+/// `//evil.example`), so a control character, a space or a backslash anywhere refuses it;
+/// what is left must parse as a path with no scheme or host.
+fn local_path(next: &str) -> Option<String> {
+    if next
+        .chars()
+        .any(|c| c.is_control() || c.is_whitespace() || c == '\\')
+    {
+        return None;
+    }
+    let uri: axum::http::Uri = next.parse().ok()?;
+    let pq = uri.path_and_query()?;
+    let local = uri.scheme().is_none()
+        && uri.authority().is_none()
+        && pq.path().starts_with('/')
+        && !pq.path().starts_with("//");
+    local.then(|| pq.as_str().to_owned())
 }
 
 #[derive(Deserialize)]

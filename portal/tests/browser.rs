@@ -92,10 +92,25 @@ async fn a_guardian_corrects_and_submits_a_draft_in_chromium() {
         .unwrap_or_else(|e| panic!("cannot start a chromium session: {e}"));
 
     let run = async {
+        // A `next` the browser would turn into another site (it drops the tab) stays here.
         browser
-            .goto(&format!("{}/login?token={}", app.base, app.token("R10003")))
+            .goto(&format!(
+                "{}/login?token={}&next=/%09/evil.example",
+                app.base,
+                app.token("R10003")
+            ))
             .await?;
-        assert!(browser.current_url().await?.path().ends_with("/inbox"));
+        let here = browser.current_url().await?;
+        assert_eq!(here.host_str(), Some("127.0.0.1"), "{here}");
+        assert!(here.path().ends_with("/inbox"), "{here}");
+        // Under the CSP the site's own stylesheet applies (the header bar is blue).
+        let bar = browser
+            .execute(
+                "return getComputedStyle(document.querySelector('header')).backgroundColor",
+                vec![],
+            )
+            .await?;
+        assert_eq!(bar.as_str(), Some("rgb(11, 79, 138)"), "{bar}");
         let link = browser.find(Locator::Css("a.title")).await?;
         assert_eq!(link.text().await?, "児童手当の認定請求");
         link.click().await?;
