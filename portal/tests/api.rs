@@ -406,6 +406,37 @@ async fn drafts_are_submitted_once_and_audited(backend: &str) {
     )
     .await;
     assert_eq!(status, 422, "unknown top-level member");
+    // A correction keeps the prefilled value's kind, is a bounded text with no control
+    // characters, and a list computed from the register cannot be replaced.
+    for (field, value) in [
+        ("annual_income", json!("abc")),
+        ("annual_income", json!(true)),
+        ("name", json!(format!("{}\u{0}", "あ".repeat(600_000)))),
+        ("name", json!("山田\u{0}花子")),
+        ("name", json!(12)),
+    ] {
+        let (status, e) = App::json(
+            app.post(
+                "R10001",
+                &submit,
+                Some(json!({ "corrections": { field: value } })),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!((status, e["field"].clone()), (422, json!(field)), "{e}");
+    }
+    let health_submit = format!("/api/drafts/{}/submit", enc(HEALTH));
+    let (status, e) = App::json(
+        app.post(
+            "R10001",
+            &health_submit,
+            Some(json!({"corrections": {"members": "山田 花子"}})),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!((status, e["field"].clone()), (422, json!("members")), "{e}");
 
     // The proxy submits with a corrected address.
     let (status, done) = App::json(
@@ -457,16 +488,29 @@ async fn drafts_are_submitted_once_and_audited(backend: &str) {
         .iter()
         .map(|e| (e.actor.as_str(), e.action.as_str()))
         .collect();
+    // Refused submissions (422) and conflicts (409) are in the log too.
+    let refused = ("R10001", "draft.refused");
     assert_eq!(
         actions,
         [
             ("R10001", "draft.read"),
             ("R10001", "draft.read"),
+            refused,
+            refused,
+            refused,
+            refused,
+            refused,
+            refused,
+            refused,
             ("R10005", "draft.submit"),
+            refused,
+            ("R10005", "draft.refused"),
             ("R10001", "draft.read"),
         ]
     );
-    let submitted = &audit[2];
+    assert!(audit[2].detail.as_deref().unwrap().contains("422"));
+    assert!(audit[10].detail.as_deref().unwrap().contains("409"));
+    let submitted = &audit[9];
     assert_eq!(
         submitted.detail.as_deref(),
         Some(r#"{"corrected":["address"]}"#)

@@ -183,6 +183,7 @@ pub fn decisions() -> Vec<Decision> {
             vec![
                 ("name", json!("山田 花子")),
                 ("insured_from", json!("2026-10-01")),
+                ("members", json!(["山田 花子"])),
             ],
             &[],
         ),
