@@ -156,6 +156,37 @@ fn typed(original: &Value, input: &str) -> Value {
     }
 }
 
+/// Longest text a correction may hold: more than any name or address.
+const MAX_CORRECTION_CHARS: usize = 500;
+
+/// Why `value` cannot replace the prefilled `original`: the same kind of value, and text
+/// short and free of control characters. A list or a map is computed from the register
+/// and is not corrected by hand.
+fn check_correction(original: &Value, value: &Value) -> std::result::Result<(), String> {
+    match (original, value) {
+        (Value::Array(_) | Value::Object(_), _) => {
+            Err("is computed from the register and cannot be changed".into())
+        }
+        (_, Value::Array(_) | Value::Object(_)) => {
+            Err("must be a string, number, boolean or null".into())
+        }
+        (_, Value::Null) => Ok(()),
+        (Value::Number(_), Value::Number(_)) | (Value::Bool(_), Value::Bool(_)) => Ok(()),
+        (Value::Number(_), _) => Err("must be a number".into()),
+        (Value::Bool(_), _) => Err("must be true or false".into()),
+        (Value::String(_) | Value::Null, Value::String(t)) => {
+            if t.chars().count() > MAX_CORRECTION_CHARS {
+                Err(format!("is longer than {MAX_CORRECTION_CHARS} characters"))
+            } else if t.chars().any(char::is_control) {
+                Err("must not hold control characters".into())
+            } else {
+                Ok(())
+            }
+        }
+        (Value::String(_) | Value::Null, _) => Err("must be text".into()),
+    }
+}
+
 /// The role of `reader` among the decision's recipients.
 fn role_of(body: &NoticeBody, reader: &Reader) -> Option<Role> {
     body.recipients
@@ -325,6 +356,40 @@ impl Portal {
         })
     }
 
+    /// Records a refused attempt on a draft the reader may read (a conflict, an invalid
+    /// correction) and gives back the error; field names and status only, never values.
+    /// An audit failure wins: the attempt must not pass unrecorded.
+    async fn refused(
+        &self,
+        reader: &Reader,
+        key: &DecisionKey,
+        action: &str,
+        e: ServiceError,
+    ) -> ServiceError {
+        let status = match &e {
+            ServiceError::Conflict { .. } => 409,
+            ServiceError::Unprocessable { .. } => 422,
+            _ => 500,
+        };
+        let field = match &e {
+            ServiceError::Unprocessable { field: Some(f), .. } => {
+                format!(
+                    r#","field":{}"#,
+                    serde_json::Value::from(f.chars().take(64).collect::<String>())
+                )
+            }
+            _ => String::new(),
+        };
+        let detail = format!(r#"{{"attempt":"{action}","status":{status}{field}}}"#);
+        match self
+            .audit(reader, "draft.refused", key.as_str(), Some(detail))
+            .await
+        {
+            Ok(()) => e,
+            Err(audit) => audit,
+        }
+    }
+
     /// A draft `reader` may read; every attempt is audited, a refused one (missing or not
     /// theirs, the same) as `draft.refused`.
     async fn readable_draft(
@@ -393,20 +458,28 @@ impl Portal {
     ) -> Result<DraftView> {
         let key = d.key.clone();
         if d.state != DraftState::Open {
-            return Err(ServiceError::Conflict { state: d.state });
+            return Err(self
+                .refused(
+                    reader,
+                    &key,
+                    "submit",
+                    ServiceError::Conflict { state: d.state },
+                )
+                .await);
         }
         for (field, value) in &corrections {
-            if !d.fields.contains_key(field) {
-                return Err(ServiceError::Unprocessable {
+            let problem = match d.fields.get(field) {
+                None => Some(format!("{field:?} is not a field of this draft")),
+                Some(original) => check_correction(original, value)
+                    .err()
+                    .map(|why| format!("{field:?} {why}")),
+            };
+            if let Some(message) = problem {
+                let e = ServiceError::Unprocessable {
                     field: Some(field.clone()),
-                    message: format!("{field:?} is not a field of this draft"),
-                });
-            }
-            if value.is_array() || value.is_object() {
-                return Err(ServiceError::Unprocessable {
-                    field: Some(field.clone()),
-                    message: format!("{field:?} must be a string, number, boolean or null"),
-                });
+                    message,
+                };
+                return Err(self.refused(reader, &key, "submit", e).await);
             }
         }
         let mut submitted = d.fields.clone();
@@ -445,7 +518,8 @@ impl Portal {
     pub(crate) async fn decline(&self, reader: &Reader, key: &DecisionKey) -> Result<DraftView> {
         let mut d = self.readable_draft(reader, key, "decline").await?;
         if d.state != DraftState::Open {
-            return Err(ServiceError::Conflict { state: d.state });
+            let e = ServiceError::Conflict { state: d.state };
+            return Err(self.refused(reader, key, "decline", e).await);
         }
         let entry = AuditEntry::new(
             self.clock.now(),
