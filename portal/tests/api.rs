@@ -529,14 +529,30 @@ async fn drafts_are_submitted_once_and_audited(backend: &str) {
 }
 on_both!(drafts, drafts_are_submitted_once_and_audited);
 
+fn with_p256dh(endpoint: &str, key: &[u8]) -> Value {
+    use base64::Engine;
+    let mut s = subscription(endpoint);
+    s["keys"]["p256dh"] = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(key)
+        .into();
+    s
+}
+
 fn subscription(endpoint: &str) -> Value {
     use base64::Engine;
     let b = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let mut p = vec![4u8];
-    p.extend([9u8; 64]);
     json!({"endpoint": endpoint, "expirationTime": null,
-           "keys": {"p256dh": b.encode(&p), "auth": b.encode([5u8; 16])}})
+           "keys": {"p256dh": b.encode(P256_G), "auth": b.encode([5u8; 16])}})
 }
+
+/// The P-256 base point, uncompressed: a public key on the curve.
+const P256_G: [u8; 65] = [
+    0x04, 0x6b, 0x17, 0xd1, 0xf2, 0xe1, 0x2c, 0x42, 0x47, 0xf8, 0xbc, 0xe6, 0xe5, 0x63, 0xa4, 0x40,
+    0xf2, 0x77, 0x03, 0x7d, 0x81, 0x2d, 0xeb, 0x33, 0xa0, 0xf4, 0xa1, 0x39, 0x45, 0xd8, 0x98, 0xc2,
+    0x96, 0x4f, 0xe3, 0x42, 0xe2, 0xfe, 0x1a, 0x7f, 0x9b, 0x8e, 0xe7, 0xeb, 0x4a, 0x7c, 0x0f, 0x9e,
+    0x16, 0x2b, 0xce, 0x33, 0x57, 0x6b, 0x31, 0x5e, 0xce, 0xcb, 0xb6, 0x40, 0x68, 0x37, 0xbf, 0x51,
+    0xf5,
+];
 
 async fn push_subscriptions(backend: &str) {
     let app = spawn_app(backend).await;
@@ -562,6 +578,13 @@ async fn push_subscriptions(backend: &str) {
             json!({"endpoint": fcm, "keys": {"p256dh": "AAAA", "auth": "AAAA"}}),
             "keys",
         ),
+        // 65 bytes that are no point of the curve, and the zero point.
+        (with_p256dh(fcm, &[&[4u8][..], &[9u8; 64]].concat()), "keys"),
+        (with_p256dh(fcm, &[&[4u8][..], &[0u8; 64]].concat()), "keys"),
+        (
+            subscription(&format!("{fcm}/{}", "x".repeat(100_000))),
+            "endpoint",
+        ),
     ] {
         let (status, e) = App::json(
             app.post("R10001", "/api/push-subscriptions", Some(body))
@@ -570,6 +593,30 @@ async fn push_subscriptions(backend: &str) {
         .await;
         assert_eq!((status, e["field"].clone()), (422, json!(field)), "{e}");
     }
+    // Another reader cannot take it over: the notices of its holder would go elsewhere.
+    let (status, e) = App::json(
+        app.post("R10004", "/api/push-subscriptions", Some(subscription(fcm)))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 409, "{e}");
+    assert_eq!(
+        app.store.push_subscriptions("R10001").await.unwrap().len(),
+        1
+    );
+    assert!(app
+        .store
+        .push_subscriptions("R10004")
+        .await
+        .unwrap()
+        .is_empty());
+    // Its holder may post it again (a browser renewing its subscription).
+    let (status, _) = App::json(
+        app.post("R10001", "/api/push-subscriptions", Some(subscription(fcm)))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 201);
     // Another reader cannot remove it.
     let del = |who: &'static str| {
         app.send(
