@@ -166,11 +166,18 @@ pub const PUSH_SERVICES: &[&str] = &[
     "*.push.apple.com",
 ];
 
+/// Longest push endpoint accepted.
+pub const MAX_ENDPOINT_BYTES: usize = 2048;
+
 /// Whether notices may be posted to `endpoint`: https on a known push service, or, when
 /// `allow_loopback` (tests and local push services), http(s) on 127.0.0.1, ::1 or localhost.
 /// An endpoint is a capability URL: errors name its host only.
 pub fn check_endpoint(endpoint: &str, allow_loopback: bool) -> Result<()> {
     let bad = |why: String| Err(WebPushError::Endpoint(why));
+    // Real push services' endpoints are a few hundred bytes; this bounds what is stored.
+    if endpoint.len() > MAX_ENDPOINT_BYTES {
+        return bad(format!("is longer than {MAX_ENDPOINT_BYTES} bytes"));
+    }
     let url =
         Url::parse(endpoint).map_err(|e| WebPushError::Endpoint(format!("is not a URL: {e}")))?;
     if !url.username().is_empty() || url.password().is_some() {

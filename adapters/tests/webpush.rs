@@ -98,7 +98,8 @@ impl PushService {
         let id = store
             .add_push_subscription(resident, &endpoint, &p256dh, &auth, clock().now())
             .await
-            .unwrap();
+            .unwrap()
+            .expect("a new endpoint");
         (id, endpoint)
     }
 

@@ -97,6 +97,11 @@ impl IntoResponse for ApiError {
                 Json(json!({ "error": "conflict", "message": format!("the draft is already {state}"), "state": state })),
             )
                 .into_response(),
+            ServiceError::Taken(message) => (
+                StatusCode::CONFLICT,
+                Json(json!({ "error": "conflict", "message": message })),
+            )
+                .into_response(),
             ServiceError::Unprocessable { field, message } => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 Json(json!({ "error": "unprocessable", "field": field, "message": message })),

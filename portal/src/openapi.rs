@@ -179,7 +179,7 @@ pub(crate) fn spec() -> Value {
                     "summary": "Registers a browser's push subscription.",
                     "security": [{ "bearer": [] }],
                     "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/PushSubscription" } } } },
-                    "responses": authed(json!({ "201": ok_json("Registered.", "Subscription"), "422": err("Endpoint or keys refused.") }))
+                    "responses": authed(json!({ "201": ok_json("Registered, or renewed for the same reader.", "Subscription"), "409": err("The endpoint is subscribed for another resident."), "422": err("Endpoint (a known push service, at most 2048 bytes) or keys (a P-256 point on the curve, 16 auth bytes) refused.") }))
                 },
                 "delete": {
                     "summary": "Removes the reader's subscription for an endpoint.",

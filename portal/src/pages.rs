@@ -206,6 +206,12 @@ fn error_page(state: &PortalState, e: ServiceError) -> Response {
                 "この手続はすでに「申請しない」として受け付けました。"
             },
         ),
+        ServiceError::Taken(_) => message(
+            state,
+            StatusCode::CONFLICT,
+            "この端末はほかの方の通知に登録されています",
+            "登録した方がこの端末の通知を解除してから、もう一度お試しください。",
+        ),
         ServiceError::Unprocessable { message: m, .. } => message(
             state,
             StatusCode::UNPROCESSABLE_ENTITY,

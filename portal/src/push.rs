@@ -10,7 +10,7 @@ use base64::Engine;
 pub(crate) enum KeyError {
     #[error("keys.{0} is not base64url")]
     NotBase64(&'static str),
-    #[error("keys.p256dh must be an uncompressed P-256 public key (65 bytes)")]
+    #[error("keys.p256dh must be an uncompressed P-256 public key (65 bytes, on the curve)")]
     P256dh,
     #[error("keys.auth must be 16 bytes")]
     Auth,
@@ -25,7 +25,9 @@ fn b64url(what: &'static str, s: &str) -> Result<Vec<u8>, KeyError> {
 /// `p256dh`: an uncompressed P-256 point (65 bytes, 0x04 first); `auth`: 16 bytes.
 pub(crate) fn check_keys(p256dh: &str, auth: &str) -> Result<(), KeyError> {
     let p = b64url("p256dh", p256dh)?;
-    if p.len() != 65 || p[0] != 4 {
+    // On the curve too: the message is encrypted to this key, and a point off the curve
+    // (or the zero point) would only fail at every send.
+    if p.len() != 65 || p[0] != 4 || p256::PublicKey::from_sec1_bytes(&p).is_err() {
         return Err(KeyError::P256dh);
     }
     if b64url("auth", auth)?.len() != 16 {
@@ -40,7 +42,9 @@ mod tests {
 
     #[test]
     fn keys() {
-        let p = URL_SAFE_NO_PAD.encode([4u8; 65]);
+        // The P-256 base point.
+        let g = "BGsX0fLhLEJH-Lzm5WOkQPJ3A32BLeszoPShOUXYmMKWT-NC4v4af5uO5-tKfA-eFivOM1drMV7Oy7ZAaDe_UfU";
+        let p = g.to_owned();
         let a = URL_SAFE_NO_PAD.encode([1u8; 16]);
         assert_eq!(check_keys(&p, &a), Ok(()));
         assert!(check_keys(&URL_SAFE_NO_PAD.encode([3u8; 65]), &a).is_err());

@@ -29,6 +29,9 @@ pub enum ServiceError {
     NotFound,
     #[error("the draft is already {state}")]
     Conflict { state: DraftState },
+    /// Something the reader asked to hold belongs to another resident.
+    #[error("{0}")]
+    Taken(&'static str),
     #[error("{message}")]
     Unprocessable {
         field: Option<String>,
@@ -585,7 +588,10 @@ impl Portal {
                 &input.keys.auth,
                 self.clock.now(),
             )
-            .await?;
+            .await?
+            .ok_or(ServiceError::Taken(
+                "this push endpoint is subscribed for another resident: unsubscribe it there first",
+            ))?;
         Ok(SubscriptionView {
             id,
             endpoint: input.endpoint,

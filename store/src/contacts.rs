@@ -62,7 +62,9 @@ impl Store {
         .transpose()
     }
 
-    /// Registers (or moves to `resident`) the subscription for `endpoint`; returns its id.
+    /// Registers the subscription for `endpoint`, or renews `resident`'s own (new keys);
+    /// returns its id, or `None` when another resident holds the endpoint: it is never moved,
+    /// or that resident's notices would go to whoever posted it.
     pub async fn add_push_subscription(
         &self,
         resident: &str,
@@ -70,12 +72,13 @@ impl Store {
         p256dh: &str,
         auth: &str,
         now: DateTime<FixedOffset>,
-    ) -> Result<i64> {
+    ) -> Result<Option<i64>> {
         let row = sqlx::query(self.sql(
             "INSERT INTO push_subscriptions (resident_id, endpoint, p256dh, auth, created_at)
              VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (endpoint) DO UPDATE SET resident_id = excluded.resident_id,
+             ON CONFLICT (endpoint) DO UPDATE SET
                p256dh = excluded.p256dh, auth = excluded.auth, created_at = excluded.created_at
+             WHERE push_subscriptions.resident_id = excluded.resident_id
              RETURNING id",
         ))
         .bind(resident.to_owned())
@@ -83,10 +86,11 @@ impl Store {
         .bind(p256dh.to_owned())
         .bind(auth.to_owned())
         .bind(utc_text(now))
-        .fetch_one(&self.pool)
+        .fetch_optional(&self.pool)
         .await
         .map_err(q("registering a push subscription"))?;
-        row.try_get("id")
+        row.map(|r| r.try_get("id"))
+            .transpose()
             .map_err(q("registering a push subscription"))
     }
 
