@@ -713,6 +713,43 @@ async fn rate_limit_per_token(backend: &str) {
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "rate_limited");
     // Another token (another reader) has its own bucket.
     assert_eq!(call(app.token("R10003")).await.unwrap().status(), 200);
+    // The bucket is the reader's, not the token's: a second token for R10001 (minted a
+    // moment later, or a signature re-encoded) shares it.
+    let later = mint_token(
+        &app.config,
+        "R10001",
+        oshirase_engine::clock::after(app.clock.now(), Duration::from_secs(1)),
+        Duration::from_secs(3600),
+    )
+    .unwrap();
+    assert_ne!(later, token);
+    assert_eq!(call(later).await.unwrap().status(), 429);
+    // Unauthenticated traffic has a bucket per client: junk tokens, no token, /login with
+    // a new query each time all draw from it.
+    let junk = |n: usize| {
+        app.http
+            .get(format!("{}/api/notices", app.base))
+            .header("authorization", format!("Bearer junk{n}"))
+            .send()
+    };
+    for n in 0..3 {
+        assert_eq!(junk(n).await.unwrap().status(), 401);
+    }
+    assert_eq!(junk(9).await.unwrap().status(), 429);
+    let login = app
+        .http
+        .get(format!("{}/login?token=x%41{}", app.base, 7))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 429);
+    let page = app
+        .http
+        .get(format!("{}/inbox", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 429);
     app.shutdown().await;
 }
 on_both!(rate_limit, rate_limit_per_token);
