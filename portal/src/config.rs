@@ -45,7 +45,8 @@ pub struct JwtConfig {
     pub leeway_seconds: u64,
 }
 
-/// Requests per token: a token bucket refilled at `per_second`, holding up to `burst`.
+/// Requests per reader (or per client without a valid token): a token bucket refilled at
+/// `per_second`, holding up to `burst`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RateLimit {
     pub per_second: f64,

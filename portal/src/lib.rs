@@ -17,10 +17,11 @@ mod pages;
 mod push;
 mod service;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -160,7 +161,7 @@ pub fn openapi() -> serde_json::Value {
     openapi::spec()
 }
 
-/// The portal's router: API, pages, operations endpoints, with CORS, per-token rate limits
+/// The portal's router: API, pages, operations endpoints, with CORS, per-reader rate limits
 /// and request metrics.
 pub fn router(state: PortalState) -> Router {
     let mut r = Router::new();
@@ -282,20 +283,31 @@ fn request_token(req: &Request) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// The bucket a request draws from: the verified reader's (whatever token, cookie or login
+/// link carries them, however its signature is encoded), else the client's address, so
+/// that junk tokens and fresh login queries do not each get a new bucket.
+fn rate_key(s: &PortalState, req: &Request) -> [u8; 32] {
+    let who = match request_token(req).and_then(|t| s.verify(t).ok()) {
+        Some(v) => format!("reader {}", v.reader.as_str()),
+        None => match req.extensions().get::<ConnectInfo<SocketAddr>>() {
+            Some(ConnectInfo(addr)) => format!("client {}", addr.ip()),
+            None => "client unknown".to_owned(),
+        },
+    };
+    Sha256::digest(who.as_bytes()).into()
+}
+
 async fn rate_limit(State(s): State<PortalState>, req: Request, next: Next) -> Response {
-    if let Some(token) = request_token(&req) {
-        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Err(wait) = s.0.limiter.take(key) {
-            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-            let mut r = (
-                StatusCode::TOO_MANY_REQUESTS,
-                Json(json!({ "error": "rate_limited", "message": format!("too many requests; retry in {secs} s") })),
-            )
-                .into_response();
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-            return r;
-        }
+    if let Err(wait) = s.0.limiter.take(rate_key(&s, &req)) {
+        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+        let mut r = (
+            StatusCode::TOO_MANY_REQUESTS,
+            Json(json!({ "error": "rate_limited", "message": format!("too many requests; retry in {secs} s") })),
+        )
+            .into_response();
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        return r;
     }
     next.run(req).await
 }
@@ -332,10 +344,13 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "portal listening");
     }
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move {
-            // A dropped sender also means stop.
-            let _ = shutdown.wait_for(|stop| *stop).await;
-        })
-        .await
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        // A dropped sender also means stop.
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    })
+    .await
 }

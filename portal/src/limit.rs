@@ -1,5 +1,5 @@
-//! Per-token rate limiting: a token bucket per bearer token, keyed by the token's SHA-256
-//! (the token itself is never kept).
+//! Rate limiting: a token bucket per key, the SHA-256 of who is asking (a verified reader,
+//! or a client address; see `rate_key` in lib.rs), so no token or address is kept.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
