@@ -194,6 +194,45 @@ async fn register_changes_apply_at_once(backend: &str) {
 }
 on_both!(live_recheck, register_changes_apply_at_once);
 
+/// Every role is re-checked against the register as it is now, not as it was when the
+/// notice was decided.
+async fn every_role_is_rechecked_live(backend: &str) {
+    let app = spawn_app(backend).await;
+    assert!(app.keys("R10003").await.contains(&CHILD.to_owned()));
+    assert_eq!(app.keys("R10008").await, vec![DEATH.to_owned()]);
+    assert_eq!(app.keys("R10010").await, vec![DEATH.to_owned()]);
+    assert_eq!(app.keys("R10005").await, vec![PENSION.to_owned()]);
+
+    // The guardian is taken off the child's record; the widow moves to another household;
+    // the pension principal dies (a proxy's authority ends with the principal, 民法111条).
+    let changed = register(&[
+        ("R10002", json!({"guardians": []})),
+        (
+            "R10008",
+            json!({"household": {"id": "H8", "relationship": "世帯主"}}),
+        ),
+        (
+            "R10001",
+            json!({"status": {"kind": "deceased", "date": "2026-10-01"}}),
+        ),
+    ]);
+    ingest(&app.store, &changed, app.clock.now()).await;
+    assert!(app.keys("R10003").await.is_empty(), "removed guardian");
+    let (status, _) = App::json(
+        app.get("R10003", &format!("/api/drafts/{}", enc(CHILD)))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 404, "removed guardian reads the draft");
+    let decline = format!("/api/drafts/{}/decline", enc(CHILD));
+    assert_eq!(app.post("R10003", &decline, None).await.status(), 404);
+    assert!(app.keys("R10008").await.is_empty(), "survivor moved away");
+    assert!(app.keys("R10010").await.is_empty(), "her proxy with her");
+    assert!(app.keys("R10005").await.is_empty(), "proxy of the deceased");
+    app.shutdown().await;
+}
+on_both!(live_roles, every_role_is_rechecked_live);
+
 async fn bad_tokens_are_401(backend: &str) {
     let app = spawn_app(backend).await;
     let now = app.clock.now();

@@ -56,6 +56,16 @@ pub fn register(changes: &[(&str, Value)]) -> Vec<Resident> {
                "status": {"kind": "external"}, "address": addr, "contact": {"portal": true}}),
         json!({"id": "R10006", "name": {"kanji": "高橋 四郎", "kana": "タカハシ シロウ"}, "birth_date": "1975-01-01", "sex": 1,
                "status": {"kind": "external"}, "address": addr, "contact": {"portal": true}}),
+        // A death: the widow is told as a survivor, and her proxy with her.
+        json!({"id": "R10007", "name": {"kanji": "伊藤 五郎", "kana": "イトウ ゴロウ"}, "birth_date": "1940-01-01", "sex": 1,
+               "status": {"kind": "deceased", "date": "2026-09-30"}, "address": addr,
+               "household": {"id": "H7", "relationship": "世帯主"}}),
+        json!({"id": "R10008", "name": {"kanji": "伊藤 和子", "kana": "イトウ カズコ"}, "birth_date": "1945-01-01", "sex": 2,
+               "status": {"kind": "resident"}, "address": addr, "contact": {"portal": true},
+               "household": {"id": "H7", "relationship": "妻"},
+               "proxies": [{"id": "R10010", "scopes": ["all"]}]}),
+        json!({"id": "R10010", "name": {"kanji": "伊藤 健", "kana": "イトウ ケン"}, "birth_date": "1970-01-01", "sex": 1,
+               "status": {"kind": "external"}, "address": addr, "contact": {"portal": true}}),
     ];
     for (id, patch) in changes {
         let row = rows.iter_mut().find(|r| r["id"] == *id).unwrap();
@@ -146,6 +156,7 @@ pub const PENSION: &str = "kokumin-nenkin-shutoku/R10001/2026-10-01";
 pub const HEALTH: &str = "kokuho-kanyu/R10001/2026-10-01";
 pub const CHILD: &str = "jidou-teate-nintei/R10002/2026-10-01";
 pub const OTHER: &str = "kokumin-nenkin-shutoku/R10004/2026-10-01";
+pub const DEATH: &str = "sousaihi/R10007/2026-10-01";
 pub const MISSING: &str = "kokumin-nenkin-shutoku/R10009/2026-10-01";
 
 /// The decisions of the test day, as the evaluator would have made them then.
@@ -198,6 +209,18 @@ pub fn decisions() -> Vec<Decision> {
                 ("child_name", json!("佐藤 陽")),
                 ("address", json!("東京都利島村1番地")),
             ],
+            &[],
+        ),
+        decision(
+            "sousaihi",
+            Category::Bereavement,
+            "R10007",
+            "葬祭費の支給申請",
+            vec![
+                recipient("R10008", Role::Survivor, &[Portal]),
+                recipient("R10010", Role::Proxy, &[Portal]),
+            ],
+            vec![("deceased_name", json!("伊藤 五郎"))],
             &[],
         ),
         decision(
