@@ -233,53 +233,104 @@ impl Portal {
     }
 
     /// The live check on top of the outbox row: the register may have changed since the
-    /// decision. A subject under a support measure is visible to nobody else but a guardian
-    /// living with them; a proxy must
-    /// still hold a scope covering the category, within `until`, for a principal not under
-    /// a support measure.
+    /// decision, and every role is checked against it as it is now, in this one place.
+    ///
+    /// - the subject reads their own notices while alive;
+    /// - a guardian must still be listed in the subject's `guardians` (living with them when
+    ///   the subject is under a support measure), or, for a death, in those of someone the
+    ///   deceased lived with (a minor survivor);
+    /// - a householder, spouse or survivor must still live in the subject's household;
+    /// - a proxy must still hold a scope covering the category, within `until`, for a living
+    ///   principal (the subject or another recipient) who may read the notice now and is
+    ///   not under a support measure;
+    /// - a subject under a support measure is visible to nobody else but a guardian living
+    ///   with them.
+    ///
     /// The reader's role, if they may read the notice: `None` is refused.
     async fn may_read(&self, reader: &Reader, n: &PortalNotice) -> Result<Option<Role>> {
         let Some(role) = role_of(&n.body, reader) else {
             return Ok(None);
         };
-        if reader.id() == &n.subject {
-            return Ok(Some(role));
-        }
         let Some(subject) = &n.subject_record else {
             return Ok(None);
         };
+        let Some(me) = self.store.register_access(reader.id()).await? else {
+            return Ok(None);
+        };
+        if !me.alive() {
+            return Ok(None);
+        }
+        if reader.id() == &n.subject {
+            return Ok(Some(role));
+        }
         if subject.support_measure {
-            // Only a guardian the protected person lives with, as the engine routed it.
-            if role != Role::Guardian {
-                return Ok(None);
-            }
-            let reader_record = self.store.register_access(reader.id()).await?;
-            let allowed = reader_record.is_some_and(|r| subject.has_guardian(reader.id(), &r));
+            let allowed = role == Role::Guardian && subject.has_guardian(reader.id(), &me);
             return Ok(allowed.then_some(role));
         }
-        if role != Role::Proxy {
-            return Ok(Some(role));
-        }
+        let allowed = match role {
+            Role::Subject => false,
+            Role::Guardian => {
+                subject.has_guardian(reader.id(), &me)
+                    || (!subject.alive() && self.guards_a_housemate(reader, subject).await?)
+            }
+            Role::Householder | Role::Spouse | Role::Survivor => me.lives_with(subject),
+            Role::Proxy => self.proxy_may_read(reader, n, subject).await?,
+        };
+        Ok(allowed.then_some(role))
+    }
+
+    /// Whether `reader` is the listed guardian of someone living in the deceased `subject`'s
+    /// household: the route of a minor survivor's notice.
+    async fn guards_a_housemate(&self, reader: &Reader, subject: &RegisterAccess) -> Result<bool> {
+        let Some(household) = &subject.household else {
+            return Ok(false);
+        };
+        let Some(me) = self.store.register_access(reader.id()).await? else {
+            return Ok(false);
+        };
+        let members = self.store.household_access(&household.id).await?;
+        Ok(members
+            .iter()
+            .any(|(_, m)| m.alive() && m.lives_with(subject) && m.has_guardian(reader.id(), &me)))
+    }
+
+    async fn proxy_may_read(
+        &self,
+        reader: &Reader,
+        n: &PortalNotice,
+        subject: &RegisterAccess,
+    ) -> Result<bool> {
         let today = self.today();
         let covers = |r: &RegisterAccess| {
-            r.proxies
-                .iter()
-                .any(|p| &p.id == reader.id() && p.covers(n.body.category.name(), today))
+            r.alive()
+                && !r.support_measure
+                && r.proxies
+                    .iter()
+                    .any(|p| &p.id == reader.id() && p.covers(n.body.category.name(), today))
         };
         if covers(subject) {
-            return Ok(Some(role));
+            return Ok(true);
         }
-        // A proxy of another recipient (say a guardian): read that principal's record now.
-        // A principal now under a support measure is reached by nobody through a proxy, as
-        // the engine routes it (docs/support-measures.md).
+        // A proxy of another recipient (say a guardian or a survivor): that principal must
+        // still hold their own role, checked the same way.
         for p in n.body.recipients.iter().filter(|r| r.role != Role::Proxy) {
-            if let Some(record) = self.store.register_access(&p.id).await? {
-                if !record.support_measure && covers(&record) {
-                    return Ok(Some(role));
-                }
+            let Some(record) = self.store.register_access(&p.id).await? else {
+                continue;
+            };
+            if !covers(&record) {
+                continue;
+            }
+            let holds = match p.role {
+                Role::Subject => false,
+                Role::Guardian => subject.has_guardian(&p.id, &record) || !subject.alive(),
+                Role::Householder | Role::Spouse | Role::Survivor => record.lives_with(subject),
+                Role::Proxy => false,
+            };
+            if holds {
+                return Ok(true);
             }
         }
-        Ok(None)
+        Ok(false)
     }
 
     /// A notice `reader` may read with their role, or `NotFound` whether it is missing or

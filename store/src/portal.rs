@@ -14,8 +14,8 @@ use sqlx::Row;
 
 use super::{q, utc_text, Result, Store, StoreError, Val};
 use oshirase_engine::eval::{DecisionKey, Role};
-use oshirase_engine::ids::{ResidentId, RuleId};
-use oshirase_engine::resident::{Guardian, HouseholdLink, Proxy};
+use oshirase_engine::ids::{HouseholdId, ResidentId, RuleId};
+use oshirase_engine::resident::{Guardian, HouseholdLink, Proxy, Status};
 use oshirase_engine::rule::Category;
 
 /// What the portal shows of a stored decision body, and who it is addressed to. Read with
@@ -75,9 +75,24 @@ pub struct RegisterAccess {
     pub guardians: Vec<Guardian>,
     #[serde(default)]
     pub household: Option<HouseholdLink>,
+    #[serde(default)]
+    pub status: Option<Status>,
 }
 
 impl RegisterAccess {
+    /// Not deceased: a person whose death is registered reads nothing and authorises
+    /// nobody (民法111条 ends a proxy's authority).
+    pub fn alive(&self) -> bool {
+        !matches!(self.status, Some(Status::Deceased { .. }))
+    }
+
+    /// Whether this person lives now in `other`'s household (on the register, same
+    /// household): what a householder, spouse or survivor role rests on.
+    pub fn lives_with(&self, other: &RegisterAccess) -> bool {
+        let here = matches!(self.status, None | Some(Status::Resident { .. }));
+        here && matches!((&self.household, &other.household), (Some(a), Some(b)) if a.id == b.id)
+    }
+
     /// Whether `guardian` (with their own record) may read this person's notices as their
     /// guardian: listed in `guardians`, and, under a support measure, living in the same
     /// household (the engine's routing, docs/support-measures.md).
@@ -324,6 +339,30 @@ impl Store {
             serde_json::from_str(&record).map_err(corrupt("resident record"))
         })
         .transpose()
+    }
+
+    /// The access-relevant records of everyone registered in `household`, in id order.
+    pub async fn household_access(
+        &self,
+        household: &HouseholdId,
+    ) -> Result<Vec<(ResidentId, RegisterAccess)>> {
+        let rows = sqlx::query(
+            self.sql("SELECT id, record FROM residents WHERE household_id = $1 ORDER BY id"),
+        )
+        .bind(household.as_str().to_owned())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("reading a household"))?;
+        rows.iter()
+            .map(|r| {
+                let id: String = r.try_get("id").map_err(q("reading a household"))?;
+                let record: String = r.try_get("record").map_err(q("reading a household"))?;
+                Ok((
+                    parsed("resident id", id, ResidentId::parse)?,
+                    serde_json::from_str(&record).map_err(corrupt("resident record"))?,
+                ))
+            })
+            .collect()
     }
 
     /// The procedures recommended with a decision, in id order.
