@@ -725,6 +725,18 @@ async fn preferences_default_to_the_register(backend: &str) {
     assert_eq!(status, 422);
     let (_, p) = App::json(app.get("R10003", "/api/preferences").await).await;
     assert_eq!(p["saved"], true);
+    // A valid token for someone not on the register saves nothing.
+    let body = json!({"channels": ["portal"], "email_consent": false, "webpush_consent": false});
+    let r = app
+        .send(Method::PUT, "R10099", "/api/preferences", Some(body))
+        .await;
+    assert_eq!(r.status(), 404);
+    assert!(app
+        .store
+        .portal_preferences("R10099")
+        .await
+        .unwrap()
+        .is_none());
     app.shutdown().await;
 }
 on_both!(preferences, preferences_default_to_the_register);
