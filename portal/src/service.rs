@@ -701,6 +701,16 @@ impl Portal {
         reader: &Reader,
         input: PreferencesInput,
     ) -> Result<PreferencesView> {
+        // Only a living person on the register has preferences to keep: a valid token for
+        // anyone else must not leave rows behind.
+        let on_register = self
+            .store
+            .register_access(reader.id())
+            .await?
+            .is_some_and(|r| r.alive());
+        if !on_register {
+            return Err(ServiceError::NotFound);
+        }
         let mut channels = input.channels;
         channels.sort();
         channels.dedup();
