@@ -741,7 +741,7 @@ async fn preferences_default_to_the_register(backend: &str) {
 }
 on_both!(preferences, preferences_default_to_the_register);
 
-async fn rate_limit_per_token(backend: &str) {
+async fn rate_limits_per_reader_and_client(backend: &str) {
     let app = spawn_app_with(backend, config().rate_limit(0.5, 3)).await;
     let token = app.token("R10001");
     let call = |t: String| {
@@ -803,7 +803,7 @@ async fn rate_limit_per_token(backend: &str) {
     assert_eq!(page.status(), 429);
     app.shutdown().await;
 }
-on_both!(rate_limit, rate_limit_per_token);
+on_both!(rate_limit, rate_limits_per_reader_and_client);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cors_only_for_configured_origins() {
