@@ -906,6 +906,33 @@ mod tests {
     }
 
     #[test]
+    fn a_record_with_data_after_it_is_refused_with_its_column() {
+        let first = rec("R1", "H1", "世帯主", "");
+        let column = first.chars().count() + 1;
+        let text = [
+            HEADER.to_string(),
+            format!("{first}{}", rec("R2", "H2", "世帯主", "")),
+            format!("{},", rec("R3", "H3", "世帯主", "")),
+        ]
+        .join("\n");
+        let errs = errors_of(&text);
+        assert_eq!(errs.len(), 2, "{errs:#?}");
+        assert!(
+            errs[0].starts_with(&format!("t.jsonl:2: column {column}: ")),
+            "{}",
+            errs[0]
+        );
+        assert!(
+            errs[1].starts_with(&format!("t.jsonl:3: column {column}: ")),
+            "{}",
+            errs[1]
+        );
+        let header = format!("{HEADER}{{}}\n{first}");
+        let errs = errors_of(&header);
+        assert!(errs[0].starts_with("t.jsonl:1: column 71: "), "{}", errs[0]);
+    }
+
+    #[test]
     fn households_need_exactly_one_householder() {
         let two = [
             HEADER.to_string(),

@@ -247,6 +247,49 @@ fn every_bad_line_is_reported_with_its_field() {
     }
 }
 
+/// Two lines joined by a lost line break, or anything after a line's object, would otherwise
+/// drop what follows and move the feed position past it.
+#[test]
+fn data_after_a_lines_object_is_refused_with_its_column() {
+    let birth = format!(
+        r#"{{"seq":1,"kind":"birth","date":"2026-10-06","record":{}}}"#,
+        person("R5", "2026-10-06", "H1", "子")
+    );
+    let death = r#"{"seq":2,"kind":"death","date":"2026-10-08","resident":"R1"}"#;
+    // The column counts characters, as an editor does.
+    let column = birth.chars().count() + 1;
+    for (line, what) in [
+        (format!("{birth}{death}"), "two lines joined"),
+        (format!("{birth}garbage"), "garbage"),
+        (format!("{birth},"), "a comma"),
+        (format!("{birth} {{}}"), "a second object"),
+    ] {
+        let errs = parse_feed(&feed(std::slice::from_ref(&line)), "f.jsonl")
+            .expect_err(what)
+            .0;
+        assert_eq!(errs.len(), 1, "{what}: {errs:?}");
+        assert_eq!(errs[0].line, 2, "{what}");
+        let text = errs[0].to_string();
+        assert!(
+            text.starts_with(&format!(
+                "f.jsonl:2: column {}: ",
+                column + usize::from(what == "a second object")
+            )),
+            "{what}: {text}"
+        );
+        assert!(
+            text.contains("after the end of the JSON object"),
+            "{what}: {text}"
+        );
+    }
+    // Trailing spaces are not data.
+    assert_eq!(parsed(&[format!("{birth}  \t")]).len(), 1);
+    let header = format!("{HEADER}x\n{death}");
+    let errs = parse_feed(&header, "f.jsonl").unwrap_err().0;
+    assert_eq!(errs[0].line, 1, "{errs:?}");
+    assert!(errs[0].to_string().contains("column 49"), "{}", errs[0]);
+}
+
 #[test]
 fn seq_must_increase() {
     let text = feed(&[

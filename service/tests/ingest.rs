@@ -143,3 +143,43 @@ async fn a_feed_line_reads_only_what_it_names() {
     assert_eq!(r2[0].address.text, "利島村9番地");
     store.close().await;
 }
+
+/// Two feed lines joined by a lost line break are refused whole: nothing is applied and the
+/// feed position stays, so the feed sent again with the break restored applies both.
+#[tokio::test]
+async fn a_lost_line_break_refuses_the_feed_and_keeps_its_position() {
+    let (_dir, _url, store) = stored(&town()).await;
+    let birth = format!(
+        r#"{{"seq":1,"kind":"birth","date":"2026-10-06","record":{}}}"#,
+        person("R5", "2026-10-06", "H1", "子")
+    );
+    let death = r#"{"seq":2,"kind":"death","date":"2026-10-08","resident":"R4"}"#;
+    let now = FixedClock::at_noon(d("2026-10-10")).now();
+    let joined = format!("{HEADER}\n{birth}{death}\n");
+    match ingest(&store, "f.jsonl", &joined, false, now).await {
+        Err(IngestError::Invalid(e)) => {
+            assert_eq!(e.0.len(), 1, "{e}");
+            assert_eq!(e.0[0].line, 2, "{e}");
+            assert!(e.to_string().contains("column"), "{e}");
+        }
+        other => panic!("a joined line must be refused: {other:?}"),
+    }
+    // Refused with --skip-invalid too, as a rejected line rather than a dropped death.
+    let report = ingest(&store, "f.jsonl", &joined, true, now)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.rejected.len(), 1, "{:?}", report.rejected);
+    assert_eq!(report.rejected[0].line, 2);
+    assert_eq!(store.feed_position("f.jsonl").await.unwrap(), Some(0));
+    let fixed = format!("{HEADER}\n{birth}\n{death}\n");
+    ingest(&store, "f.jsonl", &fixed, false, now)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(store.feed_position("f.jsonl").await.unwrap(), Some(2));
+    let r4 = store
+        .residents_named(&["R4".to_owned()], &[])
+        .await
+        .unwrap();
+    assert_eq!(r4[0].status.name(), "deceased");
+    store.close().await;
+}
