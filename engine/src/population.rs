@@ -803,16 +803,35 @@ pub fn load_snapshot(path: &Path) -> Result<Snapshot, DataErrors> {
     parse_snapshot(&text, &source)
 }
 
-/// Deserializes one JSON value, returning the failing field path and a message.
+/// Deserializes the one JSON value of a line, returning the failing field path and a
+/// message. Anything but white space after the value is an error: two lines joined by a
+/// lost line break would otherwise lose the second.
 pub(crate) fn parse_json_line<T: serde::de::DeserializeOwned>(
     line: &str,
 ) -> Result<T, (Option<String>, String)> {
     let de = &mut serde_json::Deserializer::from_str(line);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
         let field = (path != ".").then_some(path);
         (field, strip_position(&e.into_inner().to_string()))
-    })
+    })?;
+    de.end().map_err(|e| {
+        (
+            None,
+            format!(
+                "column {}: data after the end of the JSON object; a line holds exactly one (a lost line break?)",
+                char_column(line, e.column())
+            ),
+        )
+    })?;
+    Ok(value)
+}
+
+/// serde_json counts columns in bytes from 1; people and editors count characters.
+fn char_column(line: &str, byte_column: usize) -> usize {
+    let end = byte_column.saturating_sub(1).min(line.len());
+    line.get(..end)
+        .map_or(byte_column, |before| before.chars().count() + 1)
 }
 
 /// serde_json appends " at line 1 column N"; the caller reports the real line.

@@ -29,9 +29,14 @@ pub struct IngestReport {
     pub already_applied: usize,
 }
 
+/// The `format` of the header, to tell a feed from a snapshot. Only the first value of the
+/// line is read: data after it is the parser's to report, with its column.
 fn first_line_format(text: &str) -> Option<String> {
     let first = text.lines().find(|l| !l.trim().is_empty())?;
-    let v: serde_json::Value = serde_json::from_str(first).ok()?;
+    let v: serde_json::Value = serde_json::Deserializer::from_str(first)
+        .into_iter()
+        .next()?
+        .ok()?;
     v.get("format")?.as_str().map(str::to_owned)
 }
 
