@@ -183,3 +183,100 @@ async fn a_lost_line_break_refuses_the_feed_and_keeps_its_position() {
     assert_eq!(r4[0].status.name(), "deceased");
     store.close().await;
 }
+
+/// Snapshot text with `records` under a header of `as_of`.
+fn snapshot(as_of: &str, records: &[Resident]) -> String {
+    let mut t = format!(r#"{{"format":"oshirase-snapshot","schema_version":1,"as_of":"{as_of}"}}"#);
+    for r in records {
+        t.push('\n');
+        t.push_str(&serde_json::to_string(r).unwrap());
+    }
+    t
+}
+
+/// A record of `town()` by id.
+fn of(records: &[Resident], id: &str) -> Resident {
+    records
+        .iter()
+        .find(|r| r.id.as_str() == id)
+        .unwrap_or_else(|| panic!("no {id}"))
+        .clone()
+}
+
+/// A snapshot leaves the records it does not hold as they are stored. One that leaves out
+/// H1's 世帯主 R1 and names a new one, R5, would store a household with two: it is refused,
+/// naming both, before anything is written, and the service can still read the register.
+async fn a_snapshot_that_would_leave_the_register_invalid_is_refused(backend: &str) {
+    let db = oshirase_testkit::fresh(backend, "oshirase_ingest_").await;
+    let store = Store::open(&db.url).await.unwrap_or_else(|e| panic!("{e}"));
+    let now = FixedClock::at_noon(d("2026-10-01")).now();
+    let town = town();
+    ingest(
+        &store,
+        "town.jsonl",
+        &snapshot("2026-10-01", &town),
+        false,
+        now,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let before = store.residents().await.unwrap();
+    let newcomer: Resident =
+        serde_json::from_str(&person("R5", "1980-01-01", "H1", "世帯主")).unwrap();
+    let mut next: Vec<Resident> = town
+        .iter()
+        .filter(|r| r.id.as_str() != "R1")
+        .cloned()
+        .collect();
+    next.push(newcomer.clone());
+    let text = snapshot("2026-11-01", &next);
+    let later = FixedClock::at_noon(d("2026-11-01")).now();
+    match ingest(&store, "town-2.jsonl", &text, false, later).await {
+        Err(IngestError::Invalid(e)) => {
+            assert_eq!(e.0.len(), 1, "{e}");
+            // R5 is the last line of the snapshot.
+            assert_eq!(e.0[0].line, next.len() + 1, "{e}");
+            assert_eq!(
+                e.0[0].field.as_deref(),
+                Some("household.relationship"),
+                "{e}"
+            );
+            let m = &e.0[0].message;
+            for part in ["\"H1\"", "R1", "R5", "not in this snapshot"] {
+                assert!(m.contains(part), "{part:?} missing from: {e}");
+            }
+        }
+        other => panic!("a second 世帯主 must be refused: {other:?}"),
+    }
+    assert_eq!(
+        store.counts().await.unwrap()["ingest_batches"],
+        1,
+        "nothing written"
+    );
+    assert_eq!(store.residents().await.unwrap(), before);
+    let stored = store.residents().await.unwrap();
+    let lines = vec![0; stored.len()];
+    oshirase_engine::Population::build(stored, &lines, "store", store.events().await.unwrap())
+        .unwrap_or_else(|e| panic!("the stored register must stay valid: {e}"));
+    // Giving R1 a new 続柄 in the same snapshot makes it a valid change of 世帯主.
+    let mut r1 = of(&town, "R1");
+    r1.household.as_mut().unwrap().relationship =
+        oshirase_engine::resident::Relationship::parse("同居人").unwrap();
+    next.push(r1);
+    let report = ingest(
+        &store,
+        "town-2.jsonl",
+        &snapshot("2026-11-01", &next),
+        false,
+        later,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.outcome.rows_changed, 2);
+    store.close().await;
+}
+
+oshirase_testkit::on_both!(
+    snapshot_register,
+    a_snapshot_that_would_leave_the_register_invalid_is_refused
+);
