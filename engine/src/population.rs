@@ -365,9 +365,14 @@ impl Population {
                     heads[1],
                     "household.relationship",
                     format!(
-                        "household {:?} has {} current 世帯主; exactly one is allowed",
+                        "household {:?} has {} current 世帯主 ({}); exactly one is allowed",
                         hid.as_str(),
-                        heads.len()
+                        heads.len(),
+                        heads
+                            .iter()
+                            .map(|&i| residents[i].id.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 ));
             }
@@ -775,16 +780,99 @@ pub fn parse_snapshot(text: &str, source: &str) -> Result<Snapshot, DataErrors> 
     }
 }
 
+/// A snapshot's records, checked, without the indexes evaluation needs (what an ingest
+/// stores).
+#[derive(Debug)]
+pub struct SnapshotRecords {
+    pub header: SnapshotHeader,
+    pub residents: Vec<Resident>,
+    /// The source line of each record.
+    pub lines: Vec<usize>,
+}
+
+impl SnapshotRecords {
+    /// Checks the register this snapshot leaves when stored over `stored`: its records, and
+    /// the stored records it does not hold, which stay as they are. A snapshot valid on its
+    /// own can still contradict those (a new 世帯主 for a household whose stored one it left
+    /// out). Errors name the snapshot line, or for a stored record line 0 and its id.
+    pub fn check_onto(
+        &self,
+        stored: &[Resident],
+        source: &str,
+        events: &[LifeEvent],
+    ) -> Result<(), DataErrors> {
+        let held: std::collections::HashSet<&ResidentId> =
+            self.residents.iter().map(|r| &r.id).collect();
+        // The stored records first, so that of two records in conflict the one reported is
+        // the snapshot's, with its line.
+        let kept: Vec<&Resident> = stored.iter().filter(|r| !held.contains(&r.id)).collect();
+        if kept.is_empty() {
+            // The register is the snapshot, checked when it was parsed.
+            return Ok(());
+        }
+        let register: Vec<Resident> = kept
+            .iter()
+            .map(|r| (*r).clone())
+            .chain(self.residents.iter().cloned())
+            .collect();
+        // Record i is "line" i + 1 for the check, so each error names its record.
+        let places: Vec<usize> = (1..=register.len()).collect();
+        let Err(DataErrors(errors)) = Population::check(&register, &places, source, events) else {
+            return Ok(());
+        };
+        let mut errors: Vec<DataError> = errors
+            .into_iter()
+            .map(|mut e| {
+                let Some(i) = e.line.checked_sub(1).filter(|&i| i < register.len()) else {
+                    return e;
+                };
+                e.line = i
+                    .checked_sub(kept.len())
+                    .map_or(0, |j| self.lines.get(j).copied().unwrap_or(0));
+                let mut left_out: Vec<&str> = Vec::new();
+                if i < kept.len() {
+                    left_out.push(register[i].id.as_str());
+                }
+                // A household problem may come from stored members the snapshot left out.
+                if e.field
+                    .as_deref()
+                    .is_some_and(|f| f.starts_with("household"))
+                {
+                    let h = register[i].household_id();
+                    left_out.extend(
+                        kept.iter()
+                            .filter(|r| r.is_current() && r.household_id() == h)
+                            .map(|r| r.id.as_str())
+                            .filter(|id| *id != register[i].id.as_str()),
+                    );
+                }
+                if !left_out.is_empty() {
+                    let verb = if left_out.len() == 1 { "is" } else { "are" };
+                    e.message.push_str(&format!(
+                        "; {} {verb} stored and not in this snapshot, which leaves {} as stored",
+                        left_out.join(", "),
+                        if left_out.len() == 1 { "it" } else { "them" },
+                    ));
+                }
+                e
+            })
+            .collect();
+        errors.sort_by_key(|e| e.line);
+        Err(DataErrors(errors))
+    }
+}
+
 /// Parses and checks snapshot text as `parse_snapshot` does, giving the header and the
 /// records without the indexes evaluation needs (what an ingest stores).
-pub fn parse_snapshot_records(
-    text: &str,
-    source: &str,
-) -> Result<(SnapshotHeader, Vec<Resident>), DataErrors> {
+pub fn parse_snapshot_records(text: &str, source: &str) -> Result<SnapshotRecords, DataErrors> {
     let p = parse_lines(text, source)?;
     let checked = Population::check(&p.residents, &p.lines, source, &[]).map(|_| ());
     match p.header {
-        Some(header) if p.errors.is_empty() && checked.is_ok() => Ok((header, p.residents)),
+        Some(header) if p.errors.is_empty() && checked.is_ok() => Ok(SnapshotRecords {
+            header,
+            residents: p.residents,
+            lines: p.lines,
+        }),
         _ => Err(snapshot_errors(p.errors, checked)),
     }
 }

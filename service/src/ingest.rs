@@ -73,7 +73,7 @@ async fn ingest_snapshot(
 ) -> Result<IngestReport, IngestError> {
     // A snapshot is all or nothing even with --skip-invalid: a resident left out would look
     // as if they had left the register.
-    let (header, new) = match parse_snapshot_records(text, source) {
+    let snapshot = match parse_snapshot_records(text, source) {
         Ok(s) => s,
         Err(e) => {
             if skip_invalid {
@@ -83,8 +83,14 @@ async fn ingest_snapshot(
         }
     };
     let old = store.residents().await?;
-    let as_of = header.as_of;
-    let events = feed::diff(&old, &new, as_of);
+    let as_of = snapshot.header.as_of;
+    let events = feed::diff(&old, &snapshot.residents, as_of);
+    // The stored records the snapshot leaves out stay: the register they make with it must
+    // be valid too, or the service could not read it back.
+    snapshot
+        .check_onto(&old, source, &events)
+        .map_err(IngestError::Invalid)?;
+    let new = snapshot.residents;
     let outcome = store
         .apply_ingest(IngestBatch {
             source,
