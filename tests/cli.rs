@@ -203,6 +203,35 @@ fn a_bad_snapshot_ingest_names_every_line_and_stores_nothing() {
 }
 
 #[test]
+fn an_ingest_with_invalid_utf8_names_its_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let feed = tmp.path().join("f.jsonl");
+    let mut bytes = concat!(
+        r#"{"format":"oshirase-changes","schema_version":1}"#,
+        "\n",
+        r#"{"seq":1,"kind":"death","date":"2026-10-05","resident":"R1"}"#,
+        "\n",
+    )
+    .as_bytes()
+    .to_vec();
+    bytes.extend_from_slice(
+        b"{\"seq\":2,\"kind\":\"death\",\"date\":\"2026-10-05\",\"resident\":\"R\xe9\"}\n",
+    );
+    std::fs::write(&feed, bytes).unwrap();
+    let db = tmp.path().join("o.sqlite");
+    let out = oshirase(&[
+        "ingest",
+        feed.to_str().unwrap(),
+        "--db",
+        db.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = text(&out.stderr);
+    assert!(err.contains("f.jsonl:3: "), "{err}");
+    assert!(err.contains("UTF-8"), "{err}");
+}
+
+#[test]
 fn usage_errors_exit_2() {
     let out = oshirase(&[
         "evaluate",

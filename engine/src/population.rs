@@ -1040,6 +1040,103 @@ mod tests {
     }
 
     #[test]
+    fn lenient_values_are_refused_with_their_line_and_field() {
+        let base = rec("R1", "H1", "世帯主", "");
+        let with = |extra: &str| rec("R1", "H1", "世帯主", extra);
+        let status = |s: &str| base.replace(r#"{"kind":"resident"}"#, s);
+        let cases: Vec<(String, Option<&str>, &str)> = vec![
+            (base.replace("1980-05-01", "+1980-05-01"), Some("birth_date"), "YYYY-MM-DD"),
+            (base.replace("1980-05-01", "1980-5-1"), Some("birth_date"), "YYYY-MM-DD"),
+            (base.replace("1980-05-01", " 1980-05-01"), Some("birth_date"), "YYYY-MM-DD"),
+            (base.replace("1980-05-01", "1980-05-01 "), Some("birth_date"), "YYYY-MM-DD"),
+            (
+                status(r#"{"kind":"deceased","date":"2026-01-01","recorded":"2301-01-01"}"#),
+                Some("status.recorded"),
+                "outside the supported years",
+            ),
+            (
+                status(r#"{"kind":"resident","since":"1970-01-01","reason":"move_in"}"#),
+                Some("status.since"),
+                "before the birth date",
+            ),
+            (
+                with(r#","proxies":[{"id":"R2","scopes":["pension","pensoin"]}]"#),
+                Some("proxies[0].scopes[1]"),
+                "pension",
+            ),
+            (
+                with(r#","proxies":[{"id":"R2","scopes":["all"],"until":"2027-1-31"}]"#),
+                Some("proxies[0].until"),
+                "YYYY-MM-DD",
+            ),
+            (with(r#","attributes":{"":true}"#), Some("attributes"), "empty"),
+            (with(r#","attributes":{" ":true}"#), Some("attributes"), "empty"),
+            (with(r#","guardians":{"id":"R2"}"#), Some("guardians"), "sequence"),
+            (with(r#","guardians":[["R2"]]"#), Some("guardians[0]"), "object"),
+            (
+                base.replace(
+                    r#"{"kanji":"山田 太郎","kana":"ヤマダ タロウ"}"#,
+                    r#"["山田 太郎","ヤマダ タロウ"]"#,
+                ),
+                Some("name"),
+                "object",
+            ),
+            (
+                r#"["R1",{"kanji":"山田 太郎","kana":"ヤマダ タロウ"},"1980-05-01",1,{"kind":"resident"},{"local_gov_code":"133621","text":"x"},{"id":"H1","relationship":"世帯主"}]"#.to_string(),
+                None,
+                "object",
+            ),
+        ];
+        for (line, field, want) in cases {
+            let text = [
+                HEADER.to_string(),
+                line.clone(),
+                rec("R2", "H2", "世帯主", ""),
+            ]
+            .join("\n");
+            let errs = match parse_snapshot(&text, "t.jsonl") {
+                Ok(_) => panic!("accepted: {line}"),
+                Err(e) => e.0,
+            };
+            assert_eq!(errs.len(), 1, "{line}: {errs:#?}");
+            assert_eq!(
+                (errs[0].line, errs[0].field.as_deref()),
+                (2, field),
+                "{line}: {}",
+                errs[0]
+            );
+            assert!(
+                errs[0].message.contains(want),
+                "{line}\n  want {want:?}\n  got {}",
+                errs[0]
+            );
+        }
+        let header = HEADER.replace("2026-10-01", "2026-10-1");
+        let errs = errors_of(&[header, base.clone()].join("\n"));
+        assert!(errs[0].starts_with("t.jsonl:1: field `as_of`"), "{errs:?}");
+    }
+
+    #[test]
+    fn a_byte_order_mark_before_the_header_is_ignored() {
+        let text = format!("\u{feff}{HEADER}\n{}", rec("R1", "H1", "世帯主", ""));
+        let s = parse_snapshot(&text, "t.jsonl").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.population.len(), 1);
+    }
+
+    #[test]
+    fn invalid_utf8_names_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.jsonl");
+        let mut bytes = format!("{HEADER}\n{}\n", rec("R1", "H1", "世帯主", "")).into_bytes();
+        bytes.extend_from_slice(b"{\"id\":\"R2\",\"name\":\"\xff\"}\n");
+        std::fs::write(&path, bytes).unwrap();
+        let errs = load_snapshot(&path).unwrap_err().0;
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].line, 3, "{}", errs[0]);
+        assert!(errs[0].message.contains("UTF-8"), "{}", errs[0]);
+    }
+
+    #[test]
     fn households_need_exactly_one_householder() {
         let two = [
             HEADER.to_string(),

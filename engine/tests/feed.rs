@@ -291,6 +291,32 @@ fn data_after_a_lines_object_is_refused_with_its_column() {
 }
 
 #[test]
+fn dates_are_exactly_yyyy_mm_dd() {
+    for (date, recorded, field) in [
+        ("+2026-10-05", "2026-10-06", "date"),
+        ("2026-10-5", "2026-10-06", "date"),
+        (" 2026-10-05", "2026-10-06", "date"),
+        ("2026-10-05 ", "2026-10-06", "date"),
+        ("2026-10-05", "+2026-10-06", "recorded"),
+        ("2026-10-05", "2026-10-06\t", "recorded"),
+        ("2026-10-05", "2301-01-01", "recorded"),
+    ] {
+        let line = format!(
+            r#"{{"seq":1,"kind":"death","date":"{date}","recorded":"{recorded}","resident":"R4"}}"#
+        );
+        let errs = parse_feed(&feed(std::slice::from_ref(&line)), "f.jsonl")
+            .expect_err(&line)
+            .0;
+        assert_eq!(places(&errs), [(2, Some(field))], "{line}: {errs:?}");
+    }
+    // A record's dates are a snapshot record's.
+    let record = person("R5", "2026-10-06", "H1", "子").replace("2026-10-06", "2026-10-6");
+    let line = format!(r#"{{"seq":1,"kind":"birth","date":"2026-10-06","record":{record}}}"#);
+    let errs = parse_feed(&feed(&[line]), "f.jsonl").unwrap_err().0;
+    assert_eq!(places(&errs), [(2, Some("record.birth_date"))], "{errs:?}");
+}
+
+#[test]
 fn seq_must_increase() {
     let text = feed(&[
         r#"{"seq":2,"kind":"death","date":"2026-10-05","resident":"R4"}"#.into(),

@@ -280,3 +280,27 @@ oshirase_testkit::on_both!(
     snapshot_register,
     a_snapshot_that_would_leave_the_register_invalid_is_refused
 );
+
+/// A UTF-8 byte order mark before the header, as some exports write it, is not part of the
+/// header: a feed or a snapshot with one ingests as without.
+#[tokio::test]
+async fn a_byte_order_mark_before_the_header_is_ignored() {
+    let (_dir, _url, store) = stored(&town()).await;
+    let now = FixedClock::at_noon(d("2026-10-10")).now();
+    let text = format!(
+        "\u{feff}{}",
+        feed(&[r#"{"seq":1,"kind":"death","date":"2026-10-08","resident":"R4"}"#.into()])
+    );
+    let report = ingest(&store, "f.jsonl", &text, false, now)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.outcome.rows_changed, 1);
+    let text = format!(
+        "\u{feff}{}",
+        snapshot("2026-10-10", &store.residents().await.unwrap())
+    );
+    ingest(&store, "town.jsonl", &text, false, now)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    store.close().await;
+}
