@@ -158,6 +158,7 @@ impl Feed {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RecordFields {
+    #[serde(deserialize_with = "crate::resident::object")]
     record: Box<Resident>,
 }
 
@@ -171,6 +172,7 @@ struct ResidentFields {
 #[serde(deny_unknown_fields)]
 struct AddressFields {
     resident: ResidentId,
+    #[serde(deserialize_with = "crate::resident::object")]
     address: Address,
 }
 
@@ -216,19 +218,7 @@ fn date_field(v: &Value, field: &str) -> Result<NaiveDate, Problem> {
     let s = v
         .as_str()
         .ok_or_else(|| problem(field, format!("must be a date \"YYYY-MM-DD\", not {v}")))?;
-    let d = NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .map_err(|_| problem(field, format!("{s:?} is not a calendar date (YYYY-MM-DD)")))?;
-    if !crate::calendar::supported(d) {
-        return Err(problem(
-            field,
-            format!(
-                "{d} is outside the supported years {}-{}",
-                crate::calendar::MIN_YEAR,
-                crate::calendar::MAX_YEAR
-            ),
-        ));
-    }
-    Ok(d)
+    crate::calendar::parse_date(s).map_err(|m| problem(field, m))
 }
 
 fn change_of(kind: &str, map: Map<String, Value>) -> Result<Change, Problem> {

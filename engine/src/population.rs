@@ -55,6 +55,7 @@ impl fmt::Display for DataErrors {
 pub struct SnapshotHeader {
     pub format: String,
     pub schema_version: u32,
+    #[serde(deserialize_with = "crate::resident::date")]
     pub as_of: NaiveDate,
     #[serde(default)]
     pub local_gov_code: Option<LocalGovCode>,
@@ -336,14 +337,26 @@ impl Population {
                     "is before the date of the change itself".into(),
                 ));
             }
-            if let Status::Deceased { date, .. } | Status::MovedOut { date, .. } = r.status {
-                if date < r.birth_date {
+            match r.status {
+                Status::Deceased { date, .. } | Status::MovedOut { date, .. }
+                    if date < r.birth_date =>
+                {
                     errors.push(err(
                         i,
                         "status.date",
                         format!("{date} is before the birth date {}", r.birth_date),
                     ));
                 }
+                Status::Resident {
+                    since: Some(since), ..
+                } if since < r.birth_date => {
+                    errors.push(err(
+                        i,
+                        "status.since",
+                        format!("{since} is before the birth date {}", r.birth_date),
+                    ));
+                }
+                _ => {}
             }
         }
         let mut hh_ids: Vec<&HouseholdId> = households.keys().collect();
@@ -677,6 +690,8 @@ struct ParsedLines {
 }
 
 fn parse_lines(text: &str, source: &str) -> Result<ParsedLines, DataErrors> {
+    // A byte order mark, as some exports write, is not part of the header.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut errors = Vec::new();
     let mut lines_iter = text
         .lines()
@@ -877,10 +892,29 @@ pub fn parse_snapshot_records(text: &str, source: &str) -> Result<SnapshotRecord
     }
 }
 
+/// Input bytes as UTF-8 text, or an error naming the line and column of the first byte that
+/// is not UTF-8.
+pub fn utf8_text<'a>(bytes: &'a [u8], source: &str) -> Result<&'a str, DataErrors> {
+    std::str::from_utf8(bytes).map_err(|e| {
+        let good = &bytes[..e.valid_up_to()];
+        let line_start = good.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let column = std::str::from_utf8(&good[line_start..]).map_or(0, |s| s.chars().count()) + 1;
+        DataErrors(vec![DataError {
+            source: source.to_owned(),
+            line: good.iter().filter(|&&b| b == b'\n').count() + 1,
+            field: None,
+            message: format!(
+                "column {column}: byte 0x{:02x} is not UTF-8; the file must be UTF-8 text",
+                bytes[e.valid_up_to()]
+            ),
+        }])
+    })
+}
+
 /// Reads and parses a snapshot file.
 pub fn load_snapshot(path: &Path) -> Result<Snapshot, DataErrors> {
     let source = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let bytes = std::fs::read(path).map_err(|e| {
         DataErrors(vec![DataError {
             source: source.clone(),
             line: 0,
@@ -888,7 +922,7 @@ pub fn load_snapshot(path: &Path) -> Result<Snapshot, DataErrors> {
             message: format!("cannot read: {e}"),
         }])
     })?;
-    parse_snapshot(&text, &source)
+    parse_snapshot(utf8_text(&bytes, &source)?, &source)
 }
 
 /// Deserializes the one JSON value of a line, returning the failing field path and a
@@ -898,11 +932,12 @@ pub(crate) fn parse_json_line<T: serde::de::DeserializeOwned>(
     line: &str,
 ) -> Result<T, (Option<String>, String)> {
     let de = &mut serde_json::Deserializer::from_str(line);
-    let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
-        let path = e.path().to_string();
-        let field = (path != ".").then_some(path);
-        (field, strip_position(&e.into_inner().to_string()))
-    })?;
+    let crate::resident::Object(value) =
+        serde_path_to_error::deserialize(&mut *de).map_err(|e| {
+            let path = e.path().to_string();
+            let field = (path != ".").then_some(path);
+            (field, strip_position(&e.into_inner().to_string()))
+        })?;
     de.end().map_err(|e| {
         (
             None,

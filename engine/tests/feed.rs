@@ -230,7 +230,7 @@ fn every_bad_line_is_reported_with_its_field() {
         (r#"{"seq":1,"kind":"correction","date":"2026-10-05","resident":"R4","fields":{"id":"R5"}}"#.into(), "fields.id", "cannot be corrected"),
         (r#"{"seq":1,"kind":"correction","date":"2026-10-05","resident":"R4","fields":{}}"#.into(), "fields", "no field"),
         ("not json".into(), "", "expected"),
-        ("[1,2]".into(), "", "expected a map"),
+        ("[1,2]".into(), "", "expected an object"),
     ];
     for (line, field, want) in cases {
         let errs = parse_feed(&feed(std::slice::from_ref(&line)), "f.jsonl")

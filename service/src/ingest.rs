@@ -32,6 +32,8 @@ pub struct IngestReport {
 /// The `format` of the header, to tell a feed from a snapshot. Only the first value of the
 /// line is read: data after it is the parser's to report, with its column.
 fn first_line_format(text: &str) -> Option<String> {
+    // A byte order mark before the header is allowed, as the parsers allow it.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let first = text.lines().find(|l| !l.trim().is_empty())?;
     let v: serde_json::Value = serde_json::Deserializer::from_str(first)
         .into_iter()
