@@ -10,6 +10,7 @@ pub mod eval;
 pub mod explain;
 pub mod feed;
 pub mod ids;
+mod nesting;
 pub mod population;
 pub mod resident;
 pub mod rule;
