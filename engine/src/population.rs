@@ -1172,6 +1172,100 @@ mod tests {
     }
 
     #[test]
+    fn errors_never_echo_personal_data_or_whole_values() {
+        let base = rec("R1", "H1", "世帯主", "");
+        let long_kana = "山田".repeat(500_000);
+        let long_key = "k".repeat(10_000);
+        let long_relation = "孫".repeat(10_000);
+        let cases: Vec<(String, &str, &str)> = vec![
+            // (line, field, what must not appear)
+            (
+                base.replace("ヤマダ タロウ", &long_kana),
+                "name.kana",
+                "山田山田",
+            ),
+            (
+                base.replace("ヤマダ タロウ", "Yamada Taro"),
+                "name.kana",
+                "Yamada",
+            ),
+            (
+                base.replace(
+                    r#"{"kanji":"山田 太郎","kana":"ヤマダ タロウ"}"#,
+                    r#""山田 太郎""#,
+                ),
+                "name",
+                "山田",
+            ),
+            (
+                base.replace(r#""text":"東京都利島村1番地""#, r#""text":7"#),
+                "address.text",
+                "7",
+            ),
+            (
+                base.replace(
+                    r#""text":"東京都利島村1番地""#,
+                    r#""text":"東京都利島村1番地","postal_code":"100-03O1""#,
+                ),
+                "address.postal_code",
+                "100-03O1",
+            ),
+            (
+                rec(
+                    "R1",
+                    "H1",
+                    "世帯主",
+                    r#","contact":{"email":"taro.yamada@example"}"#,
+                ),
+                "contact.email",
+                "taro.yamada",
+            ),
+            (
+                base.replace(r#""id":"R1""#, r#""id":"123456789012""#),
+                "id",
+                "123456789012",
+            ),
+            (
+                base.replace(r#""sex":1"#, &format!(r#""sex":"{long_key}""#)),
+                "sex",
+                &long_key[..200],
+            ),
+            (
+                rec("R1", "H1", "世帯主", &format!(r#","{long_key}":1"#)),
+                &long_key,
+                &long_key[..200],
+            ),
+            (
+                base.replace("世帯主", &long_relation),
+                "household.relationship",
+                &long_relation[..300],
+            ),
+        ];
+        for (line, field, hidden) in cases {
+            let text = [HEADER.to_string(), line.clone()].join("\n");
+            let errs = match parse_snapshot(&text, "t.jsonl") {
+                Ok(_) => panic!("accepted: {}", &line[..200.min(line.len())]),
+                Err(e) => e.0,
+            };
+            let shown = errs[0].to_string();
+            assert!(
+                shown.chars().count() < 600,
+                "{field}: {} characters: {}",
+                shown.len(),
+                shown.chars().take(600).collect::<String>()
+            );
+            assert!(!shown.contains(hidden), "{field}: {shown}");
+            if field != long_key {
+                assert_eq!(errs[0].field.as_deref(), Some(field), "{shown}");
+            }
+            // The record is named by its id, unless the id is the problem.
+            if field != "id" {
+                assert!(shown.contains("resident R1"), "{field}: {shown}");
+            }
+        }
+    }
+
+    #[test]
     fn households_need_exactly_one_householder() {
         let two = [
             HEADER.to_string(),

@@ -317,6 +317,71 @@ fn dates_are_exactly_yyyy_mm_dd() {
 }
 
 #[test]
+fn feed_errors_never_echo_personal_data_or_whole_values() {
+    let long = "x".repeat(100_000);
+    let bad_kana = person("R5", "2026-10-06", "H1", "子").replace("ヤマダ タロウ", "Yamada Taro");
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            format!(r#"{{"seq":1,"kind":"{long}","date":"2026-10-05","resident":"R4"}}"#),
+            "kind",
+            &long[..200],
+        ),
+        (
+            format!(r#"{{"seq":1,"kind":"death","date":"{long}","resident":"R4"}}"#),
+            "date",
+            &long[..200],
+        ),
+        (
+            format!(r#"{{"seq":1,"kind":"death","date":["{long}"],"resident":"R4"}}"#),
+            "date",
+            &long[..200],
+        ),
+        (
+            format!(r#"{{"seq":1,"kind":"birth","date":"2026-10-06","record":{bad_kana}}}"#),
+            "record.name.kana",
+            "Yamada",
+        ),
+        (
+            r#"{"seq":1,"kind":"address_change","date":"2026-10-05","resident":"R4","address":{"local_gov_code":"133621","postal_code":"1000301","text":"利島村2番地"}}"#.into(),
+            "address.postal_code",
+            "1000301",
+        ),
+    ];
+    for (line, field, hidden) in cases {
+        let errs = parse_feed(&feed(std::slice::from_ref(&line)), "f.jsonl")
+            .unwrap_err()
+            .0;
+        let shown = errs[0].to_string();
+        assert!(
+            shown.chars().count() < 600,
+            "{field}: {}",
+            shown.chars().take(600).collect::<String>()
+        );
+        assert!(!shown.contains(hidden), "{field}: {shown}");
+        assert_eq!(errs[0].field.as_deref(), Some(field), "{shown}");
+    }
+    // A record's error names the record.
+    let line = format!(r#"{{"seq":1,"kind":"birth","date":"2026-10-06","record":{bad_kana}}}"#);
+    let errs = parse_feed(&feed(&[line]), "f.jsonl").unwrap_err().0;
+    assert!(errs[0].to_string().contains("resident R5"), "{}", errs[0]);
+    // A correction re-reads the record: its errors hide the values too.
+    let f = parse_feed(
+        &feed(&[r#"{"seq":1,"kind":"correction","date":"2026-10-05","resident":"R4","fields":{"name":{"kanji":"山田 一郎","kana":"Yamada Ichiro"}}}"#.into()]),
+        "f.jsonl",
+    )
+    .unwrap();
+    let errs = apply(&town(), &f, "f.jsonl").unwrap_err().0;
+    let shown = errs[0].to_string();
+    assert_eq!(
+        errs[0].field.as_deref(),
+        Some("fields.name.kana"),
+        "{shown}"
+    );
+    assert!(!shown.contains("Yamada"), "{shown}");
+    assert!(shown.contains("resident R4"), "{shown}");
+}
+
+#[test]
 fn seq_must_increase() {
     let text = feed(&[
         r#"{"seq":2,"kind":"death","date":"2026-10-05","resident":"R4"}"#.into(),

@@ -136,3 +136,24 @@ fn deep_nesting_is_refused_quickly_with_its_place() {
         );
     }
 }
+
+/// A rule "file" that is a symlink to some other file is read like any other, but its
+/// content is never printed whole in the error.
+#[test]
+fn an_error_never_prints_a_files_content_whole() {
+    let dir = folder_with_good_rule();
+    let other = tempfile::NamedTempFile::new().unwrap();
+    let secret = format!("root:x:0:0:{}", "y".repeat(10_000));
+    std::fs::write(other.path(), &secret).unwrap();
+    std::os::unix::fs::symlink(other.path(), dir.path().join("linked.yaml")).unwrap();
+    let errs = errors(dir.path(), "a symlink to a file that is no rule");
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    let shown = errs[0].to_string();
+    assert!(
+        shown.chars().count() < 600,
+        "{}",
+        shown.chars().take(600).collect::<String>()
+    );
+    assert!(!shown.contains(&secret[..200]), "{shown}");
+    assert!(shown.contains('…'), "{shown}");
+}
