@@ -41,7 +41,12 @@ pub fn parse_date(s: &str) -> Result<NaiveDate, String> {
     let d = shaped
         .then(|| NaiveDate::from_ymd_opt(num(0..4) as i32, num(5..7), num(8..10)))
         .flatten()
-        .ok_or_else(|| format!("{s:?} is not a calendar date (YYYY-MM-DD)"))?;
+        .ok_or_else(|| {
+            format!(
+                "{} is not a calendar date (YYYY-MM-DD)",
+                crate::shown::quoted(s)
+            )
+        })?;
     if !supported(d) {
         return Err(format!(
             "{d} is outside the supported years {MIN_YEAR}-{MAX_YEAR}"

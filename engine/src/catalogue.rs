@@ -315,7 +315,12 @@ fn parse_yaml<T: serde::de::DeserializeOwned>(file: &str, text: &str) -> Result<
         });
     }
     let de = serde_yaml_ng::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(de).map_err(|e| yaml_error(file, e))
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        // The parser quotes what it found: never a whole file (one symlinked here, say).
+        let mut e = yaml_error(file, e);
+        e.message = crate::shown::message(&e.message);
+        e
+    })
 }
 
 fn rhai_names(source: &str, prefix: &str) -> BTreeSet<String> {

@@ -16,6 +16,7 @@ pub mod resident;
 pub mod rule;
 pub mod ruletest;
 pub mod script;
+pub mod shown;
 pub mod simulate;
 pub mod trigger;
 

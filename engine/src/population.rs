@@ -15,12 +15,16 @@ use crate::resident::{Resident, ResidentReason, Status};
 /// The one snapshot schema version this release reads.
 pub const SNAPSHOT_SCHEMA_VERSION: u32 = 1;
 
-/// A problem in a snapshot, with its place.
+/// A problem in a snapshot, with its place. The message never holds personal data (a name,
+/// an address, contact details) nor a long value whole ([`crate::shown`]): the line, the
+/// field and the resident id say where to look.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataError {
     pub source: String,
     pub line: usize,
     pub field: Option<String>,
+    /// The record the problem is about, where it is known.
+    pub resident: Option<ResidentId>,
     pub message: String,
 }
 
@@ -30,7 +34,11 @@ impl fmt::Display for DataError {
         if let Some(field) = &self.field {
             write!(f, "field `{field}`: ")?;
         }
-        f.write_str(&self.message)
+        f.write_str(&self.message)?;
+        if let Some(id) = &self.resident {
+            write!(f, " (resident {id})")?;
+        }
+        Ok(())
     }
 }
 
@@ -182,6 +190,7 @@ fn no_subject(source: &str, e: &LifeEvent) -> DataError {
         source: source.to_owned(),
         line: 0,
         field: Some("events.subject".into()),
+        resident: None,
         message: format!(
             "no record {:?} for the {} event",
             e.subject.as_str(),
@@ -247,6 +256,7 @@ impl Population {
             source: source.to_owned(),
             line: lines.get(i).copied().unwrap_or(0),
             field: Some(field.to_owned()),
+            resident: residents.get(i).map(|r| r.id.clone()),
             message,
         };
         let mut by_id = HashMap::with_capacity(residents.len());
@@ -703,6 +713,7 @@ fn parse_lines(text: &str, source: &str) -> Result<ParsedLines, DataErrors> {
                 source: source.to_owned(),
                 line: 1,
                 field: None,
+                resident: None,
                 message:
                     "empty snapshot: line 1 must be the header {\"format\":\"oshirase-snapshot\",…}"
                         .into(),
@@ -714,7 +725,11 @@ fn parse_lines(text: &str, source: &str) -> Result<ParsedLines, DataErrors> {
                     source: source.to_owned(),
                     line: n + 1,
                     field: Some("format".into()),
-                    message: format!("{:?} is not \"oshirase-snapshot\"", h.format),
+                    resident: None,
+                    message: format!(
+                        "{} is not \"oshirase-snapshot\"",
+                        crate::shown::quoted(&h.format)
+                    ),
                 });
                 None
             }
@@ -723,6 +738,7 @@ fn parse_lines(text: &str, source: &str) -> Result<ParsedLines, DataErrors> {
                     source: source.to_owned(),
                     line: n + 1,
                     field: Some("schema_version".into()),
+                    resident: None,
                     message: format!(
                         "schema version {} is not supported; this release reads version {SNAPSHOT_SCHEMA_VERSION}",
                         h.schema_version
@@ -736,6 +752,7 @@ fn parse_lines(text: &str, source: &str) -> Result<ParsedLines, DataErrors> {
                     source: source.to_owned(),
                     line: n + 1,
                     field,
+                    resident: None,
                     message: format!("{message} (line 1 must be the snapshot header)"),
                 });
                 None
@@ -747,11 +764,16 @@ fn parse_lines(text: &str, source: &str) -> Result<ParsedLines, DataErrors> {
     let numbered: Vec<(usize, &str)> = lines_iter.collect();
     let parsed: Vec<_> = numbered
         .par_iter()
-        .map(|(n, line)| (*n, parse_json_line::<Resident>(line)))
+        .map(|(n, line)| {
+            let r = parse_json_line::<Resident>(line);
+            // A bad record is named by its id, where that much of it reads.
+            let id = r.as_ref().err().and_then(|_| record_id(line));
+            (*n, r, id)
+        })
         .collect();
     let mut residents = Vec::with_capacity(parsed.len());
     let mut lines = Vec::with_capacity(parsed.len());
-    for (n, r) in parsed {
+    for (n, r, id) in parsed {
         match r {
             Ok(r) => {
                 residents.push(r);
@@ -761,6 +783,7 @@ fn parse_lines(text: &str, source: &str) -> Result<ParsedLines, DataErrors> {
                 source: source.to_owned(),
                 line: n + 1,
                 field,
+                resident: id,
                 message,
             }),
         }
@@ -903,6 +926,7 @@ pub fn utf8_text<'a>(bytes: &'a [u8], source: &str) -> Result<&'a str, DataError
             source: source.to_owned(),
             line: good.iter().filter(|&&b| b == b'\n').count() + 1,
             field: None,
+            resident: None,
             message: format!(
                 "column {column}: byte 0x{:02x} is not UTF-8; the file must be UTF-8 text",
                 bytes[e.valid_up_to()]
@@ -919,6 +943,7 @@ pub fn load_snapshot(path: &Path) -> Result<Snapshot, DataErrors> {
             source: source.clone(),
             line: 0,
             field: None,
+            resident: None,
             message: format!("cannot read: {e}"),
         }])
     })?;
@@ -935,8 +960,9 @@ pub(crate) fn parse_json_line<T: serde::de::DeserializeOwned>(
     let crate::resident::Object(value) =
         serde_path_to_error::deserialize(&mut *de).map_err(|e| {
             let path = e.path().to_string();
-            let field = (path != ".").then_some(path);
-            (field, strip_position(&e.into_inner().to_string()))
+            let message =
+                crate::shown::message_about(&path, &strip_position(&e.into_inner().to_string()));
+            ((path != ".").then(|| crate::shown::cap(&path)), message)
         })?;
     de.end().map_err(|e| {
         (
@@ -948,6 +974,16 @@ pub(crate) fn parse_json_line<T: serde::de::DeserializeOwned>(
         )
     })?;
     Ok(value)
+}
+
+/// The id of a record line that did not parse, if the line is JSON with a valid `id`.
+pub(crate) fn record_id(line: &str) -> Option<ResidentId> {
+    #[derive(Deserialize)]
+    struct Id {
+        id: ResidentId,
+    }
+    let mut values = serde_json::Deserializer::from_str(line).into_iter::<Id>();
+    values.next()?.ok().map(|r| r.id)
 }
 
 /// serde_json counts columns in bytes from 1; people and editors count characters.
@@ -1043,7 +1079,7 @@ mod tests {
         );
         assert_eq!(
             errs[4],
-            "t.jsonl:7: field `guardians[0].id`: no record \"R99\" in this snapshot"
+            "t.jsonl:7: field `guardians[0].id`: no record \"R99\" in this snapshot (resident R6)"
         );
     }
 

@@ -111,9 +111,10 @@ fn katakana<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     if ok {
         Ok(s)
     } else {
-        Err(serde::de::Error::custom(format!(
-            "{s:?} must be full-width katakana (spaces allowed)"
-        )))
+        // A name is personal data: the error names the field, never the value.
+        Err(serde::de::Error::custom(
+            "must be full-width katakana (spaces allowed)",
+        ))
     }
 }
 
@@ -293,9 +294,8 @@ fn postal_code<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Err
     if ok {
         Ok(Some(s))
     } else {
-        Err(serde::de::Error::custom(format!(
-            "{s:?} is not a postal code NNN-NNNN"
-        )))
+        // Part of an address: the error names the field, never the value.
+        Err(serde::de::Error::custom("is not a postal code NNN-NNNN"))
     }
 }
 
@@ -332,7 +332,8 @@ impl Relationship {
                 return Ok(Self(s));
             }
             return Err(BadRelationship(format!(
-                "{raw:?} has {} links; the register writes five or more as 縁故者",
+                "{} has {} links; the register writes five or more as 縁故者",
+                crate::shown::quoted(raw),
                 links.len()
             )));
         }
@@ -347,7 +348,10 @@ impl Relationship {
             "家事使用人" | "準世帯主" => "; hint: the register no longer uses it (use 同居人)",
             _ => "; hint: use 世帯主, 夫, 妻, 子, 父, 母, 兄, 姉, 弟, 妹, chains such as 子の子, 縁故者 or 同居人",
         };
-        Err(BadRelationship(format!("unknown 続柄 {raw:?}{hint}")))
+        Err(BadRelationship(format!(
+            "unknown 続柄 {}{hint}",
+            crate::shown::quoted(raw)
+        )))
     }
 
     pub fn as_str(&self) -> &str {
@@ -416,8 +420,11 @@ impl<'de> Deserialize<'de> for Scope {
             // serde lists the categories: "unknown variant `x`, expected one of `childcare`, …".
             Err(e) => Err(serde::de::Error::custom(format!(
                 "{}, or `all`",
-                e.to_string()
-                    .replacen("unknown variant", "unknown scope", 1)
+                crate::shown::message(&e.to_string()).replacen(
+                    "unknown variant",
+                    "unknown scope",
+                    1
+                )
             ))),
         }
     }

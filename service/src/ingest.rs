@@ -58,9 +58,13 @@ pub async fn ingest(
             source: source.to_owned(),
             line: 1,
             field: Some("format".into()),
+            resident: None,
             message: format!(
                 "{} is neither \"oshirase-snapshot\" nor \"oshirase-changes\"",
-                other.map_or("a missing format".to_owned(), |f| format!("{f:?}"))
+                other.map_or(
+                    "a missing format".to_owned(),
+                    oshirase_engine::shown::quoted
+                )
             ),
         }]))),
     }
