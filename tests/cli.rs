@@ -203,6 +203,65 @@ fn a_bad_snapshot_ingest_names_every_line_and_stores_nothing() {
 }
 
 #[test]
+fn an_ingest_with_invalid_utf8_names_its_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let feed = tmp.path().join("f.jsonl");
+    let mut bytes = concat!(
+        r#"{"format":"oshirase-changes","schema_version":1}"#,
+        "\n",
+        r#"{"seq":1,"kind":"death","date":"2026-10-05","resident":"R1"}"#,
+        "\n",
+    )
+    .as_bytes()
+    .to_vec();
+    bytes.extend_from_slice(
+        b"{\"seq\":2,\"kind\":\"death\",\"date\":\"2026-10-05\",\"resident\":\"R\xe9\"}\n",
+    );
+    std::fs::write(&feed, bytes).unwrap();
+    let db = tmp.path().join("o.sqlite");
+    let out = oshirase(&[
+        "ingest",
+        feed.to_str().unwrap(),
+        "--db",
+        db.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = text(&out.stderr);
+    assert!(err.contains("f.jsonl:3: "), "{err}");
+    assert!(err.contains("UTF-8"), "{err}");
+}
+
+#[test]
+fn a_huge_bad_name_is_not_printed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let snap = tmp.path().join("s.jsonl");
+    let name = "山田".repeat(5_000_000);
+    std::fs::write(
+        &snap,
+        format!(
+            "{}\n{}\n",
+            r#"{"format":"oshirase-snapshot","schema_version":1,"as_of":"2026-10-01"}"#,
+            format_args!(r#"{{"id":"R1","name":{{"kanji":"山田 太郎","kana":"{name}"}},"birth_date":"1980-05-05","sex":1,"status":{{"kind":"resident"}},"address":{{"local_gov_code":"133621","text":"x"}},"household":{{"id":"H1","relationship":"世帯主"}}}}"#),
+        ),
+    )
+    .unwrap();
+    let db = tmp.path().join("o.sqlite");
+    let out = oshirase(&[
+        "ingest",
+        snap.to_str().unwrap(),
+        "--db",
+        db.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = text(&out.stderr);
+    assert!(err.len() < 1000, "{} bytes on stderr", err.len());
+    assert!(err.contains("s.jsonl:2: "), "{err}");
+    assert!(err.contains("name.kana"), "{err}");
+    assert!(err.contains("resident R1"), "{err}");
+    assert!(!err.contains("山田山田"), "{err}");
+}
+
+#[test]
 fn usage_errors_exit_2() {
     let out = oshirase(&[
         "evaluate",

@@ -24,6 +24,37 @@ pub fn supported(d: NaiveDate) -> bool {
     (MIN_YEAR..=MAX_YEAR).contains(&d.year())
 }
 
+/// A date as the input formats write it: exactly `YYYY-MM-DD` (no sign, no one-digit month or
+/// day, no spaces), a day of the calendar, inside the supported years. The error is written
+/// for the person fixing the data; the caller adds the place.
+pub fn parse_date(s: &str) -> Result<NaiveDate, String> {
+    let b = s.as_bytes();
+    let shaped = b.len() == 10
+        && b.iter().enumerate().all(|(i, c)| {
+            if i == 4 || i == 7 {
+                *c == b'-'
+            } else {
+                c.is_ascii_digit()
+            }
+        });
+    let num = |r: std::ops::Range<usize>| s[r].parse::<u32>().unwrap_or(0);
+    let d = shaped
+        .then(|| NaiveDate::from_ymd_opt(num(0..4) as i32, num(5..7), num(8..10)))
+        .flatten()
+        .ok_or_else(|| {
+            format!(
+                "{} is not a calendar date (YYYY-MM-DD)",
+                crate::shown::quoted(s)
+            )
+        })?;
+    if !supported(d) {
+        return Err(format!(
+            "{d} is outside the supported years {MIN_YEAR}-{MAX_YEAR}"
+        ));
+    }
+    Ok(d)
+}
+
 fn ymd(y: i32, m: u32, d: u32) -> NaiveDate {
     NaiveDate::from_ymd_opt(y, m, d).expect("caller passes a valid date")
 }

@@ -352,8 +352,28 @@ fn yaml_error(file: &str, e: serde_path_to_error::Error<serde_yaml_ng::Error>) -
 }
 
 fn parse_yaml<T: serde::de::DeserializeOwned>(file: &str, text: &str) -> Result<T, LoadError> {
+    // Measured first: the YAML loader takes time quadratic in the depth before serde's own
+    // recursion limit applies.
+    if let Some((line, column)) = crate::nesting::too_deep(text, crate::nesting::MAX_DEPTH) {
+        return Err(LoadError {
+            file: file.to_owned(),
+            line,
+            column,
+            field: String::new(),
+            message: format!(
+                "nested deeper than {} levels; a rule or parameter file needs only a few",
+                crate::nesting::MAX_DEPTH
+            ),
+            hint: None,
+        });
+    }
     let de = serde_yaml_ng::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(de).map_err(|e| yaml_error(file, e))
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        // The parser quotes what it found: never a whole file (one symlinked here, say).
+        let mut e = yaml_error(file, e);
+        e.message = crate::shown::message(&e.message);
+        e
+    })
 }
 
 fn rhai_names(source: &str, prefix: &str) -> BTreeSet<String> {
@@ -843,13 +863,17 @@ fn script_usage(
     (params_used.into_iter().collect(), script_vars)
 }
 
+/// Every `*.yaml` and `*.yml` entry of `dir`, whatever it is: one that is not a readable
+/// regular file (a dangling symlink, a FIFO, a folder) is an error for the caller to report,
+/// never a rule skipped without a word.
 fn yaml_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
-        })
-        .collect();
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let p = entry?.path();
+        if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+            files.push(p);
+        }
+    }
     files.sort();
     Ok(files)
 }
@@ -870,18 +894,51 @@ pub fn load_dir(dir: &Path) -> Result<RuleSet, LoadErrors> {
             hint: None,
         }])
     };
-    let mut sources = Vec::new();
-    for path in yaml_files(dir).map_err(|e| io_err(dir, e))? {
-        let text = std::fs::read_to_string(&path).map_err(|e| io_err(&path, e))?;
-        sources.push((path.display().to_string(), text));
-    }
+    // Checked before it is opened: opening a FIFO would block until someone writes to it.
+    let read = |path: &Path| -> Result<String, LoadError> {
+        let fail = |message: String| LoadError {
+            file: path.display().to_string(),
+            line: 0,
+            column: 0,
+            field: String::new(),
+            message,
+            hint: None,
+        };
+        match std::fs::metadata(path) {
+            Err(e) => return Err(fail(format!("cannot read: {e}"))),
+            Ok(m) if !m.is_file() => {
+                return Err(fail(
+                    "not a regular file; a rules folder holds only rule files".into(),
+                ))
+            }
+            Ok(_) => {}
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+        // A byte order mark, as some editors write, is not part of the rule.
+        Ok(text
+            .strip_prefix('\u{feff}')
+            .map(str::to_owned)
+            .unwrap_or(text))
+    };
+    let mut errors = Vec::new();
+    let mut read_all = |paths: Vec<PathBuf>| -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for path in paths {
+            match read(&path) {
+                Ok(text) => out.push((path.display().to_string(), text)),
+                Err(e) => errors.push(e),
+            }
+        }
+        out
+    };
+    let sources = read_all(yaml_files(dir).map_err(|e| io_err(dir, e))?);
     let param_dir = dir.join("parameters");
     let mut param_sources = Vec::new();
     if param_dir.is_dir() {
-        for path in yaml_files(&param_dir).map_err(|e| io_err(&param_dir, e))? {
-            let text = std::fs::read_to_string(&path).map_err(|e| io_err(&path, e))?;
-            param_sources.push((path.display().to_string(), text));
-        }
+        param_sources = read_all(yaml_files(&param_dir).map_err(|e| io_err(&param_dir, e))?);
+    }
+    if !errors.is_empty() {
+        return Err(LoadErrors(errors));
     }
     compile_sources(dir, &sources, &param_sources)
 }

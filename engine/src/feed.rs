@@ -158,6 +158,7 @@ impl Feed {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RecordFields {
+    #[serde(deserialize_with = "crate::resident::object")]
     record: Box<Resident>,
 }
 
@@ -171,6 +172,7 @@ struct ResidentFields {
 #[serde(deny_unknown_fields)]
 struct AddressFields {
     resident: ResidentId,
+    #[serde(deserialize_with = "crate::resident::object")]
     address: Address,
 }
 
@@ -204,8 +206,14 @@ type Problem = (Option<String>, String);
 fn fields<T: DeserializeOwned>(map: Map<String, Value>) -> Result<T, Problem> {
     serde_path_to_error::deserialize(Value::Object(map)).map_err(|e| {
         let path = e.path().to_string();
-        ((path != ".").then_some(path), e.into_inner().to_string())
+        let message = crate::shown::message_about(&path, &e.into_inner().to_string());
+        ((path != ".").then(|| crate::shown::cap(&path)), message)
     })
+}
+
+/// A JSON value in a message: never whole.
+fn shown(v: &Value) -> String {
+    crate::shown::cap(&v.to_string())
 }
 
 fn problem(field: &str, message: String) -> Problem {
@@ -213,22 +221,13 @@ fn problem(field: &str, message: String) -> Problem {
 }
 
 fn date_field(v: &Value, field: &str) -> Result<NaiveDate, Problem> {
-    let s = v
-        .as_str()
-        .ok_or_else(|| problem(field, format!("must be a date \"YYYY-MM-DD\", not {v}")))?;
-    let d = NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .map_err(|_| problem(field, format!("{s:?} is not a calendar date (YYYY-MM-DD)")))?;
-    if !crate::calendar::supported(d) {
-        return Err(problem(
+    let s = v.as_str().ok_or_else(|| {
+        problem(
             field,
-            format!(
-                "{d} is outside the supported years {}-{}",
-                crate::calendar::MIN_YEAR,
-                crate::calendar::MAX_YEAR
-            ),
-        ));
-    }
-    Ok(d)
+            format!("must be a date \"YYYY-MM-DD\", not {}", shown(v)),
+        )
+    })?;
+    crate::calendar::parse_date(s).map_err(|m| problem(field, m))
 }
 
 fn change_of(kind: &str, map: Map<String, Value>) -> Result<Change, Problem> {
@@ -308,7 +307,8 @@ fn change_of(kind: &str, map: Map<String, Value>) -> Result<Change, Problem> {
             return Err(problem(
                 "kind",
                 format!(
-                    "unknown kind {other:?}; expected one of {}",
+                    "unknown kind {}; expected one of {}",
+                    crate::shown::quoted(other),
                     known.join(", ")
                 ),
             ));
@@ -319,13 +319,34 @@ fn change_of(kind: &str, map: Map<String, Value>) -> Result<Change, Problem> {
 /// A change line's seq, date, recorded and change.
 type ParsedLine = (u64, NaiveDate, NaiveDate, Change);
 
+/// The record a line carries or corrects (a birth's or move-in's `record.id`, a correction's
+/// `resident`), which its errors name; `None` if that does not read as an id.
+fn line_subject(map: &Map<String, Value>) -> Option<ResidentId> {
+    let id = match map.get("kind")?.as_str()? {
+        "birth" | "move_in" => map.get("record")?.get("id")?,
+        "correction" => map.get("resident")?,
+        _ => return None,
+    };
+    ResidentId::parse(id.as_str()?).ok()
+}
+
+/// The record a change carries or corrects, as [`line_subject`].
+fn change_subject(change: &Change) -> Option<ResidentId> {
+    match change {
+        Change::Birth { record } | Change::MoveIn { record } => Some(record.id.clone()),
+        Change::Correction { resident, .. } => Some(resident.clone()),
+        _ => None,
+    }
+}
+
 /// Parses one change line. The seq is returned whenever it parsed, even if the rest of the
-/// line is bad, so that ordering is checked on every line.
-fn parse_line(text: &str) -> (Option<u64>, Result<ParsedLine, Problem>) {
+/// line is bad, so that ordering is checked on every line; so is the record it is about.
+fn parse_line(text: &str) -> (Option<u64>, Option<ResidentId>, Result<ParsedLine, Problem>) {
     let mut map: Map<String, Value> = match parse_json_line(text) {
         Ok(m) => m,
-        Err(p) => return (None, Err(p)),
+        Err(p) => return (None, None, Err(p)),
     };
+    let subject = line_subject(&map);
     let seq = match map.remove("seq") {
         None => Err(problem("seq", "missing".into())),
         Some(v) => v
@@ -334,7 +355,11 @@ fn parse_line(text: &str) -> (Option<u64>, Result<ParsedLine, Problem>) {
             .ok_or_else(|| {
                 problem(
                     "seq",
-                    format!("must be a whole number from 1 to {}, not {v}", i64::MAX),
+                    format!(
+                        "must be a whole number from 1 to {}, not {}",
+                        i64::MAX,
+                        shown(&v)
+                    ),
                 )
             }),
     };
@@ -358,11 +383,16 @@ fn parse_line(text: &str) -> (Option<u64>, Result<ParsedLine, Problem>) {
         let kind = match map.remove("kind") {
             None => return Err(problem("kind", "missing".into())),
             Some(Value::String(k)) => k,
-            Some(v) => return Err(problem("kind", format!("must be a string, not {v}"))),
+            Some(v) => {
+                return Err(problem(
+                    "kind",
+                    format!("must be a string, not {}", shown(&v)),
+                ))
+            }
         };
         Ok((seq, date, recorded, change_of(&kind, map)?))
     })();
-    (seen, rest)
+    (seen, subject, rest)
 }
 
 fn parse_header(text: &str) -> Result<FeedHeader, Problem> {
@@ -386,7 +416,10 @@ fn parse_header(text: &str) -> Result<FeedHeader, Problem> {
             };
             return Err(problem(
                 "format",
-                format!("{format:?} is not {FEED_FORMAT:?}{hint}"),
+                format!(
+                    "{} is not {FEED_FORMAT:?}{hint}",
+                    crate::shown::quoted(format)
+                ),
             ));
         }
         Some(_) => {}
@@ -407,10 +440,11 @@ fn parse_header(text: &str) -> Result<FeedHeader, Problem> {
 /// Parses a feed, returning the valid lines and one error for each invalid line (in line
 /// order). A bad header is an error but the lines are still checked.
 pub fn parse_feed_lenient(text: &str, source: &str) -> (Feed, Vec<DataError>) {
-    let err = |line: usize, (field, message): Problem| DataError {
+    let err = |line: usize, resident: Option<ResidentId>, (field, message): Problem| DataError {
         source: source.to_owned(),
         line,
         field,
+        resident,
         message,
     };
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
@@ -424,6 +458,7 @@ pub fn parse_feed_lenient(text: &str, source: &str) -> (Feed, Vec<DataError>) {
     match lines.next() {
         None => errors.push(err(
             1,
+            None,
             (
                 None,
                 format!("empty feed: line 1 must be the header {{\"format\":\"{FEED_FORMAT}\",…}}"),
@@ -431,20 +466,21 @@ pub fn parse_feed_lenient(text: &str, source: &str) -> (Feed, Vec<DataError>) {
         )),
         Some((n, line)) => match parse_header(line) {
             Ok(h) => feed.local_gov_code = h.local_gov_code,
-            Err(p) => errors.push(err(n, p)),
+            Err(p) => errors.push(err(n, None, p)),
         },
     }
     let mut last_seq = 0;
     for (n, line) in lines {
-        let (seq, parsed) = parse_line(line);
+        let (seq, subject, parsed) = parse_line(line);
         let out_of_order = seq.filter(|&s| s <= last_seq);
         if let Some(s) = seq {
             last_seq = last_seq.max(s);
         }
         match (parsed, out_of_order) {
-            (Err(p), _) => errors.push(err(n, p)),
+            (Err(p), _) => errors.push(err(n, subject, p)),
             (Ok(_), Some(s)) => errors.push(err(
                 n,
+                subject,
                 problem(
                     "seq",
                     format!("{s} does not follow {last_seq}: seq must increase"),
@@ -1018,12 +1054,13 @@ impl State {
         // Validated exactly as a snapshot record is.
         let new: Resident = serde_path_to_error::deserialize(json).map_err(|e| {
             let path = e.path().to_string();
+            let message = crate::shown::message_about(&path, &e.into_inner().to_string());
             let field = if path == "." {
                 "fields".to_owned()
             } else {
-                format!("fields.{path}")
+                format!("fields.{}", crate::shown::cap(&path))
             };
-            (field, e.into_inner().to_string())
+            (field, message)
         })?;
         // A death, departure or arrival must come as its own kind, with its event.
         if new.status.name() != old.status.name() {
@@ -1175,6 +1212,7 @@ fn apply_lines(
                     source: source.to_owned(),
                     line: l.line,
                     field: Some(field),
+                    resident: change_subject(&l.change),
                     message,
                 });
             }

@@ -5,7 +5,9 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize};
 use thiserror::Error;
 
-/// Why an identifier was refused. The message is written for the person fixing the data.
+/// Why an identifier was refused. The message is written for the person fixing the data; it
+/// quotes at most the first characters of a value ([`crate::shown::cap`]), and never a
+/// value that may be personal (a My Number, an e-mail address).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum IdError {
     #[error("must not be empty")]
@@ -14,8 +16,8 @@ pub enum IdError {
     TooLong(String),
     #[error("{0:?} has a character outside A-Z a-z 0-9 - _")]
     BadChar(String),
-    #[error("{0:?} looks like a 12-digit 個人番号 (My Number); use an opaque id instead")]
-    LooksLikeMyNumber(String),
+    #[error("looks like a 12-digit 個人番号 (My Number); use an opaque id instead")]
+    LooksLikeMyNumber,
     #[error("{0:?} must be 6 digits")]
     CodeShape(String),
     #[error("check digit of {code:?} should be {expected} (expected {corrected})")]
@@ -26,8 +28,8 @@ pub enum IdError {
     },
     #[error("{0:?} must be 3-64 characters of a-z 0-9 and '-', starting with a letter")]
     RuleIdShape(String),
-    #[error("{0:?} is not an e-mail address (need one '@' with text on both sides and no spaces)")]
-    Email(String),
+    #[error("not an e-mail address (need one '@' with text on both sides and no spaces)")]
+    Email,
     #[error("{0:?} is not a decision key \"RULE/RESIDENT/OCCURRENCE\"")]
     DecisionKeyShape(String),
 }
@@ -37,13 +39,13 @@ fn check_opaque(s: &str) -> Result<(), IdError> {
         return Err(IdError::Empty);
     }
     if s.len() > 64 {
-        return Err(IdError::TooLong(s.to_owned()));
+        return Err(IdError::TooLong(crate::shown::cap(s)));
     }
     if !s
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     {
-        return Err(IdError::BadChar(s.to_owned()));
+        return Err(IdError::BadChar(crate::shown::cap(s)));
     }
     Ok(())
 }
@@ -87,7 +89,7 @@ string_newtype!(
     |s: &str| {
         check_opaque(s)?;
         if s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(IdError::LooksLikeMyNumber(s.to_owned()));
+            return Err(IdError::LooksLikeMyNumber);
         }
         Ok(())
     }
@@ -111,7 +113,7 @@ string_newtype!(
         if ok {
             Ok(())
         } else {
-            Err(IdError::RuleIdShape(s.to_owned()))
+            Err(IdError::RuleIdShape(crate::shown::cap(s)))
         }
     }
 );
@@ -134,7 +136,7 @@ string_newtype!(
         if ok {
             Ok(())
         } else {
-            Err(IdError::Email(s.to_owned()))
+            Err(IdError::Email)
         }
     }
 );
@@ -225,7 +227,7 @@ impl LocalGovCode {
     pub fn parse(s: &str) -> Result<Self, IdError> {
         let bytes = s.as_bytes();
         if bytes.len() != 6 || !bytes.iter().all(u8::is_ascii_digit) {
-            return Err(IdError::CodeShape(s.to_owned()));
+            return Err(IdError::CodeShape(crate::shown::cap(s)));
         }
         let mut digits = [0u8; 6];
         for (d, b) in digits.iter_mut().zip(bytes) {

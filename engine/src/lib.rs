@@ -10,11 +10,13 @@ pub mod eval;
 pub mod explain;
 pub mod feed;
 pub mod ids;
+mod nesting;
 pub mod population;
 pub mod resident;
 pub mod rule;
 pub mod ruletest;
 pub mod script;
+pub mod shown;
 pub mod simulate;
 pub mod trigger;
 

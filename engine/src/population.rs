@@ -15,12 +15,16 @@ use crate::resident::{Resident, ResidentReason, Status};
 /// The one snapshot schema version this release reads.
 pub const SNAPSHOT_SCHEMA_VERSION: u32 = 1;
 
-/// A problem in a snapshot, with its place.
+/// A problem in a snapshot, with its place. The message never holds personal data (a name,
+/// an address, contact details) nor a long value whole ([`crate::shown`]): the line, the
+/// field and the resident id say where to look.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataError {
     pub source: String,
     pub line: usize,
     pub field: Option<String>,
+    /// The record the problem is about, where it is known.
+    pub resident: Option<ResidentId>,
     pub message: String,
 }
 
@@ -30,7 +34,11 @@ impl fmt::Display for DataError {
         if let Some(field) = &self.field {
             write!(f, "field `{field}`: ")?;
         }
-        f.write_str(&self.message)
+        f.write_str(&self.message)?;
+        if let Some(id) = &self.resident {
+            write!(f, " (resident {id})")?;
+        }
+        Ok(())
     }
 }
 
@@ -55,6 +63,7 @@ impl fmt::Display for DataErrors {
 pub struct SnapshotHeader {
     pub format: String,
     pub schema_version: u32,
+    #[serde(deserialize_with = "crate::resident::date")]
     pub as_of: NaiveDate,
     #[serde(default)]
     pub local_gov_code: Option<LocalGovCode>,
@@ -181,6 +190,7 @@ fn no_subject(source: &str, e: &LifeEvent) -> DataError {
         source: source.to_owned(),
         line: 0,
         field: Some("events.subject".into()),
+        resident: None,
         message: format!(
             "no record {:?} for the {} event",
             e.subject.as_str(),
@@ -246,6 +256,7 @@ impl Population {
             source: source.to_owned(),
             line: lines.get(i).copied().unwrap_or(0),
             field: Some(field.to_owned()),
+            resident: residents.get(i).map(|r| r.id.clone()),
             message,
         };
         let mut by_id = HashMap::with_capacity(residents.len());
@@ -336,14 +347,26 @@ impl Population {
                     "is before the date of the change itself".into(),
                 ));
             }
-            if let Status::Deceased { date, .. } | Status::MovedOut { date, .. } = r.status {
-                if date < r.birth_date {
+            match r.status {
+                Status::Deceased { date, .. } | Status::MovedOut { date, .. }
+                    if date < r.birth_date =>
+                {
                     errors.push(err(
                         i,
                         "status.date",
                         format!("{date} is before the birth date {}", r.birth_date),
                     ));
                 }
+                Status::Resident {
+                    since: Some(since), ..
+                } if since < r.birth_date => {
+                    errors.push(err(
+                        i,
+                        "status.since",
+                        format!("{since} is before the birth date {}", r.birth_date),
+                    ));
+                }
+                _ => {}
             }
         }
         let mut hh_ids: Vec<&HouseholdId> = households.keys().collect();
@@ -365,9 +388,14 @@ impl Population {
                     heads[1],
                     "household.relationship",
                     format!(
-                        "household {:?} has {} current 世帯主; exactly one is allowed",
+                        "household {:?} has {} current 世帯主 ({}); exactly one is allowed",
                         hid.as_str(),
-                        heads.len()
+                        heads.len(),
+                        heads
+                            .iter()
+                            .map(|&i| residents[i].id.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 ));
             }
@@ -672,6 +700,8 @@ struct ParsedLines {
 }
 
 fn parse_lines(text: &str, source: &str) -> Result<ParsedLines, DataErrors> {
+    // A byte order mark, as some exports write, is not part of the header.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut errors = Vec::new();
     let mut lines_iter = text
         .lines()
@@ -683,6 +713,7 @@ fn parse_lines(text: &str, source: &str) -> Result<ParsedLines, DataErrors> {
                 source: source.to_owned(),
                 line: 1,
                 field: None,
+                resident: None,
                 message:
                     "empty snapshot: line 1 must be the header {\"format\":\"oshirase-snapshot\",…}"
                         .into(),
@@ -694,7 +725,11 @@ fn parse_lines(text: &str, source: &str) -> Result<ParsedLines, DataErrors> {
                     source: source.to_owned(),
                     line: n + 1,
                     field: Some("format".into()),
-                    message: format!("{:?} is not \"oshirase-snapshot\"", h.format),
+                    resident: None,
+                    message: format!(
+                        "{} is not \"oshirase-snapshot\"",
+                        crate::shown::quoted(&h.format)
+                    ),
                 });
                 None
             }
@@ -703,6 +738,7 @@ fn parse_lines(text: &str, source: &str) -> Result<ParsedLines, DataErrors> {
                     source: source.to_owned(),
                     line: n + 1,
                     field: Some("schema_version".into()),
+                    resident: None,
                     message: format!(
                         "schema version {} is not supported; this release reads version {SNAPSHOT_SCHEMA_VERSION}",
                         h.schema_version
@@ -716,6 +752,7 @@ fn parse_lines(text: &str, source: &str) -> Result<ParsedLines, DataErrors> {
                     source: source.to_owned(),
                     line: n + 1,
                     field,
+                    resident: None,
                     message: format!("{message} (line 1 must be the snapshot header)"),
                 });
                 None
@@ -727,11 +764,16 @@ fn parse_lines(text: &str, source: &str) -> Result<ParsedLines, DataErrors> {
     let numbered: Vec<(usize, &str)> = lines_iter.collect();
     let parsed: Vec<_> = numbered
         .par_iter()
-        .map(|(n, line)| (*n, parse_json_line::<Resident>(line)))
+        .map(|(n, line)| {
+            let r = parse_json_line::<Resident>(line);
+            // A bad record is named by its id, where that much of it reads.
+            let id = r.as_ref().err().and_then(|_| record_id(line));
+            (*n, r, id)
+        })
         .collect();
     let mut residents = Vec::with_capacity(parsed.len());
     let mut lines = Vec::with_capacity(parsed.len());
-    for (n, r) in parsed {
+    for (n, r, id) in parsed {
         match r {
             Ok(r) => {
                 residents.push(r);
@@ -741,6 +783,7 @@ fn parse_lines(text: &str, source: &str) -> Result<ParsedLines, DataErrors> {
                 source: source.to_owned(),
                 line: n + 1,
                 field,
+                resident: id,
                 message,
             }),
         }
@@ -775,44 +818,179 @@ pub fn parse_snapshot(text: &str, source: &str) -> Result<Snapshot, DataErrors> 
     }
 }
 
+/// A snapshot's records, checked, without the indexes evaluation needs (what an ingest
+/// stores).
+#[derive(Debug)]
+pub struct SnapshotRecords {
+    pub header: SnapshotHeader,
+    pub residents: Vec<Resident>,
+    /// The source line of each record.
+    pub lines: Vec<usize>,
+}
+
+impl SnapshotRecords {
+    /// Checks the register this snapshot leaves when stored over `stored`: its records, and
+    /// the stored records it does not hold, which stay as they are. A snapshot valid on its
+    /// own can still contradict those (a new 世帯主 for a household whose stored one it left
+    /// out). Errors name the snapshot line, or for a stored record line 0 and its id.
+    pub fn check_onto(
+        &self,
+        stored: &[Resident],
+        source: &str,
+        events: &[LifeEvent],
+    ) -> Result<(), DataErrors> {
+        let held: std::collections::HashSet<&ResidentId> =
+            self.residents.iter().map(|r| &r.id).collect();
+        // The stored records first, so that of two records in conflict the one reported is
+        // the snapshot's, with its line.
+        let kept: Vec<&Resident> = stored.iter().filter(|r| !held.contains(&r.id)).collect();
+        if kept.is_empty() {
+            // The register is the snapshot, checked when it was parsed.
+            return Ok(());
+        }
+        let register: Vec<Resident> = kept
+            .iter()
+            .map(|r| (*r).clone())
+            .chain(self.residents.iter().cloned())
+            .collect();
+        // Record i is "line" i + 1 for the check, so each error names its record.
+        let places: Vec<usize> = (1..=register.len()).collect();
+        let Err(DataErrors(errors)) = Population::check(&register, &places, source, events) else {
+            return Ok(());
+        };
+        let mut errors: Vec<DataError> = errors
+            .into_iter()
+            .map(|mut e| {
+                let Some(i) = e.line.checked_sub(1).filter(|&i| i < register.len()) else {
+                    return e;
+                };
+                e.line = i
+                    .checked_sub(kept.len())
+                    .map_or(0, |j| self.lines.get(j).copied().unwrap_or(0));
+                let mut left_out: Vec<&str> = Vec::new();
+                if i < kept.len() {
+                    left_out.push(register[i].id.as_str());
+                }
+                // A household problem may come from stored members the snapshot left out.
+                if e.field
+                    .as_deref()
+                    .is_some_and(|f| f.starts_with("household"))
+                {
+                    let h = register[i].household_id();
+                    left_out.extend(
+                        kept.iter()
+                            .filter(|r| r.is_current() && r.household_id() == h)
+                            .map(|r| r.id.as_str())
+                            .filter(|id| *id != register[i].id.as_str()),
+                    );
+                }
+                if !left_out.is_empty() {
+                    let verb = if left_out.len() == 1 { "is" } else { "are" };
+                    e.message.push_str(&format!(
+                        "; {} {verb} stored and not in this snapshot, which leaves {} as stored",
+                        left_out.join(", "),
+                        if left_out.len() == 1 { "it" } else { "them" },
+                    ));
+                }
+                e
+            })
+            .collect();
+        errors.sort_by_key(|e| e.line);
+        Err(DataErrors(errors))
+    }
+}
+
 /// Parses and checks snapshot text as `parse_snapshot` does, giving the header and the
 /// records without the indexes evaluation needs (what an ingest stores).
-pub fn parse_snapshot_records(
-    text: &str,
-    source: &str,
-) -> Result<(SnapshotHeader, Vec<Resident>), DataErrors> {
+pub fn parse_snapshot_records(text: &str, source: &str) -> Result<SnapshotRecords, DataErrors> {
     let p = parse_lines(text, source)?;
     let checked = Population::check(&p.residents, &p.lines, source, &[]).map(|_| ());
     match p.header {
-        Some(header) if p.errors.is_empty() && checked.is_ok() => Ok((header, p.residents)),
+        Some(header) if p.errors.is_empty() && checked.is_ok() => Ok(SnapshotRecords {
+            header,
+            residents: p.residents,
+            lines: p.lines,
+        }),
         _ => Err(snapshot_errors(p.errors, checked)),
     }
+}
+
+/// Input bytes as UTF-8 text, or an error naming the line and column of the first byte that
+/// is not UTF-8.
+pub fn utf8_text<'a>(bytes: &'a [u8], source: &str) -> Result<&'a str, DataErrors> {
+    std::str::from_utf8(bytes).map_err(|e| {
+        let good = &bytes[..e.valid_up_to()];
+        let line_start = good.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let column = std::str::from_utf8(&good[line_start..]).map_or(0, |s| s.chars().count()) + 1;
+        DataErrors(vec![DataError {
+            source: source.to_owned(),
+            line: good.iter().filter(|&&b| b == b'\n').count() + 1,
+            field: None,
+            resident: None,
+            message: format!(
+                "column {column}: byte 0x{:02x} is not UTF-8; the file must be UTF-8 text",
+                bytes[e.valid_up_to()]
+            ),
+        }])
+    })
 }
 
 /// Reads and parses a snapshot file.
 pub fn load_snapshot(path: &Path) -> Result<Snapshot, DataErrors> {
     let source = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let bytes = std::fs::read(path).map_err(|e| {
         DataErrors(vec![DataError {
             source: source.clone(),
             line: 0,
             field: None,
+            resident: None,
             message: format!("cannot read: {e}"),
         }])
     })?;
-    parse_snapshot(&text, &source)
+    parse_snapshot(utf8_text(&bytes, &source)?, &source)
 }
 
-/// Deserializes one JSON value, returning the failing field path and a message.
+/// Deserializes the one JSON value of a line, returning the failing field path and a
+/// message. Anything but white space after the value is an error: two lines joined by a
+/// lost line break would otherwise lose the second.
 pub(crate) fn parse_json_line<T: serde::de::DeserializeOwned>(
     line: &str,
 ) -> Result<T, (Option<String>, String)> {
     let de = &mut serde_json::Deserializer::from_str(line);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let field = (path != ".").then_some(path);
-        (field, strip_position(&e.into_inner().to_string()))
-    })
+    let crate::resident::Object(value) =
+        serde_path_to_error::deserialize(&mut *de).map_err(|e| {
+            let path = e.path().to_string();
+            let message =
+                crate::shown::message_about(&path, &strip_position(&e.into_inner().to_string()));
+            ((path != ".").then(|| crate::shown::cap(&path)), message)
+        })?;
+    de.end().map_err(|e| {
+        (
+            None,
+            format!(
+                "column {}: data after the end of the JSON object; a line holds exactly one (a lost line break?)",
+                char_column(line, e.column())
+            ),
+        )
+    })?;
+    Ok(value)
+}
+
+/// The id of a record line that did not parse, if the line is JSON with a valid `id`.
+pub(crate) fn record_id(line: &str) -> Option<ResidentId> {
+    #[derive(Deserialize)]
+    struct Id {
+        id: ResidentId,
+    }
+    let mut values = serde_json::Deserializer::from_str(line).into_iter::<Id>();
+    values.next()?.ok().map(|r| r.id)
+}
+
+/// serde_json counts columns in bytes from 1; people and editors count characters.
+fn char_column(line: &str, byte_column: usize) -> usize {
+    let end = byte_column.saturating_sub(1).min(line.len());
+    line.get(..end)
+        .map_or(byte_column, |before| before.chars().count() + 1)
 }
 
 /// serde_json appends " at line 1 column N"; the caller reports the real line.
@@ -901,8 +1079,226 @@ mod tests {
         );
         assert_eq!(
             errs[4],
-            "t.jsonl:7: field `guardians[0].id`: no record \"R99\" in this snapshot"
+            "t.jsonl:7: field `guardians[0].id`: no record \"R99\" in this snapshot (resident R6)"
         );
+    }
+
+    #[test]
+    fn a_record_with_data_after_it_is_refused_with_its_column() {
+        let first = rec("R1", "H1", "世帯主", "");
+        let column = first.chars().count() + 1;
+        let text = [
+            HEADER.to_string(),
+            format!("{first}{}", rec("R2", "H2", "世帯主", "")),
+            format!("{},", rec("R3", "H3", "世帯主", "")),
+        ]
+        .join("\n");
+        let errs = errors_of(&text);
+        assert_eq!(errs.len(), 2, "{errs:#?}");
+        assert!(
+            errs[0].starts_with(&format!("t.jsonl:2: column {column}: ")),
+            "{}",
+            errs[0]
+        );
+        assert!(
+            errs[1].starts_with(&format!("t.jsonl:3: column {column}: ")),
+            "{}",
+            errs[1]
+        );
+        let header = format!("{HEADER}{{}}\n{first}");
+        let errs = errors_of(&header);
+        assert!(errs[0].starts_with("t.jsonl:1: column 71: "), "{}", errs[0]);
+    }
+
+    #[test]
+    fn lenient_values_are_refused_with_their_line_and_field() {
+        let base = rec("R1", "H1", "世帯主", "");
+        let with = |extra: &str| rec("R1", "H1", "世帯主", extra);
+        let status = |s: &str| base.replace(r#"{"kind":"resident"}"#, s);
+        let cases: Vec<(String, Option<&str>, &str)> = vec![
+            (base.replace("1980-05-01", "+1980-05-01"), Some("birth_date"), "YYYY-MM-DD"),
+            (base.replace("1980-05-01", "1980-5-1"), Some("birth_date"), "YYYY-MM-DD"),
+            (base.replace("1980-05-01", " 1980-05-01"), Some("birth_date"), "YYYY-MM-DD"),
+            (base.replace("1980-05-01", "1980-05-01 "), Some("birth_date"), "YYYY-MM-DD"),
+            (
+                status(r#"{"kind":"deceased","date":"2026-01-01","recorded":"2301-01-01"}"#),
+                Some("status.recorded"),
+                "outside the supported years",
+            ),
+            (
+                status(r#"{"kind":"resident","since":"1970-01-01","reason":"move_in"}"#),
+                Some("status.since"),
+                "before the birth date",
+            ),
+            (
+                with(r#","proxies":[{"id":"R2","scopes":["pension","pensoin"]}]"#),
+                Some("proxies[0].scopes[1]"),
+                "pension",
+            ),
+            (
+                with(r#","proxies":[{"id":"R2","scopes":["all"],"until":"2027-1-31"}]"#),
+                Some("proxies[0].until"),
+                "YYYY-MM-DD",
+            ),
+            (with(r#","attributes":{"":true}"#), Some("attributes"), "empty"),
+            (with(r#","attributes":{" ":true}"#), Some("attributes"), "empty"),
+            (with(r#","guardians":{"id":"R2"}"#), Some("guardians"), "sequence"),
+            (with(r#","guardians":[["R2"]]"#), Some("guardians[0]"), "object"),
+            (
+                base.replace(
+                    r#"{"kanji":"山田 太郎","kana":"ヤマダ タロウ"}"#,
+                    r#"["山田 太郎","ヤマダ タロウ"]"#,
+                ),
+                Some("name"),
+                "object",
+            ),
+            (
+                r#"["R1",{"kanji":"山田 太郎","kana":"ヤマダ タロウ"},"1980-05-01",1,{"kind":"resident"},{"local_gov_code":"133621","text":"x"},{"id":"H1","relationship":"世帯主"}]"#.to_string(),
+                None,
+                "object",
+            ),
+        ];
+        for (line, field, want) in cases {
+            let text = [
+                HEADER.to_string(),
+                line.clone(),
+                rec("R2", "H2", "世帯主", ""),
+            ]
+            .join("\n");
+            let errs = match parse_snapshot(&text, "t.jsonl") {
+                Ok(_) => panic!("accepted: {line}"),
+                Err(e) => e.0,
+            };
+            assert_eq!(errs.len(), 1, "{line}: {errs:#?}");
+            assert_eq!(
+                (errs[0].line, errs[0].field.as_deref()),
+                (2, field),
+                "{line}: {}",
+                errs[0]
+            );
+            assert!(
+                errs[0].message.contains(want),
+                "{line}\n  want {want:?}\n  got {}",
+                errs[0]
+            );
+        }
+        let header = HEADER.replace("2026-10-01", "2026-10-1");
+        let errs = errors_of(&[header, base.clone()].join("\n"));
+        assert!(errs[0].starts_with("t.jsonl:1: field `as_of`"), "{errs:?}");
+    }
+
+    #[test]
+    fn a_byte_order_mark_before_the_header_is_ignored() {
+        let text = format!("\u{feff}{HEADER}\n{}", rec("R1", "H1", "世帯主", ""));
+        let s = parse_snapshot(&text, "t.jsonl").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.population.len(), 1);
+    }
+
+    #[test]
+    fn invalid_utf8_names_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.jsonl");
+        let mut bytes = format!("{HEADER}\n{}\n", rec("R1", "H1", "世帯主", "")).into_bytes();
+        bytes.extend_from_slice(b"{\"id\":\"R2\",\"name\":\"\xff\"}\n");
+        std::fs::write(&path, bytes).unwrap();
+        let errs = load_snapshot(&path).unwrap_err().0;
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].line, 3, "{}", errs[0]);
+        assert!(errs[0].message.contains("UTF-8"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn errors_never_echo_personal_data_or_whole_values() {
+        let base = rec("R1", "H1", "世帯主", "");
+        let long_kana = "山田".repeat(500_000);
+        let long_key = "k".repeat(10_000);
+        let long_relation = "孫".repeat(10_000);
+        let cases: Vec<(String, &str, &str)> = vec![
+            // (line, field, what must not appear)
+            (
+                base.replace("ヤマダ タロウ", &long_kana),
+                "name.kana",
+                "山田山田",
+            ),
+            (
+                base.replace("ヤマダ タロウ", "Yamada Taro"),
+                "name.kana",
+                "Yamada",
+            ),
+            (
+                base.replace(
+                    r#"{"kanji":"山田 太郎","kana":"ヤマダ タロウ"}"#,
+                    r#""山田 太郎""#,
+                ),
+                "name",
+                "山田",
+            ),
+            (
+                base.replace(r#""text":"東京都利島村1番地""#, r#""text":7"#),
+                "address.text",
+                "7",
+            ),
+            (
+                base.replace(
+                    r#""text":"東京都利島村1番地""#,
+                    r#""text":"東京都利島村1番地","postal_code":"100-03O1""#,
+                ),
+                "address.postal_code",
+                "100-03O1",
+            ),
+            (
+                rec(
+                    "R1",
+                    "H1",
+                    "世帯主",
+                    r#","contact":{"email":"taro.yamada@example"}"#,
+                ),
+                "contact.email",
+                "taro.yamada",
+            ),
+            (
+                base.replace(r#""id":"R1""#, r#""id":"123456789012""#),
+                "id",
+                "123456789012",
+            ),
+            (
+                base.replace(r#""sex":1"#, &format!(r#""sex":"{long_key}""#)),
+                "sex",
+                &long_key[..200],
+            ),
+            (
+                rec("R1", "H1", "世帯主", &format!(r#","{long_key}":1"#)),
+                &long_key,
+                &long_key[..200],
+            ),
+            (
+                base.replace("世帯主", &long_relation),
+                "household.relationship",
+                &long_relation[..300],
+            ),
+        ];
+        for (line, field, hidden) in cases {
+            let text = [HEADER.to_string(), line.clone()].join("\n");
+            let errs = match parse_snapshot(&text, "t.jsonl") {
+                Ok(_) => panic!("accepted: {}", &line[..200.min(line.len())]),
+                Err(e) => e.0,
+            };
+            let shown = errs[0].to_string();
+            assert!(
+                shown.chars().count() < 600,
+                "{field}: {} characters: {}",
+                shown.len(),
+                shown.chars().take(600).collect::<String>()
+            );
+            assert!(!shown.contains(hidden), "{field}: {shown}");
+            if field != long_key {
+                assert_eq!(errs[0].field.as_deref(), Some(field), "{shown}");
+            }
+            // The record is named by its id, unless the id is the problem.
+            if field != "id" {
+                assert!(shown.contains("resident R1"), "{field}: {shown}");
+            }
+        }
     }
 
     #[test]

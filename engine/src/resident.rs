@@ -8,6 +8,58 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::ids::{EmailAddress, HouseholdId, LocalGovCode, ResidentId};
 
+/// A date written exactly `YYYY-MM-DD` ([`crate::calendar::parse_date`]): chrono alone also
+/// takes `+2026-01-01` and `2026-1-1`.
+pub(crate) fn date<'de, D: Deserializer<'de>>(d: D) -> Result<NaiveDate, D::Error> {
+    let s = String::deserialize(d)?;
+    crate::calendar::parse_date(&s).map_err(serde::de::Error::custom)
+}
+
+/// An optional [`date`]; `null` is none.
+pub(crate) fn opt_date<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NaiveDate>, D::Error> {
+    Option::<String>::deserialize(d)?
+        .map(|s| crate::calendar::parse_date(&s))
+        .transpose()
+        .map_err(serde::de::Error::custom)
+}
+
+/// A value that deserializes only from an object. serde's derive also builds a struct from an
+/// array of its fields in order (`["山田 太郎", "ヤマダ タロウ"]` for a name), which no input
+/// format allows and which would let a misplaced array pass silently.
+pub(crate) struct Object<T>(pub T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct OnlyMaps<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for OnlyMaps<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object {…}")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(OnlyMaps(std::marker::PhantomData))
+            .map(Object)
+    }
+}
+
+/// A field holding an object (see [`Object`]).
+pub(crate) fn object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<T, D::Error> {
+    Object::deserialize(d).map(|o| o.0)
+}
+
+/// An optional object; `null` is none.
+fn opt_object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    Option::<Object<T>>::deserialize(d).map(|o| o.map(|o| o.0))
+}
+
+/// An array of objects.
+fn objects<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
+    Vec::<Object<T>>::deserialize(d).map(|v| v.into_iter().map(|o| o.0).collect())
+}
+
 /// ISO 5218 sex codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(into = "u8")]
@@ -59,9 +111,10 @@ fn katakana<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     if ok {
         Ok(s)
     } else {
-        Err(serde::de::Error::custom(format!(
-            "{s:?} must be full-width katakana (spaces allowed)"
-        )))
+        // A name is personal data: the error names the field, never the value.
+        Err(serde::de::Error::custom(
+            "must be full-width katakana (spaces allowed)",
+        ))
     }
 }
 
@@ -73,9 +126,15 @@ pub enum ResidentReason {
     Other,
 }
 
-/// 住民状態.
+/// 住民状態. Read through [`StatusDoc`], whose errors keep their field path (an internally
+/// tagged enum buffers the object and reports every error at `status`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(
+    tag = "kind",
+    rename_all = "snake_case",
+    deny_unknown_fields,
+    try_from = "StatusDoc"
+)]
 pub enum Status {
     Resident {
         #[serde(default)]
@@ -98,6 +157,87 @@ pub enum Status {
     },
     /// A related person (proxy, guardian) who is not on this register.
     External,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum StatusKind {
+    Resident,
+    Deceased,
+    MovedOut,
+    External,
+}
+
+/// A `status` object as written: every field of every kind, each checked where it stands;
+/// which fields a kind allows is checked after.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatusDoc {
+    kind: StatusKind,
+    #[serde(default, deserialize_with = "opt_date")]
+    since: Option<NaiveDate>,
+    #[serde(default)]
+    reason: Option<ResidentReason>,
+    #[serde(default, deserialize_with = "opt_date")]
+    date: Option<NaiveDate>,
+    #[serde(default, deserialize_with = "opt_date")]
+    recorded: Option<NaiveDate>,
+}
+
+impl TryFrom<StatusDoc> for Status {
+    type Error = String;
+
+    fn try_from(s: StatusDoc) -> Result<Self, String> {
+        let written = [
+            ("since", s.since.is_some()),
+            ("reason", s.reason.is_some()),
+            ("date", s.date.is_some()),
+            ("recorded", s.recorded.is_some()),
+        ];
+        let (kind, allowed): (&str, &[&str]) = match s.kind {
+            StatusKind::Resident => ("resident", &["since", "reason", "recorded"]),
+            StatusKind::Deceased => ("deceased", &["date", "recorded"]),
+            StatusKind::MovedOut => ("moved_out", &["date", "recorded"]),
+            StatusKind::External => ("external", &[]),
+        };
+        if let Some((field, _)) = written
+            .iter()
+            .find(|(f, there)| *there && !allowed.contains(f))
+        {
+            let expected = if allowed.is_empty() {
+                "no other field".to_owned()
+            } else {
+                allowed
+                    .iter()
+                    .map(|f| format!("`{f}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            return Err(format!(
+                "`{field}` is not a field of a `{kind}` status (it has {expected})"
+            ));
+        }
+        let date = || {
+            s.date
+                .ok_or_else(|| format!("missing field `date` of a `{kind}` status"))
+        };
+        Ok(match s.kind {
+            StatusKind::Resident => Status::Resident {
+                since: s.since,
+                reason: s.reason,
+                recorded: s.recorded,
+            },
+            StatusKind::Deceased => Status::Deceased {
+                date: date()?,
+                recorded: s.recorded,
+            },
+            StatusKind::MovedOut => Status::MovedOut {
+                date: date()?,
+                recorded: s.recorded,
+            },
+            StatusKind::External => Status::External,
+        })
+    }
 }
 
 impl Status {
@@ -154,9 +294,8 @@ fn postal_code<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Err
     if ok {
         Ok(Some(s))
     } else {
-        Err(serde::de::Error::custom(format!(
-            "{s:?} is not a postal code NNN-NNNN"
-        )))
+        // Part of an address: the error names the field, never the value.
+        Err(serde::de::Error::custom("is not a postal code NNN-NNNN"))
     }
 }
 
@@ -193,7 +332,8 @@ impl Relationship {
                 return Ok(Self(s));
             }
             return Err(BadRelationship(format!(
-                "{raw:?} has {} links; the register writes five or more as 縁故者",
+                "{} has {} links; the register writes five or more as 縁故者",
+                crate::shown::quoted(raw),
                 links.len()
             )));
         }
@@ -208,7 +348,10 @@ impl Relationship {
             "家事使用人" | "準世帯主" => "; hint: the register no longer uses it (use 同居人)",
             _ => "; hint: use 世帯主, 夫, 妻, 子, 父, 母, 兄, 姉, 弟, 妹, chains such as 子の子, 縁故者 or 同居人",
         };
-        Err(BadRelationship(format!("unknown 続柄 {raw:?}{hint}")))
+        Err(BadRelationship(format!(
+            "unknown 続柄 {}{hint}",
+            crate::shown::quoted(raw)
+        )))
     }
 
     pub fn as_str(&self) -> &str {
@@ -256,9 +399,52 @@ pub struct Guardian {
 pub struct Proxy {
     pub id: ResidentId,
     /// Rule categories the proxy may see, or `all`.
+    #[serde(deserialize_with = "scopes")]
     pub scopes: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_date")]
     pub until: Option<NaiveDate>,
+}
+
+/// A proxy scope: `all` or a rule category. A misspelt one would silently authorise nothing.
+struct Scope(String);
+
+impl<'de> Deserialize<'de> for Scope {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s == "all" {
+            return Ok(Scope(s));
+        }
+        let as_category = serde::de::value::StrDeserializer::<serde::de::value::Error>::new(&s);
+        match crate::rule::Category::deserialize(as_category) {
+            Ok(_) => Ok(Scope(s)),
+            // serde lists the categories: "unknown variant `x`, expected one of `childcare`, …".
+            Err(e) => Err(serde::de::Error::custom(format!(
+                "{}, or `all`",
+                crate::shown::message(&e.to_string()).replacen(
+                    "unknown variant",
+                    "unknown scope",
+                    1
+                )
+            ))),
+        }
+    }
+}
+
+fn scopes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Vec::<Scope>::deserialize(d).map(|v| v.into_iter().map(|s| s.0).collect())
+}
+
+/// The open attribute map; a name must not be empty (nothing could read it).
+fn attributes<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<serde_json::Map<String, serde_json::Value>, D::Error> {
+    let map = serde_json::Map::deserialize(d)?;
+    if map.keys().any(|k| k.trim().is_empty()) {
+        return Err(serde::de::Error::custom(
+            "an attribute name must not be empty or only spaces",
+        ));
+    }
+    Ok(map)
 }
 
 impl Proxy {
@@ -338,26 +524,30 @@ pub struct Consents {
 #[serde(deny_unknown_fields)]
 pub struct Resident {
     pub id: ResidentId,
+    #[serde(deserialize_with = "object")]
     pub name: Name,
+    #[serde(deserialize_with = "date")]
     pub birth_date: NaiveDate,
     pub sex: Sex,
+    #[serde(deserialize_with = "object")]
     pub status: Status,
+    #[serde(deserialize_with = "object")]
     pub address: Address,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_object")]
     pub household: Option<HouseholdLink>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "objects")]
     pub guardians: Vec<Guardian>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "objects")]
     pub proxies: Vec<Proxy>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object")]
     pub contact: Contact,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object")]
     pub preferences: Preferences,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object")]
     pub consents: Consents,
     #[serde(default)]
     pub support_measure: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "attributes")]
     pub attributes: serde_json::Map<String, serde_json::Value>,
 }
 

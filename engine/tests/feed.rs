@@ -230,7 +230,7 @@ fn every_bad_line_is_reported_with_its_field() {
         (r#"{"seq":1,"kind":"correction","date":"2026-10-05","resident":"R4","fields":{"id":"R5"}}"#.into(), "fields.id", "cannot be corrected"),
         (r#"{"seq":1,"kind":"correction","date":"2026-10-05","resident":"R4","fields":{}}"#.into(), "fields", "no field"),
         ("not json".into(), "", "expected"),
-        ("[1,2]".into(), "", "expected a map"),
+        ("[1,2]".into(), "", "expected an object"),
     ];
     for (line, field, want) in cases {
         let errs = parse_feed(&feed(std::slice::from_ref(&line)), "f.jsonl")
@@ -245,6 +245,140 @@ fn every_bad_line_is_reported_with_its_field() {
             "{line}\n  want {want:?}\n  got {e}"
         );
     }
+}
+
+/// Two lines joined by a lost line break, or anything after a line's object, would otherwise
+/// drop what follows and move the feed position past it.
+#[test]
+fn data_after_a_lines_object_is_refused_with_its_column() {
+    let birth = format!(
+        r#"{{"seq":1,"kind":"birth","date":"2026-10-06","record":{}}}"#,
+        person("R5", "2026-10-06", "H1", "子")
+    );
+    let death = r#"{"seq":2,"kind":"death","date":"2026-10-08","resident":"R1"}"#;
+    // The column counts characters, as an editor does.
+    let column = birth.chars().count() + 1;
+    for (line, what) in [
+        (format!("{birth}{death}"), "two lines joined"),
+        (format!("{birth}garbage"), "garbage"),
+        (format!("{birth},"), "a comma"),
+        (format!("{birth} {{}}"), "a second object"),
+    ] {
+        let errs = parse_feed(&feed(std::slice::from_ref(&line)), "f.jsonl")
+            .expect_err(what)
+            .0;
+        assert_eq!(errs.len(), 1, "{what}: {errs:?}");
+        assert_eq!(errs[0].line, 2, "{what}");
+        let text = errs[0].to_string();
+        assert!(
+            text.starts_with(&format!(
+                "f.jsonl:2: column {}: ",
+                column + usize::from(what == "a second object")
+            )),
+            "{what}: {text}"
+        );
+        assert!(
+            text.contains("after the end of the JSON object"),
+            "{what}: {text}"
+        );
+    }
+    // Trailing spaces are not data.
+    assert_eq!(parsed(&[format!("{birth}  \t")]).len(), 1);
+    let header = format!("{HEADER}x\n{death}");
+    let errs = parse_feed(&header, "f.jsonl").unwrap_err().0;
+    assert_eq!(errs[0].line, 1, "{errs:?}");
+    assert!(errs[0].to_string().contains("column 49"), "{}", errs[0]);
+}
+
+#[test]
+fn dates_are_exactly_yyyy_mm_dd() {
+    for (date, recorded, field) in [
+        ("+2026-10-05", "2026-10-06", "date"),
+        ("2026-10-5", "2026-10-06", "date"),
+        (" 2026-10-05", "2026-10-06", "date"),
+        ("2026-10-05 ", "2026-10-06", "date"),
+        ("2026-10-05", "+2026-10-06", "recorded"),
+        ("2026-10-05", "2026-10-06\t", "recorded"),
+        ("2026-10-05", "2301-01-01", "recorded"),
+    ] {
+        let line = format!(
+            r#"{{"seq":1,"kind":"death","date":"{date}","recorded":"{recorded}","resident":"R4"}}"#
+        );
+        let errs = parse_feed(&feed(std::slice::from_ref(&line)), "f.jsonl")
+            .expect_err(&line)
+            .0;
+        assert_eq!(places(&errs), [(2, Some(field))], "{line}: {errs:?}");
+    }
+    // A record's dates are a snapshot record's.
+    let record = person("R5", "2026-10-06", "H1", "子").replace("2026-10-06", "2026-10-6");
+    let line = format!(r#"{{"seq":1,"kind":"birth","date":"2026-10-06","record":{record}}}"#);
+    let errs = parse_feed(&feed(&[line]), "f.jsonl").unwrap_err().0;
+    assert_eq!(places(&errs), [(2, Some("record.birth_date"))], "{errs:?}");
+}
+
+#[test]
+fn feed_errors_never_echo_personal_data_or_whole_values() {
+    let long = "x".repeat(100_000);
+    let bad_kana = person("R5", "2026-10-06", "H1", "子").replace("ヤマダ タロウ", "Yamada Taro");
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            format!(r#"{{"seq":1,"kind":"{long}","date":"2026-10-05","resident":"R4"}}"#),
+            "kind",
+            &long[..200],
+        ),
+        (
+            format!(r#"{{"seq":1,"kind":"death","date":"{long}","resident":"R4"}}"#),
+            "date",
+            &long[..200],
+        ),
+        (
+            format!(r#"{{"seq":1,"kind":"death","date":["{long}"],"resident":"R4"}}"#),
+            "date",
+            &long[..200],
+        ),
+        (
+            format!(r#"{{"seq":1,"kind":"birth","date":"2026-10-06","record":{bad_kana}}}"#),
+            "record.name.kana",
+            "Yamada",
+        ),
+        (
+            r#"{"seq":1,"kind":"address_change","date":"2026-10-05","resident":"R4","address":{"local_gov_code":"133621","postal_code":"1000301","text":"利島村2番地"}}"#.into(),
+            "address.postal_code",
+            "1000301",
+        ),
+    ];
+    for (line, field, hidden) in cases {
+        let errs = parse_feed(&feed(std::slice::from_ref(&line)), "f.jsonl")
+            .unwrap_err()
+            .0;
+        let shown = errs[0].to_string();
+        assert!(
+            shown.chars().count() < 600,
+            "{field}: {}",
+            shown.chars().take(600).collect::<String>()
+        );
+        assert!(!shown.contains(hidden), "{field}: {shown}");
+        assert_eq!(errs[0].field.as_deref(), Some(field), "{shown}");
+    }
+    // A record's error names the record.
+    let line = format!(r#"{{"seq":1,"kind":"birth","date":"2026-10-06","record":{bad_kana}}}"#);
+    let errs = parse_feed(&feed(&[line]), "f.jsonl").unwrap_err().0;
+    assert!(errs[0].to_string().contains("resident R5"), "{}", errs[0]);
+    // A correction re-reads the record: its errors hide the values too.
+    let f = parse_feed(
+        &feed(&[r#"{"seq":1,"kind":"correction","date":"2026-10-05","resident":"R4","fields":{"name":{"kanji":"山田 一郎","kana":"Yamada Ichiro"}}}"#.into()]),
+        "f.jsonl",
+    )
+    .unwrap();
+    let errs = apply(&town(), &f, "f.jsonl").unwrap_err().0;
+    let shown = errs[0].to_string();
+    assert_eq!(
+        errs[0].field.as_deref(),
+        Some("fields.name.kana"),
+        "{shown}"
+    );
+    assert!(!shown.contains("Yamada"), "{shown}");
+    assert!(shown.contains("resident R4"), "{shown}");
 }
 
 #[test]

@@ -29,9 +29,16 @@ pub struct IngestReport {
     pub already_applied: usize,
 }
 
+/// The `format` of the header, to tell a feed from a snapshot. Only the first value of the
+/// line is read: data after it is the parser's to report, with its column.
 fn first_line_format(text: &str) -> Option<String> {
+    // A byte order mark before the header is allowed, as the parsers allow it.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let first = text.lines().find(|l| !l.trim().is_empty())?;
-    let v: serde_json::Value = serde_json::from_str(first).ok()?;
+    let v: serde_json::Value = serde_json::Deserializer::from_str(first)
+        .into_iter()
+        .next()?
+        .ok()?;
     v.get("format")?.as_str().map(str::to_owned)
 }
 
@@ -51,9 +58,13 @@ pub async fn ingest(
             source: source.to_owned(),
             line: 1,
             field: Some("format".into()),
+            resident: None,
             message: format!(
                 "{} is neither \"oshirase-snapshot\" nor \"oshirase-changes\"",
-                other.map_or("a missing format".to_owned(), |f| format!("{f:?}"))
+                other.map_or(
+                    "a missing format".to_owned(),
+                    oshirase_engine::shown::quoted
+                )
             ),
         }]))),
     }
@@ -68,7 +79,7 @@ async fn ingest_snapshot(
 ) -> Result<IngestReport, IngestError> {
     // A snapshot is all or nothing even with --skip-invalid: a resident left out would look
     // as if they had left the register.
-    let (header, new) = match parse_snapshot_records(text, source) {
+    let snapshot = match parse_snapshot_records(text, source) {
         Ok(s) => s,
         Err(e) => {
             if skip_invalid {
@@ -78,8 +89,14 @@ async fn ingest_snapshot(
         }
     };
     let old = store.residents().await?;
-    let as_of = header.as_of;
-    let events = feed::diff(&old, &new, as_of);
+    let as_of = snapshot.header.as_of;
+    let events = feed::diff(&old, &snapshot.residents, as_of);
+    // The stored records the snapshot leaves out stay: the register they make with it must
+    // be valid too, or the service could not read it back.
+    snapshot
+        .check_onto(&old, source, &events)
+        .map_err(IngestError::Invalid)?;
+    let new = snapshot.residents;
     let outcome = store
         .apply_ingest(IngestBatch {
             source,

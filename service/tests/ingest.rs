@@ -143,3 +143,164 @@ async fn a_feed_line_reads_only_what_it_names() {
     assert_eq!(r2[0].address.text, "利島村9番地");
     store.close().await;
 }
+
+/// Two feed lines joined by a lost line break are refused whole: nothing is applied and the
+/// feed position stays, so the feed sent again with the break restored applies both.
+#[tokio::test]
+async fn a_lost_line_break_refuses_the_feed_and_keeps_its_position() {
+    let (_dir, _url, store) = stored(&town()).await;
+    let birth = format!(
+        r#"{{"seq":1,"kind":"birth","date":"2026-10-06","record":{}}}"#,
+        person("R5", "2026-10-06", "H1", "子")
+    );
+    let death = r#"{"seq":2,"kind":"death","date":"2026-10-08","resident":"R4"}"#;
+    let now = FixedClock::at_noon(d("2026-10-10")).now();
+    let joined = format!("{HEADER}\n{birth}{death}\n");
+    match ingest(&store, "f.jsonl", &joined, false, now).await {
+        Err(IngestError::Invalid(e)) => {
+            assert_eq!(e.0.len(), 1, "{e}");
+            assert_eq!(e.0[0].line, 2, "{e}");
+            assert!(e.to_string().contains("column"), "{e}");
+        }
+        other => panic!("a joined line must be refused: {other:?}"),
+    }
+    // Refused with --skip-invalid too, as a rejected line rather than a dropped death.
+    let report = ingest(&store, "f.jsonl", &joined, true, now)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.rejected.len(), 1, "{:?}", report.rejected);
+    assert_eq!(report.rejected[0].line, 2);
+    assert_eq!(store.feed_position("f.jsonl").await.unwrap(), Some(0));
+    let fixed = format!("{HEADER}\n{birth}\n{death}\n");
+    ingest(&store, "f.jsonl", &fixed, false, now)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(store.feed_position("f.jsonl").await.unwrap(), Some(2));
+    let r4 = store
+        .residents_named(&["R4".to_owned()], &[])
+        .await
+        .unwrap();
+    assert_eq!(r4[0].status.name(), "deceased");
+    store.close().await;
+}
+
+/// Snapshot text with `records` under a header of `as_of`.
+fn snapshot(as_of: &str, records: &[Resident]) -> String {
+    let mut t = format!(r#"{{"format":"oshirase-snapshot","schema_version":1,"as_of":"{as_of}"}}"#);
+    for r in records {
+        t.push('\n');
+        t.push_str(&serde_json::to_string(r).unwrap());
+    }
+    t
+}
+
+/// A record of `town()` by id.
+fn of(records: &[Resident], id: &str) -> Resident {
+    records
+        .iter()
+        .find(|r| r.id.as_str() == id)
+        .unwrap_or_else(|| panic!("no {id}"))
+        .clone()
+}
+
+/// A snapshot leaves the records it does not hold as they are stored. One that leaves out
+/// H1's 世帯主 R1 and names a new one, R5, would store a household with two: it is refused,
+/// naming both, before anything is written, and the service can still read the register.
+async fn a_snapshot_that_would_leave_the_register_invalid_is_refused(backend: &str) {
+    let db = oshirase_testkit::fresh(backend, "oshirase_ingest_").await;
+    let store = Store::open(&db.url).await.unwrap_or_else(|e| panic!("{e}"));
+    let now = FixedClock::at_noon(d("2026-10-01")).now();
+    let town = town();
+    ingest(
+        &store,
+        "town.jsonl",
+        &snapshot("2026-10-01", &town),
+        false,
+        now,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let before = store.residents().await.unwrap();
+    let newcomer: Resident =
+        serde_json::from_str(&person("R5", "1980-01-01", "H1", "世帯主")).unwrap();
+    let mut next: Vec<Resident> = town
+        .iter()
+        .filter(|r| r.id.as_str() != "R1")
+        .cloned()
+        .collect();
+    next.push(newcomer.clone());
+    let text = snapshot("2026-11-01", &next);
+    let later = FixedClock::at_noon(d("2026-11-01")).now();
+    match ingest(&store, "town-2.jsonl", &text, false, later).await {
+        Err(IngestError::Invalid(e)) => {
+            assert_eq!(e.0.len(), 1, "{e}");
+            // R5 is the last line of the snapshot.
+            assert_eq!(e.0[0].line, next.len() + 1, "{e}");
+            assert_eq!(
+                e.0[0].field.as_deref(),
+                Some("household.relationship"),
+                "{e}"
+            );
+            let m = &e.0[0].message;
+            for part in ["\"H1\"", "R1", "R5", "not in this snapshot"] {
+                assert!(m.contains(part), "{part:?} missing from: {e}");
+            }
+        }
+        other => panic!("a second 世帯主 must be refused: {other:?}"),
+    }
+    assert_eq!(
+        store.counts().await.unwrap()["ingest_batches"],
+        1,
+        "nothing written"
+    );
+    assert_eq!(store.residents().await.unwrap(), before);
+    let stored = store.residents().await.unwrap();
+    let lines = vec![0; stored.len()];
+    oshirase_engine::Population::build(stored, &lines, "store", store.events().await.unwrap())
+        .unwrap_or_else(|e| panic!("the stored register must stay valid: {e}"));
+    // Giving R1 a new 続柄 in the same snapshot makes it a valid change of 世帯主.
+    let mut r1 = of(&town, "R1");
+    r1.household.as_mut().unwrap().relationship =
+        oshirase_engine::resident::Relationship::parse("同居人").unwrap();
+    next.push(r1);
+    let report = ingest(
+        &store,
+        "town-2.jsonl",
+        &snapshot("2026-11-01", &next),
+        false,
+        later,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.outcome.rows_changed, 2);
+    store.close().await;
+}
+
+oshirase_testkit::on_both!(
+    snapshot_register,
+    a_snapshot_that_would_leave_the_register_invalid_is_refused
+);
+
+/// A UTF-8 byte order mark before the header, as some exports write it, is not part of the
+/// header: a feed or a snapshot with one ingests as without.
+#[tokio::test]
+async fn a_byte_order_mark_before_the_header_is_ignored() {
+    let (_dir, _url, store) = stored(&town()).await;
+    let now = FixedClock::at_noon(d("2026-10-10")).now();
+    let text = format!(
+        "\u{feff}{}",
+        feed(&[r#"{"seq":1,"kind":"death","date":"2026-10-08","resident":"R4"}"#.into()])
+    );
+    let report = ingest(&store, "f.jsonl", &text, false, now)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.outcome.rows_changed, 1);
+    let text = format!(
+        "\u{feff}{}",
+        snapshot("2026-10-10", &store.residents().await.unwrap())
+    );
+    ingest(&store, "town.jsonl", &text, false, now)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    store.close().await;
+}

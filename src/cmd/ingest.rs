@@ -44,15 +44,23 @@ pub(crate) fn print_ingest(file: &Path, r: &IngestReport) -> std::io::Result<()>
 }
 
 pub fn run(args: IngestArgs) -> anyhow::Result<u8> {
-    let text = std::fs::read_to_string(&args.file)
+    let bytes = std::fs::read(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
     let source = args.file.file_name().map_or_else(
         || args.file.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     );
+    let text = match oshirase_engine::population::utf8_text(&bytes, &source) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{e}");
+            eprintln!("nothing was applied");
+            return Ok(exit::INPUT);
+        }
+    };
     runtime()?.block_on(async {
         let store = Store::open(&args.db.db).await?;
-        match ingest(&store, &source, &text, args.skip_invalid, SystemClock.now()).await {
+        match ingest(&store, &source, text, args.skip_invalid, SystemClock.now()).await {
             Ok(report) => {
                 print_ingest(&args.file, &report)?;
                 if report.rejected.is_empty() {

@@ -77,9 +77,13 @@ fn resident_from_row(row: &sqlx::any::AnyRow) -> Result<Resident> {
 }
 
 fn resident_from_json(id: &str, record: &str) -> Result<Resident> {
+    // Which field is bad is unknown here: none of the record's values goes into the error.
     serde_json::from_str(record).map_err(|e| StoreError::Corrupt {
         what: "resident record",
-        detail: format!("{id}: {e}"),
+        detail: format!(
+            "{id}: {}",
+            oshirase_engine::shown::without_values(&e.to_string())
+        ),
     })
 }
 

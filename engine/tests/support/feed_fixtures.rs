@@ -353,7 +353,7 @@ pub fn rejection_cases() -> (Vec<String>, Vec<Case>) {
         ),
         (
             r(
-                r#"{"seq":10,"kind":"correction","date":"2026-10-05","resident":"R3","fields":{"birth_date":"2027-01-01","status":{"kind":"resident","since":"1985-01-01","recorded":"1984-01-01"}}}"#,
+                r#"{"seq":10,"kind":"correction","date":"2026-10-05","resident":"R3","fields":{"birth_date":"1985-01-01","status":{"kind":"resident","since":"1985-01-01","recorded":"1984-01-01"}}}"#,
             ),
             "status.recorded",
             "before the date",
