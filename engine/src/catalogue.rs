@@ -1139,6 +1139,7 @@ fn later_errors(file: &str, text: &str, first: &str) -> Vec<LoadError> {
                 break;
             }
         }
+        e.message = crate::shown::message(&e.message);
         // Read from a value, the error has no place of its own: find the field's line.
         e.line = locate(text, &e.field);
         e.column = 1;
@@ -1173,10 +1174,15 @@ fn compile_rules<'s>(
         let doc = match parse_yaml::<RuleDoc>(file, text) {
             Ok(d) => d,
             Err(e) => {
-                let rest = later_errors(file, text, &e.field);
-                errors.push(e);
-                errors.extend(rest);
-                failed_ids.extend(id_in(text));
+                // A file refused for its depth is not read again: that is what takes long.
+                if crate::nesting::too_deep(text, crate::nesting::MAX_DEPTH).is_none() {
+                    errors.extend(
+                        std::iter::once(e.clone()).chain(later_errors(file, text, &e.field)),
+                    );
+                    failed_ids.extend(id_in(text));
+                } else {
+                    errors.push(e);
+                }
                 continue;
             }
         };
