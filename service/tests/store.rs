@@ -201,6 +201,42 @@ async fn a_fixed_rule_never_renotifies(backend: &str) {
 }
 on_both!(rule_set_versions, a_fixed_rule_never_renotifies);
 
+/// An ingest while another connection holds the write lock waits for it, as the busy
+/// timeout promises, instead of failing: on SQLite a transaction that reads before it writes
+/// must take the write lock when it begins (`BEGIN IMMEDIATE`), or its first write fails at
+/// once with "database is locked" (SQLite cannot wait there without risking a deadlock).
+async fn an_ingest_waits_for_another_writer(backend: &str) {
+    let db = fresh(backend).await;
+    let store = Store::open(&db.url).await.unwrap();
+    let now = FixedClock::at_noon(d("2026-10-01")).now();
+    let text = std::fs::read_to_string(root().join("fixtures/town.jsonl")).unwrap();
+    let lock = oshirase_testkit::sql::WriteLock::hold(&db.url, "residents").await;
+    let ingest = tokio::spawn({
+        let store = store.clone();
+        async move { oshirase_service::ingest::ingest(&store, "town.jsonl", &text, false, now).await }
+    });
+    // Long enough for the ingest to reach its first write while the lock is held (bounded:
+    // a failing ingest ends at once).
+    for _ in 0..40 {
+        if ingest.is_finished() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    lock.release().await;
+    let report = ingest
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("the ingest failed instead of waiting for the lock: {e}"));
+    assert!(report.outcome.batch_id.is_some());
+    assert_eq!(
+        store.residents().await.unwrap().len(),
+        report.outcome.rows_changed
+    );
+    assert!(report.outcome.rows_changed > 500);
+}
+on_both!(waits_for_a_writer, an_ingest_waits_for_another_writer);
+
 #[tokio::test]
 async fn an_unreachable_database_is_a_clear_error() {
     let err = Store::open("postgres://nobody:secret@127.0.0.1:1/none")

@@ -84,3 +84,40 @@ pub async fn rows(url: &str, sql: &str) -> Vec<Vec<Cell>> {
         })
         .collect()
 }
+
+/// Another connection holding the write lock until `release`, as a long write of another
+/// process would: on SQLite the database's (`BEGIN IMMEDIATE`), on PostgreSQL an `EXCLUSIVE`
+/// lock on `table`. Readers pass on both; writers wait (SQLite for its busy timeout at most).
+pub struct WriteLock {
+    conn: AnyConnection,
+}
+
+impl WriteLock {
+    pub async fn hold(url: &str, table: &str) -> WriteLock {
+        let mut conn = connect(url).await;
+        let statements = if url.starts_with("postgres") {
+            vec![
+                "BEGIN".to_owned(),
+                format!("LOCK TABLE {table} IN EXCLUSIVE MODE"),
+            ]
+        } else {
+            vec!["BEGIN IMMEDIATE".to_owned()]
+        };
+        for sql in statements {
+            sqlx::query(AssertSqlSafe(sql.clone()))
+                .execute(&mut conn)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+        WriteLock { conn }
+    }
+
+    /// Ends the transaction (it wrote nothing) and lets the waiting writers in.
+    pub async fn release(mut self) {
+        sqlx::query("COMMIT")
+            .execute(&mut self.conn)
+            .await
+            .unwrap_or_else(|e| panic!("COMMIT: {e}"));
+        let _ = self.conn.close().await;
+    }
+}
