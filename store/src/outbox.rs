@@ -281,7 +281,7 @@ impl Store {
         let now_t = utc_text(now);
         let mut held = BTreeSet::new();
         let mut attempts: Vec<Vec<Val>> = Vec::new();
-        let mut tx = self.pool.begin().await.map_err(q("settling outbox rows"))?;
+        let mut tx = self.begin_write("settling outbox rows").await?;
         let delivered: Vec<i64> = settles
             .iter()
             .filter(|(_, s)| *s == Settle::Delivered)
