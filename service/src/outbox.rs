@@ -509,6 +509,74 @@ mod tests {
         );
     }
 
+    /// An e-mail row due at `now` for a procedure whose deadline is `deadline`.
+    fn row(deadline: &str) -> OutboxItem {
+        OutboxItem {
+            id: 7,
+            decision_key: oshirase_engine::eval::DecisionKey::parse(
+                "kokumin-nenkin-shutoku/R00001/2026-10-01",
+            )
+            .unwrap(),
+            recipient: "R00001".into(),
+            channel: "email".into(),
+            attempts: 0,
+            deadline: Some(deadline.parse().unwrap()),
+            notice: oshirase_store::NoticeBody::titled(
+                "お知らせ",
+                oshirase_engine::rule::Category::Pension,
+                false,
+            ),
+            resident: None,
+            preferences: None,
+        }
+    }
+
+    fn tokyo(day: &str, h: u32, m: u32) -> DateTime<FixedOffset> {
+        in_tokyo(
+            day.parse().unwrap(),
+            NaiveTime::from_hms_opt(h, m, 0).unwrap(),
+        )
+    }
+
+    fn retry() -> Delivery {
+        Delivery::Retry {
+            after: Some(Duration::from_secs(600)),
+            reason: "451 4.3.0 try later".into(),
+        }
+    }
+
+    #[test]
+    fn a_late_notice_is_retried_within_the_grace_period_after_its_deadline() {
+        let p = Policy::default();
+        // A week after the deadline (a catch-up after the service was down): retried.
+        match settle(&p, &row("2026-10-21"), retry(), tokyo("2026-10-28", 12, 0)) {
+            Settle::RetryAt { at, .. } => assert_eq!(at, tokyo("2026-10-28", 12, 10)),
+            other => panic!("{other:?}"),
+        }
+        // The last day of the grace period, 14 days after the deadline: still retried.
+        assert!(matches!(
+            settle(&p, &row("2026-10-21"), retry(), tokyo("2026-11-04", 23, 0)),
+            Settle::RetryAt { .. }
+        ));
+        // A retry that would fall after it: a dead letter that says why.
+        match settle(&p, &row("2026-10-21"), retry(), tokyo("2026-11-04", 23, 55)) {
+            Settle::Dead { reason } => {
+                assert!(reason.contains("2026-10-21"), "{reason}");
+                assert!(reason.contains("2026-11-04"), "{reason}");
+                assert!(reason.contains("451 4.3.0 try later"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Tokyo's date counts, not UTC's: 2026-11-04 23:00 JST is still 14:00 UTC.
+        let utc = tokyo("2026-11-04", 23, 0)
+            .with_timezone(&chrono::Utc)
+            .fixed_offset();
+        assert!(matches!(
+            settle(&p, &row("2026-10-21"), retry(), utc),
+            Settle::RetryAt { .. }
+        ));
+    }
+
     #[test]
     fn quiet_hours_release_at_their_end_in_tokyo() {
         let t = |h, m| NaiveTime::from_hms_opt(h, m, 0).unwrap();
