@@ -145,6 +145,10 @@ pub struct DeliverySection {
     pub push_falls_back_to_email: bool,
     #[serde(default = "default_max_attempts")]
     pub max_attempts: i64,
+    /// Days after a procedure's deadline during which its notice is still sent and retried;
+    /// after them it is a dead letter (docs/channels.md, "Late notices").
+    #[serde(default = "default_late_grace_days")]
+    pub late_grace_days: u32,
 }
 
 fn default_workers() -> BTreeMap<String, usize> {
@@ -184,6 +188,10 @@ fn default_max_attempts() -> i64 {
     Policy::default().max_attempts
 }
 
+fn default_late_grace_days() -> u32 {
+    Policy::default().late_grace_days
+}
+
 impl Default for DeliverySection {
     fn default() -> Self {
         Self {
@@ -193,6 +201,7 @@ impl Default for DeliverySection {
             quiet_hours: default_quiet(),
             push_falls_back_to_email: true,
             max_attempts: default_max_attempts(),
+            late_grace_days: default_late_grace_days(),
         }
     }
 }
@@ -359,6 +368,7 @@ impl ServiceConfig {
         }
         Ok(Policy {
             max_attempts: d.max_attempts,
+            late_grace_days: d.late_grace_days,
             concurrency: d
                 .concurrency
                 .get(channel)
@@ -439,6 +449,21 @@ mod tests {
         let bad = parse("delivery:\n  quiet_hours: {webpush: '9pm-8am'}\n", "x").unwrap();
         let e = bad.policy("email").unwrap_err().to_string();
         assert!(e.starts_with("delivery.quiet_hours.webpush:"), "{e}");
+    }
+
+    #[test]
+    fn the_grace_period_after_a_deadline() {
+        let c = parse("delivery: {}\n", "x").unwrap();
+        assert_eq!(c.policy("email").unwrap().late_grace_days, 14);
+        let c = parse("delivery:\n  late_grace_days: 30\n", "x").unwrap();
+        assert_eq!(c.policy("webpush").unwrap().late_grace_days, 30);
+        let e = parse("delivery:\n  late_grace_days: -1\n", "x")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("x:2:") && e.contains("late_grace_days"),
+            "{e}"
+        );
     }
 
     #[test]

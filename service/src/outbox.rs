@@ -1,6 +1,6 @@
 //! Outbox workers: claim due rows with a lease, hand each to its channel, record the attempt,
-//! and settle it: delivered, retried later with exponential backoff and jitter (within the
-//! procedure's deadline), or dead-lettered with the reason. `drain` works until nothing is
+//! and settle it: delivered, retried later with exponential backoff and jitter (until the
+//! grace period after the procedure's deadline ends), or dead-lettered with the reason. `drain` works until nothing is
 //! due, so tests run it without sleeping. Channels live in the adapters; the contract is
 //! `Channel` (docs/channels.md).
 
@@ -67,6 +67,9 @@ pub struct Policy {
     pub batch: i64,
     /// Sends in flight at once per worker.
     pub concurrency: usize,
+    /// Days after a procedure's deadline during which its notice is still sent and retried
+    /// (a late notice still tells the resident what holds); after them it is a dead letter.
+    pub late_grace_days: u32,
     pub gate: Gate,
 }
 
@@ -79,6 +82,7 @@ impl Default for Policy {
             lease: Duration::from_secs(300),
             batch: 100,
             concurrency: 8,
+            late_grace_days: 14,
             gate: Gate::default(),
         }
     }
@@ -137,6 +141,29 @@ impl DrainReport {
     }
 }
 
+/// The last day (Asia/Tokyo) a notice may go out: its procedure's deadline plus the grace
+/// period. A notice without a deadline has none.
+pub fn last_day(policy: &Policy, item: &OutboxItem) -> Option<NaiveDate> {
+    item.deadline
+        .map(|d| calendar::add_days(d, i64::from(policy.late_grace_days)))
+}
+
+/// A row due after its last day: a dead letter, not sent, whatever the channel would say.
+/// The portal inbox is exempt: it sends nothing, the notice is there for its readers anyway
+/// and its row only marks it delivered.
+fn expired(policy: &Policy, item: &OutboxItem, now: DateTime<FixedOffset>) -> Option<Settle> {
+    if item.channel == "portal" {
+        return None;
+    }
+    let (deadline, last) = (item.deadline?, last_day(policy, item)?);
+    (now.with_timezone(&jst()).date_naive() > last).then(|| Settle::Dead {
+        reason: format!(
+            "not sent: the deadline {deadline} passed more than {} days ago (the last day to send was {last})",
+            policy.late_grace_days
+        ),
+    })
+}
+
 /// Decides how to settle an attempt.
 pub fn settle(
     policy: &Policy,
@@ -157,12 +184,14 @@ pub fn settle(
             }
             let wait = after.unwrap_or_else(|| backoff(policy, item.attempts, item.id));
             let at = clock::after(now, wait);
-            // A notice is no use after its procedure's deadline: stop there.
-            if let Some(deadline) = item.deadline {
-                if at.date_naive() > deadline {
+            // A late notice still tells the resident what holds, so it is retried past the
+            // deadline, but not beyond the grace period.
+            if let (Some(deadline), Some(last)) = (item.deadline, last_day(policy, item)) {
+                if at.with_timezone(&jst()).date_naive() > last {
                     return Settle::Dead {
                         reason: format!(
-                            "the deadline {deadline} passes before the next attempt: {reason}"
+                            "gave up: the next attempt would fall after {last}, {} days past the deadline {deadline}: {reason}",
+                            policy.late_grace_days
                         ),
                     };
                 }
@@ -273,20 +302,25 @@ fn has_address(item: &OutboxItem, channel: &str) -> bool {
     }
 }
 
-/// Decides, before sending, whether a row waits (quiet hours, the daily cap) or is muted.
-/// `sent_today` counts, per recipient, what was delivered today or is about to be in this batch.
+/// Decides, before sending, whether a row waits (quiet hours, the daily cap), is muted or is
+/// too late to send. `sent_today` counts, per recipient, what was delivered today or is about
+/// to be in this batch.
 async fn hold(
     store: &Store,
-    gate: &Gate,
+    policy: &Policy,
     item: &OutboxItem,
     now: DateTime<FixedOffset>,
     sent_today: &mut HashMap<String, i64>,
 ) -> Result<Option<Settle>, StoreError> {
+    let gate = &policy.gate;
     let critical = item.notice.critical;
     if !accepts(item, &item.channel, critical) {
         return Ok(Some(Settle::Muted {
             reason: format!("{} no longer accepts {}", item.recipient, item.channel),
         }));
+    }
+    if let Some(dead) = expired(policy, item, now) {
+        return Ok(Some(dead));
     }
     if let Some(at) = gate.quiet(&item.channel).and_then(|q| q.release(now)) {
         return Ok(Some(Settle::Deferred {
@@ -375,7 +409,6 @@ impl Worker {
     /// time), and settles the batch in one transaction.
     pub async fn drain<C: Channel>(&self, channel: &C) -> Result<DrainReport, StoreError> {
         let (store, policy, clock) = (&self.store, &self.policy, self.clock.as_ref());
-        let gate = &policy.gate;
         let mut report = DrainReport::default();
         loop {
             let now = clock.now();
@@ -394,7 +427,7 @@ impl Worker {
             let mut sent_today = HashMap::new();
             let mut held = Vec::with_capacity(items.len());
             for item in &items {
-                held.push(hold(store, gate, item, now, &mut sent_today).await?);
+                held.push(hold(store, policy, item, now, &mut sent_today).await?);
             }
             // Sends in flight at once, in order; a named fn keeps the futures' lifetimes
             // simple enough for a spawned task.
