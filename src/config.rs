@@ -452,6 +452,41 @@ mod tests {
     }
 
     #[test]
+    fn batch_lease_and_backoff_are_configurable() {
+        let p = parse("delivery: {}\n", "x")
+            .unwrap()
+            .policy("email")
+            .unwrap();
+        let secs = Duration::from_secs;
+        assert_eq!((p.batch, p.lease, p.base), (100, secs(300), secs(60)));
+        let c = parse(
+            "delivery:\n  batch: 20\n  lease_seconds: 60\n  retry_base_seconds: 0.5\n",
+            "x",
+        )
+        .unwrap();
+        let p = c.policy("email").unwrap();
+        assert_eq!(
+            (p.batch, p.lease, p.base),
+            (20, secs(60), Duration::from_millis(500))
+        );
+        for (text, key) in [
+            ("delivery:\n  batch: 0\n", "delivery.batch:"),
+            ("delivery:\n  lease_seconds: 0\n", "delivery.lease_seconds:"),
+            (
+                "delivery:\n  retry_base_seconds: -1\n",
+                "delivery.retry_base_seconds:",
+            ),
+        ] {
+            let e = parse(text, "x")
+                .unwrap()
+                .policy("email")
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(key), "{text}: {e}");
+        }
+    }
+
+    #[test]
     fn the_grace_period_after_a_deadline() {
         let c = parse("delivery: {}\n", "x").unwrap();
         assert_eq!(c.policy("email").unwrap().late_grace_days, 14);

@@ -956,3 +956,113 @@ async fn history_keeps_replaced_versions(backend: &str) {
     assert_eq!(household(&db.url, "H0001").await, (None, 1));
 }
 on_both!(resident_history, history_keeps_replaced_versions);
+
+/// The outbox rows of `channel` that are not delivered yet.
+async fn undelivered(store: &Store, channel: &str) -> Vec<i64> {
+    store
+        .outbox_rows(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.channel == channel && r.state != oshirase_store::OutboxState::Delivered)
+        .map(|r| r.id)
+        .collect()
+}
+
+/// A worker whose store fails (here the database refuses its claims, as a full disk or a
+/// lock held past the busy timeout would) keeps running and retries; once the store works
+/// again it delivers everything, without a restart.
+async fn a_worker_rides_out_store_errors(backend: &str) {
+    use oshirase_service::outbox::Worker;
+    let (db, store, clock) = outbox_with_decisions(backend).await;
+    assert!(!undelivered(&store, "email").await.is_empty());
+    oshirase_testkit::sql::refuse_updates(&db.url, "outbox", "NEW.leased_by IS NOT NULL").await;
+    let ch = Arc::new(Scripted::new(|_, _| Delivery::Delivered));
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let worker = Worker::new("w", store.clone(), clock.clone(), open_policy());
+    let task = tokio::spawn({
+        let ch = ch.clone();
+        async move {
+            worker
+                .work(ch.as_ref(), Duration::from_millis(20), rx)
+                .await
+        }
+    });
+    // Refused for a while: the worker meets the error and must not end.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !task.is_finished(),
+        "the worker ended at a store error: {:?}",
+        task.await
+    );
+    assert!(ch.sends.lock().unwrap().is_empty(), "nothing was claimed");
+    oshirase_testkit::sql::allow_updates(&db.url, "outbox").await;
+    for _ in 0..600 {
+        if undelivered(&store, "email").await.is_empty() {
+            break;
+        }
+        assert!(
+            !task.is_finished(),
+            "the worker ended at a store error: {:?}",
+            task.await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(undelivered(&store, "email").await, Vec::<i64>::new());
+    stop.send(true).unwrap();
+    let report = task.await.unwrap().unwrap();
+    assert_eq!(report.delivered, email_rows(&store).await.len());
+}
+on_both!(store_errors, a_worker_rides_out_store_errors);
+
+/// Sends that succeeded are not lost when settling fails: a worker whose settle the
+/// database refuses stops there, and after it is gone (a restart: its leases expire) the next
+/// worker sends again only what was in flight or waiting to be settled, never the whole batch.
+async fn a_failed_settle_does_not_resend_the_batch(backend: &str) {
+    use oshirase_service::outbox::{Policy, Worker};
+    let (db, store, clock) = outbox_with_decisions(backend).await;
+    let emails = email_rows(&store).await;
+    assert!(emails.len() > 60, "{} email rows", emails.len());
+    let policy = Policy {
+        batch: 50,
+        concurrency: 2,
+        ..open_policy()
+    };
+    let refused = emails[20];
+    oshirase_testkit::sql::refuse_updates(
+        &db.url,
+        "outbox",
+        &format!("NEW.state = 'delivered' AND OLD.id = {refused}"),
+    )
+    .await;
+    let ch = Scripted::new(|_, _| Delivery::Delivered);
+    let first = Worker::new("first", store.clone(), clock.clone(), policy.clone());
+    assert!(first.drain(&ch).await.is_err(), "the refused settle fails");
+    drop(first);
+    oshirase_testkit::sql::allow_updates(&db.url, "outbox").await;
+    clock.advance(policy.lease + Duration::from_secs(1));
+    Worker::new("second", store.clone(), clock.clone(), policy.clone())
+        .drain(&ch)
+        .await
+        .unwrap();
+    assert_eq!(undelivered(&store, "email").await, Vec::<i64>::new());
+    let sends = ch.sends.lock().unwrap().clone();
+    let twice: Vec<i64> = emails
+        .iter()
+        .copied()
+        .filter(|id| sends.iter().filter(|x| *x == id).count() > 1)
+        .collect();
+    assert!(
+        sends
+            .iter()
+            .all(|id| sends.iter().filter(|x| *x == id).count() <= 2),
+        "no row went three times"
+    );
+    assert!(twice.contains(&refused), "{twice:?}");
+    assert!(
+        twice.len() <= 2 * policy.concurrency,
+        "{} rows were sent twice, not only those in flight or waiting to be settled: {twice:?}",
+        twice.len()
+    );
+}
+on_both!(failed_settle, a_failed_settle_does_not_resend_the_batch);
