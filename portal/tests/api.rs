@@ -838,6 +838,64 @@ async fn health_reports_failing_and_stuck_workers(backend: &str) {
 }
 on_both!(worker_health, health_reports_failing_and_stuck_workers);
 
+/// A worker that gave up after its store errors is reported stopped, with the reason.
+async fn health_reports_a_worker_that_gave_up(backend: &str) {
+    use oshirase_service::outbox::{Gate, Policy, StoreRetry, Worker};
+    let app = spawn_app(backend).await;
+    let name = "portal-test-1";
+    oshirase_testkit::sql::refuse_updates(&app.db.url, "outbox", "NEW.leased_by IS NOT NULL").await;
+    let policy = Policy {
+        gate: Gate::open(),
+        store_retry: StoreRetry {
+            first: Duration::from_millis(20),
+            max: Duration::from_millis(20),
+            give_up_after: 3,
+        },
+        ..Policy::default()
+    };
+    let worker = Worker::new(name, app.store.clone(), app.clock.clone(), policy)
+        .with_metrics(app.delivery.clone());
+    let (_stop, rx) = tokio::sync::watch::channel(false);
+    let result = worker
+        .work(
+            &oshirase_adapters::PortalInbox,
+            Duration::from_millis(20),
+            rx,
+        )
+        .await;
+    assert!(result.is_err(), "{result:?}");
+    let (status, body) = health(&app).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        worker_state(&body, name).as_deref(),
+        Some("stopped"),
+        "{body}"
+    );
+    let w = &body["workers"][0];
+    assert_eq!(
+        w["reason"], "gave up after 3 consecutive store errors",
+        "{body}"
+    );
+    assert_eq!(w["channel"], "portal", "{body}");
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        r#"oshirase_worker_healthy{worker="portal-test-1",channel="portal"} 0"#,
+        r#"oshirase_worker_store_errors_total{channel="portal"} 3"#,
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
+    app.shutdown().await;
+}
+on_both!(worker_gave_up, health_reports_a_worker_that_gave_up);
+
 #[tokio::test]
 async fn bad_configuration_is_refused_with_every_reason() {
     let cfg = PortalConfig::default()
