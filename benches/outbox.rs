@@ -2,8 +2,8 @@
 //! with a lease, the gate, settling, the attempt log), on SQLite and PostgreSQL.
 //!
 //! engine:   `outbox::drain` with the default policy (batches of 100 or OSHIRASE_BENCH_BATCH,
-//!           eight sends in flight)
-//!           and an open gate, over N queued rows.
+//!           eight sends in flight or OSHIRASE_BENCH_CONCURRENCY) and an open gate, over N
+//!           queued rows.
 //! baseline: the same rows marked delivered by bare SQL, one claim-and-settle statement per
 //!           batch of the same size (no lease, no attempt log): the floor of the database.
 //!
@@ -48,6 +48,16 @@ fn batch_size() -> i64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(Policy::default().batch)
+}
+
+/// Sends in flight: the default policy's, or OSHIRASE_BENCH_CONCURRENCY. Attempts are settled
+/// as they end, never more than this many waiting, so it is also the most rows one settling
+/// transaction carries.
+fn concurrency() -> usize {
+    std::env::var("OSHIRASE_BENCH_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(Policy::default().concurrency)
 }
 
 /// Queues `n` decisions with one `noop` outbox row each, directly in SQL (the scheduler's
@@ -103,6 +113,7 @@ async fn engine(url: &str, n: usize) -> f64 {
     let policy = Policy {
         gate: Gate::open(),
         batch: batch_size(),
+        concurrency: concurrency(),
         ..Policy::default()
     };
     let started = Instant::now();

@@ -13,7 +13,7 @@ use oshirase_adapters::email::{EmailConfig, SmtpConfig};
 use oshirase_adapters::webpush::{VapidKeys, WebPushConfig};
 use oshirase_engine::resident::Channel;
 use oshirase_portal::{JwtKey, PortalConfig, RateLimit, Secret};
-use oshirase_service::outbox::{Gate, Policy, QuietHours};
+use oshirase_service::outbox::{Gate, Policy, QuietHours, StoreRetry};
 use serde::Deserialize;
 
 #[derive(Debug, Default, Deserialize)]
@@ -145,6 +145,23 @@ pub struct DeliverySection {
     pub push_falls_back_to_email: bool,
     #[serde(default = "default_max_attempts")]
     pub max_attempts: i64,
+    /// Rows a worker claims at once.
+    #[serde(default = "default_batch")]
+    pub batch: i64,
+    /// How long claimed rows belong to their worker; a worker without progress for longer is
+    /// reported stuck on `/health`.
+    #[serde(default = "default_lease")]
+    pub lease_seconds: f64,
+    /// The first retry of a failed send; doubled for each attempt (at most 6 hours), ±20%.
+    #[serde(default = "default_retry_base")]
+    pub retry_base_seconds: f64,
+    /// What a worker does when the database fails it.
+    #[serde(default)]
+    pub store_errors: StoreErrorsSection,
+    /// Days after a procedure's deadline during which its notice is still sent and retried;
+    /// after them it is a dead letter (docs/channels.md, "Late notices").
+    #[serde(default = "default_late_grace_days")]
+    pub late_grace_days: u32,
 }
 
 fn default_workers() -> BTreeMap<String, usize> {
@@ -184,6 +201,60 @@ fn default_max_attempts() -> i64 {
     Policy::default().max_attempts
 }
 
+fn default_late_grace_days() -> u32 {
+    Policy::default().late_grace_days
+}
+
+fn default_batch() -> i64 {
+    Policy::default().batch
+}
+
+fn default_lease() -> f64 {
+    Policy::default().lease.as_secs_f64()
+}
+
+fn default_retry_base() -> f64 {
+    Policy::default().base.as_secs_f64()
+}
+
+/// A worker whose store fails (a full disk, a lock held past the busy timeout) waits
+/// `retry_seconds`, doubled after each failure in a row up to a minute, and tries again; after
+/// `give_up_after` failures in a row the service stops with exit code 5.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreErrorsSection {
+    #[serde(default = "default_store_retry")]
+    pub retry_seconds: f64,
+    #[serde(default = "default_give_up_after")]
+    pub give_up_after: u32,
+}
+
+fn default_store_retry() -> f64 {
+    StoreRetry::default().first.as_secs_f64()
+}
+
+fn default_give_up_after() -> u32 {
+    StoreRetry::default().give_up_after
+}
+
+impl Default for StoreErrorsSection {
+    fn default() -> Self {
+        Self {
+            retry_seconds: default_store_retry(),
+            give_up_after: default_give_up_after(),
+        }
+    }
+}
+
+/// A positive, finite number of seconds as a duration; `key` names it in the error.
+fn seconds(key: &str, value: f64) -> anyhow::Result<Duration> {
+    anyhow::ensure!(
+        value.is_finite() && value > 0.0 && value < 1e9,
+        "{key}: {value} is not a positive number of seconds"
+    );
+    Ok(Duration::from_secs_f64(value))
+}
+
 impl Default for DeliverySection {
     fn default() -> Self {
         Self {
@@ -193,6 +264,11 @@ impl Default for DeliverySection {
             quiet_hours: default_quiet(),
             push_falls_back_to_email: true,
             max_attempts: default_max_attempts(),
+            late_grace_days: default_late_grace_days(),
+            batch: default_batch(),
+            lease_seconds: default_lease(),
+            retry_base_seconds: default_retry_base(),
+            store_errors: StoreErrorsSection::default(),
         }
     }
 }
@@ -357,8 +433,30 @@ impl ServiceConfig {
                 anyhow::bail!("delivery.{what}.{bad}: not a channel (portal, email, webpush)");
             }
         }
+        anyhow::ensure!(
+            d.batch >= 1,
+            "delivery.batch: {} is not a number of rows (at least 1)",
+            d.batch
+        );
+        anyhow::ensure!(
+            d.store_errors.give_up_after >= 1,
+            "delivery.store_errors.give_up_after: 0 is not a number of failures (at least 1)"
+        );
+        let defaults = StoreRetry::default();
         Ok(Policy {
             max_attempts: d.max_attempts,
+            late_grace_days: d.late_grace_days,
+            batch: d.batch,
+            lease: seconds("delivery.lease_seconds", d.lease_seconds)?,
+            base: seconds("delivery.retry_base_seconds", d.retry_base_seconds)?,
+            store_retry: StoreRetry {
+                first: seconds(
+                    "delivery.store_errors.retry_seconds",
+                    d.store_errors.retry_seconds,
+                )?,
+                max: defaults.max,
+                give_up_after: d.store_errors.give_up_after,
+            },
             concurrency: d
                 .concurrency
                 .get(channel)
@@ -439,6 +537,88 @@ mod tests {
         let bad = parse("delivery:\n  quiet_hours: {webpush: '9pm-8am'}\n", "x").unwrap();
         let e = bad.policy("email").unwrap_err().to_string();
         assert!(e.starts_with("delivery.quiet_hours.webpush:"), "{e}");
+    }
+
+    #[test]
+    fn batch_lease_and_backoff_are_configurable() {
+        let p = parse("delivery: {}\n", "x")
+            .unwrap()
+            .policy("email")
+            .unwrap();
+        let secs = Duration::from_secs;
+        assert_eq!((p.batch, p.lease, p.base), (100, secs(300), secs(60)));
+        let c = parse(
+            "delivery:\n  batch: 20\n  lease_seconds: 60\n  retry_base_seconds: 0.5\n",
+            "x",
+        )
+        .unwrap();
+        let p = c.policy("email").unwrap();
+        assert_eq!(
+            (p.batch, p.lease, p.base),
+            (20, secs(60), Duration::from_millis(500))
+        );
+        for (text, key) in [
+            ("delivery:\n  batch: 0\n", "delivery.batch:"),
+            ("delivery:\n  lease_seconds: 0\n", "delivery.lease_seconds:"),
+            (
+                "delivery:\n  retry_base_seconds: -1\n",
+                "delivery.retry_base_seconds:",
+            ),
+            (
+                "delivery:\n  retry_base_seconds: .nan\n",
+                "delivery.retry_base_seconds:",
+            ),
+            (
+                "delivery:\n  store_errors: {retry_seconds: 0}\n",
+                "delivery.store_errors.retry_seconds:",
+            ),
+            (
+                "delivery:\n  store_errors: {give_up_after: 0}\n",
+                "delivery.store_errors.give_up_after:",
+            ),
+        ] {
+            let e = parse(text, "x")
+                .unwrap()
+                .policy("email")
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(key), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn store_errors_are_retried_then_given_up() {
+        let p = parse("delivery: {}\n", "x")
+            .unwrap()
+            .policy("email")
+            .unwrap();
+        assert_eq!(p.store_retry, StoreRetry::default());
+        let c = parse(
+            "delivery:\n  store_errors: {retry_seconds: 0.25, give_up_after: 4}\n",
+            "x",
+        )
+        .unwrap();
+        let r = c.policy("portal").unwrap().store_retry;
+        assert_eq!((r.first, r.give_up_after), (Duration::from_millis(250), 4));
+        let e = parse("delivery:\n  store_errors: {retries: 4}\n", "x")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("x:2:") && e.contains("retries"), "{e}");
+    }
+
+    #[test]
+    fn the_grace_period_after_a_deadline() {
+        let c = parse("delivery: {}\n", "x").unwrap();
+        assert_eq!(c.policy("email").unwrap().late_grace_days, 14);
+        let c = parse("delivery:\n  late_grace_days: 30\n", "x").unwrap();
+        assert_eq!(c.policy("webpush").unwrap().late_grace_days, 30);
+        let e = parse("delivery:\n  late_grace_days: -1\n", "x")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("x:2:") && e.contains("late_grace_days"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -401,19 +401,170 @@ fn the_service_serves_the_portal_delivers_and_stops_cleanly_on_sigterm() {
     assert!(delivered_emails > 0, "e-mails went out");
     assert_eq!(files, delivered_emails, "one .eml per delivered e-mail row");
     // Nobody registered a push subscription: every push that was due is gone, never stuck;
-    // only a push the recipient's daily cap put off to tomorrow still waits.
+    // only a push the recipient's daily cap put off to tomorrow still waits, and one caught
+    // up more than the grace period after its deadline is a dead letter, not sent.
     let now = SystemClock.now();
     let pushes: Vec<_> = rows.iter().filter(|r| r.channel == "webpush").collect();
     assert!(
         pushes.iter().any(|r| r.state == OutboxState::Gone),
         "the town's push recipients got rows: {pushes:#?}"
     );
+    let reason = |r: &oshirase_store::OutboxRow, what: &str| {
+        r.last_error.as_deref().is_some_and(|e| e.contains(what))
+    };
     for r in pushes {
-        let deferred = r.state == OutboxState::Pending
-            && r.next_attempt_at > now
-            && r.last_error
-                .as_deref()
-                .is_some_and(|e| e.contains("daily cap"));
-        assert!(r.state == OutboxState::Gone || deferred, "{r:#?}");
+        let deferred =
+            r.state == OutboxState::Pending && r.next_attempt_at > now && reason(r, "daily cap");
+        let too_late = r.state == OutboxState::Dead && reason(r, "not sent: the deadline");
+        assert!(
+            r.state == OutboxState::Gone || deferred || too_late,
+            "{r:#?}"
+        );
     }
+}
+
+/// The service's configuration for a database that refuses the workers' writes: the portal on
+/// port 0, and workers that retry store errors every 50 ms or so and give up after `give_up`.
+fn failing_store_config(dir: &Path, give_up: u32) -> PathBuf {
+    let config = dir.join(format!("oshirase-{give_up}.yaml"));
+    std::fs::write(
+        &config,
+        format!(
+            "portal:\n  listen: 127.0.0.1:0\n  public_url: http://127.0.0.1\n  jwt: {{issuer: test-idp, algorithm: HS256, secret_env: TEST_JWT_SECRET}}\n\
+             delivery:\n  quiet_hours: {{}}\n  store_errors: {{retry_seconds: 0.05, give_up_after: {give_up}}}\n"
+        ),
+    )
+    .unwrap();
+    config
+}
+
+fn serve(db: &str, start: chrono::NaiveDate, config: &Path) -> Child {
+    oshirase(db, &["run", "--start", &start.to_string()])
+        .arg("--config")
+        .arg(config)
+        .env(
+            "TEST_JWT_SECRET",
+            "a test secret that is long enough for HS256",
+        )
+        .env("OSHIRASE_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// `GET /health`: the status and the body.
+fn health(addr: &str) -> (u16, serde_json::Value) {
+    rt().block_on(async {
+        let r = reqwest::get(format!("http://{addr}/health")).await.unwrap();
+        let status = r.status().as_u16();
+        let body = r.text().await.unwrap();
+        (status, serde_json::from_str(&body).unwrap_or_default())
+    })
+}
+
+/// Whether `/health` lists a portal-inbox worker in `state`.
+fn a_portal_worker(body: &serde_json::Value, state: &str) -> bool {
+    body["workers"].as_array().is_some_and(|ws| {
+        ws.iter()
+            .any(|w| w["channel"] == "portal" && w["state"] == state)
+    })
+}
+
+#[test]
+fn a_worker_whose_store_fails_is_reported_and_then_stops_the_service_with_exit_5() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("service.sqlite").display());
+    ingest(&db, &root().join("fixtures/town.jsonl"));
+    // The database refuses every claim of an outbox row, as a full disk would.
+    rt().block_on(oshirase_testkit::sql::refuse_updates(
+        &db,
+        "outbox",
+        "NEW.leased_by IS NOT NULL",
+    ));
+    let start = calendar::add_days(SystemClock.today(), -30);
+
+    // The workers retry twice, then give up: the service stops with the database's exit code.
+    let mut child = serve(&db, start, &failing_store_config(dir.path(), 3));
+    let log = ServiceLog::follow(&mut child);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the service kept running with workers that cannot write:\n{}",
+            log.text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // The log is complete once the process has ended and its pipe is drained.
+    std::thread::sleep(Duration::from_millis(200));
+    let text = log.text();
+    assert_eq!(status.code(), Some(5), "{text}");
+    assert!(
+        text.contains("gave up after 3 consecutive store errors"),
+        "{text}"
+    );
+    assert!(text.contains("retrying"), "each failure is logged: {text}");
+    assert!(!text.contains("panicked"), "{text}");
+    assert!(
+        !pending(&db).is_empty(),
+        "nothing was delivered, and nothing is lost: the rows wait"
+    );
+
+    // With patience to spare the workers keep retrying, /health says so, and once the
+    // database takes writes again the rows go out without a restart.
+    let mut child = serve(&db, start, &failing_store_config(dir.path(), 1000));
+    let log = ServiceLog::follow(&mut child);
+    let addr = log.portal_addr();
+    let mut until = |what: &str, ok: &dyn Fn(u16, &serde_json::Value) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (status, body) = health(&addr);
+            if ok(status, &body) {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "/health never said {what}: {status} {body}\n{}",
+                log.text()
+            );
+            assert!(
+                child_running(&mut child),
+                "the service exited:\n{}",
+                log.text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    until("a worker is failing", &|s, b| {
+        s == 503 && a_portal_worker(b, "failing")
+    });
+    rt().block_on(oshirase_testkit::sql::allow_updates(&db, "outbox"));
+    until("every worker runs again", &|s, b| {
+        s == 200 && a_portal_worker(b, "running")
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pending(&db).iter().any(|r| r.channel == "portal") {
+        assert!(
+            Instant::now() < deadline,
+            "portal rows still pending:\n{}",
+            log.text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "the service failed:\n{}", log.text());
+}
+
+fn child_running(child: &mut Child) -> bool {
+    child.try_wait().unwrap().is_none()
 }

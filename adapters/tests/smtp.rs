@@ -407,3 +407,85 @@ async fn the_worker_settles_rows_from_what_the_server_said() {
     assert_eq!(rows(OutboxState::Delivered).await.len(), 2);
     assert_eq!(store.counts().await.unwrap()["delivery_attempts"], 6);
 }
+
+/// A catch-up after the service was down sends notices whose deadline has passed (a late
+/// notice still tells the resident what holds), and retries them like any other when the
+/// server fails for a while: a week past the deadline 2026-10-21, a 4xx is a retry, not a
+/// dead letter, and the retry delivers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notice_past_its_deadline_is_retried_within_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(FixedClock::at_noon("2026-10-28".parse().unwrap()));
+    let store = two_notices(dir.path(), clock.now()).await;
+    let policy = Policy {
+        gate: Gate::open(),
+        ..Policy::default()
+    };
+    let soft = SmtpSink::start(&["-r", "RCPT", "-b", "451 4.3.0 Try again later"]);
+    let ch = smtp_channel(&soft.url(), &store, clock.clone());
+    let r = Worker::new("w", store.clone(), clock.clone(), policy.clone())
+        .drain(&ch)
+        .await
+        .unwrap();
+    assert_eq!((r.retried, r.dead, r.delivered), (2, 0, 0), "{r:?}");
+    for row in store.outbox_rows(None).await.unwrap() {
+        assert_eq!(row.state, OutboxState::Pending, "{row:?}");
+        assert_eq!(row.attempts, 1);
+    }
+    ch.close().await;
+    drop(soft);
+
+    clock.advance(Duration::from_secs(10 * 60));
+    let ok = SmtpSink::start(&[]);
+    let ch = smtp_channel(&ok.url(), &store, clock.clone());
+    let r = Worker::new("w", store.clone(), clock.clone(), policy.clone())
+        .drain(&ch)
+        .await
+        .unwrap();
+    assert_eq!(r.delivered, 2, "{r:?}");
+    ch.close().await;
+}
+
+/// More than the grace period (14 days) past its deadline a notice is a dead letter that
+/// says why, and is not sent: the same whether the server takes mail or fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notice_beyond_the_grace_period_is_a_dead_letter_whether_smtp_is_up_or_not() {
+    let policy = Policy {
+        gate: Gate::open(),
+        ..Policy::default()
+    };
+    for args in [
+        &[][..],
+        &["-r", "RCPT", "-b", "451 4.3.0 Try again later"][..],
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        // 15 days after the deadline 2026-10-21.
+        let clock = Arc::new(FixedClock::at_noon("2026-11-05".parse().unwrap()));
+        let store = two_notices(dir.path(), clock.now()).await;
+        let sink = SmtpSink::start(&[&["-v"][..], args].concat());
+        let ch = smtp_channel(&sink.url(), &store, clock.clone());
+        let r = Worker::new("w", store.clone(), clock.clone(), policy.clone())
+            .drain(&ch)
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.dead, r.delivered, r.retried),
+            (2, 0, 0),
+            "{args:?}: {r:?}"
+        );
+        for row in store.outbox_rows(None).await.unwrap() {
+            assert_eq!(row.state, OutboxState::Dead, "{row:?}");
+            let reason = row.last_error.as_deref().unwrap();
+            assert!(
+                reason.contains("not sent") && reason.contains("2026-10-21"),
+                "{reason}"
+            );
+            assert!(
+                reason.contains("2026-11-04"),
+                "the last day it would have gone: {reason}"
+            );
+        }
+        ch.close().await;
+        assert_eq!(sink.sessions_and_mails().1, 0, "nothing was sent");
+    }
+}

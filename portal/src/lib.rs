@@ -29,7 +29,7 @@ use axum::routing::MethodRouter;
 use axum::{Json, Router};
 use chrono::{DateTime, FixedOffset};
 use oshirase_engine::clock::Clock;
-use oshirase_service::metrics::DeliveryMetrics;
+use oshirase_service::metrics::{DeliveryMetrics, WorkerState};
 use oshirase_store::Store;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -237,18 +237,39 @@ async fn openapi_json() -> Json<serde_json::Value> {
     Json(openapi::spec())
 }
 
+/// The database answers and every delivery worker runs and makes progress: 200; else 503.
+/// The body names each worker's state (no error text: that is in the log).
 async fn health(State(s): State<PortalState>) -> Response {
-    match s.portal().store.ping().await {
-        Ok(()) => Json(json!({ "status": "ok" })).into_response(),
-        Err(e) => {
-            tracing::warn!(error = %e, "health check: database unreachable");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "status": "unavailable", "database": "unreachable" })),
-            )
-                .into_response()
-        }
+    let database = s.portal().store.ping().await;
+    if let Err(e) = &database {
+        tracing::warn!(error = %e, "health check: database unreachable");
     }
+    let workers = s.0.delivery.workers();
+    let healthy = database.is_ok() && workers.iter().all(|w| w.state.is_healthy());
+    let workers: Vec<serde_json::Value> = workers
+        .iter()
+        .map(|w| {
+            let mut v = json!({ "name": w.name, "channel": w.channel, "state": w.state.name() });
+            match &w.state {
+                WorkerState::Failing { failures } => v["failures"] = json!(failures),
+                WorkerState::Stuck { since } => v["idle_seconds"] = json!(since.as_secs()),
+                WorkerState::Stopped { reason } => v["reason"] = json!(reason),
+                WorkerState::Running => {}
+            }
+            v
+        })
+        .collect();
+    let body = json!({
+        "status": if healthy { "ok" } else { "unavailable" },
+        "database": if database.is_ok() { "ok" } else { "unreachable" },
+        "workers": workers,
+    });
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
 }
 
 async fn metrics_text(State(s): State<PortalState>) -> Response {

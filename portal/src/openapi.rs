@@ -198,9 +198,9 @@ pub(crate) fn spec() -> Value {
                 }
             },
             "/openapi.json": { "get": { "summary": "This document.", "tags": ["operations"], "responses": { "200": { "description": "OpenAPI 3.1.", "content": { "application/json": {} } } } } },
-            "/health": { "get": { "summary": "Database reachable.", "tags": ["operations"], "responses": {
+            "/health": { "get": { "summary": "Database reachable and every delivery worker running: `{status, database, workers: [{name, channel, state, failures?, idle_seconds?, reason?}]}`.", "tags": ["operations"], "responses": {
                 "200": { "description": "Healthy.", "content": { "application/json": {} } },
-                "503": { "description": "The database does not answer.", "content": { "application/json": {} } } } } },
+                "503": { "description": "The database does not answer, or a delivery worker is failing (store errors, retrying), stuck (no progress for longer than its lease) or stopped.", "content": { "application/json": {} } } } } },
             "/metrics": { "get": { "summary": "Prometheus metrics: HTTP requests and latency by route, delivery attempts by channel.", "tags": ["operations"], "responses": {
                 "200": { "description": "Prometheus text format 0.0.4.", "content": { "text/plain": {} } } } } },
             "/": { "get": { "summary": "Redirects to the inbox.", "tags": ["pages"], "responses": { "303": { "description": "To /inbox." } } } },

@@ -961,6 +961,139 @@ async fn health_and_metrics(backend: &str) {
 }
 on_both!(operations, health_and_metrics);
 
+/// `GET /health`: the status and the body.
+async fn health(app: &App) -> (u16, Value) {
+    let r = app
+        .http
+        .get(format!("{}/health", app.base))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// The state `/health` gives the worker `name`, if it lists it.
+fn worker_state(body: &Value, name: &str) -> Option<String> {
+    body["workers"]
+        .as_array()?
+        .iter()
+        .find(|w| w["name"] == name)
+        .and_then(|w| w["state"].as_str().map(str::to_owned))
+}
+
+/// Asks `/health` until its answer is `status` with the worker `name` in `state` (bounded).
+async fn health_until(app: &App, status: u16, name: &str, state: &str) -> Value {
+    let mut last = (0, Value::Null);
+    for _ in 0..600 {
+        last = health(app).await;
+        if last.0 == status && worker_state(&last.1, name).as_deref() == Some(state) {
+            return last.1;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("/health never answered {status} with {name} {state}; last: {last:?}")
+}
+
+/// `/health` answers for the delivery workers too, not only the database: a worker whose
+/// store fails (it retries) or that is stuck (its claim waits on a lock past its lease) makes
+/// it 503 naming the worker, and it is 200 again once the worker goes on.
+async fn health_reports_failing_and_stuck_workers(backend: &str) {
+    use oshirase_service::outbox::{Gate, Policy, Worker};
+    let app = spawn_app(backend).await;
+    let name = "portal-test-0";
+    oshirase_testkit::sql::refuse_updates(&app.db.url, "outbox", "NEW.leased_by IS NOT NULL").await;
+    let policy = Policy {
+        lease: Duration::from_secs(1),
+        gate: Gate::open(),
+        ..Policy::default()
+    };
+    let worker = Worker::new(name, app.store.clone(), app.clock.clone(), policy)
+        .with_metrics(app.delivery.clone());
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(async move {
+        worker
+            .work(
+                &oshirase_adapters::PortalInbox,
+                Duration::from_millis(20),
+                rx,
+            )
+            .await
+    });
+    let body = health_until(&app, 503, name, "failing").await;
+    assert_eq!(body["status"], "unavailable", "{body}");
+    assert_eq!(body["database"], "ok", "{body}");
+    oshirase_testkit::sql::allow_updates(&app.db.url, "outbox").await;
+    let body = health_until(&app, 200, name, "running").await;
+    assert_eq!(body["status"], "ok", "{body}");
+    // Another connection holds the write lock: the worker's next claim waits behind it.
+    let lock = oshirase_testkit::sql::WriteLock::hold(&app.db.url, "outbox").await;
+    health_until(&app, 503, name, "stuck").await;
+    lock.release().await;
+    health_until(&app, 200, name, "running").await;
+    stop.send(true).unwrap();
+    task.await.unwrap().unwrap();
+    app.shutdown().await;
+}
+on_both!(worker_health, health_reports_failing_and_stuck_workers);
+
+/// A worker that gave up after its store errors is reported stopped, with the reason.
+async fn health_reports_a_worker_that_gave_up(backend: &str) {
+    use oshirase_service::outbox::{Gate, Policy, StoreRetry, Worker};
+    let app = spawn_app(backend).await;
+    let name = "portal-test-1";
+    oshirase_testkit::sql::refuse_updates(&app.db.url, "outbox", "NEW.leased_by IS NOT NULL").await;
+    let policy = Policy {
+        gate: Gate::open(),
+        store_retry: StoreRetry {
+            first: Duration::from_millis(20),
+            max: Duration::from_millis(20),
+            give_up_after: 3,
+        },
+        ..Policy::default()
+    };
+    let worker = Worker::new(name, app.store.clone(), app.clock.clone(), policy)
+        .with_metrics(app.delivery.clone());
+    let (_stop, rx) = tokio::sync::watch::channel(false);
+    let result = worker
+        .work(
+            &oshirase_adapters::PortalInbox,
+            Duration::from_millis(20),
+            rx,
+        )
+        .await;
+    assert!(result.is_err(), "{result:?}");
+    let (status, body) = health(&app).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        worker_state(&body, name).as_deref(),
+        Some("stopped"),
+        "{body}"
+    );
+    let w = &body["workers"][0];
+    assert_eq!(
+        w["reason"], "gave up after 3 consecutive store errors",
+        "{body}"
+    );
+    assert_eq!(w["channel"], "portal", "{body}");
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        r#"oshirase_worker_healthy{worker="portal-test-1",channel="portal"} 0"#,
+        r#"oshirase_worker_store_errors_total{channel="portal"} 3"#,
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
+    app.shutdown().await;
+}
+on_both!(worker_gave_up, health_reports_a_worker_that_gave_up);
+
 #[tokio::test]
 async fn bad_configuration_is_refused_with_every_reason() {
     let cfg = PortalConfig::default()

@@ -1,15 +1,17 @@
 //! Outbox workers: claim due rows with a lease, hand each to its channel, record the attempt,
-//! and settle it: delivered, retried later with exponential backoff and jitter (within the
-//! procedure's deadline), or dead-lettered with the reason. `drain` works until nothing is
-//! due, so tests run it without sleeping. Channels live in the adapters; the contract is
-//! `Channel` (docs/channels.md).
+//! and settle it as soon as it ends: delivered, retried later with exponential backoff and
+//! jitter (until the grace period after the procedure's deadline ends), or dead-lettered with
+//! the reason. `drain` works until nothing is due, so tests run it without sleeping; `work`
+//! loops over it, riding out store errors with backoff until it gives up. Channels live in the
+//! adapters; the contract is `Channel` (docs/channels.md).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveTime};
+use futures_util::StreamExt;
 
 use oshirase_engine::calendar;
 use oshirase_engine::clock::{self, in_tokyo, jst, Clock};
@@ -62,12 +64,52 @@ pub struct Policy {
     pub max_backoff: Duration,
     /// Attempts after which a row is a dead letter.
     pub max_attempts: i64,
-    /// How long a claimed row belongs to its worker.
+    /// How long a claimed row belongs to its worker. A worker that makes no progress for
+    /// longer is reported stuck (its rows may go to another worker).
     pub lease: Duration,
+    /// Rows claimed at once.
     pub batch: i64,
     /// Sends in flight at once per worker.
     pub concurrency: usize,
+    /// Days after a procedure's deadline during which its notice is still sent and retried
+    /// (a late notice still tells the resident what holds); after them it is a dead letter.
+    pub late_grace_days: u32,
+    /// How `work` rides out store errors.
+    pub store_retry: StoreRetry,
     pub gate: Gate,
+}
+
+/// How a worker rides out store errors (a full disk, a lock held past the busy timeout): it
+/// waits `first`, doubled after each consecutive failure up to `max`, and tries again; after
+/// `give_up_after` consecutive failures `work` returns the error (the service then stops with
+/// the database's exit code, 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreRetry {
+    pub first: Duration,
+    pub max: Duration,
+    pub give_up_after: u32,
+}
+
+impl Default for StoreRetry {
+    /// 1 s, 2 s, 4 s … up to a minute; giving up after 10 failures in a row, about four
+    /// minutes after the first.
+    fn default() -> Self {
+        Self {
+            first: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+            give_up_after: 10,
+        }
+    }
+}
+
+impl StoreRetry {
+    /// The wait after the `failures`th consecutive failure.
+    pub fn wait(&self, failures: u32) -> Duration {
+        let doubled = self
+            .first
+            .saturating_mul(1u32 << failures.saturating_sub(1).min(20));
+        doubled.min(self.max.max(self.first))
+    }
 }
 
 impl Default for Policy {
@@ -79,6 +121,8 @@ impl Default for Policy {
             lease: Duration::from_secs(300),
             batch: 100,
             concurrency: 8,
+            late_grace_days: 14,
+            store_retry: StoreRetry::default(),
             gate: Gate::default(),
         }
     }
@@ -137,6 +181,29 @@ impl DrainReport {
     }
 }
 
+/// The last day (Asia/Tokyo) a notice may go out: its procedure's deadline plus the grace
+/// period. A notice without a deadline has none.
+pub fn last_day(policy: &Policy, item: &OutboxItem) -> Option<NaiveDate> {
+    item.deadline
+        .map(|d| calendar::add_days(d, i64::from(policy.late_grace_days)))
+}
+
+/// A row due after its last day: a dead letter, not sent, whatever the channel would say.
+/// The portal inbox is exempt: it sends nothing, the notice is there for its readers anyway
+/// and its row only marks it delivered.
+fn expired(policy: &Policy, item: &OutboxItem, now: DateTime<FixedOffset>) -> Option<Settle> {
+    if item.channel == "portal" {
+        return None;
+    }
+    let (deadline, last) = (item.deadline?, last_day(policy, item)?);
+    (now.with_timezone(&jst()).date_naive() > last).then(|| Settle::Dead {
+        reason: format!(
+            "not sent: the deadline {deadline} passed more than {} days ago (the last day to send was {last})",
+            policy.late_grace_days
+        ),
+    })
+}
+
 /// Decides how to settle an attempt.
 pub fn settle(
     policy: &Policy,
@@ -157,12 +224,14 @@ pub fn settle(
             }
             let wait = after.unwrap_or_else(|| backoff(policy, item.attempts, item.id));
             let at = clock::after(now, wait);
-            // A notice is no use after its procedure's deadline: stop there.
-            if let Some(deadline) = item.deadline {
-                if at.date_naive() > deadline {
+            // A late notice still tells the resident what holds, so it is retried past the
+            // deadline, but not beyond the grace period.
+            if let (Some(deadline), Some(last)) = (item.deadline, last_day(policy, item)) {
+                if at.with_timezone(&jst()).date_naive() > last {
                     return Settle::Dead {
                         reason: format!(
-                            "the deadline {deadline} passes before the next attempt: {reason}"
+                            "gave up: the next attempt would fall after {last}, {} days past the deadline {deadline}: {reason}",
+                            policy.late_grace_days
                         ),
                     };
                 }
@@ -273,20 +342,25 @@ fn has_address(item: &OutboxItem, channel: &str) -> bool {
     }
 }
 
-/// Decides, before sending, whether a row waits (quiet hours, the daily cap) or is muted.
-/// `sent_today` counts, per recipient, what was delivered today or is about to be in this batch.
+/// Decides, before sending, whether a row waits (quiet hours, the daily cap), is muted or is
+/// too late to send. `sent_today` counts, per recipient, what was delivered today or is about
+/// to be in this batch.
 async fn hold(
     store: &Store,
-    gate: &Gate,
+    policy: &Policy,
     item: &OutboxItem,
     now: DateTime<FixedOffset>,
     sent_today: &mut HashMap<String, i64>,
 ) -> Result<Option<Settle>, StoreError> {
+    let gate = &policy.gate;
     let critical = item.notice.critical;
     if !accepts(item, &item.channel, critical) {
         return Ok(Some(Settle::Muted {
             reason: format!("{} no longer accepts {}", item.recipient, item.channel),
         }));
+    }
+    if let Some(dead) = expired(policy, item, now) {
+        return Ok(Some(dead));
     }
     if let Some(at) = gate.quiet(&item.channel).and_then(|q| q.release(now)) {
         return Ok(Some(Settle::Deferred {
@@ -322,24 +396,67 @@ async fn hold(
     Ok(None)
 }
 
+/// A row's attempt: what it was, how it is to be settled and how long the channel took.
+struct Outcome {
+    item: OutboxItem,
+    settle: Settle,
+    took: Option<Duration>,
+}
+
 /// Sends one row unless the gate held it, and decides how to settle it.
 async fn attempt<C: Channel>(
     channel: &C,
     policy: &Policy,
     clock: &dyn Clock,
-    item: &OutboxItem,
+    item: OutboxItem,
     held: Option<Settle>,
-) -> (Settle, Option<Duration>) {
+) -> Outcome {
     match held {
-        Some(s) => (s, None),
+        Some(settle) => Outcome {
+            item,
+            settle,
+            took: None,
+        },
         None => {
             let started = Instant::now();
-            let delivery = channel.send(item).await;
+            let delivery = channel.send(&item).await;
             let took = started.elapsed();
-            (settle(policy, item, delivery, clock.now()), Some(took))
+            let settle = settle(policy, &item, delivery, clock.now());
+            Outcome {
+                item,
+                settle,
+                took: Some(took),
+            }
         }
     }
 }
+
+/// What a drain that met a store error leaves for the next one: attempts made but not
+/// settled (so that a send that succeeded is not repeated), settled rows whose fallback is not
+/// queued yet, and rows claimed but never sent (to give back).
+#[derive(Default)]
+struct Backlog {
+    unsettled: Vec<Outcome>,
+    fallbacks: Vec<(OutboxItem, String)>,
+    unsent: Vec<i64>,
+}
+
+impl Backlog {
+    fn is_empty(&self) -> bool {
+        self.unsettled.is_empty() && self.fallbacks.is_empty() && self.unsent.is_empty()
+    }
+
+    fn extend(&mut self, other: Backlog) {
+        self.unsettled.extend(other.unsettled);
+        self.fallbacks.extend(other.fallbacks);
+        self.unsent.extend(other.unsent);
+    }
+}
+
+/// A settling transaction in flight: the outcomes it carries and what the store answered.
+type Settling<'a> = std::pin::Pin<
+    Box<dyn Future<Output = (Vec<Outcome>, Result<BTreeSet<i64>, StoreError>)> + Send + 'a>,
+>;
 
 /// One outbox worker: its name (the lease holder), the store, the clock, its policy and
 /// the metrics it counts into. Several may run per channel, each with its own name.
@@ -350,6 +467,8 @@ pub struct Worker {
     pub clock: Arc<dyn Clock>,
     pub policy: Policy,
     pub metrics: Arc<DeliveryMetrics>,
+    /// What a drain that failed left for the next (shared by clones).
+    backlog: Arc<Mutex<Backlog>>,
 }
 
 impl Worker {
@@ -361,25 +480,45 @@ impl Worker {
             clock,
             policy,
             metrics: Arc::default(),
+            backlog: Arc::default(),
         }
     }
 
-    /// Counts into `metrics` (shared with the portal's `/metrics` and other workers).
+    /// Counts into `metrics` (shared with the portal's `/metrics` and `/health`, and other
+    /// workers).
     pub fn with_metrics(mut self, metrics: Arc<DeliveryMetrics>) -> Self {
         self.metrics = metrics;
         self
     }
 
+    fn backlog(&self) -> std::sync::MutexGuard<'_, Backlog> {
+        self.backlog.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Progress, for `/health`: a worker that makes none for longer than its lease is stuck.
+    fn beat(&self) {
+        self.metrics.worker_beat(&self.name);
+    }
+
     /// Delivers every due row of `channel` until none is left due now: claims a batch,
     /// checks each row against the gate, sends the rest (up to `policy.concurrency` at a
-    /// time), and settles the batch in one transaction.
+    /// time) and settles the attempts as they end, each settling transaction taking every
+    /// attempt ended by then (rows are settled one by one when sends are slow, in groups when
+    /// they are fast). No more than `concurrency` ended attempts wait to be settled, so a crash
+    /// repeats at most about twice `concurrency` sends.
+    ///
+    /// On a store error it stops sending, and keeps what it could not write (attempts, the
+    /// fallbacks they call for, the rows it claimed and did not send) for the next drain, which
+    /// writes them first: sends that went out are settled, not repeated, once the store works.
     pub async fn drain<C: Channel>(&self, channel: &C) -> Result<DrainReport, StoreError> {
-        let (store, policy, clock) = (&self.store, &self.policy, self.clock.as_ref());
-        let gate = &policy.gate;
         let mut report = DrainReport::default();
+        self.write_backlog(channel, &mut report).await?;
+        let policy = &self.policy;
         loop {
-            let now = clock.now();
-            let items = store
+            self.beat();
+            let now = self.clock.now();
+            let items = self
+                .store
                 .claim_outbox(
                     channel.name(),
                     &self.name,
@@ -391,91 +530,297 @@ impl Worker {
             if items.is_empty() {
                 return Ok(report);
             }
+            self.beat();
             let mut sent_today = HashMap::new();
-            let mut held = Vec::with_capacity(items.len());
-            for item in &items {
-                held.push(hold(store, gate, item, now, &mut sent_today).await?);
-            }
-            // Sends in flight at once, in order; a named fn keeps the futures' lifetimes
-            // simple enough for a spawned task.
-            let mut outcomes = Vec::with_capacity(items.len());
-            let pending: Vec<_> = items.iter().zip(held).collect();
-            for group in pending.chunks(policy.concurrency.max(1)) {
-                let sends = group
-                    .iter()
-                    .map(|(item, held)| attempt(channel, policy, clock, item, held.clone()));
-                outcomes.extend(futures_util::future::join_all(sends).await);
-            }
-            let settles: Vec<(i64, Settle)> = items
-                .iter()
-                .zip(&outcomes)
-                .map(|(item, (s, _))| (item.id, s.clone()))
-                .collect();
-            let kept = store
-                .settle_outbox_batch(&self.name, &settles, clock.now())
-                .await?;
-            for (item, (s, took)) in items.iter().zip(outcomes) {
-                if !kept.contains(&item.id) {
-                    report.lost += 1;
-                    continue;
+            let mut batch = Vec::with_capacity(items.len());
+            let mut items = items.into_iter();
+            while let Some(item) = items.next() {
+                match hold(&self.store, policy, &item, now, &mut sent_today).await {
+                    Ok(held) => batch.push((item, held)),
+                    Err(e) => {
+                        // Nothing of this batch was sent: its rows go back to the queue.
+                        let unsent = batch
+                            .iter()
+                            .map(|(i, _): &(OutboxItem, _)| i.id)
+                            .chain([item.id])
+                            .chain(items.map(|i| i.id))
+                            .collect();
+                        self.backlog().extend(Backlog {
+                            unsent,
+                            ..Backlog::default()
+                        });
+                        return Err(e);
+                    }
                 }
-                report.count(&s);
-                self.metrics.record(channel.name(), s.outcome(), took);
-                tracing::info!(outbox = item.id, key = %item.decision_key, recipient = %item.recipient,
-                    channel = channel.name(), outcome = s.outcome(), "delivery attempt");
-                if self.fall_back(channel, item, &s).await? {
-                    report.fallbacks += 1;
+            }
+            self.deliver(channel, batch, &mut report).await?;
+        }
+    }
+
+    /// Writes what an earlier drain could not: its attempts, then their fallbacks, then gives
+    /// back the rows it did not send. What fails again stays for the next drain.
+    async fn write_backlog<C: Channel>(
+        &self,
+        channel: &C,
+        report: &mut DrainReport,
+    ) -> Result<(), StoreError> {
+        let mut backlog = std::mem::take(&mut *self.backlog());
+        if backlog.is_empty() {
+            return Ok(());
+        }
+        let written = async {
+            if !backlog.unsettled.is_empty() {
+                let outcomes = std::mem::take(&mut backlog.unsettled);
+                let (outcomes, kept) = self.settle_outcomes(outcomes).await;
+                match kept {
+                    Ok(kept) => {
+                        self.account(channel, outcomes, &kept, report, &mut backlog.fallbacks)
+                    }
+                    Err(e) => {
+                        backlog.unsettled = outcomes;
+                        return Err(e);
+                    }
                 }
+            }
+            self.queue_fallbacks(&mut backlog.fallbacks, report).await?;
+            if !backlog.unsent.is_empty() {
+                self.store
+                    .release_outbox(&self.name, &backlog.unsent)
+                    .await?;
+                backlog.unsent.clear();
+            }
+            Ok(())
+        }
+        .await;
+        self.backlog().extend(backlog);
+        written
+    }
+
+    /// Sends a claimed batch and settles it as the attempts end (see `drain`).
+    async fn deliver<C: Channel>(
+        &self,
+        channel: &C,
+        batch: Vec<(OutboxItem, Option<Settle>)>,
+        report: &mut DrainReport,
+    ) -> Result<(), StoreError> {
+        let limit = self.policy.concurrency.max(1);
+        let mut queue = batch.into_iter();
+        let mut in_flight = futures_util::stream::FuturesUnordered::new();
+        // Attempts ended and not settled yet, and those being settled now.
+        let mut ended: Vec<Outcome> = Vec::new();
+        let mut settling: Option<Settling<'_>> = None;
+        let mut settling_len = 0;
+        let mut fallbacks = Vec::new();
+        let mut failed: Option<StoreError> = None;
+        loop {
+            while failed.is_none() && in_flight.len() < limit && ended.len() + settling_len < limit
+            {
+                let Some((item, held)) = queue.next() else {
+                    break;
+                };
+                in_flight.push(attempt(
+                    channel,
+                    &self.policy,
+                    self.clock.as_ref(),
+                    item,
+                    held,
+                ));
+            }
+            if settling.is_none() && failed.is_none() && !ended.is_empty() {
+                let outcomes = std::mem::take(&mut ended);
+                settling_len = outcomes.len();
+                settling = Some(Box::pin(self.settle_outcomes(outcomes)));
+            }
+            if in_flight.is_empty() && settling.is_none() {
+                break;
+            }
+            tokio::select! {
+                Some(outcome) = in_flight.next(), if !in_flight.is_empty() => {
+                    self.beat();
+                    ended.push(outcome);
+                }
+                (outcomes, kept) = async { settling.as_mut().expect("guarded").await }, if settling.is_some() => {
+                    settling = None;
+                    settling_len = 0;
+                    self.beat();
+                    match kept {
+                        Ok(kept) => self.account(channel, outcomes, &kept, report, &mut fallbacks),
+                        Err(e) => {
+                            // Stop sending; what is in flight still ends and is kept.
+                            ended.extend(outcomes);
+                            failed = Some(e);
+                        }
+                    }
+                }
+            }
+        }
+        if failed.is_none() {
+            if let Err(e) = self.queue_fallbacks(&mut fallbacks, report).await {
+                failed = Some(e);
+            }
+        }
+        match failed {
+            None => Ok(()),
+            Some(e) => {
+                self.backlog().extend(Backlog {
+                    unsettled: ended,
+                    fallbacks,
+                    unsent: queue.map(|(item, _)| item.id).collect(),
+                });
+                Err(e)
             }
         }
     }
 
-    /// Queues the notice on the gate's fallback channel when `channel` is gone or refused
-    /// for good, if the recipient takes it there.
-    async fn fall_back<C: Channel>(
+    /// Records the attempts and settles their rows in one transaction; gives the outcomes
+    /// back with the ids this worker still held (the others were taken over).
+    async fn settle_outcomes(
+        &self,
+        outcomes: Vec<Outcome>,
+    ) -> (Vec<Outcome>, Result<BTreeSet<i64>, StoreError>) {
+        let settles: Vec<(i64, Settle)> = outcomes
+            .iter()
+            .map(|o| (o.item.id, o.settle.clone()))
+            .collect();
+        let kept = self
+            .store
+            .settle_outbox_batch(&self.name, &settles, self.clock.now())
+            .await;
+        (outcomes, kept)
+    }
+
+    /// Counts, measures and logs settled attempts, and notes the fallbacks they call for.
+    fn account<C: Channel>(
+        &self,
+        channel: &C,
+        outcomes: Vec<Outcome>,
+        kept: &BTreeSet<i64>,
+        report: &mut DrainReport,
+        fallbacks: &mut Vec<(OutboxItem, String)>,
+    ) {
+        for Outcome { item, settle, took } in outcomes {
+            if !kept.contains(&item.id) {
+                report.lost += 1;
+                continue;
+            }
+            report.count(&settle);
+            self.metrics.record(channel.name(), settle.outcome(), took);
+            tracing::info!(outbox = item.id, key = %item.decision_key, recipient = %item.recipient,
+                channel = channel.name(), outcome = settle.outcome(), "delivery attempt");
+            if let Some(to) = self.fallback_for(channel, &item, &settle) {
+                fallbacks.push((item, to));
+            }
+        }
+    }
+
+    /// The gate's fallback channel for a row `channel` settled as gone or dead, if the
+    /// recipient takes it there.
+    fn fallback_for<C: Channel>(
         &self,
         channel: &C,
         item: &OutboxItem,
         settled: &Settle,
-    ) -> Result<bool, StoreError> {
-        let Some((from, to)) = &self.policy.gate.fallback else {
-            return Ok(false);
-        };
-        if !matches!(settled, Settle::Gone { .. } | Settle::Dead { .. })
-            || from != channel.name()
-            || !accepts(item, to, item.notice.critical)
-            || !has_address(item, to)
-        {
-            return Ok(false);
+    ) -> Option<String> {
+        let (from, to) = self.policy.gate.fallback.as_ref()?;
+        (matches!(settled, Settle::Gone { .. } | Settle::Dead { .. })
+            && from == channel.name()
+            && accepts(item, to, item.notice.critical)
+            && has_address(item, to))
+        .then(|| to.clone())
+    }
+
+    /// Queues the notices of `fallbacks` on their fallback channel, removing each one queued;
+    /// on a store error the rest stay.
+    async fn queue_fallbacks(
+        &self,
+        fallbacks: &mut Vec<(OutboxItem, String)>,
+        report: &mut DrainReport,
+    ) -> Result<(), StoreError> {
+        while let Some((item, to)) = fallbacks.last() {
+            let queued = self
+                .store
+                .queue_fallback(&item.decision_key, &item.recipient, to, self.clock.now())
+                .await?;
+            if queued {
+                report.fallbacks += 1;
+                tracing::info!(outbox = item.id, key = %item.decision_key, recipient = %item.recipient,
+                    channel = to.as_str(), "fallback queued");
+            }
+            fallbacks.pop();
         }
-        let queued = self
-            .store
-            .queue_fallback(&item.decision_key, &item.recipient, to, self.clock.now())
-            .await?;
-        if queued {
-            tracing::info!(outbox = item.id, key = %item.decision_key, recipient = %item.recipient,
-                channel = to.as_str(), "fallback queued");
-        }
-        Ok(queued)
+        Ok(())
     }
 
     /// Runs `drain` until `shutdown` turns true, waiting `idle` between drains; it drains
     /// once more after the signal, so rows claimed before it are settled.
+    ///
+    /// A store error does not end it: it logs the error (ids only), waits as
+    /// `policy.store_retry` says and drains again, which first writes what the failed drain
+    /// could not. After `give_up_after` consecutive failures (or a failure during the last
+    /// drain after the signal) it returns the error. Its state (running, failing, stuck,
+    /// stopped) is in `metrics` for `/health`.
     pub async fn work<C: Channel>(
         &self,
         channel: &C,
         idle: Duration,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Result<DrainReport, StoreError> {
+        let worker = self.name.as_str();
+        let retry = self.policy.store_retry;
+        self.metrics
+            .worker_started(worker, channel.name(), self.policy.lease + idle);
         let mut total = DrainReport::default();
+        let mut failures = 0u32;
         loop {
             let stopping = *shutdown.borrow();
-            total = total.plus(self.drain(channel).await?);
-            if stopping {
-                return Ok(total);
-            }
+            let wait = match self.drain(channel).await {
+                Ok(report) => {
+                    total = total.plus(report);
+                    if failures > 0 {
+                        tracing::info!(
+                            worker,
+                            channel = channel.name(),
+                            failures,
+                            "the store works again: the worker goes on"
+                        );
+                    }
+                    failures = 0;
+                    self.metrics.worker_ok(worker);
+                    if stopping {
+                        self.metrics
+                            .worker_stopped(worker, "stopped with the service");
+                        return Ok(total);
+                    }
+                    idle
+                }
+                Err(e) => {
+                    failures += 1;
+                    self.metrics.worker_failed(worker, failures);
+                    if stopping {
+                        tracing::error!(worker, channel = channel.name(), error = %e,
+                            "store error while stopping: the rows it holds go out again after their lease");
+                        self.metrics
+                            .worker_stopped(worker, "a store error while stopping");
+                        return Err(e);
+                    }
+                    if failures >= retry.give_up_after.max(1) {
+                        tracing::error!(worker, channel = channel.name(), failures, error = %e,
+                            "the worker gave up after {failures} consecutive store errors");
+                        self.metrics.worker_stopped(
+                            worker,
+                            &format!("gave up after {failures} consecutive store errors"),
+                        );
+                        return Err(e);
+                    }
+                    let wait = retry.wait(failures);
+                    tracing::warn!(worker, channel = channel.name(), failures,
+                        retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), error = %e,
+                        "store error: the worker is retrying");
+                    wait
+                }
+            };
             tokio::select! {
-                _ = tokio::time::sleep(idle) => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.changed() => {}
             }
         }
@@ -507,6 +852,89 @@ mod tests {
             backoff(&p, 0, 2),
             "rows do not retry in lockstep"
         );
+    }
+
+    #[test]
+    fn store_errors_are_retried_after_doubling_waits() {
+        let r = StoreRetry::default();
+        let waits: Vec<u64> = (1..=9).map(|n| r.wait(n).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(r.give_up_after, 10);
+        let quick = StoreRetry {
+            first: Duration::from_millis(50),
+            max: Duration::from_millis(120),
+            give_up_after: 3,
+        };
+        assert_eq!(quick.wait(2), Duration::from_millis(100));
+        assert_eq!(quick.wait(40), Duration::from_millis(120));
+    }
+
+    /// An e-mail row due at `now` for a procedure whose deadline is `deadline`.
+    fn row(deadline: &str) -> OutboxItem {
+        OutboxItem {
+            id: 7,
+            decision_key: oshirase_engine::eval::DecisionKey::parse(
+                "kokumin-nenkin-shutoku/R00001/2026-10-01",
+            )
+            .unwrap(),
+            recipient: "R00001".into(),
+            channel: "email".into(),
+            attempts: 0,
+            deadline: Some(deadline.parse().unwrap()),
+            notice: oshirase_store::NoticeBody::titled(
+                "お知らせ",
+                oshirase_engine::rule::Category::Pension,
+                false,
+            ),
+            resident: None,
+            preferences: None,
+        }
+    }
+
+    fn tokyo(day: &str, h: u32, m: u32) -> DateTime<FixedOffset> {
+        in_tokyo(
+            day.parse().unwrap(),
+            NaiveTime::from_hms_opt(h, m, 0).unwrap(),
+        )
+    }
+
+    fn retry() -> Delivery {
+        Delivery::Retry {
+            after: Some(Duration::from_secs(600)),
+            reason: "451 4.3.0 try later".into(),
+        }
+    }
+
+    #[test]
+    fn a_late_notice_is_retried_within_the_grace_period_after_its_deadline() {
+        let p = Policy::default();
+        // A week after the deadline (a catch-up after the service was down): retried.
+        match settle(&p, &row("2026-10-21"), retry(), tokyo("2026-10-28", 12, 0)) {
+            Settle::RetryAt { at, .. } => assert_eq!(at, tokyo("2026-10-28", 12, 10)),
+            other => panic!("{other:?}"),
+        }
+        // The last day of the grace period, 14 days after the deadline: still retried.
+        assert!(matches!(
+            settle(&p, &row("2026-10-21"), retry(), tokyo("2026-11-04", 23, 0)),
+            Settle::RetryAt { .. }
+        ));
+        // A retry that would fall after it: a dead letter that says why.
+        match settle(&p, &row("2026-10-21"), retry(), tokyo("2026-11-04", 23, 55)) {
+            Settle::Dead { reason } => {
+                assert!(reason.contains("2026-10-21"), "{reason}");
+                assert!(reason.contains("2026-11-04"), "{reason}");
+                assert!(reason.contains("451 4.3.0 try later"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Tokyo's date counts, not UTC's: 2026-11-04 23:00 JST is still 14:00 UTC.
+        let utc = tokyo("2026-11-04", 23, 0)
+            .with_timezone(&chrono::Utc)
+            .fixed_offset();
+        assert!(matches!(
+            settle(&p, &row("2026-10-21"), retry(), utc),
+            Settle::RetryAt { .. }
+        ));
     }
 
     #[test]

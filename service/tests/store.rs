@@ -201,6 +201,42 @@ async fn a_fixed_rule_never_renotifies(backend: &str) {
 }
 on_both!(rule_set_versions, a_fixed_rule_never_renotifies);
 
+/// An ingest while another connection holds the write lock waits for it, as the busy
+/// timeout promises, instead of failing: on SQLite a transaction that reads before it writes
+/// must take the write lock when it begins (`BEGIN IMMEDIATE`), or its first write fails at
+/// once with "database is locked" (SQLite cannot wait there without risking a deadlock).
+async fn an_ingest_waits_for_another_writer(backend: &str) {
+    let db = fresh(backend).await;
+    let store = Store::open(&db.url).await.unwrap();
+    let now = FixedClock::at_noon(d("2026-10-01")).now();
+    let text = std::fs::read_to_string(root().join("fixtures/town.jsonl")).unwrap();
+    let lock = oshirase_testkit::sql::WriteLock::hold(&db.url, "residents").await;
+    let ingest = tokio::spawn({
+        let store = store.clone();
+        async move { oshirase_service::ingest::ingest(&store, "town.jsonl", &text, false, now).await }
+    });
+    // Long enough for the ingest to reach its first write while the lock is held (bounded:
+    // a failing ingest ends at once).
+    for _ in 0..40 {
+        if ingest.is_finished() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    lock.release().await;
+    let report = ingest
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("the ingest failed instead of waiting for the lock: {e}"));
+    assert!(report.outcome.batch_id.is_some());
+    assert_eq!(
+        store.residents().await.unwrap().len(),
+        report.outcome.rows_changed
+    );
+    assert!(report.outcome.rows_changed > 500);
+}
+on_both!(waits_for_a_writer, an_ingest_waits_for_another_writer);
+
 #[tokio::test]
 async fn an_unreachable_database_is_a_clear_error() {
     let err = Store::open("postgres://nobody:secret@127.0.0.1:1/none")
@@ -614,6 +650,16 @@ async fn outbox_honours_retry_after_and_gone_on_postgres() {
 fn open_policy() -> oshirase_service::outbox::Policy {
     oshirase_service::outbox::Policy {
         gate: oshirase_service::outbox::Gate::open(),
+        ..months_late()
+    }
+}
+
+/// The default policy with a grace period that covers `outbox_with_decisions`: its decisions
+/// (April to June) are months old by its clock (1 October), and these tests are not about
+/// lateness (adapters/tests/smtp.rs is).
+fn months_late() -> oshirase_service::outbox::Policy {
+    oshirase_service::outbox::Policy {
+        late_grace_days: 365,
         ..Default::default()
     }
 }
@@ -685,7 +731,7 @@ async fn push_is_held_overnight_and_falls_back_to_email(backend: &str) {
             daily_cap: 0,
             ..Default::default()
         },
-        ..Policy::default()
+        ..months_late()
     };
     // 22:00 in Tokyo: every push is held until 08:00, and none is sent.
     clock.set(jst_at("2026-10-01", 22));
@@ -757,7 +803,7 @@ async fn the_daily_cap_and_muting(backend: &str) {
             daily_cap: 1,
             ..Gate::open()
         },
-        ..Policy::default()
+        ..months_late()
     };
     // Everyone else mutes e-mail in the portal after the decisions were made.
     for who in emails.keys().filter(|k| **k != busy) {
@@ -910,3 +956,113 @@ async fn history_keeps_replaced_versions(backend: &str) {
     assert_eq!(household(&db.url, "H0001").await, (None, 1));
 }
 on_both!(resident_history, history_keeps_replaced_versions);
+
+/// The outbox rows of `channel` that are not delivered yet.
+async fn undelivered(store: &Store, channel: &str) -> Vec<i64> {
+    store
+        .outbox_rows(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.channel == channel && r.state != oshirase_store::OutboxState::Delivered)
+        .map(|r| r.id)
+        .collect()
+}
+
+/// A worker whose store fails (here the database refuses its claims, as a full disk or a
+/// lock held past the busy timeout would) keeps running and retries; once the store works
+/// again it delivers everything, without a restart.
+async fn a_worker_rides_out_store_errors(backend: &str) {
+    use oshirase_service::outbox::Worker;
+    let (db, store, clock) = outbox_with_decisions(backend).await;
+    assert!(!undelivered(&store, "email").await.is_empty());
+    oshirase_testkit::sql::refuse_updates(&db.url, "outbox", "NEW.leased_by IS NOT NULL").await;
+    let ch = Arc::new(Scripted::new(|_, _| Delivery::Delivered));
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let worker = Worker::new("w", store.clone(), clock.clone(), open_policy());
+    let task = tokio::spawn({
+        let ch = ch.clone();
+        async move {
+            worker
+                .work(ch.as_ref(), Duration::from_millis(20), rx)
+                .await
+        }
+    });
+    // Refused for a while: the worker meets the error and must not end.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !task.is_finished(),
+        "the worker ended at a store error: {:?}",
+        task.await
+    );
+    assert!(ch.sends.lock().unwrap().is_empty(), "nothing was claimed");
+    oshirase_testkit::sql::allow_updates(&db.url, "outbox").await;
+    for _ in 0..600 {
+        if undelivered(&store, "email").await.is_empty() {
+            break;
+        }
+        assert!(
+            !task.is_finished(),
+            "the worker ended at a store error: {:?}",
+            task.await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(undelivered(&store, "email").await, Vec::<i64>::new());
+    stop.send(true).unwrap();
+    let report = task.await.unwrap().unwrap();
+    assert_eq!(report.delivered, email_rows(&store).await.len());
+}
+on_both!(store_errors, a_worker_rides_out_store_errors);
+
+/// Sends that succeeded are not lost when settling fails: a worker whose settle the
+/// database refuses stops there, and after it is gone (a restart: its leases expire) the next
+/// worker sends again only what was in flight or waiting to be settled, never the whole batch.
+async fn a_failed_settle_does_not_resend_the_batch(backend: &str) {
+    use oshirase_service::outbox::{Policy, Worker};
+    let (db, store, clock) = outbox_with_decisions(backend).await;
+    let emails = email_rows(&store).await;
+    assert!(emails.len() > 60, "{} email rows", emails.len());
+    let policy = Policy {
+        batch: 50,
+        concurrency: 2,
+        ..open_policy()
+    };
+    let refused = emails[20];
+    oshirase_testkit::sql::refuse_updates(
+        &db.url,
+        "outbox",
+        &format!("NEW.state = 'delivered' AND OLD.id = {refused}"),
+    )
+    .await;
+    let ch = Scripted::new(|_, _| Delivery::Delivered);
+    let first = Worker::new("first", store.clone(), clock.clone(), policy.clone());
+    assert!(first.drain(&ch).await.is_err(), "the refused settle fails");
+    drop(first);
+    oshirase_testkit::sql::allow_updates(&db.url, "outbox").await;
+    clock.advance(policy.lease + Duration::from_secs(1));
+    Worker::new("second", store.clone(), clock.clone(), policy.clone())
+        .drain(&ch)
+        .await
+        .unwrap();
+    assert_eq!(undelivered(&store, "email").await, Vec::<i64>::new());
+    let sends = ch.sends.lock().unwrap().clone();
+    let twice: Vec<i64> = emails
+        .iter()
+        .copied()
+        .filter(|id| sends.iter().filter(|x| *x == id).count() > 1)
+        .collect();
+    assert!(
+        sends
+            .iter()
+            .all(|id| sends.iter().filter(|x| *x == id).count() <= 2),
+        "no row went three times"
+    );
+    assert!(twice.contains(&refused), "{twice:?}");
+    assert!(
+        twice.len() <= 2 * policy.concurrency,
+        "{} rows were sent twice, not only those in flight or waiting to be settled: {twice:?}",
+        twice.len()
+    );
+}
+on_both!(failed_settle, a_failed_settle_does_not_resend_the_batch);

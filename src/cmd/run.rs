@@ -1,5 +1,6 @@
 //! `oshirase run`: the service. The scheduler, the outbox workers of each configured channel
-//! and the portal in one process, stopped together by SIGINT/SIGTERM.
+//! and the portal in one process, stopped together by SIGINT/SIGTERM, or when a worker gives
+//! up on the store (exit code 5).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -77,11 +78,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
         let portal = config.portal(webpush.as_ref().map(|w| w.vapid.public_key.clone()))?;
         let email = config.email()?;
         let (tx, rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down");
-            let _ = tx.send(true);
+        let stop = Arc::new(tx);
+        tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                shutdown_signal().await;
+                tracing::info!("shutting down");
+                stop.send_replace(true);
+            }
         });
+        // A worker that gives up on the store says so here: the service stops.
+        let (gave_up, mut gave_up_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
         let mut tasks: Vec<(String, tokio::task::JoinHandle<anyhow::Result<()>>)> = Vec::new();
         // One set of delivery counters: every worker counts into it, the portal shows it.
         let metrics = Arc::new(DeliveryMetrics::default());
@@ -91,6 +98,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
             config: &config,
             metrics: metrics.clone(),
             shutdown: rx.clone(),
+            gave_up,
         };
         let portal_inbox = Arc::new(oshirase_adapters::PortalInbox);
         tasks.extend(ctx.spawn(portal_inbox, portal_policy).await);
@@ -143,13 +151,35 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
                 }),
             ));
         }
-        scheduler.run(rx).await?;
+        drop(ctx);
+        let scheduled = scheduler.run(rx);
+        tokio::pin!(scheduled);
+        let scheduled = tokio::select! {
+            r = &mut scheduled => r,
+            Some(worker) = gave_up_rx.recv() => {
+                tracing::error!(worker, "a delivery worker gave up on the database: the service stops");
+                stop.send_replace(true);
+                scheduled.await
+            }
+        };
+        scheduled?;
+        // Everything stops now (after SIGTERM the signal is already sent); the first failure
+        // is the service's.
+        stop.send_replace(true);
+        let mut failure = None;
         for (name, task) in tasks {
-            task.await
-                .with_context(|| format!("{name} stopped"))?
-                .with_context(|| format!("{name} stopped"))?;
+            let result = match task.await {
+                Ok(r) => r.with_context(|| format!("{name} stopped")),
+                Err(e) => Err(anyhow::Error::new(e).context(format!("{name} stopped"))),
+            };
+            if let Err(e) = result {
+                failure.get_or_insert(e);
+            }
         }
-        Ok(exit::OK)
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(exit::OK),
+        }
     })
 }
 
@@ -160,12 +190,15 @@ struct Workers<'a> {
     config: &'a ServiceConfig,
     metrics: Arc<DeliveryMetrics>,
     shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Where a worker that gave up on the store sends its name.
+    gave_up: tokio::sync::mpsc::UnboundedSender<String>,
 }
 
 impl Workers<'_> {
     /// Starts the configured number of workers for `channel`; each drains once more after
     /// the shutdown signal, so work claimed before it is settled. A transport that cannot be
-    /// reached now is reported, not fatal: its rows wait and are retried.
+    /// reached now is reported, not fatal: its rows wait and are retried. Store errors are
+    /// retried by the worker; one that gives up stops the service.
     async fn spawn<C: Channel + 'static>(
         &self,
         channel: Arc<C>,
@@ -186,10 +219,15 @@ impl Workers<'_> {
                 )
                 .with_metrics(self.metrics.clone());
                 let (channel, rx) = (channel.clone(), self.shutdown.clone());
+                let gave_up = self.gave_up.clone();
                 let task = tokio::spawn(async move {
-                    worker
+                    let result = worker
                         .work(channel.as_ref(), Duration::from_secs(5), rx)
-                        .await?;
+                        .await;
+                    if result.is_err() {
+                        let _ = gave_up.send(worker.name.clone());
+                    }
+                    result?;
                     Ok(())
                 });
                 (name, task)

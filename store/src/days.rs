@@ -95,7 +95,7 @@ impl Store {
     ) -> Result<DayCommit> {
         let due = utc_text(now);
         let now = now_text(now);
-        let mut tx = self.pool.begin().await.map_err(q("starting a day"))?;
+        let mut tx = self.begin_write("starting a day").await?;
         let insert = self.sql(
             "INSERT INTO decisions (key, rule, rule_version, rule_set, subject, occurrence, notify_on, deadline,
                staff_review, critical, body, created_at)

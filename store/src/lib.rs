@@ -206,6 +206,22 @@ impl Store {
         self.pool.close().await;
     }
 
+    /// A transaction that writes. On SQLite it takes the write lock as it begins
+    /// (`BEGIN IMMEDIATE`), waiting for another writer up to the busy timeout: a deferred
+    /// transaction that reads first and then writes would get SQLITE_BUSY at its first
+    /// write, at once, because SQLite cannot wait there without risking a deadlock.
+    /// PostgreSQL locks rows, not the database: a plain `BEGIN`.
+    async fn begin_write(
+        &self,
+        what: &'static str,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+        .map_err(q(what))
+    }
+
     /// SQL is written once with `$1` placeholders; SQLite spells them `?1`.
     fn sql(&self, sql: &'static str) -> SqlStr {
         match self.backend {

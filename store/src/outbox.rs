@@ -281,7 +281,7 @@ impl Store {
         let now_t = utc_text(now);
         let mut held = BTreeSet::new();
         let mut attempts: Vec<Vec<Val>> = Vec::new();
-        let mut tx = self.pool.begin().await.map_err(q("settling outbox rows"))?;
+        let mut tx = self.begin_write("settling outbox rows").await?;
         let delivered: Vec<i64> = settles
             .iter()
             .filter(|(_, s)| *s == Settle::Delivered)
@@ -365,6 +365,32 @@ impl Store {
         }
         tx.commit().await.map_err(q("settling outbox rows"))?;
         Ok(held)
+    }
+
+    /// Gives rows `worker` claimed and did not send back to the queue at once, instead of at
+    /// the end of their lease; rows it no longer holds are left alone.
+    pub async fn release_outbox(&self, worker: &str, ids: &[i64]) -> Result<u64> {
+        let mut released = 0;
+        for chunk in ids.chunks(1000) {
+            let mut sql = self.in_list(
+                "UPDATE outbox SET lease_until = NULL, leased_by = NULL WHERE state = 'pending' AND id IN (",
+                chunk.len(),
+            );
+            sql.push_str(" AND leased_by = ");
+            self.push_placeholder(&mut sql, chunk.len() + 1);
+            // Fixed text and placeholders only.
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            released += query
+                .bind(worker.to_owned())
+                .execute(&self.pool)
+                .await
+                .map_err(q("giving back outbox rows"))?
+                .rows_affected();
+        }
+        Ok(released)
     }
 
     /// Outbox rows, optionally only those in `state`, in id order.

@@ -418,7 +418,7 @@ impl Store {
             ),
             DraftChoice::Decline => (DraftState::Declined, None),
         };
-        let mut tx = self.pool.begin().await.map_err(q("deciding a draft"))?;
+        let mut tx = self.begin_write("deciding a draft").await?;
         let done = sqlx::query(self.sql(
             "UPDATE drafts SET state = $1, submitted_fields = $2, decided_by = $3, updated_at = $4
              WHERE decision_key = $5 AND state = 'open'",
@@ -476,11 +476,7 @@ impl Store {
         if entries.is_empty() {
             return Ok(());
         }
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(q("writing the audit log"))?;
+        let mut tx = self.begin_write("writing the audit log").await?;
         self.insert_audit(&mut tx, entries).await?;
         tx.commit().await.map_err(q("writing the audit log"))
     }

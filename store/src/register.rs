@@ -278,7 +278,7 @@ impl Store {
     /// feed touched.
     pub async fn apply_ingest(&self, batch: IngestBatch<'_>) -> Result<IngestOutcome> {
         let content_hash = hash_hex(batch.content);
-        let mut tx = self.pool.begin().await.map_err(q("starting an ingest"))?;
+        let mut tx = self.begin_write("starting an ingest").await?;
         let seen = sqlx::query(self.sql("SELECT id FROM ingest_batches WHERE content_hash = $1"))
             .bind(content_hash.clone())
             .fetch_optional(&mut *tx)

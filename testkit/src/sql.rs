@@ -84,3 +84,83 @@ pub async fn rows(url: &str, sql: &str) -> Vec<Vec<Cell>> {
         })
         .collect()
 }
+
+/// Another connection holding the write lock until `release`, as a long write of another
+/// process would: on SQLite the database's (`BEGIN IMMEDIATE`), on PostgreSQL an `EXCLUSIVE`
+/// lock on `table`. Readers pass on both; writers wait (SQLite for its busy timeout at most).
+pub struct WriteLock {
+    conn: AnyConnection,
+}
+
+impl WriteLock {
+    pub async fn hold(url: &str, table: &str) -> WriteLock {
+        let mut conn = connect(url).await;
+        let statements = if url.starts_with("postgres") {
+            vec![
+                "BEGIN".to_owned(),
+                format!("LOCK TABLE {table} IN EXCLUSIVE MODE"),
+            ]
+        } else {
+            vec!["BEGIN IMMEDIATE".to_owned()]
+        };
+        for sql in statements {
+            sqlx::query(AssertSqlSafe(sql.clone()))
+                .execute(&mut conn)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+        WriteLock { conn }
+    }
+
+    /// Ends the transaction (it wrote nothing) and lets the waiting writers in.
+    pub async fn release(mut self) {
+        sqlx::query("COMMIT")
+            .execute(&mut self.conn)
+            .await
+            .unwrap_or_else(|e| panic!("COMMIT: {e}"));
+        let _ = self.conn.close().await;
+    }
+}
+
+/// Makes the database itself refuse every `UPDATE` of `table` whose rows match `when` (an SQL
+/// condition over `OLD` and `NEW`, the same on both backends), until `allow_updates`: a real
+/// error from the database at the moment a full disk or a lock held past the busy timeout would
+/// give one, for the code above the store to meet.
+pub async fn refuse_updates(url: &str, table: &str, when: &str) {
+    let name = format!("refuse_{table}");
+    if url.starts_with("postgres") {
+        execute(
+            url,
+            "CREATE OR REPLACE FUNCTION oshirase_test_refuse() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN RAISE EXCEPTION 'the test refuses this write'; END $$",
+        )
+        .await;
+        execute(
+            url,
+            &format!(
+                "CREATE TRIGGER {name} BEFORE UPDATE ON {table} FOR EACH ROW WHEN ({when})
+                 EXECUTE FUNCTION oshirase_test_refuse()"
+            ),
+        )
+        .await;
+    } else {
+        execute(
+            url,
+            &format!(
+                "CREATE TRIGGER {name} BEFORE UPDATE ON {table} FOR EACH ROW WHEN {when}
+                 BEGIN SELECT RAISE(ABORT, 'the test refuses this write'); END"
+            ),
+        )
+        .await;
+    }
+}
+
+/// Ends `refuse_updates` on `table`.
+pub async fn allow_updates(url: &str, table: &str) {
+    let on = if url.starts_with("postgres") {
+        format!(" ON {table}")
+    } else {
+        String::new()
+    };
+    execute(url, &format!("DROP TRIGGER refuse_{table}{on}")).await;
+}
