@@ -961,6 +961,32 @@ async fn health_and_metrics(backend: &str) {
 }
 on_both!(operations, health_and_metrics);
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_need_their_token_when_one_is_configured() {
+    let app = spawn_app_with(
+        "sqlite",
+        config().metrics_token(oshirase_portal::Secret::new("scrape-me-scrape-me")),
+    )
+    .await;
+    let scrape = |token: Option<&str>| {
+        let r = app.http.get(format!("{}/metrics", app.base));
+        match token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+        .send()
+    };
+    assert_eq!(scrape(None).await.unwrap().status(), 401);
+    assert_eq!(scrape(Some("wrong")).await.unwrap().status(), 401);
+    // A resident's token is not the scraper's.
+    let resident = app.token("R10001");
+    assert_eq!(scrape(Some(&resident)).await.unwrap().status(), 401);
+    let ok = scrape(Some("scrape-me-scrape-me")).await.unwrap();
+    assert_eq!(ok.status(), 200);
+    assert!(ok.text().await.unwrap().contains("oshirase_portal_requests_total"));
+    app.shutdown().await;
+}
+
 /// `GET /health`: the status and the body.
 async fn health(app: &App) -> (u16, Value) {
     let r = app
