@@ -45,6 +45,10 @@ pub struct PortalSection {
     /// Accept push endpoints on loopback addresses (local test push services only).
     #[serde(default)]
     pub allow_loopback_push: bool,
+    /// The environment variable holding the bearer token `/metrics` requires; without it,
+    /// `/metrics` answers clients on this machine only.
+    #[serde(default)]
+    pub metrics_token_env: Option<String>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -353,6 +357,11 @@ impl ServiceConfig {
                 .unwrap_or(defaults.rate_limit),
             allow_loopback_push: p.allow_loopback_push,
             vapid_public_key,
+            metrics_token: p
+                .metrics_token_env
+                .as_deref()
+                .map(|var| env_secret(var, "portal.metrics_token_env").map(Secret::new))
+                .transpose()?,
         };
         c.check()
             .map_err(|e| anyhow::anyhow!("portal: {}", e.0.join("; ")))?;

@@ -67,6 +67,8 @@ pub struct PortalConfig {
     pub allow_loopback_push: bool,
     /// The VAPID public key (base64url) browsers subscribe with; shown on the preferences page.
     pub vapid_public_key: Option<String>,
+    /// The bearer token `/metrics` requires; without one, it answers loopback clients only.
+    pub metrics_token: Option<Secret>,
 }
 
 impl Default for PortalConfig {
@@ -88,6 +90,7 @@ impl Default for PortalConfig {
             },
             allow_loopback_push: false,
             vapid_public_key: None,
+            metrics_token: None,
         }
     }
 }
@@ -149,6 +152,11 @@ impl PortalConfig {
         self
     }
 
+    pub fn metrics_token(mut self, token: Secret) -> Self {
+        self.metrics_token = Some(token);
+        self
+    }
+
     /// Every problem with the configuration, at once.
     pub fn check(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
@@ -190,6 +198,14 @@ impl PortalConfig {
         }
         if self.rate_limit.burst == 0 {
             problems.push("rate limit: burst must be at least 1".into());
+        }
+        if self
+            .metrics_token
+            .as_ref()
+            .is_some_and(|t| t.expose().len() < 16)
+        {
+            problems
+                .push("the metrics token must be at least 16 bytes (use a random value)".into());
         }
         if problems.is_empty() {
             Ok(())

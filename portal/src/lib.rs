@@ -272,7 +272,40 @@ async fn health(State(s): State<PortalState>) -> Response {
     (status, Json(body)).into_response()
 }
 
-async fn metrics_text(State(s): State<PortalState>) -> Response {
+/// Whether a request may read `/metrics`: with a configured token, only a bearer of that
+/// token (compared by digest, so timing does not tell how much of it matched); without
+/// one, only a client on this machine.
+fn may_scrape(s: &PortalState, req: &Request) -> bool {
+    match &s.config().metrics_token {
+        Some(token) => {
+            let given = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or_default();
+            Sha256::digest(given.as_bytes()) == Sha256::digest(token.expose().as_bytes())
+        }
+        None => req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .is_none_or(|ConnectInfo(addr)| addr.ip().is_loopback()),
+    }
+}
+
+async fn metrics_text(State(s): State<PortalState>, req: Request) -> Response {
+    if !may_scrape(&s, &req) {
+        let mut r = (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({ "error": "invalid_token", "message": "metrics need the metrics token" })),
+        )
+            .into_response();
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer error=\"invalid_token\""),
+        );
+        return r;
+    }
     let body = format!("{}{}", s.0.metrics.render(), s.0.delivery.render());
     (
         [(

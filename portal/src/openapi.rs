@@ -202,7 +202,8 @@ pub(crate) fn spec() -> Value {
                 "200": { "description": "Healthy.", "content": { "application/json": {} } },
                 "503": { "description": "The database does not answer, or a delivery worker is failing (store errors, retrying), stuck (no progress for longer than its lease) or stopped.", "content": { "application/json": {} } } } } },
             "/metrics": { "get": { "summary": "Prometheus metrics: HTTP requests and latency by route, delivery attempts by channel.", "tags": ["operations"], "responses": {
-                "200": { "description": "Prometheus text format 0.0.4.", "content": { "text/plain": {} } } } } },
+                "200": { "description": "Prometheus text format 0.0.4.", "content": { "text/plain": {} } },
+                "401": { "description": "No metrics token (when one is configured), or a client on another machine (when none is)." } } } },
             "/": { "get": { "summary": "Redirects to the inbox.", "tags": ["pages"], "responses": { "303": { "description": "To /inbox." } } } },
             "/login": { "get": {
                 "summary": "Signs in with a token from the identity provider (sets an HttpOnly SameSite=Strict cookie) and redirects to `next` (a path on this site) or /inbox.",

@@ -983,7 +983,11 @@ async fn metrics_need_their_token_when_one_is_configured() {
     assert_eq!(scrape(Some(&resident)).await.unwrap().status(), 401);
     let ok = scrape(Some("scrape-me-scrape-me")).await.unwrap();
     assert_eq!(ok.status(), 200);
-    assert!(ok.text().await.unwrap().contains("oshirase_portal_requests_total"));
+    assert!(ok
+        .text()
+        .await
+        .unwrap()
+        .contains("oshirase_portal_requests_total"));
     app.shutdown().await;
 }
 
