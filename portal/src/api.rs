@@ -62,7 +62,7 @@ impl FromRequestParts<PortalState> for ApiReader {
     ) -> Result<Self, Self::Rejection> {
         let token = bearer(parts).ok_or(Unauthorized(TokenError::Missing))?;
         state
-            .verify(token)
+            .verify_once(&parts.extensions, token)
             .map(|v| ApiReader(v.reader))
             .map_err(Unauthorized)
     }

@@ -107,6 +107,26 @@ impl PortalState {
     pub fn verify(&self, token: &str) -> Result<Verified, TokenError> {
         self.0.verifier.verify(token, self.now())
     }
+
+    /// `verify`, reusing the answer the rate limiter already got for this very token on
+    /// this request: one signature check a request.
+    pub(crate) fn verify_once(
+        &self,
+        extensions: &axum::http::Extensions,
+        token: &str,
+    ) -> Result<Verified, TokenError> {
+        match extensions.get::<CheckedToken>() {
+            Some(c) if c.token == token => c.result.clone(),
+            _ => self.verify(token),
+        }
+    }
+}
+
+/// The token the rate limiter verified for a request, and the answer.
+#[derive(Clone)]
+struct CheckedToken {
+    token: String,
+    result: Result<Verified, TokenError>,
 }
 
 /// Route list entries: method, path, handler. The router and `route_table` both come from
@@ -340,8 +360,12 @@ fn request_token(req: &Request) -> Option<&str> {
 /// The bucket a request draws from: the verified reader's (whatever token, cookie or login
 /// link carries them, however its signature is encoded), else the client's address, so
 /// that junk tokens and fresh login queries do not each get a new bucket.
-fn rate_key(s: &PortalState, req: &Request) -> [u8; 32] {
-    let who = match request_token(req).and_then(|t| s.verify(t).ok()) {
+fn rate_key(req: &Request) -> [u8; 32] {
+    let verified = req
+        .extensions()
+        .get::<CheckedToken>()
+        .and_then(|c| c.result.as_ref().ok());
+    let who = match verified {
         Some(v) => format!("reader {}", v.reader.as_str()),
         None => match req.extensions().get::<ConnectInfo<SocketAddr>>() {
             Some(ConnectInfo(addr)) => format!("client {}", addr.ip()),
@@ -351,8 +375,12 @@ fn rate_key(s: &PortalState, req: &Request) -> [u8; 32] {
     Sha256::digest(who.as_bytes()).into()
 }
 
-async fn rate_limit(State(s): State<PortalState>, req: Request, next: Next) -> Response {
-    if let Err(wait) = s.0.limiter.take(rate_key(&s, &req)) {
+async fn rate_limit(State(s): State<PortalState>, mut req: Request, next: Next) -> Response {
+    if let Some(token) = request_token(&req).map(str::to_owned) {
+        let result = s.verify(&token);
+        req.extensions_mut().insert(CheckedToken { token, result });
+    }
+    if let Err(wait) = s.0.limiter.take(rate_key(&req)) {
         let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
         let mut r = (
             StatusCode::TOO_MANY_REQUESTS,

@@ -165,7 +165,7 @@ impl FromRequestParts<PortalState> for PageReader {
         let Some(token) = session_token(&parts.headers) else {
             return Err(hint(None));
         };
-        match state.verify(token) {
+        match state.verify_once(&parts.extensions, token) {
             Ok(v) => Ok(PageReader {
                 id: v.reader,
                 token: token.to_owned(),

@@ -254,14 +254,15 @@ impl Portal {
         let Some(subject) = &n.subject_record else {
             return Ok(None);
         };
+        // The subject's own record came with the notice: no second read.
+        if reader.id() == &n.subject {
+            return Ok(subject.alive().then_some(role));
+        }
         let Some(me) = self.store.register_access(reader.id()).await? else {
             return Ok(None);
         };
         if !me.alive() {
             return Ok(None);
-        }
-        if reader.id() == &n.subject {
-            return Ok(Some(role));
         }
         if subject.support_measure {
             let allowed = role == Role::Guardian && subject.has_guardian(reader.id(), &me);
@@ -271,7 +272,7 @@ impl Portal {
             Role::Subject => false,
             Role::Guardian => {
                 subject.has_guardian(reader.id(), &me)
-                    || (!subject.alive() && self.guards_a_housemate(reader, subject).await?)
+                    || (!subject.alive() && self.guards_a_housemate(reader, &me, subject).await?)
             }
             Role::Householder | Role::Spouse | Role::Survivor => me.lives_with(subject),
             Role::Proxy => self.proxy_may_read(reader, n, subject).await?,
@@ -281,17 +282,19 @@ impl Portal {
 
     /// Whether `reader` is the listed guardian of someone living in the deceased `subject`'s
     /// household: the route of a minor survivor's notice.
-    async fn guards_a_housemate(&self, reader: &Reader, subject: &RegisterAccess) -> Result<bool> {
+    async fn guards_a_housemate(
+        &self,
+        reader: &Reader,
+        me: &RegisterAccess,
+        subject: &RegisterAccess,
+    ) -> Result<bool> {
         let Some(household) = &subject.household else {
-            return Ok(false);
-        };
-        let Some(me) = self.store.register_access(reader.id()).await? else {
             return Ok(false);
         };
         let members = self.store.household_access(&household.id).await?;
         Ok(members
             .iter()
-            .any(|(_, m)| m.alive() && m.lives_with(subject) && m.has_guardian(reader.id(), &me)))
+            .any(|(_, m)| m.alive() && m.lives_with(subject) && m.has_guardian(reader.id(), me)))
     }
 
     async fn proxy_may_read(
