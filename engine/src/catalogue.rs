@@ -1105,8 +1105,13 @@ pub(crate) fn compile_deadline_policy(
 /// The errors after the first in a rule file: serde stops at the first, so the faulty
 /// top-level field is taken out and the rest read again, until nothing more is wrong. A
 /// required field that was taken out is not reported missing.
-fn later_errors(file: &str, text: &str, first: &str) -> Vec<LoadError> {
-    let Ok(serde_yaml_ng::Value::Mapping(mut map)) = serde_yaml_ng::from_str(text) else {
+fn later_errors(
+    file: &str,
+    text: &str,
+    value: serde_yaml_ng::Value,
+    first: &str,
+) -> Vec<LoadError> {
+    let serde_yaml_ng::Value::Mapping(mut map) = value else {
         return Vec::new();
     };
     let top = |field: &str| {
@@ -1149,12 +1154,6 @@ fn later_errors(file: &str, text: &str, first: &str) -> Vec<LoadError> {
     out
 }
 
-/// The `id` of a rule file that did not parse, if it has a readable one.
-fn id_in(text: &str) -> Option<RuleId> {
-    let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).ok()?;
-    RuleId::parse(v.get("id")?.as_str()?).ok()
-}
-
 /// Every rule file, hashed, parsed and compiled on its own; returns the sound rules and each
 /// file's text (by file name) for the later passes' line numbers.
 fn compile_rules<'s>(
@@ -1174,14 +1173,18 @@ fn compile_rules<'s>(
         let doc = match parse_yaml::<RuleDoc>(file, text) {
             Ok(d) => d,
             Err(e) => {
-                // A file refused for its depth is not read again: that is what takes long.
-                if crate::nesting::too_deep(text, crate::nesting::MAX_DEPTH).is_none() {
-                    errors.extend(
-                        std::iter::once(e.clone()).chain(later_errors(file, text, &e.field)),
-                    );
-                    failed_ids.extend(id_in(text));
-                } else {
-                    errors.push(e);
+                let first = e.field.clone();
+                errors.push(e);
+                // Read once more as a plain value, for its id and its later errors; not a
+                // file refused for its depth, which is what takes long to read.
+                let value = crate::nesting::too_deep(text, crate::nesting::MAX_DEPTH)
+                    .is_none()
+                    .then(|| serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text).ok())
+                    .flatten();
+                if let Some(value) = value {
+                    let id = value.get("id").and_then(|v| v.as_str());
+                    failed_ids.extend(id.and_then(|id| RuleId::parse(id).ok()));
+                    errors.extend(later_errors(file, text, value, &first));
                 }
                 continue;
             }
