@@ -7,8 +7,12 @@ use chrono::NaiveDate;
 use oshirase_engine::catalogue::compile_sources;
 use oshirase_engine::eval::Role;
 use oshirase_engine::ids::{ResidentId, RuleId};
-use oshirase_engine::{evaluate_day, explain, parse_snapshot, ExplainOutcome, Population, RuleSet};
+use oshirase_engine::{evaluate_day, explain, ExplainOutcome, Population, RuleSet};
 use proptest::prelude::*;
+
+#[path = "support/snapshot.rs"]
+mod snapshot;
+use snapshot::population;
 
 fn d(s: &str) -> NaiveDate {
     s.parse().unwrap()
@@ -40,18 +44,6 @@ fn person(id: &str, birth: &str, hh: &str, rel: &str, extra: &str) -> String {
     format!(
         r#"{{"id":"{id}","name":{{"kanji":"山田 {id}","kana":"ヤマダ"}},"birth_date":"{birth}","sex":1,"status":{{"kind":"resident"}},"address":{{"local_gov_code":"133621","text":"利島村"}},"household":{{"id":"{hh}","relationship":"{rel}"}},"contact":{{"portal":true}}{extra}}}"#
     )
-}
-
-fn population(lines: &[String]) -> Population {
-    let mut text =
-        r#"{"format":"oshirase-snapshot","schema_version":1,"as_of":"2026-10-01"}"#.to_string();
-    for l in lines {
-        text.push('\n');
-        text.push_str(l);
-    }
-    parse_snapshot(&text, "test.jsonl")
-        .unwrap_or_else(|e| panic!("{e}"))
-        .population
 }
 
 /// Decisions on `day` as "subject->recipient:role" strings, sorted.

@@ -6,7 +6,11 @@ use std::path::Path;
 
 use chrono::NaiveDate;
 use oshirase_engine::catalogue::compile_sources;
-use oshirase_engine::{evaluate_day, parse_snapshot, Population, RuleSet};
+use oshirase_engine::{evaluate_day, Population, RuleSet};
+
+#[path = "support/snapshot.rs"]
+mod snapshot;
+use snapshot::population;
 
 fn rule(id: &str, body: &str) -> String {
     format!(
@@ -69,18 +73,6 @@ fn scripts_that_fail_only_on_some_data_still_load() {
     ] {
         assert_eq!(prefill_errors(script), Vec::<String>::new(), "{script}");
     }
-}
-
-fn population(lines: &[String]) -> Population {
-    let mut text =
-        r#"{"format":"oshirase-snapshot","schema_version":1,"as_of":"2026-10-01"}"#.to_string();
-    for l in lines {
-        text.push('\n');
-        text.push_str(l);
-    }
-    parse_snapshot(&text, "test.jsonl")
-        .unwrap_or_else(|e| panic!("{e}"))
-        .population
 }
 
 fn person(id: &str, birth: &str, rel: &str) -> String {

@@ -10,7 +10,11 @@ use std::path::Path;
 use chrono::NaiveDate;
 use oshirase_engine::catalogue::compile_sources;
 use oshirase_engine::script::WITHHELD;
-use oshirase_engine::{evaluate_day, parse_snapshot, Decision, Population, RuleSet};
+use oshirase_engine::{evaluate_day, Decision, RuleSet};
+
+#[path = "support/snapshot.rs"]
+mod snapshot;
+use snapshot::population;
 
 /// The draft of every case: the subject, each housemate, the householder and the guardians,
 /// by name, kana and address, as a form and its message would give them.
@@ -85,18 +89,6 @@ const DIED: &str = r#"{"kind":"deceased","date":"2026-09-01"}"#;
 
 fn deceased(line: String) -> String {
     line.replace(r#"{"kind":"resident"}"#, DIED)
-}
-
-fn population(lines: &[String]) -> Population {
-    let mut text =
-        r#"{"format":"oshirase-snapshot","schema_version":1,"as_of":"2026-10-01"}"#.to_string();
-    for l in lines {
-        text.push('\n');
-        text.push_str(l);
-    }
-    parse_snapshot(&text, "test.jsonl")
-        .unwrap_or_else(|e| panic!("{e}"))
-        .population
 }
 
 /// One row of the table.
