@@ -159,6 +159,21 @@ impl RuleSet {
         })
     }
 
+    /// The same catalogue with other parameter values, and what is compiled from them (the
+    /// municipality's deadline policy) compiled again.
+    pub fn with_parameters(&self, params: Parameters) -> Result<RuleSet, Vec<LoadError>> {
+        let mut errors = Vec::new();
+        let policy = compile_deadline_policy(&params, &[], &mut errors);
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(RuleSet {
+            params: Arc::new(params),
+            deadline_policy: Arc::new(policy),
+            ..self.clone()
+        })
+    }
+
     /// The `params` map a rule's scripts see for an occurrence on `on`; `()` for rules whose
     /// scripts never read it, so that a day's run builds it only where it is used.
     pub fn params_for(&self, rule: &Rule, on: NaiveDate) -> Dynamic {
@@ -1041,7 +1056,7 @@ pub const CLOSED_DAYS_PARAM: &str = "municipal_closed_days";
 
 /// The municipality's deadline policy from its calendar parameters; the statute's default
 /// (every deadline moves past 行政機関の休日) for a parameter not given.
-pub(crate) fn compile_deadline_policy(
+fn compile_deadline_policy(
     params: &Parameters,
     param_sources: &[(String, String)],
     errors: &mut Vec<LoadError>,

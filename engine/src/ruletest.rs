@@ -261,16 +261,14 @@ fn run_case(
                 )),
             }
         }
-        // The calendar parameters are compiled once per catalogue: again with the case's.
-        let mut errors = Vec::new();
-        let policy = crate::catalogue::compile_deadline_policy(&params, &[], &mut errors);
-        result.differences.extend(
-            errors
-                .into_iter()
-                .map(|e| format!("parameters: {}", e.message)),
-        );
-        rules.deadline_policy = std::sync::Arc::new(policy);
-        rules.params = std::sync::Arc::new(params);
+        match rules.with_parameters(params) {
+            Ok(r) => rules = r,
+            Err(errors) => result.differences.extend(
+                errors
+                    .into_iter()
+                    .map(|e| format!("parameters: {}", e.message)),
+            ),
+        }
     }
     if !result.differences.is_empty() {
         return result;
