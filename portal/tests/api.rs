@@ -137,6 +137,41 @@ on_both!(
     anothers_notice_answers_like_a_missing_one
 );
 
+/// A refusal reads the register (the proxy's scope, the principal's status) where a missing
+/// key reads nothing more: every "not found" is held to the same least time, so timing does
+/// not tell which it was.
+async fn a_refusal_takes_as_long_as_a_missing_key(backend: &str) {
+    let app = spawn_app(backend).await;
+    let floor = oshirase_portal::NOT_FOUND_FLOOR;
+    let time = |key: &'static str| {
+        let app = &app;
+        async move {
+            let started = std::time::Instant::now();
+            let r = app.get("R10005", &format!("/api/notices/{}", enc(key))).await;
+            assert_eq!(r.status(), 404);
+            started.elapsed()
+        }
+    };
+    let (mut refused, mut missing) = (Vec::new(), Vec::new());
+    for _ in 0..15 {
+        refused.push(time(HEALTH).await);
+        missing.push(time(MISSING).await);
+    }
+    for t in refused.iter().chain(&missing) {
+        assert!(*t >= floor, "{t:?} < {floor:?}");
+    }
+    refused.sort();
+    missing.sort();
+    let (a, b) = (refused[7], missing[7]);
+    let gap = a.max(b) - a.min(b);
+    assert!(
+        gap < floor / 2,
+        "median refusal {a:?}, median missing {b:?}"
+    );
+    app.shutdown().await;
+}
+on_both!(refusal_timing, a_refusal_takes_as_long_as_a_missing_key);
+
 async fn register_changes_apply_at_once(backend: &str) {
     let app = spawn_app(backend).await;
     assert_eq!(app.keys("R10003").await, vec![CHILD.to_owned()]);

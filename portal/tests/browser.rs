@@ -1,6 +1,7 @@
 //! A resident in a real browser (Debian's headless chromium through chromedriver): sign in
-//! from the login link, open the inbox, the notice, its draft, correct a field, submit, see
-//! the confirmation. Screenshots go to target/test-artifacts/.
+//! from the login link (its token posted by the page's script), open the inbox, the notice,
+//! its draft, correct a field, submit, see the confirmation. Screenshots go to
+//! target/test-artifacts/.
 
 mod common;
 
@@ -92,13 +93,19 @@ async fn a_guardian_corrects_and_submits_a_draft_in_chromium() {
         .unwrap_or_else(|e| panic!("cannot start a chromium session: {e}"));
 
     let run = async {
-        // A `next` the browser would turn into another site (it drops the tab) stays here.
+        // The login link carries the token in the fragment, which the browser never sends:
+        // the page's script posts it. A `next` the browser would turn into another site (it
+        // drops the tab) stays here.
         browser
             .goto(&format!(
-                "{}/login?token={}&next=/%09/evil.example",
+                "{}/login#token={}&next=/%09/evil.example",
                 app.base,
                 app.token("R10003")
             ))
+            .await?;
+        browser
+            .wait()
+            .for_url(&url::Url::parse(&format!("{}/inbox", app.base)).unwrap())
             .await?;
         let here = browser.current_url().await?;
         assert_eq!(here.host_str(), Some("127.0.0.1"), "{here}");

@@ -7,58 +7,82 @@ use common::*;
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use reqwest::Response;
 
+/// A browser: the session cookie it holds, replaced when the portal rotates it.
 struct Session<'a> {
     app: &'a App,
-    cookie: String,
+    cookie: std::sync::Mutex<String>,
 }
 
 impl Session<'_> {
+    fn cookie(&self) -> String {
+        self.cookie.lock().unwrap().clone()
+    }
+
+    /// Keeps a new session cookie the response sets, as a browser would.
+    fn keep(&self, r: &Response) {
+        if let Some(set) = r.headers().get(SET_COOKIE) {
+            let pair = set.to_str().unwrap().split(';').next().unwrap().to_owned();
+            if pair.starts_with("oshirase_session=") {
+                *self.cookie.lock().unwrap() = pair;
+            }
+        }
+    }
+
     async fn get(&self, path: &str) -> (u16, String) {
         let r = self
             .app
             .http
             .get(format!("{}{path}", self.app.base))
-            .header(COOKIE, &self.cookie)
+            .header(COOKIE, self.cookie())
             .send()
             .await
             .unwrap();
+        self.keep(&r);
         (r.status().as_u16(), unescape(r.text().await.unwrap()))
     }
 
     async fn post(&self, path: &str, form: &[(&str, &str)]) -> Response {
-        self.app
+        let r = self
+            .app
             .http
             .post(format!("{}{path}", self.app.base))
-            .header(COOKIE, &self.cookie)
+            .header(COOKIE, self.cookie())
             .form(form)
             .send()
             .await
-            .unwrap()
+            .unwrap();
+        self.keep(&r);
+        r
     }
 }
 
+/// Signs in as the identity provider's form post would: the token in the body, never in
+/// the URL.
+async fn post_login(app: &App, form: &[(&str, &str)], cookie: Option<&str>) -> Response {
+    let mut r = app.http.post(format!("{}/login", app.base)).form(form);
+    if let Some(c) = cookie {
+        r = r.header(COOKIE, c);
+    }
+    r.send().await.unwrap()
+}
+
 async fn login<'a>(app: &'a App, who: &str) -> Session<'a> {
-    let r = app
-        .http
-        .get(format!("{}/login?token={}", app.base, app.token(who)))
-        .send()
-        .await
-        .unwrap();
+    let token = app.token(who);
+    let r = post_login(app, &[("token", &token)], None).await;
     assert_eq!(r.status(), 303);
     assert_eq!(r.headers()[LOCATION], "/inbox");
     let set = r.headers()[SET_COOKIE].to_str().unwrap().to_owned();
-    for attr in [
-        "HttpOnly",
-        "SameSite=Strict",
-        "Path=/",
-        "Max-Age=3600",
-        "Secure",
-    ] {
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/", "Secure"] {
         assert!(set.contains(attr), "{attr} in {set}");
     }
+    let pair = set.split(';').next().unwrap().to_owned();
+    // The portal's own session id, not the identity provider's token.
+    let id = pair.strip_prefix("oshirase_session=").unwrap();
+    assert!(id.len() >= 40 && !id.contains('.'), "{pair}");
+    assert!(!set.contains(&token));
     Session {
         app,
-        cookie: set.split(';').next().unwrap().to_owned(),
+        cookie: std::sync::Mutex::new(pair),
     }
 }
 
@@ -89,64 +113,67 @@ async fn pages_walk_through_a_draft(backend: &str) {
         "{html}"
     );
     assert!(html.contains("name=\"viewport\""));
-    // A bad login link.
-    let r = app
-        .http
-        .get(format!("{}/login?token=abc.def.ghi", app.base))
-        .send()
-        .await
-        .unwrap();
+    // A bad token.
+    let r = post_login(&app, &[("token", "abc.def.ghi")], None).await;
     assert_eq!(r.status(), 401);
     assert!(r.headers().get(SET_COOKIE).is_none());
-    // `next` stays on this site.
+    // A token in the URL (kept in logs, histories and referrers) signs nobody in.
     let r = app
         .http
-        .get(format!(
-            "{}/login?token={}&next=//evil.example/x",
-            app.base,
-            app.token("R10003")
-        ))
+        .get(format!("{}/login?token={}", app.base, app.token("R10003")))
         .send()
         .await
         .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.headers().get(SET_COOKIE).is_none());
+    assert!(unescape(r.text().await.unwrap()).contains("このリンクではログインできません"));
+    // The login page itself: a form the identity provider's answer is posted through.
+    let r = app
+        .http
+        .get(format!("{}/login", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let html = unescape(r.text().await.unwrap());
+    assert!(
+        html.contains("<form method=\"post\" action=\"/login\"")
+            && html.contains("src=\"/assets/login.js\""),
+        "{html}"
+    );
+    // `next` stays on this site.
+    let token = app.token("R10003");
+    let r = post_login(
+        &app,
+        &[("token", &token), ("next", "//evil.example/x")],
+        None,
+    )
+    .await;
     assert_eq!(r.headers()[LOCATION], "/inbox");
     // Browsers drop tabs and newlines from a URL and read `\` as `/`: each of these would
     // leave the site, or break the response, and must land on the inbox instead.
     for next in [
-        "/%09/evil.example",
-        "/%0a/evil.example",
-        "/%0d%0aSet-Cookie:%20x=1",
-        "/%0b/evil.example",
-        "/%5cevil.example",
+        "/\t/evil.example",
+        "/\n/evil.example",
+        "/\r\nSet-Cookie: x=1",
+        "/\x0b/evil.example",
+        "/\\evil.example",
         "https://evil.example/",
-        "%2f%2fevil.example",
-        "/%20/evil.example",
+        "//evil.example",
+        "/ /evil.example",
         "",
     ] {
-        let r = app
-            .http
-            .get(format!(
-                "{}/login?token={}&next={next}",
-                app.base,
-                app.token("R10003")
-            ))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 303, "{next}");
-        assert_eq!(r.headers()[LOCATION], "/inbox", "{next}");
+        let r = post_login(&app, &[("token", &token), ("next", next)], None).await;
+        assert_eq!(r.status(), 303, "{next:?}");
+        assert_eq!(r.headers()[LOCATION], "/inbox", "{next:?}");
     }
     // A path on this site, with its query, is where the login goes.
-    let r = app
-        .http
-        .get(format!(
-            "{}/login?token={}&next=%2Fnotices%2Fa%2Fb%3Fx%3D1",
-            app.base,
-            app.token("R10003")
-        ))
-        .send()
-        .await
-        .unwrap();
+    let r = post_login(
+        &app,
+        &[("token", &token), ("next", "/notices/a/b?x=1")],
+        None,
+    )
+    .await;
     assert_eq!(r.headers()[LOCATION], "/notices/a/b?x=1");
 
     let s = login(&app, "R10003").await;
@@ -264,27 +291,143 @@ async fn pages_walk_through_a_draft(backend: &str) {
     let (_, prefs) = s.get("/preferences?saved=1").await;
     assert!(prefs.contains("設定を保存しました"));
 
-    // Signing out clears the cookie.
+    // Signing out ends the session on the server: the old cookie, replayed, is nobody's.
+    let before = s.cookie();
     let r = s.post("/logout", &[("csrf", &token)]).await;
     assert_eq!(r.status(), 303);
     assert!(r.headers()[SET_COOKIE]
         .to_str()
         .unwrap()
         .contains("Max-Age=0"));
+    let r = app
+        .http
+        .get(format!("{}/inbox", app.base))
+        .header(COOKIE, &before)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
     app.shutdown().await;
 }
 on_both!(walk_through, pages_walk_through_a_draft);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_expired_session_asks_to_sign_in_again() {
-    let app = spawn_app("sqlite").await;
+const MINUTE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Idle for longer than the idle timeout (30 minutes by default), the session is over;
+/// used, it lives on past the identity provider's token (one hour here), up to its
+/// lifetime (12 hours by default).
+async fn sessions_end_when_idle_and_at_their_lifetime(backend: &str) {
+    let app = spawn_app(backend).await;
     let s = login(&app, "R10001").await;
-    app.clock.advance(std::time::Duration::from_secs(2 * 3600));
+    for _ in 0..35 {
+        app.clock.advance(20 * MINUTE);
+        let (status, html) = s.get("/inbox").await;
+        assert_eq!(status, 200, "{html}");
+    }
+    // 11 h 40 min since login; the lifetime ends 20 minutes from now.
+    app.clock.advance(20 * MINUTE);
     let (status, html) = s.get("/inbox").await;
     assert_eq!(status, 401);
     assert!(html.contains("有効期限が切れました"), "{html}");
+
+    let s = login(&app, "R10001").await;
+    app.clock.advance(31 * MINUTE);
+    let (status, html) = s.get("/inbox").await;
+    assert_eq!(status, 401);
+    assert!(html.contains("しばらく操作がなかったため"), "{html}");
     app.shutdown().await;
 }
+on_both!(session_timeouts, sessions_end_when_idle_and_at_their_lifetime);
+
+/// The session id changes at every login and every 15 minutes of use; the old one keeps
+/// working a few seconds, for requests already under way, then no more.
+async fn session_ids_are_rotated(backend: &str) {
+    let app = spawn_app(backend).await;
+    let s = login(&app, "R10003").await;
+    let first = s.cookie();
+    // Signing in again from the same browser ends the session it had.
+    let token = app.token("R10003");
+    let r = post_login(&app, &[("token", &token)], Some(&first)).await;
+    assert_eq!(r.status(), 303);
+    s.keep(&r);
+    let second = s.cookie();
+    assert_ne!(first, second);
+    let old = |cookie: String| {
+        app.http
+            .get(format!("{}/inbox", app.base))
+            .header(COOKIE, cookie)
+            .send()
+    };
+    assert_eq!(old(first).await.unwrap().status(), 401);
+
+    let (_, form) = s.get(&format!("/drafts/{CHILD}")).await;
+    let csrf_before = csrf(&form);
+    app.clock.advance(16 * MINUTE);
+    let (status, _) = s.get("/inbox").await;
+    assert_eq!(status, 200);
+    let third = s.cookie();
+    assert_ne!(second, third, "rotated after 15 minutes");
+    assert_eq!(old(second.clone()).await.unwrap().status(), 200);
+    app.clock.advance(MINUTE);
+    assert_eq!(old(second).await.unwrap().status(), 401);
+    // A form opened before the rotation still posts: the CSRF token is the session's.
+    let r = s
+        .post(
+            &format!("/drafts/{CHILD}"),
+            &[("csrf", &csrf_before), ("action", "decline")],
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    app.shutdown().await;
+}
+on_both!(session_rotation, session_ids_are_rotated);
+
+/// The identity provider's token as the cookie is no session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_in_the_cookie_is_not_a_session() {
+    let app = spawn_app("sqlite").await;
+    let r = app
+        .http
+        .get(format!("{}/inbox", app.base))
+        .header(COOKIE, format!("oshirase_session={}", app.token("R10003")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    app.shutdown().await;
+}
+
+/// Sessions live in the database: a second instance over the same store knows them, and
+/// takes the forms the first one rendered.
+async fn a_session_holds_on_every_instance(backend: &str) {
+    let app = spawn_app(backend).await;
+    let s = login(&app, "R10003").await;
+    let (_, form) = s.get(&format!("/drafts/{CHILD}")).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let other = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(oshirase_portal::serve(
+        listener,
+        app.store.clone(),
+        app.config.clone(),
+        app.clock.clone(),
+        app.delivery.clone(),
+        rx,
+    ));
+    let r = app
+        .http
+        .post(format!("{other}/drafts/{CHILD}"))
+        .header(COOKIE, s.cookie())
+        .form(&[("csrf", csrf(&form).as_str()), ("action", "decline")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    stop.send(true).unwrap();
+    task.await.unwrap().unwrap();
+    app.shutdown().await;
+}
+on_both!(session_instances, a_session_holds_on_every_instance);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_response_carries_the_security_headers() {
