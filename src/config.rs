@@ -42,6 +42,8 @@ pub struct PortalSection {
     pub cors_origins: Vec<String>,
     #[serde(default)]
     pub rate_limit: Option<RateLimitSection>,
+    #[serde(default)]
+    pub session: Option<SessionSection>,
     /// Accept push endpoints on loopback addresses (local test push services only).
     #[serde(default)]
     pub allow_loopback_push: bool,
@@ -67,6 +69,15 @@ pub struct JwtSection {
     pub secret_env: Option<String>,
     #[serde(default)]
     pub public_key_pem: Option<PathBuf>,
+}
+
+/// The portal's sessions: they end after `idle_minutes` without a request, or
+/// `lifetime_hours` after the login.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionSection {
+    pub idle_minutes: u64,
+    pub lifetime_hours: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -355,6 +366,15 @@ impl ServiceConfig {
                     burst: r.burst,
                 })
                 .unwrap_or(defaults.rate_limit),
+            session: p
+                .session
+                .as_ref()
+                .map(|s| oshirase_portal::SessionConfig {
+                    idle: std::time::Duration::from_secs(s.idle_minutes.saturating_mul(60)),
+                    lifetime: std::time::Duration::from_secs(s.lifetime_hours.saturating_mul(3600)),
+                    ..defaults.session
+                })
+                .unwrap_or(defaults.session),
             allow_loopback_push: p.allow_loopback_push,
             vapid_public_key,
             metrics_token: p

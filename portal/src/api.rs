@@ -14,7 +14,7 @@ use oshirase_engine::eval::DecisionKey;
 
 use crate::auth::{Reader, TokenError};
 use crate::service::{PreferencesInput, ServiceError, SubscriptionInput};
-use crate::PortalState;
+use crate::{CheckedToken, PortalState};
 
 /// The reader named by a valid bearer token.
 pub(crate) struct ApiReader(pub(crate) Reader);
@@ -43,28 +43,21 @@ impl IntoResponse for Unauthorized {
     }
 }
 
-/// The bearer token of a request, if it has one.
-pub(crate) fn bearer(parts: &Parts) -> Option<&str> {
-    let v = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = v.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
-}
-
 impl FromRequestParts<PortalState> for ApiReader {
     type Rejection = Unauthorized;
 
     async fn from_request_parts(
         parts: &mut Parts,
-        state: &PortalState,
+        _state: &PortalState,
     ) -> Result<Self, Self::Rejection> {
-        let token = bearer(parts).ok_or(Unauthorized(TokenError::Missing))?;
-        state
-            .verify_once(&parts.extensions, token)
-            .map(|v| ApiReader(v.reader))
-            .map_err(Unauthorized)
+        // The middleware verified the token, if the request has one.
+        match parts.extensions.get::<CheckedToken>() {
+            Some(CheckedToken(checked)) => checked
+                .clone()
+                .map(|v| ApiReader(v.reader))
+                .map_err(Unauthorized),
+            None => Err(Unauthorized(TokenError::Missing)),
+        }
     }
 }
 

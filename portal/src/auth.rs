@@ -37,12 +37,17 @@ struct Claims {
     iat: Option<i64>,
 }
 
-/// The resident a verified token names: only a verified token makes one, so a service call
-/// that takes a `Reader` cannot be reached with an unchecked id.
+/// The resident a verified token names, or a live session a verified token opened: only
+/// these make one, so a service call that takes a `Reader` cannot be reached with an
+/// unchecked id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reader(ResidentId);
 
 impl Reader {
+    pub(crate) fn from_session(id: ResidentId) -> Self {
+        Self(id)
+    }
+
     pub fn id(&self) -> &ResidentId {
         &self.0
     }

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 /// A secret string: compared and used, never printed.
 #[derive(Clone, PartialEq, Eq)]
@@ -53,6 +54,26 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
+/// The portal's own sessions (ASVS V3): a login opens one; it ends at logout, after `idle`
+/// without a request, or `lifetime` after the login, whichever comes first. Its id is
+/// replaced every `rotate_after` of use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionConfig {
+    pub idle: Duration,
+    pub lifetime: Duration,
+    pub rotate_after: Duration,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            idle: Duration::from_secs(30 * 60),
+            lifetime: Duration::from_secs(12 * 3600),
+            rotate_after: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct PortalConfig {
     pub listen: SocketAddr,
@@ -63,6 +84,7 @@ pub struct PortalConfig {
     /// Origins allowed to call the API from a browser (exact `scheme://host[:port]`).
     pub cors_origins: Vec<String>,
     pub rate_limit: RateLimit,
+    pub session: SessionConfig,
     /// Accept push endpoints on loopback addresses (tests and local push services only).
     pub allow_loopback_push: bool,
     /// The VAPID public key (base64url) browsers subscribe with; shown on the preferences page.
@@ -88,6 +110,7 @@ impl Default for PortalConfig {
                 per_second: 20.0,
                 burst: 40,
             },
+            session: SessionConfig::default(),
             allow_loopback_push: false,
             vapid_public_key: None,
             metrics_token: None,
@@ -139,6 +162,13 @@ impl PortalConfig {
 
     pub fn rate_limit(mut self, per_second: f64, burst: u32) -> Self {
         self.rate_limit = RateLimit { per_second, burst };
+        self
+    }
+
+    /// Sessions end after `idle` without a request or `lifetime` after the login.
+    pub fn session(mut self, idle: Duration, lifetime: Duration) -> Self {
+        self.session.idle = idle;
+        self.session.lifetime = lifetime;
         self
     }
 
@@ -198,6 +228,14 @@ impl PortalConfig {
         }
         if self.rate_limit.burst == 0 {
             problems.push("rate limit: burst must be at least 1".into());
+        }
+        let sess = &self.session;
+        if sess.idle.is_zero() || sess.rotate_after.is_zero() {
+            problems
+                .push("session: the idle timeout and the rotation period must be positive".into());
+        }
+        if sess.lifetime < sess.idle {
+            problems.push("session: the lifetime must be at least the idle timeout".into());
         }
         if self
             .metrics_token

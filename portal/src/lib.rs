@@ -16,6 +16,7 @@ mod openapi;
 mod pages;
 mod push;
 mod service;
+mod session;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,9 +38,10 @@ use tokio::sync::watch;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use auth::{mint_token, Reader, TokenError, Verified};
-pub use config::{ConfigError, JwtConfig, JwtKey, PortalConfig, RateLimit, Secret};
+pub use config::{ConfigError, JwtConfig, JwtKey, PortalConfig, RateLimit, Secret, SessionConfig};
 pub use service::{
     DraftView, NoticeDetail, NoticeSummary, PreferencesInput, PreferencesView, SubscriptionView,
+    NOT_FOUND_FLOOR,
 };
 
 /// Everything a request needs, shared.
@@ -54,8 +56,7 @@ struct Inner {
     /// The delivery workers' counters, rendered beside the portal's own.
     delivery: Arc<DeliveryMetrics>,
     templates: minijinja::Environment<'static>,
-    /// Signs CSRF tokens; new each process, so open forms need a reload after a restart.
-    csrf_key: [u8; 32],
+    sessions: session::Sessions,
 }
 
 impl PortalState {
@@ -69,17 +70,14 @@ impl PortalState {
         config.check()?;
         let verifier =
             auth::Verifier::new(&config).map_err(|e| ConfigError(vec![e.to_string()]))?;
-        let mut csrf_key = [0u8; 32];
-        getrandom::fill(&mut csrf_key)
-            .map_err(|e| ConfigError(vec![format!("no randomness for CSRF tokens: {e}")]))?;
         Ok(Self(Arc::new(Inner {
             limiter: limit::Limiter::new(config.rate_limit),
+            sessions: session::Sessions::new(store.clone(), config.session),
             portal: service::Portal::new(store, clock, config),
             verifier,
             metrics: metrics::HttpMetrics::default(),
             delivery,
             templates: pages::templates(),
-            csrf_key,
         })))
     }
 
@@ -99,35 +97,25 @@ impl PortalState {
         &self.0.templates
     }
 
-    fn csrf_key(&self) -> &[u8] {
-        &self.0.csrf_key
+    fn sessions(&self) -> &session::Sessions {
+        &self.0.sessions
+    }
+
+    /// Whether the portal is served over TLS (cookies `Secure`, HSTS).
+    fn secure(&self) -> bool {
+        self.config().public_url.starts_with("https:")
     }
 
     /// Verifies a token against the configuration and the injected clock.
     pub fn verify(&self, token: &str) -> Result<Verified, TokenError> {
         self.0.verifier.verify(token, self.now())
     }
-
-    /// `verify`, reusing the answer the rate limiter already got for this very token on
-    /// this request: one signature check a request.
-    pub(crate) fn verify_once(
-        &self,
-        extensions: &axum::http::Extensions,
-        token: &str,
-    ) -> Result<Verified, TokenError> {
-        match extensions.get::<CheckedToken>() {
-            Some(c) if c.token == token => c.result.clone(),
-            _ => self.verify(token),
-        }
-    }
 }
 
-/// The token the rate limiter verified for a request, and the answer.
+/// What the bearer token of a request verified to: checked once, by the middleware, for
+/// the rate limit and the handler both.
 #[derive(Clone)]
-struct CheckedToken {
-    token: String,
-    result: Result<Verified, TokenError>,
-}
+pub(crate) struct CheckedToken(pub(crate) Result<Verified, TokenError>);
 
 /// Route list entries: method, path, handler. The router and `route_table` both come from
 /// here, so the table is what the router serves.
@@ -159,8 +147,10 @@ routes! {
     GET "/health" => health,
     GET "/metrics" => metrics_text,
     GET "/assets/portal.css" => pages::stylesheet,
+    GET "/assets/login.js" => pages::login_script,
     GET "/" => pages::home,
     GET "/login" => pages::login,
+    POST "/login" => pages::login_post,
     POST "/logout" => pages::logout,
     GET "/inbox" => pages::inbox,
     GET "/notices/{*key}" => pages::notice,
@@ -200,7 +190,10 @@ pub fn router(state: PortalState) -> Router {
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
         .max_age(Duration::from_secs(600));
     r.fallback(no_route)
-        .layer(middleware::from_fn_with_state(state.clone(), rate_limit))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            authenticate_and_limit,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             security_headers,
@@ -236,7 +229,7 @@ async fn security_headers(State(state): State<PortalState>, req: Request, next: 
     );
     h.entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
-    if state.config().public_url.starts_with("https:") {
+    if state.secure() {
         h.insert(
             header::STRICT_TRANSPORT_SECURITY,
             HeaderValue::from_static("max-age=31536000; includeSubDomains"),
@@ -337,36 +330,33 @@ async fn metrics_text(State(s): State<PortalState>, req: Request) -> Response {
         .into_response()
 }
 
-/// The token a request carries (bearer header, session cookie, or the login link's query).
-fn request_token(req: &Request) -> Option<&str> {
-    let header = req
-        .headers()
+/// The bearer token of a request's `Authorization` header.
+fn bearer_token(req: &Request) -> Option<&str> {
+    req.headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split_once(' '))
         .filter(|(s, _)| s.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim());
-    header
-        .or_else(|| pages::session_token(req.headers()))
-        .or_else(|| {
-            (req.uri().path() == "/login")
-                .then(|| req.uri().query())
-                .flatten()
-                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")))
-        })
+        .map(|(_, t)| t.trim())
         .filter(|t| !t.is_empty())
 }
 
-/// The bucket a request draws from: the verified reader's (whatever token, cookie or login
-/// link carries them, however its signature is encoded), else the client's address, so
-/// that junk tokens and fresh login queries do not each get a new bucket.
+/// The bucket a request draws from: the verified reader's (whatever token or session
+/// carries them, however its signature is encoded), else the client's address, so that
+/// junk tokens and fresh logins do not each get a new bucket.
 fn rate_key(req: &Request) -> [u8; 32] {
-    let verified = req
+    let by_token = req
         .extensions()
         .get::<CheckedToken>()
-        .and_then(|c| c.result.as_ref().ok());
-    let who = match verified {
-        Some(v) => format!("reader {}", v.reader.as_str()),
+        .and_then(|c| c.0.as_ref().ok())
+        .map(|v| &v.reader);
+    let by_session = req
+        .extensions()
+        .get::<session::SessionCheck>()
+        .and_then(|c| c.0.as_ref().ok())
+        .map(|s| &s.reader);
+    let who = match by_token.or(by_session) {
+        Some(reader) => format!("reader {}", reader.as_str()),
         None => match req.extensions().get::<ConnectInfo<SocketAddr>>() {
             Some(ConnectInfo(addr)) => format!("client {}", addr.ip()),
             None => "client unknown".to_owned(),
@@ -375,10 +365,20 @@ fn rate_key(req: &Request) -> [u8; 32] {
     Sha256::digest(who.as_bytes()).into()
 }
 
-async fn rate_limit(State(s): State<PortalState>, mut req: Request, next: Next) -> Response {
-    if let Some(token) = request_token(&req).map(str::to_owned) {
-        let result = s.verify(&token);
-        req.extensions_mut().insert(CheckedToken { token, result });
+/// Who is asking, once per request (a bearer token's signature, a session cookie's row),
+/// then the rate limit on that answer; a session rotated here gets its new cookie.
+async fn authenticate_and_limit(
+    State(s): State<PortalState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    if let Some(token) = bearer_token(&req) {
+        let checked = CheckedToken(s.verify(token));
+        req.extensions_mut().insert(checked);
+    }
+    if let Some(cookie) = session::cookie(req.headers()).map(str::to_owned) {
+        let check = s.sessions().check(&cookie, s.now()).await;
+        req.extensions_mut().insert(check);
     }
     if let Err(wait) = s.0.limiter.take(rate_key(&req)) {
         let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
@@ -391,7 +391,22 @@ async fn rate_limit(State(s): State<PortalState>, mut req: Request, next: Next) 
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         return r;
     }
-    next.run(req).await
+    let rotated = req
+        .extensions()
+        .get::<session::SessionCheck>()
+        .and_then(|c| c.0.as_ref().ok())
+        .and_then(|s| s.rotated.clone());
+    let mut r = next.run(req).await;
+    // A response that sets the cookie itself (a logout, a login) knows better.
+    if let Some(id) = rotated {
+        if !r.headers().contains_key(header::SET_COOKIE) {
+            r.headers_mut().insert(
+                header::SET_COOKIE,
+                session::set_cookie(Some(&id), s.secure()),
+            );
+        }
+    }
+    r
 }
 
 async fn record_metrics(State(s): State<PortalState>, req: Request, next: Next) -> Response {

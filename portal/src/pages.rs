@@ -1,29 +1,25 @@
 //! Server-rendered pages for residents (Japanese, readable on a phone, no external assets).
-//! A session is the identity provider's token in an HttpOnly, SameSite=Strict cookie; forms
-//! carry a CSRF token bound to it. Everything goes through the same service as the API.
+//! A login opens the portal's own session (`session.rs`), its id in an HttpOnly,
+//! SameSite=Strict cookie; forms carry the session's CSRF token. Everything goes through the same service as the API.
 
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::Extension;
 use axum::Form;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use hmac::{Hmac, Mac};
 use indexmap::IndexMap;
 use minijinja::{context, Environment, Value as Jv};
 use serde::Deserialize;
 use serde_json::Value;
-use sha2::Sha256;
 
 use crate::api::notice_key;
-use crate::auth::{Reader, TokenError};
+use crate::auth::Reader;
 use crate::service::{PreferencesInput, ServiceError};
+use crate::session::{self, csrf_matches, NoSession, Session, SessionCheck};
 use crate::PortalState;
 use oshirase_engine::resident::Channel;
 use oshirase_store::DraftState;
-
-pub(crate) const COOKIE: &str = "oshirase_session";
 
 pub(crate) fn templates() -> Environment<'static> {
     let mut env = Environment::new();
@@ -83,34 +79,21 @@ fn render(state: &PortalState, status: StatusCode, name: &str, ctx: Jv) -> Respo
     }
 }
 
-/// The session token from the cookie header.
-pub(crate) fn session_token(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
-        .map(|(_, v)| v)
-        .filter(|v| !v.is_empty())
-}
-
-/// A signed-in reader with the token of their session (for the CSRF token).
+/// A signed-in reader: the live session the middleware found for the cookie.
 pub(crate) struct PageReader {
     id: Reader,
-    token: String,
+    session: Session,
 }
 
 impl PageReader {
-    fn csrf(&self, state: &PortalState) -> String {
-        csrf_for(state, &self.token)
+    fn csrf(&self) -> &str {
+        &self.session.csrf
     }
 
-    fn csrf_ok(&self, state: &PortalState, form: &[(String, String)]) -> bool {
+    fn csrf_ok(&self, form: &[(String, String)]) -> bool {
         form.iter()
             .find(|(n, _)| n == "csrf")
-            .is_some_and(|(_, v)| csrf_ok(state, &self.token, v))
+            .is_some_and(|(_, v)| csrf_matches(&self.session, v))
     }
 }
 
@@ -118,62 +101,70 @@ impl PageReader {
 /// SameSite=Strict cookie is not sent on a link followed from another site, a webmail).
 pub(crate) struct LoginHint {
     state: PortalState,
+    status: StatusCode,
     retry: Option<String>,
     problem: Option<&'static str>,
+    /// The login page itself: the form a login link's token is posted through.
+    form: bool,
+}
+
+impl LoginHint {
+    fn new(state: &PortalState, problem: Option<&'static str>) -> Self {
+        Self {
+            state: state.clone(),
+            status: StatusCode::UNAUTHORIZED,
+            retry: None,
+            problem,
+            form: false,
+        }
+    }
 }
 
 impl IntoResponse for LoginHint {
     fn into_response(self) -> Response {
         render(
             &self.state,
-            StatusCode::UNAUTHORIZED,
+            self.status,
             "login.html",
-            context! { retry => self.retry, problem => self.problem },
+            context! { retry => self.retry, problem => self.problem, form => self.form },
         )
     }
 }
 
-fn csrf_for(state: &PortalState, token: &str) -> String {
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(state.csrf_key()).expect("HMAC takes any key size");
-    mac.update(token.as_bytes());
-    URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
-}
-
-fn csrf_ok(state: &PortalState, token: &str, given: &str) -> bool {
-    let Ok(given) = URL_SAFE_NO_PAD.decode(given) else {
-        return false;
-    };
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(state.csrf_key()).expect("HMAC takes any key size");
-    mac.update(token.as_bytes());
-    mac.verify_slice(&given).is_ok()
-}
-
 impl FromRequestParts<PortalState> for PageReader {
-    type Rejection = LoginHint;
+    type Rejection = Response;
 
     async fn from_request_parts(
         parts: &mut Parts,
         state: &PortalState,
     ) -> Result<Self, Self::Rejection> {
-        let hint = |problem| LoginHint {
-            state: state.clone(),
-            retry: (parts.method == axum::http::Method::GET).then(|| parts.uri.path().to_owned()),
-            problem,
+        let hint = |problem| {
+            let mut h = LoginHint::new(state, problem);
+            h.retry =
+                (parts.method == axum::http::Method::GET).then(|| parts.uri.path().to_owned());
+            h.into_response()
         };
-        let Some(token) = session_token(&parts.headers) else {
+        let Some(SessionCheck(check)) = parts.extensions.get::<SessionCheck>() else {
             return Err(hint(None));
         };
-        match state.verify_once(&parts.extensions, token) {
-            Ok(v) => Ok(PageReader {
-                id: v.reader,
-                token: token.to_owned(),
+        match check {
+            Ok(session) => Ok(PageReader {
+                id: session.reader.clone(),
+                session: session.clone(),
             }),
-            Err(TokenError::Expired) => Err(hint(Some(
+            Err(NoSession::Missing) => Err(hint(None)),
+            Err(NoSession::Idle) => Err(hint(Some(
+                "しばらく操作がなかったため、ログインの有効期限が切れました。もう一度ログインしてください。",
+            ))),
+            Err(NoSession::Expired) => Err(hint(Some(
                 "ログインの有効期限が切れました。もう一度ログインしてください。",
             ))),
-            Err(_) => Err(hint(None)),
+            Err(NoSession::Unavailable) => Err(message(
+                state,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ただいま表示できません",
+                "しばらくしてからもう一度お試しください。",
+            )),
         }
     }
 }
@@ -233,69 +224,91 @@ fn error_page(state: &PortalState, e: ServiceError) -> Response {
 #[derive(Deserialize)]
 pub(crate) struct LoginQuery {
     token: Option<String>,
+}
+
+/// The login page: the form the login link's script posts the token through. A token in
+/// the query is refused: a URL is kept in logs, histories and referrers.
+pub(crate) async fn login(State(s): State<PortalState>, Query(q): Query<LoginQuery>) -> Response {
+    let mut page = LoginHint::new(&s, None);
+    if q.token.is_some() {
+        page.status = StatusCode::BAD_REQUEST;
+        page.problem = Some(
+            "このリンクではログインできません。マイナポータルなどのログイン画面から、もう一度開いてください。",
+        );
+    } else {
+        page.status = StatusCode::OK;
+        page.form = true;
+    }
+    page.into_response()
+}
+
+#[derive(Deserialize)]
+pub(crate) struct LoginForm {
+    token: String,
     next: Option<String>,
 }
 
-pub(crate) async fn login(State(s): State<PortalState>, Query(q): Query<LoginQuery>) -> Response {
-    let Some(token) = q.token.filter(|t| !t.is_empty()) else {
-        return LoginHint {
-            state: s,
-            retry: None,
-            problem: None,
-        }
+/// Signs in with the identity provider's token (posted by it, or by the login page's
+/// script from a link's fragment): opens the portal's own session and goes to `next`.
+pub(crate) async fn login_post(
+    State(s): State<PortalState>,
+    headers: HeaderMap,
+    Form(f): Form<LoginForm>,
+) -> Response {
+    let Ok(v) = s.verify(&f.token) else {
+        return LoginHint::new(
+            &s,
+            Some("ログイン用のリンクが無効か、有効期限が切れています。"),
+        )
         .into_response();
     };
-    let v = match s.verify(&token) {
-        Ok(v) => v,
-        Err(_) => {
-            return LoginHint {
-                state: s,
-                retry: None,
-                problem: Some("ログイン用のリンクが無効か、有効期限が切れています。"),
-            }
-            .into_response()
-        }
+    let id = match s
+        .sessions()
+        .open(&v.reader, session::cookie(&headers), s.now())
+        .await
+    {
+        Ok(id) => id,
+        Err(e) => return error_page(&s, ServiceError::Internal(e.to_string())),
     };
-    let max_age = (v.expires - s.now().timestamp()).max(0);
-    let secure = if s.config().public_url.starts_with("https:") {
-        "; Secure"
-    } else {
-        ""
-    };
-    let cookie =
-        format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}");
     // Only a path on this site: never an open redirect.
-    let next = q
+    let next = f
         .next
         .as_deref()
         .and_then(local_path)
         .unwrap_or_else(|| "/inbox".to_owned());
     let mut r = Redirect::to(&next).into_response();
-    match HeaderValue::from_str(&cookie) {
-        Ok(c) => {
-            r.headers_mut().insert(header::SET_COOKIE, c);
-            r
-        }
-        Err(_) => LoginHint {
-            state: s,
-            retry: None,
-            problem: Some("ログイン用のリンクが無効です。"),
-        }
-        .into_response(),
-    }
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        session::set_cookie(Some(&id), s.secure()),
+    );
+    r
 }
 
-/// The pages' one stylesheet, served from the site so that the CSP needs no inline style.
-pub(crate) async fn stylesheet() -> Response {
+/// A file of the site's own, so that the CSP needs no inline style or script.
+fn asset(content_type: &'static str, body: &'static str) -> Response {
     (
         [
-            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CONTENT_TYPE, content_type),
             // No personal data: browsers may keep it for a day.
             (header::CACHE_CONTROL, "public, max-age=86400"),
         ],
-        include_str!("../assets/portal.css"),
+        body,
     )
         .into_response()
+}
+
+pub(crate) async fn stylesheet() -> Response {
+    asset(
+        "text/css; charset=utf-8",
+        include_str!("../assets/portal.css"),
+    )
+}
+
+pub(crate) async fn login_script() -> Response {
+    asset(
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/login.js"),
+    )
 }
 
 /// `next` as a path on this site, or `None`: parsed, not prefix-tested. Browsers drop tabs
@@ -323,21 +336,26 @@ pub(crate) struct CsrfForm {
     csrf: String,
 }
 
+/// Ends the session on the server (its cookie, replayed, is nobody's) and clears it.
 pub(crate) async fn logout(
     State(s): State<PortalState>,
+    check: Option<Extension<SessionCheck>>,
     headers: HeaderMap,
     Form(f): Form<CsrfForm>,
 ) -> Response {
-    if let Some(token) = session_token(&headers) {
-        if !csrf_ok(&s, token, &f.csrf) {
+    if let Some(Extension(SessionCheck(Ok(session)))) = &check {
+        if !csrf_matches(session, &f.csrf) {
             return forbidden(&s);
+        }
+        if let Some(cookie) = session::cookie(&headers) {
+            if let Err(e) = s.sessions().end(cookie).await {
+                return error_page(&s, ServiceError::Internal(e.to_string()));
+            }
         }
     }
     let mut r = Redirect::to("/login").into_response();
-    r.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static("oshirase_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
-    );
+    r.headers_mut()
+        .insert(header::SET_COOKIE, session::set_cookie(None, s.secure()));
     r
 }
 
@@ -417,7 +435,7 @@ pub(crate) async fn draft(
                 "draft.html",
                 context! {
                     reader => true,
-                    csrf => reader.csrf(&s),
+                    csrf => reader.csrf(),
                     fields => field_list(&d.fields),
                     submitted,
                     just_done => q.done.is_some(),
@@ -439,7 +457,7 @@ pub(crate) async fn draft_post(
         Ok(k) => k,
         Err(e) => return error_page(&s, e),
     };
-    if !reader.csrf_ok(&s, &form) {
+    if !reader.csrf_ok(&form) {
         return forbidden(&s);
     }
     let p = s.portal();
@@ -502,7 +520,7 @@ pub(crate) async fn preferences(
         "preferences.html",
         context! {
             reader => true,
-            csrf => reader.csrf(&s),
+            csrf => reader.csrf(),
             prefs => Jv::from(minijinja::value::Serde(&prefs)),
             subscriptions => Jv::from(minijinja::value::Serde(&subscriptions)),
             saved_now => uri.query() == Some("saved=1"),
@@ -516,7 +534,7 @@ pub(crate) async fn preferences_post(
     reader: PageReader,
     Form(form): Form<Vec<(String, String)>>,
 ) -> Response {
-    if !reader.csrf_ok(&s, &form) {
+    if !reader.csrf_ok(&form) {
         return forbidden(&s);
     }
     let has = |k: &str| form.iter().any(|(n, _)| n == k);

@@ -198,6 +198,12 @@ fn role_of(body: &NoticeBody, reader: &Reader) -> Option<Role> {
         .map(|r| r.role)
 }
 
+/// The least time a "not found" for one notice takes. A refusal reads the register (the
+/// reader, the principal, their scopes) where a missing key reads nothing more; held to
+/// this floor, the two take the same time, and timing does not tell a reader that a notice
+/// exists. Far above a refusal's few reads, far below what a resident notices.
+pub const NOT_FOUND_FLOOR: std::time::Duration = std::time::Duration::from_millis(20);
+
 impl Portal {
     pub(crate) fn new(store: Store, clock: Arc<dyn Clock>, config: PortalConfig) -> Self {
         let auditor = Auditor::start(store.clone());
@@ -337,14 +343,16 @@ impl Portal {
     }
 
     /// A notice `reader` may read with their role, or `NotFound` whether it is missing or
-    /// not theirs.
+    /// not theirs, never sooner than `NOT_FOUND_FLOOR`.
     async fn readable(&self, reader: &Reader, key: &DecisionKey) -> Result<(PortalNotice, Role)> {
+        let started = tokio::time::Instant::now();
         let n = self.store.portal_notice(reader.id(), key).await?;
         if let Some(n) = n {
             if let Some(role) = self.may_read(reader, &n).await? {
                 return Ok((n, role));
             }
         }
+        tokio::time::sleep_until(started + NOT_FOUND_FLOOR).await;
         Err(ServiceError::NotFound)
     }
 

@@ -147,7 +147,9 @@ async fn a_refusal_takes_as_long_as_a_missing_key(backend: &str) {
         let app = &app;
         async move {
             let started = std::time::Instant::now();
-            let r = app.get("R10005", &format!("/api/notices/{}", enc(key))).await;
+            let r = app
+                .get("R10005", &format!("/api/notices/{}", enc(key)))
+                .await;
             assert_eq!(r.status(), 404);
             started.elapsed()
         }

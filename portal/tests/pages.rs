@@ -337,7 +337,10 @@ async fn sessions_end_when_idle_and_at_their_lifetime(backend: &str) {
     assert!(html.contains("しばらく操作がなかったため"), "{html}");
     app.shutdown().await;
 }
-on_both!(session_timeouts, sessions_end_when_idle_and_at_their_lifetime);
+on_both!(
+    session_timeouts,
+    sessions_end_when_idle_and_at_their_lifetime
+);
 
 /// The session id changes at every login and every 15 minutes of use; the old one keeps
 /// working a few seconds, for requests already under way, then no more.
@@ -436,7 +439,7 @@ async fn every_response_carries_the_security_headers() {
     let page = |path: &'static str| {
         app.http
             .get(format!("{}{path}", app.base))
-            .header(COOKIE, &s.cookie)
+            .header(COOKIE, s.cookie())
             .send()
     };
     let responses = vec![

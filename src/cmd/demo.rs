@@ -202,7 +202,7 @@ sign in as:"
             Duration::from_secs(8 * 3600),
         )
         .context("signing a demo token")?;
-        out!("  {reader:<8} {url}/login?token={token}");
+        out!("  {reader:<8} {url}/login#token={token}");
     }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -18,12 +18,14 @@ mod days;
 mod outbox;
 mod portal;
 mod register;
+mod sessions;
 
 pub use contacts::{PortalPreferences, PushSubscription};
 pub use days::{DayCommit, StoredDecision};
 pub use outbox::{OutboxItem, OutboxRow, OutboxState, Settle};
 pub use portal::*;
 pub use register::{IngestBatch, IngestKind, IngestOutcome, RegisterChanges};
+pub use sessions::PortalSession;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -89,6 +91,14 @@ pub struct Store {
 pub fn utc_text(t: DateTime<FixedOffset>) -> String {
     t.with_timezone(&chrono::Utc)
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// A time this store wrote with `utc_text`.
+fn parse_time(what: &'static str, t: &str) -> Result<DateTime<FixedOffset>> {
+    DateTime::parse_from_rfc3339(t).map_err(|e| StoreError::Corrupt {
+        what,
+        detail: format!("{t:?}: {e}"),
+    })
 }
 
 fn now_text(now: DateTime<FixedOffset>) -> String {

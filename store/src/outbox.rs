@@ -10,7 +10,9 @@ use sqlx::{AssertSqlSafe, Row};
 use oshirase_engine::eval::DecisionKey;
 use oshirase_engine::resident::Resident;
 
-use super::{q, utc_text, Backend, NoticeBody, PortalPreferences, Result, Store, StoreError, Val};
+use super::{
+    parse_time, q, utc_text, Backend, NoticeBody, PortalPreferences, Result, Store, StoreError, Val,
+};
 
 /// An outbox row claimed by a worker, with the notice it carries.
 #[derive(Debug, Clone, PartialEq)]
@@ -151,10 +153,6 @@ fn corrupt(what: &'static str) -> impl Fn(String) -> StoreError {
 
 fn parse_key(key: &str) -> Result<DecisionKey> {
     DecisionKey::parse(key).map_err(|e| corrupt("outbox decision key")(e.to_string()))
-}
-
-fn parse_time(t: &str) -> Result<DateTime<FixedOffset>> {
-    DateTime::parse_from_rfc3339(t).map_err(|e| corrupt("outbox time")(format!("{t:?}: {e}")))
 }
 
 impl Store {
@@ -416,7 +414,7 @@ impl Store {
                     state: OutboxState::from_name(&state)
                         .ok_or_else(|| corrupt("outbox state")(state.clone()))?,
                     attempts: r.try_get("attempts").map_err(q("listing the outbox"))?,
-                    next_attempt_at: parse_time(&text("next_attempt_at")?)?,
+                    next_attempt_at: parse_time("outbox time", &text("next_attempt_at")?)?,
                     last_error: r.try_get("last_error").map_err(q("listing the outbox"))?,
                 })
             })
