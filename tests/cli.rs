@@ -368,11 +368,177 @@ fn explain_shows_the_trace() {
         "{stdout}"
     );
     assert!(stdout.contains("occurrence 2026-03-31"), "{stdout}");
+    assert!(stdout.contains("20歳に達する日"), "{stdout}");
     assert!(
-        stdout.contains("not_attribute employees_pension"),
+        stdout.contains("属性 employees_pension が false または無し"),
         "{stdout}"
     );
     assert!(stdout.contains("=> "), "{stdout}");
+    assert_eq!(debug_text(&stdout), Vec::<String>::new(), "{stdout}");
+}
+
+/// Rust `Debug` text: a type opening a tuple or a struct (`FiscalYearAge(`, `Some(`,
+/// `Event {`) or a variant in brackets (`(Guardian)`). Policy staff read words instead.
+fn debug_text(s: &str) -> Vec<String> {
+    let re = regex::Regex::new(r"\b[A-Z][A-Za-z]*(\(| \{)|\([A-Z][a-z]+\)").unwrap();
+    re.find_iter(s).map(|m| m.as_str().to_owned()).collect()
+}
+
+/// The fixture town's residents (the header line skipped).
+fn town() -> Vec<serde_json::Value> {
+    std::fs::read_to_string(root().join("fixtures/town.jsonl"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn explain(resident: &str, rule: &str, date: &str, format: &str) -> String {
+    let out = oshirase(&[
+        "explain",
+        "--resident",
+        resident,
+        "--rule",
+        rule,
+        "--date",
+        date,
+        "--format",
+        format,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+#[test]
+fn explain_words_a_fiscal_year_age_rule() {
+    // A child who enters elementary school on 2027-04-01: 6 at the end of fiscal year 2026.
+    let town = town();
+    let child = town
+        .iter()
+        .find(|r| {
+            let b = r["birth_date"].as_str().unwrap();
+            ("2020-04-02"..="2021-04-01").contains(&b) && r["guardians"].is_array()
+        })
+        .expect("the fixture town has a child entering school in 2027");
+    let id = child["id"].as_str().unwrap();
+    let stdout = explain(id, "shugaku-jiken", "2026-10-01", "table");
+    assert!(
+        stdout.contains("年度末の年齢が6歳となる年度の10月1日"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("1 October of the fiscal year at whose end the resident is 6"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("（法定代理人 / guardian）"), "{stdout}");
+    assert!(
+        stdout.contains("=> match: decision shugaku-jiken/"),
+        "{stdout}"
+    );
+    assert_eq!(debug_text(&stdout), Vec::<String>::new(), "{stdout}");
+
+    // JSON keeps the rule as written and adds the words beside it.
+    let json: serde_json::Value =
+        serde_json::from_str(&explain(id, "shugaku-jiken", "2026-10-01", "json")).unwrap();
+    assert_eq!(
+        json["trigger"],
+        serde_json::json!({ "fiscal_year_age": { "age": 6, "on": "10-01" } })
+    );
+    assert!(
+        json["trigger_text"]
+            .as_str()
+            .unwrap()
+            .starts_with("年度末の年齢が6歳"),
+        "{json}"
+    );
+    assert_eq!(json["audience"], serde_json::json!(["guardians"]));
+    assert!(
+        json["audience_text"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("法定代理人"),
+        "{json}"
+    );
+    assert_eq!(json["valid"]["from"], "2009-04-01");
+    assert_eq!(json["outcome"]["result"], "match");
+    assert!(json["outcome_text"]
+        .as_str()
+        .unwrap()
+        .starts_with("match: "));
+    assert_eq!(json["decision"]["recipients"][0]["role"], "guardian");
+    for step in json["steps"].as_array().unwrap() {
+        let detail = step["detail"].as_str().unwrap();
+        assert_eq!(debug_text(detail), Vec::<String>::new(), "{detail}");
+    }
+}
+
+#[test]
+fn explain_words_an_event_rule() {
+    // Someone in the fixture town who died insured by 国保 or 後期高齢者医療.
+    let town = town();
+    let dead = town
+        .iter()
+        .find(|r| {
+            r["status"]["kind"] == "deceased"
+                && (r["attributes"]["kokuho"] == true || r["attributes"]["kouki"] == true)
+        })
+        .expect("the fixture town has a death");
+    let id = dead["id"].as_str().unwrap();
+    let day = dead["status"]["date"].as_str().unwrap();
+    let stdout = explain(id, "sousaihi", day, "table");
+    assert!(stdout.contains("死亡の日 / the day of a death"), "{stdout}");
+    assert!(stdout.contains("式が true を返す"), "{stdout}");
+    assert!(stdout.contains("遺族"), "{stdout}");
+    assert!(stdout.contains("=> match: decision sousaihi/"), "{stdout}");
+    assert_eq!(debug_text(&stdout), Vec::<String>::new(), "{stdout}");
+
+    // A living resident has no death: the trigger says so in words.
+    let living = town
+        .iter()
+        .find(|r| r["status"]["kind"] == "resident")
+        .unwrap();
+    let stdout = explain(living["id"].as_str().unwrap(), "sousaihi", day, "table");
+    assert!(stdout.contains("死亡の日 / the day of a death"), "{stdout}");
+    assert!(
+        stdout.contains("no match: the trigger never fires"),
+        "{stdout}"
+    );
+    assert_eq!(debug_text(&stdout), Vec::<String>::new(), "{stdout}");
+}
+
+#[test]
+fn explain_says_when_the_day_is_outside_the_rules_validity() {
+    // Someone who turned 20 long before the rule's validity (from 2019-10-01) began: there
+    // never was a notice for them, not one due in the 1970s.
+    let town = town();
+    let old = town
+        .iter()
+        .find(|r| r["status"]["kind"] == "resident" && r["birth_date"].as_str().unwrap() < "1960")
+        .expect("the fixture town has older residents");
+    let id = old["id"].as_str().unwrap();
+    let stdout = explain(id, "kokumin-nenkin-shutoku", "2026-03-18", "table");
+    let verdict = stdout.lines().last().unwrap();
+    assert!(
+        verdict.starts_with("=> no match: outside the rule's validity (from 2019-10-01)"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("due"), "{stdout}");
+    assert_eq!(debug_text(&stdout), Vec::<String>::new(), "{stdout}");
+    let json: serde_json::Value =
+        serde_json::from_str(&explain(id, "kokumin-nenkin-shutoku", "2026-03-18", "json")).unwrap();
+    assert_eq!(json["outcome"]["result"], "outside_validity", "{json}");
+    assert_eq!(json["outcome"]["valid"]["from"], "2019-10-01", "{json}");
+    assert_eq!(json["trigger"], serde_json::json!({ "age_attained": 20 }));
+
+    // A day past a rule that ends (valid 2025-04-01 to 2030-03-31).
+    let stdout = explain(id, "taijou-houshin-keika", "2031-04-01", "table");
+    assert!(
+        stdout.contains("outside the rule's validity (2025-04-01 to 2030-03-31)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("毎年4月1日"), "{stdout}");
+    assert_eq!(debug_text(&stdout), Vec::<String>::new(), "{stdout}");
 }
 
 #[test]

@@ -269,16 +269,15 @@ fn explain_traces_conditions_and_says_when_the_notice_is_due() {
     let id = |s: &str| ResidentId::parse(s).unwrap();
     let rid = RuleId::parse("test-rule").unwrap();
     let ex = explain(&rs, &pop, &id("R1"), &rid, d("2026-03-17")).unwrap();
+    let not_met = "condition not met: 属性 employees_pension が false または無し / \
+                   attribute employees_pension is false or missing";
     assert_eq!(
         ex.outcome,
         ExplainOutcome::NoMatch {
-            reason: "condition not_attribute employees_pension is false".into()
+            reason: not_met.into()
         }
     );
-    assert_eq!(
-        ex.outcome.to_string(),
-        "no match: condition not_attribute employees_pension is false"
-    );
+    assert_eq!(ex.outcome.to_string(), format!("no match: {not_met}"));
     let cond = ex.steps.iter().find(|s| s.step == "condition").unwrap();
     assert_eq!(cond.passed, Some(false));
     assert_eq!(
@@ -296,6 +295,192 @@ fn explain_traces_conditions_and_says_when_the_notice_is_due() {
         }
     );
     assert!(explain(&rs, &pop, &id("NOPE"), &rid, d("2026-03-01")).is_err());
+}
+
+/// Rust `Debug` text in what staff read: a type name opening a tuple or a struct
+/// (`FiscalYearAge(`, `Some(`, `Event {`), or a variant in brackets (`(Guardian)`).
+fn debug_text(s: &str) -> Option<String> {
+    let chars: Vec<char> = s.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let start = i;
+        while i < chars.len() && chars[i].is_ascii_alphabetic() {
+            i += 1;
+        }
+        if i == start {
+            i += 1;
+            continue;
+        }
+        let word: String = chars[start..i].iter().collect();
+        if !chars[start].is_ascii_uppercase() {
+            continue;
+        }
+        let next = chars.get(i).copied();
+        let opens = next == Some('(') || (next == Some(' ') && chars.get(i + 1) == Some(&'{'));
+        let bracketed = start > 0 && chars[start - 1] == '(' && next == Some(')');
+        if opens || bracketed {
+            return Some(word);
+        }
+    }
+    None
+}
+
+/// A description as policy staff read it: Japanese first, then English, and no Rust.
+fn assert_words(what: &str, text: &str) {
+    assert!(
+        text.chars().next().is_some_and(|c| !c.is_ascii()),
+        "{what}: not Japanese first: {text}"
+    );
+    assert!(
+        text.contains(" / "),
+        "{what}: no English after the Japanese: {text}"
+    );
+    assert_eq!(debug_text(text), None, "{what}: {text}");
+}
+
+#[test]
+fn explain_words_every_trigger_condition_and_audience() {
+    let triggers = [
+        "{ age_attained: 20 }",
+        "{ birthday: 75 }",
+        "{ age_months: 2 }",
+        "{ fiscal_year_age: { age: 6, on: \"10-01\" } }",
+        "{ event: birth }",
+        "{ event: death }",
+        "{ event: move_in }",
+        "{ event: move_out }",
+        "{ event: householder_change }",
+        "{ annual: { on: \"04-01\" } }",
+    ];
+    let conditions = "conditions:\n  - attribute: kokuho\n  - not_attribute: kouki\n  \
+        - attribute_equals: { name: plan, value: a }\n  - sex: male\n  \
+        - age: { min: 18, max: 64, on: fiscal_year_end }\n  - household_remaining: { min: 1 }\n  \
+        - script: 'subject.sex == 1'\n";
+    // Every audience but the one a trigger may not have: survivors are only for deaths, and
+    // a death's notice never goes to the subject.
+    let audience = |t: &str| {
+        if t.contains("death") {
+            "[guardians, householder, spouse, survivors, proxies]"
+        } else {
+            "[subject, guardians, householder, spouse, proxies]"
+        }
+    };
+    let pop = population(&[
+        person(
+            "R1",
+            "2006-04-01",
+            "H1",
+            "世帯主",
+            r#","attributes":{"kokuho":true,"plan":"a"}"#,
+        ),
+        person("W1", "2006-05-01", "H1", "妻", ""),
+    ]);
+    let rid = RuleId::parse("test-rule").unwrap();
+    let r1 = ResidentId::parse("R1").unwrap();
+    for t in triggers {
+        let rs = rules(&[&rule(t, audience(t), conditions)]);
+        let ex = explain(&rs, &pop, &r1, &rid, d("2026-04-01")).unwrap();
+        let json = serde_json::to_value(&ex).unwrap();
+        let text = |key: &str| -> Vec<String> {
+            let v = &json[key];
+            let all = v.as_array().cloned().unwrap_or_else(|| vec![v.clone()]);
+            all.iter()
+                .map(|x| {
+                    x.as_str()
+                        .unwrap_or_else(|| panic!("{t}: no {key} in {json}"))
+                        .to_owned()
+                })
+                .collect()
+        };
+        assert_words(t, &text("trigger_text")[0]);
+        let conds = text("conditions_text");
+        assert_eq!(conds.len(), 7, "{t}: {conds:?}");
+        for c in &conds {
+            assert_words(t, c);
+        }
+        let audiences = text("audience_text");
+        assert_eq!(audiences.len(), 5, "{t}: {audiences:?}");
+        for a in &audiences {
+            assert_words(t, a);
+        }
+        assert_eq!(debug_text(&text("outcome_text")[0]), None, "{t}");
+        for step in &ex.steps {
+            assert_eq!(debug_text(&step.detail), None, "{t}: {step:?}");
+        }
+    }
+    // On the annual day every condition holds, and the trace words them as the rule does.
+    let rs = rules(&[&rule(triggers[9], audience(triggers[9]), conditions)]);
+    let ex = explain(&rs, &pop, &r1, &rid, d("2026-04-01")).unwrap();
+    let json = serde_json::to_value(&ex).unwrap();
+    let traced: Vec<&str> = ex
+        .steps
+        .iter()
+        .filter(|s| s.step == "condition")
+        .map(|s| s.detail.as_str())
+        .collect();
+    assert_eq!(
+        traced,
+        json["conditions_text"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect::<Vec<_>>()
+    );
+    let audience_step = ex.steps.iter().find(|s| s.step == "audience").unwrap();
+    assert!(
+        audience_step.detail.contains("R1（本人 / subject）")
+            && audience_step.detail.contains("W1（配偶者 / spouse）"),
+        "{}",
+        audience_step.detail
+    );
+}
+
+#[test]
+fn explain_says_an_occurrence_outside_the_rules_validity_is_never_due() {
+    let rs = rules(&[&rule(
+        "{ age_attained: 20 }",
+        "[subject]",
+        "notify: { days_before: 14 }\n",
+    )
+    .replace(
+        "valid: { from: 2000-01-01 }",
+        "valid: { from: 2020-04-01, to: 2030-03-31 }",
+    )]);
+    let pop = population(&[
+        person("R1", "1990-05-01", "H1", "世帯主", ""),
+        person("R2", "2015-05-01", "H2", "世帯主", ""),
+    ]);
+    let rid = RuleId::parse("test-rule").unwrap();
+    // R1 reached 20 before the rule began, R2 reaches it after it ends: neither is ever due.
+    for (who, occurrence) in [("R1", "2010-04-30"), ("R2", "2035-04-30")] {
+        let ex = explain(
+            &rs,
+            &pop,
+            &ResidentId::parse(who).unwrap(),
+            &rid,
+            d("2026-03-17"),
+        )
+        .unwrap();
+        assert_eq!(
+            serde_json::to_value(&ex.outcome).unwrap(),
+            serde_json::json!({
+                "result": "outside_validity",
+                "occurrence": occurrence,
+                "valid": { "from": "2020-04-01", "to": "2030-03-31" }
+            })
+        );
+        assert_eq!(
+            ex.outcome.to_string(),
+            format!(
+                "no match: outside the rule's validity (2020-04-01 to 2030-03-31): \
+                 the occurrence for this resident is {occurrence}"
+            )
+        );
+        for step in &ex.steps {
+            assert!(!step.detail.contains("due"), "{who}: {step:?}");
+        }
+    }
 }
 
 const BRUTE_RULES: [&str; 5] = [
