@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The portal's OpenAPI test (portal/tests/schemathesis.rs) runs the schemathesis CLI from PyPI
+# against /openapi.json. Installs schemathesis 4.x (4.32 or later) with pip when missing or
+# outside that range (its command-line flags changed between major versions); running it
+# again changes nothing.
+set -euo pipefail
+
+spec='schemathesis>=4.32,<5'
+
+if ! command -v python3 >/dev/null 2>&1; then
+  echo "schemathesis.sh: python3 is not installed; install it first (e.g. apt-get install python3 python3-pip)" >&2
+  exit 1
+fi
+
+# The test runs `python3 -m schemathesis.cli`, so that is what has to work, in the pinned range.
+installed() {
+  python3 -c '
+import importlib.metadata, sys
+import schemathesis.cli
+major, minor = (int(p) for p in importlib.metadata.version("schemathesis").split(".")[:2])
+sys.exit(0 if major == 4 and minor >= 32 else 1)
+' >/dev/null 2>&1
+}
+
+version() {
+  python3 -c 'import importlib.metadata as m; print(m.version("schemathesis"))'
+}
+
+if installed; then
+  echo "schemathesis.sh: schemathesis $(version) is already installed"
+  exit 0
+fi
+
+if ! python3 -m pip --version >/dev/null 2>&1; then
+  echo "schemathesis.sh: pip is missing for python3; install it (e.g. apt-get install python3-pip)" >&2
+  exit 1
+fi
+
+echo "schemathesis.sh: installing $spec with pip"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+if ! python3 -m pip install --quiet "$spec" 2>"$log"; then
+  if grep -q externally-managed-environment "$log"; then
+    # Debian marks its Python as externally managed; pip then installs under /usr/local,
+    # removing nothing of Debian's (newer copies of shared modules such as requests may
+    # shadow Debian's, which a test machine accepts).
+    echo "schemathesis.sh: the Python is externally managed; retrying with --break-system-packages"
+    python3 -m pip install --quiet --break-system-packages "$spec"
+  else
+    cat "$log" >&2
+    exit 1
+  fi
+fi
+
+installed || {
+  echo "schemathesis.sh: schemathesis 4.x (4.32 or later) still cannot be imported after installing" >&2
+  exit 1
+}
+echo "schemathesis.sh: schemathesis $(version) is installed"
