@@ -16,14 +16,21 @@ fn html(description: &str) -> Value {
 }
 
 fn key_param(wildcard: bool) -> Value {
+    if wildcard {
+        return json!({
+            "name": "key", "in": "path", "required": true,
+            "description": "The decision key (rule/subject/occurrence), slashes as they are.",
+            "schema": { "type": "string" }
+        });
+    }
+    // The shape `DecisionKey::parse` accepts (a rule id, a resident id, an occurrence); a key
+    // of another shape is answered like a missing one. The example's slashes tell clients
+    // (and fuzzers) that the value holds `/`, sent as `%2F`.
     json!({
         "name": "key", "in": "path", "required": true,
-        "description": if wildcard {
-            "The decision key (rule/subject/occurrence), slashes as they are."
-        } else {
-            "The decision key (rule/subject/occurrence), percent-encoded: `/` as `%2F`."
-        },
-        "schema": { "type": "string" }
+        "description": "The decision key (rule/subject/occurrence), percent-encoded: `/` as `%2F`. A key of another shape is answered like a missing one (404).",
+        "schema": { "type": "string", "pattern": "^[a-z][a-z0-9-]{2,63}/[A-Za-z0-9_-]{1,64}/[A-Za-z0-9_-]{1,96}$" },
+        "example": "kokumin-nenkin-shutoku/R10001/2026-10-01"
     })
 }
 
@@ -71,6 +78,19 @@ fn form_post(summary: &str, key: bool) -> Value {
     op["responses"]["303"] = json!({ "description": "Done: redirect to the confirmation." });
     op["responses"]["403"] = html("Missing or wrong CSRF token.");
     op
+}
+
+/// The properties of the preferences a reader saves, and with `saved` those they read back.
+fn preference_fields(saved: bool) -> Value {
+    let mut p = json!({
+        "channels": { "type": "array", "items": { "type": "string", "enum": ["portal", "email", "webpush"] } },
+        "email_consent": { "type": "boolean" },
+        "webpush_consent": { "type": "boolean" }
+    });
+    if saved {
+        p["saved"] = json!({ "type": "boolean", "description": "False while the register's preferences apply." });
+    }
+    p
 }
 
 pub(crate) fn spec() -> Value {
@@ -132,11 +152,9 @@ pub(crate) fn spec() -> Value {
                     "subscriptions": { "type": "array", "items": { "$ref": "#/components/schemas/Subscription" } } } },
                 "Unsubscribe": { "type": "object", "required": ["endpoint"], "additionalProperties": false, "properties": {
                     "endpoint": { "type": "string" } } },
-                "PreferencesInput": { "type": "object", "additionalProperties": false, "required": ["channels", "email_consent", "webpush_consent"], "properties": {
-                    "channels": { "type": "array", "items": { "type": "string", "enum": ["portal", "email", "webpush"] } },
-                    "email_consent": { "type": "boolean" }, "webpush_consent": { "type": "boolean" } } },
-                "Preferences": { "allOf": [ { "$ref": "#/components/schemas/PreferencesInput" }, { "type": "object", "required": ["saved"], "properties": {
-                    "saved": { "type": "boolean", "description": "False while the register's preferences apply." } } } ] }
+                "PreferencesInput": { "type": "object", "additionalProperties": false, "required": ["channels", "email_consent", "webpush_consent"], "properties": preference_fields(false) },
+                // Not an allOf over PreferencesInput: its `additionalProperties` would refuse `saved`.
+                "Preferences": { "type": "object", "required": ["channels", "email_consent", "webpush_consent", "saved"], "properties": preference_fields(true) }
             }
         },
         "paths": {
@@ -185,7 +203,7 @@ pub(crate) fn spec() -> Value {
                     "summary": "Removes the reader's subscription for an endpoint.",
                     "security": [{ "bearer": [] }],
                     "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Unsubscribe" } } } },
-                    "responses": authed(json!({ "204": { "description": "Removed." }, "404": err("No such subscription of the reader's.") }))
+                    "responses": authed(json!({ "204": { "description": "Removed." }, "404": err("No such subscription of the reader's."), "422": err("No JSON body (`Content-Type: application/json`), or not an `{endpoint}` object.") }))
                 }
             },
             "/api/preferences": {
@@ -194,7 +212,7 @@ pub(crate) fn spec() -> Value {
                     "summary": "Saves the reader's preferences; delivery honours them from now on.",
                     "security": [{ "bearer": [] }],
                     "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/PreferencesInput" } } } },
-                    "responses": authed(json!({ "200": ok_json("Saved.", "Preferences"), "422": err("Bad input.") }))
+                    "responses": authed(json!({ "200": ok_json("Saved.", "Preferences"), "404": err("The reader is not (or no longer) a living resident on the register."), "422": err("Bad input.") }))
                 }
             },
             "/openapi.json": { "get": { "summary": "This document.", "tags": ["operations"], "responses": { "200": { "description": "OpenAPI 3.1.", "content": { "application/json": {} } } } } },
