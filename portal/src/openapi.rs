@@ -62,8 +62,9 @@ fn page(summary: &str, key: bool) -> Value {
         "security": [{ "session": [] }],
         "responses": {
             "200": html("The page."),
-            "401": html("Not signed in: the login hint page."),
+            "401": html("Not signed in, or the session ended (idle, past its lifetime, logged out): the login hint page."),
             "404": html("Missing or not the reader's (the same page)."),
+            "503": html("The session could not be checked (the database does not answer)."),
         }
     });
     if key {
@@ -223,19 +224,29 @@ pub(crate) fn spec() -> Value {
                 "200": { "description": "Prometheus text format 0.0.4.", "content": { "text/plain": {} } },
                 "401": { "description": "No metrics token (when one is configured), or a client on another machine (when none is)." } } } },
             "/": { "get": { "summary": "Redirects to the inbox.", "tags": ["pages"], "responses": { "303": { "description": "To /inbox." } } } },
-            "/login": { "get": {
-                "summary": "Signs in with a token from the identity provider (sets an HttpOnly SameSite=Strict cookie) and redirects to `next` (a path on this site) or /inbox.",
-                "tags": ["pages"],
-                "parameters": [
-                    { "name": "token", "in": "query", "required": false, "schema": { "type": "string" } },
-                    { "name": "next", "in": "query", "required": false, "schema": { "type": "string" } } ],
-                "responses": { "303": { "description": "Signed in." }, "401": html("No or bad token: the login hint page.") } } },
-            "/logout": { "post": form_post("Signs out (clears the cookie).", false) },
+            "/login": {
+                "get": {
+                    "summary": "The login page: its script posts a login link's token (`/login#token=…&next=…`, in the fragment, never sent) to `POST /login`. A token in the query is refused.",
+                    "tags": ["pages"],
+                    "security": [],
+                    "responses": { "200": html("The login page."), "400": html("A token in the query: nobody is signed in.") } },
+                "post": {
+                    "summary": "Signs in with the identity provider's token (its form post, or the login page's): opens the portal's own session (HttpOnly SameSite=Strict cookie with a random id; idle timeout, lifetime, rotated) and redirects to `next` (a path on this site) or /inbox. A session cookie the browser had is ended.",
+                    "tags": ["pages"],
+                    "security": [],
+                    "requestBody": { "required": true, "content": { "application/x-www-form-urlencoded": { "schema": { "type": "object", "properties": { "token": { "type": "string" }, "next": { "type": "string" } }, "required": ["token"] } } } },
+                    "responses": { "303": { "description": "Signed in." }, "401": html("A bad or expired token: the login hint page.") } } },
+            "/logout": { "post": form_post("Signs out: ends the session on the server and clears the cookie.", false) },
             "/assets/portal.css": { "get": {
                 "summary": "The pages' stylesheet (no personal data; cacheable).",
                 "tags": ["pages"],
                 "security": [],
                 "responses": { "200": { "description": "The stylesheet.", "content": { "text/css": { "schema": { "type": "string" } } } } } } },
+            "/assets/login.js": { "get": {
+                "summary": "The login page's script (no personal data; cacheable).",
+                "tags": ["pages"],
+                "security": [],
+                "responses": { "200": { "description": "The script.", "content": { "text/javascript": { "schema": { "type": "string" } } } } } } },
             "/inbox": { "get": page("The reader's notices.", false) },
             "/notices/{key}": { "get": page("One notice (the link in e-mails and pushes); opening it marks it read.", true) },
             "/drafts/{key}": {
