@@ -22,6 +22,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::{AsyncSmtpTransport, AsyncSmtpTransportBuilder, PoolConfig};
 use lettre::{Address, AsyncTransport, Tokio1Executor};
 use oshirase_engine::clock::Clock;
+use oshirase_engine::wording::{self, DateStyle};
 use oshirase_service::outbox::{Channel, Delivery, Unhealthy};
 use oshirase_store::{redact, OutboxItem, Store};
 use sha2::{Digest, Sha256};
@@ -345,7 +346,7 @@ impl EmailChannel {
         let portal = self.config.portal_url.trim_end_matches('/');
         let deadline = item
             .deadline
-            .map(|d| format!("\n期限: {d}"))
+            .map(|d| format!("\n期限: {}", wording::date(d, DateStyle::Seireki)))
             .unwrap_or_default();
         let link = format!("{portal}/notices/{}", item.decision_key);
         let text = format!(

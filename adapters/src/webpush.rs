@@ -19,6 +19,7 @@ use chrono::{DateTime, FixedOffset, NaiveDate, NaiveTime};
 use oshirase_engine::calendar;
 use oshirase_engine::clock::{self, in_tokyo, jst, Clock, SystemClock};
 use oshirase_engine::eval::DecisionKey;
+use oshirase_engine::wording::{self, DateStyle};
 use oshirase_service::outbox::{Channel, Delivery, Unhealthy};
 use oshirase_store::{OutboxItem, PushSubscription, Store};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
@@ -321,7 +322,7 @@ impl WebPushChannel {
         let title = &item.notice.title.ja;
         let deadline = item
             .deadline
-            .map(|d| format!("期限: {}", d.format("%Y年%-m月%-d日")))
+            .map(|d| format!("期限: {}", wording::date(d, DateStyle::Seireki)))
             .unwrap_or_default();
         let body = format!("あなたあてのお知らせがあります。申請書は入力済みです。{deadline}");
         let url = self.link(item);

@@ -107,7 +107,7 @@ async fn a_notice_is_a_short_japanese_message_with_a_portal_link() {
     assert_eq!(m["parts"], serde_json::json!(["text/plain", "text/html"]));
     let text = m["text"].as_str().unwrap();
     assert!(text.contains("https://portal.example.lg.jp/notices/jidou-teate-nintei/R00701/birth-R00701-2026-10-06"), "{text}");
-    assert!(text.contains("2026-10-21"));
+    assert!(text.contains("期限: 2026年10月21日（水）"), "{text}");
     for secret in ["植松 蓮", "東京都利島村54番地"] {
         assert!(
             !text.contains(secret) && !m["html"].as_str().unwrap().contains(secret),

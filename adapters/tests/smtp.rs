@@ -144,7 +144,7 @@ async fn maildev_receives_short_japanese_notices_through_the_pool() {
         let link = format!("{PORTAL}/notices/{}", item.decision_key);
         let (text, html) = (m["text"].as_str().unwrap(), m["html"].as_str().unwrap());
         assert!(text.contains(TITLE) && text.contains(&link), "{text}");
-        assert!(text.contains("期限: 2026-10-21"), "{text}");
+        assert!(text.contains("期限: 2026年10月21日（水）"), "{text}");
         assert!(html.contains(&format!("href=\"{link}\"")), "{html}");
         for secret in SECRETS {
             assert!(

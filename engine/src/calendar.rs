@@ -380,16 +380,6 @@ impl DeadlinePolicy {
     }
 }
 
-/// A date as a Japanese notice writes it, with the day of the week: "2025年2月15日（土）".
-pub fn date_ja(d: NaiveDate) -> String {
-    const DAYS: [&str; 7] = ["月", "火", "水", "木", "金", "土", "日"];
-    format!(
-        "{}（{}）",
-        d.format("%Y年%-m月%-d日"),
-        DAYS[d.weekday().num_days_from_monday() as usize]
-    )
-}
-
 pub fn is_weekend(d: NaiveDate) -> bool {
     matches!(d.weekday(), Weekday::Sat | Weekday::Sun)
 }

@@ -16,9 +16,10 @@ use crate::ids::RuleId;
 use crate::population::EventKind;
 use crate::rule::*;
 use crate::script::{self, ScriptEngine, SCOPE_VARS};
+use crate::wording::{self, DateStyle};
 
 /// Variables every message template may use besides the prefill fields.
-pub const TEMPLATE_BUILTINS: [&str; 6] = [
+pub const TEMPLATE_BUILTINS: [&str; 7] = [
     "title",
     "occurrence",
     "deadline",
@@ -27,6 +28,8 @@ pub const TEMPLATE_BUILTINS: [&str; 6] = [
     // window.
     "deadline_passed",
     "as_of",
+    // How the municipality writes years, for the `date` and `month` filters.
+    "date_style",
 ];
 
 /// One problem in the rules folder, with its place.
@@ -182,6 +185,16 @@ impl RuleSet {
         } else {
             Dynamic::UNIT
         }
+    }
+
+    /// How the municipality writes years on `on` (checked at load; 西暦 when not set).
+    pub fn date_style(&self, on: NaiveDate) -> DateStyle {
+        self.params
+            .0
+            .get(DATE_STYLE_PARAM)
+            .and_then(|p| p.effective(on))
+            .and_then(|(_, v)| v.as_str().and_then(DateStyle::parse))
+            .unwrap_or_default()
     }
 
     /// Renders a rule's message in `lang` ("ja" or "en").
@@ -1053,6 +1066,9 @@ pub const DEADLINE_SHIFT_PARAM: &str = "deadline_shift";
 /// The calendar parameter listing the municipality's own closed days ("MM-DD" every year,
 /// "YYYY-MM-DD" once).
 pub const CLOSED_DAYS_PARAM: &str = "municipal_closed_days";
+/// The calendar parameter naming how notices write years: `seireki` (2026年) or `wareki`
+/// (令和8年).
+pub const DATE_STYLE_PARAM: &str = "date_style";
 
 /// The municipality's deadline policy from its calendar parameters; the statute's default
 /// (every deadline moves past 行政機関の休日) for a parameter not given.
@@ -1086,6 +1102,19 @@ fn compile_deadline_policy(
             }
         }
         policy.shift = shift;
+        errors.extend(cx.errors);
+    }
+    if let Some(p) = params.0.get(DATE_STYLE_PARAM) {
+        let mut cx = ctx_of(p, param_sources);
+        for (i, (_, v)) in p.values.iter().enumerate() {
+            if v.as_str().and_then(DateStyle::parse).is_none() {
+                cx.err(
+                    &format!("{DATE_STYLE_PARAM}.values[{i}].value"),
+                    format!("{v} is not a date style"),
+                    Some("seireki (2026年10月21日) or wareki (令和8年10月21日)"),
+                );
+            }
+        }
         errors.extend(cx.errors);
     }
     if let Some(p) = params.0.get(CLOSED_DAYS_PARAM) {
@@ -1231,6 +1260,58 @@ fn rule_ctx<'a>(rule: &'a Rule, texts: &HashMap<String, &'a str>) -> FileCtx<'a>
     }
 }
 
+/// `date`, `month` and `yen`: dates and amounts as a Japanese notice writes them, years in
+/// the municipality's style (the `date_style` the render context carries).
+fn add_wording_filters(env: &mut minijinja::Environment<'static>) {
+    use minijinja::{Error, ErrorKind, State, Value};
+    fn style(state: &State) -> DateStyle {
+        state
+            .lookup("date_style")
+            .and_then(|v| v.as_str().and_then(DateStyle::parse))
+            .unwrap_or_default()
+    }
+    fn day(filter: &str, v: &str) -> Result<NaiveDate, Error> {
+        let head = v.get(..10).unwrap_or(v);
+        NaiveDate::parse_from_str(head, "%Y-%m-%d")
+            .or_else(|_| NaiveDate::parse_from_str(&format!("{v}-01"), "%Y-%m-%d"))
+            .map_err(|_| {
+                Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("{filter}: {v:?} is not a date (YYYY-MM-DD)"),
+                )
+            })
+    }
+    env.add_filter(
+        "date",
+        |state: &State, v: String| -> Result<String, Error> {
+            Ok(wording::date(day("date", &v)?, style(state)))
+        },
+    );
+    env.add_filter(
+        "month",
+        |state: &State, v: String| -> Result<String, Error> {
+            Ok(wording::month(day("month", &v)?, style(state)))
+        },
+    );
+    env.add_filter("yen", |v: Value| -> Result<String, Error> {
+        let n = i64::try_from(v.clone())
+            .ok()
+            .or_else(|| {
+                f64::try_from(v.clone())
+                    .ok()
+                    .filter(|f| f.fract() == 0.0)
+                    .map(|f| f as i64)
+            })
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("yen: {v} is not a whole number of yen"),
+                )
+            })?;
+        Ok(wording::yen(n))
+    });
+}
+
 /// Cross-file checks: unique ids, recommendations, parameters, template variables. Returns
 /// the index by id and the templates, compiled along the way.
 fn check_across_files(
@@ -1246,6 +1327,7 @@ fn check_across_files(
     // A notice is a few hundred instructions: the fuel stops a loop over loops long before
     // it stalls the day, and `render` caps what one may write.
     env.set_fuel(Some(TEMPLATE_FUEL));
+    add_wording_filters(&mut env);
     let ids: BTreeSet<&RuleId> = rules.iter().map(|r| &r.id).collect();
     for (i, rule) in rules.iter().enumerate() {
         let mut cx = rule_ctx(rule, texts);

@@ -18,6 +18,7 @@ use crate::resident::{Channel, Resident, Status};
 use crate::rule::*;
 use crate::script::{self, ScriptError};
 use crate::trigger;
+use crate::wording;
 
 /// Age from which a person receives their own notices (民法4条).
 pub const ADULT_AGE: i32 = 18;
@@ -635,7 +636,7 @@ fn check_condition(
             }
         }
     };
-    note(trace, "condition", || c.label(), Some(value), inputs);
+    note(trace, "condition", || c.describe(), Some(value), inputs);
     Ok(value)
 }
 
@@ -807,7 +808,7 @@ fn resolve_audience(cx: &Ctx, trace: &mut Trace) -> (Vec<(usize, Role)>, Option<
     let detail = || {
         let mut d = out
             .iter()
-            .map(|(i, r)| format!("{} ({r:?})", pop.get(*i).id))
+            .map(|(i, r)| format!("{}（{}）", pop.get(*i).id, r.describe()))
             .collect::<Vec<_>>()
             .join(", ");
         if !suppressed.is_empty() {
@@ -831,6 +832,15 @@ fn resolve_audience(cx: &Ctx, trace: &mut Trace) -> (Vec<(usize, Role)>, Option<
     } else {
         None
     };
+    // Beside whom it reached, what each audience the rule names means.
+    let meaning = if trace.is_some() {
+        let a = &cx.rule.audience;
+        a.iter()
+            .map(|a| (a.name().to_owned(), a.describe()))
+            .collect()
+    } else {
+        Vec::new()
+    };
     note(
         trace,
         "audience",
@@ -839,7 +849,7 @@ fn resolve_audience(cx: &Ctx, trace: &mut Trace) -> (Vec<(usize, Role)>, Option<
             _ => detail(),
         },
         None,
-        Vec::new(),
+        meaning,
     );
     (out, staff)
 }
@@ -931,12 +941,16 @@ fn compute_deadline(cx: &Ctx) -> Option<(NaiveDate, Option<NaiveDate>)> {
 }
 
 /// What a notice says when its deadline was moved off a closed day, in each language.
-fn moved_deadline_note(last_day: NaiveDate, due: NaiveDate) -> (String, String) {
+fn moved_deadline_note(
+    last_day: NaiveDate,
+    due: NaiveDate,
+    style: wording::DateStyle,
+) -> (String, String) {
     (
         format!(
             "\n\n※期限の末日（{}）が閉庁日にあたるため、期限は翌開庁日の{}です（地方自治法第4条の2）。",
-            calendar::date_ja(last_day),
-            calendar::date_ja(due)
+            wording::date(last_day, style),
+            wording::date(due, style)
         ),
         format!(
             "\n\nThe period ends on {last_day}, a day the offices are closed, so the deadline is the next open day, {due}."
@@ -980,9 +994,8 @@ fn evaluate_subject_memo(occasion: &Occasion, trace: &mut Trace, memo: Option<&M
     let tracing = trace.is_some();
     if !rule.valid.contains(o) {
         let why = format!(
-            "occurrence {o} is outside the rule's validity {}..{}",
-            rule.valid.from,
-            rule.valid.to.map_or(String::new(), |t| t.to_string())
+            "occurrence {o} is outside the rule's validity ({})",
+            rule.valid.describe()
         );
         note(trace, "validity", || why.clone(), Some(false), Vec::new());
         return Outcome::NotEligible(why);
@@ -990,7 +1003,12 @@ fn evaluate_subject_memo(occasion: &Occasion, trace: &mut Trace, memo: Option<&M
     note(
         trace,
         "validity",
-        || format!("occurrence {o} is within the rule's validity"),
+        || {
+            format!(
+                "occurrence {o} is within the rule's validity ({})",
+                rule.valid.describe()
+            )
+        },
         Some(true),
         Vec::new(),
     );
@@ -1018,7 +1036,7 @@ fn evaluate_subject_memo(occasion: &Occasion, trace: &mut Trace, memo: Option<&M
             Ok(false) => {
                 // The reason is only read by `explain`; daily runs skip the formatting.
                 let why = if tracing {
-                    format!("condition {} is false", c.label())
+                    format!("condition not met: {}", c.describe())
                 } else {
                     String::new()
                 };
@@ -1088,7 +1106,9 @@ fn evaluate_subject_memo(occasion: &Occasion, trace: &mut Trace, memo: Option<&M
         today: String,
         deadline_passed: bool,
         as_of: String,
+        date_style: &'static str,
     }
+    let style = rules.date_style(today);
     let base = minijinja::Value::from(minijinja::value::Serde(TemplateCtx {
         prefill: &prefill,
         occurrence: o.to_string(),
@@ -1096,6 +1116,7 @@ fn evaluate_subject_memo(occasion: &Occasion, trace: &mut Trace, memo: Option<&M
         today: today.to_string(),
         deadline_passed: urgent,
         as_of: as_of.to_string(),
+        date_style: style.name(),
     }));
     let render = |lang: &str, title: &str| -> Result<Option<String>, Box<RuleFailure>> {
         let value = minijinja::context! { title => title, ..base.clone() };
@@ -1113,7 +1134,7 @@ fn evaluate_subject_memo(occasion: &Occasion, trace: &mut Trace, memo: Option<&M
     };
     // Said once here, so that every channel and every rule tells a moved deadline alike.
     if let (Some(due), Some(last)) = (deadline, deadline_moved_from) {
-        let (note_ja, note_en) = moved_deadline_note(last, due);
+        let (note_ja, note_en) = moved_deadline_note(last, due, style);
         ja.push_str(&note_ja);
         if let Some(en) = &mut en {
             en.push_str(&note_en);

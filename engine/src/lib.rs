@@ -19,6 +19,7 @@ pub mod script;
 pub mod shown;
 pub mod simulate;
 pub mod trigger;
+pub mod wording;
 
 pub use catalogue::{load_dir, LoadError, LoadErrors, RuleSet};
 pub use eval::{evaluate_day, evaluate_run, DayResult, Decision, DecisionKey, RuleFailure};

@@ -287,6 +287,16 @@ fn run_case(
     for f in &day.failures {
         result.differences.push(format!("rule failed: {f}"));
     }
+    // A resident reads dates and amounts as a letter writes them, never as a machine does.
+    for d in &day.decisions {
+        if let Some(raw) = crate::wording::machine_written(&d.message.ja) {
+            result.differences.push(format!(
+                "{}: message.ja writes {raw:?} as a machine does; use the date, month or yen filter \
+                 ({{{{ deadline | date }}}}, {{{{ amount | yen }}}})",
+                d.key
+            ));
+        }
+    }
     let mut unmatched: Vec<&Decision> = day.decisions.iter().collect();
     for exp in &case.expect {
         let pos = unmatched.iter().position(|d| {

@@ -304,3 +304,82 @@ fn every_error_in_one_file_is_reported_and_its_id_still_counts() {
         );
     }
 }
+
+#[test]
+fn a_date_style_that_is_not_one_is_a_load_error() {
+    let calendar = "\
+date_style:
+  description: x
+  values:
+    - { from: 2000-01-01, value: seireki }
+    - { from: 2026-04-01, value: showa }
+";
+    let errs = errors(
+        &[("rules/good-rule.yaml", GOOD)],
+        &[("rules/parameters/calendar.yaml", calendar)],
+    );
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(
+        errs[0].contains("`date_style.values[1].value`")
+            && errs[0].contains("\"showa\" is not a date style"),
+        "{errs:#?}"
+    );
+}
+
+/// A case whose Japanese message writes a date or an amount as a machine does fails, and
+/// the same message through the filters passes.
+#[test]
+fn rule_cases_refuse_machine_written_dates_and_amounts() {
+    use oshirase_engine::ruletest;
+    let rule = |message: &str| {
+        GOOD.replace(
+            "trigger: { age_attained: 20 }",
+            "trigger: { age_attained: 20 }\ndeadline: { days: 14 }",
+        )
+        .replace(
+            "  name: subject.name.kanji\n",
+            "  name: subject.name.kanji\n  amount: 16980\n",
+        )
+        .replace("  ja: \"{{ name }} 様\"", &format!("  ja: \"{message}\""))
+    };
+    let case = "\
+rules: [good-rule]
+cases:
+  - name: 20歳
+    date: 2026-04-10
+    residents:
+      - { id: R1, name: { kanji: 山田 花子, kana: ヤマダ ハナコ }, birth_date: 2006-04-11, sex: 2,
+          status: { kind: resident }, address: { local_gov_code: \"133621\", text: x },
+          household: { id: H1, relationship: 世帯主 } }
+    expect:
+      - { rule: good-rule, subject: R1 }
+";
+    let run = |message: &str| {
+        let rules = compile_sources(
+            Path::new("rules"),
+            &[("rules/good-rule.yaml".to_owned(), rule(message))],
+            &[],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let report = ruletest::run_sources(
+            &rules,
+            &[("rules/tests/good-rule.yaml".into(), case.into())],
+        );
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        report.cases[0].differences.clone()
+    };
+    let iso = run("期限 {{ deadline }}");
+    assert!(
+        iso.len() == 1 && iso[0].contains("writes \"2026-04-24\" as a machine does"),
+        "{iso:?}"
+    );
+    let amount = run("月額 {{ amount }} 円");
+    assert!(
+        amount.len() == 1 && amount[0].contains("16980 円"),
+        "{amount:?}"
+    );
+    assert_eq!(
+        run("期限 {{ deadline | date }}、月額{{ amount | yen }}"),
+        Vec::<String>::new()
+    );
+}

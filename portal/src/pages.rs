@@ -19,6 +19,7 @@ use crate::service::{PreferencesInput, ServiceError};
 use crate::session::{self, csrf_matches, NoSession, Session, SessionCheck};
 use crate::PortalState;
 use oshirase_engine::resident::Channel;
+use oshirase_engine::wording;
 use oshirase_store::DraftState;
 
 pub(crate) fn templates() -> Environment<'static> {
@@ -38,9 +39,10 @@ pub(crate) fn templates() -> Environment<'static> {
         env.add_template(name, src)
             .unwrap_or_else(|e| panic!("template {name}: {e}"));
     }
+    // Dates as the notices write them (`2026年10月21日（水）`).
     env.add_filter("jdate", |s: String| -> String {
         match chrono::NaiveDate::parse_from_str(&s, "%Y-%m-%d") {
-            Ok(d) => d.format("%Y年%-m月%-d日").to_string(),
+            Ok(d) => wording::date(d, wording::DateStyle::Seireki),
             Err(_) => s,
         }
     });
