@@ -834,8 +834,8 @@ fn resolve_audience(cx: &Ctx, trace: &mut Trace) -> (Vec<(usize, Role)>, Option<
     };
     // Beside whom it reached, what each audience the rule names means.
     let meaning = if trace.is_some() {
-        let a = &cx.rule.audience;
-        a.iter()
+        let audience = cx.rule.audience.iter();
+        audience
             .map(|a| (a.name().to_owned(), a.describe()))
             .collect()
     } else {

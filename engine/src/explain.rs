@@ -13,9 +13,13 @@ use crate::eval::{
 };
 use crate::ids::{ResidentId, RuleId};
 use crate::population::Population;
+use crate::rule::{Audience, Trigger, Validity};
 use crate::trigger::{occurrences_of, Occurrence};
 
 /// The answer to "why did (or didn't) this rule match this resident on this day?".
+///
+/// The rule's trigger, validity and audience are given as written, each with its words
+/// beside it (`*_text`, `describe.rs`), so that a reader of the JSON has both.
 #[derive(Debug, Serialize)]
 pub struct Explanation {
     pub rule: RuleId,
@@ -24,9 +28,18 @@ pub struct Explanation {
     pub rule_set_version: String,
     pub resident: ResidentId,
     pub date: NaiveDate,
+    pub trigger: Trigger,
+    pub trigger_text: String,
+    pub valid: Validity,
+    /// Every condition of the rule in words, in order, whether or not the trace reached it.
+    pub conditions_text: Vec<String>,
+    pub audience: Vec<Audience>,
+    pub audience_text: Vec<String>,
     pub steps: Vec<TraceStep>,
     pub decision: Option<Decision>,
     pub outcome: ExplainOutcome,
+    /// `outcome` as the table prints it.
+    pub outcome_text: String,
 }
 
 /// How an explained evaluation ended.
@@ -43,6 +56,12 @@ pub enum ExplainOutcome {
     NeverTriggered,
     /// The trigger fires, but the notice is due on another day.
     DueOn { day: NaiveDate },
+    /// The trigger fires for this resident only outside the rule's validity: no notice was or
+    /// will be due (a milestone reached before the rule began, or after it ended).
+    OutsideValidity {
+        occurrence: NaiveDate,
+        valid: Validity,
+    },
     /// The trigger fired and a step refused.
     NoMatch { reason: String },
     /// The rule failed at run time for this resident.
@@ -63,6 +82,12 @@ impl fmt::Display for ExplainOutcome {
             ExplainOutcome::DueOn { day } => {
                 write!(f, "no match: the notice for this resident is due on {day}")
             }
+            ExplainOutcome::OutsideValidity { occurrence, valid } => write!(
+                f,
+                "no match: outside the rule's validity ({}): the occurrence for this resident \
+                 is {occurrence}",
+                valid.describe()
+            ),
             ExplainOutcome::NoMatch { reason } => write!(f, "no match: {reason}"),
             ExplainOutcome::Failed { failure } => write!(f, "error: {failure}"),
         }
@@ -97,13 +122,25 @@ pub fn explain(
         })?;
     let mut steps = Vec::new();
     let occurrences = occurrences_of(rule, pop, s, today);
-    let due = occurrences.iter().find(|o| o.notice_day == today);
-    let trigger_text = format!("{:?}", rule.trigger);
-    let birth_date = || {
-        vec![(
+    // Only an occurrence inside the rule's validity ever has a notice: one outside it is told
+    // as such, never with a notice day (a milestone reached decades before the rule began).
+    let in_force: Vec<&Occurrence> = occurrences
+        .iter()
+        .filter(|o| rule.valid.contains(o.occurrence))
+        .collect();
+    let due = in_force.iter().find(|o| o.notice_day == today).copied();
+    let outside = occurrences
+        .iter()
+        .find(|o| o.notice_day == today)
+        .or(occurrences.first());
+    let trigger_text = rule.trigger.describe();
+    // What the trigger read: the event for an event, otherwise the birth date.
+    let read = |o: &Occurrence| match &o.event {
+        Some(id) => vec![("event.id".to_owned(), id.clone())],
+        None => vec![(
             "subject.birth_date".to_owned(),
             pop.get(s).birth_date.to_string(),
-        )]
+        )],
     };
     let run = |o: &Occurrence, day: NaiveDate, trace: &mut Vec<TraceStep>| {
         let params = rules.params_for(rule, o.occurrence);
@@ -120,8 +157,8 @@ pub fn explain(
         evaluate_subject(&occasion, &mut Some(trace))
     };
     let mut decision = None;
-    let outcome = match (due, occurrences.first()) {
-        (None, None) => {
+    let outcome = match (due, in_force.first(), outside) {
+        (None, None, None) => {
             steps.push(TraceStep {
                 step: "trigger".into(),
                 detail: format!("{trigger_text}: this resident has no such event"),
@@ -130,7 +167,29 @@ pub fn explain(
             });
             ExplainOutcome::NeverTriggered
         }
-        (None, Some(first)) => {
+        (None, None, Some(o)) => {
+            steps.push(TraceStep {
+                step: "trigger".into(),
+                detail: format!("{trigger_text}: occurrence {}", o.occurrence),
+                passed: None,
+                inputs: read(o),
+            });
+            steps.push(TraceStep {
+                step: "validity".into(),
+                detail: format!(
+                    "occurrence {} is outside the rule's validity ({})",
+                    o.occurrence,
+                    rule.valid.describe()
+                ),
+                passed: Some(false),
+                inputs: vec![],
+            });
+            ExplainOutcome::OutsideValidity {
+                occurrence: o.occurrence,
+                valid: rule.valid,
+            }
+        }
+        (None, Some(first), _) => {
             let notice_day = first.notice_day;
             steps.push(TraceStep {
                 step: "trigger".into(),
@@ -139,7 +198,7 @@ pub fn explain(
                     first.occurrence
                 ),
                 passed: Some(false),
-                inputs: birth_date(),
+                inputs: read(first),
             });
             // What would happen on the notice day.
             let mut rest = Vec::new();
@@ -150,7 +209,7 @@ pub fn explain(
             }
             ExplainOutcome::DueOn { day: notice_day }
         }
-        (Some(o), _) => {
+        (Some(o), _, _) => {
             steps.push(TraceStep {
                 step: "trigger".into(),
                 detail: format!(
@@ -158,7 +217,7 @@ pub fn explain(
                     o.occurrence
                 ),
                 passed: Some(true),
-                inputs: birth_date(),
+                inputs: read(o),
             });
             match run(o, today, &mut steps) {
                 Outcome::Decision(d) => {
@@ -181,8 +240,15 @@ pub fn explain(
         rule_set_version: rules.version.clone(),
         resident: resident.clone(),
         date: today,
+        trigger: rule.trigger,
+        trigger_text,
+        valid: rule.valid,
+        conditions_text: rule.conditions.iter().map(|(_, c)| c.describe()).collect(),
+        audience: rule.audience.clone(),
+        audience_text: rule.audience.iter().map(Audience::describe).collect(),
         steps,
         decision,
+        outcome_text: outcome.to_string(),
         outcome,
     })
 }

@@ -6,6 +6,7 @@
 pub mod calendar;
 pub mod catalogue;
 pub mod clock;
+pub mod describe;
 pub mod eval;
 pub mod explain;
 pub mod feed;

@@ -171,6 +171,20 @@ pub enum Audience {
     Proxies,
 }
 
+impl Audience {
+    /// The audience as a rule file writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Audience::Subject => "subject",
+            Audience::Guardians => "guardians",
+            Audience::Householder => "householder",
+            Audience::Spouse => "spouse",
+            Audience::Survivors => "survivors",
+            Audience::Proxies => "proxies",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum DeadlineFrom {
@@ -259,7 +273,7 @@ pub enum Deadline {
     FiscalYearEnd,
 }
 
-/// A compiled condition. `label` is how `explain` names it.
+/// A compiled condition; `describe` (describe.rs) says it in words.
 #[derive(Debug, Clone)]
 pub enum Condition {
     Attribute(String),
@@ -269,29 +283,6 @@ pub enum Condition {
     Age(AgeRange),
     HouseholdRemaining(CountRange),
     Script(Script),
-}
-
-impl Condition {
-    pub fn label(&self) -> String {
-        match self {
-            Condition::Attribute(a) => format!("attribute {a}"),
-            Condition::NotAttribute(a) => format!("not_attribute {a}"),
-            Condition::AttributeEquals(a, v) => format!("attribute_equals {a} = {v}"),
-            Condition::Sex(s) => format!("sex {s:?}").to_lowercase(),
-            Condition::Age(r) => format!(
-                "age {}..{} on {:?}",
-                r.min.map_or(String::new(), |v| v.to_string()),
-                r.max.map_or(String::new(), |v| v.to_string()),
-                r.on
-            ),
-            Condition::HouseholdRemaining(r) => format!(
-                "household_remaining {}..{}",
-                r.min.map_or(String::new(), |v| v.to_string()),
-                r.max.map_or(String::new(), |v| v.to_string())
-            ),
-            Condition::Script(s) => format!("script `{}`", s.source.trim()),
-        }
-    }
 }
 
 /// Where a rule came from, for run-time error reports.

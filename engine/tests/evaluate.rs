@@ -327,12 +327,12 @@ fn debug_text(s: &str) -> Option<String> {
 
 /// A description as policy staff read it: Japanese first, then English, and no Rust.
 fn assert_words(what: &str, text: &str) {
+    let (ja, en) = text
+        .split_once(" / ")
+        .unwrap_or_else(|| panic!("{what}: not Japanese, then English: {text}"));
+    assert!(!ja.is_ascii(), "{what}: not Japanese first: {text}");
     assert!(
-        text.chars().next().is_some_and(|c| !c.is_ascii()),
-        "{what}: not Japanese first: {text}"
-    );
-    assert!(
-        text.contains(" / "),
+        en.chars().next().is_some_and(|c| c.is_ascii()),
         "{what}: no English after the Japanese: {text}"
     );
     assert_eq!(debug_text(text), None, "{what}: {text}");
