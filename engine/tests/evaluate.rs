@@ -437,6 +437,37 @@ fn explain_words_every_trigger_condition_and_audience() {
 }
 
 #[test]
+fn explain_shows_a_missing_value_a_script_reads_as_missing() {
+    let rs = rules(&[&rule(
+        "{ annual: { on: \"04-01\" } }",
+        "[subject]",
+        "conditions:\n  - script: '(subject.attributes.kokuho ?? false) || subject.sex == 1'\n",
+    )]);
+    let pop = population(&[person("R1", "1980-05-01", "H1", "世帯主", "")]);
+    let rid = RuleId::parse("test-rule").unwrap();
+    let ex = explain(
+        &rs,
+        &pop,
+        &ResidentId::parse("R1").unwrap(),
+        &rid,
+        d("2026-04-01"),
+    )
+    .unwrap();
+    let cond = ex.steps.iter().find(|s| s.step == "condition").unwrap();
+    // Like the attribute conditions: an empty value would read as a blank in the table.
+    assert_eq!(
+        cond.inputs,
+        [
+            (
+                "subject.attributes.kokuho".to_owned(),
+                "(missing)".to_owned()
+            ),
+            ("subject.sex".to_owned(), "1".to_owned())
+        ]
+    );
+}
+
+#[test]
 fn explain_says_an_occurrence_outside_the_rules_validity_is_never_due() {
     let rs = rules(&[&rule(
         "{ age_attained: 20 }",
