@@ -538,7 +538,13 @@ fn inputs_read(source: &str, subject: &Dynamic) -> Vec<(String, String)> {
                 .and_then(|m| m.get(part).cloned())
                 .unwrap_or(Dynamic::UNIT);
         }
-        let entry = (format!("subject.{path}"), v.to_string());
+        // Said as the attribute conditions say it, not as an empty string.
+        let shown = if v.is_unit() {
+            "(missing)".to_owned()
+        } else {
+            v.to_string()
+        };
+        let entry = (format!("subject.{path}"), shown);
         if !out.contains(&entry) {
             out.push(entry);
         }
