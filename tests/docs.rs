@@ -1,6 +1,7 @@
 //! The examples of README.md and rules/README.md are true: every ```yaml block loads as what
 //! it shows (a rule into the catalogue, parameters, a case file that passes), every command
-//! line in a code block runs and succeeds, and every flag the command table names exists.
+//! line in a code block runs and succeeds, every ```console block prints what it shows, and
+//! every flag the command table names exists.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -261,4 +262,52 @@ fn every_flag_in_the_command_table_exists() {
             );
         }
     }
+}
+
+/// A ```console block shows command lines, each followed by what it prints: the output must
+/// be exactly that, where a shown line ending in "…" stands for any line it begins (a
+/// rule-set version, which changes with every catalogue edit).
+#[test]
+fn every_console_block_prints_what_it_shows() {
+    let mut seen = 0;
+    for b in all_blocks().iter().filter(|b| b.info == "console") {
+        let mut runs: Vec<(String, Vec<String>, Vec<&str>)> = Vec::new();
+        for (k, l) in b.body.lines().enumerate() {
+            match l.strip_prefix("oshirase ") {
+                Some(args) => runs.push((
+                    format!("{}:{}", b.doc, b.line + k),
+                    args.split_whitespace().map(str::to_owned).collect(),
+                    Vec::new(),
+                )),
+                None => runs
+                    .last_mut()
+                    .unwrap_or_else(|| panic!("{}: output before any command", b.at()))
+                    .2
+                    .push(l),
+            }
+        }
+        for (at, args, shown) in runs {
+            let dir = workdir();
+            let out = oshirase(dir.path(), &args);
+            let printed = String::from_utf8_lossy(&out.stdout);
+            let printed: Vec<&str> = printed.lines().collect();
+            let same = printed.len() == shown.len()
+                && printed
+                    .iter()
+                    .zip(&shown)
+                    .all(|(p, s)| match s.strip_suffix('…') {
+                        Some(start) => p.starts_with(start),
+                        None => p == s,
+                    });
+            assert!(
+                same,
+                "{at}: `oshirase {}` prints\n{}\nnot what the block shows:\n{}",
+                args.join(" "),
+                printed.join("\n"),
+                shown.join("\n")
+            );
+            seen += 1;
+        }
+    }
+    assert!(seen >= 2, "too few console examples found: {seen}");
 }
