@@ -158,8 +158,11 @@ pub fn generate_vapid_keys() -> VapidKeys {
 
 /// Hosts of the push services browsers use: Chrome/Edge-on-Android (FCM), Firefox (autopush),
 /// Edge on Windows (WNS) and Safari (APNs web push). `*.` means any subdomain.
+/// `jmt17.google.com` is FCM too: Chromium hands it out on every channel but Google's Stable
+/// one (Beta, Dev, Canary, and the Chromium that Linux distributions ship).
 pub const PUSH_SERVICES: &[&str] = &[
     "fcm.googleapis.com",
+    "jmt17.google.com",
     "updates.push.services.mozilla.com",
     "*.push.services.mozilla.com",
     "*.notify.windows.com",
@@ -651,6 +654,7 @@ mod tests {
     fn endpoints_outside_the_push_services_are_refused() {
         for ok in [
             "https://fcm.googleapis.com/fcm/send/abc:def",
+            "https://jmt17.google.com/fcm/send/abc:def",
             "https://updates.push.services.mozilla.com/wpush/v2/gAAA",
             "https://push.services.mozilla.com.x.push.services.mozilla.com/x",
             "https://db5p.notify.windows.com/w/?token=x",
@@ -664,6 +668,8 @@ mod tests {
             ("https://fcm.googleapis.com:8443/fcm/send/x", "port"),
             ("https://evil.example/fcm.googleapis.com", "not a known"),
             ("https://fcm.googleapis.com.evil.example/x", "not a known"),
+            ("https://jmt18.google.com/fcm/send/x", "not a known"),
+            ("https://google.com/fcm/send/x", "not a known"),
             ("https://push.apple.com/x", "not a known"),
             ("https://evilpush.apple.com/x", "not a known"),
             ("https://user:pw@fcm.googleapis.com/x", "user name"),
