@@ -497,3 +497,51 @@ async fn every_response_carries_the_security_headers() {
         .starts_with("text/css"));
     app.shutdown().await;
 }
+
+/// Whether the page's checkbox `name` is ticked.
+fn ticked(html: &str, name: &str) -> bool {
+    let at = html
+        .find(&format!("name=\"{name}\""))
+        .unwrap_or_else(|| panic!("no {name} checkbox in {html}"));
+    let start = html[..at].rfind('<').unwrap();
+    let end = at + html[at..].find('>').unwrap();
+    html[start..end].contains(" checked")
+}
+
+/// A channel is shown ticked only when notices will go there: a channel without its consent
+/// carries nothing, whether it is the register's default (every channel) or saved here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preferences_tick_a_channel_only_with_its_consent() {
+    let app = spawn_app("sqlite").await;
+    // The register names no channels for R10001 (all of them) and no consent.
+    let s = login(&app, "R10001").await;
+    let (status, page) = s.get("/preferences").await;
+    assert_eq!(status, 200);
+    for name in ["email", "webpush", "email_consent", "webpush_consent"] {
+        assert!(!ticked(&page, name), "{name} is ticked: {page}");
+    }
+    // Push chosen without consenting to it: still not ticked; e-mail with its consent is.
+    let r = s
+        .post(
+            "/preferences",
+            &[
+                ("csrf", &csrf(&page)),
+                ("email", "1"),
+                ("email_consent", "1"),
+                ("webpush", "1"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    let (_, page) = s.get("/preferences").await;
+    assert!(
+        ticked(&page, "email") && ticked(&page, "email_consent"),
+        "{page}"
+    );
+    assert!(
+        !ticked(&page, "webpush"),
+        "push ticked without consent: {page}"
+    );
+    assert!(!ticked(&page, "webpush_consent"), "{page}");
+    app.shutdown().await;
+}
