@@ -516,6 +516,13 @@ pub(crate) async fn preferences(
         Ok(x) => x,
         Err(e) => return error_page(&s, e),
     };
+    // A channel is ticked only when notices go there: chosen and consented to. The register's
+    // default is every channel whatever the consents, and a channel saved without its
+    // consent carries nothing.
+    let receives = context! {
+        email => prefs.email_consent && prefs.channels.contains(&Channel::Email),
+        webpush => prefs.webpush_consent && prefs.channels.contains(&Channel::Webpush),
+    };
     render(
         &s,
         StatusCode::OK,
@@ -523,6 +530,7 @@ pub(crate) async fn preferences(
         context! {
             reader => true,
             csrf => reader.csrf(),
+            receives,
             prefs => Jv::from(minijinja::value::Serde(&prefs)),
             subscriptions => Jv::from(minijinja::value::Serde(&subscriptions)),
             saved_now => uri.query() == Some("saved=1"),
