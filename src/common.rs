@@ -70,14 +70,21 @@ fn sqlite_file(db: &str) -> Option<std::path::PathBuf> {
 /// Loads a rules folder, or the catalogue built into the binary; on failure prints every
 /// error and gives the exit code.
 pub fn load_rules(dir: Option<&Path>) -> Result<RuleSet, u8> {
-    match dir {
+    let rules = match dir {
         Some(dir) => load_dir(dir),
         None => crate::builtin::rules(),
     }
     .map_err(|e| {
         eprintln!("{e}");
         exit::RULES
-    })
+    })?;
+    if let Some(first) = rules.presentation_gaps.first() {
+        eprintln!(
+            "warning: {} rule field(s) or setting(s) would show raw to residents, first {first}; `oshirase rules check` lists them",
+            rules.presentation_gaps.len()
+        );
+    }
+    Ok(rules)
 }
 
 /// A snapshot file, or the fixture town built into the binary.

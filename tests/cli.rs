@@ -35,6 +35,26 @@ message:
 channels: [portal]
 "#;
 
+/// RULE as `rules check` accepts it: its field labelled, whether residents apply and whom
+/// they ask said, with the department defined.
+fn write_complete(dir: &Path, name: &str) {
+    write(
+        dir,
+        name,
+        &RULE
+            .replace(
+                "  name: subject.name.kanji",
+                "  name: { value: subject.name.kanji, label: 氏名, kind: person }",
+            )
+            .replace("channels: [portal]", "channels: [portal]\napplication: form\ndepartment: nenkin"),
+    );
+    write(
+        dir,
+        "parameters/departments.yaml",
+        "departments:\n  description: x\n  values:\n    - { from: 2000-01-01, value: { nenkin: { name: 保険年金係 } } }\n",
+    );
+}
+
 fn write(dir: &Path, name: &str, body: &str) {
     std::fs::create_dir_all(dir.join(name).parent().unwrap()).unwrap();
     std::fs::write(dir.join(name), body).unwrap();
@@ -43,7 +63,7 @@ fn write(dir: &Path, name: &str, body: &str) {
 #[test]
 fn rules_check_lists_every_error_and_exits_1() {
     let tmp = tempfile::tempdir().unwrap();
-    write(tmp.path(), "ok-rule.yaml", RULE);
+    write_complete(tmp.path(), "ok-rule.yaml");
     write(
         tmp.path(),
         "bad-one.yaml",
@@ -76,6 +96,22 @@ fn rules_check_lists_every_error_and_exits_1() {
     let out = oshirase(&["rules", "check", tmp.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("1 rules"));
+
+    // A rule that loads but would show residents a raw field name, and not say whether to
+    // apply or whom to ask, is refused here (and only warned about elsewhere).
+    write(tmp.path(), "ok-rule.yaml", RULE);
+    let out = oshirase(&["rules", "check", tmp.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    for part in [
+        "ok-rule.yaml:10:",
+        "field \"name\" has no Japanese label",
+        "`application`",
+        "`department`",
+        "3 problem(s)",
+    ] {
+        assert!(err.contains(part), "{part} in {err}");
+    }
 }
 
 #[test]
@@ -741,7 +777,7 @@ fn the_binary_works_outside_the_checkout_with_what_is_built_in() {
     assert!(text(&demo.stdout).contains("the built-in fixture town"));
     assert!(dir.path().join("oshirase-demo.sqlite").exists());
     // A folder given still wins over what is built in.
-    write(dir.path(), "mine/ok-rule.yaml", RULE);
+    write_complete(&dir.path().join("mine"), "ok-rule.yaml");
     let mine = run(&["rules", "check", "mine"]);
     assert!(
         text(&mine.stdout).starts_with("mine: 1 rules"),

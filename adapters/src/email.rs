@@ -22,6 +22,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::{AsyncSmtpTransport, AsyncSmtpTransportBuilder, PoolConfig};
 use lettre::{Address, AsyncTransport, Tokio1Executor};
 use oshirase_engine::clock::Clock;
+use oshirase_engine::rule::Application;
 use oshirase_engine::wording::{self, DateStyle};
 use oshirase_service::outbox::{Channel, Delivery, Unhealthy};
 use oshirase_store::{redact, OutboxItem, Store};
@@ -344,20 +345,8 @@ impl EmailChannel {
             .map(|c| if c.is_control() { ' ' } else { c })
             .collect();
         let portal = self.config.portal_url.trim_end_matches('/');
-        let deadline = item
-            .deadline
-            .map(|d| format!("\n期限: {}", wording::date(d, DateStyle::Seireki)))
-            .unwrap_or_default();
-        let link = format!("{portal}/notices/{}", item.decision_key);
-        let text = format!(
-            "{title}\n\nあなたあてのお知らせがあります。申請書は入力済みです。内容の確認と手続はポータルから行えます。{deadline}\n\n{link}\n\nこのメールは送信専用です。"
-        );
-        let html = format!(
-            "<!doctype html><html lang=\"ja\"><body><p><strong>{}</strong></p><p>あなたあてのお知らせがあります。申請書は入力済みです。内容の確認と手続はポータルから行えます。{}</p><p><a href=\"{}\">ポータルで確認する</a></p></body></html>",
-            escape(&title),
-            escape(&deadline).replace('\n', "<br>"),
-            escape(&link)
-        );
+        let sender = self.config.from.name.as_deref().unwrap_or("");
+        let (text, html) = letter(item, &title, sender, portal);
         let date: SystemTime = self.clock.now().with_timezone(&chrono::Utc).into();
         let mut builder = Message::builder()
             .from(self.config.from.clone())
@@ -559,9 +548,133 @@ impl Channel for EmailChannel {
     }
 }
 
+/// What one paragraph of a notice e-mail says, in order; the text and HTML parts are
+/// written from it alike.
+enum Para {
+    Text(String),
+    Link(String),
+    Lines(Vec<String>),
+}
+
+/// A notice e-mail as a letter from the municipality: a greeting, what kind of notice and
+/// what the resident does, the deadline in Japanese form, the link, 問い合わせ先, and how
+/// to stop non-critical mail. Nothing about the person: names, amounts and the draft stay
+/// behind the login.
+fn letter(item: &OutboxItem, title: &str, sender: &str, portal: &str) -> (String, String) {
+    let n = &item.notice;
+    let mut paras = Vec::new();
+    paras.push(Para::Text(if sender.is_empty() {
+        "いつもご利用いただきありがとうございます。".to_owned()
+    } else {
+        format!("{sender}からのお知らせです。")
+    }));
+    let what = match &n.application {
+        Application::Form => "申請書は入力済みです。内容を確認して、ポータルから申請してください。",
+        Application::Counter { .. } => "窓口での手続のご案内です。場所とお持ちいただくものは、ポータルでご確認ください。",
+        Application::None => "お手続は必要ありません。内容はポータルでご確認ください。",
+    };
+    paras.push(Para::Text(format!(
+        "あなたあてに「{title}」のお知らせがあります。{what}"
+    )));
+    if let Some(d) = item.deadline {
+        paras.push(Para::Text(format!(
+            "期限: {}",
+            wording::date(d, DateStyle::Seireki)
+        )));
+    }
+    paras.push(Para::Link(format!("{portal}/notices/{}", item.decision_key)));
+    if let Some(c) = &n.contact {
+        let mut lines = vec!["問い合わせ先".to_owned(), c.name.clone()];
+        if let Some(phone) = &c.phone {
+            lines.push(match &c.hours {
+                Some(h) => format!("電話: {phone}（{h}）"),
+                None => format!("電話: {phone}"),
+            });
+        }
+        paras.push(Para::Lines(lines));
+    }
+    let mut closing = "このメールは送信専用です。返信はできません。".to_owned();
+    if !n.critical {
+        closing.push_str(&format!(
+            "このようなお知らせのメールが不要な場合は、ポータルの「通知の設定」（{portal}/preferences）で止められます。"
+        ));
+    }
+    paras.push(Para::Text(closing));
+
+    let text_paras: Vec<String> = paras
+        .iter()
+        .map(|p| match p {
+            Para::Text(t) | Para::Link(t) => t.clone(),
+            Para::Lines(l) => l.join("\n"),
+        })
+        .collect();
+    let text = format!("{title}\n\n{}", text_paras.join("\n\n"));
+    let html_paras: String = paras
+        .iter()
+        .map(|p| match p {
+            Para::Text(t) => format!("<p>{}</p>", escape(t)),
+            Para::Link(l) => format!("<p><a href=\"{}\">ポータルで確認する</a></p>", escape(l)),
+            Para::Lines(l) => format!(
+                "<p>{}</p>",
+                l.iter().map(|x| escape(x)).collect::<Vec<_>>().join("<br>")
+            ),
+        })
+        .collect();
+    let html = format!(
+        "<!doctype html><html lang=\"ja\"><body><p><strong>{}</strong></p>{html_paras}</body></html>",
+        escape(title)
+    );
+    (text, html)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_notice_mail_reads_as_a_letter_and_names_no_one() {
+        use oshirase_engine::eval::DecisionKey;
+        use oshirase_engine::rule::{Category, Contact};
+        use oshirase_store::NoticeBody;
+        let mut notice = NoticeBody::titled("子ども医療費助成の申請", Category::Childcare, false);
+        notice.contact = Some(Contact {
+            name: "福祉課 子育て支援係".into(),
+            phone: Some("04992-0-0104".into()),
+            hours: Some("平日 8時30分から17時15分".into()),
+            counter: None,
+            url: None,
+        });
+        let item = OutboxItem {
+            id: 1,
+            decision_key: DecisionKey::parse("kodomo-iryohi-josei/R1/2026-10-01").unwrap(),
+            recipient: "R2".into(),
+            channel: "email".into(),
+            attempts: 0,
+            deadline: Some("2026-10-21".parse().unwrap()),
+            notice,
+            resident: None,
+            preferences: None,
+        };
+        let (text, html) = letter(&item, "子ども医療費助成の申請", "利島村役場", "https://p.example");
+        for part in [
+            "利島村役場からのお知らせです。",
+            "「子ども医療費助成の申請」のお知らせがあります。申請書は入力済みです。",
+            "期限: 2026年10月21日（水）",
+            "https://p.example/notices/kodomo-iryohi-josei/R1/2026-10-01",
+            "問い合わせ先\n福祉課 子育て支援係\n電話: 04992-0-0104（平日 8時30分から17時15分）",
+            "「通知の設定」（https://p.example/preferences）で止められます",
+        ] {
+            assert!(text.contains(part), "{part} in {text}");
+        }
+        assert!(html.contains("福祉課 子育て支援係<br>電話: 04992-0-0104"), "{html}");
+        // A critical notice cannot be stopped, so the mail does not offer it.
+        let mut critical = item.clone();
+        critical.notice.critical = true;
+        critical.notice.application = Application::None;
+        let (text, _) = letter(&critical, "t", "", "https://p.example");
+        assert!(!text.contains("止められます"), "{text}");
+        assert!(text.contains("お手続は必要ありません"), "{text}");
+    }
 
     #[test]
     fn replies_lose_the_addresses_they_quote() {

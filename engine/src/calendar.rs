@@ -380,6 +380,12 @@ impl DeadlinePolicy {
     }
 }
 
+/// The day of the week as a Japanese date writes it: "土".
+pub fn weekday_ja(d: NaiveDate) -> &'static str {
+    const DAYS: [&str; 7] = ["月", "火", "水", "木", "金", "土", "日"];
+    DAYS[d.weekday().num_days_from_monday() as usize]
+}
+
 pub fn is_weekend(d: NaiveDate) -> bool {
     matches!(d.weekday(), Weekday::Sat | Weekday::Sun)
 }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::NaiveDate;
+use indexmap::IndexMap;
 use rhai::{Dynamic, Scope};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -130,6 +131,8 @@ pub struct RuleSet {
     pub deadline_policy: Arc<DeadlinePolicy>,
     pub engine: Arc<ScriptEngine>,
     templates: Arc<minijinja::Environment<'static>>,
+    /// What residents would see raw (`presentation_gaps`): `rules check` refuses these.
+    pub presentation_gaps: Arc<Vec<LoadError>>,
     /// Content hash over every rule and parameter file: the rule-set version.
     pub version: String,
     pub dir: PathBuf,
@@ -185,6 +188,12 @@ impl RuleSet {
         } else {
             Dynamic::UNIT
         }
+    }
+
+    /// The contact of department `id` on `on` (checked at load).
+    pub fn contact(&self, id: &str, on: NaiveDate) -> Option<Contact> {
+        let (_, v) = self.params.0.get(DEPARTMENTS_PARAM)?.effective(on)?;
+        serde_json::from_value(v.get(id)?.clone()).ok()
     }
 
     /// How the municipality writes years on `on` (checked at load; 西暦 when not set).
@@ -539,7 +548,7 @@ fn compile_rule(
     };
     let conditions = compile_conditions(&doc, cx, &mut scripts);
     let as_of = compile_as_of(&doc, cx, &mut scripts);
-    let prefill = compile_prefill(&doc, cx, &mut scripts);
+    let (prefill, form) = compile_prefill(&doc, cx, &mut scripts);
     let (params_used, script_vars) = script_usage(&conditions, as_of.as_ref(), &prefill);
     // Any error in this file, from whichever pass, means no rule.
     if cx.errors.len() > before {
@@ -559,6 +568,9 @@ fn compile_rule(
         deadline,
         as_of,
         prefill,
+        form,
+        application: doc.application,
+        department: doc.department,
         recommend: doc.recommend,
         message: doc.message,
         channels: doc.channels,
@@ -815,16 +827,91 @@ fn compile_as_of(
     scripts.compile(cx, "as_of".to_owned(), src)
 }
 
+/// A prefill entry as its expression and its form spec: a bare expression, or a
+/// `FieldDoc` map. `None` (with the error noted) for anything else.
+fn prefill_entry(
+    name: &str,
+    v: &serde_yaml_ng::Value,
+    cx: &mut FileCtx,
+) -> Option<(String, FieldSpec)> {
+    let field = format!("prefill.{name}");
+    // A bare expression; YAML reads `16980` or `true` as a number or a boolean, which are
+    // expressions too.
+    let bare = match v {
+        serde_yaml_ng::Value::String(t) => Some(t.clone()),
+        serde_yaml_ng::Value::Number(n) => Some(n.to_string()),
+        serde_yaml_ng::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    };
+    if let Some(src) = bare {
+        let spec = FieldSpec {
+            label: None,
+            help: None,
+            kind: FieldKind::Text,
+            choices: Vec::new(),
+            computed: false,
+        };
+        return Some((src, spec));
+    }
+    let doc: FieldDoc = match serde_path_to_error::deserialize(v.clone()) {
+        Ok(d) => d,
+        Err(e) => {
+            let inner = e.path().to_string();
+            let at = if inner == "." || inner.is_empty() {
+                field
+            } else {
+                format!("{field}.{inner}")
+            };
+            cx.err(
+                &at,
+                e.into_inner().to_string(),
+                Some("an expression, or { value, label, kind, help, choices, computed }"),
+            );
+            return None;
+        }
+    };
+    if doc.label.ja.trim().is_empty() {
+        cx.err(&format!("{field}.label"), "the Japanese label is empty", None);
+    }
+    match (doc.kind, doc.choices.is_empty()) {
+        (FieldKind::Choice, true) => cx.err(
+            &format!("{field}.choices"),
+            "a choice field needs its choices",
+            Some("choices: [はい, いいえ]"),
+        ),
+        (k, false) if k != FieldKind::Choice => cx.err(
+            &format!("{field}.choices"),
+            format!("a {} field has no choices", k.name()),
+            Some("kind: choice"),
+        ),
+        _ => {}
+    }
+    let spec = FieldSpec {
+        label: Some(doc.label),
+        help: doc.help,
+        kind: doc.kind,
+        choices: doc.choices,
+        computed: doc.computed,
+    };
+    Some((doc.value, spec))
+}
+
 /// The prefill fields, compiled in order; each may read only the fields above it.
 fn compile_prefill(
     doc: &RuleDoc,
     cx: &mut FileCtx,
     scripts: &mut RuleScripts,
-) -> Vec<(String, script::Script)> {
+) -> (Vec<(String, script::Script)>, IndexMap<String, FieldSpec>) {
     let mut prefill = Vec::new();
+    let mut form = IndexMap::new();
     let mut earlier: Vec<&str> = Vec::new();
-    for (name, src) in &doc.prefill {
+    for (name, v) in &doc.prefill {
         let field = format!("prefill.{name}");
+        let Some((src, spec)) = prefill_entry(name, v, cx) else {
+            continue;
+        };
+        let src = src.as_str();
+        form.insert(name.clone(), spec);
         for used in rhai_names(src, "draft.") {
             if !earlier.contains(&used.as_str()) {
                 cx.err(
@@ -857,7 +944,7 @@ fn compile_prefill(
             prefill.push((name.clone(), s));
         }
     }
-    prefill
+    (prefill, form)
 }
 
 /// The parameters and the script variables the compiled scripts read.
@@ -982,9 +1069,11 @@ pub fn compile_sources(
     let mut hasher = Sha256::new();
     let params = parse_parameters(param_sources, &mut hasher, &mut errors);
     let deadline_policy = compile_deadline_policy(&params, param_sources, &mut errors);
+    check_departments(&params, param_sources, &mut errors);
     let engine = ScriptEngine::new();
     let (rules, texts, failed_ids) = compile_rules(sources, &engine, &mut hasher, &mut errors);
     let (by_id, env) = check_across_files(&rules, &texts, &params, &failed_ids, &mut errors);
+    let gaps = presentation_gaps(&rules, &texts);
     probe_scripts(&rules, &texts, &params, &engine, &env, &mut errors);
 
     if !errors.is_empty() {
@@ -999,6 +1088,7 @@ pub fn compile_sources(
         deadline_policy: Arc::new(deadline_policy),
         engine: Arc::new(engine),
         templates: Arc::new(env),
+        presentation_gaps: Arc::new(gaps),
         version: hex(&hasher.finalize())[..16].to_owned(),
         dir: dir.to_path_buf(),
     })
@@ -1066,28 +1156,62 @@ pub const DEADLINE_SHIFT_PARAM: &str = "deadline_shift";
 /// The calendar parameter listing the municipality's own closed days ("MM-DD" every year,
 /// "YYYY-MM-DD" once).
 pub const CLOSED_DAYS_PARAM: &str = "municipal_closed_days";
+/// The parameter mapping department ids to their contact (`Contact`).
+pub const DEPARTMENTS_PARAM: &str = "departments";
+
 /// The calendar parameter naming how notices write years: `seireki` (2026年) or `wareki`
 /// (令和8年).
 pub const DATE_STYLE_PARAM: &str = "date_style";
 
 /// The municipality's deadline policy from its calendar parameters; the statute's default
 /// (every deadline moves past 行政機関の休日) for a parameter not given.
+/// Where errors about parameter `p` are reported: its file, with its text for lines.
+fn ctx_of<'a>(p: &'a Parameter, param_sources: &'a [(String, String)]) -> FileCtx<'a> {
+    FileCtx {
+        file: &p.file,
+        text: param_sources
+            .iter()
+            .find(|(f, _)| *f == p.file)
+            .map_or("", |(_, t)| t.as_str()),
+        errors: Vec::new(),
+    }
+}
+
+/// Each value of the `departments` parameter maps ids to a `Contact`.
+fn check_departments(
+    params: &Parameters,
+    param_sources: &[(String, String)],
+    errors: &mut Vec<LoadError>,
+) {
+    let Some(p) = params.0.get(DEPARTMENTS_PARAM) else {
+        return;
+    };
+    let mut cx = ctx_of(p, param_sources);
+    for (i, (_, v)) in p.values.iter().enumerate() {
+        let field = format!("{DEPARTMENTS_PARAM}.values[{i}].value");
+        let Some(map) = v.as_object() else {
+            cx.err(&field, format!("{v} is not a map of departments"), None);
+            continue;
+        };
+        for (id, c) in map {
+            if let Err(e) = serde_json::from_value::<Contact>(c.clone()) {
+                cx.err(
+                    &format!("{field}.{id}"),
+                    e.to_string(),
+                    Some("{ name, phone, hours, counter, url }; name is required"),
+                );
+            }
+        }
+    }
+    errors.extend(cx.errors);
+}
+
 fn compile_deadline_policy(
     params: &Parameters,
     param_sources: &[(String, String)],
     errors: &mut Vec<LoadError>,
 ) -> DeadlinePolicy {
     let mut policy = DeadlinePolicy::default();
-    fn ctx_of<'a>(p: &'a Parameter, param_sources: &'a [(String, String)]) -> FileCtx<'a> {
-        FileCtx {
-            file: &p.file,
-            text: param_sources
-                .iter()
-                .find(|(f, _)| *f == p.file)
-                .map_or("", |(_, t)| t.as_str()),
-            errors: Vec::new(),
-        }
-    }
     if let Some(p) = params.0.get(DEADLINE_SHIFT_PARAM) {
         let mut cx = ctx_of(p, param_sources);
         let mut shift = Vec::new();
@@ -1347,9 +1471,70 @@ fn check_across_files(
         check_recommend(rule, &ids, failed_ids, &mut cx);
         check_params_used(rule, params, &mut cx);
         check_templates(rule, &mut env, &mut cx);
+        check_department(rule, params, &mut cx);
         errors.extend(cx.errors);
     }
     (by_id, env)
+}
+
+/// A rule's department is one the `departments` parameter defines.
+fn check_department(rule: &Rule, params: &Parameters, cx: &mut FileCtx) {
+    let Some(id) = &rule.department else { return };
+    let known = params.0.get(DEPARTMENTS_PARAM).is_some_and(|p| {
+        p.values
+            .iter()
+            .any(|(_, v)| v.get(id.as_str()).is_some())
+    });
+    if !known {
+        cx.err(
+            "department",
+            format!("no department {id:?}"),
+            Some("define it in the departments parameter (rules/parameters/departments.yaml)"),
+        );
+    }
+}
+
+/// What a resident would see raw: a prefill field with no Japanese label, a computed field
+/// that does not say how it was computed, a rule that does not say whether residents
+/// apply or whom they ask. The catalogue loads with them (`oshirase run` warns);
+/// `rules check` refuses them.
+fn presentation_gaps(rules: &[Rule], texts: &HashMap<String, &str>) -> Vec<LoadError> {
+    let mut gaps = Vec::new();
+    for rule in rules {
+        let mut cx = rule_ctx(rule, texts);
+        for (name, spec) in &rule.form {
+            let field = format!("prefill.{name}");
+            match &spec.label {
+                None => cx.err(
+                    &field,
+                    format!("field {name:?} has no Japanese label"),
+                    Some("write it as { value: EXPR, label: 請求者の氏名, kind: person }"),
+                ),
+                Some(_) if spec.computed && spec.help.is_none() => cx.err(
+                    &format!("{field}.help"),
+                    format!("computed field {name:?} does not say how it was computed"),
+                    Some("help: 生年月日から計算しています"),
+                ),
+                Some(_) => {}
+            }
+        }
+        if rule.application.is_none() {
+            cx.err(
+                "application",
+                "the rule does not say whether residents apply",
+                Some("application: none | form | { counter: { place: …, bring: [...] } }"),
+            );
+        }
+        if rule.department.is_none() {
+            cx.err(
+                "department",
+                "the rule does not say whom residents ask",
+                Some("department: an id of the departments parameter"),
+            );
+        }
+        gaps.extend(cx.errors);
+    }
+    gaps
 }
 
 /// Each recommendation names another rule of the folder.

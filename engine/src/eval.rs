@@ -74,6 +74,15 @@ pub struct Decision {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub staff_review: Option<String>,
     pub prefill: IndexMap<String, serde_json::Value>,
+    /// How the form shows each prefill field (labels, kinds), from the rule.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub form: IndexMap<String, FieldSpec>,
+    /// Whether and how the resident applies.
+    #[serde(default)]
+    pub application: Application,
+    /// Whom to ask: the rule's department on the notice day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<Contact>,
     pub recommend: Vec<RuleId>,
     pub title: Titles,
     pub message: RenderedMessages,
@@ -1171,6 +1180,12 @@ fn evaluate_subject_memo(occasion: &Occasion, trace: &mut Trace, memo: Option<&M
             .collect(),
         staff_review,
         prefill,
+        form: rule.form.clone(),
+        application: rule.application.clone().unwrap_or_default(),
+        contact: rule
+            .department
+            .as_deref()
+            .and_then(|d| rules.contact(d, today)),
         recommend: rule.recommend.clone(),
         title: if urgent {
             Titles {

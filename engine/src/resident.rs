@@ -103,12 +103,16 @@ pub struct Name {
     pub kana: String,
 }
 
+/// A name's reading as the register writes it: full-width katakana, spaces allowed.
+pub fn is_katakana(s: &str) -> bool {
+    !s.trim().is_empty()
+        && s.chars()
+            .all(|c| matches!(c, '\u{30A0}'..='\u{30FF}' | ' ' | '\u{3000}'))
+}
+
 fn katakana<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let s = String::deserialize(d)?;
-    let ok = !s.trim().is_empty()
-        && s.chars()
-            .all(|c| matches!(c, '\u{30A0}'..='\u{30FF}' | ' ' | '\u{3000}'));
-    if ok {
+    if is_katakana(&s) {
         Ok(s)
     } else {
         // A name is personal data: the error names the field, never the value.

@@ -248,14 +248,156 @@ pub struct RuleDoc {
     /// not the occurrence: e.g. the first month an allowance is paid.
     #[serde(default)]
     pub as_of: Option<String>,
+    /// Field → a Rhai expression, or `{ value, label, kind, help, choices }` (`FieldDoc`).
     #[serde(default)]
-    pub prefill: IndexMap<String, String>,
+    pub prefill: IndexMap<String, serde_yaml_ng::Value>,
+    /// Whether the resident applies: `none` (nothing to do), `form` (the prefilled draft is
+    /// submitted from the portal) or `{ counter: { place, bring } }` (at the counter).
+    #[serde(default, with = "serde_yaml_ng::with::singleton_map_recursive")]
+    pub application: Option<Application>,
+    /// The department residents ask (an id in the `departments` parameter).
+    #[serde(default)]
+    pub department: Option<String>,
     #[serde(default)]
     pub recommend: Vec<RuleId>,
     pub message: Messages,
     pub channels: Vec<Channel>,
     #[serde(default)]
     pub critical: bool,
+}
+
+/// A prefill field written out: its value and how the form shows it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldDoc {
+    pub value: String,
+    pub label: Label,
+    #[serde(default)]
+    pub help: Option<String>,
+    #[serde(default)]
+    pub kind: FieldKind,
+    /// The options of a `choice` field.
+    #[serde(default)]
+    pub choices: Vec<String>,
+    /// Worked out from the register and the rule: shown read-only with `help` (how).
+    #[serde(default)]
+    pub computed: bool,
+}
+
+/// A field's label: Japanese, and English if given (`label: 請求者` is the Japanese only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "LabelDoc")]
+pub struct Label {
+    pub ja: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub en: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum LabelDoc {
+    Ja(String),
+    Both {
+        ja: String,
+        #[serde(default)]
+        en: Option<String>,
+    },
+}
+
+impl From<LabelDoc> for Label {
+    fn from(d: LabelDoc) -> Self {
+        match d {
+            LabelDoc::Ja(ja) => Label { ja, en: None },
+            LabelDoc::Both { ja, en } => Label { ja, en },
+        }
+    }
+}
+
+/// What a prefill field holds, for the form: how it is entered, shown and checked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldKind {
+    #[default]
+    Text,
+    /// Full-width katakana (a name's reading).
+    Kana,
+    /// `YYYY-MM-DD`.
+    Date,
+    /// Whole yen.
+    Amount,
+    /// One of `choices`.
+    Choice,
+    /// A person's name.
+    Person,
+}
+
+impl FieldKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            FieldKind::Text => "text",
+            FieldKind::Kana => "kana",
+            FieldKind::Date => "date",
+            FieldKind::Amount => "amount",
+            FieldKind::Choice => "choice",
+            FieldKind::Person => "person",
+        }
+    }
+}
+
+/// How the form shows one prefill field (its value is in the draft).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldSpec {
+    /// `None` only for a field written as a bare expression (`rules check` refuses it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<Label>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub help: Option<String>,
+    #[serde(default)]
+    pub kind: FieldKind,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub choices: Vec<String>,
+    /// Read-only: worked out from the register and the rule.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub computed: bool,
+}
+
+/// A department residents ask about a notice (問い合わせ先), from the `departments`
+/// parameter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Contact {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hours: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counter: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+/// Whether and how a resident applies.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Application {
+    /// Nothing to do: the notice informs.
+    None,
+    /// The prefilled draft, submitted from the portal.
+    #[default]
+    Form,
+    /// At the municipality's counter: where, and what to bring.
+    Counter { place: String, bring: Vec<String> },
+}
+
+impl Application {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Application::None => "none",
+            Application::Form => "form",
+            Application::Counter { .. } => "counter",
+        }
+    }
 }
 
 /// A checked deadline.
@@ -320,6 +462,11 @@ pub struct Rule {
     /// The day parameters are taken at, if not the occurrence (`RuleDoc::as_of`).
     pub as_of: Option<Script>,
     pub prefill: Vec<(String, Script)>,
+    /// How the form shows each prefill field, by name.
+    pub form: IndexMap<String, FieldSpec>,
+    /// `None` when the rule does not say (`rules check` refuses that).
+    pub application: Option<Application>,
+    pub department: Option<String>,
     pub recommend: Vec<RuleId>,
     pub message: Messages,
     pub channels: Vec<Channel>,

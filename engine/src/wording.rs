@@ -4,6 +4,8 @@
 //! them (`2026-10-21`, `15000 円`).
 
 use chrono::{Datelike, NaiveDate};
+
+use crate::calendar;
 use serde::{Deserialize, Serialize};
 
 /// How a municipality writes years: 西暦 (`2026年`) or 和暦 (`令和8年`).
@@ -32,22 +34,24 @@ impl DateStyle {
     }
 }
 
-/// The eras since the calendar reform, with their first days (元号法; 改元の政令).
-const ERAS: [(&str, i32, u32, u32); 5] = [
-    ("令和", 2019, 5, 1),
-    ("平成", 1989, 1, 8),
-    ("昭和", 1926, 12, 25),
-    ("大正", 1912, 7, 30),
-    ("明治", 1873, 1, 1),
+/// The eras since the calendar reform: name, the 西暦 year of its 元年, and the first day
+/// it is written for (元号法; 改元の政令). 明治 is written from 明治6年, when the solar
+/// calendar began.
+const ERAS: [(&str, i32, (i32, u32, u32)); 5] = [
+    ("令和", 2019, (2019, 5, 1)),
+    ("平成", 1989, (1989, 1, 8)),
+    ("昭和", 1926, (1926, 12, 25)),
+    ("大正", 1912, (1912, 7, 30)),
+    ("明治", 1868, (1873, 1, 1)),
 ];
 
 /// The year of `d` as written: `2026年`, or `令和8年` (`令和元年` in an era's first year).
 /// Before 明治6年 (the solar calendar) the 西暦 year is written.
 fn year(d: NaiveDate, style: DateStyle) -> String {
     if style == DateStyle::Wareki {
-        for (name, y, m, day) in ERAS {
+        for (name, first_year, (y, m, day)) in ERAS {
             if NaiveDate::from_ymd_opt(y, m, day).is_some_and(|start| d >= start) {
-                let n = d.year() - y + 1;
+                let n = d.year() - first_year + 1;
                 return if n == 1 {
                     format!("{name}元年")
                 } else {
@@ -61,13 +65,12 @@ fn year(d: NaiveDate, style: DateStyle) -> String {
 
 /// `2026年10月21日（水）`, or `令和8年10月21日（水）`.
 pub fn date(d: NaiveDate, style: DateStyle) -> String {
-    const DAYS: [&str; 7] = ["月", "火", "水", "木", "金", "土", "日"];
     format!(
         "{}{}月{}日（{}）",
         year(d, style),
         d.month(),
         d.day(),
-        DAYS[d.weekday().num_days_from_monday() as usize]
+        calendar::weekday_ja(d)
     )
 }
 

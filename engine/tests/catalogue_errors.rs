@@ -383,3 +383,84 @@ cases:
         Vec::<String>::new()
     );
 }
+
+/// A prefill field written out is checked with its place; a rule that loads can still
+/// leave residents reading raw names, which `presentation_gaps` (and `rules check`) list.
+#[test]
+fn form_fields_departments_and_application_are_checked() {
+    let departments = "\
+departments:
+  description: x
+  values:
+    - from: 2000-01-01
+      value:
+        nenkin: { name: 住民課 保険年金係, phone: 04992-0-0102 }
+";
+    let written = GOOD.replace(
+        "  name: subject.name.kanji\n",
+        "  name:\n    label: 氏名\n    kind: person\n    value: subject.name.kanji\n  sex:\n    label: 性別\n    kind: choice\n    value: '\"男\"'\n  kana:\n    label: 氏名（フリガナ）\n    kind: katakana\n    value: subject.name.kana\n",
+    );
+    let errs = errors(
+        &[("rules/good-rule.yaml", &written)],
+        &[("rules/parameters/departments.yaml", departments)],
+    );
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("`prefill.sex.choices`") && e.contains("needs its choices")),
+        "{errs:#?}"
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("prefill.kana") && e.contains("katakana")),
+        "{errs:#?}"
+    );
+
+    let unknown = GOOD.replace("channels: [portal]", "channels: [portal]\ndepartment: kaigo");
+    let errs = errors(
+        &[("rules/good-rule.yaml", &unknown)],
+        &[("rules/parameters/departments.yaml", departments)],
+    );
+    assert!(
+        errs.len() == 1 && errs[0].contains("`department`") && errs[0].contains("no department \"kaigo\""),
+        "{errs:#?}"
+    );
+
+    // GOOD loads, but a resident would see `name` and not know whether to apply.
+    let rules = compile_sources(
+        Path::new("rules"),
+        &[("rules/good-rule.yaml".to_owned(), GOOD.to_owned())],
+        &[("rules/parameters/departments.yaml".to_owned(), departments.to_owned())],
+    )
+    .unwrap();
+    let gaps: Vec<String> = rules.presentation_gaps.iter().map(ToString::to_string).collect();
+    assert_eq!(gaps.len(), 3, "{gaps:#?}");
+    assert!(gaps.iter().any(|g| g.contains("`prefill.name`") && g.contains("no Japanese label")));
+    assert!(gaps.iter().any(|g| g.contains("`application`")));
+    assert!(gaps.iter().any(|g| g.contains("`department`")));
+
+    let complete = GOOD
+        .replace(
+            "  name: subject.name.kanji\n",
+            "  name: { value: subject.name.kanji, label: 氏名, kind: person }\n  due:\n    label: 期限\n    kind: date\n    computed: true\n    value: occurrence\n",
+        )
+        .replace("channels: [portal]", "channels: [portal]\napplication: form\ndepartment: nenkin");
+    let rules = compile_sources(
+        Path::new("rules"),
+        &[("rules/good-rule.yaml".to_owned(), complete.clone())],
+        &[("rules/parameters/departments.yaml".to_owned(), departments.to_owned())],
+    )
+    .unwrap();
+    let gaps: Vec<String> = rules.presentation_gaps.iter().map(ToString::to_string).collect();
+    assert!(
+        gaps.len() == 1 && gaps[0].contains("`prefill.due.help`"),
+        "a computed field says how: {gaps:#?}"
+    );
+    let rule = &rules.rules()[0];
+    assert_eq!(rule.form["name"].label.as_ref().unwrap().ja, "氏名");
+    assert_eq!(rule.application, Some(oshirase_engine::rule::Application::Form));
+    assert_eq!(
+        rules.contact("nenkin", "2026-04-01".parse().unwrap()).unwrap().phone.as_deref(),
+        Some("04992-0-0102")
+    );
+}

@@ -30,7 +30,7 @@ fn key_param(wildcard: bool) -> Value {
         "name": "key", "in": "path", "required": true,
         "description": "The decision key (rule/subject/occurrence), percent-encoded: `/` as `%2F`. A key of another shape is answered like a missing one (404).",
         "schema": { "type": "string", "pattern": "^[a-z][a-z0-9-]{2,63}/[A-Za-z0-9_-]{1,64}/[A-Za-z0-9_-]{1,96}$" },
-        "example": "kokumin-nenkin-shutoku/R10001/2026-10-01"
+        "example": "example-rule/R10001/2026-10-01"
     })
 }
 

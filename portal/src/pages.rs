@@ -19,6 +19,7 @@ use crate::service::{PreferencesInput, ServiceError};
 use crate::session::{self, csrf_matches, NoSession, Session, SessionCheck};
 use crate::PortalState;
 use oshirase_engine::resident::Channel;
+use oshirase_engine::rule::{Application, FieldKind, FieldSpec};
 use oshirase_engine::wording;
 use oshirase_store::DraftState;
 
@@ -403,12 +404,53 @@ pub(crate) async fn notice(
     )
 }
 
-fn field_list(fields: &IndexMap<String, Value>) -> Vec<Jv> {
+/// The form's fields: label (the rule's, else the field name), value, whether it can be
+/// corrected here, and the input its kind asks for. A computed value shows as a notice
+/// writes it (`2026年10月21日（水）`, `15,000円`) with how it was computed.
+fn field_list(
+    fields: &IndexMap<String, Value>,
+    form: &IndexMap<String, FieldSpec>,
+    application: &Application,
+) -> Vec<Jv> {
     fields
         .iter()
         .map(|(name, v)| {
-            let (value, editable) = crate::service::display(v);
-            context! { name, value, editable }
+            let spec = form.get(name);
+            let kind = spec.map_or(FieldKind::Text, |s| s.kind);
+            let computed = spec.is_some_and(|s| s.computed);
+            let (value, scalar) = crate::service::display(v);
+            let editable = scalar && !computed && *application == Application::Form;
+            let shown = match (kind, v) {
+                (FieldKind::Amount, Value::Number(n)) => n
+                    .as_i64()
+                    .map_or_else(|| value.clone(), wording::yen),
+                (FieldKind::Date, Value::String(t)) => {
+                    chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d").map_or_else(
+                        |_| value.clone(),
+                        |d| wording::date(d, wording::DateStyle::Seireki),
+                    )
+                }
+                (_, Value::Bool(b)) => (if *b { "はい" } else { "いいえ" }).to_owned(),
+                (_, Value::Array(items)) => items
+                    .iter()
+                    .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned))
+                    .collect::<Vec<_>>()
+                    .join("、"),
+                _ => value.clone(),
+            };
+            let label = spec
+                .and_then(|s| s.label.as_ref())
+                .map_or_else(|| name.clone(), |l| l.ja.clone());
+            context! {
+                name,
+                label,
+                value,
+                shown,
+                editable,
+                kind => kind.name(),
+                help => spec.and_then(|s| s.help.clone()),
+                choices => spec.map(|s| s.choices.clone()).unwrap_or_default(),
+            }
         })
         .collect()
 }
@@ -430,7 +472,10 @@ pub(crate) async fn draft(
     };
     match s.portal().draft(&reader.id, &key).await {
         Ok(d) => {
-            let submitted = d.submitted_fields.as_ref().map(field_list);
+            let submitted = d
+                .submitted_fields
+                .as_ref()
+                .map(|f| field_list(f, &d.form, &Application::None));
             render(
                 &s,
                 StatusCode::OK,
@@ -438,7 +483,8 @@ pub(crate) async fn draft(
                 context! {
                     reader => true,
                     csrf => reader.csrf(),
-                    fields => field_list(&d.fields),
+                    fields => field_list(&d.fields, &d.form, &d.application),
+                    counter => matches!(d.application, Application::Counter { .. }),
                     submitted,
                     just_done => q.done.is_some(),
                     draft => Jv::from(minijinja::value::Serde(&d)),

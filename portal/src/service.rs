@@ -9,7 +9,8 @@ use oshirase_engine::clock::Clock;
 use oshirase_engine::eval::{DecisionKey, Role};
 use oshirase_engine::ids::{ResidentId, RuleId};
 use oshirase_engine::resident::Channel;
-use oshirase_engine::rule::Category;
+use oshirase_engine::resident::is_katakana;
+use oshirase_engine::rule::{Application, Category, Contact, FieldKind, FieldSpec};
 use oshirase_store::{
     AuditEntry, DraftChoice, DraftDecision, DraftState, NoticeBody, PortalNotice,
     PortalPreferences, RegisterAccess, Store, StoreError,
@@ -63,6 +64,9 @@ pub struct NoticeSummary {
     pub critical: bool,
     pub read: bool,
     pub draft_state: Option<DraftState>,
+    /// Whom the notice is about, for this reader, by name: "ご本人あて",
+    /// "陽さん（お子さま）について", "山田 花子さんの代理人として".
+    pub about: String,
     /// The page of this notice.
     pub url: String,
 }
@@ -74,6 +78,10 @@ pub struct NoticeDetail {
     pub summary: NoticeSummary,
     pub message: String,
     pub recommendations: Vec<RuleId>,
+    /// Whether the resident applies: with a form here, at a counter, or not at all.
+    pub application: Application,
+    /// Whom to ask (問い合わせ先).
+    pub contact: Option<Contact>,
 }
 
 /// A draft as the reader sees it.
@@ -85,6 +93,10 @@ pub struct DraftView {
     pub state: DraftState,
     /// The prefilled fields, in the rule's order.
     pub fields: IndexMap<String, Value>,
+    /// How each field is shown and checked (label, kind, help), by name.
+    pub form: IndexMap<String, FieldSpec>,
+    /// `form`: submitted here; `counter`: read-only, brought to the counter.
+    pub application: Application,
     pub submitted_fields: Option<IndexMap<String, Value>>,
     pub decided_by: Option<String>,
     pub updated_at: String,
@@ -165,7 +177,42 @@ const MAX_CORRECTION_CHARS: usize = 500;
 /// Why `value` cannot replace the prefilled `original`: the same kind of value, and text
 /// short and free of control characters. A list or a map is computed from the register
 /// and is not corrected by hand.
-fn check_correction(original: &Value, value: &Value) -> std::result::Result<(), String> {
+fn check_correction(
+    original: &Value,
+    value: &Value,
+    spec: Option<&FieldSpec>,
+) -> std::result::Result<(), String> {
+    check_value(original, value)?;
+    let Some(spec) = spec else { return Ok(()) };
+    let text = value.as_str().unwrap_or_default();
+    let empty = value.is_null() || text.is_empty();
+    if spec.computed {
+        return Err("is computed and cannot be changed".into());
+    }
+    match spec.kind {
+        FieldKind::Kana if !empty && !is_katakana(text) => {
+            Err("must be full-width katakana (spaces allowed)".into())
+        }
+        FieldKind::Date
+            if !empty && NaiveDate::parse_from_str(text, "%Y-%m-%d").is_err() =>
+        {
+            Err("must be a date (YYYY-MM-DD)".into())
+        }
+        FieldKind::Amount
+            if !value.is_null() && !value.as_u64().is_some() =>
+        {
+            Err("must be a whole number of yen, 0 or more".into())
+        }
+        FieldKind::Choice if !empty && !spec.choices.iter().any(|c| c == text) => Err(format!(
+            "must be one of {}",
+            spec.choices.join(", ")
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The kind of JSON value a correction may be: that of the prefilled value.
+fn check_value(original: &Value, value: &Value) -> std::result::Result<(), String> {
     match (original, value) {
         (Value::Array(_) | Value::Object(_), _) => {
             Err("is computed from the register and cannot be changed".into())
@@ -187,6 +234,38 @@ fn check_correction(original: &Value, value: &Value) -> std::result::Result<(), 
             }
         }
         (Value::String(_) | Value::Null, _) => Err("must be text".into()),
+    }
+}
+
+/// A draft of a procedure done elsewhere (at a counter): shown, not submitted.
+fn not_applied_here() -> ServiceError {
+    ServiceError::Unprocessable {
+        field: None,
+        message: "this procedure is done at the counter, not submitted here".into(),
+    }
+}
+
+/// Whom a notice is about, said for `role`: the subject's name, never their register id.
+fn about(role: Role, subject: Option<&RegisterAccess>) -> String {
+    let full = subject
+        .and_then(|s| s.name.as_ref())
+        .map(|n| n.kanji.trim().to_owned())
+        .filter(|n| !n.is_empty());
+    let Some(full) = full else {
+        return match role {
+            Role::Subject => "ご本人あて".to_owned(),
+            _ => "ご家族について".to_owned(),
+        };
+    };
+    // The given name: the register writes "氏 名".
+    let given = full.rsplit([' ', '\u{3000}']).next().unwrap_or(&full);
+    match role {
+        Role::Subject => "ご本人あて".to_owned(),
+        Role::Guardian => format!("{given}さん（お子さま）について"),
+        Role::Proxy => format!("{full}さんの代理人として"),
+        Role::Survivor => format!("故 {full}さんについて"),
+        Role::Householder => format!("世帯主として、{full}さんについて"),
+        Role::Spouse => format!("配偶者として、{full}さんについて"),
     }
 }
 
@@ -368,6 +447,7 @@ impl Portal {
             critical: n.critical,
             read: n.read,
             draft_state: n.draft.as_ref().map(|d| d.state),
+            about: about(role, n.subject_record.as_ref()),
             url: format!(
                 "{}/notices/{}",
                 self.config.public_url.trim_end_matches('/'),
@@ -395,6 +475,8 @@ impl Portal {
             summary: self.summary(&n, role),
             message: n.body.message.ja.clone(),
             recommendations,
+            application: n.body.application.clone(),
+            contact: n.body.contact.clone(),
         })
     }
 
@@ -415,6 +497,8 @@ impl Portal {
             deadline: n.deadline,
             state: d.state,
             fields: d.fields,
+            form: n.body.form,
+            application: n.body.application,
             submitted_fields: d.submitted_fields,
             decided_by: d.decided_by,
             updated_at: d.updated_at,
@@ -522,6 +606,11 @@ impl Portal {
         corrections: IndexMap<String, Value>,
     ) -> Result<DraftView> {
         let key = d.key.clone();
+        if d.application != Application::Form {
+            return Err(self
+                .refused(reader, &key, "submit", not_applied_here())
+                .await);
+        }
         if d.state != DraftState::Open {
             return Err(self
                 .refused(
@@ -535,7 +624,7 @@ impl Portal {
         for (field, value) in &corrections {
             let problem = match d.fields.get(field) {
                 None => Some(format!("{field:?} is not a field of this draft")),
-                Some(original) => check_correction(original, value)
+                Some(original) => check_correction(original, value, d.form.get(field))
                     .err()
                     .map(|why| format!("{field:?} {why}")),
             };
@@ -582,6 +671,11 @@ impl Portal {
 
     pub(crate) async fn decline(&self, reader: &Reader, key: &DecisionKey) -> Result<DraftView> {
         let mut d = self.readable_draft(reader, key, "decline").await?;
+        if d.application != Application::Form {
+            return Err(self
+                .refused(reader, key, "decline", not_applied_here())
+                .await);
+        }
         if d.state != DraftState::Open {
             let e = ServiceError::Conflict { state: d.state };
             return Err(self.refused(reader, key, "decline", e).await);

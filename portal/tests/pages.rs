@@ -183,7 +183,12 @@ async fn pages_walk_through_a_draft(backend: &str) {
         inbox.contains("児童手当の認定請求") && inbox.contains("未読"),
         "{inbox}"
     );
-    assert!(inbox.contains("保護者としてのお知らせ"));
+    // The child by name, never by register id.
+    assert!(inbox.contains("陽さん（お子さま）についてのお知らせ"), "{inbox}");
+    assert!(
+        !inbox.contains("（対象: R10002）") && !inbox.contains(">R10002<"),
+        "{inbox}"
+    );
     assert!(!inbox.contains("国民年金"));
 
     let (status, notice) = s.get(&format!("/notices/{CHILD}")).await;

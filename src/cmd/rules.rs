@@ -33,6 +33,17 @@ fn check(dir: Option<&Path>) -> anyhow::Result<u8> {
         Ok(r) => r,
         Err(code) => return Ok(code),
     };
+    // What residents would see raw is an authoring error here, though the rules load.
+    if !rules.presentation_gaps.is_empty() {
+        for e in rules.presentation_gaps.iter() {
+            eprintln!("{e}");
+        }
+        eprintln!(
+            "{} problem(s): residents would see raw field names, or not know whether to apply or whom to ask",
+            rules.presentation_gaps.len()
+        );
+        return Ok(exit::RULES);
+    }
     out!(
         "{}: {} rules, {} parameters, rule-set version {}",
         rules_name(dir),

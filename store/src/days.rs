@@ -8,6 +8,7 @@ use chrono::{DateTime, FixedOffset, NaiveDate};
 use sqlx::{AssertSqlSafe, Row};
 
 use oshirase_engine::eval::Decision;
+use oshirase_engine::rule::Application;
 
 use super::{now_text, q, utc_text, Result, Store, StoreError};
 
@@ -138,17 +139,21 @@ impl Store {
                 continue;
             }
             commit.inserted += 1;
-            let fields = serde_json::to_string(&d.prefill).map_err(|e| StoreError::Corrupt {
-                what: "draft",
-                detail: e.to_string(),
-            })?;
-            sqlx::query(draft.clone())
-                .bind(d.key.as_str().to_owned())
-                .bind(fields)
-                .bind(now.clone())
-                .execute(&mut *tx)
-                .await
-                .map_err(q("writing a draft"))?;
+            // A notice with nothing to apply for has no draft to open, submit or decline.
+            if d.application != Application::None {
+                let fields =
+                    serde_json::to_string(&d.prefill).map_err(|e| StoreError::Corrupt {
+                        what: "draft",
+                        detail: e.to_string(),
+                    })?;
+                sqlx::query(draft.clone())
+                    .bind(d.key.as_str().to_owned())
+                    .bind(fields)
+                    .bind(now.clone())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(q("writing a draft"))?;
+            }
             for r in &d.recommend {
                 sqlx::query(rec.clone())
                     .bind(d.key.as_str().to_owned())

@@ -16,7 +16,7 @@ use super::{q, utc_text, Result, Store, StoreError, Val};
 use oshirase_engine::eval::{DecisionKey, Role};
 use oshirase_engine::ids::{HouseholdId, ResidentId, RuleId};
 use oshirase_engine::resident::{Guardian, HouseholdLink, Proxy, Status};
-use oshirase_engine::rule::Category;
+use oshirase_engine::rule::{Application, Category, Contact, FieldSpec};
 
 /// What the portal shows of a stored decision body, and who it is addressed to. Read with
 /// the rest of the body skipped: this is parsed on every request.
@@ -30,6 +30,15 @@ pub struct NoticeBody {
     /// Critical notices can be re-routed but not muted.
     #[serde(default)]
     pub critical: bool,
+    /// How the draft's fields are shown (labels, kinds); empty for notices decided before
+    /// rules had them.
+    #[serde(default)]
+    pub form: IndexMap<String, FieldSpec>,
+    #[serde(default)]
+    pub application: Application,
+    /// Whom to ask.
+    #[serde(default)]
+    pub contact: Option<Contact>,
 }
 
 impl NoticeBody {
@@ -46,6 +55,9 @@ impl NoticeBody {
             category,
             recipients: Vec::new(),
             critical,
+            form: IndexMap::new(),
+            application: Application::default(),
+            contact: None,
         }
     }
 }
@@ -77,6 +89,16 @@ pub struct RegisterAccess {
     pub household: Option<HouseholdLink>,
     #[serde(default)]
     pub status: Option<Status>,
+    /// How pages name the person ("陽さん（お子さま）"), never by register id.
+    #[serde(default)]
+    pub name: Option<RegisterName>,
+}
+
+/// The written name of a register record.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct RegisterName {
+    #[serde(default)]
+    pub kanji: String,
 }
 
 impl RegisterAccess {

@@ -85,6 +85,9 @@ pub fn notice(n: usize, recipient: &str, critical: bool) -> Decision {
         }],
         staff_review: None,
         prefill: Default::default(),
+        form: Default::default(),
+        application: Default::default(),
+        contact: None,
         recommend: Vec::new(),
         title: Titles {
             ja: "児童手当 認定請求・額改定請求（出生）".into(),

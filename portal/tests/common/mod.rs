@@ -96,7 +96,7 @@ pub async fn ingest(store: &Store, residents: &[Resident], now: DateTime<FixedOf
         .unwrap();
 }
 
-fn recipient(id: &str, role: Role, channels: &[Channel]) -> Recipient {
+pub fn recipient(id: &str, role: Role, channels: &[Channel]) -> Recipient {
     Recipient {
         id: ResidentId::parse(id).unwrap(),
         role,
@@ -104,7 +104,7 @@ fn recipient(id: &str, role: Role, channels: &[Channel]) -> Recipient {
     }
 }
 
-fn decision(
+pub fn decision(
     rule: &str,
     category: Category,
     subject: &str,
@@ -134,6 +134,9 @@ fn decision(
         recipients,
         staff_review: None,
         prefill,
+        form: Default::default(),
+        application: Default::default(),
+        contact: None,
         recommend: recommend
             .iter()
             .map(|r| RuleId::parse(r).unwrap())
