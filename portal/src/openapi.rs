@@ -114,7 +114,7 @@ pub(crate) fn spec() -> Value {
                     "field": { "type": ["string", "null"], "description": "The offending field (422)." },
                     "state": { "type": "string", "description": "The draft's state (409)." }
                 } },
-                "NoticeSummary": { "type": "object", "required": ["key", "title", "subject", "category", "role", "created", "critical", "read", "url"], "properties": {
+                "NoticeSummary": { "type": "object", "required": ["key", "title", "subject", "category", "role", "created", "critical", "read", "about", "url"], "properties": {
                     "key": { "type": "string" }, "title": { "type": "string" }, "subject": { "type": "string" },
                     "category": { "type": "string" },
                     "role": { "type": "string", "enum": ["subject", "guardian", "householder", "spouse", "survivor", "proxy"] },
@@ -122,18 +122,33 @@ pub(crate) fn spec() -> Value {
                     "created": { "type": "string", "format": "date-time" },
                     "critical": { "type": "boolean" }, "read": { "type": "boolean" },
                     "draft_state": { "type": ["string", "null"], "enum": ["open", "submitted", "declined", null] },
+                    "about": { "type": "string", "description": "Whom the notice is about, for this reader, by name (「陽さん（お子さま）について」, 「ご本人あて」)." },
                     "url": { "type": "string", "format": "uri" }
                 } },
                 "NoticeList": { "type": "object", "required": ["notices"], "properties": {
                     "notices": { "type": "array", "items": { "$ref": "#/components/schemas/NoticeSummary" } } } },
-                "Notice": { "allOf": [ { "$ref": "#/components/schemas/NoticeSummary" }, { "type": "object", "required": ["message", "recommendations"], "properties": {
+                "Notice": { "allOf": [ { "$ref": "#/components/schemas/NoticeSummary" }, { "type": "object", "required": ["message", "recommendations", "application"], "properties": {
                     "message": { "type": "string" },
-                    "recommendations": { "type": "array", "items": { "type": "string" }, "description": "Rule ids of related procedures." } } } ] },
+                    "recommendations": { "type": "array", "items": { "type": "string" }, "description": "Rule ids of related procedures." },
+                    "application": { "$ref": "#/components/schemas/Application" },
+                    "contact": { "oneOf": [ { "type": "null" }, { "type": "object", "required": ["name"], "properties": {
+                        "name": { "type": "string" }, "phone": { "type": "string" }, "hours": { "type": "string" },
+                        "counter": { "type": "string" }, "url": { "type": "string" } } } ], "description": "Whom to ask (問い合わせ先)." } } } ] },
+                "Application": { "description": "Whether the resident applies: with the form here, at a counter (where, what to bring), or not at all.", "oneOf": [
+                    { "type": "string", "enum": ["none", "form"] },
+                    { "type": "object", "required": ["counter"], "properties": { "counter": { "type": "object", "required": ["place", "bring"], "properties": {
+                        "place": { "type": "string" }, "bring": { "type": "array", "items": { "type": "string" } } } } } } ] },
                 "Draft": { "type": "object", "required": ["key", "title", "state", "fields", "updated_at"], "properties": {
                     "key": { "type": "string" }, "title": { "type": "string" },
                     "deadline": { "type": ["string", "null"], "format": "date" },
                     "state": { "type": "string", "enum": ["open", "submitted", "declined"] },
                     "fields": { "type": "object", "description": "Prefilled fields in the rule's order." },
+                    "form": { "type": "object", "description": "How each field is shown and checked.", "additionalProperties": { "type": "object", "properties": {
+                        "label": { "type": "object", "required": ["ja"], "properties": { "ja": { "type": "string" }, "en": { "type": "string" } } },
+                        "kind": { "type": "string", "enum": ["text", "kana", "date", "amount", "choice", "person"] },
+                        "help": { "type": "string" }, "choices": { "type": "array", "items": { "type": "string" } },
+                        "computed": { "type": "boolean", "description": "Read-only: worked out from the register and the rule." } } } },
+                    "application": { "$ref": "#/components/schemas/Application" },
                     "submitted_fields": { "type": ["object", "null"] },
                     "decided_by": { "type": ["string", "null"] },
                     "updated_at": { "type": "string" }
