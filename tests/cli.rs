@@ -46,7 +46,10 @@ fn write_complete(dir: &Path, name: &str) {
                 "  name: subject.name.kanji",
                 "  name: { value: subject.name.kanji, label: 氏名, kind: person }",
             )
-            .replace("channels: [portal]", "channels: [portal]\napplication: form\ndepartment: nenkin"),
+            .replace(
+                "channels: [portal]",
+                "channels: [portal]\napplication: form\ndepartment: nenkin",
+            ),
     );
     write(
         dir,

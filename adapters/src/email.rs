@@ -570,7 +570,9 @@ fn letter(item: &OutboxItem, title: &str, sender: &str, portal: &str) -> (String
     }));
     let what = match &n.application {
         Application::Form => "申請書は入力済みです。内容を確認して、ポータルから申請してください。",
-        Application::Counter { .. } => "窓口での手続のご案内です。場所とお持ちいただくものは、ポータルでご確認ください。",
+        Application::Counter { .. } => {
+            "窓口での手続のご案内です。場所とお持ちいただくものは、ポータルでご確認ください。"
+        }
         Application::None => "お手続は必要ありません。内容はポータルでご確認ください。",
     };
     paras.push(Para::Text(format!(
@@ -582,7 +584,10 @@ fn letter(item: &OutboxItem, title: &str, sender: &str, portal: &str) -> (String
             wording::date(d, DateStyle::Seireki)
         )));
     }
-    paras.push(Para::Link(format!("{portal}/notices/{}", item.decision_key)));
+    paras.push(Para::Link(format!(
+        "{portal}/notices/{}",
+        item.decision_key
+    )));
     if let Some(c) = &n.contact {
         let mut lines = vec!["問い合わせ先".to_owned(), c.name.clone()];
         if let Some(phone) = &c.phone {
@@ -655,7 +660,12 @@ mod tests {
             resident: None,
             preferences: None,
         };
-        let (text, html) = letter(&item, "子ども医療費助成の申請", "利島村役場", "https://p.example");
+        let (text, html) = letter(
+            &item,
+            "子ども医療費助成の申請",
+            "利島村役場",
+            "https://p.example",
+        );
         for part in [
             "利島村役場からのお知らせです。",
             "「子ども医療費助成の申請」のお知らせがあります。申請書は入力済みです。",
@@ -666,7 +676,10 @@ mod tests {
         ] {
             assert!(text.contains(part), "{part} in {text}");
         }
-        assert!(html.contains("福祉課 子育て支援係<br>電話: 04992-0-0104"), "{html}");
+        assert!(
+            html.contains("福祉課 子育て支援係<br>電話: 04992-0-0104"),
+            "{html}"
+        );
         // A critical notice cannot be stopped, so the mail does not offer it.
         let mut critical = item.clone();
         critical.notice.critical = true;

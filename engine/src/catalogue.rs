@@ -871,7 +871,11 @@ fn prefill_entry(
         }
     };
     if doc.label.ja.trim().is_empty() {
-        cx.err(&format!("{field}.label"), "the Japanese label is empty", None);
+        cx.err(
+            &format!("{field}.label"),
+            "the Japanese label is empty",
+            None,
+        );
     }
     match (doc.kind, doc.choices.is_empty()) {
         (FieldKind::Choice, true) => cx.err(
@@ -1480,11 +1484,10 @@ fn check_across_files(
 /// A rule's department is one the `departments` parameter defines.
 fn check_department(rule: &Rule, params: &Parameters, cx: &mut FileCtx) {
     let Some(id) = &rule.department else { return };
-    let known = params.0.get(DEPARTMENTS_PARAM).is_some_and(|p| {
-        p.values
-            .iter()
-            .any(|(_, v)| v.get(id.as_str()).is_some())
-    });
+    let known = params
+        .0
+        .get(DEPARTMENTS_PARAM)
+        .is_some_and(|p| p.values.iter().any(|(_, v)| v.get(id.as_str()).is_some()));
     if !known {
         cx.err(
             "department",

@@ -416,13 +416,18 @@ departments:
         "{errs:#?}"
     );
 
-    let unknown = GOOD.replace("channels: [portal]", "channels: [portal]\ndepartment: kaigo");
+    let unknown = GOOD.replace(
+        "channels: [portal]",
+        "channels: [portal]\ndepartment: kaigo",
+    );
     let errs = errors(
         &[("rules/good-rule.yaml", &unknown)],
         &[("rules/parameters/departments.yaml", departments)],
     );
     assert!(
-        errs.len() == 1 && errs[0].contains("`department`") && errs[0].contains("no department \"kaigo\""),
+        errs.len() == 1
+            && errs[0].contains("`department`")
+            && errs[0].contains("no department \"kaigo\""),
         "{errs:#?}"
     );
 
@@ -430,12 +435,21 @@ departments:
     let rules = compile_sources(
         Path::new("rules"),
         &[("rules/good-rule.yaml".to_owned(), GOOD.to_owned())],
-        &[("rules/parameters/departments.yaml".to_owned(), departments.to_owned())],
+        &[(
+            "rules/parameters/departments.yaml".to_owned(),
+            departments.to_owned(),
+        )],
     )
     .unwrap();
-    let gaps: Vec<String> = rules.presentation_gaps.iter().map(ToString::to_string).collect();
+    let gaps: Vec<String> = rules
+        .presentation_gaps
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     assert_eq!(gaps.len(), 3, "{gaps:#?}");
-    assert!(gaps.iter().any(|g| g.contains("`prefill.name`") && g.contains("no Japanese label")));
+    assert!(gaps
+        .iter()
+        .any(|g| g.contains("`prefill.name`") && g.contains("no Japanese label")));
     assert!(gaps.iter().any(|g| g.contains("`application`")));
     assert!(gaps.iter().any(|g| g.contains("`department`")));
 
@@ -448,19 +462,33 @@ departments:
     let rules = compile_sources(
         Path::new("rules"),
         &[("rules/good-rule.yaml".to_owned(), complete.clone())],
-        &[("rules/parameters/departments.yaml".to_owned(), departments.to_owned())],
+        &[(
+            "rules/parameters/departments.yaml".to_owned(),
+            departments.to_owned(),
+        )],
     )
     .unwrap();
-    let gaps: Vec<String> = rules.presentation_gaps.iter().map(ToString::to_string).collect();
+    let gaps: Vec<String> = rules
+        .presentation_gaps
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     assert!(
         gaps.len() == 1 && gaps[0].contains("`prefill.due.help`"),
         "a computed field says how: {gaps:#?}"
     );
     let rule = &rules.rules()[0];
     assert_eq!(rule.form["name"].label.as_ref().unwrap().ja, "氏名");
-    assert_eq!(rule.application, Some(oshirase_engine::rule::Application::Form));
     assert_eq!(
-        rules.contact("nenkin", "2026-04-01".parse().unwrap()).unwrap().phone.as_deref(),
+        rule.application,
+        Some(oshirase_engine::rule::Application::Form)
+    );
+    assert_eq!(
+        rules
+            .contact("nenkin", "2026-04-01".parse().unwrap())
+            .unwrap()
+            .phone
+            .as_deref(),
         Some("04992-0-0102")
     );
 }

@@ -15,7 +15,11 @@ fn the_catalogue_loads_and_every_rule_case_passes() {
         rules.rules().len()
     );
     // Every field has its label, every rule says whether residents apply and whom they ask.
-    let gaps: Vec<String> = rules.presentation_gaps.iter().map(ToString::to_string).collect();
+    let gaps: Vec<String> = rules
+        .presentation_gaps
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     assert!(gaps.is_empty(), "{}", gaps.join("\n"));
     let report = ruletest::run_dir(&rules, &dir.join("tests"));
     let mut problems: Vec<String> = report.errors.iter().map(ToString::to_string).collect();

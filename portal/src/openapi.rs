@@ -129,7 +129,9 @@ pub(crate) fn spec() -> Value {
                     "notices": { "type": "array", "items": { "$ref": "#/components/schemas/NoticeSummary" } } } },
                 "Notice": { "allOf": [ { "$ref": "#/components/schemas/NoticeSummary" }, { "type": "object", "required": ["message", "recommendations", "application"], "properties": {
                     "message": { "type": "string" },
-                    "recommendations": { "type": "array", "items": { "type": "string" }, "description": "Rule ids of related procedures." },
+                    "recommendations": { "type": "array", "description": "Related procedures that apply to the same person (their rule decided for them), each with its own notice's page when this reader receives it.", "items": { "type": "object", "required": ["rule", "title", "why"], "properties": {
+                        "rule": { "type": "string" }, "title": { "type": "string" }, "why": { "type": "string" },
+                        "deadline": { "type": ["string", "null"], "format": "date" }, "url": { "type": ["string", "null"], "format": "uri" } } } },
                     "application": { "$ref": "#/components/schemas/Application" },
                     "contact": { "oneOf": [ { "type": "null" }, { "type": "object", "required": ["name"], "properties": {
                         "name": { "type": "string" }, "phone": { "type": "string" }, "hours": { "type": "string" },

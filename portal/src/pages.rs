@@ -421,9 +421,9 @@ fn field_list(
             let (value, scalar) = crate::service::display(v);
             let editable = scalar && !computed && *application == Application::Form;
             let shown = match (kind, v) {
-                (FieldKind::Amount, Value::Number(n)) => n
-                    .as_i64()
-                    .map_or_else(|| value.clone(), wording::yen),
+                (FieldKind::Amount, Value::Number(n)) => {
+                    n.as_i64().map_or_else(|| value.clone(), wording::yen)
+                }
                 (FieldKind::Date, Value::String(t)) => {
                     chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d").map_or_else(
                         |_| value.clone(),

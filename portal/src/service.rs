@@ -8,8 +8,8 @@ use indexmap::IndexMap;
 use oshirase_engine::clock::Clock;
 use oshirase_engine::eval::{DecisionKey, Role};
 use oshirase_engine::ids::{ResidentId, RuleId};
-use oshirase_engine::resident::Channel;
 use oshirase_engine::resident::is_katakana;
+use oshirase_engine::resident::Channel;
 use oshirase_engine::rule::{Application, Category, Contact, FieldKind, FieldSpec};
 use oshirase_store::{
     AuditEntry, DraftChoice, DraftDecision, DraftState, NoticeBody, PortalNotice,
@@ -77,11 +77,24 @@ pub struct NoticeDetail {
     #[serde(flatten)]
     pub summary: NoticeSummary,
     pub message: String,
-    pub recommendations: Vec<RuleId>,
+    /// Related procedures that apply to the same person, with their own notices.
+    pub recommendations: Vec<RecommendationView>,
     /// Whether the resident applies: with a form here, at a counter, or not at all.
     pub application: Application,
     /// Whom to ask (問い合わせ先).
     pub contact: Option<Contact>,
+}
+
+/// A recommended procedure that applies: its title, why it is shown, its deadline, and
+/// its own notice when the reader may open it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RecommendationView {
+    pub rule: RuleId,
+    pub title: String,
+    pub why: String,
+    pub deadline: Option<NaiveDate>,
+    /// The page of its notice, when this reader receives it.
+    pub url: Option<String>,
 }
 
 /// A draft as the reader sees it.
@@ -193,20 +206,15 @@ fn check_correction(
         FieldKind::Kana if !empty && !is_katakana(text) => {
             Err("must be full-width katakana (spaces allowed)".into())
         }
-        FieldKind::Date
-            if !empty && NaiveDate::parse_from_str(text, "%Y-%m-%d").is_err() =>
-        {
+        FieldKind::Date if !empty && NaiveDate::parse_from_str(text, "%Y-%m-%d").is_err() => {
             Err("must be a date (YYYY-MM-DD)".into())
         }
-        FieldKind::Amount
-            if !value.is_null() && !value.as_u64().is_some() =>
-        {
+        FieldKind::Amount if !value.is_null() && value.as_u64().is_none() => {
             Err("must be a whole number of yen, 0 or more".into())
         }
-        FieldKind::Choice if !empty && !spec.choices.iter().any(|c| c == text) => Err(format!(
-            "must be one of {}",
-            spec.choices.join(", ")
-        )),
+        FieldKind::Choice if !empty && !spec.choices.iter().any(|c| c == text) => {
+            Err(format!("must be one of {}", spec.choices.join(", ")))
+        }
         _ => Ok(()),
     }
 }
@@ -435,6 +443,14 @@ impl Portal {
         Err(ServiceError::NotFound)
     }
 
+    fn notice_url(&self, key: &DecisionKey) -> String {
+        format!(
+            "{}/notices/{}",
+            self.config.public_url.trim_end_matches('/'),
+            key
+        )
+    }
+
     fn summary(&self, n: &PortalNotice, role: Role) -> NoticeSummary {
         NoticeSummary {
             key: n.key.clone(),
@@ -448,11 +464,7 @@ impl Portal {
             read: n.read,
             draft_state: n.draft.as_ref().map(|d| d.state),
             about: about(role, n.subject_record.as_ref()),
-            url: format!(
-                "{}/notices/{}",
-                self.config.public_url.trim_end_matches('/'),
-                n.key
-            ),
+            url: self.notice_url(&n.key),
         }
     }
 
@@ -468,7 +480,25 @@ impl Portal {
 
     pub(crate) async fn notice(&self, reader: &Reader, key: &DecisionKey) -> Result<NoticeDetail> {
         let (n, role) = self.readable(reader, key).await?;
-        let recommendations = self.store.recommendations(key).await?;
+        let mut recommendations = Vec::new();
+        for r in self.store.recommended_decisions(key).await? {
+            let mine = match self.store.portal_notice(reader.id(), &r.key).await? {
+                Some(other) => self.may_read(reader, &other).await?.is_some(),
+                None => false,
+            };
+            let why = match r.body.application {
+                Application::None => "お手続は不要ですが、あわせてお知らせしています。",
+                Application::Counter { .. } => "あわせて窓口での手続が必要です。",
+                Application::Form => "あわせて届出・申請が必要です。",
+            };
+            recommendations.push(RecommendationView {
+                rule: r.rule,
+                title: r.body.title.ja,
+                why: why.to_owned(),
+                deadline: r.deadline,
+                url: mine.then(|| self.notice_url(&r.key)),
+            });
+        }
         self.audit(reader, "notice.view", key.as_str(), None)
             .await?;
         Ok(NoticeDetail {

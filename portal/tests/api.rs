@@ -49,7 +49,26 @@ async fn readers_see_exactly_their_notices(backend: &str) {
     )
     .await;
     assert_eq!(status, 200, "{one}");
-    assert_eq!(one["recommendations"], json!(["kokuho-kanyu"]));
+    // The recommended procedure applies (its rule decided for the same person): its title,
+    // deadline and own notice, which this reader may open.
+    assert_eq!(
+        one["recommendations"],
+        json!([{
+            "rule": "kokuho-kanyu",
+            "title": "国民健康保険の加入",
+            "why": "あわせて届出・申請が必要です。",
+            "deadline": "2026-10-15",
+            "url": format!("https://portal.example.jp/notices/{HEALTH}"),
+        }])
+    );
+    // The pension proxy is told of it too, but its scope does not open that notice.
+    let (_, proxy) = App::json(
+        app.get("R10005", &format!("/api/notices/{}", enc(PENSION)))
+            .await,
+    )
+    .await;
+    assert_eq!(proxy["recommendations"][0]["title"], "国民健康保険の加入");
+    assert_eq!(proxy["recommendations"][0]["url"], Value::Null);
     assert!(one["message"].as_str().unwrap().contains("国民年金の手続"));
     assert_eq!(one["read"], false);
     let r = app

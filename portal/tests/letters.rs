@@ -61,7 +61,10 @@ async fn letters_app(backend: &str) -> App {
         &[],
     );
     let mut f = IndexMap::new();
-    f.insert("guardian_name".into(), spec("保護者の氏名", FieldKind::Person, false, None));
+    f.insert(
+        "guardian_name".into(),
+        spec("保護者の氏名", FieldKind::Person, false, None),
+    );
     f.insert(
         "child_name_kana".into(),
         spec("お子さまの氏名（フリガナ）", FieldKind::Kana, false, None),
@@ -72,7 +75,12 @@ async fn letters_app(backend: &str) -> App {
     );
     f.insert(
         "monthly_limit".into(),
-        spec("月額の上限", FieldKind::Amount, true, Some("所得から計算しています")),
+        spec(
+            "月額の上限",
+            FieldKind::Amount,
+            true,
+            Some("所得から計算しています"),
+        ),
     );
     f.insert(
         "eligible_until".into(),
@@ -98,9 +106,10 @@ async fn letters_app(backend: &str) -> App {
         place: "保健センター（予約のうえ接種してください）".into(),
         bring: vec!["予診票".into(), "母子健康手帳".into()],
     };
-    counter
-        .form
-        .insert("child_name".into(), spec("お子さまの氏名", FieldKind::Person, false, None));
+    counter.form.insert(
+        "child_name".into(),
+        spec("お子さまの氏名", FieldKind::Person, false, None),
+    );
     let mut none = decision(
         "kouki-kanyu",
         Category::HealthInsurance,
@@ -172,13 +181,21 @@ async fn a_form_shows_labels_kinds_and_whom_to_ask(backend: &str) {
     let app = letters_app(backend).await;
     let c = cookie(&app, "R10003").await;
     let (_, inbox) = page(&app, &c, "/inbox").await;
-    assert!(inbox.contains("陽さん（お子さま）についてのお知らせ"), "{inbox}");
+    assert!(
+        inbox.contains("陽さん（お子さま）についてのお知らせ"),
+        "{inbox}"
+    );
     // Keys in links hold the id; what is read never does.
     assert!(!visible(&inbox).contains("R10002"), "{inbox}");
 
     let (status, notice) = page(&app, &c, &format!("/notices/{FORM}")).await;
     assert_eq!(status, 200);
-    for part in ["問い合わせ先", "福祉課 子育て支援係", "電話: 04992-0-0104", "id=\"open-draft\""] {
+    for part in [
+        "問い合わせ先",
+        "福祉課 子育て支援係",
+        "電話: 04992-0-0104",
+        "id=\"open-draft\"",
+    ] {
         assert!(notice.contains(part), "{part} in {notice}");
     }
     let (status, draft) = page(&app, &c, &format!("/drafts/{FORM}")).await;
@@ -194,7 +211,12 @@ async fn a_form_shows_labels_kinds_and_whom_to_ask(backend: &str) {
     ] {
         assert!(draft.contains(part), "{part} in {draft}");
     }
-    for raw in ["field.eligible_until", "field.monthly_limit", ">guardian_name<", ">child_name_kana<"] {
+    for raw in [
+        "field.eligible_until",
+        "field.monthly_limit",
+        ">guardian_name<",
+        ">child_name_kana<",
+    ] {
         assert!(!draft.contains(raw), "{raw} in {draft}");
     }
     // Corrections are checked by kind, and computed values cannot be changed at all.
@@ -227,8 +249,15 @@ async fn a_form_shows_labels_kinds_and_whom_to_ask(backend: &str) {
     .unwrap();
     assert_eq!(r.status(), 303);
     // The API gives the same labels and kinds.
-    let (_, d) = App::json(app.get("R10003", &format!("/api/drafts/{}", enc(FORM))).await).await;
-    assert_eq!(d["form"]["child_name_kana"]["label"]["ja"], "お子さまの氏名（フリガナ）");
+    let (_, d) = App::json(
+        app.get("R10003", &format!("/api/drafts/{}", enc(FORM)))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        d["form"]["child_name_kana"]["label"]["ja"],
+        "お子さまの氏名（フリガナ）"
+    );
     assert_eq!(d["form"]["child_name_kana"]["kind"], "kana");
     assert_eq!(d["form"]["monthly_limit"]["computed"], true);
     app.shutdown().await;
@@ -239,23 +268,43 @@ async fn counters_and_notices_without_an_application(backend: &str) {
     let app = letters_app(backend).await;
     let c = cookie(&app, "R10003").await;
     let (_, notice) = page(&app, &c, &format!("/notices/{COUNTER}")).await;
-    for part in ["手続の方法", "保健センター（予約のうえ接種してください）", "<li>母子健康手帳</li>", "印刷用"] {
+    for part in [
+        "手続の方法",
+        "保健センター（予約のうえ接種してください）",
+        "<li>母子健康手帳</li>",
+        "印刷用",
+    ] {
         assert!(notice.contains(part), "{part} in {notice}");
     }
     assert!(!notice.contains("申請書を確認する"), "{notice}");
     let (status, draft) = page(&app, &c, &format!("/drafts/{COUNTER}")).await;
     assert_eq!(status, 200);
-    assert!(draft.contains("id=\"counter-sheet\"") && draft.contains("佐藤 陽"), "{draft}");
-    assert!(!draft.contains("この内容で申請する") && !draft.contains("<input type=\"text\""), "{draft}");
+    assert!(
+        draft.contains("id=\"counter-sheet\"") && draft.contains("佐藤 陽"),
+        "{draft}"
+    );
+    assert!(
+        !draft.contains("この内容で申請する") && !draft.contains("<input type=\"text\""),
+        "{draft}"
+    );
     // Nothing is submitted for a procedure done at the counter.
     let (status, body) = App::json(
-        app.post("R10003", &format!("/api/drafts/{}/submit", enc(COUNTER)), Some(json!({"corrections": {}})))
-            .await,
+        app.post(
+            "R10003",
+            &format!("/api/drafts/{}/submit", enc(COUNTER)),
+            Some(json!({"corrections": {}})),
+        )
+        .await,
     )
     .await;
     assert_eq!(status, 422, "{body}");
     let (status, _) = App::json(
-        app.post("R10003", &format!("/api/drafts/{}/decline", enc(COUNTER)), None).await,
+        app.post(
+            "R10003",
+            &format!("/api/drafts/{}/decline", enc(COUNTER)),
+            None,
+        )
+        .await,
     )
     .await;
     assert_eq!(status, 422);
@@ -264,11 +313,118 @@ async fn counters_and_notices_without_an_application(backend: &str) {
     let (status, notice) = page(&app, &c, &format!("/notices/{NONE}")).await;
     assert_eq!(status, 200);
     assert!(notice.contains("お手続は必要ありません"), "{notice}");
-    assert!(!notice.contains("open-draft") && !notice.contains("申請書を確認する"), "{notice}");
+    assert!(
+        !notice.contains("open-draft") && !notice.contains("申請書を確認する"),
+        "{notice}"
+    );
     assert!(notice.contains("ご本人あてのお知らせ"), "{notice}");
     // No draft was made for it.
-    let (status, _) = App::json(app.get("R10001", &format!("/api/drafts/{}", enc(NONE))).await).await;
+    let (status, _) = App::json(
+        app.get("R10001", &format!("/api/drafts/{}", enc(NONE)))
+            .await,
+    )
+    .await;
     assert_eq!(status, 404);
     app.shutdown().await;
 }
 on_both!(counter_letters, counters_and_notices_without_an_application);
+
+/// The real catalogue over the fixture town for a month: every notice and draft page every
+/// reader opens names people, procedures and fields in words, never by register id, rule
+/// id or field name, and writes dates as a notice does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_towns_pages_show_no_raw_ids_or_field_names() {
+    use oshirase_engine::clock::FixedClock;
+    use oshirase_store::Store;
+    use std::collections::BTreeSet;
+    let db = fresh("sqlite").await;
+    let store = Store::open(&db.url).await.unwrap();
+    let rules = oshirase_engine::load_dir(&root().join("rules")).unwrap_or_else(|e| panic!("{e}"));
+    let snap = oshirase_engine::load_snapshot(&root().join("fixtures/town.jsonl")).unwrap();
+    let clock = std::sync::Arc::new(FixedClock::at_noon(d("2026-10-01")));
+    ingest(&store, snap.population.residents(), clock.now()).await;
+    store
+        .record_rule_set(&rules.version, rules.rules().len(), "rules", clock.now())
+        .await
+        .unwrap();
+    let mut readers: BTreeSet<String> = BTreeSet::new();
+    let mut day = d("2026-04-01");
+    while day <= d("2026-04-30") {
+        let result = oshirase_engine::evaluate_day(&rules, &snap.population, day);
+        for dec in &result.decisions {
+            for r in dec
+                .recipients
+                .iter()
+                .filter(|r| r.channels.contains(&Channel::Portal))
+            {
+                readers.insert(r.id.to_string());
+            }
+        }
+        store
+            .commit_day(day, &rules.version, 0, &result.decisions, clock.now())
+            .await
+            .unwrap();
+        day = oshirase_engine::calendar::day_after(day);
+    }
+    assert!(readers.len() >= 10, "{readers:?}");
+    let rule_ids: Vec<String> = rules.rules().iter().map(|r| r.id.to_string()).collect();
+    let field_names: BTreeSet<String> = rules
+        .rules()
+        .iter()
+        .flat_map(|r| r.form.keys().cloned())
+        .filter(|n| n.contains('_'))
+        .collect();
+    let app = start(db, store, config(), clock).await;
+    let mut pages = 0;
+    for reader in &readers {
+        let c = cookie(&app, reader).await;
+        let (_, inbox) = page(&app, &c, "/inbox").await;
+        let mut paths = vec!["/inbox".to_owned()];
+        let mut rest = inbox.as_str();
+        while let Some(at) = rest.find("href=\"/notices/") {
+            let tail = &rest[at + 6..];
+            let path = &tail[..tail.find('"').unwrap()];
+            paths.push(path.to_owned());
+            paths.push(path.replacen("/notices/", "/drafts/", 1));
+            rest = tail;
+        }
+        for path in paths {
+            let (status, html) = page(&app, &c, &path).await;
+            if path.starts_with("/drafts/") && status == 404 {
+                continue; // a notice with nothing to apply for has no draft
+            }
+            assert_eq!(status, 200, "{reader} {path}");
+            pages += 1;
+            let text = visible(&html);
+            let raw_id = text.char_indices().find(|(i, c)| {
+                *c == 'R'
+                    && text[i + 1..]
+                        .chars()
+                        .take(5)
+                        .filter(char::is_ascii_digit)
+                        .count()
+                        == 5
+            });
+            assert!(raw_id.is_none(), "{reader} {path}: a register id in {text}");
+            for id in &rule_ids {
+                assert!(
+                    !text.contains(id.as_str()),
+                    "{reader} {path}: rule id {id} in {text}"
+                );
+            }
+            for name in &field_names {
+                assert!(
+                    !text.contains(name.as_str()),
+                    "{reader} {path}: field {name} in {text}"
+                );
+            }
+            assert!(
+                oshirase_engine::wording::machine_written(&text).is_none(),
+                "{reader} {path}: {:?} in {text}",
+                oshirase_engine::wording::machine_written(&text)
+            );
+        }
+    }
+    assert!(pages >= 30, "only {pages} pages");
+    app.shutdown().await;
+}

@@ -76,6 +76,15 @@ pub struct NoticeRecipient {
     pub role: Role,
 }
 
+/// A recommended procedure that applies: the decision its rule made for the same subject.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recommended {
+    pub rule: RuleId,
+    pub key: DecisionKey,
+    pub deadline: Option<NaiveDate>,
+    pub body: NoticeBody,
+}
+
 /// The parts of a register record that decide who else may read a person's notices.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct RegisterAccess {
@@ -387,22 +396,43 @@ impl Store {
             .collect()
     }
 
-    /// The procedures recommended with a decision, in id order.
-    pub async fn recommendations(&self, key: &DecisionKey) -> Result<Vec<RuleId>> {
-        let rows =
-            sqlx::query(self.sql(
-                "SELECT rule_id FROM recommendations WHERE decision_key = $1 ORDER BY rule_id",
-            ))
-            .bind(key.as_str().to_owned())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(q("reading recommendations"))?;
-        rows.iter()
-            .map(|r| {
-                let id: String = r.try_get("rule_id").map_err(q("reading recommendations"))?;
-                parsed("recommended rule id", id, RuleId::parse)
-            })
-            .collect()
+    /// The procedures recommended with a decision that apply: those of its recommended
+    /// rules that decided for the same subject (their conditions and audience held), each
+    /// with that decision (the latest, if several), in rule id order.
+    pub async fn recommended_decisions(&self, key: &DecisionKey) -> Result<Vec<Recommended>> {
+        let what = "reading recommendations";
+        let rows = sqlx::query(self.sql(
+            "SELECT r.rule_id, d.key, d.deadline, d.body
+             FROM recommendations r
+             JOIN decisions src ON src.key = r.decision_key
+             JOIN decisions d ON d.rule = r.rule_id AND d.subject = src.subject
+             WHERE r.decision_key = $1
+             ORDER BY r.rule_id, d.occurrence DESC, d.key",
+        ))
+        .bind(key.as_str().to_owned())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q(what))?;
+        let mut out: Vec<Recommended> = Vec::new();
+        for r in &rows {
+            let rule: String = r.try_get("rule_id").map_err(q(what))?;
+            let rule = parsed("recommended rule id", rule, RuleId::parse)?;
+            if out.last().is_some_and(|o| o.rule == rule) {
+                continue;
+            }
+            let key: String = r.try_get("key").map_err(q(what))?;
+            let deadline: Option<String> = r.try_get("deadline").map_err(q(what))?;
+            let body: String = r.try_get("body").map_err(q(what))?;
+            out.push(Recommended {
+                rule,
+                key: parsed("decision key", key, DecisionKey::parse)?,
+                deadline: deadline
+                    .map(|d| parsed("deadline", d, |t| t.parse::<NaiveDate>()))
+                    .transpose()?,
+                body: serde_json::from_str(&body).map_err(corrupt("decision body"))?,
+            });
+        }
+        Ok(out)
     }
 
     /// Marks a notice read by `reader`; returns false if it already was.
