@@ -114,7 +114,7 @@ pub(crate) fn spec() -> Value {
                     "field": { "type": ["string", "null"], "description": "The offending field (422)." },
                     "state": { "type": "string", "description": "The draft's state (409)." }
                 } },
-                "NoticeSummary": { "type": "object", "required": ["key", "title", "subject", "category", "role", "created", "critical", "read", "about", "url"], "properties": {
+                "NoticeSummary": { "type": "object", "required": ["key", "title", "subject", "category", "role", "created", "critical", "read", "about", "urgent", "application", "url"], "properties": {
                     "key": { "type": "string" }, "title": { "type": "string" }, "subject": { "type": "string" },
                     "category": { "type": "string" },
                     "role": { "type": "string", "enum": ["subject", "guardian", "householder", "spouse", "survivor", "proxy"] },
@@ -122,17 +122,19 @@ pub(crate) fn spec() -> Value {
                     "created": { "type": "string", "format": "date-time" },
                     "critical": { "type": "boolean" }, "read": { "type": "boolean" },
                     "draft_state": { "type": ["string", "null"], "enum": ["open", "submitted", "declined", null] },
+                    "event": { "type": ["string", "null"], "description": "The life event (a birth, a death) this notice is one of: notices of one event share it." },
+                    "urgent": { "type": "boolean", "description": "Its deadline had passed when it was made." },
+                    "application": { "$ref": "#/components/schemas/Application" },
                     "about": { "type": "string", "description": "Whom the notice is about, for this reader, by name (「陽さん（お子さま）について」, 「ご本人あて」)." },
                     "url": { "type": "string", "format": "uri" }
                 } },
                 "NoticeList": { "type": "object", "required": ["notices"], "properties": {
                     "notices": { "type": "array", "items": { "$ref": "#/components/schemas/NoticeSummary" } } } },
-                "Notice": { "allOf": [ { "$ref": "#/components/schemas/NoticeSummary" }, { "type": "object", "required": ["message", "recommendations", "application"], "properties": {
+                "Notice": { "allOf": [ { "$ref": "#/components/schemas/NoticeSummary" }, { "type": "object", "required": ["message", "recommendations"], "properties": {
                     "message": { "type": "string" },
                     "recommendations": { "type": "array", "description": "Related procedures that apply to the same person (their rule decided for them), each with its own notice's page when this reader receives it.", "items": { "type": "object", "required": ["rule", "title", "why"], "properties": {
                         "rule": { "type": "string" }, "title": { "type": "string" }, "why": { "type": "string" },
                         "deadline": { "type": ["string", "null"], "format": "date" }, "url": { "type": ["string", "null"], "format": "uri" } } } },
-                    "application": { "$ref": "#/components/schemas/Application" },
                     "contact": { "oneOf": [ { "type": "null" }, { "type": "object", "required": ["name"], "properties": {
                         "name": { "type": "string" }, "phone": { "type": "string" }, "hours": { "type": "string" },
                         "counter": { "type": "string" }, "url": { "type": "string" } } } ], "description": "Whom to ask (問い合わせ先)." } } } ] },

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::api::notice_key;
 use crate::auth::Reader;
-use crate::service::{PreferencesInput, ServiceError};
+use crate::service::{NoticeSummary, PreferencesInput, ServiceError};
 use crate::session::{self, csrf_matches, NoSession, Session, SessionCheck};
 use crate::PortalState;
 use oshirase_engine::resident::Channel;
@@ -368,13 +368,62 @@ pub(crate) async fn home() -> Redirect {
 
 pub(crate) async fn inbox(State(s): State<PortalState>, reader: PageReader) -> Response {
     match s.portal().notices(&reader.id).await {
-        Ok(notices) => render(
-            &s,
-            StatusCode::OK,
-            "inbox.html",
-            context! { reader => true, notices => Jv::from(minijinja::value::Serde(&notices)) },
-        ),
+        Ok(notices) => {
+            let groups: Vec<Jv> = inbox_groups(notices)
+                .into_iter()
+                .map(|(heading, notices)| {
+                    context! { heading, notices => Jv::from(minijinja::value::Serde(&notices)) }
+                })
+                .collect();
+            render(
+                &s,
+                StatusCode::OK,
+                "inbox.html",
+                context! { reader => true, groups },
+            )
+        }
         Err(e) => error_page(&s, e),
+    }
+}
+
+/// The inbox as the resident reads it: the notices of one life event (a birth, a death)
+/// together under the event, the one that needs no application (the おくやみ案内) first;
+/// the others together by the person they are about. Groups and notices keep the order of
+/// `notices` (urgent first, then by deadline).
+fn inbox_groups(notices: Vec<NoticeSummary>) -> Vec<(String, Vec<NoticeSummary>)> {
+    let mut groups: Vec<(String, String, Vec<NoticeSummary>)> = Vec::new();
+    for n in notices {
+        let key = n
+            .event
+            .clone()
+            .unwrap_or_else(|| format!("about {}", n.about));
+        match groups.iter_mut().find(|(k, _, _)| *k == key) {
+            Some((_, _, list)) => list.push(n),
+            None => {
+                let heading = match n.event.as_deref().and_then(|e| e.split('-').next()) {
+                    Some(kind) => format!("{}：{}", n.about, event_heading(kind)),
+                    None => format!("{}のお知らせ", n.about),
+                };
+                groups.push((key, heading, vec![n]));
+            }
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(_, heading, mut list)| {
+            list.sort_by_key(|n| n.application != Application::None);
+            (heading, list)
+        })
+        .collect()
+}
+
+fn event_heading(kind: &str) -> &'static str {
+    match kind {
+        "birth" => "ご出生に伴うお手続",
+        "death" => "ご逝去に伴うお手続",
+        "move_in" => "転入に伴うお手続",
+        "move_out" => "転出に伴うお手続",
+        _ => "世帯の変更に伴うお手続",
     }
 }
 

@@ -67,6 +67,12 @@ pub struct NoticeSummary {
     /// Whom the notice is about, for this reader, by name: "ご本人あて",
     /// "陽さん（お子さま）について", "山田 花子さんの代理人として".
     pub about: String,
+    /// The life event this notice is one of (a birth, a death), for grouping.
+    pub event: Option<String>,
+    /// Its deadline had passed when it was made: do it now.
+    pub urgent: bool,
+    /// Whether the resident applies: with a form here, at a counter, or not at all.
+    pub application: Application,
     /// The page of this notice.
     pub url: String,
 }
@@ -79,8 +85,6 @@ pub struct NoticeDetail {
     pub message: String,
     /// Related procedures that apply to the same person, with their own notices.
     pub recommendations: Vec<RecommendationView>,
-    /// Whether the resident applies: with a form here, at a counter, or not at all.
-    pub application: Application,
     /// Whom to ask (問い合わせ先).
     pub contact: Option<Contact>,
 }
@@ -464,10 +468,15 @@ impl Portal {
             read: n.read,
             draft_state: n.draft.as_ref().map(|d| d.state),
             about: about(role, n.subject_record.as_ref()),
+            event: n.body.event_id.clone(),
+            urgent: n.body.urgent,
+            application: n.body.application.clone(),
             url: self.notice_url(&n.key),
         }
     }
 
+    /// The reader's notices, what to do first first: urgent ones, then by deadline (none
+    /// last), then newest.
     pub(crate) async fn notices(&self, reader: &Reader) -> Result<Vec<NoticeSummary>> {
         let mut out = Vec::new();
         for n in self.store.portal_notices(reader.id()).await? {
@@ -475,6 +484,8 @@ impl Portal {
                 out.push(self.summary(&n, role));
             }
         }
+        // Stable: notices alike keep the store's newest-first order.
+        out.sort_by_key(|n| (!n.urgent, n.deadline.is_none(), n.deadline));
         Ok(out)
     }
 
@@ -505,7 +516,6 @@ impl Portal {
             summary: self.summary(&n, role),
             message: n.body.message.ja.clone(),
             recommendations,
-            application: n.body.application.clone(),
             contact: n.body.contact.clone(),
         })
     }

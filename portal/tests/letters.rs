@@ -428,3 +428,90 @@ async fn the_towns_pages_show_no_raw_ids_or_field_names() {
     assert!(pages >= 30, "only {pages} pages");
     app.shutdown().await;
 }
+
+/// A death's notices come together under the event in the inbox: the おくやみ案内 (nothing
+/// to apply for) first, then what is urgent, then by deadline.
+async fn a_life_event_reads_as_one_story(backend: &str) {
+    let app = spawn_app(backend).await;
+    let survivor = || vec![recipient("R10008", Role::Survivor, &[Channel::Portal])];
+    let event = "death-R10007-2026-09-30";
+    let notice = |rule: &str, title: &str, deadline: Option<&str>, urgent: bool| {
+        let mut n = decision(
+            rule,
+            Category::Bereavement,
+            "R10007",
+            title,
+            survivor(),
+            vec![],
+            &[],
+        );
+        n.key =
+            oshirase_engine::eval::DecisionKey::parse(&format!("{rule}/R10007/{event}")).unwrap();
+        n.event_id = Some(event.to_owned());
+        n.deadline = deadline.map(|d| d.parse().unwrap());
+        n.urgent = urgent;
+        n
+    };
+    let mut guide = notice("shiboujou-ikkatsu-annai", "おくやみ案内", None, false);
+    guide.application = Application::None;
+    let day = [
+        notice(
+            "kokuho-soshitsu",
+            "国民健康保険の資格喪失",
+            Some("2026-10-14"),
+            false,
+        ),
+        notice(
+            "setainushi-henko",
+            "世帯主変更の届出",
+            Some("2026-10-14"),
+            true,
+        ),
+        guide,
+        notice(
+            "mishikyu-nenkin",
+            "未支給年金の請求",
+            Some("2031-09-30"),
+            false,
+        ),
+        notice(
+            "kouki-soshitsu",
+            "後期高齢者医療の資格喪失",
+            Some("2026-10-13"),
+            false,
+        ),
+    ];
+    app.store
+        .commit_day(d("2026-10-01"), "test-rules", 0, &day, app.clock.now())
+        .await
+        .unwrap();
+    let c = cookie(&app, "R10008").await;
+    let (_, inbox) = page(&app, &c, "/inbox").await;
+    let heading = "故 伊藤 五郎さんについて：ご逝去に伴うお手続";
+    assert_eq!(inbox.matches(heading).count(), 1, "{inbox}");
+    let at = |title: &str| {
+        inbox
+            .find(&format!(">{title}</a>"))
+            .unwrap_or_else(|| panic!("{title} in {inbox}"))
+    };
+    let order = [
+        at("おくやみ案内"),
+        at("世帯主変更の届出"),
+        at("後期高齢者医療の資格喪失"),
+        at("国民健康保険の資格喪失"),
+        at("未支給年金の請求"),
+    ];
+    assert!(inbox.find(heading).unwrap() < order[0], "{inbox}");
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "{order:?} in {inbox}"
+    );
+    assert!(inbox.contains("至急"), "{inbox}");
+    // The fixture's own 葬祭費 notice is of no event: it stands apart, under the person.
+    assert!(
+        inbox.contains("故 伊藤 五郎さんについてのお知らせ</h2>"),
+        "{inbox}"
+    );
+    app.shutdown().await;
+}
+on_both!(life_event, a_life_event_reads_as_one_story);

@@ -39,6 +39,12 @@ pub struct NoticeBody {
     /// Whom to ask.
     #[serde(default)]
     pub contact: Option<Contact>,
+    /// The life event the notice is one of (`birth-…`, `death-…`), for event rules.
+    #[serde(default)]
+    pub event_id: Option<String>,
+    /// The deadline had passed when the notice was made.
+    #[serde(default)]
+    pub urgent: bool,
 }
 
 impl NoticeBody {
@@ -58,6 +64,8 @@ impl NoticeBody {
             form: IndexMap::new(),
             application: Application::default(),
             contact: None,
+            event_id: None,
+            urgent: false,
         }
     }
 }
