@@ -153,6 +153,7 @@ pub(crate) fn spec() -> Value {
                         "help": { "type": "string" }, "choices": { "type": "array", "items": { "type": "string" } },
                         "computed": { "type": "boolean", "description": "Read-only: worked out from the register and the rule." } } } },
                     "application": { "$ref": "#/components/schemas/Application" },
+                    "contact": { "type": ["object", "null"], "description": "Whom to ask (問い合わせ先), as in Notice." },
                     "submitted_fields": { "type": ["object", "null"] },
                     "decided_by": { "type": ["string", "null"] },
                     "updated_at": { "type": "string" }

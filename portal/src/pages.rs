@@ -371,8 +371,8 @@ pub(crate) async fn inbox(State(s): State<PortalState>, reader: PageReader) -> R
         Ok(notices) => {
             let groups: Vec<Jv> = inbox_groups(notices)
                 .into_iter()
-                .map(|(heading, notices)| {
-                    context! { heading, notices => Jv::from(minijinja::value::Serde(&notices)) }
+                .map(|(heading, words, notices)| {
+                    context! { heading, words, notices => Jv::from(minijinja::value::Serde(&notices)) }
                 })
                 .collect();
             render(
@@ -390,7 +390,9 @@ pub(crate) async fn inbox(State(s): State<PortalState>, reader: PageReader) -> R
 /// together under the event, the one that needs no application (the おくやみ案内) first;
 /// the others together by the person they are about. Groups and notices keep the order of
 /// `notices` (urgent first, then by deadline).
-fn inbox_groups(notices: Vec<NoticeSummary>) -> Vec<(String, Vec<NoticeSummary>)> {
+fn inbox_groups(
+    notices: Vec<NoticeSummary>,
+) -> Vec<(String, Option<&'static str>, Vec<NoticeSummary>)> {
     let mut groups: Vec<(String, String, Vec<NoticeSummary>)> = Vec::new();
     for n in notices {
         let key = n
@@ -410,9 +412,13 @@ fn inbox_groups(notices: Vec<NoticeSummary>) -> Vec<(String, Vec<NoticeSummary>)
     }
     groups
         .into_iter()
-        .map(|(_, heading, mut list)| {
+        .map(|(key, heading, mut list)| {
             list.sort_by_key(|n| n.application != Application::None);
-            (heading, list)
+            // Said once for the event, not once per procedure.
+            let words = key
+                .starts_with("death-")
+                .then_some("心よりお悔やみ申し上げます。");
+            (heading, words, list)
         })
         .collect()
 }

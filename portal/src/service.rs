@@ -114,6 +114,8 @@ pub struct DraftView {
     pub form: IndexMap<String, FieldSpec>,
     /// `form`: submitted here; `counter`: read-only, brought to the counter.
     pub application: Application,
+    /// Whom to ask about it.
+    pub contact: Option<Contact>,
     pub submitted_fields: Option<IndexMap<String, Value>>,
     pub decided_by: Option<String>,
     pub updated_at: String,
@@ -539,6 +541,7 @@ impl Portal {
             fields: d.fields,
             form: n.body.form,
             application: n.body.application,
+            contact: n.body.contact,
             submitted_fields: d.submitted_fields,
             decided_by: d.decided_by,
             updated_at: d.updated_at,

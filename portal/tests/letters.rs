@@ -208,6 +208,8 @@ async fn a_form_shows_labels_kinds_and_whom_to_ask(backend: &str) {
         "2034年3月31日（金）",
         "15,000円",
         "生年月日と、助成の対象年齢から計算しています",
+        "問い合わせ先",
+        "電話: 04992-0-0104",
     ] {
         assert!(draft.contains(part), "{part} in {draft}");
     }
@@ -489,6 +491,11 @@ async fn a_life_event_reads_as_one_story(backend: &str) {
     let (_, inbox) = page(&app, &c, "/inbox").await;
     let heading = "故 伊藤 五郎さんについて：ご逝去に伴うお手続";
     assert_eq!(inbox.matches(heading).count(), 1, "{inbox}");
+    assert_eq!(
+        inbox.matches("心よりお悔やみ申し上げます。").count(),
+        1,
+        "{inbox}"
+    );
     let at = |title: &str| {
         inbox
             .find(&format!(">{title}</a>"))
