@@ -550,3 +550,149 @@ async fn preferences_tick_a_channel_only_with_its_consent() {
     assert!(!ticked(&page, "webpush_consent"), "{page}");
     app.shutdown().await;
 }
+
+/// The P-256 base point: a key on the curve, as a browser's `p256dh` is.
+const P256DH: &str =
+    "BGsX0fLhLEJH-Lzm5WOkQPJ3A32BLeszoPShOUXYmMKWT-NC4v4af5uO5-tKfA-eFivOM1drMV7Oy7ZAaDe_UfU";
+const AUTH: &str = "AQEBAQEBAQEBAQEBAQEBAQ";
+
+/// The page's browser registration saves the subscription and the consent in one step;
+/// without the form's token nothing changes; removing it leaves the consent as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_preferences_page_registers_a_browser_with_its_consent() {
+    let app = spawn_app_with("sqlite", config().vapid_public_key(P256DH)).await;
+    let s = login(&app, "R10001").await;
+    let (_, page) = s.get("/preferences").await;
+    assert!(page.contains("action=\"/preferences/push\""), "{page}");
+    assert!(page.contains("src=\"/assets/push.js\""), "{page}");
+    let endpoint = "https://fcm.googleapis.com/fcm/send/abc:def";
+    let fields = [
+        ("endpoint", endpoint),
+        ("keys.p256dh", P256DH),
+        ("keys.auth", AUTH),
+    ];
+
+    let r = s.post("/preferences/push", &fields).await;
+    assert_eq!(r.status(), 403);
+    let r = s
+        .post(
+            "/preferences/push",
+            &[&fields[..], &[("csrf", "not-the-token")]].concat(),
+        )
+        .await;
+    assert_eq!(r.status(), 403);
+    assert!(app
+        .store
+        .push_subscriptions("R10001")
+        .await
+        .unwrap()
+        .is_empty());
+
+    let token = csrf(&page);
+    // An endpoint off the push services is refused with a page in Japanese, and nothing is kept.
+    let r = s
+        .post(
+            "/preferences/push",
+            &[
+                ("csrf", token.as_str()),
+                ("endpoint", "https://evil.example/x"),
+                ("keys.p256dh", P256DH),
+                ("keys.auth", AUTH),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.unwrap().contains("登録できませんでした"));
+    assert!(app
+        .store
+        .portal_preferences("R10001")
+        .await
+        .unwrap()
+        .is_none());
+
+    let r = s
+        .post(
+            "/preferences/push",
+            &[&fields[..], &[("csrf", token.as_str())]].concat(),
+        )
+        .await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()[LOCATION], "/preferences?push=on");
+    let subs = app.store.push_subscriptions("R10001").await.unwrap();
+    assert_eq!(subs.len(), 1);
+    assert_eq!(
+        (
+            subs[0].endpoint.as_str(),
+            subs[0].p256dh.as_str(),
+            subs[0].auth.as_str()
+        ),
+        (endpoint, P256DH, AUTH)
+    );
+    let prefs = app
+        .store
+        .portal_preferences("R10001")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(prefs.webpush_consent && !prefs.email_consent, "{prefs:?}");
+    assert!(prefs
+        .channels
+        .contains(&oshirase_engine::resident::Channel::Webpush));
+    let (_, page) = s.get("/preferences?push=on").await;
+    assert!(page.contains("受け取れるようになりました"), "{page}");
+    assert!(ticked(&page, "webpush") && ticked(&page, "webpush_consent"));
+    assert!(page.contains("fcm.googleapis.com"), "{page}");
+
+    // Another resident cannot take the same browser over.
+    let other = login(&app, "R10004").await;
+    let (_, other_page) = other.get("/preferences").await;
+    let r = other
+        .post(
+            "/preferences/push",
+            &[&fields[..], &[("csrf", csrf(&other_page).as_str())]].concat(),
+        )
+        .await;
+    assert_eq!(r.status(), 409);
+    assert!(app
+        .store
+        .push_subscriptions("R10004")
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(app
+        .store
+        .portal_preferences("R10004")
+        .await
+        .unwrap()
+        .is_none());
+
+    // Removing it: gone, the consent stays; removing it again is done as well.
+    for _ in 0..2 {
+        let r = s
+            .post(
+                "/preferences/push/unsubscribe",
+                &[("csrf", token.as_str()), ("endpoint", endpoint)],
+            )
+            .await;
+        assert_eq!(r.status(), 303);
+        assert_eq!(r.headers()[LOCATION], "/preferences?push=off");
+    }
+    assert!(app
+        .store
+        .push_subscriptions("R10001")
+        .await
+        .unwrap()
+        .is_empty());
+    let prefs = app
+        .store
+        .portal_preferences("R10001")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(prefs.webpush_consent);
+    let r = s
+        .post("/preferences/push/unsubscribe", &[("endpoint", endpoint)])
+        .await;
+    assert_eq!(r.status(), 403);
+    app.shutdown().await;
+}
