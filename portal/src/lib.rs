@@ -148,6 +148,8 @@ routes! {
     GET "/metrics" => metrics_text,
     GET "/assets/portal.css" => pages::stylesheet,
     GET "/assets/login.js" => pages::login_script,
+    GET "/assets/push.js" => pages::webpush::script,
+    GET "/sw.js" => pages::webpush::service_worker,
     GET "/" => pages::home,
     GET "/login" => pages::login,
     POST "/login" => pages::login_post,
@@ -158,6 +160,8 @@ routes! {
     POST "/drafts/{*key}" => pages::draft_post,
     GET "/preferences" => pages::preferences,
     POST "/preferences" => pages::preferences_post,
+    POST "/preferences/push" => pages::webpush::subscribe,
+    POST "/preferences/push/unsubscribe" => pages::webpush::unsubscribe,
 }
 
 /// Every (method, path) the router serves, paths in axum's syntax (`{*key}` for the page

@@ -81,6 +81,21 @@ fn form_post(summary: &str, key: bool) -> Value {
     op
 }
 
+/// A form post of the preferences page's browser notifications, with its fields.
+fn push_form_post(summary: &str, fields: Value) -> Value {
+    let mut op = form_post(summary, false);
+    let schema = &mut op["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"];
+    let mut required = vec![json!("csrf")];
+    for (name, field) in fields.as_object().expect("an object") {
+        schema["properties"][name] = field.clone();
+        required.push(json!(name));
+    }
+    schema["required"] = json!(required);
+    op["responses"]["409"] = html("The endpoint is registered for another resident.");
+    op["responses"]["422"] = html("A missing field, or an endpoint or keys the portal refuses (as `POST /api/push-subscriptions` does).");
+    op
+}
+
 /// The properties of the preferences a reader saves, and with `saved` those they read back.
 fn preference_fields(saved: bool) -> Value {
     let mut p = json!({
@@ -267,6 +282,16 @@ pub(crate) fn spec() -> Value {
                 "tags": ["pages"],
                 "security": [],
                 "responses": { "200": { "description": "The script.", "content": { "text/javascript": { "schema": { "type": "string" } } } } } } },
+            "/assets/push.js": { "get": {
+                "summary": "The preferences page's script: subscribes the browser for notices and posts the subscription to `POST /preferences/push` (no personal data; cacheable).",
+                "tags": ["pages"],
+                "security": [],
+                "responses": { "200": { "description": "The script.", "content": { "text/javascript": { "schema": { "type": "string" } } } } } } },
+            "/sw.js": { "get": {
+                "summary": "The service worker (root scope): shows a pushed notice's `title` and `body` and opens its `url`, a page of this site, on click. Revalidated on every update check.",
+                "tags": ["pages"],
+                "security": [],
+                "responses": { "200": { "description": "The worker.", "content": { "text/javascript": { "schema": { "type": "string" } } } } } } },
             "/inbox": { "get": page("The reader's notices.", false) },
             "/notices/{key}": { "get": page("One notice (the link in e-mails and pushes); opening it marks it read.", true) },
             "/drafts/{key}": {
@@ -276,7 +301,15 @@ pub(crate) fn spec() -> Value {
             "/preferences": {
                 "get": page("Channel preferences and consents.", false),
                 "post": form_post("Saves preferences.", false)
-            }
+            },
+            "/preferences/push": { "post": push_form_post(
+                "Saves this browser's push subscription (the fields of `PushSubscription.toJSON()`, as the page's script fills them in) and, in the same step, consents to browser notifications and chooses them. Redirects to `/preferences?push=on`.",
+                json!({ "endpoint": { "type": "string" }, "keys.p256dh": { "type": "string" }, "keys.auth": { "type": "string" } }),
+            ) },
+            "/preferences/push/unsubscribe": { "post": push_form_post(
+                "Removes one of the reader's push subscriptions (the consent stays); one already gone is done too. Redirects to `/preferences?push=off`.",
+                json!({ "endpoint": { "type": "string" } }),
+            ) }
         }
     })
 }

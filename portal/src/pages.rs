@@ -23,6 +23,8 @@ use oshirase_engine::rule::{Application, FieldKind, FieldSpec};
 use oshirase_engine::wording;
 use oshirase_store::DraftState;
 
+pub(crate) mod webpush;
+
 pub(crate) fn templates() -> Environment<'static> {
     let mut env = Environment::new();
     for (name, src) in [
@@ -635,6 +637,7 @@ pub(crate) async fn preferences(
             prefs => Jv::from(minijinja::value::Serde(&prefs)),
             subscriptions => Jv::from(minijinja::value::Serde(&subscriptions)),
             saved_now => uri.query() == Some("saved=1"),
+            push_done => uri.query().and_then(|q| q.strip_prefix("push=")),
             vapid_public_key => s.config().vapid_public_key.clone(),
         },
     )
