@@ -120,6 +120,7 @@
           if (mark) {
             mark.hidden = false;
           }
+          say("このブラウザは登録済みです。");
           remove.addEventListener("submit", function (event) {
             event.preventDefault();
             subscription.unsubscribe().then(
