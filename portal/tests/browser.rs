@@ -1,20 +1,29 @@
-//! A resident in a real browser (Debian's headless chromium through chromedriver): sign in
-//! from the login link (its token posted by the page's script), open the inbox, the notice,
-//! its draft, correct a field, submit, see the confirmation. Screenshots go to
-//! target/test-artifacts/.
+//! Residents in a real browser (Debian's headless chromium through chromedriver): a guardian
+//! signs in from the login link (its token posted by the page's script), corrects a draft
+//! and submits it with the keyboard only; every page passes axe-core's WCAG 2.1 AA rules at
+//! phone and desktop width; a resident subscribes the browser to push notices from the
+//! preferences page and gets one. Screenshots go to target/test-artifacts/.
 
 mod common;
 
+use oshirase_engine::clock::Clock;
 use oshirase_engine::eval::DecisionKey;
 use oshirase_engine::ids::ResidentId;
+use std::future::Future;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use common::*;
-use fantoccini::{ClientBuilder, Locator};
+use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+use fantoccini::error::CmdError;
+use fantoccini::key::Key;
+use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::{json, Value};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -32,11 +41,7 @@ async fn chromedriver() -> Driver {
             "{bin} is missing: install chromium chromium-driver (apt)"
         );
     }
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let child = tokio::process::Command::new(CHROMEDRIVER)
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())
@@ -60,6 +65,15 @@ async fn chromedriver() -> Driver {
     panic!("chromedriver did not answer on {url}/status within 10 s");
 }
 
+/// A port nothing listens on (bound, then let go).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 fn artifacts() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -69,43 +83,149 @@ fn artifacts() -> PathBuf {
     dir
 }
 
+/// A headless chromium session on its own profile, with `args` and `options` (chromedriver's
+/// `goog:chromeOptions`) and `caps` added to the common ones.
+async fn chromium(
+    driver: &Driver,
+    profile: &Path,
+    args: &[String],
+    options: Value,
+    caps: Value,
+) -> Client {
+    let mut all_args: Vec<String> = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=412,915",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    all_args.push(format!("--user-data-dir={}", profile.display()));
+    all_args.extend_from_slice(args);
+    let mut chrome_options = json!({ "binary": CHROMIUM, "args": all_args });
+    for (k, v) in options.as_object().unwrap() {
+        chrome_options[k] = v.clone();
+    }
+    let mut capabilities = json!({ "browserName": "chrome", "goog:chromeOptions": chrome_options });
+    for (k, v) in caps.as_object().unwrap() {
+        capabilities[k] = v.clone();
+    }
+    ClientBuilder::new(HttpConnector::new())
+        .capabilities(capabilities.as_object().unwrap().clone())
+        .connect(&driver.url)
+        .await
+        .unwrap_or_else(|e| panic!("cannot start a chromium session: {e}"))
+}
+
+/// Runs `steps` with the browser, then closes it whether they passed, failed or panicked
+/// (a chromium left open outlives its chromedriver).
+async fn in_browser<F, Fut>(browser: &Client, steps: F)
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: Future<Output = Result<(), CmdError>> + Send + 'static,
+{
+    let outcome = tokio::spawn(steps(browser.clone())).await;
+    let _ = browser.clone().close().await;
+    match outcome {
+        Ok(result) => result.unwrap(),
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+/// The session's chromedriver endpoint for a vendor command.
+async fn session_url(driver_url: &str, browser: &Client, command: &str) -> String {
+    let id = browser
+        .session_id()
+        .await
+        .unwrap()
+        .expect("a WebDriver session");
+    format!("{driver_url}/session/{id}/{command}")
+}
+
+/// A DevTools protocol command, through chromedriver's `goog/cdp/execute` (fantoccini speaks
+/// WebDriver only).
+async fn cdp(driver_url: &str, browser: &Client, cmd: &str, params: Value) -> Value {
+    let url = session_url(driver_url, browser, "goog/cdp/execute").await;
+    let r: Value = reqwest::Client::new()
+        .post(url)
+        .json(&json!({ "cmd": cmd, "params": params }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(r["value"].get("error").is_none(), "{cmd}: {r}");
+    r["value"].clone()
+}
+
+/// The DevTools events chromedriver logged since the last call (those named in the
+/// session's `devToolsEventsToLog`), each `{method, params}`.
+async fn devtools_events(driver_url: &str, browser: &Client) -> Vec<Value> {
+    let url = session_url(driver_url, browser, "se/log").await;
+    let r: Value = reqwest::Client::new()
+        .post(url)
+        .json(&json!({ "type": "devtools" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    r["value"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no devtools log: {r}"))
+        .iter()
+        .map(|e| serde_json::from_str(e["message"].as_str().unwrap()).unwrap())
+        .collect()
+}
+
+/// One key pressed and let go, sent to whatever has the focus.
+async fn press(browser: &Client, key: Key) -> Result<(), CmdError> {
+    let key: char = key.into();
+    browser
+        .perform_actions(
+            KeyActions::new("keyboard".into())
+                .then(KeyAction::Down { value: key })
+                .then(KeyAction::Up { value: key }),
+        )
+        .await
+}
+
+/// The `id` of the focused element.
+async fn focused(browser: &Client) -> Result<String, CmdError> {
+    let v = browser
+        .execute("return document.activeElement.id", vec![])
+        .await?;
+    Ok(v.as_str().unwrap_or_default().to_owned())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_guardian_corrects_and_submits_a_draft_in_chromium() {
+async fn a_guardian_corrects_and_submits_a_draft_with_the_keyboard_in_chromium() {
     let app = spawn_app("sqlite").await;
     let driver = chromedriver().await;
     let profile = tempfile::tempdir().unwrap();
-    let caps = serde_json::json!({
-        "browserName": "chrome",
-        "goog:chromeOptions": {
-            "binary": CHROMIUM,
-            "args": [
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--window-size=412,915",
-                format!("--user-data-dir={}", profile.path().display()),
-            ]
-        }
-    });
-    let browser = ClientBuilder::new(HttpConnector::new())
-        .capabilities(caps.as_object().unwrap().clone())
-        .connect(&driver.url)
-        .await
-        .unwrap_or_else(|e| panic!("cannot start a chromium session: {e}"));
-
-    let run = async {
+    let browser = chromium(&driver, profile.path(), &[], json!({}), json!({})).await;
+    let base = app.base.clone();
+    let token = app.token("R10003");
+    in_browser(&browser, |browser| async move {
         // The login link carries the token in the fragment, which the browser never sends:
         // the page's script posts it. A `next` the browser would turn into another site (it
         // drops the tab) stays here.
         browser
             .goto(&format!(
-                "{}/login#token={}&next=/%09/evil.example",
-                app.base,
-                app.token("R10003")
+                "{base}/login#token={token}&next=/%09/evil.example"
             ))
             .await?;
         browser
             .wait()
-            .for_url(&url::Url::parse(&format!("{}/inbox", app.base)).unwrap())
+            .for_url(&url::Url::parse(&format!("{base}/inbox")).unwrap())
             .await?;
         let here = browser.current_url().await?;
         assert_eq!(here.host_str(), Some("127.0.0.1"), "{here}");
@@ -138,14 +258,29 @@ async fn a_guardian_corrects_and_submits_a_draft_in_chromium() {
             address.prop("value").await?.as_deref(),
             Some("東京都利島村1番地")
         );
+        // Keyboard only from here: the field takes the focus, the correction is typed, Tab
+        // goes on to the submit button and Enter presses it.
         address.clear().await?;
         address.send_keys("東京都利島村9番地の2").await?;
+        assert_eq!(
+            browser
+                .execute("return document.activeElement.name", vec![])
+                .await?
+                .as_str(),
+            Some("field.address")
+        );
         std::fs::write(
             artifacts().join("portal-draft.png"),
             browser.screenshot().await?,
         )
         .unwrap();
-        browser.find(Locator::Id("submit")).await?.click().await?;
+        let mut tabs = 0;
+        while focused(&browser).await? != "submit" {
+            tabs += 1;
+            assert!(tabs <= 10, "Tab never reached the submit button");
+            press(&browser, Key::Tab).await?;
+        }
+        press(&browser, Key::Enter).await?;
         let confirmation = browser
             .wait()
             .for_element(Locator::Id("confirmation"))
@@ -158,11 +293,9 @@ async fn a_guardian_corrects_and_submits_a_draft_in_chromium() {
             browser.screenshot().await?,
         )
         .unwrap();
-        Ok::<_, fantoccini::error::CmdError>(())
-    };
-    let outcome = run.await;
-    let _ = browser.close().await;
-    outcome.unwrap();
+        Ok(())
+    })
+    .await;
 
     let notice = app
         .store
@@ -181,5 +314,495 @@ async fn a_guardian_corrects_and_submits_a_draft_in_chromium() {
     assert_eq!(submitted["claimant"], "佐藤 一郎");
     let png = std::fs::read(artifacts().join("portal-draft.png")).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    app.shutdown().await;
+}
+
+/// axe-core's browser bundle, installed by scripts/services/axe.sh.
+fn axe_source() -> String {
+    let path = root().join("target/axe/node_modules/axe-core/axe.min.js");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "axe-core is missing ({}: {e}): run scripts/services/axe.sh to install it",
+            path.display()
+        )
+    })
+}
+
+/// The widths every page is checked and photographed at: a phone's and a desktop's.
+const WIDTHS: [(&str, u32, u32, bool); 2] =
+    [("phone", 412, 915, true), ("desktop", 1280, 800, false)];
+
+/// Runs axe-core's WCAG 2.0 and 2.1 A and AA rules on the page shown, each violation as
+/// `id (impact): help — targets`.
+async fn axe(browser: &Client, source: &str) -> Result<Vec<String>, CmdError> {
+    let loaded = browser
+        .execute("return typeof window.axe === 'object'", vec![])
+        .await?;
+    if loaded != Value::Bool(true) {
+        browser.execute(source, vec![]).await?;
+    }
+    let result = browser
+        .execute_async(
+            r#"const done = arguments[arguments.length - 1];
+            window.axe.run(document, {
+                runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"] },
+                resultTypes: ["violations"],
+            }).then(
+                (r) => done({ violations: r.violations.map((v) => ({
+                    id: v.id, impact: v.impact, help: v.help,
+                    targets: v.nodes.map((n) => n.target.join(" ")),
+                })) }),
+                (e) => done({ error: String(e) }),
+            );"#,
+            vec![],
+        )
+        .await?;
+    assert!(result.get("error").is_none(), "axe.run failed: {result}");
+    Ok(result["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            let targets: Vec<&str> = v["targets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            format!(
+                "{} ({}): {} — {}",
+                v["id"].as_str().unwrap_or_default(),
+                v["impact"].as_str().unwrap_or("?"),
+                v["help"].as_str().unwrap_or_default(),
+                targets.join(", ")
+            )
+        })
+        .collect())
+}
+
+/// A PNG of the whole page shown, beyond the viewport too.
+async fn full_page(driver_url: &str, browser: &Client) -> Vec<u8> {
+    let shot = cdp(
+        driver_url,
+        browser,
+        "Page.captureScreenshot",
+        json!({ "format": "png", "captureBeyondViewport": true }),
+    )
+    .await;
+    base64::engine::general_purpose::STANDARD
+        .decode(shot["data"].as_str().unwrap())
+        .unwrap()
+}
+
+/// Checks the page shown with axe at each width and keeps a full-page screenshot of each
+/// (`portal-{name}-{width}.png`); what axe found is added to `found`.
+async fn check_page(
+    driver_url: &str,
+    browser: &Client,
+    source: &str,
+    name: &str,
+    found: &mut Vec<String>,
+) -> Result<(), CmdError> {
+    for (width_name, width, height, mobile) in WIDTHS {
+        cdp(
+            driver_url,
+            browser,
+            "Emulation.setDeviceMetricsOverride",
+            json!({ "width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile }),
+        )
+        .await;
+        for v in axe(browser, source).await? {
+            found.push(format!("{name} at {width_name} width: {v}"));
+        }
+        let png = full_page(driver_url, browser).await;
+        std::fs::write(
+            artifacts().join(format!("portal-{name}-{width_name}.png")),
+            png,
+        )
+        .unwrap();
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_meets_wcag_2_1_aa_in_chromium() {
+    // Missing axe-core fails here, before anything starts: the check is not optional.
+    let source = axe_source();
+    let keys = oshirase_adapters::generate_vapid_keys();
+    let app = spawn_app_with("sqlite", config().vapid_public_key(&keys.public_key)).await;
+    // A registered browser, so that the preferences page lists one with its remove button.
+    app.store
+        .add_push_subscription(
+            "R10003",
+            "https://fcm.googleapis.com/fcm/send/axe-check",
+            "BGsX0fLhLEJH-Lzm5WOkQPJ3A32BLeszoPShOUXYmMKWT-NC4v4af5uO5-tKfA-eFivOM1drMV7Oy7ZAaDe_UfU",
+            "AQEBAQEBAQEBAQEBAQEBAQ",
+            app.clock.now(),
+        )
+        .await
+        .unwrap();
+    let driver = chromedriver().await;
+    let profile = tempfile::tempdir().unwrap();
+    let browser = chromium(&driver, profile.path(), &[], json!({}), json!({})).await;
+    let (base, token, driver_url) = (app.base.clone(), app.token("R10003"), driver.url.clone());
+    let started = Instant::now();
+    in_browser(&browser, |browser| async move {
+        let mut found = Vec::new();
+        let page = |path: &str| format!("{base}{path}");
+        // Not signed in: the login hint of a link from an e-mail, and the login page.
+        browser.goto(&page(&format!("/notices/{CHILD}"))).await?;
+        check_page(&driver_url, &browser, &source, "login-hint", &mut found).await?;
+        browser
+            .goto(&page(&format!("/login#token={token}")))
+            .await?;
+        browser
+            .wait()
+            .for_url(&url::Url::parse(&page("/inbox")).unwrap())
+            .await?;
+        check_page(&driver_url, &browser, &source, "inbox", &mut found).await?;
+        browser.goto(&page(&format!("/notices/{CHILD}"))).await?;
+        check_page(&driver_url, &browser, &source, "notice", &mut found).await?;
+        browser.goto(&page(&format!("/drafts/{CHILD}"))).await?;
+        check_page(&driver_url, &browser, &source, "draft", &mut found).await?;
+        browser.find(Locator::Id("submit")).await?.click().await?;
+        browser
+            .wait()
+            .for_element(Locator::Id("confirmation"))
+            .await?;
+        check_page(
+            &driver_url,
+            &browser,
+            &source,
+            "draft-submitted",
+            &mut found,
+        )
+        .await?;
+        browser.goto(&page("/preferences")).await?;
+        check_page(&driver_url, &browser, &source, "preferences", &mut found).await?;
+        // A login link whose token is refused: the login hint with its problem.
+        browser.goto(&page("/login#token=not-a-token")).await?;
+        browser
+            .wait()
+            .for_element(Locator::Css(".error-box"))
+            .await?;
+        check_page(&driver_url, &browser, &source, "login-refused", &mut found).await?;
+        // A page that is not the reader's: the error page.
+        browser.goto(&page(&format!("/notices/{MISSING}"))).await?;
+        assert!(browser.source().await?.contains("お知らせが見つかりません"));
+        check_page(&driver_url, &browser, &source, "error", &mut found).await?;
+        // The login page (a login link opens it; its script has no token to post here).
+        browser.goto(&page("/login")).await?;
+        check_page(&driver_url, &browser, &source, "login", &mut found).await?;
+        assert!(
+            found.is_empty(),
+            "axe-core found {} WCAG 2.1 A/AA violations:\n{}",
+            found.len(),
+            found.join("\n")
+        );
+        Ok(())
+    })
+    .await;
+    eprintln!(
+        "axe: 9 pages at 2 widths checked in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    app.shutdown().await;
+}
+
+/// A stand-in for Google's GCM registration service. Chromium subscribes through GCM before it
+/// hands out a `PushSubscription`: its GCM client checks in (a protobuf answer), then
+/// registers each subscription (a form post answered `token=…`); it makes the keys and builds
+/// the endpoint (`https://…/fcm/send/{token}`) itself. There is no network here, so the
+/// browser's own `--gcm-checkin-url` and `--gcm-registration-url` switches point its real GCM
+/// client at this server, and the subscription the page gets is one Chromium made. Every
+/// registration form is kept with the token it got.
+struct FakeGcm {
+    url: String,
+    registrations: Arc<Mutex<Vec<(String, String)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// A check-in answer: `stats_ok` (field 1) and the device's `android_id` (7) and
+/// `security_token` (8), both fixed64, as GCM's checkin.proto has them.
+fn checkin_response() -> Vec<u8> {
+    let mut out = vec![0x08, 0x01];
+    out.push(7 << 3 | 1);
+    out.extend_from_slice(&4_242_424_242u64.to_le_bytes());
+    out.push(8 << 3 | 1);
+    out.extend_from_slice(&1_717_171_717u64.to_le_bytes());
+    out
+}
+
+async fn fake_gcm() -> FakeGcm {
+    let registrations = Arc::new(Mutex::new(Vec::new()));
+    let kept = registrations.clone();
+    let router = axum::Router::new()
+        .route(
+            "/checkin",
+            axum::routing::post(|| async {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/x-protobuf")],
+                    checkin_response(),
+                )
+            }),
+        )
+        .route(
+            "/register3",
+            axum::routing::post(move |body: String| async move {
+                if body.split('&').any(|p| p == "delete=true") {
+                    return "deleted=org.chromium.linux".to_owned();
+                }
+                let mut kept = kept.lock().unwrap();
+                let token = format!("oshirase-test-token-{}", kept.len() + 1);
+                kept.push((body, token.clone()));
+                format!("token={token}")
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router).await.unwrap();
+    });
+    FakeGcm {
+        url,
+        registrations,
+        task,
+    }
+}
+
+/// Waits up to 10 s for the notification titled `title` to be shown, as the DevTools
+/// protocol recorded it (`BackgroundService`, service `notifications`: its title, body and
+/// tag, the tag being the page a click opens). `seen` keeps every event read so far (reading
+/// chromedriver's log empties it); failing, they are all printed: the push's dispatch and
+/// outcome, the notifications shown, the worker's errors.
+async fn displayed(
+    driver_url: &str,
+    browser: &Client,
+    seen: &mut Vec<Value>,
+    title: &str,
+) -> Result<(String, String), CmdError> {
+    let meta = |event: &Value, key: &str| {
+        event["eventMetadata"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["key"] == key)
+            .and_then(|m| m["value"].as_str())
+            .map(str::to_owned)
+    };
+    for _ in 0..100 {
+        seen.extend(devtools_events(driver_url, browser).await);
+        let found = seen.iter().find_map(|e| {
+            let event = &e["params"]["backgroundServiceEvent"];
+            (event["eventName"] == "Notification displayed"
+                && meta(event, "Title").as_deref() == Some(title))
+            .then(|| {
+                (
+                    meta(event, "Body").unwrap_or_default(),
+                    event["instanceId"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+        });
+        if let Some(found) = found {
+            return Ok(found);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no notification titled {title} shown within 10 s; DevTools events: {seen:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resident_subscribes_to_push_and_gets_a_notice_in_chromium() {
+    let keys = oshirase_adapters::generate_vapid_keys();
+    let app = spawn_app_with("sqlite", config().vapid_public_key(&keys.public_key)).await;
+    let gcm = fake_gcm().await;
+    let driver = chromedriver().await;
+    let profile = tempfile::tempdir().unwrap();
+    let browser = chromium(
+        &driver,
+        profile.path(),
+        &[
+            format!("--gcm-checkin-url={}/checkin", gcm.url),
+            format!("--gcm-registration-url={}/register3", gcm.url),
+            // Nothing listens there: the GCM client's push connection fails and retries,
+            // and no push is expected through it (the DevTools protocol delivers one).
+            format!("--gcm-mcs-endpoint=https://127.0.0.1:{}", free_port()),
+        ],
+        // chromedriver keeps these DevTools events for `devtools_events`.
+        json!({ "devToolsEventsToLog": [
+            "ServiceWorker.workerRegistrationUpdated",
+            "ServiceWorker.workerErrorReported",
+            "BackgroundService.backgroundServiceEventReceived",
+        ] }),
+        json!({ "goog:loggingPrefs": { "devtools": "ALL" } }),
+    )
+    .await;
+
+    // The push the web push channel would send for the guardian's notice, its link on
+    // this portal.
+    let channel = oshirase_adapters::WebPushChannel::new(
+        app.store.clone(),
+        oshirase_adapters::WebPushConfig {
+            vapid: keys.clone(),
+            subject: "mailto:portal@example.jp".into(),
+            portal_url: app.base.clone(),
+            allow_loopback: false,
+            timeout: Duration::from_secs(5),
+        },
+    )
+    .unwrap();
+    let now = app.clock.now();
+    let item = app
+        .store
+        .claim_outbox(
+            "email",
+            "browser-test",
+            100,
+            now,
+            oshirase_engine::clock::after(now, Duration::from_secs(3600)),
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|i| i.decision_key.as_str() == CHILD && i.recipient == "R10003")
+        .expect("the guardian's notice in the outbox");
+    let payload = String::from_utf8(channel.payload(&item)).unwrap();
+    let sent: Value = serde_json::from_str(&payload).unwrap();
+
+    let (base, token, driver_url) = (app.base.clone(), app.token("R10003"), driver.url.clone());
+    let store = app.store.clone();
+    let registrations = gcm.registrations.clone();
+    let public_key = keys.public_key.clone();
+    let started = Instant::now();
+    in_browser(&browser, |browser| async move {
+        let origin = base.clone();
+        browser
+            .goto(&format!("{base}/login#token={token}&next=/preferences"))
+            .await?;
+        browser
+            .wait()
+            .for_url(&url::Url::parse(&format!("{base}/preferences")).unwrap())
+            .await?;
+        // The permission prompt a resident would answer.
+        cdp(
+            &driver_url,
+            &browser,
+            "Browser.grantPermissions",
+            json!({ "origin": origin, "permissions": ["notifications"] }),
+        )
+        .await;
+        cdp(&driver_url, &browser, "ServiceWorker.enable", json!({})).await;
+        // What DevTools' Application panel records of pushes and notifications, as events.
+        for service in ["pushMessaging", "notifications"] {
+            let on = json!({ "service": service });
+            cdp(&driver_url, &browser, "BackgroundService.startObserving", on).await;
+            let record = json!({ "service": service, "shouldRecord": true });
+            cdp(&driver_url, &browser, "BackgroundService.setRecording", record).await;
+        }
+        let button = browser
+            .wait()
+            .for_element(Locator::Id("push-subscribe"))
+            .await?;
+        assert!(button.is_displayed().await?, "the script shows the button");
+        button.click().await?;
+        browser
+            .wait()
+            .at_most(Duration::from_secs(20))
+            .for_url(&url::Url::parse(&format!("{base}/preferences?push=on")).unwrap())
+            .await?;
+        let done = browser.find(Locator::Id("push-done")).await?;
+        assert!(done.text().await?.contains("受け取れるようになりました"));
+
+        // Stored with the consent, as Chromium made it: registered with the
+        // municipality's key, on the token the registration service gave.
+        let subs = store.push_subscriptions("R10003").await.unwrap();
+        assert_eq!(subs.len(), 1, "{subs:?}");
+        let sub = &subs[0];
+        let (form, gcm_token) = registrations
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(form, _)| form.contains(&format!("sender={public_key}")))
+            .cloned()
+            .expect("chromium registered with the portal's public key");
+        assert!(form.contains("X-subtype=wp"), "{form}");
+        let endpoint = url::Url::parse(&sub.endpoint).unwrap();
+        assert!(
+            matches!(
+                endpoint.host_str(),
+                Some("fcm.googleapis.com" | "jmt17.google.com")
+            ),
+            "{endpoint}"
+        );
+        assert!(sub.endpoint.ends_with(&format!("/{gcm_token}")), "{endpoint}");
+        oshirase_adapters::check_endpoint(&sub.endpoint, false).unwrap();
+        let prefs = store.portal_preferences("R10003").await.unwrap().unwrap();
+        assert!(prefs.webpush_consent, "{prefs:?}");
+        assert!(prefs
+            .channels
+            .contains(&oshirase_engine::resident::Channel::Webpush));
+        // The page knows this browser in its list.
+        let mark = browser.find(Locator::Css(".this-browser")).await?;
+        assert!(mark.is_displayed().await?);
+
+        // A push, delivered to the service worker by the DevTools protocol.
+        let mut seen = devtools_events(&driver_url, &browser).await;
+        let registration = seen
+            .iter()
+            .filter(|e| e["method"] == "ServiceWorker.workerRegistrationUpdated")
+            .flat_map(|e| e["params"]["registrations"].as_array().cloned().unwrap_or_default())
+            .find(|r| r["scopeURL"] == format!("{base}/") && r["isDeleted"] == false)
+            .expect("the service worker's registration for the site")["registrationId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let push = |data: String| {
+            json!({ "origin": origin, "registrationId": registration, "data": data })
+        };
+        cdp(&driver_url, &browser, "ServiceWorker.deliverPushMessage", push(payload)).await;
+        let (body, opens) = displayed(&driver_url, &browser, &mut seen, "児童手当の認定請求").await?;
+        assert_eq!(body, sent["body"].as_str().unwrap());
+        assert_eq!(opens, format!("{base}/notices/{CHILD}"));
+        assert_eq!(opens, sent["url"].as_str().unwrap());
+        // A link off the site is not followed: the notification opens the inbox.
+        let elsewhere = json!({"title": "ほかのサイト", "body": "", "url": "https://evil.example/"});
+        cdp(&driver_url, &browser, "ServiceWorker.deliverPushMessage", push(elsewhere.to_string())).await;
+        let (_, opens) = displayed(&driver_url, &browser, &mut seen, "ほかのサイト").await?;
+        assert_eq!(opens, format!("{base}/inbox"));
+        std::fs::write(
+            artifacts().join("portal-push-subscribed.png"),
+            full_page(&driver_url, &browser).await,
+        )
+        .unwrap();
+
+        // Removing this browser: gone from the store and from the browser.
+        browser
+            .find(Locator::Css("form.push-remove button"))
+            .await?
+            .click()
+            .await?;
+        browser
+            .wait()
+            .for_url(&url::Url::parse(&format!("{base}/preferences?push=off")).unwrap())
+            .await?;
+        assert!(store.push_subscriptions("R10003").await.unwrap().is_empty());
+        let left = browser
+            .execute_async(
+                r#"const done = arguments[arguments.length - 1];
+                navigator.serviceWorker.ready
+                    .then((r) => r.pushManager.getSubscription())
+                    .then((s) => done(s ? s.endpoint : null), (e) => done(String(e)));"#,
+                vec![],
+            )
+            .await?;
+        assert_eq!(left, Value::Null, "the browser's subscription is ended too");
+        Ok(())
+    })
+    .await;
+    eprintln!(
+        "push: subscribed, delivered and removed in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    gcm.task.abort();
     app.shutdown().await;
 }
