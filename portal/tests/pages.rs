@@ -184,7 +184,10 @@ async fn pages_walk_through_a_draft(backend: &str) {
         "{inbox}"
     );
     // The child by name, never by register id.
-    assert!(inbox.contains("陽さん（お子さま）についてのお知らせ"), "{inbox}");
+    assert!(
+        inbox.contains("陽さん（お子さま）についてのお知らせ"),
+        "{inbox}"
+    );
     assert!(
         !inbox.contains("（対象: R10002）") && !inbox.contains(">R10002<"),
         "{inbox}"
