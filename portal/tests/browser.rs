@@ -806,3 +806,204 @@ async fn a_resident_subscribes_to_push_and_gets_a_notice_in_chromium() {
     gcm.task.abort();
     app.shutdown().await;
 }
+
+/// The real catalogue over the fixture town, walked as its residents would: a guardian
+/// after a birth, two survivors after a death, a resident turning 65 (nothing to apply
+/// for), each through inbox → notice → draft → submit where there is one, with axe-core on
+/// every page and a screenshot of each (`portal-story-*.png`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_birth_a_death_and_a_65th_birthday_in_chromium() {
+    use oshirase_engine::clock::FixedClock;
+    use oshirase_engine::eval::{Decision, Role};
+    use oshirase_engine::resident::Channel;
+    use oshirase_engine::rule::Application;
+    use oshirase_store::Store;
+    let source = axe_source();
+    let db = fresh("sqlite").await;
+    let store = Store::open(&db.url).await.unwrap();
+    let rules = oshirase_engine::load_dir(&root().join("rules")).unwrap_or_else(|e| panic!("{e}"));
+    let snap = oshirase_engine::load_snapshot(&root().join("fixtures/town.jsonl")).unwrap();
+    let clock = Arc::new(FixedClock::at_noon(d("2026-04-01")));
+    ingest(&store, snap.population.residents(), clock.now()).await;
+    store
+        .record_rule_set(&rules.version, rules.rules().len(), "rules", clock.now())
+        .await
+        .unwrap();
+    let portal_readers = |dec: &Decision, role: Role| -> Vec<String> {
+        dec.recipients
+            .iter()
+            .filter(|r| r.role == role && r.channels.contains(&Channel::Portal))
+            .map(|r| r.id.to_string())
+            .collect()
+    };
+    // (decision key, readers) of each story, the first the town gives.
+    let (mut birth, mut death, mut sixty_five) = (None, None, None);
+    let mut day = d("2026-04-01");
+    while birth.is_none() || death.is_none() || sixty_five.is_none() {
+        assert!(
+            day < d("2027-04-01"),
+            "the town lacks a story: {birth:?} {death:?} {sixty_five:?}"
+        );
+        let result = oshirase_engine::evaluate_day(&rules, &snap.population, day);
+        for dec in &result.decisions {
+            let rule = dec.rule.as_str();
+            if birth.is_none() && rule == "jidou-teate-nintei" {
+                let g = portal_readers(dec, Role::Guardian);
+                if !g.is_empty() {
+                    birth = Some((dec.key.to_string(), g));
+                }
+            }
+            if death.is_none() && rule == "shiboujou-ikkatsu-annai" {
+                let s = portal_readers(dec, Role::Survivor);
+                if s.len() >= 2 {
+                    death = Some((dec.key.to_string(), s));
+                }
+            }
+            if sixty_five.is_none() && rule == "kaigo-1go-shikaku" {
+                let s = portal_readers(dec, Role::Subject);
+                assert_eq!(dec.application, Application::None);
+                if !s.is_empty() {
+                    sixty_five = Some((dec.key.to_string(), s));
+                }
+            }
+        }
+        store
+            .commit_day(day, &rules.version, 0, &result.decisions, clock.now())
+            .await
+            .unwrap();
+        day = oshirase_engine::calendar::day_after(day);
+    }
+    clock.set(oshirase_engine::clock::in_tokyo(
+        day,
+        chrono::NaiveTime::from_hms_opt(12, 0, 0).unwrap(),
+    ));
+    let app = start(db, store, config(), clock).await;
+    let (birth, death, sixty_five) = (birth.unwrap(), death.unwrap(), sixty_five.unwrap());
+    let tokens: Vec<(String, String)> = birth.1[..1]
+        .iter()
+        .chain(&death.1[..2])
+        .chain(&sixty_five.1[..1])
+        .map(|r| (r.clone(), app.token(r)))
+        .collect();
+    let driver = chromedriver().await;
+    let profile = tempfile::tempdir().unwrap();
+    let browser = chromium(&driver, profile.path(), &[], json!({}), json!({})).await;
+    let (base, driver_url) = (app.base.clone(), driver.url.clone());
+    in_browser(&browser, |browser| async move {
+        let mut found = Vec::new();
+        let page = |path: &str| format!("{base}{path}");
+        let sign_in = |token: String| {
+            let browser = browser.clone();
+            let inbox = page("/inbox");
+            let login = page(&format!("/login#token={token}"));
+            async move {
+                browser.goto(&login).await?;
+                browser
+                    .wait()
+                    .for_url(&url::Url::parse(&inbox).unwrap())
+                    .await
+            }
+        };
+        // A birth: the guardian opens the allowance claim and submits it as prefilled.
+        sign_in(tokens[0].1.clone()).await?;
+        check_page(
+            &driver_url,
+            &browser,
+            &source,
+            "story-birth-inbox",
+            &mut found,
+        )
+        .await?;
+        assert!(browser.source().await?.contains("ご出生に伴うお手続"));
+        browser
+            .goto(&page(&format!("/notices/{}", birth.0)))
+            .await?;
+        check_page(
+            &driver_url,
+            &browser,
+            &source,
+            "story-birth-notice",
+            &mut found,
+        )
+        .await?;
+        assert!(browser.source().await?.contains("問い合わせ先"));
+        browser
+            .find(Locator::Id("open-draft"))
+            .await?
+            .click()
+            .await?;
+        browser.wait().for_element(Locator::Id("submit")).await?;
+        check_page(
+            &driver_url,
+            &browser,
+            &source,
+            "story-birth-draft",
+            &mut found,
+        )
+        .await?;
+        browser.find(Locator::Id("submit")).await?.click().await?;
+        browser
+            .wait()
+            .for_element(Locator::Id("confirmation"))
+            .await?;
+        check_page(
+            &driver_url,
+            &browser,
+            &source,
+            "story-birth-submitted",
+            &mut found,
+        )
+        .await?;
+        // A death: both survivors find the procedures under the death, the guide first.
+        for (n, (_, token)) in tokens[1..3].iter().enumerate() {
+            sign_in(token.clone()).await?;
+            let inbox = browser.source().await?;
+            let heading = inbox.find("ご逝去に伴うお手続").expect("the death's group");
+            let guide = inbox.find("おくやみ").expect("the guide");
+            assert!(heading < guide, "{inbox}");
+            check_page(
+                &driver_url,
+                &browser,
+                &source,
+                &format!("story-death-inbox-{n}"),
+                &mut found,
+            )
+            .await?;
+        }
+        browser
+            .goto(&page(&format!("/notices/{}", death.0)))
+            .await?;
+        check_page(
+            &driver_url,
+            &browser,
+            &source,
+            "story-death-guide",
+            &mut found,
+        )
+        .await?;
+        // 65: nothing to apply for, and the page says so.
+        sign_in(tokens[3].1.clone()).await?;
+        browser
+            .goto(&page(&format!("/notices/{}", sixty_five.0)))
+            .await?;
+        let notice = browser.source().await?;
+        assert!(notice.contains("お手続は必要ありません") && !notice.contains("open-draft"));
+        check_page(
+            &driver_url,
+            &browser,
+            &source,
+            "story-65-notice",
+            &mut found,
+        )
+        .await?;
+        assert!(
+            found.is_empty(),
+            "axe-core found {} WCAG 2.1 A/AA violations:\n{}",
+            found.len(),
+            found.join("\n")
+        );
+        Ok(())
+    })
+    .await;
+    app.shutdown().await;
+}
