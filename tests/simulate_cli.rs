@@ -494,6 +494,13 @@ fn run_time_rule_failures_exit_4_and_are_all_in_the_summary() {
     std::fs::create_dir_all(&rules).unwrap();
     let rule = rules.join("tokutei-kenshin.yaml");
     std::fs::copy(root().join("rules/tokutei-kenshin.yaml"), &rule).unwrap();
+    // The rule names its department, defined with the catalogue's parameters.
+    std::fs::create_dir_all(rules.join("parameters")).unwrap();
+    std::fs::copy(
+        root().join("rules/parameters/departments.yaml"),
+        rules.join("parameters/departments.yaml"),
+    )
+    .unwrap();
     // Nobody has this attribute: comparing nothing with a number fails at run time.
     edit(
         &rule,
