@@ -142,8 +142,16 @@ fn main() {
             .await
             .expect("rule set");
         let mut d = day;
+        // Notices with a draft: one that needs no application has none to read.
+        let mut with_draft = std::collections::HashSet::new();
         for _ in 0..30 {
             let r = oshirase_engine::evaluate_day(&rules, &snap.population, d);
+            with_draft.extend(
+                r.decisions
+                    .iter()
+                    .filter(|d| d.application != oshirase_engine::rule::Application::None)
+                    .map(|d| d.key.to_string()),
+            );
             store
                 .commit_day(d, &rules.version, 0, &r.decisions, clock.now())
                 .await
@@ -169,7 +177,7 @@ fn main() {
         // Every (reader, draft) the portal shows: readers' own tokens.
         let mut targets = Vec::new();
         for row in store.outbox_rows(None).await.expect("outbox") {
-            if row.channel != "portal" {
+            if row.channel != "portal" || !with_draft.contains(row.decision_key.as_str()) {
                 continue;
             }
             let token = mint_token(&config, &row.recipient, clock.now(), Duration::from_secs(3600))
