@@ -349,7 +349,9 @@ impl Default for DeadlinePolicy {
     }
 }
 
-fn in_force<T>(values: &[(NaiveDate, T)], on: NaiveDate) -> Option<&T> {
+/// The value in force on `on` of values sorted by the day they take effect; the first
+/// applies to any earlier day too.
+pub(crate) fn in_force<T>(values: &[(NaiveDate, T)], on: NaiveDate) -> Option<&T> {
     let i = values.partition_point(|(from, _)| *from <= on);
     values.get(i.saturating_sub(1)).map(|(_, v)| v)
 }

@@ -133,6 +133,8 @@ pub struct RuleSet {
     templates: Arc<minijinja::Environment<'static>>,
     /// What residents would see raw (`presentation_gaps`): `rules check` refuses these.
     pub presentation_gaps: Arc<Vec<LoadError>>,
+    /// Years and departments, compiled from the parameters.
+    notice_style: Arc<NoticeStyle>,
     /// Content hash over every rule and parameter file: the rule-set version.
     pub version: String,
     pub dir: PathBuf,
@@ -166,16 +168,18 @@ impl RuleSet {
     }
 
     /// The same catalogue with other parameter values, and what is compiled from them (the
-    /// municipality's deadline policy) compiled again.
+    /// municipality's deadline policy and notice style) compiled again.
     pub fn with_parameters(&self, params: Parameters) -> Result<RuleSet, Vec<LoadError>> {
         let mut errors = Vec::new();
         let policy = compile_deadline_policy(&params, &[], &mut errors);
+        let notice_style = compile_notice_style(&params, &[], &mut errors);
         if !errors.is_empty() {
             return Err(errors);
         }
         Ok(RuleSet {
             params: Arc::new(params),
             deadline_policy: Arc::new(policy),
+            notice_style: Arc::new(notice_style),
             ..self.clone()
         })
     }
@@ -190,19 +194,17 @@ impl RuleSet {
         }
     }
 
-    /// The contact of department `id` on `on` (checked at load).
+    /// The contact of department `id` on `on`.
     pub fn contact(&self, id: &str, on: NaiveDate) -> Option<Contact> {
-        let (_, v) = self.params.0.get(DEPARTMENTS_PARAM)?.effective(on)?;
-        serde_json::from_value(v.get(id)?.clone()).ok()
+        calendar::in_force(&self.notice_style.departments, on)?
+            .get(id)
+            .cloned()
     }
 
-    /// How the municipality writes years on `on` (checked at load; 西暦 when not set).
+    /// How the municipality writes years on `on` (西暦 when not set).
     pub fn date_style(&self, on: NaiveDate) -> DateStyle {
-        self.params
-            .0
-            .get(DATE_STYLE_PARAM)
-            .and_then(|p| p.effective(on))
-            .and_then(|(_, v)| v.as_str().and_then(DateStyle::parse))
+        calendar::in_force(&self.notice_style.date_style, on)
+            .copied()
             .unwrap_or_default()
     }
 
@@ -1073,7 +1075,7 @@ pub fn compile_sources(
     let mut hasher = Sha256::new();
     let params = parse_parameters(param_sources, &mut hasher, &mut errors);
     let deadline_policy = compile_deadline_policy(&params, param_sources, &mut errors);
-    check_departments(&params, param_sources, &mut errors);
+    let notice_style = compile_notice_style(&params, param_sources, &mut errors);
     let engine = ScriptEngine::new();
     let (rules, texts, failed_ids) = compile_rules(sources, &engine, &mut hasher, &mut errors);
     let (by_id, env) = check_across_files(&rules, &texts, &params, &failed_ids, &mut errors);
@@ -1093,6 +1095,7 @@ pub fn compile_sources(
         engine: Arc::new(engine),
         templates: Arc::new(env),
         presentation_gaps: Arc::new(gaps),
+        notice_style: Arc::new(notice_style),
         version: hex(&hasher.finalize())[..16].to_owned(),
         dir: dir.to_path_buf(),
     })
@@ -1181,33 +1184,61 @@ fn ctx_of<'a>(p: &'a Parameter, param_sources: &'a [(String, String)]) -> FileCt
     }
 }
 
-/// Each value of the `departments` parameter maps ids to a `Contact`.
-fn check_departments(
+/// How the municipality writes its notices, from its parameters, compiled once at load:
+/// years (`date_style`) and whom residents ask (`departments`), each by effective date.
+#[derive(Debug, Clone, Default)]
+pub struct NoticeStyle {
+    date_style: Vec<(NaiveDate, DateStyle)>,
+    departments: Vec<(NaiveDate, BTreeMap<String, Contact>)>,
+}
+
+/// The `date_style` and `departments` parameters, checked with their place.
+fn compile_notice_style(
     params: &Parameters,
     param_sources: &[(String, String)],
     errors: &mut Vec<LoadError>,
-) {
-    let Some(p) = params.0.get(DEPARTMENTS_PARAM) else {
-        return;
-    };
-    let mut cx = ctx_of(p, param_sources);
-    for (i, (_, v)) in p.values.iter().enumerate() {
-        let field = format!("{DEPARTMENTS_PARAM}.values[{i}].value");
-        let Some(map) = v.as_object() else {
-            cx.err(&field, format!("{v} is not a map of departments"), None);
-            continue;
-        };
-        for (id, c) in map {
-            if let Err(e) = serde_json::from_value::<Contact>(c.clone()) {
-                cx.err(
-                    &format!("{field}.{id}"),
-                    e.to_string(),
-                    Some("{ name, phone, hours, counter, url }; name is required"),
-                );
+) -> NoticeStyle {
+    let mut style = NoticeStyle::default();
+    if let Some(p) = params.0.get(DATE_STYLE_PARAM) {
+        let mut cx = ctx_of(p, param_sources);
+        for (i, (from, v)) in p.values.iter().enumerate() {
+            match v.as_str().and_then(DateStyle::parse) {
+                Some(d) => style.date_style.push((*from, d)),
+                None => cx.err(
+                    &format!("{DATE_STYLE_PARAM}.values[{i}].value"),
+                    format!("{v} is not a date style"),
+                    Some("seireki (2026年10月21日) or wareki (令和8年10月21日)"),
+                ),
             }
         }
+        errors.extend(cx.errors);
     }
-    errors.extend(cx.errors);
+    if let Some(p) = params.0.get(DEPARTMENTS_PARAM) {
+        let mut cx = ctx_of(p, param_sources);
+        for (i, (from, v)) in p.values.iter().enumerate() {
+            let field = format!("{DEPARTMENTS_PARAM}.values[{i}].value");
+            let Some(map) = v.as_object() else {
+                cx.err(&field, format!("{v} is not a map of departments"), None);
+                continue;
+            };
+            let mut contacts = BTreeMap::new();
+            for (id, c) in map {
+                match serde_json::from_value::<Contact>(c.clone()) {
+                    Ok(contact) => {
+                        contacts.insert(id.clone(), contact);
+                    }
+                    Err(e) => cx.err(
+                        &format!("{field}.{id}"),
+                        e.to_string(),
+                        Some("{ name, phone, hours, counter, url }; name is required"),
+                    ),
+                }
+            }
+            style.departments.push((*from, contacts));
+        }
+        errors.extend(cx.errors);
+    }
+    style
 }
 
 fn compile_deadline_policy(
@@ -1230,19 +1261,6 @@ fn compile_deadline_policy(
             }
         }
         policy.shift = shift;
-        errors.extend(cx.errors);
-    }
-    if let Some(p) = params.0.get(DATE_STYLE_PARAM) {
-        let mut cx = ctx_of(p, param_sources);
-        for (i, (_, v)) in p.values.iter().enumerate() {
-            if v.as_str().and_then(DateStyle::parse).is_none() {
-                cx.err(
-                    &format!("{DATE_STYLE_PARAM}.values[{i}].value"),
-                    format!("{v} is not a date style"),
-                    Some("seireki (2026年10月21日) or wareki (令和8年10月21日)"),
-                );
-            }
-        }
         errors.extend(cx.errors);
     }
     if let Some(p) = params.0.get(CLOSED_DAYS_PARAM) {
