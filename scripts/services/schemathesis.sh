@@ -31,26 +31,8 @@ if installed; then
   exit 0
 fi
 
-if ! python3 -m pip --version >/dev/null 2>&1; then
-  echo "schemathesis.sh: pip is missing for python3; install it (e.g. apt-get install python3-pip)" >&2
-  exit 1
-fi
-
-echo "schemathesis.sh: installing $spec with pip"
-log="$(mktemp)"
-trap 'rm -f "$log"' EXIT
-if ! python3 -m pip install --quiet "$spec" 2>"$log"; then
-  if grep -q externally-managed-environment "$log"; then
-    # Debian marks its Python as externally managed; pip then installs under /usr/local,
-    # removing nothing of Debian's (newer copies of shared modules such as requests may
-    # shadow Debian's, which a test machine accepts).
-    echo "schemathesis.sh: the Python is externally managed; retrying with --break-system-packages"
-    python3 -m pip install --quiet --break-system-packages "$spec"
-  else
-    cat "$log" >&2
-    exit 1
-  fi
-fi
+. "$(dirname "$0")/pip.sh"
+pip_install schemathesis.sh "$spec"
 
 installed || {
   echo "schemathesis.sh: schemathesis 4.x (4.32 or later) still cannot be imported after installing" >&2
