@@ -1210,28 +1210,12 @@ async fn bad_configuration_is_refused_with_every_reason() {
 async fn the_real_catalogue_on_the_fixture_town() {
     // SQLite only: what this checks is the catalogue's routing through the portal; the SQL
     // underneath is the same the on_both! suites above run on PostgreSQL.
-    use oshirase_engine::clock::FixedClock;
     use oshirase_engine::eval::Role;
     use oshirase_engine::resident::Channel;
-    use oshirase_store::Store;
-    let db = fresh("sqlite").await;
-    let store = Store::open(&db.url).await.unwrap();
-    let rules = oshirase_engine::load_dir(&root().join("rules")).unwrap_or_else(|e| panic!("{e}"));
-    let snap = oshirase_engine::load_snapshot(&root().join("fixtures/town.jsonl")).unwrap();
-    let clock = std::sync::Arc::new(FixedClock::at_noon(d("2026-10-01")));
-    ingest(&store, snap.population.residents(), clock.now()).await;
-    store
-        .record_rule_set(&rules.version, rules.rules().len(), "rules", clock.now())
-        .await
-        .unwrap();
+    let town = Town::new("2026-10-01").await;
     let mut day = d("2026-10-01");
     let found = loop {
-        let result = oshirase_engine::evaluate_day(&rules, &snap.population, day);
-        store
-            .commit_day(day, &rules.version, 0, &result.decisions, clock.now())
-            .await
-            .unwrap();
-        let hit = result.decisions.into_iter().find_map(|dec| {
+        let hit = town.decide(day).await.into_iter().find_map(|dec| {
             let g = dec
                 .recipients
                 .iter()
@@ -1252,7 +1236,7 @@ async fn the_real_catalogue_on_the_fixture_town() {
         );
     };
     let (key, guardian, subject) = found;
-    let app = start(db, store, config(), clock).await;
+    let app = town.serve().await;
     assert!(app.keys(&guardian).await.contains(&key));
     let (status, draft) = App::json(
         app.get(&guardian, &format!("/api/drafts/{}", enc(&key)))

@@ -813,22 +813,11 @@ async fn a_resident_subscribes_to_push_and_gets_a_notice_in_chromium() {
 /// every page and a screenshot of each (`portal-story-*.png`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_birth_a_death_and_a_65th_birthday_in_chromium() {
-    use oshirase_engine::clock::FixedClock;
     use oshirase_engine::eval::{Decision, Role};
     use oshirase_engine::resident::Channel;
     use oshirase_engine::rule::Application;
-    use oshirase_store::Store;
     let source = axe_source();
-    let db = fresh("sqlite").await;
-    let store = Store::open(&db.url).await.unwrap();
-    let rules = oshirase_engine::load_dir(&root().join("rules")).unwrap_or_else(|e| panic!("{e}"));
-    let snap = oshirase_engine::load_snapshot(&root().join("fixtures/town.jsonl")).unwrap();
-    let clock = Arc::new(FixedClock::at_noon(d("2026-04-01")));
-    ingest(&store, snap.population.residents(), clock.now()).await;
-    store
-        .record_rule_set(&rules.version, rules.rules().len(), "rules", clock.now())
-        .await
-        .unwrap();
+    let town = Town::new("2026-04-01").await;
     let portal_readers = |dec: &Decision, role: Role| -> Vec<String> {
         dec.recipients
             .iter()
@@ -844,8 +833,7 @@ async fn a_birth_a_death_and_a_65th_birthday_in_chromium() {
             day < d("2027-04-01"),
             "the town lacks a story: {birth:?} {death:?} {sixty_five:?}"
         );
-        let result = oshirase_engine::evaluate_day(&rules, &snap.population, day);
-        for dec in &result.decisions {
+        for dec in &town.decide(day).await {
             let rule = dec.rule.as_str();
             if birth.is_none() && rule == "jidou-teate-nintei" {
                 let g = portal_readers(dec, Role::Guardian);
@@ -867,17 +855,13 @@ async fn a_birth_a_death_and_a_65th_birthday_in_chromium() {
                 }
             }
         }
-        store
-            .commit_day(day, &rules.version, 0, &result.decisions, clock.now())
-            .await
-            .unwrap();
         day = oshirase_engine::calendar::day_after(day);
     }
-    clock.set(oshirase_engine::clock::in_tokyo(
+    town.clock.set(oshirase_engine::clock::in_tokyo(
         day,
         chrono::NaiveTime::from_hms_opt(12, 0, 0).unwrap(),
     ));
-    let app = start(db, store, config(), clock).await;
+    let app = town.serve().await;
     let (birth, death, sixty_five) = (birth.unwrap(), death.unwrap(), sixty_five.unwrap());
     let tokens: Vec<(String, String)> = birth.1[..1]
         .iter()

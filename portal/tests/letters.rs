@@ -336,24 +336,12 @@ on_both!(counter_letters, counters_and_notices_without_an_application);
 /// id or field name, and writes dates as a notice does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_towns_pages_show_no_raw_ids_or_field_names() {
-    use oshirase_engine::clock::FixedClock;
-    use oshirase_store::Store;
     use std::collections::BTreeSet;
-    let db = fresh("sqlite").await;
-    let store = Store::open(&db.url).await.unwrap();
-    let rules = oshirase_engine::load_dir(&root().join("rules")).unwrap_or_else(|e| panic!("{e}"));
-    let snap = oshirase_engine::load_snapshot(&root().join("fixtures/town.jsonl")).unwrap();
-    let clock = std::sync::Arc::new(FixedClock::at_noon(d("2026-10-01")));
-    ingest(&store, snap.population.residents(), clock.now()).await;
-    store
-        .record_rule_set(&rules.version, rules.rules().len(), "rules", clock.now())
-        .await
-        .unwrap();
+    let town = Town::new("2026-10-01").await;
     let mut readers: BTreeSet<String> = BTreeSet::new();
     let mut day = d("2026-04-01");
     while day <= d("2026-04-30") {
-        let result = oshirase_engine::evaluate_day(&rules, &snap.population, day);
-        for dec in &result.decisions {
+        for dec in &town.decide(day).await {
             for r in dec
                 .recipients
                 .iter()
@@ -362,21 +350,23 @@ async fn the_towns_pages_show_no_raw_ids_or_field_names() {
                 readers.insert(r.id.to_string());
             }
         }
-        store
-            .commit_day(day, &rules.version, 0, &result.decisions, clock.now())
-            .await
-            .unwrap();
         day = oshirase_engine::calendar::day_after(day);
     }
     assert!(readers.len() >= 10, "{readers:?}");
-    let rule_ids: Vec<String> = rules.rules().iter().map(|r| r.id.to_string()).collect();
-    let field_names: BTreeSet<String> = rules
+    let rule_ids: Vec<String> = town
+        .rules
+        .rules()
+        .iter()
+        .map(|r| r.id.to_string())
+        .collect();
+    let field_names: BTreeSet<String> = town
+        .rules
         .rules()
         .iter()
         .flat_map(|r| r.form.keys().cloned())
         .filter(|n| n.contains('_'))
         .collect();
-    let app = start(db, store, config(), clock).await;
+    let app = town.serve().await;
     let mut pages = 0;
     for reader in &readers {
         let c = cookie(&app, reader).await;

@@ -389,3 +389,56 @@ impl App {
             .unwrap();
     }
 }
+
+/// The real catalogue over the fixture town in a fresh SQLite database, decided day by day
+/// with `decide`; `start` then serves it.
+pub struct Town {
+    pub db: Db,
+    pub store: Store,
+    pub rules: oshirase_engine::RuleSet,
+    pub snap: oshirase_engine::Snapshot,
+    pub clock: Arc<FixedClock>,
+}
+
+impl Town {
+    pub async fn new(clock_day: &str) -> Town {
+        let db = fresh("sqlite").await;
+        let store = Store::open(&db.url).await.unwrap();
+        let rules =
+            oshirase_engine::load_dir(&root().join("rules")).unwrap_or_else(|e| panic!("{e}"));
+        let snap = oshirase_engine::load_snapshot(&root().join("fixtures/town.jsonl")).unwrap();
+        let clock = Arc::new(FixedClock::at_noon(d(clock_day)));
+        ingest(&store, snap.population.residents(), clock.now()).await;
+        store
+            .record_rule_set(&rules.version, rules.rules().len(), "rules", clock.now())
+            .await
+            .unwrap();
+        Town {
+            db,
+            store,
+            rules,
+            snap,
+            clock,
+        }
+    }
+
+    /// Evaluates `day` and commits its decisions, which it returns.
+    pub async fn decide(&self, day: chrono::NaiveDate) -> Vec<Decision> {
+        let result = oshirase_engine::evaluate_day(&self.rules, &self.snap.population, day);
+        self.store
+            .commit_day(
+                day,
+                &self.rules.version,
+                0,
+                &result.decisions,
+                self.clock.now(),
+            )
+            .await
+            .unwrap();
+        result.decisions
+    }
+
+    pub async fn serve(self) -> App {
+        start(self.db, self.store, config(), self.clock).await
+    }
+}
