@@ -38,28 +38,13 @@ pub(crate) fn templates() -> Environment<'static> {
         ),
         ("login.html", include_str!("../templates/login.html")),
         ("message.html", include_str!("../templates/message.html")),
+        ("contact.html", include_str!("../templates/contact.html")),
     ] {
         env.add_template(name, src)
             .unwrap_or_else(|e| panic!("template {name}: {e}"));
     }
-    // Dates as the notices write them (`2026年10月21日（水）`).
     env.add_filter("jdate", |s: String| -> String {
-        match chrono::NaiveDate::parse_from_str(&s, "%Y-%m-%d") {
-            Ok(d) => wording::date(d, wording::DateStyle::Seireki),
-            Err(_) => s,
-        }
-    });
-    env.add_filter("role", |s: String| -> String {
-        match s.as_str() {
-            "subject" => "ご本人",
-            "guardian" => "保護者",
-            "householder" => "世帯主",
-            "spouse" => "配偶者",
-            "survivor" => "ご遺族",
-            "proxy" => "代理人",
-            _ => "関係者",
-        }
-        .to_owned()
+        date_text(&s).unwrap_or(s)
     });
     env.add_filter("host", |s: String| -> String {
         url::Url::parse(&s)
@@ -68,6 +53,13 @@ pub(crate) fn templates() -> Environment<'static> {
             .unwrap_or_default()
     });
     env
+}
+
+/// A `YYYY-MM-DD` date as the notices write it (`2026年10月21日（水）`), else `None`.
+fn date_text(iso: &str) -> Option<String> {
+    chrono::NaiveDate::parse_from_str(iso, "%Y-%m-%d")
+        .ok()
+        .map(|d| wording::date(d, wording::DateStyle::Seireki))
 }
 
 fn render(state: &PortalState, status: StatusCode, name: &str, ctx: Jv) -> Response {
@@ -482,10 +474,7 @@ fn field_list(
                     n.as_i64().map_or_else(|| value.clone(), wording::yen)
                 }
                 (FieldKind::Date, Value::String(t)) => {
-                    chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d").map_or_else(
-                        |_| value.clone(),
-                        |d| wording::date(d, wording::DateStyle::Seireki),
-                    )
+                    date_text(t).unwrap_or_else(|| value.clone())
                 }
                 (_, Value::Bool(b)) => (if *b { "はい" } else { "いいえ" }).to_owned(),
                 (_, Value::Array(items)) => items
