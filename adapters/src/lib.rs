@@ -3,6 +3,7 @@
 
 pub mod email;
 pub mod portal;
+pub mod webhook;
 pub mod webpush;
 
 pub use email::{EmailChannel, EmailConfig};
