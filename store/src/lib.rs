@@ -15,6 +15,7 @@ use sqlx::{AnyPool, AssertSqlSafe, SqlSafeStr, SqlStr};
 
 mod contacts;
 mod days;
+mod exchange;
 mod outbox;
 mod portal;
 mod register;
@@ -22,6 +23,10 @@ mod sessions;
 
 pub use contacts::{PortalPreferences, PushSubscription};
 pub use days::{DayCommit, StoredDecision};
+pub use exchange::{
+    pseudonym, Agency, AgencyEvent, AgencySpec, Interest, InterestSpec, Provision, Stream,
+    StreamProgress,
+};
 pub use outbox::{OutboxItem, OutboxRow, OutboxState, Settle};
 pub use portal::*;
 pub use register::{IngestBatch, IngestKind, IngestOutcome, RegisterChanges};
@@ -84,6 +89,9 @@ pub fn redact(url: &str) -> String {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// The data-item dictionary and purposes: with them an ingest records the items it
+    /// changed and writes the agencies' events (`Store::with_exchange`).
+    exchange: Option<std::sync::Arc<oshirase_engine::purposes::Exchange>>,
 }
 
 /// Outbox times are UTC with a fixed format, so that text comparison is time order on both
@@ -205,7 +213,25 @@ impl Store {
                 .await
                 .map_err(migrate)?,
         }
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            exchange: None,
+        })
+    }
+
+    /// The store that records, with every ingest, which register items changed for whom and
+    /// writes the change events of the agencies whose interest covers them.
+    pub fn with_exchange(
+        mut self,
+        exchange: std::sync::Arc<oshirase_engine::purposes::Exchange>,
+    ) -> Store {
+        self.exchange = Some(exchange);
+        self
+    }
+
+    pub fn exchange(&self) -> Option<&oshirase_engine::purposes::Exchange> {
+        self.exchange.as_deref()
     }
 
     pub fn backend(&self) -> Backend {

@@ -76,7 +76,7 @@ fn resident_from_row(row: &sqlx::any::AnyRow) -> Result<Resident> {
     resident_from_json(&id, &record)
 }
 
-fn resident_from_json(id: &str, record: &str) -> Result<Resident> {
+pub(crate) fn resident_from_json(id: &str, record: &str) -> Result<Resident> {
     // Which field is bad is unknown here: none of the record's values goes into the error.
     serde_json::from_str(record).map_err(|e| StoreError::Corrupt {
         what: "resident record",
@@ -122,6 +122,8 @@ pub struct IngestOutcome {
     pub batch_id: Option<i64>,
     pub rows_changed: usize,
     pub events: usize,
+    /// Change events written for agencies.
+    pub agency_events: usize,
 }
 
 impl Store {
@@ -289,9 +291,22 @@ impl Store {
                 batch_id: None,
                 rows_changed: 0,
                 events: 0,
+                agency_events: 0,
             });
         }
         let changed = self.changed_records(&mut tx, batch.state).await?;
+        // Read before the records are replaced: the items changed need the old versions.
+        let item_changes = match self.exchange.clone() {
+            Some(x) => {
+                let records: Vec<(&Resident, bool)> =
+                    changed.iter().map(|c| (c.record, c.replaces)).collect();
+                let found =
+                    super::exchange::item_changes(self, &mut tx, &x, &records, batch.events)
+                        .await?;
+                Some((x, found))
+            }
+            None => None,
+        };
         let batch_id = self
             .record_batch(&mut tx, &batch, content_hash, changed.len())
             .await?;
@@ -304,6 +319,12 @@ impl Store {
         self.write_households(&mut tx, batch.state, &touched, batch_id)
             .await?;
         let new_events = self.write_events(&mut tx, batch.events, batch_id).await?;
+        let mut agency_events = 0;
+        if let Some((x, found)) = &item_changes {
+            agency_events =
+                super::exchange::write_changes(self, &mut tx, x, found, batch_id, batch.now)
+                    .await?;
+        }
         if let Some(seq) = batch.feed_position {
             sqlx::query(self.sql(
                 "INSERT INTO feed_positions (source, last_seq) VALUES ($1, $2)
@@ -320,6 +341,7 @@ impl Store {
             batch_id: Some(batch_id),
             rows_changed,
             events: new_events,
+            agency_events,
         })
     }
 
