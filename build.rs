@@ -1,4 +1,5 @@
-//! Builds the catalogue (`rules/`, its parameters and test cases) and the fixture town into
+//! Builds the catalogue (`rules/`, its parameters and test cases, the data-item dictionary
+//! and the purposes) and the fixture town into
 //! the binary, so that an installed `oshirase` works anywhere: `include_str!` makes every
 //! file a dependency of the build, and the folders are watched for files added or removed.
 
@@ -39,6 +40,8 @@ fn main() {
     table(&mut out, "RULES", &root, "rules");
     table(&mut out, "PARAMETERS", &root, "rules/parameters");
     table(&mut out, "RULE_TESTS", &root, "rules/tests");
+    table(&mut out, "ITEMS", &root, "rules/items");
+    table(&mut out, "PURPOSES", &root, "rules/purposes");
     for (name, file) in [
         ("TOWN", "fixtures/town.jsonl"),
         ("TOWN_CHANGES", "fixtures/town-changes.jsonl"),
@@ -52,7 +55,13 @@ fn main() {
         .unwrap();
         println!("cargo:rerun-if-changed={file}");
     }
-    for dir in ["rules", "rules/parameters", "rules/tests"] {
+    for dir in [
+        "rules",
+        "rules/parameters",
+        "rules/tests",
+        "rules/items",
+        "rules/purposes",
+    ] {
         println!("cargo:rerun-if-changed={dir}");
     }
     println!("cargo:rerun-if-changed=build.rs");

@@ -21,6 +21,17 @@ pub fn rules() -> Result<RuleSet, LoadErrors> {
     compile_sources(Path::new("rules"), &owned(RULES), &owned(PARAMETERS))
 }
 
+/// The built-in data-item dictionary and purposes, compiled as `rules/items` and
+/// `rules/purposes` would be.
+pub fn exchange() -> Result<oshirase_engine::purposes::Exchange, LoadErrors> {
+    let dictionary = ITEMS
+        .iter()
+        .find(|(f, _)| f.ends_with("dictionary.yaml"))
+        .copied()
+        .unwrap_or(("rules/items/dictionary.yaml", ""));
+    oshirase_engine::purposes::compile_sources(dictionary, &owned(PURPOSES))
+}
+
 /// The built-in catalogue's test cases, as (file name, text).
 pub fn rule_tests() -> Vec<(String, String)> {
     owned(RULE_TESTS)

@@ -19,6 +19,8 @@ pub mod exit {
     pub const RULE_RUNTIME: u8 = 4;
     /// The database cannot be opened, reached or written (nothing was half-written).
     pub const DATABASE: u8 = 5;
+    /// An agency was registered, but its endpoint did not answer the handshake.
+    pub const ENDPOINT: u8 = 6;
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -85,6 +87,22 @@ pub fn load_rules(dir: Option<&Path>) -> Result<RuleSet, u8> {
         );
     }
     Ok(rules)
+}
+
+/// The data-item dictionary and purposes of a rules folder (`items/`, `purposes/`), or the
+/// ones built into the binary; on failure prints every error and gives the exit code.
+pub fn load_exchange(
+    dir: Option<&Path>,
+) -> Result<std::sync::Arc<oshirase_engine::purposes::Exchange>, u8> {
+    match dir {
+        Some(dir) => oshirase_engine::purposes::load_dir(dir),
+        None => crate::builtin::exchange(),
+    }
+    .map(std::sync::Arc::new)
+    .map_err(|e| {
+        eprintln!("{e}");
+        exit::RULES
+    })
 }
 
 /// A snapshot file, or the fixture town built into the binary.

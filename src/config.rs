@@ -28,6 +28,107 @@ pub struct ServiceConfig {
     pub webpush: Option<WebPushSection>,
     #[serde(default)]
     pub delivery: DeliverySection,
+    /// Agencies told of updates (①): their API and event delivery; off when absent.
+    #[serde(default)]
+    pub exchange: Option<ExchangeSection>,
+}
+
+/// The agencies' side: docs/agencies.md.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExchangeSection {
+    /// The agencies' API listens here, apart from the portal (agencies come over the
+    /// government network).
+    #[serde(default = "default_exchange_listen")]
+    pub listen: SocketAddr,
+    /// Where agencies reach the API (default `http://{listen}`): the issuer of its tokens and
+    /// the audience of their client assertions.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// The municipality's local government code (the events' `source`).
+    pub local_gov_code: String,
+    /// The ES256 key (PKCS#8 PEM) that signs tokens and pulled data (`oshirase agency keys`).
+    pub signing_key_pem: PathBuf,
+    /// Keys signed with before a rotation: still published in the JWKS.
+    #[serde(default)]
+    pub previous_keys_pem: Vec<PathBuf>,
+    /// The environment variable holding the webhook signing key (`whsk_…`).
+    pub webhook_key_env: String,
+    /// The environment variable holding the shared HMAC secret (`whsec_…`) for agencies that
+    /// verify `v1` signatures; without it only `v1a` (Ed25519) is sent.
+    #[serde(default)]
+    pub webhook_hmac_env: Option<String>,
+    /// Days the events stay readable by the pull API; after them they move to the residents'
+    /// record of what was provided.
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
+    /// The longest interest an agency may register, in days.
+    #[serde(default = "default_max_interest_days")]
+    pub max_interest_days: u32,
+    #[serde(default = "default_token_ttl")]
+    pub token_ttl_seconds: u32,
+    /// A stream silent this long gets a heartbeat.
+    #[serde(default = "default_heartbeat_minutes")]
+    pub heartbeat_minutes: u64,
+    /// An event undelivered this long is a dead letter (the agency can still pull it).
+    #[serde(default = "default_dead_after_hours")]
+    pub dead_after_hours: u64,
+    /// The agencies, registered (or updated) at start.
+    #[serde(default)]
+    pub agencies: Vec<AgencySection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgencySection {
+    pub id: String,
+    pub name: String,
+    /// Purpose ids of `rules/purposes`.
+    pub purposes: Vec<String>,
+    /// Where its events are posted (https; http only to loopback); without it, pull only.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// A file with the JSON Web Key Set of its client's public keys (private_key_jwt).
+    pub client_jwks: PathBuf,
+    /// The data-item dictionary version its systems read.
+    pub dictionary_version: u32,
+}
+
+fn default_exchange_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8090))
+}
+
+fn default_retention_days() -> u32 {
+    30
+}
+
+fn default_max_interest_days() -> u32 {
+    // Five years: a pension or insurance case is reviewed well within it.
+    1830
+}
+
+fn default_token_ttl() -> u32 {
+    300
+}
+
+fn default_heartbeat_minutes() -> u64 {
+    60
+}
+
+fn default_dead_after_hours() -> u64 {
+    72
+}
+
+/// The exchange's settings, read and checked.
+pub struct ExchangeSettings {
+    pub listen: SocketAddr,
+    pub local_gov_code: String,
+    pub keys: oshirase_exchange::Keys,
+    pub webhook_keys: oshirase_adapters::webhook::SigningKeys,
+    pub api: oshirase_exchange::ApiConfig,
+    pub delivery: oshirase_exchange::DeliveryPolicy,
+    pub retention: Duration,
+    pub agencies: Vec<oshirase_store::AgencySpec>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -445,6 +546,84 @@ impl ServiceConfig {
         }))
     }
 
+    /// The exchange's settings, reading keys from their files and secrets from the
+    /// environment; every problem of the agencies at once.
+    pub fn exchange(&self) -> anyhow::Result<Option<ExchangeSettings>> {
+        let Some(x) = &self.exchange else {
+            return Ok(None);
+        };
+        oshirase_engine::ids::LocalGovCode::parse(&x.local_gov_code)
+            .map_err(|e| anyhow::anyhow!("exchange.local_gov_code: {e}"))?;
+        let read_key =
+            |field: String, path: &Path| -> anyhow::Result<oshirase_exchange::SigningKey> {
+                let pem = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("{field}: cannot read {}: {e}", path.display()))?;
+                oshirase_exchange::SigningKey::from_pem(&path.display().to_string(), &pem)
+                    .map_err(|e| anyhow::anyhow!("{field}: {e}"))
+            };
+        let current = read_key("exchange.signing_key_pem".into(), &x.signing_key_pem)?;
+        let previous = x
+            .previous_keys_pem
+            .iter()
+            .enumerate()
+            .map(|(i, p)| read_key(format!("exchange.previous_keys_pem[{i}]"), p))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let whsk = env_secret(&x.webhook_key_env, "exchange.webhook_key_env")?;
+        let whsec = x
+            .webhook_hmac_env
+            .as_deref()
+            .map(|v| env_secret(v, "exchange.webhook_hmac_env"))
+            .transpose()?;
+        let webhook_keys =
+            oshirase_adapters::webhook::SigningKeys::from_secret(&whsk, whsec.as_deref())
+                .map_err(|e| anyhow::anyhow!("exchange.webhook_key_env: {e}"))?;
+        let public_url = x
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", x.listen))
+            .trim_end_matches('/')
+            .to_owned();
+        let mut agencies = Vec::new();
+        for (i, a) in x.agencies.iter().enumerate() {
+            let jwks = std::fs::read_to_string(&a.client_jwks).map_err(|e| {
+                anyhow::anyhow!(
+                    "exchange.agencies[{i}].client_jwks: cannot read {}: {e}",
+                    a.client_jwks.display()
+                )
+            })?;
+            agencies.push(oshirase_store::AgencySpec {
+                id: a.id.clone(),
+                name: a.name.clone(),
+                endpoint: a.endpoint.clone(),
+                client_jwks: jwks,
+                dictionary_version: a.dictionary_version,
+                purposes: a.purposes.clone(),
+            });
+        }
+        anyhow::ensure!(
+            x.retention_days >= 1,
+            "exchange.retention_days: at least 1 day"
+        );
+        Ok(Some(ExchangeSettings {
+            listen: x.listen,
+            local_gov_code: x.local_gov_code.clone(),
+            keys: oshirase_exchange::Keys { current, previous },
+            webhook_keys,
+            api: oshirase_exchange::ApiConfig {
+                public_url,
+                max_interest_days: x.max_interest_days,
+                token_ttl_seconds: i64::from(x.token_ttl_seconds),
+            },
+            delivery: oshirase_exchange::DeliveryPolicy {
+                heartbeat: Duration::from_secs(x.heartbeat_minutes.max(1) * 60),
+                dead_after: Duration::from_secs(x.dead_after_hours.max(1) * 3600),
+                ..oshirase_exchange::DeliveryPolicy::default()
+            },
+            retention: Duration::from_secs(u64::from(x.retention_days) * 24 * 3600),
+            agencies,
+        }))
+    }
+
     /// Retry, concurrency and gate settings for the workers of `channel`.
     pub fn policy(&self, channel: &str) -> anyhow::Result<Policy> {
         let d = &self.delivery;
@@ -541,6 +720,19 @@ mod tests {
         assert_eq!(p.concurrency, 48);
         assert_eq!(c.workers("email"), 2);
         assert!(c.portal.is_some() && c.email.is_some() && c.webpush.is_some());
+        let x = c.exchange.as_ref().unwrap();
+        assert_eq!(x.agencies.len(), 2);
+        // Every purpose the example names is in the bundled table.
+        let table = oshirase_engine::purposes::load_dir(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/rules"
+        )))
+        .unwrap();
+        for a in &x.agencies {
+            for p in &a.purposes {
+                assert!(table.purpose(p).is_some(), "{p}");
+            }
+        }
     }
 
     #[test]

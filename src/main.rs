@@ -72,6 +72,11 @@ enum Command {
     },
     /// Explain why a rule did or did not match a resident on a day.
     Explain(cmd::explain::ExplainArgs),
+    /// Agencies told of updates: register, list, verify, replay, pseudonyms, keys.
+    Agency {
+        #[command(subcommand)]
+        command: cmd::agency::AgencyCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -94,6 +99,7 @@ fn main() -> ExitCode {
         Command::Population { command } => cmd::population::run(command),
         Command::Vapid { command } => cmd::vapid::run(command),
         Command::Explain(args) => cmd::explain::run(args),
+        Command::Agency { command } => cmd::agency::run(command),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -18,7 +18,9 @@ use oshirase_service::outbox::{Policy, Worker};
 use oshirase_service::scheduler::Scheduler;
 use oshirase_store::Store;
 
-use crate::common::{exit, load_rules, runtime, shutdown_signal};
+use crate::common::{exit, load_exchange, load_rules, runtime, shutdown_signal};
+
+mod agencies;
 
 #[derive(clap::Args)]
 pub struct DemoArgs {
@@ -73,6 +75,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<u8> {
         Ok(r) => r,
         Err(code) => return Ok(code),
     };
+    let exchange = match load_exchange(args.rules.as_deref()) {
+        Ok(x) => x,
+        Err(code) => return Ok(code),
+    };
     let read = |file: &Option<PathBuf>, builtin: &str| -> anyhow::Result<(String, String)> {
         match file {
             Some(f) => Ok((
@@ -95,7 +101,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<u8> {
     }
     let rt = runtime()?;
     rt.block_on(async {
-        let store = Store::open(&args.db.display().to_string()).await?;
+        let store = Store::open(&args.db.display().to_string())
+            .await?
+            .with_exchange(exchange.clone());
         let clock = Arc::new(FixedClock::at_noon(args.from));
         let r = ingest(&store, "town.jsonl", &snapshot, false, clock.now())
             .await
@@ -104,6 +112,15 @@ pub fn run(args: DemoArgs) -> anyhow::Result<u8> {
             "ingested {snapshot_name}: {} residents",
             r.rows_in
         );
+        let town_code = snapshot
+            .lines()
+            .next()
+            .and_then(|h| serde_json::from_str::<serde_json::Value>(h).ok())
+            .and_then(|h| h["local_gov_code"].as_str().map(str::to_owned))
+            .context("the demo snapshot's header has no local_gov_code")?;
+        let agencies =
+            agencies::DemoAgencies::start(&store, &exchange, clock.clone(), args.from, &town_code)
+                .await?;
         let mut scheduler = Scheduler::new(store.clone(), Arc::new(rules), clock.clone());
         scheduler.start = Some(args.from);
         let last = calendar::add_days(args.from, i64::from(args.days) - 1);
@@ -135,6 +152,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<u8> {
                     .await
                     .context("the demo change feed")?;
                 changes_applied += r.rows_in - r.already_applied;
+                agencies.deliver().await?;
             }
             failures += scheduler.run_day(day).await?.failures.len();
             // Quiet hours and the daily cap apply as in the service (the clock is 06:00).
@@ -143,6 +161,14 @@ pub fn run(args: DemoArgs) -> anyhow::Result<u8> {
             day = calendar::add_days(day, 1);
         }
         summary(&store, &args, changes_applied, failures, started).await?;
+        let deaths: Vec<oshirase_engine::ids::ResidentId> = by_day
+            .range(args.from..=last)
+            .flat_map(|(_, feed)| feed.lines().skip(1))
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["kind"] == "death")
+            .filter_map(|v| v["resident"].as_str().and_then(|r| oshirase_engine::ids::ResidentId::parse(r).ok()))
+            .collect();
+        agencies.report(&store, &deaths).await?;
         out!(
             "\ndelivered: {} to portal inboxes, {} e-mails written as .eml files to {} (their links point at {portal_url})",
             delivered.0,
@@ -194,6 +220,7 @@ async fn serve_demo_portal(
 portal: {url}  (Ctrl-C stops it)
 sign in as:"
     );
+    out!("  (each resident's 情報の提供記録, what agencies were told or pulled: {url}/records)");
     for reader in readers.iter().take(5) {
         let token = oshirase_portal::mint_token(
             &config,

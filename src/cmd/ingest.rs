@@ -21,18 +21,23 @@ pub struct IngestArgs {
     /// Where --skip-invalid writes rejected lines (default FILE.rejected.jsonl).
     #[arg(long)]
     pub rejects: Option<PathBuf>,
+    /// The rules folder whose data-item dictionary and purposes say which changes agencies
+    /// are told of; without it, the ones built into this binary.
+    #[arg(long, env = "OSHIRASE_RULES")]
+    pub rules: Option<PathBuf>,
 }
 
 pub(crate) fn print_ingest(file: &Path, r: &IngestReport) -> std::io::Result<()> {
     match r.outcome.batch_id {
         None => out!("{}: already ingested; nothing changed", file.display()),
         Some(id) => out!(
-            "{}: {} {} rows, {} residents changed, {} new life events (batch {id}){}",
+            "{}: {} {} rows, {} residents changed, {} new life events, {} agency events (batch {id}){}",
             file.display(),
             r.kind.name(),
             r.rows_in,
             r.outcome.rows_changed,
             r.outcome.events,
+            r.outcome.agency_events,
             if r.already_applied > 0 {
                 format!(", {} lines applied before", r.already_applied)
             } else {
@@ -58,8 +63,12 @@ pub fn run(args: IngestArgs) -> anyhow::Result<u8> {
             return Ok(exit::INPUT);
         }
     };
+    let exchange = match crate::common::load_exchange(args.rules.as_deref()) {
+        Ok(x) => x,
+        Err(code) => return Ok(code),
+    };
     runtime()?.block_on(async {
-        let store = Store::open(&args.db.db).await?;
+        let store = Store::open(&args.db.db).await?.with_exchange(exchange);
         match ingest(&store, &source, text, args.skip_invalid, SystemClock.now()).await {
             Ok(report) => {
                 print_ingest(&args.file, &report)?;

@@ -1,5 +1,6 @@
 //! One module a command.
 
+pub mod agency;
 pub mod demo;
 pub mod evaluate;
 pub mod explain;

@@ -29,9 +29,12 @@ pub fn run(cmd: RulesCommand) -> anyhow::Result<u8> {
 }
 
 fn check(dir: Option<&Path>) -> anyhow::Result<u8> {
-    let rules = match load_rules(dir) {
-        Ok(r) => r,
-        Err(code) => return Ok(code),
+    // Both tables are checked, so one run names every error of the folder.
+    let rules = load_rules(dir);
+    let exchange = crate::common::load_exchange(dir);
+    let (rules, exchange) = match (rules, exchange) {
+        (Ok(r), Ok(x)) => (r, x),
+        (Err(code), _) | (_, Err(code)) => return Ok(code),
     };
     // What residents would see raw is an authoring error here, though the rules load.
     if !rules.presentation_gaps.is_empty() {
@@ -45,11 +48,14 @@ fn check(dir: Option<&Path>) -> anyhow::Result<u8> {
         return Ok(exit::RULES);
     }
     out!(
-        "{}: {} rules, {} parameters, rule-set version {}",
+        "{}: {} rules, {} parameters, rule-set version {}; {} data items (dictionary version {}), {} purposes",
         rules_name(dir),
         rules.rules().len(),
         rules.params.0.len(),
-        rules.version
+        rules.version,
+        exchange.dictionary.items().len(),
+        exchange.dictionary.version(),
+        exchange.purposes.len()
     );
     Ok(exit::OK)
 }

@@ -52,8 +52,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
     let portal_policy = config.policy("portal")?;
     let email_policy = config.policy("email")?;
     let webpush_policy = config.policy("webpush")?;
+    let exchange = match crate::common::load_exchange(args.rules.as_deref()) {
+        Ok(x) => x,
+        Err(code) => return Ok(code),
+    };
+    let agencies = config.exchange()?;
     runtime()?.block_on(async {
-        let store = Store::open(&args.db.db).await?;
+        let store = Store::open(&args.db.db).await?.with_exchange(exchange.clone());
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let mut scheduler = Scheduler::new(store.clone(), Arc::new(rules), clock.clone());
         scheduler.tick = args.at;
@@ -151,6 +156,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
                 }),
             ));
         }
+        if let Some(settings) = agencies {
+            tasks.extend(start_exchange(settings, &store, &exchange, &clock, &rx).await?);
+        }
         drop(ctx);
         let scheduled = scheduler.run(rx);
         tokio::pin!(scheduled);
@@ -181,6 +189,95 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
             None => Ok(exit::OK),
         }
     })
+}
+
+type Task = (String, tokio::task::JoinHandle<anyhow::Result<()>>);
+
+/// Registers the configured agencies (verifying their endpoints), then starts the agencies'
+/// API, the delivery of their events and the archiving of events past their retention.
+async fn start_exchange(
+    settings: crate::config::ExchangeSettings,
+    store: &Store,
+    exchange: &Arc<oshirase_engine::purposes::Exchange>,
+    clock: &Arc<dyn Clock>,
+    rx: &tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Vec<Task>> {
+    use oshirase_exchange::register::{register, Verification};
+    let sender = Arc::new(oshirase_adapters::webhook::WebhookSender::new(
+        settings.webhook_keys,
+        Duration::from_secs(10),
+    ));
+    let source = oshirase_exchange::cloudevent::source(&settings.local_gov_code);
+    for spec in &settings.agencies {
+        match register(store, exchange, &sender, spec, &source, clock.now()).await? {
+            Verification::Verified | Verification::NoEndpoint => {}
+            Verification::Failed(why) => {
+                tracing::warn!(agency = %spec.id, %why, "the agency's endpoint did not answer the handshake: its events wait");
+                eprintln!(
+                    "warning: agency {}: {why}; its events wait until `oshirase agency verify {}`",
+                    spec.id, spec.id
+                );
+            }
+        }
+    }
+    let metrics = Arc::new(oshirase_exchange::ExchangeMetrics::default());
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("exchange: cannot listen on {}", settings.listen))?;
+    println!("agency API: {}", settings.api.public_url);
+    let state = oshirase_exchange::ApiState {
+        store: store.clone(),
+        exchange: exchange.clone(),
+        keys: Arc::new(settings.keys),
+        clock: clock.clone(),
+        metrics: metrics.clone(),
+        config: settings.api,
+    };
+    let mut tasks: Vec<Task> = Vec::new();
+    let api_rx = rx.clone();
+    tasks.push((
+        "agency API".into(),
+        tokio::spawn(async move {
+            oshirase_exchange::serve(listener, state, api_rx)
+                .await
+                .context("agency API")
+        }),
+    ));
+    let deliverer = oshirase_exchange::Deliverer {
+        name: format!("agency-{}", std::process::id()),
+        store: store.clone(),
+        sender,
+        clock: clock.clone(),
+        policy: settings.delivery,
+        metrics,
+        local_gov_code: settings.local_gov_code,
+    };
+    let delivery_rx = rx.clone();
+    tasks.push((
+        "agency delivery".into(),
+        tokio::spawn(async move {
+            deliverer.work(delivery_rx).await;
+            Ok(())
+        }),
+    ));
+    let (archive_store, archive_clock, mut archive_rx) = (store.clone(), clock.clone(), rx.clone());
+    let retention = settings.retention;
+    tasks.push((
+        "agency event archive".into(),
+        tokio::spawn(async move {
+            loop {
+                let cutoff = oshirase_engine::clock::before(archive_clock.now(), retention);
+                if let Err(e) = archive_store.archive_agency_events(cutoff).await {
+                    tracing::warn!(error = %e, "archiving agency events failed; retried in an hour");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+                    _ = archive_rx.changed() => return Ok(()),
+                }
+            }
+        }),
+    ));
+    Ok(tasks)
 }
 
 /// What every outbox worker of the service shares.
