@@ -133,6 +133,7 @@ fn main() {
             state: residents,
             events: &[],
             feed_position: None,
+            read_at: None,
             now: clock.now(),
         })
             .await

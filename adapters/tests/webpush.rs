@@ -594,6 +594,7 @@ async fn a_gone_push_falls_back_to_email_through_the_worker() {
             state: &residents,
             events: &[],
             feed_position: None,
+            read_at: None,
             now: clock.now(),
         })
         .await

@@ -51,6 +51,34 @@ pub async fn ingest(
     skip_invalid: bool,
     now: DateTime<FixedOffset>,
 ) -> Result<IngestReport, IngestError> {
+    // Another ingest committing between our read and our write would make what we write
+    // stale: read again and retry. Each try is all or nothing.
+    let mut tries = 0;
+    loop {
+        match ingest_once(store, source, text, skip_invalid, now).await {
+            Err(IngestError::Store(StoreError::Conflict { .. })) if tries < MAX_TRIES => {
+                tries += 1;
+                tracing::info!(
+                    source,
+                    tries,
+                    "another ingest came first; reading the register again"
+                );
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Tries of an ingest that keeps meeting newer ingests.
+const MAX_TRIES: u32 = 20;
+
+async fn ingest_once(
+    store: &Store,
+    source: &str,
+    text: &str,
+    skip_invalid: bool,
+    now: DateTime<FixedOffset>,
+) -> Result<IngestReport, IngestError> {
     match first_line_format(text).as_deref() {
         Some("oshirase-changes") => ingest_feed(store, source, text, skip_invalid, now).await,
         Some("oshirase-snapshot") => ingest_snapshot(store, source, text, skip_invalid, now).await,
@@ -88,6 +116,7 @@ async fn ingest_snapshot(
             return Err(IngestError::Invalid(e));
         }
     };
+    let read_at = store.latest_batch().await?;
     let old = store.residents().await?;
     let as_of = snapshot.header.as_of;
     let events = feed::diff(&old, &snapshot.residents, as_of);
@@ -107,6 +136,7 @@ async fn ingest_snapshot(
             state: &new,
             events: &events,
             feed_position: None,
+            read_at: Some(read_at),
             now,
         })
         .await?;
@@ -134,6 +164,7 @@ async fn ingest_feed(
             Vec::new(),
         )
     };
+    let read_at = store.latest_batch().await?;
     let position = store.feed_position(source).await?.unwrap_or(0);
     let total = parsed.len();
     let pending = parsed.after(position);
@@ -160,6 +191,7 @@ async fn ingest_feed(
             state: &applied.residents,
             events: &applied.events,
             feed_position: last_seq.or(Some(position)),
+            read_at: Some(read_at),
             now,
         })
         .await?;

@@ -28,6 +28,7 @@ async fn stored(records: &[Resident]) -> (tempfile::TempDir, String, Store) {
             state: records,
             events: &[],
             feed_position: None,
+            read_at: None,
             now,
         })
         .await

@@ -41,6 +41,7 @@ async fn ingest_town(store: &Store, clock: &dyn Clock) {
             state: &residents,
             events: &[],
             feed_position: None,
+            read_at: None,
             now: clock.now(),
         })
         .await
@@ -73,6 +74,7 @@ async fn ingest_is_idempotent(backend: &str) {
             state: &store.residents().await.unwrap(),
             events: &[],
             feed_position: None,
+            read_at: None,
             now: clock.now(),
         })
         .await

@@ -50,6 +50,10 @@ pub enum StoreError {
     Corrupt { what: &'static str, detail: String },
     #[error("no database at {path}: `oshirase ingest` or `oshirase run` creates one")]
     Missing { path: String },
+    /// Another ingest committed after this one read the register: its state may be stale.
+    /// Read again and retry.
+    #[error("another ingest (batch {committed}) committed after this one read the register (batch {read})")]
+    Conflict { read: i64, committed: i64 },
 }
 
 type Result<T> = std::result::Result<T, StoreError>;

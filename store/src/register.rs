@@ -49,6 +49,11 @@ pub struct IngestBatch<'a> {
     pub events: &'a [LifeEvent],
     /// A change feed's last applied `seq`.
     pub feed_position: Option<i64>,
+    /// The latest batch when `state` was read (`Store::latest_batch`): if another ingest
+    /// committed since, `apply_ingest` refuses with `StoreError::Conflict` instead of
+    /// writing records derived from a stale register (a lost update). `None` when `state`
+    /// does not depend on what is stored.
+    pub read_at: Option<i64>,
     pub now: DateTime<FixedOffset>,
 }
 
@@ -286,6 +291,28 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await
             .map_err(q("checking for a repeated ingest"))?;
+        if let Some(read) = batch.read_at {
+            // Ingests take turns from here: on PostgreSQL this lock (SQLite's write lock
+            // already serializes them) makes the check below and the write one step.
+            if self.backend == super::Backend::Postgres {
+                sqlx::query("LOCK TABLE ingest_batches IN SHARE ROW EXCLUSIVE MODE")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(q("waiting for other ingests"))?;
+            }
+            let latest: i64 = sqlx::query("SELECT COALESCE(MAX(id), 0) AS id FROM ingest_batches")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(q("reading the latest batch"))?
+                .try_get("id")
+                .map_err(q("reading the latest batch"))?;
+            if latest != read {
+                return Err(StoreError::Conflict {
+                    read,
+                    committed: latest,
+                });
+            }
+        }
         if seen.is_some() {
             return Ok(IngestOutcome {
                 batch_id: None,

@@ -90,6 +90,7 @@ pub async fn ingest(store: &Store, residents: &[Resident], now: DateTime<FixedOf
             state: residents,
             events: &[],
             feed_position: None,
+            read_at: None,
             now,
         })
         .await
