@@ -45,6 +45,7 @@ fn main() {
     for (name, file) in [
         ("TOWN", "fixtures/town.jsonl"),
         ("TOWN_CHANGES", "fixtures/town-changes.jsonl"),
+        ("DEMO_AGENCIES", "fixtures/demo-agencies.yaml"),
     ] {
         let path = root.join(file);
         writeln!(

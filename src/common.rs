@@ -90,11 +90,12 @@ pub fn load_rules(dir: Option<&Path>) -> Result<RuleSet, u8> {
 }
 
 /// The data-item dictionary and purposes of a rules folder (`items/`, `purposes/`), or the
-/// ones built into the binary; on failure prints every error and gives the exit code.
+/// ones built into the binary when no folder is given or the folder holds procedures only;
+/// on failure prints every error and gives the exit code.
 pub fn load_exchange(
     dir: Option<&Path>,
 ) -> Result<std::sync::Arc<oshirase_engine::purposes::Exchange>, u8> {
-    match dir {
+    match dir.filter(|d| has_exchange(d)) {
         Some(dir) => oshirase_engine::purposes::load_dir(dir),
         None => crate::builtin::exchange(),
     }
@@ -103,6 +104,11 @@ pub fn load_exchange(
         eprintln!("{e}");
         exit::RULES
     })
+}
+
+/// Whether a rules folder has its own data-item dictionary or purposes.
+pub fn has_exchange(dir: &Path) -> bool {
+    dir.join("items").exists() || dir.join(oshirase_engine::purposes::PURPOSES_DIR).exists()
 }
 
 /// A snapshot file, or the fixture town built into the binary.

@@ -599,6 +599,19 @@ fn the_demo_runs_on_a_fresh_database() {
         stdout.contains("staff"),
         "a death of someone living alone goes to staff: {stdout}"
     );
+    // A death reaches the agencies that follow the person, not the others.
+    let death = stdout
+        .split("a death reaching the agencies:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no death reached two agencies: {stdout}"));
+    assert_eq!(death.matches("  told: ").count(), 2, "{death}");
+    assert!(death.contains("not told:  利島村教育委員会"), "{death}");
+    // The operator sees the agencies' streams, every event delivered.
+    let agencies = oshirase(&["agency", "list", "--db", db.to_str().unwrap()]);
+    assert_eq!(agencies.status.code(), Some(0), "{}", text(&agencies.stderr));
+    let listed = text(&agencies.stdout);
+    assert!(listed.contains("endpoint verified"), "{listed}");
+    assert!(listed.contains("pending 0, dead letters 0"), "{listed}");
     // The operator sees the queued notices; retrying an id that is no dead letter says so.
     let list = oshirase(&[
         "outbox",

@@ -47,15 +47,17 @@ fn check(dir: Option<&Path>) -> anyhow::Result<u8> {
         );
         return Ok(exit::RULES);
     }
+    let own = dir.is_none_or(crate::common::has_exchange);
     out!(
-        "{}: {} rules, {} parameters, rule-set version {}; {} data items (dictionary version {}), {} purposes",
+        "{}: {} rules, {} parameters, rule-set version {}; {} data items (dictionary version {}), {} purposes{}",
         rules_name(dir),
         rules.rules().len(),
         rules.params.0.len(),
         rules.version,
         exchange.dictionary.items().len(),
         exchange.dictionary.version(),
-        exchange.purposes.len()
+        exchange.purposes.len(),
+        if own { "" } else { " (built in: the folder has no items/ or purposes/)" }
     );
     Ok(exit::OK)
 }

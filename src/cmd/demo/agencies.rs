@@ -1,8 +1,8 @@
-//! The demo's agencies (①): a pension office following the town's pension recipients, the
-//! 後期高齢者医療広域連合 following the whole town, and the school board following the
-//! school-age children, each with a local endpoint that verifies every signature the way an
-//! agency would. The change feed's first death then reaches the two agencies concerned, and
-//! not the school board.
+//! The demo's agencies (①), from `fixtures/demo-agencies.yaml`: a pension office following
+//! the town's pension recipients, the 後期高齢者医療広域連合 following the whole town, and the
+//! school board following the school-age children, each with a local endpoint that verifies
+//! every signature the way an agency would. The change feed's first death then reaches the
+//! two agencies concerned, and not the school board.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -23,16 +23,45 @@ use oshirase_exchange::register::{register, Verification};
 use oshirase_exchange::{Deliverer, DeliveryPolicy, ExchangeMetrics, SigningKey};
 use oshirase_store::{AgencySpec, InterestSpec, Store};
 
-/// The demo agencies: (id, name, purpose).
-const AGENCIES: [(&str, &str, &str); 3] = [
-    ("nenkin-demo", "日本年金機構（デモ）", "nenkin-kyufu"),
-    (
-        "kouki-demo",
-        "東京都後期高齢者医療広域連合（デモ）",
-        "kouki-shikaku",
-    ),
-    ("gakurei-demo", "利島村教育委員会（デモ）", "gakureibo"),
-];
+/// One demo agency as `fixtures/demo-agencies.yaml` describes it.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DemoAgency {
+    id: String,
+    name: String,
+    purpose: String,
+    // One-key maps as the rules write their enums (`{ attribute: … }`).
+    #[serde(with = "serde_yaml_ng::with::singleton_map")]
+    follows: Follows,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+enum Follows {
+    /// Everybody (the purpose must allow it).
+    Municipality,
+    /// The current residents with this attribute set.
+    Attribute(String),
+    /// The current residents of these ages (inclusive) on the first day.
+    Ages([i32; 2]),
+}
+
+impl Follows {
+    fn covers(&self, r: &oshirase_engine::resident::Resident, day: NaiveDate) -> bool {
+        match self {
+            Follows::Municipality => false,
+            Follows::Attribute(a) => r.flag(a),
+            Follows::Ages([from, to]) => {
+                (*from..=*to).contains(&calendar::age_on(r.birth_date, day))
+            }
+        }
+    }
+}
+
+fn demo_agencies() -> anyhow::Result<Vec<DemoAgency>> {
+    serde_yaml_ng::from_str(crate::builtin::DEMO_AGENCIES)
+        .context("fixtures/demo-agencies.yaml (built in)")
+}
 
 /// An event an endpoint received, signature checked.
 #[derive(Debug, Clone)]
@@ -88,6 +117,7 @@ async fn receive(
 }
 
 pub struct DemoAgencies {
+    agencies: Vec<DemoAgency>,
     deliverer: Deliverer,
     received: Arc<Mutex<Vec<Received>>>,
 }
@@ -121,18 +151,19 @@ impl DemoAgencies {
         // Their clients never call in the demo; a key set is still part of a registration.
         let client = SigningKey::generate()?;
         let jwks = serde_json::json!({ "keys": [client.public_jwk()] }).to_string();
-        for (id, name, purpose) in AGENCIES {
+        let agencies = demo_agencies()?;
+        for a in &agencies {
             let spec = AgencySpec {
-                id: id.into(),
-                name: name.into(),
-                endpoint: Some(format!("http://{addr}/{id}")),
+                id: a.id.clone(),
+                name: a.name.clone(),
+                endpoint: Some(format!("http://{addr}/{}", a.id)),
                 client_jwks: jwks.clone(),
                 dictionary_version: exchange.dictionary.version(),
-                purposes: vec![purpose.into()],
+                purposes: vec![a.purpose.clone()],
             };
             match register(store, exchange, &sender, &spec, &source, clock.now()).await? {
                 Verification::Verified => {}
-                other => anyhow::bail!("demo agency {id}: {other:?}"),
+                other => anyhow::bail!("demo agency {}: {other:?}", a.id),
             }
         }
         let valid_to = calendar::add_days(day, 5 * 365);
@@ -143,26 +174,24 @@ impl DemoAgencies {
             items: None,
             valid_to,
         };
-        let (nenkin, kouki, gakurei) = (AGENCIES[0], AGENCIES[1], AGENCIES[2]);
-        store
-            .register_interest(&interest(kouki.0, kouki.2, None), clock.now())
-            .await?;
-        for r in store.residents().await? {
-            if !r.is_current() {
+        let residents = store.residents().await?;
+        for a in &agencies {
+            if matches!(a.follows, Follows::Municipality) {
+                store
+                    .register_interest(&interest(&a.id, &a.purpose, None), clock.now())
+                    .await?;
                 continue;
             }
-            let age = calendar::age_on(r.birth_date, day);
-            let follower = if r.flag("pension_recipient") {
-                Some(nenkin)
-            } else if (6..=15).contains(&age) {
-                Some(gakurei)
-            } else {
-                None
-            };
-            if let Some((agency, _, purpose)) = follower {
-                store.issue_pseudonym(agency, &r.id, clock.now()).await?;
+            for r in residents
+                .iter()
+                .filter(|r| r.is_current() && a.follows.covers(r, day))
+            {
+                store.issue_pseudonym(&a.id, &r.id, clock.now()).await?;
                 store
-                    .register_interest(&interest(agency, purpose, Some(r.id.clone())), clock.now())
+                    .register_interest(
+                        &interest(&a.id, &a.purpose, Some(r.id.clone())),
+                        clock.now(),
+                    )
                     .await?;
             }
         }
@@ -176,6 +205,7 @@ impl DemoAgencies {
             local_gov_code: local_gov_code.into(),
         };
         Ok(DemoAgencies {
+            agencies,
             deliverer,
             received,
         })
@@ -200,10 +230,12 @@ impl DemoAgencies {
         out!(
             "\nagencies told of updates: change events each endpoint received, signature verified:"
         );
-        for (id, name, purpose) in AGENCIES {
+        for a in &self.agencies {
             out!(
-                "  {:>5}  {name} ({purpose})",
-                per.get(id).copied().unwrap_or(0)
+                "  {:>5}  {} ({})",
+                per.get(a.id.as_str()).copied().unwrap_or(0),
+                a.name,
+                a.purpose
             );
         }
         // The first death that reached more than one agency: it shows who is told and who not.
@@ -226,9 +258,9 @@ impl DemoAgencies {
                         .join(", ")
                 );
             }
-            for (id, name, _) in AGENCIES {
-                if !agencies.contains(&id) {
-                    out!("  not told:  {name} (it follows nobody of this death)");
+            for a in &self.agencies {
+                if !agencies.contains(&a.id.as_str()) {
+                    out!("  not told:  {} (it follows nobody of this death)", a.name);
                 }
             }
             out!(
