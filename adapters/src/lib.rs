@@ -2,6 +2,7 @@
 //! nothing of rules: they carry a stored decision's title and a portal link to a person.
 
 pub mod email;
+mod http;
 pub mod portal;
 pub mod webhook;
 pub mod webpush;

@@ -22,8 +22,8 @@ use base64::Engine;
 use chrono::{DateTime, FixedOffset, SecondsFormat, Utc};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use hmac::{Hmac, Mac};
-use oshirase_engine::clock;
-use reqwest::header::{HeaderMap, CONTENT_TYPE, LOCATION, RETRY_AFTER};
+
+use reqwest::header::{HeaderMap, CONTENT_TYPE, LOCATION};
 use reqwest::StatusCode;
 use sha2::Sha256;
 use url::Url;
@@ -442,7 +442,7 @@ impl WebhookSender {
             Err(e) => {
                 return WebhookOutcome::Retry {
                     after: None,
-                    reason: format!("{at}: {}", transport_error(&e)),
+                    reason: format!("{at}: {}", crate::http::transport_error(&e)),
                 }
             }
         };
@@ -476,7 +476,7 @@ impl WebhookSender {
         let answer = self
             .post(endpoint, &id, &body, now)
             .await
-            .map_err(|e| format!("verifying {at}: {}", transport_error(&e)))?;
+            .map_err(|e| format!("verifying {at}: {}", crate::http::transport_error(&e)))?;
         if answer.status != StatusCode::OK {
             let redirect = if answer.status.is_redirection() {
                 " (a redirect, which is not followed: register the final URL)"
@@ -580,7 +580,7 @@ fn classify(at: &str, answer: &Answer, now: DateTime<FixedOffset>) -> WebhookOut
             }
         }
         408 | 429 | 500..=599 => WebhookOutcome::Retry {
-            after: retry_after(&answer.headers, now),
+            after: crate::http::retry_after(&answer.headers, now),
             reason: what,
         },
         410 => WebhookOutcome::Refused {
@@ -597,17 +597,6 @@ fn classify(at: &str, answer: &Answer, now: DateTime<FixedOffset>) -> WebhookOut
     }
 }
 
-/// `Retry-After` as delay seconds or an HTTP date (any of the three forms of RFC 9110),
-/// relative to `now`; a date in the past is no wait.
-fn retry_after(headers: &HeaderMap, now: DateTime<FixedOffset>) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at: DateTime<Utc> = httpdate::parse_http_date(value).ok()?.into();
-    Some(clock::until(now, at.fixed_offset()).unwrap_or(Duration::ZERO))
-}
-
 /// `: "…"` with the start of a receiver's answer, control characters dropped, or nothing.
 fn quote(body: &[u8]) -> String {
     let text: String = String::from_utf8_lossy(body)
@@ -621,22 +610,6 @@ fn quote(body: &[u8]) -> String {
     } else {
         format!(": {text:?}")
     }
-}
-
-fn transport_error(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "cannot connect"
-    } else {
-        "request failed"
-    };
-    // The innermost cause says what happened (refused, reset, DNS, TLS) without the URL.
-    let mut cause: &dyn std::error::Error = e;
-    while let Some(next) = std::error::Error::source(cause) {
-        cause = next;
-    }
-    format!("{kind}: {cause}")
 }
 
 #[cfg(test)]

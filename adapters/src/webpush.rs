@@ -22,7 +22,7 @@ use oshirase_engine::eval::DecisionKey;
 use oshirase_engine::wording::{self, DateStyle};
 use oshirase_service::outbox::{Channel, Delivery, Unhealthy};
 use oshirase_store::{OutboxItem, PushSubscription, Store};
-use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::header::HeaderMap;
 use reqwest::{StatusCode, Url};
 use sha2::{Digest, Sha256};
 use web_push::{
@@ -455,7 +455,7 @@ impl WebPushChannel {
                 format!(
                     "subscription {}: {}",
                     sub.id,
-                    transport_error(&e.without_url())
+                    crate::http::transport_error(&e.without_url())
                 ),
             )),
         }
@@ -495,7 +495,7 @@ impl WebPushChannel {
                 Outcome::Gone(what)
             }
             429 | 500..=599 => {
-                let after = retry_after(&headers, self.clock.now());
+                let after = crate::http::retry_after(&headers, self.clock.now());
                 Outcome::Retry(after, what)
             }
             _ => Outcome::Permanent(what),
@@ -541,32 +541,6 @@ fn fit(title: &str, body: &str, url: &str) -> Vec<u8> {
             return out;
         }
     }
-}
-
-/// `Retry-After` as seconds or an HTTP date, relative to `now`.
-fn retry_after(headers: &HeaderMap, now: DateTime<FixedOffset>) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = DateTime::parse_from_rfc2822(value).ok()?;
-    Some(clock::until(now, at).unwrap_or(Duration::ZERO))
-}
-
-fn transport_error(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "cannot connect"
-    } else {
-        "request failed"
-    };
-    // The innermost cause says what happened (refused, reset, DNS) without the URL.
-    let mut cause: &dyn std::error::Error = e;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    format!("{kind}: {cause}")
 }
 
 impl Channel for WebPushChannel {
@@ -758,27 +732,6 @@ mod tests {
         // Escaped characters count too.
         let quotes = "\"".repeat(3000);
         assert!(fit("t", &quotes, "u").len() <= MAX_PAYLOAD);
-    }
-
-    #[test]
-    fn retry_after_is_seconds_or_a_date() {
-        let now = DateTime::parse_from_rfc3339("2026-10-10T12:00:00+09:00").unwrap();
-        let h = |v: &str| {
-            let mut m = HeaderMap::new();
-            m.insert(RETRY_AFTER, v.parse().unwrap());
-            m
-        };
-        assert_eq!(retry_after(&h("120"), now), Some(Duration::from_secs(120)));
-        assert_eq!(
-            retry_after(&h("Sat, 10 Oct 2026 03:01:30 GMT"), now),
-            Some(Duration::from_secs(90))
-        );
-        assert_eq!(
-            retry_after(&h("Sat, 10 Oct 2026 02:00:00 GMT"), now),
-            Some(Duration::ZERO)
-        );
-        assert_eq!(retry_after(&h("soon"), now), None);
-        assert_eq!(retry_after(&HeaderMap::new(), now), None);
     }
 
     #[test]

@@ -56,15 +56,13 @@ impl Default for DeliveryPolicy {
 }
 
 impl DeliveryPolicy {
-    /// The wait before attempt `attempts + 1`, with ±20 % jitter keyed on the stream so that
+    /// The wait before attempt `attempts + 1`, with jitter keyed on the stream so that
     /// streams failing together do not retry together.
     fn backoff(&self, attempts: i64, key: &str) -> Duration {
-        let exp = self.base.saturating_mul(1u32 << attempts.clamp(0, 20));
-        let capped = exp.min(self.max_backoff);
-        let h = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        let seed = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        }) >> 54; // 0..1023
-        capped.mul_f64(0.8 + 0.4 * (h as f64 / 1023.0))
+        });
+        oshirase_service::outbox::backoff_delay(self.base, self.max_backoff, attempts, seed)
     }
 }
 

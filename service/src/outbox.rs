@@ -131,9 +131,15 @@ impl Default for Policy {
 /// The delay before attempt `attempts + 1`: base × 2^attempts, capped, with ±20% jitter
 /// derived from the row id (stable for a row, spread across rows).
 pub fn backoff(policy: &Policy, attempts: i64, id: i64) -> Duration {
-    let exp = policy.base.saturating_mul(1u32 << attempts.clamp(0, 20));
-    let capped = exp.min(policy.max_backoff);
-    let h = (id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 54; // 0..1023
+    backoff_delay(policy.base, policy.max_backoff, attempts, id as u64)
+}
+
+/// base × 2^attempts, capped at `max`, with ±20% jitter from `seed`: the same for one retried
+/// thing, spread across things that fail together (outbox rows, agency streams).
+pub fn backoff_delay(base: Duration, max: Duration, attempts: i64, seed: u64) -> Duration {
+    let exp = base.saturating_mul(1u32 << attempts.clamp(0, 20));
+    let capped = exp.min(max);
+    let h = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 54; // 0..1023
     let factor = 0.8 + 0.4 * (h as f64 / 1023.0);
     capped.mul_f64(factor)
 }
