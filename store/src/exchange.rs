@@ -1072,14 +1072,15 @@ impl Store {
         Ok(())
     }
 
-    /// What was provided about a resident, newest first: the events still kept and every
-    /// logged pull or archived event.
+    /// What was provided about a resident, newest first: the events delivered (one still
+    /// pending or given up on has not reached the agency) and every logged pull or archived
+    /// event.
     pub async fn provisions(&self, resident: &ResidentId) -> Result<Vec<Provision>> {
         let what = "reading what was provided";
         let mut out = Vec::new();
         for row in sqlx::query(self.sql(
-            "SELECT e.time, e.agency_id, a.name, e.purpose_id, e.items, e.state FROM agency_events e
-             JOIN agencies a ON a.id = e.agency_id WHERE e.resident_id = $1",
+            "SELECT e.time, e.agency_id, a.name, e.purpose_id, e.items FROM agency_events e
+             JOIN agencies a ON a.id = e.agency_id WHERE e.resident_id = $1 AND e.state = 'delivered'",
         ))
         .bind(resident.as_str().to_owned())
         .fetch_all(&self.pool)
@@ -1127,8 +1128,9 @@ impl Store {
         Ok(out)
     }
 
-    /// Moves the settled events older than `before` into the access log (the resident's
-    /// record keeps them) and deletes them from the streams. Returns how many.
+    /// Moves the delivered events older than `before` into the access log (the resident's
+    /// record keeps them) and deletes the settled ones from the streams (a dead letter was
+    /// never sent; it goes with them). Returns how many.
     pub async fn archive_agency_events(&self, before: DateTime<FixedOffset>) -> Result<u64> {
         let what = "archiving agency events";
         let mut tx = self.begin_write(what).await?;
@@ -1137,7 +1139,7 @@ impl Store {
             "INSERT INTO access_log (resident_id, at, accessor_kind, accessor_id, accessor_name, basis, action, items, outcome)
              SELECT e.resident_id, e.time, 'agency', e.agency_id, a.name, e.purpose_id, 'event', e.items, 'provided'
              FROM agency_events e JOIN agencies a ON a.id = e.agency_id
-             WHERE e.time < $1 AND e.state <> 'pending'",
+             WHERE e.time < $1 AND e.state = 'delivered'",
         ))
         .bind(cutoff.clone())
         .execute(&mut *tx)
