@@ -1,7 +1,7 @@
 //! The JSON API under `/api`: bearer tokens, the service layer, JSON errors.
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, Path, RawQuery, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -23,6 +23,14 @@ pub(crate) struct ApiReader(pub(crate) Reader);
 /// missing, the same answer as a key that is not the reader's.
 pub(crate) fn notice_key(raw: &str) -> Result<DecisionKey, ServiceError> {
     DecisionKey::parse(raw).map_err(|_| ServiceError::NotFound)
+}
+
+/// The `for` of a query string (the first, percent-decoded, never failing): whom a reader
+/// asks to read for. Parsed as a resident id by the service.
+pub(crate) fn for_param(query: Option<&str>) -> Option<String> {
+    url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == "for")
+        .map(|(_, v)| v.into_owned())
 }
 
 /// 401 with the RFC 6750 challenge.
@@ -175,6 +183,17 @@ pub(crate) async fn decline(
 ) -> ApiResult {
     let key = notice_key(&key)?;
     ok(s.portal().decline(&r, &key).await?)
+}
+
+/// The record of what was provided about the reader, or with `?for=` about someone they may
+/// read it for (audited).
+pub(crate) async fn records(
+    State(s): State<PortalState>,
+    ApiReader(r): ApiReader,
+    RawQuery(query): RawQuery,
+) -> ApiResult {
+    let whom = for_param(query.as_deref());
+    ok(s.portal().records(&r, whom.as_deref()).await?)
 }
 
 pub(crate) async fn subscriptions(

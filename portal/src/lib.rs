@@ -40,8 +40,8 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 pub use auth::{mint_token, Reader, TokenError, Verified};
 pub use config::{ConfigError, JwtConfig, JwtKey, PortalConfig, RateLimit, Secret, SessionConfig};
 pub use service::{
-    DraftView, NoticeDetail, NoticeSummary, PreferencesInput, PreferencesView, SubscriptionView,
-    NOT_FOUND_FLOOR,
+    DraftView, NoticeDetail, NoticeSummary, PreferencesInput, PreferencesView, ProvidedItem,
+    ProvisionView, RecordsPerson, RecordsView, SubscriptionView, NOT_FOUND_FLOOR,
 };
 
 /// Everything a request needs, shared.
@@ -141,6 +141,7 @@ routes! {
     GET "/api/push-subscriptions" => api::subscriptions,
     POST "/api/push-subscriptions" => api::subscribe,
     DELETE "/api/push-subscriptions" => api::unsubscribe,
+    GET "/api/records" => api::records,
     GET "/api/preferences" => api::preferences,
     PUT "/api/preferences" => api::set_preferences,
     GET "/openapi.json" => openapi_json,
@@ -158,6 +159,7 @@ routes! {
     GET "/notices/{*key}" => pages::notice,
     GET "/drafts/{*key}" => pages::draft,
     POST "/drafts/{*key}" => pages::draft_post,
+    GET "/records" => pages::records::records,
     GET "/preferences" => pages::preferences,
     POST "/preferences" => pages::preferences_post,
     POST "/preferences/push" => pages::webpush::subscribe,

@@ -109,6 +109,50 @@ fn preference_fields(saved: bool) -> Value {
     p
 }
 
+/// A register item named in a provision (never its value).
+fn provided_item_schema() -> Value {
+    json!({ "type": "object", "required": ["code", "name"], "properties": {
+                    "code": { "type": "string", "description": "The data-item dictionary's code (`name_kana`)." },
+                    "name": { "type": "string", "description": "Its Japanese name (氏名（フリガナ）); the code when the dictionary does not know it. Never the value." } } })
+}
+
+/// One provision of the record of what was provided.
+fn provision_schema() -> Value {
+    json!({ "type": "object", "required": ["at", "accessor_kind", "accessor", "basis", "action", "action_text", "items", "withheld"], "properties": {
+                    "at": { "type": "string", "format": "date-time", "description": "When, in Asia/Tokyo." },
+                    "accessor_kind": { "type": "string", "description": "`agency` (or `party`, a third party the resident granted access)." },
+                    "accessor": { "type": "string", "description": "Whom it was provided to: the agency's registered name." },
+                    "basis": { "type": "string", "description": "The purpose id (or the grant) it was provided under." },
+                    "body": { "type": ["string", "null"], "description": "The purpose's kind of body (日本年金機構); null when the purpose table does not know `basis`." },
+                    "duty": { "type": ["string", "null"], "description": "The purpose's duty (年金給付の支給に関する事務)." },
+                    "legal_basis": { "type": ["string", "null"], "description": "The law that lets the agency receive the items." },
+                    "action": { "type": "string", "description": "`event` (told of a change) or `pull` (the agency asked for the items)." },
+                    "action_text": { "type": "string", "description": "The action in words: 変更の通知, 情報の照会・提供." },
+                    "items": { "type": "array", "description": "The items provided, in the dictionary's order.", "items": { "$ref": "#/components/schemas/ProvidedItem" } },
+                    "withheld": { "type": "array", "description": "The items held back because of a support measure (支援措置).", "items": { "$ref": "#/components/schemas/ProvidedItem" } } } })
+}
+
+/// A person's record of what was provided (`GET /api/records`).
+fn records_schema() -> Value {
+    json!({ "type": "object", "required": ["about", "whose", "role", "records", "others"], "properties": {
+                    "about": { "type": "string", "description": "Whose record, for this reader, by name (「ご本人」, 「陽さん（お子さま）」, 「山田 花子さん（代理人として）」)." },
+                    "whose": { "type": "string", "description": "The same in a sentence (「あなた」, 「陽さん」)." },
+                    "role": { "type": "string", "enum": ["subject", "guardian", "proxy"] },
+                    "records": { "type": "array", "description": "Newest first.", "items": { "$ref": "#/components/schemas/Provision" } },
+                    "others": { "type": "array", "description": "On the reader's own record: whose record they may also read, each with the `for` to ask with.", "items": { "type": "object", "required": ["for", "about", "role"], "properties": {
+                        "for": { "type": "string" }, "about": { "type": "string" }, "role": { "type": "string", "enum": ["guardian", "proxy"] } } } } } })
+}
+
+/// `?for=`: whose record of provisions to read, when not the reader's own.
+fn for_param() -> Value {
+    json!({
+        "name": "for", "in": "query", "required": false,
+        "description": "The resident id of someone the reader may read the record for (a minor as their guardian, a principal as a proxy with the scope `all`), as `others[].for` gives it. Without it, the reader's own record. Someone the reader may not read for, a missing person and a malformed id all answer 404.",
+        "schema": { "type": "string" },
+        "example": "R10002"
+    })
+}
+
 pub(crate) fn spec() -> Value {
     json!({
         "openapi": "3.1.0",
@@ -188,6 +232,9 @@ pub(crate) fn spec() -> Value {
                     "subscriptions": { "type": "array", "items": { "$ref": "#/components/schemas/Subscription" } } } },
                 "Unsubscribe": { "type": "object", "required": ["endpoint"], "additionalProperties": false, "properties": {
                     "endpoint": { "type": "string" } } },
+                "ProvidedItem": provided_item_schema(),
+                "Provision": provision_schema(),
+                "Records": records_schema(),
                 "PreferencesInput": { "type": "object", "additionalProperties": false, "required": ["channels", "email_consent", "webpush_consent"], "properties": preference_fields(false) },
                 // Not an allOf over PreferencesInput: its `additionalProperties` would refuse `saved`.
                 "Preferences": { "type": "object", "required": ["channels", "email_consent", "webpush_consent", "saved"], "properties": preference_fields(true) }
@@ -240,6 +287,16 @@ pub(crate) fn spec() -> Value {
                     "security": [{ "bearer": [] }],
                     "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Unsubscribe" } } } },
                     "responses": authed(json!({ "204": { "description": "Removed." }, "404": err("No such subscription of the reader's."), "422": err("No JSON body (`Content-Type: application/json`), or not an `{endpoint}` object.") }))
+                }
+            },
+            "/api/records": {
+                "get": {
+                    "summary": "The record of what was provided about the reader (or, with `for`, about someone they may read it for) to agencies: change events and data pulls, with the items by name and those withheld (audited).",
+                    "security": [{ "bearer": [] }],
+                    "parameters": [for_param()],
+                    "responses": authed(json!({
+                        "200": ok_json("The record.", "Records"),
+                        "404": err("`for` names someone the reader may not read for, nobody, or is not a resident id (the same answer).") }))
                 }
             },
             "/api/preferences": {
@@ -298,6 +355,16 @@ pub(crate) fn spec() -> Value {
                 "get": page("The draft as a form of its prefilled fields, or its confirmation.", true),
                 "post": form_post("Submits the form's corrections (`action=submit`, fields as `field.NAME`) or declines (`action=decline`).", true)
             },
+            "/records": { "get": {
+                "summary": "情報の提供記録: what was provided about the reader (or, with `for`, about someone they may read it for) to agencies, by month, newest first (audited).",
+                "tags": ["pages"],
+                "security": [{ "session": [] }],
+                "parameters": [for_param()],
+                "responses": {
+                    "200": html("The page."),
+                    "401": html("Not signed in, or the session ended: the login hint page."),
+                    "404": html("`for` names someone the reader may not read for, nobody, or is not a resident id (the same page)."),
+                    "503": html("The session could not be checked (the database does not answer).") } } },
             "/preferences": {
                 "get": page("Channel preferences and consents.", false),
                 "post": form_post("Saves preferences.", false)

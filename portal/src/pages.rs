@@ -23,6 +23,7 @@ use oshirase_engine::rule::{Application, FieldKind, FieldSpec};
 use oshirase_engine::wording;
 use oshirase_store::DraftState;
 
+pub(crate) mod records;
 pub(crate) mod webpush;
 
 pub(crate) fn templates() -> Environment<'static> {
@@ -39,6 +40,7 @@ pub(crate) fn templates() -> Environment<'static> {
         ("login.html", include_str!("../templates/login.html")),
         ("message.html", include_str!("../templates/message.html")),
         ("contact.html", include_str!("../templates/contact.html")),
+        ("records.html", include_str!("../templates/records.html")),
     ] {
         env.add_template(name, src)
             .unwrap_or_else(|e| panic!("template {name}: {e}"));

@@ -1,19 +1,22 @@
 //! The one service layer under the API and the pages: who may read what, drafts, read
 //! marks, push subscriptions and preferences. Handlers only translate HTTP.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use chrono::NaiveDate;
+use chrono::{DateTime, FixedOffset, NaiveDate};
 use indexmap::IndexMap;
-use oshirase_engine::clock::Clock;
+use oshirase_engine::clock::{jst, Clock};
 use oshirase_engine::eval::{DecisionKey, Role};
 use oshirase_engine::ids::{ResidentId, RuleId};
+use oshirase_engine::items::ItemCode;
+use oshirase_engine::purposes::Exchange;
 use oshirase_engine::resident::is_katakana;
 use oshirase_engine::resident::Channel;
 use oshirase_engine::rule::{Application, Category, Contact, FieldKind, FieldSpec};
 use oshirase_store::{
     AuditEntry, DraftChoice, DraftDecision, DraftState, NoticeBody, PortalNotice,
-    PortalPreferences, RegisterAccess, Store, StoreError,
+    PortalPreferences, Provision, RegisterAccess, Store, StoreError,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -157,6 +160,67 @@ pub struct PreferencesView {
     pub webpush_consent: bool,
     /// False while the register's preferences and consents apply (never saved here).
     pub saved: bool,
+}
+
+/// One register item named in a provision: its code and its Japanese name, never its value.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ProvidedItem {
+    pub code: String,
+    /// The data-item dictionary's name (氏名); the code when the dictionary does not know it.
+    pub name: String,
+}
+
+/// One provision (情報の提供) as the resident reads it: to whom, under which purpose, what
+/// kind, which items, and which were held back.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ProvisionView {
+    /// When, in Asia/Tokyo (RFC 3339 in JSON).
+    pub at: DateTime<FixedOffset>,
+    /// `agency` or `party`.
+    pub accessor_kind: String,
+    /// Whom it was provided to (the agency's registered name).
+    pub accessor: String,
+    /// The purpose (or, for a party, the grant) it was provided under.
+    pub basis: String,
+    /// The purpose's kind of body (日本年金機構), duty (年金給付の支給に関する事務) and legal
+    /// basis; `None` when the purpose table does not know `basis`.
+    pub body: Option<String>,
+    pub duty: Option<String>,
+    pub legal_basis: Option<String>,
+    /// `event` (a change event) or `pull` (a data pull).
+    pub action: String,
+    /// The action in words: 「変更の通知」, 「情報の照会・提供」.
+    pub action_text: String,
+    /// The items provided, in the dictionary's order.
+    pub items: Vec<ProvidedItem>,
+    /// The items held back because of a support measure (支援措置).
+    pub withheld: Vec<ProvidedItem>,
+}
+
+/// Someone whose record of provisions the reader may read for them.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RecordsPerson {
+    /// The `for` to ask with.
+    #[serde(rename = "for")]
+    pub for_id: ResidentId,
+    /// How the reader knows them: 「陽さん（お子さま）」, 「山田 花子さん（代理人として）」.
+    pub about: String,
+    pub role: Role,
+}
+
+/// A person's record of provisions (情報の提供記録), newest first.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RecordsView {
+    /// Whose record, for this reader: 「ご本人」, 「陽さん（お子さま）」,
+    /// 「山田 花子さん（代理人として）」.
+    pub about: String,
+    /// Whose, in a sentence: 「あなた」, 「陽さん」, 「山田 花子さん」.
+    pub whose: String,
+    /// `subject` (their own), `guardian` or `proxy`.
+    pub role: Role,
+    pub records: Vec<ProvisionView>,
+    /// On the reader's own record: the others whose record they may read.
+    pub others: Vec<RecordsPerson>,
 }
 
 pub(crate) struct Portal {
@@ -873,5 +937,224 @@ impl Portal {
         self.audit(reader, "preferences.update", reader.as_str(), None)
             .await?;
         self.preferences(reader).await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 情報の提供記録: what was provided about a person (change events, data pulls, what was held
+// back), and who may read it.
+// ---------------------------------------------------------------------------------------------
+
+/// The action of a provision in words.
+fn action_text(action: &str) -> &'static str {
+    match action {
+        "event" => "変更の通知",
+        "pull" => "情報の照会・提供",
+        _ => "情報の提供",
+    }
+}
+
+/// How a record's reader names whose it is: (`about`, `whose`), by name, never by register id.
+fn records_names(role: Role, principal: Option<&RegisterAccess>) -> (String, String) {
+    let full = principal
+        .and_then(|s| s.name.as_ref())
+        .map(|n| n.kanji.trim().to_owned())
+        .filter(|n| !n.is_empty());
+    match (role, full) {
+        (Role::Subject, _) => ("ご本人".to_owned(), "あなた".to_owned()),
+        (_, None) => ("ご家族".to_owned(), "ご家族".to_owned()),
+        (Role::Guardian, Some(full)) => {
+            // The given name: the register writes "氏 名".
+            let given = full.rsplit([' ', '\u{3000}']).next().unwrap_or(&full);
+            (format!("{given}さん（お子さま）"), format!("{given}さん"))
+        }
+        (_, Some(full)) => (format!("{full}さん（代理人として）"), format!("{full}さん")),
+    }
+}
+
+/// The store's provision rows as the resident reads them, newest first. A pull that provided
+/// some items and held others back is logged as two rows at the same instant: they become
+/// one entry. Items are named by the dictionary and kept in its order; a purpose is read
+/// from the purpose table (its body, duty and legal basis).
+fn provision_views(exchange: Option<&Exchange>, rows: Vec<Provision>) -> Vec<ProvisionView> {
+    let rank = |code: &str| {
+        exchange
+            .and_then(|x| {
+                x.dictionary
+                    .items()
+                    .iter()
+                    .position(|i| i.code.as_str() == code)
+            })
+            .unwrap_or(usize::MAX)
+    };
+    let item = |code: &ItemCode| ProvidedItem {
+        code: code.as_str().to_owned(),
+        name: exchange
+            .and_then(|x| x.dictionary.get(code.as_str()))
+            .map_or_else(|| code.as_str().to_owned(), |i| i.name.clone()),
+    };
+    type Key = (DateTime<FixedOffset>, String, String, String, String);
+    let mut at: HashMap<Key, usize> = HashMap::new();
+    let mut out: Vec<ProvisionView> = Vec::new();
+    for p in rows {
+        let key = (
+            p.at,
+            p.accessor_kind.clone(),
+            p.accessor_id.clone(),
+            p.basis.clone(),
+            p.action.clone(),
+        );
+        let i = *at.entry(key).or_insert_with(|| {
+            let purpose = (p.accessor_kind == "agency")
+                .then(|| exchange.and_then(|x| x.purpose(&p.basis)))
+                .flatten();
+            out.push(ProvisionView {
+                at: p.at.with_timezone(&jst()),
+                accessor_kind: p.accessor_kind.clone(),
+                accessor: p.accessor_name.clone(),
+                basis: p.basis.clone(),
+                body: purpose.map(|x| x.body.clone()),
+                duty: purpose.map(|x| x.duty.clone()),
+                legal_basis: purpose.map(|x| x.legal_basis.clone()),
+                action: p.action.clone(),
+                action_text: action_text(&p.action).to_owned(),
+                items: Vec::new(),
+                withheld: Vec::new(),
+            });
+            out.len() - 1
+        });
+        let view = &mut out[i];
+        let list = if p.outcome == "withheld" {
+            &mut view.withheld
+        } else {
+            &mut view.items
+        };
+        for code in &p.items {
+            if !list.iter().any(|x| x.code == code.as_str()) {
+                list.push(item(code));
+            }
+        }
+    }
+    for v in &mut out {
+        v.items.sort_by_key(|x| rank(&x.code));
+        v.withheld.sort_by_key(|x| rank(&x.code));
+    }
+    out
+}
+
+impl Portal {
+    /// The role in which `reader` (with their own record `me`) may read `whom`'s record of
+    /// provisions, with `whom`'s record; `None` is refused. Checked live against the
+    /// register, as notices are:
+    ///
+    /// - their own, unless their death is registered (also after moving away, or off the
+    ///   register: the record is still theirs);
+    /// - a minor's, as a guardian still listed in the minor's `guardians` (and living with
+    ///   them when the minor is under a support measure);
+    /// - a living principal's, as a proxy within `until` whose scope is `all`: the record
+    ///   spans every purpose, so no narrower scope covers it; never the record of a principal
+    ///   under a support measure;
+    /// - nobody else's: nobody reads the record of someone whose death is registered, and
+    ///   nobody but themselves that of someone no longer on the register.
+    async fn records_role(
+        &self,
+        reader: &Reader,
+        me: Option<&RegisterAccess>,
+        whom: &ResidentId,
+    ) -> Result<Option<(Role, Option<RegisterAccess>)>> {
+        if whom == reader.id() {
+            let alive = me.is_none_or(|m| m.alive());
+            return Ok(alive.then(|| (Role::Subject, me.cloned())));
+        }
+        let Some(me) = me.filter(|m| m.alive()) else {
+            return Ok(None);
+        };
+        let Some(principal) = self.store.register_access(whom).await? else {
+            return Ok(None);
+        };
+        if !principal.alive() {
+            return Ok(None);
+        }
+        let today = self.today();
+        if principal.has_guardian(reader.id(), me) {
+            let minor = self.store.resident(whom.as_str()).await?.is_some_and(|r| {
+                oshirase_engine::calendar::age_on(r.birth_date, today)
+                    < oshirase_engine::eval::ADULT_AGE
+            });
+            if minor {
+                return Ok(Some((Role::Guardian, Some(principal))));
+            }
+        }
+        // A protected person is reached through nobody but a guardian living with them.
+        if principal.support_measure {
+            return Ok(None);
+        }
+        let proxy = principal.proxies.iter().any(|p| {
+            &p.id == reader.id()
+                && p.until.is_none_or(|u| today <= u)
+                && p.scopes.iter().any(|s| s == "all")
+        });
+        Ok(proxy.then_some((Role::Proxy, Some(principal))))
+    }
+
+    /// The others whose record the reader may read: the persons the reader receives notices
+    /// about (as a guardian or a proxy), each re-checked by `records_role`.
+    async fn records_others(
+        &self,
+        reader: &Reader,
+        me: Option<&RegisterAccess>,
+    ) -> Result<Vec<RecordsPerson>> {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut out = Vec::new();
+        for n in self.store.portal_notices(reader.id()).await? {
+            if &n.subject == reader.id() || !seen.insert(n.subject.clone()) {
+                continue;
+            }
+            if let Some((role, principal)) = self.records_role(reader, me, &n.subject).await? {
+                out.push(RecordsPerson {
+                    about: records_names(role, principal.as_ref()).0,
+                    for_id: n.subject.clone(),
+                    role,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The record of what was provided about `whom` (the reader when `None`, else a
+    /// resident id as text), if the reader may read it: refused, missing and malformed are
+    /// all `NotFound`, a refusal and a missing person no sooner than `NOT_FOUND_FLOOR`.
+    /// Every read is in the audit log (`records.read`, with the reader's role) before the
+    /// record leaves, and every refusal (`records.refused`).
+    pub(crate) async fn records(&self, reader: &Reader, whom: Option<&str>) -> Result<RecordsView> {
+        let whom = match whom {
+            None => reader.id().clone(),
+            Some(raw) => ResidentId::parse(raw).map_err(|_| ServiceError::NotFound)?,
+        };
+        let started = tokio::time::Instant::now();
+        let me = self.store.register_access(reader.id()).await?;
+        let Some((role, principal)) = self.records_role(reader, me.as_ref(), &whom).await? else {
+            self.audit(reader, "records.refused", whom.as_str(), None)
+                .await?;
+            tokio::time::sleep_until(started + NOT_FOUND_FLOOR).await;
+            return Err(ServiceError::NotFound);
+        };
+        let records = provision_views(self.store.exchange(), self.store.provisions(&whom).await?);
+        let others = if role == Role::Subject {
+            self.records_others(reader, me.as_ref()).await?
+        } else {
+            Vec::new()
+        };
+        let (about, whose) = records_names(role, principal.as_ref());
+        let detail = serde_json::json!({ "role": role }).to_string();
+        self.audit(reader, "records.read", whom.as_str(), Some(detail))
+            .await?;
+        Ok(RecordsView {
+            about,
+            whose,
+            role,
+            records,
+            others,
+        })
     }
 }

@@ -991,3 +991,181 @@ async fn a_birth_a_death_and_a_65th_birthday_in_chromium() {
     .await;
     app.shutdown().await;
 }
+
+/// 「情報の提供記録」 in the browser: a resident's record by month (a change event, a pull
+/// with an item held back because of a support measure), a guardian's with the link to the
+/// child's, the child's, the empty record and the refusal, with axe-core on every page at
+/// both widths (`portal-records-*.png`). The resident reaches it from the inbox's navigation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_records_pages_meet_wcag_2_1_aa_in_chromium() {
+    use chrono::NaiveTime;
+    use oshirase_engine::clock::{in_tokyo, FixedClock};
+    use oshirase_engine::items::ItemCode;
+    use oshirase_store::{Provision, Store};
+    let source = axe_source();
+    let exchange = oshirase_engine::purposes::load_dir(&root().join("rules"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let db = fresh("sqlite").await;
+    let store = Store::open(&db.url)
+        .await
+        .unwrap()
+        .with_exchange(Arc::new(exchange));
+    let clock = Arc::new(FixedClock::at_noon(d("2026-10-01")));
+    ingest(&store, &register(&[]), clock.now()).await;
+    store
+        .record_rule_set("test-rules", 4, "tests", clock.now())
+        .await
+        .unwrap();
+    store
+        .commit_day(d("2026-10-01"), "test-rules", 0, &decisions(), clock.now())
+        .await
+        .unwrap();
+    let row = |who: &str,
+               day: &str,
+               agency: &str,
+               purpose: &str,
+               action: &str,
+               items: &[&str],
+               outcome: &str| Provision {
+        resident_id: who.into(),
+        at: in_tokyo(d(day), NaiveTime::from_hms_opt(9, 30, 0).unwrap()),
+        accessor_kind: "agency".into(),
+        accessor_id: agency.into(),
+        accessor_name: agency.into(),
+        basis: purpose.into(),
+        action: action.into(),
+        items: items.iter().map(|c| ItemCode::parse(c).unwrap()).collect(),
+        outcome: outcome.into(),
+    };
+    for p in [
+        row(
+            "R10001",
+            "2026-10-01",
+            "日本年金機構 東京年金事務所",
+            "nenkin-kyufu",
+            "pull",
+            &["name", "birth_date"],
+            "provided",
+        ),
+        row(
+            "R10001",
+            "2026-10-01",
+            "日本年金機構 東京年金事務所",
+            "nenkin-kyufu",
+            "pull",
+            &["address"],
+            "withheld",
+        ),
+        row(
+            "R10001",
+            "2026-09-15",
+            "日本年金機構 東京年金事務所",
+            "nenkin-kyufu",
+            "event",
+            &["address", "status"],
+            "provided",
+        ),
+        row(
+            "R10002",
+            "2026-09-10",
+            "利島村教育委員会",
+            "gakureibo",
+            "pull",
+            &["name", "birth_date", "guardians"],
+            "provided",
+        ),
+    ] {
+        store.log_provision(&p).await.unwrap();
+    }
+    let app = start(db, store, config(), clock).await;
+    let driver = chromedriver().await;
+    let profile = tempfile::tempdir().unwrap();
+    let browser = chromium(&driver, profile.path(), &[], json!({}), json!({})).await;
+    let tokens: Vec<String> = ["R10001", "R10003", "R10004"]
+        .iter()
+        .map(|who| app.token(who))
+        .collect();
+    let (base, driver_url) = (app.base.clone(), driver.url.clone());
+    in_browser(&browser, |browser| async move {
+        let mut found = Vec::new();
+        let page = |path: &str| format!("{base}{path}");
+        let sign_in = |token: String| {
+            let browser = browser.clone();
+            let inbox = page("/inbox");
+            let login = page(&format!("/login#token={token}"));
+            async move {
+                browser.goto(&login).await?;
+                browser
+                    .wait()
+                    .for_url(&url::Url::parse(&inbox).unwrap())
+                    .await
+            }
+        };
+        // The resident follows the inbox's link to her record.
+        sign_in(tokens[0].clone()).await?;
+        browser
+            .find(Locator::Css("header a[href='/records']"))
+            .await?
+            .click()
+            .await?;
+        browser
+            .wait()
+            .for_url(&url::Url::parse(&page("/records")).unwrap())
+            .await?;
+        let html = browser.source().await?;
+        for part in [
+            "情報の提供記録",
+            "変更の通知",
+            "情報の照会・提供",
+            "支援措置のため提供していません",
+            "年金給付の支給に関する事務",
+        ] {
+            assert!(html.contains(part), "{part} in {html}");
+        }
+        check_page(&driver_url, &browser, &source, "records", &mut found).await?;
+        // The guardian: their own (empty) record with the link to the child's, then the child's.
+        sign_in(tokens[1].clone()).await?;
+        browser.goto(&page("/records")).await?;
+        assert!(browser.source().await?.contains("提供の記録はありません"));
+        check_page(
+            &driver_url,
+            &browser,
+            &source,
+            "records-guardian",
+            &mut found,
+        )
+        .await?;
+        browser
+            .find(Locator::Css("#records-others a"))
+            .await?
+            .click()
+            .await?;
+        browser.wait().for_element(Locator::Css(".record")).await?;
+        assert!(browser.source().await?.contains("陽さん（お子さま）"));
+        check_page(&driver_url, &browser, &source, "records-child", &mut found).await?;
+        // Someone else's record: refused like a missing one.
+        sign_in(tokens[2].clone()).await?;
+        browser.goto(&page("/records?for=R10001")).await?;
+        assert!(browser
+            .source()
+            .await?
+            .contains("提供の記録を表示できません"));
+        check_page(
+            &driver_url,
+            &browser,
+            &source,
+            "records-refused",
+            &mut found,
+        )
+        .await?;
+        assert!(
+            found.is_empty(),
+            "axe-core found {} WCAG 2.1 A/AA violations:\n{}",
+            found.len(),
+            found.join("\n")
+        );
+        Ok(())
+    })
+    .await;
+    app.shutdown().await;
+}
