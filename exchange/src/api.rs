@@ -141,15 +141,18 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "agency API listening");
     }
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move {
-            while !*shutdown.borrow() {
-                if shutdown.changed().await.is_err() {
-                    return;
-                }
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                return;
             }
-        })
-        .await
+        }
+    })
+    .await
 }
 
 async fn jwks(State(s): State<ApiState>) -> Response {
@@ -953,7 +956,19 @@ async fn person(
         .into_response()
 }
 
-async fn metrics(State(s): State<ApiState>) -> Response {
+/// Every agency's backlog is the operator's, not another agency's: answered to clients on
+/// this machine only (a scraper beside the service).
+async fn metrics(State(s): State<ApiState>, req: axum::extract::Request) -> Response {
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
+    if !peer.is_some_and(|axum::extract::ConnectInfo(a)| a.ip().is_loopback()) {
+        return problem(
+            StatusCode::FORBIDDEN,
+            "metrics are for the operator: scrape them from the service's machine",
+            Vec::new(),
+        );
+    }
     match s.store.streams(None).await {
         Ok(streams) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

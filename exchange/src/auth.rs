@@ -61,7 +61,8 @@ struct Assertion {
     jti: String,
 }
 
-/// A checked assertion: whose it is and its `jti`, to be spent once.
+/// A checked assertion: whose it is and its `jti`, to be spent once, remembered until
+/// `expires` (the last second it would be accepted).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckedAssertion {
     pub client_id: String,
@@ -157,7 +158,9 @@ pub fn check_assertion(
                 return Ok(CheckedAssertion {
                     client_id: client_id.to_owned(),
                     jti: c.jti,
-                    expires: c.exp,
+                    // Kept until it can no longer be accepted (exp plus the leeway): a jti
+                    // forgotten earlier could be spent twice.
+                    expires: c.exp + LEEWAY,
                 });
             }
             Err(e) => {
