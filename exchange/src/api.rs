@@ -688,6 +688,16 @@ async fn events(
         Ok(e) => e,
         Err(e) => return store_error(e),
     };
+    // An agency without an endpoint is told by reading: what it read reached it.
+    if let (None, Some(last_read)) = (&agency.spec.endpoint, events.last()) {
+        if let Err(e) = s
+            .store
+            .settle_read(&agency.spec.id, &q.purpose, last_read.seq, s.clock.now())
+            .await
+        {
+            return store_error(e);
+        }
+    }
     let body: Vec<Value> = events.iter().map(cloudevent::event).collect();
     Json(json!({ "events": body, "last_sequence": last })).into_response()
 }

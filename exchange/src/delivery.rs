@@ -171,6 +171,7 @@ impl Deliverer {
                     clock::after(now, self.policy.max_backoff),
                     "the endpoint is not a URL".into(),
                 )),
+                delivered: 0,
                 sent_at: None,
                 heartbeat_error: None,
             };
@@ -184,6 +185,7 @@ impl Deliverer {
             settled_upto: s.delivered_seq,
             dead: Vec::new(),
             retry: None,
+            delivered: 0,
             sent_at: None,
             heartbeat_error: None,
         };
@@ -216,6 +218,7 @@ impl Deliverer {
                     WebhookOutcome::Delivered => {
                         progress.settled_upto = e.seq;
                         progress.sent_at = Some(self.clock.now());
+                        progress.delivered += 1;
                         report.delivered += 1;
                         attempts = 0;
                     }
@@ -247,10 +250,11 @@ impl Deliverer {
                     }
                 }
             }
-        } else if s
-            .last_sent_at
-            .is_none_or(|t| clock::until(t, now).unwrap_or_default() >= self.policy.heartbeat)
+        } else if s.last_seq == s.delivered_seq
+            && s.last_sent_at
+                .is_none_or(|t| clock::until(t, now).unwrap_or_default() >= self.policy.heartbeat)
         {
+            // Only an idle stream gets a heartbeat: one waiting out a retry is not idle.
             let (id, body) = cloudevent::heartbeat(
                 &s.agency_id,
                 &s.purpose_id,

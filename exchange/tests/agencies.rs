@@ -1261,6 +1261,7 @@ async fn a_gap_is_found_and_filled_through_the_pull_api(backend: &str) {
         settled_upto: 5,
         dead: Vec::new(),
         retry: None,
+        delivered: 0,
         sent_at: None,
         heartbeat_error: None,
     };

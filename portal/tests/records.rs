@@ -56,6 +56,7 @@ async fn delivered(store: &Store, agency: &str, now: DateTime<FixedOffset>) {
             settled_upto: s.last_seq,
             dead: Vec::new(),
             retry: None,
+            delivered: usize::try_from(s.last_seq - s.delivered_seq).unwrap(),
             sent_at: Some(now),
             heartbeat_error: None,
         };

@@ -127,6 +127,8 @@ pub struct StreamProgress {
     pub dead: Vec<(i64, String)>,
     /// The next event failed: when to try it again, and why.
     pub retry: Option<(DateTime<FixedOffset>, String)>,
+    /// Events the endpoint accepted in this run.
+    pub delivered: usize,
     /// When something (an event or a heartbeat) was last sent.
     pub sent_at: Option<DateTime<FixedOffset>>,
     /// A heartbeat that failed: shown as the stream's last error, not retried (the next one
@@ -899,7 +901,8 @@ impl Store {
                WHERE s2.enabled = 1 AND a2.enabled = 1 AND a2.endpoint IS NOT NULL AND a2.verified_at IS NOT NULL
                  AND (s2.lease_until IS NULL OR s2.lease_until < $3)
                  AND ((s2.last_seq > s2.delivered_seq AND s2.next_attempt_at <= $3)
-                      OR s2.last_sent_at IS NULL OR s2.last_sent_at < $4)
+                      OR (s2.last_seq = s2.delivered_seq
+                          AND (s2.last_sent_at IS NULL OR s2.last_sent_at < $4)))
                ORDER BY s2.next_attempt_at LIMIT $5";
         let sql = match self.backend {
             Backend::Postgres => format!(
@@ -1004,25 +1007,44 @@ impl Store {
             .await
             .map_err(q(what))?;
         }
-        let (next, error, attempts_inc) = match &progress.retry {
-            Some((at, reason)) => (utc_text(*at), Some(reason.clone()), 1),
-            None => (utc_text(now), progress.heartbeat_error.clone(), 0),
-        };
         let advanced = upto > from;
+        // The next attempt: a retry's time; now when the cursor moved; else as it was (a
+        // heartbeat must not cut an event's backoff short).
+        let next = match &progress.retry {
+            Some((at, _)) => Some(utc_text(*at)),
+            None if advanced => Some(utc_text(now)),
+            None => None,
+        };
+        // The last error: a retry's reason, else the last dead letter's, else a failed
+        // heartbeat's; cleared by anything accepted; else as it was.
+        let error: Option<Option<String>> = if let Some((_, r)) = &progress.retry {
+            Some(Some(r.clone()))
+        } else if let Some((seq, r)) = progress.dead.last() {
+            Some(Some(format!("event {seq}: {r}")))
+        } else if let Some(h) = &progress.heartbeat_error {
+            Some(Some(h.clone()))
+        } else if progress.delivered > 0 || progress.sent_at.is_some() {
+            Some(None)
+        } else {
+            None
+        };
         sqlx::query(self.sql(
             "UPDATE agency_subscriptions SET delivered_seq = $1,
                attempts = CASE WHEN $2 = 1 THEN 0 ELSE attempts END + $3,
-               next_attempt_at = $4, last_error = $5,
-               last_delivered_at = CASE WHEN $2 = 1 THEN $6 ELSE last_delivered_at END,
-               last_sent_at = COALESCE($7, last_sent_at),
-               dead = dead + $8, lease_holder = NULL, lease_until = NULL
-             WHERE agency_id = $9 AND purpose_id = $10",
+               next_attempt_at = COALESCE($4, next_attempt_at),
+               last_error = CASE WHEN $5 = 1 THEN $6 ELSE last_error END,
+               last_delivered_at = CASE WHEN $7 = 1 THEN $8 ELSE last_delivered_at END,
+               last_sent_at = COALESCE($9, last_sent_at),
+               dead = dead + $10, lease_holder = NULL, lease_until = NULL
+             WHERE agency_id = $11 AND purpose_id = $12",
         ))
         .bind(upto)
         .bind(i64::from(advanced))
-        .bind(attempts_inc)
+        .bind(i64::from(progress.retry.is_some()))
         .bind(next)
-        .bind(error)
+        .bind(i64::from(error.is_some()))
+        .bind(error.flatten())
+        .bind(i64::from(progress.delivered > 0))
         .bind(at)
         .bind(progress.sent_at.map(utc_text))
         .bind(progress.dead.len() as i64)
@@ -1033,6 +1055,44 @@ impl Store {
         .map_err(q(what))?;
         tx.commit().await.map_err(q(what))?;
         Ok(true)
+    }
+
+    /// A pull-only agency (no endpoint) read its stream up to `upto`: those events reached it,
+    /// so they are delivered, in the resident's record, and archived in their time.
+    pub async fn settle_read(
+        &self,
+        agency: &str,
+        purpose: &str,
+        upto: i64,
+        now: DateTime<FixedOffset>,
+    ) -> Result<()> {
+        let what = "recording events read";
+        let mut tx = self.begin_write(what).await?;
+        let done = sqlx::query(self.sql(
+            "UPDATE agency_events SET state = 'delivered', delivered_at = $1
+             WHERE agency_id = $2 AND purpose_id = $3 AND seq <= $4 AND state = 'pending'",
+        ))
+        .bind(utc_text(now))
+        .bind(agency.to_owned())
+        .bind(purpose.to_owned())
+        .bind(upto)
+        .execute(&mut *tx)
+        .await
+        .map_err(q(what))?;
+        if done.rows_affected() > 0 {
+            sqlx::query(self.sql(
+                "UPDATE agency_subscriptions SET delivered_seq = $1, last_delivered_at = $2, attempts = 0
+                 WHERE agency_id = $3 AND purpose_id = $4 AND delivered_seq < $1",
+            ))
+            .bind(upto)
+            .bind(utc_text(now))
+            .bind(agency.to_owned())
+            .bind(purpose.to_owned())
+            .execute(&mut *tx)
+            .await
+            .map_err(q(what))?;
+        }
+        tx.commit().await.map_err(q(what))
     }
 
     /// Sends a stream's events again from `after` (an operator's replay): the cursor goes
