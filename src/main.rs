@@ -77,6 +77,11 @@ enum Command {
         #[command(subcommand)]
         command: cmd::agency::AgencyCommand,
     },
+    /// Submitted applications for the back office: export, core-system clients.
+    Office {
+        #[command(subcommand)]
+        command: cmd::office::OfficeCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -100,6 +105,7 @@ fn main() -> ExitCode {
         Command::Vapid { command } => cmd::vapid::run(command),
         Command::Explain(args) => cmd::explain::run(args),
         Command::Agency { command } => cmd::agency::run(command),
+        Command::Office { command } => cmd::office::run(command),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -73,12 +73,16 @@ struct Problem {
 }
 
 #[derive(Debug, Serialize)]
-struct FieldError {
+pub(crate) struct FieldError {
     field: String,
     message: String,
 }
 
-fn problem(status: StatusCode, detail: impl Into<String>, errors: Vec<FieldError>) -> Response {
+pub(crate) fn problem(
+    status: StatusCode,
+    detail: impl Into<String>,
+    errors: Vec<FieldError>,
+) -> Response {
     let body = Problem {
         kind: "about:blank",
         title: status.canonical_reason().unwrap_or("Error"),
@@ -94,7 +98,7 @@ fn problem(status: StatusCode, detail: impl Into<String>, errors: Vec<FieldError
         .into_response()
 }
 
-fn store_error(e: StoreError) -> Response {
+pub(crate) fn store_error(e: StoreError) -> Response {
     tracing::error!(error = %e, "agency API: store error");
     problem(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -128,6 +132,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/agency/v1/status", get(status))
         .route("/agency/v1/persons/{pseudonym}", get(person))
         .route("/metrics", get(metrics))
+        .merge(crate::office::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
@@ -279,7 +284,7 @@ async fn issue_token(s: &ApiState, f: TokenForm) -> Result<Value, (Option<String
 }
 
 /// The calling agency, from its bearer token.
-async fn caller(s: &ApiState, headers: &HeaderMap) -> Result<Agency, Response> {
+pub(crate) async fn caller(s: &ApiState, headers: &HeaderMap) -> Result<Agency, Response> {
     let auth_header = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -359,7 +364,7 @@ struct InterestDoc {
     valid_to: NaiveDate,
 }
 
-fn field(field: &str, message: impl Into<String>) -> FieldError {
+pub(crate) fn field(field: &str, message: impl Into<String>) -> FieldError {
     FieldError {
         field: field.to_owned(),
         message: message.into(),
@@ -367,7 +372,7 @@ fn field(field: &str, message: impl Into<String>) -> FieldError {
 }
 
 /// Reads a JSON body with every error named by its field.
-fn read_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Box<Response>> {
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Box<Response>> {
     let mut de = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();

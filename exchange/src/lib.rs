@@ -12,6 +12,7 @@ pub mod cloudevent;
 pub mod delivery;
 pub mod keys;
 pub mod metrics;
+pub mod office;
 pub mod register;
 
 pub use api::{router, serve, ApiConfig, ApiState};

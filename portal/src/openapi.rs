@@ -184,9 +184,18 @@ pub(crate) fn spec() -> Value {
                     "event": { "type": ["string", "null"], "description": "The life event (a birth, a death) this notice is one of: notices of one event share it." },
                     "urgent": { "type": "boolean", "description": "Its deadline had passed when it was made." },
                     "application": { "$ref": "#/components/schemas/Application" },
+                    "application_status": { "oneOf": [ { "type": "null" }, { "$ref": "#/components/schemas/ApplicationStatus" } ] },
                     "about": { "type": "string", "description": "Whom the notice is about, for this reader, by name (「陽さん（お子さま）について」, 「ご本人あて」)." },
                     "url": { "type": "string", "format": "uri" }
                 } },
+                "ApplicationStatus": { "type": "object", "description": "Where the office has the latest application submitted from the draft: 申請済み → 受付 → 審査中 → 完了, or 差戻し (with the office's message; the draft is open again to correct and resubmit) or 却下 (docs/office.md).", "required": ["seq", "version", "status", "label", "step", "updated"], "properties": {
+                    "seq": { "type": "integer", "description": "The application's number at the office (受付番号)." },
+                    "version": { "type": "integer", "description": "1, then one more for each resubmission after 差戻し." },
+                    "status": { "type": "string", "enum": ["submitted", "received", "in_review", "completed", "returned", "rejected"] },
+                    "label": { "type": "string", "description": "申請済み, 受付, 審査中, 完了, 差戻し or 却下." },
+                    "step": { "type": "integer", "minimum": 0, "maximum": 4, "description": "How many of 申請済み → 受付 → 審査中 → 完了 are reached; 0 for 差戻し and 却下." },
+                    "message": { "type": ["string", "null"], "description": "The office's message to the resident." },
+                    "updated": { "type": "string", "format": "date-time" } } },
                 "NoticeList": { "type": "object", "required": ["notices"], "properties": {
                     "notices": { "type": "array", "items": { "$ref": "#/components/schemas/NoticeSummary" } } } },
                 "Notice": { "allOf": [ { "$ref": "#/components/schemas/NoticeSummary" }, { "type": "object", "required": ["message", "recommendations"], "properties": {

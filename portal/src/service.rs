@@ -15,8 +15,8 @@ use oshirase_engine::resident::is_katakana;
 use oshirase_engine::resident::Channel;
 use oshirase_engine::rule::{Application, Category, Contact, FieldKind, FieldSpec};
 use oshirase_store::{
-    AuditEntry, DraftChoice, DraftDecision, DraftState, NoticeBody, PortalNotice,
-    PortalPreferences, Provision, RegisterAccess, Store, StoreError,
+    ApplicationStatus, AuditEntry, DraftChoice, DraftDecision, DraftState, NoticeApplication,
+    NoticeBody, PortalNotice, PortalPreferences, Provision, RegisterAccess, Store, StoreError,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -76,8 +76,50 @@ pub struct NoticeSummary {
     pub urgent: bool,
     /// Whether the resident applies: with a form here, at a counter, or not at all.
     pub application: Application,
+    /// Where the office has the latest application submitted from its draft.
+    #[serde(default)]
+    pub application_status: Option<ApplicationStatusView>,
     /// The page of this notice.
     pub url: String,
+}
+
+/// Where a submitted application stands: 申請済み → 受付 → 審査中 → 完了, or 差戻し (with
+/// the office's message; the draft is open again to correct and resubmit) or 却下.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ApplicationStatusView {
+    /// The application's number at the office (受付番号).
+    pub seq: i64,
+    /// 1, then one more for each resubmission.
+    pub version: i64,
+    pub status: ApplicationStatus,
+    /// The status as the resident reads it (申請済み, 受付 …).
+    pub label: String,
+    /// How many of 申請済み → 受付 → 審査中 → 完了 are reached (1 to 4); 0 for 差戻し and 却下.
+    pub step: u8,
+    /// The office's message (why it was returned or rejected).
+    pub message: Option<String>,
+    pub updated: String,
+}
+
+impl ApplicationStatusView {
+    fn of(a: &NoticeApplication) -> Self {
+        let step = match a.status {
+            ApplicationStatus::Submitted => 1,
+            ApplicationStatus::Received => 2,
+            ApplicationStatus::InReview => 3,
+            ApplicationStatus::Completed => 4,
+            ApplicationStatus::Returned | ApplicationStatus::Rejected => 0,
+        };
+        Self {
+            seq: a.seq,
+            version: a.version,
+            status: a.status,
+            label: a.status.ja().to_owned(),
+            step,
+            message: a.message.clone(),
+            updated: a.at.clone(),
+        }
+    }
 }
 
 /// One notice with its message and recommended procedures.
@@ -537,6 +579,7 @@ impl Portal {
             event: n.body.event_id.clone(),
             urgent: n.body.urgent,
             application: n.body.application.clone(),
+            application_status: n.application.as_ref().map(ApplicationStatusView::of),
             url: self.notice_url(&n.key),
         }
     }

@@ -5,6 +5,7 @@ pub mod demo;
 pub mod evaluate;
 pub mod explain;
 pub mod ingest;
+pub mod office;
 pub mod outbox;
 pub mod population;
 pub mod rules;

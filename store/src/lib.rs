@@ -16,6 +16,7 @@ use sqlx::{AnyPool, AssertSqlSafe, SqlSafeStr, SqlStr};
 mod contacts;
 mod days;
 mod exchange;
+mod office;
 mod outbox;
 mod portal;
 mod register;
@@ -26,6 +27,10 @@ pub use days::{DayCommit, StoredDecision};
 pub use exchange::{
     pseudonym, Agency, AgencyEvent, AgencySpec, Interest, InterestSpec, Provision, Stream,
     StreamProgress,
+};
+pub use office::{
+    check_transition, role_ja, Application, ApplicationStatus, Correction, StatusChange,
+    StatusEntry, StatusOutcome, TransitionError, MAX_STATUS_MESSAGE,
 };
 pub use outbox::{OutboxItem, OutboxRow, OutboxState, Settle};
 pub use portal::*;

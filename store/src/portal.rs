@@ -160,6 +160,20 @@ pub struct PortalNotice {
     pub draft: Option<PortalDraft>,
     /// The subject's record now (`None` if the register no longer has it).
     pub subject_record: Option<RegisterAccess>,
+    /// The latest application submitted from its draft, and where the office has it.
+    pub application: Option<NoticeApplication>,
+}
+
+/// Where the latest application of a notice stands (`office`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoticeApplication {
+    pub seq: i64,
+    pub version: i64,
+    pub status: crate::ApplicationStatus,
+    /// The office's message of the last change.
+    pub message: Option<String>,
+    /// When the status was set (RFC 3339 UTC).
+    pub at: String,
 }
 
 /// A draft: the prefilled fields, and what became of it.
@@ -262,11 +276,15 @@ macro_rules! notice_select {
         "SELECT d.key, d.rule, d.subject, d.deadline, d.critical, d.created_at, d.body,
            dr.fields, dr.state, dr.submitted_fields, dr.decided_by, dr.updated_at,
            r.record AS subject_record,
+           ap.seq AS app_seq, ap.version AS app_version, ap.status AS app_status,
+           ap.message AS app_message, ap.status_at AS app_at,
            (SELECT COUNT(*) FROM notice_reads n WHERE n.decision_key = d.key AND n.reader = $1) AS read_n
          FROM outbox o
          JOIN decisions d ON d.key = o.decision_key
          LEFT JOIN drafts dr ON dr.decision_key = d.key
          LEFT JOIN residents r ON r.id = d.subject
+         LEFT JOIN applications ap ON ap.decision_key = d.key AND ap.version =
+           (SELECT MAX(a2.version) FROM applications a2 WHERE a2.decision_key = d.key)
          WHERE o.recipient = $1 AND o.channel = 'portal'"
     };
 }
@@ -333,6 +351,22 @@ fn notice_from_row(row: &sqlx::any::AnyRow) -> Result<PortalNotice> {
         subject_record: opt("subject_record")?
             .map(|t| serde_json::from_str(&t).map_err(corrupt("resident record")))
             .transpose()?,
+        application: match opt("app_status")? {
+            None => None,
+            Some(status) => Some(NoticeApplication {
+                seq: row
+                    .try_get::<i64, _>("app_seq")
+                    .map_err(q("reading notices"))?,
+                version: row
+                    .try_get::<i64, _>("app_version")
+                    .map_err(q("reading notices"))?,
+                status: parsed("application status", status, |s| {
+                    crate::ApplicationStatus::from_name(s).ok_or("not an application status")
+                })?,
+                message: opt("app_message")?,
+                at: get("app_at")?,
+            }),
+        },
     })
 }
 
@@ -463,7 +497,8 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Submits or declines an open draft, with its audit row, in one transaction.
+    /// Submits or declines an open draft, with its audit row and, submitted, its application
+    /// for the back office (`office`), in one transaction.
     pub async fn decide_draft(
         &self,
         key: &DecisionKey,
@@ -494,13 +529,18 @@ impl Store {
         if done.rows_affected() == 0 {
             return Ok(DraftDecision::AlreadyDecided);
         }
+        // The application reaches the back office with the submission, or not at all.
+        if let DraftChoice::Submit(fields) = choice {
+            self.write_application(&mut tx, key, reader, fields, &audit.at)
+                .await?;
+        }
         self.insert_audit(&mut tx, std::slice::from_ref(audit))
             .await?;
         tx.commit().await.map_err(q("deciding a draft"))?;
         Ok(DraftDecision::Done)
     }
 
-    async fn insert_audit(
+    pub(crate) async fn insert_audit(
         &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
         entries: &[AuditEntry],
