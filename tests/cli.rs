@@ -608,7 +608,12 @@ fn the_demo_runs_on_a_fresh_database() {
     assert!(death.contains("not told:  利島村教育委員会"), "{death}");
     // The operator sees the agencies' streams, every event delivered.
     let agencies = oshirase(&["agency", "list", "--db", db.to_str().unwrap()]);
-    assert_eq!(agencies.status.code(), Some(0), "{}", text(&agencies.stderr));
+    assert_eq!(
+        agencies.status.code(),
+        Some(0),
+        "{}",
+        text(&agencies.stderr)
+    );
     let listed = text(&agencies.stdout);
     assert!(listed.contains("endpoint verified"), "{listed}");
     assert!(listed.contains("pending 0, dead letters 0"), "{listed}");
