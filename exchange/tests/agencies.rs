@@ -11,58 +11,35 @@
 //! clock (told on every move), so webhook timestamps and client assertions agree with it.
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::NaiveDate;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt};
 use tokio::sync::watch;
 
-use oshirase_adapters::webhook::{SigningKeys, WebhookSender};
+use oshirase_adapters::webhook::SigningKeys;
 use oshirase_engine::calendar;
-use oshirase_engine::clock::{self, Clock, FixedClock};
+use oshirase_engine::clock::{self, Clock};
 use oshirase_engine::ids::ResidentId;
 use oshirase_engine::items::{ItemCode, ItemSource};
 use oshirase_engine::purposes::{self, Exchange, ProtectedAddress};
-use oshirase_engine::resident::Resident;
-use oshirase_exchange::register::{register, Verification};
-use oshirase_exchange::{
-    ApiConfig, ApiState, Deliverer, DeliveryPolicy, ExchangeMetrics, Keys, PassReport, SigningKey,
-};
-use oshirase_service::ingest::ingest;
-use oshirase_store::{AgencySpec, Store, StreamProgress};
-use oshirase_testkit::{d, on_both, TestDb};
+use oshirase_exchange::register::Verification;
+use oshirase_exchange::{Deliverer, DeliveryPolicy, PassReport, SigningKey};
+use oshirase_store::StreamProgress;
+use oshirase_testkit::on_both;
 
-/// The fixture town's local government code.
-const LGC: &str = "133621";
-/// The day the tests start on (the town's snapshot is of 2026-10-01).
-const START: &str = "2026-10-20";
-/// The longest wait for a receiver to reach a state.
-const WAIT: Duration = Duration::from_secs(20);
-const HOUR: Duration = Duration::from_secs(3600);
-const DAY: Duration = Duration::from_secs(24 * 3600);
-/// A pseudonym of nobody (the form of ours: 32 hex digits).
-const NOBODY: &str = "00000000000000000000000000000000";
+mod common;
 
-const DIED: &str = "jp.lg.oshirase.resident.died";
+use common::{assertion, bundled, policy, root, Town, DAY, DIED, HOUR, LGC, NOBODY, WAIT};
+
 const CHANGED: &str = "jp.lg.oshirase.resident.changed";
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 fn receiver_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/agency_receiver.py")
-}
-
-fn bundled() -> Exchange {
-    purposes::load_dir(&root().join("rules"))
-        .unwrap_or_else(|e| panic!("the bundled purposes: {e}"))
 }
 
 /// The bundled purposes and one more that must never see a protected address: every bundled
@@ -98,55 +75,9 @@ fn with_withholding_purpose() -> Exchange {
     .unwrap_or_else(|e| panic!("the purposes with {WITHHOLDING}: {e}"))
 }
 
-fn policy() -> DeliveryPolicy {
-    DeliveryPolicy {
-        base: Duration::from_secs(1),
-        max_backoff: Duration::from_secs(8),
-        dead_after: 3 * DAY,
-        heartbeat: HOUR,
-        lease: Duration::from_secs(60),
-        batch: 200,
-        streams: 32,
-        poll: Duration::from_millis(20),
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
-// The municipality: store, API, webhook keys, clock
+// The municipality: the shared town (common), and the agencies' receivers it tells of the clock
 // ---------------------------------------------------------------------------------------------
-
-struct Api {
-    addr: SocketAddr,
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-struct Town {
-    db: TestDb,
-    store: Store,
-    exchange: Arc<Exchange>,
-    clock: Arc<FixedClock>,
-    webhook_keys: SigningKeys,
-    sender: Arc<WebhookSender>,
-    api_keys: Arc<Keys>,
-    metrics: Arc<ExchangeMetrics>,
-    api: Option<Api>,
-    api_url: String,
-    /// The register as the fixture town has it (records the tests change are picked once).
-    residents: Vec<Resident>,
-    used: Mutex<BTreeSet<ResidentId>>,
-    feed_seq: u64,
-    /// The receivers' URLs, told when the clock moves.
-    agents: Mutex<Vec<String>>,
-    http: reqwest::Client,
-}
-
-async fn start_api(listener: tokio::net::TcpListener, state: ApiState) -> Api {
-    let addr = listener.local_addr().expect("the API's address");
-    let (stop, stopped) = watch::channel(false);
-    let task = tokio::spawn(oshirase_exchange::serve(listener, state, stopped));
-    Api { addr, stop, task }
-}
 
 impl Town {
     async fn new(backend: &str) -> Town {
@@ -154,116 +85,7 @@ impl Town {
     }
 
     async fn with(backend: &str, exchange: Exchange) -> Town {
-        let db = oshirase_testkit::fresh(backend, "oshirase_agencies").await;
-        let exchange = Arc::new(exchange);
-        let store = Store::open(&db.url)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .with_exchange(exchange.clone());
-        let clock = Arc::new(FixedClock::at_noon(d(START)));
-        let text =
-            std::fs::read_to_string(root().join("fixtures/town.jsonl")).expect("the fixture town");
-        let report = ingest(&store, "town.jsonl", &text, false, clock.now())
-            .await
-            .unwrap_or_else(|e| panic!("the fixture town: {e}"));
-        assert_eq!(
-            report.outcome.agency_events, 0,
-            "the baseline makes no events"
-        );
-        let residents = store.residents().await.expect("the register");
-        let webhook_keys = SigningKeys::from_secret(
-            &SigningKeys::generate().ed25519_secret(),
-            Some(&SigningKeys::generate_hmac_secret()),
-        )
-        .expect("generated webhook keys");
-        let sender = Arc::new(WebhookSender::new(
-            webhook_keys.clone(),
-            Duration::from_secs(10),
-        ));
-        let api_keys = Arc::new(Keys {
-            current: SigningKey::generate().expect("an ES256 key"),
-            previous: Vec::new(),
-        });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("a port");
-        let api_url = format!("http://{}", listener.local_addr().unwrap());
-        let mut town = Town {
-            db,
-            store,
-            exchange,
-            clock,
-            webhook_keys,
-            sender,
-            api_keys,
-            metrics: Arc::new(ExchangeMetrics::default()),
-            api: None,
-            api_url,
-            residents,
-            used: Mutex::new(BTreeSet::new()),
-            feed_seq: 0,
-            agents: Mutex::new(Vec::new()),
-            http: reqwest::Client::new(),
-        };
-        town.api = Some(start_api(listener, town.api_state()).await);
-        town
-    }
-
-    fn api_state(&self) -> ApiState {
-        ApiState {
-            store: self.store.clone(),
-            exchange: self.exchange.clone(),
-            keys: self.api_keys.clone(),
-            clock: self.clock.clone(),
-            metrics: self.metrics.clone(),
-            config: ApiConfig {
-                public_url: self.api_url.clone(),
-                max_interest_days: 400,
-                token_ttl_seconds: 300,
-            },
-        }
-    }
-
-    fn token_url(&self) -> String {
-        format!("{}/agency/v1/token", self.api_url)
-    }
-
-    /// The process ends between ingest and delivery: the API stops, the store is closed and
-    /// opened again from its URL, and the API comes back on the same port.
-    async fn restart(&mut self) {
-        let api = self.api.take().expect("the API runs");
-        api.stop.send(true).expect("the API listens for its stop");
-        tokio::time::timeout(WAIT, api.task)
-            .await
-            .expect("the API stops")
-            .expect("the API task")
-            .expect("the API served");
-        self.store.close().await;
-        self.store = Store::open(&self.db.url)
-            .await
-            .unwrap_or_else(|e| panic!("reopening the store: {e}"))
-            .with_exchange(self.exchange.clone());
-        let mut tries = 0;
-        let listener = loop {
-            match tokio::net::TcpListener::bind(api.addr).await {
-                Ok(l) => break l,
-                // The old socket may linger a moment after the server stopped.
-                Err(_) if tries < 100 => {
-                    tries += 1;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err(e) => panic!("binding the API's port {} again: {e}", api.addr),
-            }
-        };
-        self.api = Some(start_api(listener, self.api_state()).await);
-    }
-
-    fn today(&self) -> NaiveDate {
-        self.clock.now().with_timezone(&clock::jst()).date_naive()
-    }
-
-    fn in_days(&self, n: i64) -> NaiveDate {
-        calendar::add_days(self.today(), n)
+        Town::open(backend, "oshirase_agencies", exchange, true).await
     }
 
     /// Moves the municipality's clock and every agency's.
@@ -283,106 +105,8 @@ impl Town {
         }
     }
 
-    fn record(&self, id: &ResidentId) -> &Resident {
-        self.residents
-            .iter()
-            .find(|r| &r.id == id)
-            .expect("a resident of the town")
-    }
-
-    /// `n` residents not picked before, for whom `pred` holds, in register order.
-    fn pick(&self, n: usize, pred: impl Fn(&Resident) -> bool) -> Vec<ResidentId> {
-        let mut used = self.used.lock().unwrap();
-        let found: Vec<ResidentId> = self
-            .residents
-            .iter()
-            .filter(|r| !used.contains(&r.id) && pred(r))
-            .take(n)
-            .map(|r| r.id.clone())
-            .collect();
-        assert_eq!(found.len(), n, "the fixture town has {n} such residents");
-        used.extend(found.iter().cloned());
-        found
-    }
-
-    /// An adult on the register whose change touches nobody else's record: not a
-    /// householder, guardian or proxy, without a support measure.
-    fn plain_adult(&self, r: &Resident) -> bool {
-        r.is_current()
-            && !r.support_measure
-            && r.guardians.is_empty()
-            && r.household
-                .as_ref()
-                .is_some_and(|h| !h.relationship.is_householder())
-            && calendar::age_on(r.birth_date, self.today()) >= 20
-            && !self.residents.iter().any(|o| {
-                o.guardians.iter().any(|g| g.id == r.id) || o.proxies.iter().any(|p| p.id == r.id)
-            })
-    }
-
-    fn adults(&self, n: usize) -> Vec<ResidentId> {
-        self.pick(n, |r| self.plain_adult(r))
-    }
-
-    /// The municipality hands the agency its pseudonym of a person it has a case for.
-    async fn pseudonym(&self, agency: &str, who: &ResidentId) -> String {
-        self.store
-            .issue_pseudonym(agency, who, self.clock.now())
-            .await
-            .expect("issuing a pseudonym")
-            .expect("a registered agency")
-    }
-
-    /// Ingests one change feed of `lines` (their `seq` added); returns the agency events it
-    /// wrote.
-    async fn changes(&mut self, lines: Vec<Value>) -> usize {
-        let mut text =
-            json!({"format": "oshirase-changes", "schema_version": 1, "local_gov_code": LGC})
-                .to_string();
-        for mut line in lines {
-            self.feed_seq += 1;
-            line["seq"] = json!(self.feed_seq);
-            text.push('\n');
-            text.push_str(&line.to_string());
-        }
-        text.push('\n');
-        let report = ingest(&self.store, "changes.jsonl", &text, false, self.clock.now())
-            .await
-            .unwrap_or_else(|e| panic!("ingesting the changes: {e}\n{text}"));
-        assert!(report.rejected.is_empty(), "{:?}", report.rejected);
-        report.outcome.agency_events
-    }
-
-    fn death(&self, who: &ResidentId) -> Value {
-        json!({"kind": "death", "date": calendar::day_before(self.today()), "recorded": self.today(),
-               "resident": who.as_str()})
-    }
-
-    fn moved(&self, who: &ResidentId, text: &str) -> Value {
-        json!({"kind": "address_change", "date": self.today(), "recorded": self.today(),
-               "resident": who.as_str(),
-               "address": {"local_gov_code": LGC, "postal_code": "100-0301", "text": text}})
-    }
-
-    fn correction(&self, who: &ResidentId, fields: Value) -> Value {
-        json!({"kind": "correction", "date": self.today(), "recorded": self.today(),
-               "resident": who.as_str(), "fields": fields})
-    }
-
     fn deliverer(&self, name: &str) -> Deliverer {
         self.deliverer_with(name, policy())
-    }
-
-    fn deliverer_with(&self, name: &str, policy: DeliveryPolicy) -> Deliverer {
-        Deliverer {
-            name: name.to_owned(),
-            store: self.store.clone(),
-            sender: self.sender.clone(),
-            clock: self.clock.clone(),
-            policy,
-            metrics: self.metrics.clone(),
-            local_gov_code: LGC.to_owned(),
-        }
     }
 
     async fn drain(&self, name: &str) -> PassReport {
@@ -395,28 +119,18 @@ impl Town {
     /// An agency that pulls only (no endpoint), with its client key.
     async fn pull_only(&self, id: &str, purpose: &str) -> SigningKey {
         let key = SigningKey::generate().expect("an ES256 key");
-        let spec = AgencySpec {
-            id: id.to_owned(),
-            name: format!("{id} (pull only)"),
-            endpoint: None,
-            client_jwks: json!({ "keys": [key.public_jwk()] }).to_string(),
-            dictionary_version: self.exchange.dictionary.version(),
-            purposes: vec![purpose.to_owned()],
-        };
-        let v = register(
-            &self.store,
-            &self.exchange,
-            &self.sender,
-            &spec,
-            &oshirase_exchange::cloudevent::source(LGC),
-            self.clock.now(),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        let spec = self.spec(
+            id,
+            format!("{id} (pull only)"),
+            None,
+            &key,
+            self.exchange.dictionary.version(),
+            purpose,
+        );
+        let v = self.register(&spec).await;
         assert_eq!(v, Verification::NoEndpoint);
         key
     }
-
     /// Starts the agency's receiver and registers the agency with its endpoint (the
     /// handshake must pass).
     async fn agency(&self, id: &str, purpose: &str, dictionary_version: u32) -> Agent {
@@ -488,24 +202,15 @@ impl Town {
             stderr,
             http: self.http.clone(),
         };
-        let spec = AgencySpec {
-            id: id.to_owned(),
-            name: format!("{id} agency"),
-            endpoint: Some(format!("{url}/webhook")),
-            client_jwks: json!({ "keys": [agent.key.public_jwk()] }).to_string(),
+        let spec = self.spec(
+            id,
+            format!("{id} agency"),
+            Some(format!("{url}/webhook")),
+            &agent.key,
             dictionary_version,
-            purposes: vec![purpose.to_owned()],
-        };
-        let v = register(
-            &self.store,
-            &self.exchange,
-            &self.sender,
-            &spec,
-            &oshirase_exchange::cloudevent::source(LGC),
-            self.clock.now(),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+            purpose,
+        );
+        let v = self.register(&spec).await;
         assert_eq!(
             v,
             Verification::Verified,
@@ -1614,33 +1319,6 @@ on_both!(support_measure, a_protected_address_is_withheld_or_marked);
 // Bad input
 // ---------------------------------------------------------------------------------------------
 
-/// A client assertion (RFC 7523) signed with `key`, with `kid` in its header.
-fn assertion(key: &SigningKey, kid: Option<&str>, claims: &Value) -> String {
-    let mut header = Header::new(Algorithm::ES256);
-    header.kid = kid.map(str::to_owned);
-    let encoding = EncodingKey::from_ec_pem(key.to_pem().as_bytes()).expect("our PEM");
-    jsonwebtoken::encode(&header, claims, &encoding).expect("signs")
-}
-
-async fn token_request(town: &Town, assertion: &str) -> (u16, Value) {
-    let r = town
-        .http
-        .post(town.token_url())
-        .form(&[
-            ("grant_type", "client_credentials"),
-            (
-                "client_assertion_type",
-                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-            ),
-            ("client_assertion", assertion),
-        ])
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
 async fn bad_input_is_refused_and_nothing_is_stored(backend: &str) {
     let town = Town::new(backend).await;
     let key = town.pull_only("nenkin", "nenkin-kyufu").await;
@@ -1651,10 +1329,10 @@ async fn bad_input_is_refused_and_nothing_is_stored(backend: &str) {
 
     // The client's own assertion: a token, once.
     let good = assertion(&key, Some(key.kid()), &claims(&token_url, "jti-1"));
-    let (status, body) = token_request(&town, &good).await;
+    let (status, body) = town.token_request(&good).await;
     assert_eq!(status, 200, "{body}");
     let token = body["access_token"].as_str().unwrap().to_owned();
-    let (status, body) = token_request(&town, &good).await;
+    let (status, body) = town.token_request(&good).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (401, Some("invalid_client")),
@@ -1700,7 +1378,7 @@ async fn bad_input_is_refused_and_nothing_is_stored(backend: &str) {
             ),
         ),
     ] {
-        let (status, body) = token_request(&town, &a).await;
+        let (status, body) = town.token_request(&a).await;
         assert_eq!(
             (status, body["error"].as_str()),
             (401, Some("invalid_client")),
@@ -1937,13 +1615,13 @@ async fn an_assertion_cannot_be_replayed_while_it_is_still_accepted(backend: &st
         json!({"iss": "nenkin", "sub": "nenkin", "aud": token_url, "iat": now, "exp": now + 60, "jti": jti})
     };
     let first = assertion(&key, Some(key.kid()), &claims("first"));
-    assert_eq!(token_request(&town, &first).await.0, 200);
+    assert_eq!(town.token_request(&first).await.0, 200);
     // Ten seconds past its `exp`, inside the endpoint's leeway for clock skew; meanwhile
     // the agency takes another token.
     town.advance(Duration::from_secs(70)).await;
     let second = assertion(&key, Some(key.kid()), &claims("second"));
-    assert_eq!(token_request(&town, &second).await.0, 200);
-    let (status, body) = token_request(&town, &first).await;
+    assert_eq!(town.token_request(&second).await.0, 200);
+    let (status, body) = town.token_request(&first).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (401, Some("invalid_client")),

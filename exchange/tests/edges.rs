@@ -11,69 +11,33 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use chrono::NaiveDate;
 use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use reqwest::Method;
 use serde_json::{json, Value};
-use tokio::sync::watch;
 
-use oshirase_adapters::webhook::{SigningKeys, WebhookSender};
 use oshirase_engine::calendar;
 use oshirase_engine::clock::{self, Clock, FixedClock};
 use oshirase_engine::ids::ResidentId;
-use oshirase_engine::purposes::{self, Exchange};
-use oshirase_engine::resident::Resident;
 use oshirase_exchange::cloudevent::HEARTBEAT;
-use oshirase_exchange::register::{register, Verification};
-use oshirase_exchange::{
-    ApiConfig, ApiState, Deliverer, DeliveryPolicy, ExchangeMetrics, Keys, PassReport, SigningKey,
-};
-use oshirase_service::ingest::ingest;
-use oshirase_store::{AgencySpec, Store, Stream};
-use oshirase_testkit::{d, on_both, TestDb};
+use oshirase_exchange::register::Verification;
+use oshirase_exchange::{Deliverer, DeliveryPolicy, PassReport, SigningKey};
+use oshirase_store::Stream;
+use oshirase_testkit::on_both;
 
-/// The fixture town's local government code.
-const LGC: &str = "133621";
-/// The day the tests start on (the town's snapshot is of 2026-10-01).
-const START: &str = "2026-10-20";
+mod common;
+
+use common::{bundled, client_assertion, policy, Client, Town, DAY, DIED, HOUR, LGC, NOBODY};
+
 const MINUTE: Duration = Duration::from_secs(60);
-const HOUR: Duration = Duration::from_secs(3600);
-const DAY: Duration = Duration::from_secs(24 * 3600);
-/// A pseudonym of nobody (the form of ours: 32 hex digits).
-const NOBODY: &str = "00000000000000000000000000000000";
 const VERIFICATION: &str = "jp.lg.oshirase.endpoint.verification";
-const DIED: &str = "jp.lg.oshirase.resident.died";
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn bundled() -> Exchange {
-    purposes::load_dir(&root().join("rules"))
-        .unwrap_or_else(|e| panic!("the bundled purposes: {e}"))
-}
-
-fn policy() -> DeliveryPolicy {
-    DeliveryPolicy {
-        base: Duration::from_secs(1),
-        max_backoff: Duration::from_secs(8),
-        dead_after: 3 * DAY,
-        heartbeat: HOUR,
-        lease: Duration::from_secs(60),
-        batch: 200,
-        streams: 32,
-        poll: Duration::from_millis(20),
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // An agency's endpoint: a receiver in this process
@@ -235,12 +199,6 @@ async fn closed_port() -> String {
 // The municipality: store, API, webhook keys, clock
 // ---------------------------------------------------------------------------------------------
 
-/// An agency's client: its id and the key its assertions are signed with.
-struct Client {
-    id: String,
-    key: SigningKey,
-}
-
 /// An HTTP answer of the API.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Reply {
@@ -255,192 +213,17 @@ impl Reply {
     }
 }
 
-struct Town {
-    _db: TestDb,
-    store: Store,
-    exchange: Arc<Exchange>,
-    clock: Arc<FixedClock>,
-    webhook_keys: SigningKeys,
-    sender: Arc<WebhookSender>,
-    api_keys: Arc<Keys>,
-    metrics: Arc<ExchangeMetrics>,
-    _stop: watch::Sender<bool>,
-    api_url: String,
-    residents: Vec<Resident>,
-    used: Mutex<BTreeSet<ResidentId>>,
-    feed_seq: u64,
-    jti: AtomicU64,
-    http: reqwest::Client,
-}
-
 impl Town {
     async fn new(backend: &str) -> Town {
-        let db = oshirase_testkit::fresh(backend, "oshirase_edges").await;
-        let exchange = Arc::new(bundled());
-        let store = Store::open(&db.url)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .with_exchange(exchange.clone());
-        let clock = Arc::new(FixedClock::at_noon(d(START)));
-        let text =
-            std::fs::read_to_string(root().join("fixtures/town.jsonl")).expect("the fixture town");
-        let report = ingest(&store, "town.jsonl", &text, false, clock.now())
-            .await
-            .unwrap_or_else(|e| panic!("the fixture town: {e}"));
-        assert_eq!(
-            report.outcome.agency_events, 0,
-            "the baseline makes no events"
-        );
-        let residents = store.residents().await.expect("the register");
-        let webhook_keys =
-            SigningKeys::from_secret(&SigningKeys::generate().ed25519_secret(), None)
-                .expect("generated webhook keys");
-        let sender = Arc::new(WebhookSender::new(
-            webhook_keys.clone(),
-            Duration::from_secs(10),
-        ));
-        let api_keys = Arc::new(Keys {
-            current: SigningKey::generate().expect("an ES256 key"),
-            previous: Vec::new(),
-        });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("a port");
-        let api_url = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = watch::channel(false);
-        let town = Town {
-            _db: db,
-            store,
-            exchange,
-            clock,
-            webhook_keys,
-            sender,
-            api_keys,
-            metrics: Arc::new(ExchangeMetrics::default()),
-            _stop: stop,
-            api_url,
-            residents,
-            used: Mutex::new(BTreeSet::new()),
-            feed_seq: 0,
-            jti: AtomicU64::new(0),
-            http: reqwest::Client::new(),
-        };
-        tokio::spawn(oshirase_exchange::serve(
-            listener,
-            town.api_state(),
-            stopped,
-        ));
-        town
-    }
-
-    fn api_state(&self) -> ApiState {
-        ApiState {
-            store: self.store.clone(),
-            exchange: self.exchange.clone(),
-            keys: self.api_keys.clone(),
-            clock: self.clock.clone(),
-            metrics: self.metrics.clone(),
-            config: ApiConfig {
-                public_url: self.api_url.clone(),
-                max_interest_days: 400,
-                token_ttl_seconds: 300,
-            },
-        }
-    }
-
-    fn token_url(&self) -> String {
-        format!("{}/agency/v1/token", self.api_url)
-    }
-
-    fn today(&self) -> NaiveDate {
-        self.clock.now().with_timezone(&clock::jst()).date_naive()
-    }
-
-    fn in_days(&self, n: i64) -> NaiveDate {
-        calendar::add_days(self.today(), n)
+        Town::open(backend, "oshirase_edges", bundled(), false).await
     }
 
     async fn receiver(&self) -> Receiver {
         Receiver::start(self.webhook_keys.public_key(), self.clock.clone()).await
     }
 
-    fn record(&self, id: &ResidentId) -> &Resident {
-        self.residents
-            .iter()
-            .find(|r| &r.id == id)
-            .expect("a resident of the town")
-    }
-
-    /// `n` adults not picked before whose change touches nobody else's record: not a
-    /// householder, guardian or proxy, without a support measure.
-    fn adults(&self, n: usize) -> Vec<ResidentId> {
-        let today = self.today();
-        let mut used = self.used.lock().unwrap();
-        let found: Vec<ResidentId> = self
-            .residents
-            .iter()
-            .filter(|r| {
-                !used.contains(&r.id)
-                    && r.is_current()
-                    && !r.support_measure
-                    && r.guardians.is_empty()
-                    && r.household
-                        .as_ref()
-                        .is_some_and(|h| !h.relationship.is_householder())
-                    && calendar::age_on(r.birth_date, today) >= 20
-                    && !self.residents.iter().any(|o| {
-                        o.guardians.iter().any(|g| g.id == r.id)
-                            || o.proxies.iter().any(|p| p.id == r.id)
-                    })
-            })
-            .take(n)
-            .map(|r| r.id.clone())
-            .collect();
-        assert_eq!(found.len(), n, "the fixture town has {n} such residents");
-        used.extend(found.iter().cloned());
-        found
-    }
-
-    /// Ingests one change feed of `lines`; returns the agency events it wrote.
-    async fn changes(&mut self, lines: Vec<Value>) -> usize {
-        let mut text =
-            json!({"format": "oshirase-changes", "schema_version": 1, "local_gov_code": LGC})
-                .to_string();
-        for mut line in lines {
-            self.feed_seq += 1;
-            line["seq"] = json!(self.feed_seq);
-            text.push('\n');
-            text.push_str(&line.to_string());
-        }
-        text.push('\n');
-        let report = ingest(&self.store, "changes.jsonl", &text, false, self.clock.now())
-            .await
-            .unwrap_or_else(|e| panic!("ingesting the changes: {e}\n{text}"));
-        assert!(report.rejected.is_empty(), "{:?}", report.rejected);
-        report.outcome.agency_events
-    }
-
-    fn death(&self, who: &ResidentId) -> Value {
-        json!({"kind": "death", "date": calendar::day_before(self.today()), "recorded": self.today(),
-               "resident": who.as_str()})
-    }
-
-    fn moved(&self, who: &ResidentId, text: &str) -> Value {
-        json!({"kind": "address_change", "date": self.today(), "recorded": self.today(),
-               "resident": who.as_str(),
-               "address": {"local_gov_code": LGC, "postal_code": "100-0301", "text": text}})
-    }
-
     fn deliverer(&self, policy: DeliveryPolicy) -> Deliverer {
-        Deliverer {
-            name: "edges".to_owned(),
-            store: self.store.clone(),
-            sender: self.sender.clone(),
-            clock: self.clock.clone(),
-            policy,
-            metrics: self.metrics.clone(),
-            local_gov_code: LGC.to_owned(),
-        }
+        self.deliverer_with("edges", policy)
     }
 
     async fn drain_with(&self, policy: DeliveryPolicy) -> PassReport {
@@ -468,24 +251,15 @@ impl Town {
         endpoint: Option<&str>,
     ) -> (Client, Verification) {
         let key = SigningKey::generate().expect("an ES256 key");
-        let spec = AgencySpec {
-            id: id.to_owned(),
-            name: format!("{id} agency"),
-            endpoint: endpoint.map(str::to_owned),
-            client_jwks: json!({ "keys": [key.public_jwk()] }).to_string(),
-            dictionary_version: self.exchange.dictionary.version(),
-            purposes: vec![purpose.to_owned()],
-        };
-        let v = register(
-            &self.store,
-            &self.exchange,
-            &self.sender,
-            &spec,
-            &oshirase_exchange::cloudevent::source(LGC),
-            self.clock.now(),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        let spec = self.spec(
+            id,
+            format!("{id} agency"),
+            endpoint.map(str::to_owned),
+            &key,
+            self.exchange.dictionary.version(),
+            purpose,
+        );
+        let v = self.register(&spec).await;
         (
             Client {
                 id: id.to_owned(),
@@ -499,33 +273,8 @@ impl Town {
     fn assertion(&self, c: &Client) -> String {
         let n = self.jti.fetch_add(1, Ordering::SeqCst);
         let now = self.clock.now().timestamp();
-        let claims = json!({"iss": c.id, "sub": c.id, "aud": self.token_url(), "iat": now,
-                            "exp": now + 60, "jti": format!("edges-{n}")});
-        let mut header = Header::new(Algorithm::ES256);
-        header.kid = Some(c.key.kid().to_owned());
-        let key = EncodingKey::from_ec_pem(c.key.to_pem().as_bytes()).expect("our PEM");
-        jsonwebtoken::encode(&header, &claims, &key).expect("signs")
+        client_assertion(&c.id, &c.key, &self.token_url(), now, &format!("edges-{n}"))
     }
-
-    async fn token_request(&self, assertion: &str) -> (u16, Value) {
-        let r = self
-            .http
-            .post(self.token_url())
-            .form(&[
-                ("grant_type", "client_credentials"),
-                (
-                    "client_assertion_type",
-                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-                ),
-                ("client_assertion", assertion),
-            ])
-            .send()
-            .await
-            .expect("the API answers");
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-
     async fn token(&self, c: &Client) -> String {
         let (status, body) = self.token_request(&self.assertion(c)).await;
         assert_eq!(status, 200, "a token for {}: {body}", c.id);

@@ -5,25 +5,26 @@
 //! `after`, scopes, forged assertions, refused transitions, huge messages), and an
 //! independent core system in Python (`office_client.py`: `authlib`, `requests`).
 
+mod common;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use chrono::{DateTime, FixedOffset};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use oshirase_engine::clock::{Clock, FixedClock};
 use oshirase_engine::eval::{Decision, DecisionKey, Recipient, RenderedMessages, Role};
 use oshirase_engine::ids::{ResidentId, RuleId};
-use oshirase_engine::purposes::{self, Exchange};
 use oshirase_engine::resident::{Channel, Resident};
 use oshirase_engine::rule::{Application, Category, Titles};
-use oshirase_exchange::{ApiConfig, ApiState, ExchangeMetrics, Keys, SigningKey};
+use oshirase_exchange::{ExchangeMetrics, SigningKey};
 use oshirase_store::{
     AgencySpec, ApplicationStatus, DraftChoice, DraftDecision, StatusChange, StatusOutcome, Store,
     TransitionError,
 };
 use oshirase_testkit::{d, on_both, TestDb};
 use serde_json::{json, Value};
-use tokio::sync::watch;
+
+use common::Client;
 
 const PENSION: &str = "kokumin-nenkin-shutoku/R10001/2026-10-01";
 const HEALTH: &str = "kokuho-kanyu/R10001/2026-10-01";
@@ -527,40 +528,22 @@ struct Api {
     url: String,
     jti: AtomicU64,
     http: reqwest::Client,
-    _stop: watch::Sender<bool>,
-}
-
-struct Client {
-    id: String,
-    key: SigningKey,
+    _api: common::Api,
 }
 
 impl Api {
     async fn new(backend: &str) -> Api {
         let (db, store, clock) = town(backend).await;
-        let exchange: Arc<Exchange> = Arc::new(
-            purposes::load_dir(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules"))
-                .unwrap(),
+        let (listener, url) = common::listen().await;
+        let state = common::api_state(
+            &store,
+            Arc::new(common::bundled()),
+            common::api_keys(),
+            clock.clone(),
+            Arc::new(ExchangeMetrics::default()),
+            &url,
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = watch::channel(false);
-        let state = ApiState {
-            store: store.clone(),
-            exchange,
-            keys: Arc::new(Keys {
-                current: SigningKey::generate().unwrap(),
-                previous: Vec::new(),
-            }),
-            clock: clock.clone(),
-            metrics: Arc::new(ExchangeMetrics::default()),
-            config: ApiConfig {
-                public_url: url.clone(),
-                max_interest_days: 400,
-                token_ttl_seconds: 300,
-            },
-        };
-        tokio::spawn(oshirase_exchange::serve(listener, state, stopped));
+        let api = common::start_api(listener, state).await;
         Api {
             _db: db,
             store,
@@ -568,7 +551,7 @@ impl Api {
             url,
             jti: AtomicU64::new(0),
             http: reqwest::Client::new(),
-            _stop: stop,
+            _api: api,
         }
     }
 
@@ -601,31 +584,14 @@ impl Api {
 
     fn assertion(&self, c: &Client, key: &SigningKey) -> String {
         let n = self.jti.fetch_add(1, Ordering::SeqCst);
+        let aud = format!("{}/agency/v1/token", self.url);
         let now = self.clock.now().timestamp();
-        let claims = json!({"iss": c.id, "sub": c.id, "aud": format!("{}/agency/v1/token", self.url),
-                            "iat": now, "exp": now + 60, "jti": format!("office-{n}")});
-        let mut header = Header::new(Algorithm::ES256);
-        header.kid = Some(key.kid().to_owned());
-        let enc = EncodingKey::from_ec_pem(key.to_pem().as_bytes()).unwrap();
-        jsonwebtoken::encode(&header, &claims, &enc).unwrap()
+        common::client_assertion(&c.id, key, &aud, now, &format!("office-{n}"))
     }
 
     async fn token_with(&self, assertion: &str) -> (u16, Value) {
-        let r = self
-            .http
-            .post(format!("{}/agency/v1/token", self.url))
-            .form(&[
-                ("grant_type", "client_credentials"),
-                (
-                    "client_assertion_type",
-                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-                ),
-                ("client_assertion", assertion),
-            ])
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+        let token_url = format!("{}/agency/v1/token", self.url);
+        common::token_request(&self.http, &token_url, assertion).await
     }
 
     async fn token(&self, c: &Client) -> String {
@@ -688,14 +654,14 @@ fn seqs(v: &Value) -> Vec<i64> {
         .collect()
 }
 
-async fn a_core_system_polls_and_sets_statuses(backend: &str) {
-    let api = Api::new(backend).await;
-    let now = api.clock.now();
+/// The three applications the API's tests poll: the pension one (its annual income `income`),
+/// the child allowance one and another resident's pension one.
+async fn submit_three(api: &Api, income: i64, now: DateTime<FixedOffset>) {
     submit(
         &api.store,
         PENSION,
         "R10001",
-        json!({"name": "山田 花子", "annual_income": 1000000}),
+        json!({"name": "山田 花子", "annual_income": income}),
         now,
     )
     .await;
@@ -715,6 +681,12 @@ async fn a_core_system_polls_and_sets_statuses(backend: &str) {
         now,
     )
     .await;
+}
+
+async fn a_core_system_polls_and_sets_statuses(backend: &str) {
+    let api = Api::new(backend).await;
+    let now = api.clock.now();
+    submit_three(&api, 1000000, now).await;
     let kikan = api.client("kikan", Some(&ALL)).await;
     // Only childcare: it sees nothing of the pension applications.
     let kodomo = api.client("kodomo", Some(&["jidou-teate-nintei"])).await;
@@ -866,30 +838,7 @@ on_both!(forged, a_forged_assertion_gets_no_token);
 async fn an_independent_core_system_polls_and_returns(backend: &str) {
     let api = Api::new(backend).await;
     let now = api.clock.now();
-    submit(
-        &api.store,
-        PENSION,
-        "R10001",
-        json!({"name": "山田 花子", "annual_income": 1200000}),
-        now,
-    )
-    .await;
-    submit(
-        &api.store,
-        CHILD,
-        "R10003",
-        json!({"claimant": "佐藤 一郎", "child_name": "佐藤 陽"}),
-        now,
-    )
-    .await;
-    submit(
-        &api.store,
-        OTHER,
-        "R10004",
-        json!({"name": "鈴木 次郎"}),
-        now,
-    )
-    .await;
+    submit_three(&api, 1200000, now).await;
     let kikan = api.client("kikan", Some(&ALL)).await;
     let key_file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(key_file.path(), kikan.key.to_pem()).unwrap();
