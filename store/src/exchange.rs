@@ -3,7 +3,7 @@
 //! ingest's own transaction (a transactional outbox), the streams' delivery cursors, and the
 //! record of what was provided about a person.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, FixedOffset, NaiveDate};
 use hmac::{Hmac, Mac};
@@ -139,11 +139,27 @@ pub struct StreamProgress {
 /// The agency's pseudonym of a resident: an HMAC of the register id under the agency's own
 /// key, so two agencies cannot link their pseudonyms and nobody can reverse one.
 pub fn pseudonym(key: &[u8], resident: &str) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
-    mac.update(resident.as_bytes());
-    let digest = mac.finalize().into_bytes();
+    keyed_pseudonym(
+        &Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length"),
+        resident,
+    )
+}
+
+/// `pseudonym` with the agency's key already set up: a fan-out makes one per event.
+fn keyed_pseudonym(mac: &Hmac<Sha256>, resident: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digest = mac
+        .clone()
+        .chain_update(resident.as_bytes())
+        .finalize()
+        .into_bytes();
     // 128 bits are ample against collisions within one agency's persons.
-    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+    let mut out = String::with_capacity(32);
+    for b in &digest[..16] {
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 0x0f)] as char);
+    }
+    out
 }
 
 fn hex_decode(what: &'static str, s: &str) -> Result<Vec<u8>> {
@@ -258,6 +274,13 @@ pub(crate) async fn item_changes<'a>(
     Ok(out)
 }
 
+/// Who one stream follows: everybody (with the items asked), and persons by resident id.
+#[derive(Default)]
+struct StreamInterest {
+    everyone: Option<Option<BTreeSet<ItemCode>>>,
+    persons: HashMap<String, Option<BTreeSet<ItemCode>>>,
+}
+
 struct OpenStream {
     agency_id: String,
     purpose_id: String,
@@ -343,8 +366,8 @@ pub(crate) async fn write_changes(
         .date_naive()
         .to_string();
     let what = "reading interest";
-    let mut interest: BTreeMap<(String, String, String), Option<BTreeSet<ItemCode>>> =
-        BTreeMap::new();
+    // Per stream: the municipality-wide interest and the persons', by resident id.
+    let mut interest: HashMap<(String, String), StreamInterest> = HashMap::new();
     let mut add = |row: &sqlx::any::AnyRow| -> Result<()> {
         let valid_to: String = row.try_get("valid_to").map_err(q(what))?;
         if valid_to < today {
@@ -354,14 +377,18 @@ pub(crate) async fn write_changes(
         let items = items
             .map(|t| parse_codes("interest items", &t).map(|v| v.into_iter().collect()))
             .transpose()?;
-        interest.insert(
-            (
+        let who: String = row.try_get("resident_id").map_err(q(what))?;
+        let stream = interest
+            .entry((
                 row.try_get("agency_id").map_err(q(what))?,
                 row.try_get("purpose_id").map_err(q(what))?,
-                row.try_get("resident_id").map_err(q(what))?,
-            ),
-            items,
-        );
+            ))
+            .or_default();
+        if who == EVERYONE {
+            stream.everyone = Some(items);
+        } else {
+            stream.persons.insert(who, items);
+        }
         Ok(())
     };
     for row in sqlx::query(store.sql(
@@ -404,31 +431,46 @@ pub(crate) async fn write_changes(
             // A purpose no longer in the table gives nothing; `agency list` shows the stream.
             continue;
         };
+        let Some(follows) = interest.get(&(s.agency_id.clone(), s.purpose_id.clone())) else {
+            continue;
+        };
+        let mac = Hmac::<Sha256>::new_from_slice(&s.key).expect("HMAC takes any key length");
+        // The whole municipality's reach, once per stream (the purpose must allow it).
+        let everyone = follows
+            .everyone
+            .as_ref()
+            .filter(|_| purpose.following == Following::Municipality)
+            .map(|items| exchange.permitted(purpose, s.dictionary_version, items.as_ref()));
         let first = s.last_seq;
         for c in changes {
             let id = c.record.id.as_str();
-            let key = |who: &str| (s.agency_id.clone(), s.purpose_id.clone(), who.to_owned());
-            let covered = match interest.get(&key(id)) {
-                Some(items) => Some(items),
-                None if purpose.following == Following::Municipality => {
-                    interest.get(&key(EVERYONE))
+            let own;
+            let (permitted, wide) = match follows.persons.get(id) {
+                Some(items) => {
+                    own = exchange.permitted(purpose, s.dictionary_version, items.as_ref());
+                    (&own, false)
                 }
-                None => None,
+                None => match &everyone {
+                    Some(p) => (p, true),
+                    None => continue,
+                },
             };
-            let Some(asked) = covered else { continue };
-            let permitted = exchange.permitted(purpose, s.dictionary_version, asked.as_ref());
             let items: BTreeSet<ItemCode> = permitted.intersection(&c.items).cloned().collect();
             if items.is_empty() {
                 continue;
             }
             s.last_seq += 1;
-            let subject = pseudonym(&s.key, id);
-            pseudonyms.push(vec![
-                Val::Text(s.agency_id.clone()),
-                Val::Text(subject.clone()),
-                Val::Text(id.to_owned()),
-                Val::Text(time.clone()),
-            ]);
+            let subject = keyed_pseudonym(&mac, id);
+            // A person's own interest was registered with their pseudonym; a municipality-wide
+            // follower first learns of the person from this event.
+            if wide {
+                pseudonyms.push(vec![
+                    Val::Text(s.agency_id.clone()),
+                    Val::Text(subject.clone()),
+                    Val::Text(id.to_owned()),
+                    Val::Text(time.clone()),
+                ]);
+            }
             events.push(vec![
                 Val::Text(s.agency_id.clone()),
                 Val::Text(s.purpose_id.clone()),
@@ -743,12 +785,16 @@ impl Store {
         .transpose()
     }
 
-    /// Registers interest (or renews it: the items and the end date are replaced).
+    /// Registers interest (or renews it: the items and the end date are replaced). A person's
+    /// interest issues the agency's pseudonym of them, which its events name.
     pub async fn register_interest(
         &self,
         i: &InterestSpec,
         now: DateTime<FixedOffset>,
     ) -> Result<()> {
+        if let Some(r) = &i.resident {
+            self.issue_pseudonym(&i.agency_id, r, now).await?;
+        }
         sqlx::query(self.sql(
             "INSERT INTO agency_interests (agency_id, purpose_id, resident_id, items, valid_to, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $6)
