@@ -984,12 +984,15 @@ async fn metrics(State(s): State<ApiState>, req: axum::extract::Request) -> Resp
             Vec::new(),
         );
     }
-    match s.store.streams(None).await {
-        Ok(streams) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            s.metrics.render(&streams, s.clock.now()),
-        )
-            .into_response(),
-        Err(e) => store_error(e),
-    }
+    let (streams, applications) = match (
+        s.store.streams(None).await,
+        s.store.application_counts().await,
+    ) {
+        (Ok(st), Ok(a)) => (st, a),
+        (Err(e), _) | (_, Err(e)) => return store_error(e),
+    };
+    let now = s.clock.now();
+    let mut text = s.metrics.render(&streams, now);
+    text.push_str(&crate::office::render_metrics(&applications, now));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

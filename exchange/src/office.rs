@@ -242,3 +242,92 @@ fn no_such_application() -> Response {
         Vec::new(),
     )
 }
+
+/// The applications' metrics: how many stand at each status, and how long the oldest has
+/// waited at each status an office still has to act on (the queue's age).
+pub fn render_metrics(
+    counts: &[oshirase_store::ApplicationCount],
+    now: chrono::DateTime<chrono::FixedOffset>,
+) -> String {
+    use oshirase_store::ApplicationStatus as S;
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(out, "# HELP oshirase_applications Applications by status.");
+    let _ = writeln!(out, "# TYPE oshirase_applications gauge");
+    for status in S::ALL {
+        let n = counts
+            .iter()
+            .find(|c| c.status == status)
+            .map_or(0, |c| c.count);
+        let _ = writeln!(
+            out,
+            "oshirase_applications{{status=\"{}\"}} {n}",
+            status.name()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP oshirase_application_queue_age_seconds Since the oldest application entered a status the office must act on."
+    );
+    let _ = writeln!(out, "# TYPE oshirase_application_queue_age_seconds gauge");
+    for status in S::ALL.into_iter().filter(|s| !s.next().is_empty()) {
+        let age = counts
+            .iter()
+            .find(|c| c.status == status)
+            .and_then(|c| oshirase_engine::clock::until(c.oldest, now))
+            .map_or(0, |d| d.as_secs());
+        let _ = writeln!(
+            out,
+            "oshirase_application_queue_age_seconds{{status=\"{}\"}} {age}",
+            status.name()
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oshirase_store::{ApplicationCount, ApplicationStatus};
+
+    #[test]
+    fn every_status_is_counted_and_only_open_ones_age() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-04T09:00:00+09:00").unwrap();
+        let an_hour_ago = oshirase_engine::clock::before(now, std::time::Duration::from_secs(3600));
+        let text = render_metrics(
+            &[
+                ApplicationCount {
+                    status: ApplicationStatus::Submitted,
+                    count: 3,
+                    oldest: an_hour_ago,
+                },
+                ApplicationCount {
+                    status: ApplicationStatus::Completed,
+                    count: 7,
+                    oldest: an_hour_ago,
+                },
+            ],
+            now,
+        );
+        assert!(
+            text.contains("oshirase_applications{status=\"submitted\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("oshirase_applications{status=\"completed\"} 7"),
+            "{text}"
+        );
+        assert!(
+            text.contains("oshirase_applications{status=\"in_review\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("oshirase_application_queue_age_seconds{status=\"submitted\"} 3600"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("queue_age_seconds{status=\"completed\"}"),
+            "a final status has no queue: {text}"
+        );
+    }
+}

@@ -29,8 +29,8 @@ pub use exchange::{
     StreamProgress,
 };
 pub use office::{
-    check_transition, role_ja, Application, ApplicationStatus, Correction, StatusChange,
-    StatusEntry, StatusOutcome, TransitionError, MAX_STATUS_MESSAGE,
+    check_transition, role_ja, Application, ApplicationCount, ApplicationStatus, Correction,
+    StatusChange, StatusEntry, StatusOutcome, TransitionError, MAX_STATUS_MESSAGE,
 };
 pub use outbox::{OutboxItem, OutboxRow, OutboxState, Settle};
 pub use portal::*;

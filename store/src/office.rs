@@ -16,12 +16,20 @@ use serde_json::Value;
 use sqlx::Row;
 
 use super::portal::{AuditEntry, NoticeBody, RegisterAccess};
-use super::{q, utc_text, Result, Store, StoreError};
+use super::{parse_time, q, utc_text, Result, Store, StoreError};
 use oshirase_engine::eval::{DecisionKey, Role};
 use oshirase_engine::ids::{ResidentId, RuleId};
 
 /// The longest message an office may send a resident, in characters.
 pub const MAX_STATUS_MESSAGE: usize = 2000;
+
+/// How many applications stand at a status, and since when the oldest of them does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplicationCount {
+    pub status: ApplicationStatus,
+    pub count: i64,
+    pub oldest: DateTime<FixedOffset>,
+}
 
 /// Where an application stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -741,6 +749,35 @@ impl Store {
 
     /// Marks agency `agency` as a core system that may read and change the applications of
     /// `rules` (replacing any scope it had).
+    /// Applications per status, with the time the oldest of each entered it: what the
+    /// operator's metrics show (how many wait for 受付, and for how long).
+    pub async fn application_counts(&self) -> Result<Vec<ApplicationCount>> {
+        let what = "counting applications";
+        let rows = sqlx::query(
+            "SELECT status, COUNT(*) AS n, MIN(status_at) AS oldest FROM applications GROUP BY status",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q(what))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let name: String = r.try_get("status").map_err(q(what))?;
+            let status =
+                ApplicationStatus::from_name(&name).ok_or_else(|| StoreError::Corrupt {
+                    what: "application status",
+                    detail: name.clone(),
+                })?;
+            let oldest: String = r.try_get("oldest").map_err(q(what))?;
+            out.push(ApplicationCount {
+                status,
+                count: r.try_get("n").map_err(q(what))?,
+                oldest: parse_time("application status time", &oldest)?,
+            });
+        }
+        out.sort_by_key(|c| c.status);
+        Ok(out)
+    }
+
     pub async fn set_office_client(
         &self,
         agency: &str,
