@@ -10,7 +10,7 @@ use oshirase_engine::clock::Clock;
 use oshirase_engine::eval::Role;
 use oshirase_engine::resident::Channel;
 use oshirase_engine::rule::{Application, Category, Contact, FieldKind, FieldSpec, Label};
-use reqwest::header::{COOKIE, SET_COOKIE};
+use reqwest::header::COOKIE;
 use serde_json::json;
 
 const FORM: &str = "kodomo-iryohi-josei/R10002/2026-10-01";
@@ -133,45 +133,6 @@ async fn letters_app(backend: &str) -> App {
     app
 }
 
-async fn cookie(app: &App, who: &str) -> String {
-    let r = app
-        .http
-        .post(format!("{}/login", app.base))
-        .form(&[("token", app.token(who))])
-        .send()
-        .await
-        .unwrap();
-    let set = r.headers()[SET_COOKIE].to_str().unwrap();
-    set.split(';').next().unwrap().to_owned()
-}
-
-async fn page(app: &App, cookie: &str, path: &str) -> (u16, String) {
-    let r = app
-        .http
-        .get(format!("{}{path}", app.base))
-        .header(COOKIE, cookie)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.text().await.unwrap().replace("&#x2f;", "/"))
-}
-
-/// The page without its tags' attributes (links hold decision keys, which name the subject).
-fn visible(html: &str) -> String {
-    let mut out = String::new();
-    let mut in_tag = false;
-    for c in html.chars() {
-        match c {
-            '<' => in_tag = true,
-            '>' => in_tag = false,
-            _ if !in_tag => out.push(c),
-            _ => {}
-        }
-    }
-    out
-}
-
 fn csrf(html: &str) -> String {
     let at = html.find("name=\"csrf\" value=\"").unwrap() + 19;
     html[at..].split('"').next().unwrap().to_owned()
@@ -179,8 +140,8 @@ fn csrf(html: &str) -> String {
 
 async fn a_form_shows_labels_kinds_and_whom_to_ask(backend: &str) {
     let app = letters_app(backend).await;
-    let c = cookie(&app, "R10003").await;
-    let (_, inbox) = page(&app, &c, "/inbox").await;
+    let c = app.session_cookie("R10003").await;
+    let (_, inbox) = app.page(&c, "/inbox").await;
     assert!(
         inbox.contains("陽さん（お子さま）についてのお知らせ"),
         "{inbox}"
@@ -188,7 +149,7 @@ async fn a_form_shows_labels_kinds_and_whom_to_ask(backend: &str) {
     // Keys in links hold the id; what is read never does.
     assert!(!visible(&inbox).contains("R10002"), "{inbox}");
 
-    let (status, notice) = page(&app, &c, &format!("/notices/{FORM}")).await;
+    let (status, notice) = app.page(&c, &format!("/notices/{FORM}")).await;
     assert_eq!(status, 200);
     for part in [
         "問い合わせ先",
@@ -198,7 +159,7 @@ async fn a_form_shows_labels_kinds_and_whom_to_ask(backend: &str) {
     ] {
         assert!(notice.contains(part), "{part} in {notice}");
     }
-    let (status, draft) = page(&app, &c, &format!("/drafts/{FORM}")).await;
+    let (status, draft) = app.page(&c, &format!("/drafts/{FORM}")).await;
     assert_eq!(status, 200);
     for part in [
         ">お子さまの氏名（フリガナ）</label>",
@@ -268,8 +229,8 @@ on_both!(form_letters, a_form_shows_labels_kinds_and_whom_to_ask);
 
 async fn counters_and_notices_without_an_application(backend: &str) {
     let app = letters_app(backend).await;
-    let c = cookie(&app, "R10003").await;
-    let (_, notice) = page(&app, &c, &format!("/notices/{COUNTER}")).await;
+    let c = app.session_cookie("R10003").await;
+    let (_, notice) = app.page(&c, &format!("/notices/{COUNTER}")).await;
     for part in [
         "手続の方法",
         "保健センター（予約のうえ接種してください）",
@@ -279,7 +240,7 @@ async fn counters_and_notices_without_an_application(backend: &str) {
         assert!(notice.contains(part), "{part} in {notice}");
     }
     assert!(!notice.contains("申請書を確認する"), "{notice}");
-    let (status, draft) = page(&app, &c, &format!("/drafts/{COUNTER}")).await;
+    let (status, draft) = app.page(&c, &format!("/drafts/{COUNTER}")).await;
     assert_eq!(status, 200);
     assert!(
         draft.contains("id=\"counter-sheet\"") && draft.contains("佐藤 陽"),
@@ -311,8 +272,8 @@ async fn counters_and_notices_without_an_application(backend: &str) {
     .await;
     assert_eq!(status, 422);
 
-    let c = cookie(&app, "R10001").await;
-    let (status, notice) = page(&app, &c, &format!("/notices/{NONE}")).await;
+    let c = app.session_cookie("R10001").await;
+    let (status, notice) = app.page(&c, &format!("/notices/{NONE}")).await;
     assert_eq!(status, 200);
     assert!(notice.contains("お手続は必要ありません"), "{notice}");
     assert!(
@@ -369,8 +330,8 @@ async fn the_towns_pages_show_no_raw_ids_or_field_names() {
     let app = town.serve().await;
     let mut pages = 0;
     for reader in &readers {
-        let c = cookie(&app, reader).await;
-        let (_, inbox) = page(&app, &c, "/inbox").await;
+        let c = app.session_cookie(reader).await;
+        let (_, inbox) = app.page(&c, "/inbox").await;
         let mut paths = vec!["/inbox".to_owned()];
         let mut rest = inbox.as_str();
         while let Some(at) = rest.find("href=\"/notices/") {
@@ -381,7 +342,7 @@ async fn the_towns_pages_show_no_raw_ids_or_field_names() {
             rest = tail;
         }
         for path in paths {
-            let (status, html) = page(&app, &c, &path).await;
+            let (status, html) = app.page(&c, &path).await;
             if path.starts_with("/drafts/") && status == 404 {
                 continue; // a notice with nothing to apply for has no draft
             }
@@ -477,8 +438,8 @@ async fn a_life_event_reads_as_one_story(backend: &str) {
         .commit_day(d("2026-10-01"), "test-rules", 0, &day, app.clock.now())
         .await
         .unwrap();
-    let c = cookie(&app, "R10008").await;
-    let (_, inbox) = page(&app, &c, "/inbox").await;
+    let c = app.session_cookie("R10008").await;
+    let (_, inbox) = app.page(&c, "/inbox").await;
     let heading = "故 伊藤 五郎さんについて：ご逝去に伴うお手続";
     assert_eq!(inbox.matches(heading).count(), 1, "{inbox}");
     assert_eq!(

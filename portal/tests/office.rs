@@ -37,25 +37,10 @@ async fn status_of(app: &App, who: &str, key: &str) -> Value {
 
 /// A page as a signed-in browser sees it (pages take the session cookie, not a bearer).
 async fn page(app: &App, who: &str, path: &str) -> String {
-    let r = app
-        .http
-        .post(format!("{}/login", app.base))
-        .form(&[("token", app.token(who))])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 303);
-    let cookie = r.headers()["set-cookie"].to_str().unwrap();
-    let pair = cookie.split(';').next().unwrap().to_owned();
-    let r = app
-        .http
-        .get(format!("{}{path}", app.base))
-        .header("cookie", pair)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{path}");
-    r.text().await.unwrap().replace("&#x2f;", "/")
+    let cookie = app.session_cookie(who).await;
+    let (status, html) = app.page(&cookie, path).await;
+    assert_eq!(status, 200, "{path}");
+    html
 }
 
 async fn the_resident_sees_the_status(backend: &str) {

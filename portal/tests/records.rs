@@ -16,7 +16,6 @@ use oshirase_engine::items::ItemCode;
 use oshirase_engine::purposes::Exchange;
 use oshirase_portal::NOT_FOUND_FLOOR;
 use oshirase_store::{AgencySpec, InterestSpec, Provision, Store};
-use reqwest::header::{COOKIE, SET_COOKIE};
 use serde_json::{json, Value};
 
 const NENKIN: &str = "nenkin-tokyo";
@@ -515,45 +514,6 @@ async fn register_changes_apply_at_once(backend: &str) {
 }
 on_both!(live_recheck, register_changes_apply_at_once);
 
-async fn cookie(app: &App, who: &str) -> String {
-    let r = app
-        .http
-        .post(format!("{}/login", app.base))
-        .form(&[("token", app.token(who))])
-        .send()
-        .await
-        .unwrap();
-    let set = r.headers()[SET_COOKIE].to_str().unwrap();
-    set.split(';').next().unwrap().to_owned()
-}
-
-async fn page(app: &App, cookie: &str, path: &str) -> (u16, String) {
-    let r = app
-        .http
-        .get(format!("{}{path}", app.base))
-        .header(COOKIE, cookie)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.text().await.unwrap().replace("&#x2f;", "/"))
-}
-
-/// The page without its tags' attributes.
-fn visible(html: &str) -> String {
-    let mut out = String::new();
-    let mut in_tag = false;
-    for c in html.chars() {
-        match c {
-            '<' => in_tag = true,
-            '>' => in_tag = false,
-            _ if !in_tag => out.push(c),
-            _ => {}
-        }
-    }
-    out
-}
-
 /// The first register id (`R` and five digits) in `text`.
 fn raw_id(text: &str) -> Option<&str> {
     text.char_indices()
@@ -589,13 +549,13 @@ async fn the_page_reads_as_a_record_by_month(backend: &str) {
         .unwrap();
     assert_eq!(r.status(), 401);
 
-    let c = cookie(&app, "R10001").await;
-    let (_, inbox) = page(&app, &c, "/inbox").await;
+    let c = app.session_cookie("R10001").await;
+    let (_, inbox) = app.page(&c, "/inbox").await;
     assert!(
         inbox.contains(r#"<a href="/records">情報の提供記録</a>"#),
         "{inbox}"
     );
-    let (status, html) = page(&app, &c, "/records").await;
+    let (status, html) = app.page(&c, "/records").await;
     assert_eq!(status, 200, "{html}");
     let text = visible(&html);
     for part in [
@@ -647,20 +607,20 @@ async fn the_page_reads_as_a_record_by_month(backend: &str) {
     );
 
     // Nothing provided: said so.
-    let c5 = cookie(&app, "R10005").await;
-    let (status, empty) = page(&app, &c5, "/records").await;
+    let c5 = app.session_cookie("R10005").await;
+    let (status, empty) = app.page(&c5, "/records").await;
     assert_eq!(status, 200);
     assert!(empty.contains("提供の記録はありません"), "{empty}");
 
     // The guardian: a link to the child's record, named; the child's page says whose.
-    let c3 = cookie(&app, "R10003").await;
-    let (_, own) = page(&app, &c3, "/records").await;
+    let c3 = app.session_cookie("R10003").await;
+    let (_, own) = app.page(&c3, "/records").await;
     assert!(
         own.contains(r#"<a href="/records?for=R10002">陽さん（お子さま）の提供記録</a>"#),
         "{own}"
     );
     assert_eq!(raw_id(&visible(&own)), None, "{own}");
-    let (status, child) = page(&app, &c3, "/records?for=R10002").await;
+    let (status, child) = app.page(&c3, "/records?for=R10002").await;
     assert_eq!(status, 200, "{child}");
     for part in [
         "<h1>情報の提供記録：陽さん（お子さま）</h1>",
@@ -681,11 +641,11 @@ async fn the_page_reads_as_a_record_by_month(backend: &str) {
     );
 
     // Someone else's record: the same page as nobody's.
-    let c4 = cookie(&app, "R10004").await;
-    let (status, refused) = page(&app, &c4, "/records?for=R10001").await;
+    let c4 = app.session_cookie("R10004").await;
+    let (status, refused) = app.page(&c4, "/records?for=R10001").await;
     assert_eq!(status, 404);
     assert!(refused.contains("提供の記録を表示できません"), "{refused}");
-    let (status, missing) = page(&app, &c4, "/records?for=R10099").await;
+    let (status, missing) = app.page(&c4, "/records?for=R10099").await;
     assert_eq!((status, &missing), (404, &refused));
     app.shutdown().await;
 }
@@ -748,8 +708,8 @@ async fn the_towns_change_events_read_in_words() {
         .to_string();
     let app = town.serve().await;
     for who in &moved {
-        let c = cookie(&app, who).await;
-        let (status, html) = page(&app, &c, "/records").await;
+        let c = app.session_cookie(who).await;
+        let (status, html) = app.page(&c, "/records").await;
         assert_eq!(status, 200, "{who}");
         let text = visible(&html);
         for part in [KOUKI_NAME, kouki.duty.as_str(), "変更の通知", "住所"] {

@@ -318,7 +318,50 @@ pub fn enc(key: &str) -> String {
     key.replace('/', "%2F")
 }
 
+/// The page without its tags' attributes (links hold decision keys, which name the subject).
+pub fn visible(html: &str) -> String {
+    let mut out = String::new();
+    let mut in_tag = false;
+    for c in html.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => in_tag = false,
+            _ if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
 impl App {
+    /// Signs in through `/login` as a browser does: the session cookie (`name=value`).
+    pub async fn session_cookie(&self, who: &str) -> String {
+        let r = self
+            .http
+            .post(format!("{}/login", self.base))
+            .form(&[("token", self.token(who))])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303, "signing in as {who}");
+        let set = r.headers()[reqwest::header::SET_COOKIE].to_str().unwrap();
+        set.split(';').next().unwrap().to_owned()
+    }
+
+    /// A page with a session cookie: its status and its HTML, the templates' `&#x2f;` read
+    /// back as `/`.
+    pub async fn page(&self, cookie: &str, path: &str) -> (u16, String) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header(reqwest::header::COOKIE, cookie)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.text().await.unwrap().replace("&#x2f;", "/"))
+    }
+
     pub fn token(&self, who: &str) -> String {
         mint_token(
             &self.config,
