@@ -609,6 +609,30 @@ impl Store {
             .collect()
     }
 
+    /// A refused status change: nothing changes, but the refusal is in the audit log.
+    async fn refuse_change(
+        &self,
+        mut tx: sqlx::Transaction<'static, sqlx::Any>,
+        change: &StatusChange<'_>,
+        target: &str,
+        detail: serde_json::Value,
+    ) -> Result<()> {
+        self.insert_audit(
+            &mut tx,
+            &[AuditEntry::new(
+                change.now,
+                change.actor,
+                "application.status.refused",
+                target,
+                Some(detail.to_string()),
+            )],
+        )
+        .await?;
+        tx.commit()
+            .await
+            .map_err(q("recording a refused status change"))
+    }
+
     /// Moves an application to `change.to` if the state machine allows it: the status, its
     /// history row and the audit row in one transaction, the notice unread again for its
     /// readers; a 差戻し reopens the draft so the resident can correct and resubmit. A refusal changes nothing but is audited.
@@ -633,18 +657,7 @@ impl Store {
         });
         let Some(row) = in_scope else {
             let detail = serde_json::json!({ "to": change.to.name(), "refused": "missing" });
-            self.insert_audit(
-                &mut tx,
-                &[AuditEntry::new(
-                    change.now,
-                    change.actor,
-                    "application.status.refused",
-                    &target,
-                    Some(detail.to_string()),
-                )],
-            )
-            .await?;
-            tx.commit().await.map_err(q(what))?;
+            self.refuse_change(tx, &change, &target, detail).await?;
             return Ok(StatusOutcome::Missing);
         };
         let status: String = row.try_get("status").map_err(q(what))?;
@@ -655,18 +668,7 @@ impl Store {
             let detail = serde_json::json!({
                 "from": from.name(), "to": change.to.name(), "refused": e.to_string(),
             });
-            self.insert_audit(
-                &mut tx,
-                &[AuditEntry::new(
-                    change.now,
-                    change.actor,
-                    "application.status.refused",
-                    &target,
-                    Some(detail.to_string()),
-                )],
-            )
-            .await?;
-            tx.commit().await.map_err(q(what))?;
+            self.refuse_change(tx, &change, &target, detail).await?;
             return Ok(StatusOutcome::Refused(e));
         }
         // The status guards the update: a racing change of the same application loses here.
