@@ -308,6 +308,21 @@ pub(crate) async fn caller(s: &ApiState, headers: &HeaderMap) -> Result<Agency, 
     }
 }
 
+/// The calling agency, from its bearer token: what every call but the JWKS and the token
+/// endpoint extracts first (a refusal is the 401 `caller` gives).
+pub(crate) struct Caller(pub Agency);
+
+impl axum::extract::FromRequestParts<ApiState> for Caller {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        s: &ApiState,
+    ) -> Result<Self, Response> {
+        caller(s, &parts.headers).await.map(Caller)
+    }
+}
+
 /// The purpose, if the agency holds it and the purpose table knows it.
 fn held<'a>(s: &'a ApiState, agency: &Agency, purpose: &str) -> Option<&'a Purpose> {
     if !agency.spec.purposes.iter().any(|p| p == purpose) {
@@ -316,11 +331,7 @@ fn held<'a>(s: &'a ApiState, agency: &Agency, purpose: &str) -> Option<&'a Purpo
     s.exchange.purpose(purpose)
 }
 
-async fn dictionary(State(s): State<ApiState>, headers: HeaderMap) -> Response {
-    let agency = match caller(&s, &headers).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+async fn dictionary(State(s): State<ApiState>, Caller(agency): Caller) -> Response {
     let v = agency.spec.dictionary_version;
     let items: Vec<Value> = s
         .exchange
@@ -400,13 +411,9 @@ fn interest_json(i: &oshirase_store::Interest, subject: Option<String>) -> Value
 
 async fn add_interest(
     State(s): State<ApiState>,
-    headers: HeaderMap,
+    Caller(agency): Caller,
     body: axum::body::Bytes,
 ) -> Response {
-    let agency = match caller(&s, &headers).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     let doc: InterestDoc = match read_json(&body) {
         Ok(d) => d,
         Err(r) => return *r,
@@ -546,30 +553,21 @@ async fn add_interest(
         .into_response()
 }
 
-async fn list_interests(State(s): State<ApiState>, headers: HeaderMap) -> Response {
-    let agency = match caller(&s, &headers).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+async fn list_interests(State(s): State<ApiState>, Caller(agency): Caller) -> Response {
     let interests = match s.store.interests(&agency.spec.id).await {
         Ok(i) => i,
         Err(e) => return store_error(e),
     };
-    let mut out = Vec::new();
-    for i in &interests {
-        let subject = match &i.spec.resident {
-            Some(r) => match s
-                .store
-                .issue_pseudonym(&agency.spec.id, r, s.clock.now())
-                .await
-            {
-                Ok(p) => p,
-                Err(e) => return store_error(e),
-            },
-            None => None,
-        };
-        out.push(interest_json(i, subject));
-    }
+    // Each person's pseudonym was issued when their interest was registered.
+    let names = match s.store.pseudonyms(&agency.spec.id).await {
+        Ok(Some(n)) => n,
+        Ok(None) => return no_such_person(),
+        Err(e) => return store_error(e),
+    };
+    let out: Vec<Value> = interests
+        .iter()
+        .map(|i| interest_json(i, i.spec.resident.as_ref().map(|r| names.of(r.as_str()))))
+        .collect();
     Json(json!({ "interests": out })).into_response()
 }
 
@@ -583,13 +581,9 @@ struct RemoveDoc {
 
 async fn remove_interest(
     State(s): State<ApiState>,
-    headers: HeaderMap,
+    Caller(agency): Caller,
     body: axum::body::Bytes,
 ) -> Response {
-    let agency = match caller(&s, &headers).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     let doc: RemoveDoc = match read_json(&body) {
         Ok(d) => d,
         Err(r) => return *r,
@@ -624,13 +618,9 @@ struct EventsQuery {
 
 async fn events(
     State(s): State<ApiState>,
-    headers: HeaderMap,
+    Caller(agency): Caller,
     q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let agency = match caller(&s, &headers).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     let Ok(Query(q)) = q else {
         return problem(
             StatusCode::BAD_REQUEST,
@@ -707,11 +697,7 @@ async fn events(
     Json(json!({ "events": body, "last_sequence": last })).into_response()
 }
 
-async fn status(State(s): State<ApiState>, headers: HeaderMap) -> Response {
-    let agency = match caller(&s, &headers).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+async fn status(State(s): State<ApiState>, Caller(agency): Caller) -> Response {
     let streams = match s.store.streams(Some(&agency.spec.id)).await {
         Ok(st) => st,
         Err(e) => return store_error(e),
@@ -775,14 +761,10 @@ struct Extract {
 
 async fn person(
     State(s): State<ApiState>,
-    headers: HeaderMap,
+    Caller(agency): Caller,
     Path(pseudonym): Path<String>,
     q: Result<Query<PersonQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let agency = match caller(&s, &headers).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     let Ok(Query(q)) = q else {
         return problem(
             StatusCode::BAD_REQUEST,
@@ -856,6 +838,11 @@ async fn person(
         Ok(None) => return refuse("not on the register then"),
         Err(e) => return store_error(e),
     };
+    let names = match s.store.pseudonyms(&agency.spec.id).await {
+        Ok(Some(n)) => n,
+        Ok(None) => return refuse("unknown agency"),
+        Err(e) => return store_error(e),
+    };
     let dictionary = &s.exchange.dictionary;
     let mut items = BTreeMap::new();
     let mut withheld = BTreeMap::new();
@@ -898,15 +885,7 @@ async fn person(
         }
         if matches!(item.source, oshirase_engine::items::ItemSource::Household) {
             if let Some(h) = value.as_str() {
-                match s
-                    .store
-                    .agency_alias(&agency.spec.id, &format!("household:{h}"))
-                    .await
-                {
-                    Ok(Some(p)) => value = Value::String(p),
-                    Ok(None) => value = Value::Null,
-                    Err(e) => return store_error(e),
-                }
+                value = Value::String(names.of(&format!("household:{h}")));
             }
         }
         items.insert(code.as_str().to_owned(), value);

@@ -136,30 +136,33 @@ pub struct StreamProgress {
     pub heartbeat_error: Option<String>,
 }
 
-/// The agency's pseudonym of a resident: an HMAC of the register id under the agency's own
-/// key, so two agencies cannot link their pseudonyms and nobody can reverse one.
-pub fn pseudonym(key: &[u8], resident: &str) -> String {
-    keyed_pseudonym(
-        &Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length"),
-        resident,
-    )
+/// An agency's pseudonyms: an HMAC of a register key under the agency's own key, so two
+/// agencies cannot link their pseudonyms and nobody can reverse one. The key is set up once
+/// (`Store::pseudonyms`), then each name costs one hash.
+#[derive(Clone)]
+pub struct Pseudonyms {
+    mac: Hmac<Sha256>,
 }
 
-/// `pseudonym` with the agency's key already set up: a fan-out makes one per event.
-fn keyed_pseudonym(mac: &Hmac<Sha256>, resident: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digest = mac
-        .clone()
-        .chain_update(resident.as_bytes())
-        .finalize()
-        .into_bytes();
-    // 128 bits are ample against collisions within one agency's persons.
-    let mut out = String::with_capacity(32);
-    for b in &digest[..16] {
-        out.push(HEX[usize::from(b >> 4)] as char);
-        out.push(HEX[usize::from(b & 0x0f)] as char);
+impl Pseudonyms {
+    fn new(key: &[u8]) -> Pseudonyms {
+        Pseudonyms {
+            mac: Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length"),
+        }
     }
-    out
+
+    /// The agency's name for `id`: a resident id, or another register key (a household's,
+    /// as `household:H0001`).
+    pub fn of(&self, id: &str) -> String {
+        let digest = self
+            .mac
+            .clone()
+            .chain_update(id.as_bytes())
+            .finalize()
+            .into_bytes();
+        // 128 bits are ample against collisions within one agency's persons.
+        super::hex(&digest[..16])
+    }
 }
 
 fn hex_decode(what: &'static str, s: &str) -> Result<Vec<u8>> {
@@ -286,7 +289,7 @@ struct OpenStream {
     purpose_id: String,
     last_seq: i64,
     dictionary_version: u32,
-    key: Vec<u8>,
+    names: Pseudonyms,
 }
 
 /// Writes the changes and, for every stream whose interest covers a changed person and whose
@@ -353,7 +356,7 @@ pub(crate) async fn write_changes(
             purpose_id: row.try_get("purpose_id").map_err(q(what))?,
             last_seq: row.try_get("last_seq").map_err(q(what))?,
             dictionary_version: u32::try_from(version).unwrap_or(0),
-            key: hex_decode("agency pseudonym key", &key)?,
+            names: Pseudonyms::new(&hex_decode("agency pseudonym key", &key)?),
         });
     }
     if streams.is_empty() {
@@ -434,7 +437,6 @@ pub(crate) async fn write_changes(
         let Some(follows) = interest.get(&(s.agency_id.clone(), s.purpose_id.clone())) else {
             continue;
         };
-        let mac = Hmac::<Sha256>::new_from_slice(&s.key).expect("HMAC takes any key length");
         // The whole municipality's reach, once per stream (the purpose must allow it).
         let everyone = follows
             .everyone
@@ -460,7 +462,7 @@ pub(crate) async fn write_changes(
                 continue;
             }
             s.last_seq += 1;
-            let subject = keyed_pseudonym(&mac, id);
+            let subject = s.names.of(id);
             // A person's own interest was registered with their pseudonym; a municipality-wide
             // follower first learns of the person from this event.
             if wide {
@@ -582,7 +584,7 @@ fn random_key() -> Result<String> {
         what: "the system's random source",
         detail: e.to_string(),
     })?;
-    Ok(key.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(super::hex(&key))
 }
 
 impl Store {
@@ -709,7 +711,8 @@ impl Store {
             .collect()
     }
 
-    async fn pseudonym_key(&self, agency: &str) -> Result<Option<Vec<u8>>> {
+    /// The agency's pseudonyms, its key read once; `None` for an unknown agency.
+    pub async fn pseudonyms(&self, agency: &str) -> Result<Option<Pseudonyms>> {
         let row = sqlx::query(self.sql("SELECT pseudonym_key FROM agencies WHERE id = $1"))
             .bind(agency.to_owned())
             .fetch_optional(&self.pool)
@@ -719,7 +722,7 @@ impl Store {
             let k: String = r
                 .try_get("pseudonym_key")
                 .map_err(q("reading a pseudonym key"))?;
-            hex_decode("agency pseudonym key", &k)
+            hex_decode("agency pseudonym key", &k).map(|k| Pseudonyms::new(&k))
         })
         .transpose()
     }
@@ -732,10 +735,10 @@ impl Store {
         resident: &ResidentId,
         now: DateTime<FixedOffset>,
     ) -> Result<Option<String>> {
-        let Some(key) = self.pseudonym_key(agency).await? else {
+        let Some(names) = self.pseudonyms(agency).await? else {
             return Ok(None);
         };
-        let p = pseudonym(&key, resident.as_str());
+        let p = names.of(resident.as_str());
         sqlx::query(self.sql(
             "INSERT INTO agency_pseudonyms (agency_id, pseudonym, resident_id, issued_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT DO NOTHING",
@@ -748,15 +751,6 @@ impl Store {
         .await
         .map_err(q("issuing a pseudonym"))?;
         Ok(Some(p))
-    }
-
-    /// The agency's alias of another register key (a household): derived like a pseudonym,
-    /// not stored, so it names the same household in every extract.
-    pub async fn agency_alias(&self, agency: &str, key: &str) -> Result<Option<String>> {
-        Ok(self
-            .pseudonym_key(agency)
-            .await?
-            .map(|k| pseudonym(&k, key)))
     }
 
     /// The resident an agency's pseudonym names, if it was issued to that agency.

@@ -25,7 +25,7 @@ mod sessions;
 pub use contacts::{PortalPreferences, PushSubscription};
 pub use days::{DayCommit, StoredDecision};
 pub use exchange::{
-    pseudonym, Agency, AgencyEvent, AgencySpec, Interest, InterestSpec, Provision, Stream,
+    Agency, AgencyEvent, AgencySpec, Interest, InterestSpec, Provision, Pseudonyms, Stream,
     StreamProgress,
 };
 pub use office::{
@@ -123,11 +123,14 @@ fn now_text(now: DateTime<FixedOffset>) -> String {
 }
 
 fn hash_hex(bytes: &[u8]) -> String {
-    // Table-driven: one `format!` per byte was a visible share of a large ingest.
+    hex(&Sha256::digest(bytes))
+}
+
+/// Lower-case hex. Table-driven: one `format!` per byte was a visible share of a large ingest.
+fn hex(bytes: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digest = Sha256::digest(bytes);
-    let mut out = String::with_capacity(digest.len() * 2);
-    for b in digest {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
         out.push(HEX[usize::from(b >> 4)] as char);
         out.push(HEX[usize::from(b & 0x0f)] as char);
     }
