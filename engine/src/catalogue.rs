@@ -987,7 +987,7 @@ fn script_usage(
 /// Every `*.yaml` and `*.yml` entry of `dir`, whatever it is: one that is not a readable
 /// regular file (a dangling symlink, a FIFO, a folder) is an error for the caller to report,
 /// never a rule skipped without a word.
-fn yaml_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+pub(crate) fn yaml_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let p = entry?.path();
@@ -999,53 +999,50 @@ fn yaml_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// A load error of a whole file (it cannot be read).
+pub(crate) fn unreadable(path: &Path, message: String) -> LoadError {
+    LoadError {
+        file: path.display().to_string(),
+        line: 0,
+        column: 0,
+        field: String::new(),
+        message,
+        hint: None,
+    }
+}
+
+/// A file's text, checked to be a regular file before it is opened (opening a FIFO would
+/// block until someone writes to it; `holds` says what the folder should hold instead); a
+/// byte order mark, as some editors write, is dropped.
+pub(crate) fn read_source(path: &Path, holds: &str) -> Result<String, LoadError> {
+    match std::fs::metadata(path) {
+        Err(e) => return Err(unreadable(path, format!("cannot read: {e}"))),
+        Ok(m) if !m.is_file() => {
+            return Err(unreadable(path, format!("not a regular file; {holds}")))
+        }
+        Ok(_) => {}
+    }
+    let text =
+        std::fs::read_to_string(path).map_err(|e| unreadable(path, format!("cannot read: {e}")))?;
+    Ok(text
+        .strip_prefix('\u{feff}')
+        .map(str::to_owned)
+        .unwrap_or(text))
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Loads `dir/*.yaml` (rules) and `dir/parameters/*.yaml`. Returns every error found.
 pub fn load_dir(dir: &Path) -> Result<RuleSet, LoadErrors> {
-    let io_err = |p: &Path, e: std::io::Error| {
-        LoadErrors(vec![LoadError {
-            file: p.display().to_string(),
-            line: 0,
-            column: 0,
-            field: String::new(),
-            message: format!("cannot read: {e}"),
-            hint: None,
-        }])
-    };
-    // Checked before it is opened: opening a FIFO would block until someone writes to it.
-    let read = |path: &Path| -> Result<String, LoadError> {
-        let fail = |message: String| LoadError {
-            file: path.display().to_string(),
-            line: 0,
-            column: 0,
-            field: String::new(),
-            message,
-            hint: None,
-        };
-        match std::fs::metadata(path) {
-            Err(e) => return Err(fail(format!("cannot read: {e}"))),
-            Ok(m) if !m.is_file() => {
-                return Err(fail(
-                    "not a regular file; a rules folder holds only rule files".into(),
-                ))
-            }
-            Ok(_) => {}
-        }
-        let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read: {e}")))?;
-        // A byte order mark, as some editors write, is not part of the rule.
-        Ok(text
-            .strip_prefix('\u{feff}')
-            .map(str::to_owned)
-            .unwrap_or(text))
-    };
+    let io_err =
+        |p: &Path, e: std::io::Error| LoadErrors(vec![unreadable(p, format!("cannot read: {e}"))]);
     let mut errors = Vec::new();
     let mut read_all = |paths: Vec<PathBuf>| -> Vec<(String, String)> {
         let mut out = Vec::new();
         for path in paths {
-            match read(&path) {
+            match read_source(&path, "a rules folder holds only rule files") {
                 Ok(text) => out.push((path.display().to_string(), text)),
                 Err(e) => errors.push(e),
             }

@@ -7,11 +7,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::catalogue::{locate, LoadError, LoadErrors};
+use crate::catalogue::{locate, read_source, unreadable, yaml_files, LoadError, LoadErrors};
+
+/// What `read_source` says the dictionary and purposes folders hold.
+const HOLDS: &str = "this folder holds only YAML files";
 use crate::items::{self, Dictionary, ItemCode};
 
 /// A purpose's id: lower-case ASCII, digits and `-`, 3–64 characters, starting with a letter
@@ -156,7 +159,7 @@ pub const PURPOSES_DIR: &str = "purposes";
 pub fn load_dir(dir: &Path) -> Result<Exchange, LoadErrors> {
     let mut errors = Vec::new();
     let dictionary_path = dir.join(DICTIONARY_FILE);
-    let dictionary = match read_source(&dictionary_path) {
+    let dictionary = match read_source(&dictionary_path, HOLDS) {
         Ok(text) => Some((dictionary_path.display().to_string(), text)),
         Err(e) => {
             errors.push(e);
@@ -170,7 +173,7 @@ pub fn load_dir(dir: &Path) -> Result<Exchange, LoadErrors> {
             Err(e) => errors.push(unreadable(&purposes_dir, format!("cannot read: {e}"))),
             Ok(paths) => {
                 for path in paths {
-                    match read_source(&path) {
+                    match read_source(&path, HOLDS) {
                         Ok(text) => purposes.push((path.display().to_string(), text)),
                         Err(e) => errors.push(e),
                     }
@@ -308,52 +311,6 @@ fn read_purpose(
         file: file.to_owned(),
         line: locate(text, "id"),
     })
-}
-
-fn unreadable(path: &Path, message: String) -> LoadError {
-    LoadError {
-        file: path.display().to_string(),
-        line: 0,
-        column: 0,
-        field: String::new(),
-        message,
-        hint: None,
-    }
-}
-
-/// A file's text, checked to be a regular file before it is opened (opening a FIFO would
-/// block until someone writes to it); a byte order mark is dropped.
-fn read_source(path: &Path) -> Result<String, LoadError> {
-    match std::fs::metadata(path) {
-        Err(e) => return Err(unreadable(path, format!("cannot read: {e}"))),
-        Ok(m) if !m.is_file() => {
-            return Err(unreadable(
-                path,
-                "not a regular file; this folder holds only YAML files".into(),
-            ))
-        }
-        Ok(_) => {}
-    }
-    let text =
-        std::fs::read_to_string(path).map_err(|e| unreadable(path, format!("cannot read: {e}")))?;
-    Ok(text
-        .strip_prefix('\u{feff}')
-        .map(str::to_owned)
-        .unwrap_or(text))
-}
-
-/// The `*.yaml` and `*.yml` entries of `dir`, sorted: entries, not only files, so that a
-/// broken link or a folder of that name is an error rather than skipped.
-fn yaml_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let p = entry?.path();
-        if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
-            files.push(p);
-        }
-    }
-    files.sort();
-    Ok(files)
 }
 
 #[cfg(test)]
