@@ -914,11 +914,7 @@ impl Store {
             "SELECT {STREAM_COLUMNS} FROM agency_subscriptions s JOIN agencies a ON a.id = s.agency_id
              WHERE s.enabled = 1 AND ($1 IS NULL OR s.agency_id = $1) ORDER BY s.agency_id, s.purpose_id"
         );
-        let sql = match self.backend {
-            Backend::Postgres => sql,
-            Backend::Sqlite => sql.replace('$', "?"),
-        };
-        let rows = sqlx::query(AssertSqlSafe(sql))
+        let rows = sqlx::query(self.sql_built(sql))
             .bind(agency.map(str::to_owned))
             .fetch_all(&self.pool)
             .await
@@ -954,12 +950,11 @@ impl Store {
                 "UPDATE agency_subscriptions SET lease_holder = $1, lease_until = $2
                  WHERE (agency_id, purpose_id) IN ({pick})
                  RETURNING agency_id, purpose_id"
-            )
-            .replace('$', "?"),
+            ),
         };
         let what = "claiming event streams";
         let mut tx = self.begin_write(what).await?;
-        let claimed = sqlx::query(AssertSqlSafe(sql))
+        let claimed = sqlx::query(self.sql_built(sql))
             .bind(worker.to_owned())
             .bind(utc_text(lease_until))
             .bind(utc_text(now))
@@ -976,11 +971,7 @@ impl Store {
                 "SELECT {STREAM_COLUMNS} FROM agency_subscriptions s JOIN agencies a ON a.id = s.agency_id
                  WHERE s.agency_id = $1 AND s.purpose_id = $2"
             );
-            let sql = match self.backend {
-                Backend::Postgres => sql,
-                Backend::Sqlite => sql.replace('$', "?"),
-            };
-            let row = sqlx::query(AssertSqlSafe(sql))
+            let row = sqlx::query(self.sql_built(sql))
                 .bind(agency)
                 .bind(purpose)
                 .fetch_one(&mut *tx)

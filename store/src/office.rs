@@ -523,18 +523,12 @@ impl Store {
         actor: &str,
         now: DateTime<FixedOffset>,
     ) -> Result<Vec<Application>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "{SELECT} WHERE submitted_at >= {} ORDER BY seq",
-            if self.backend == super::Backend::Sqlite {
-                "?1"
-            } else {
-                "$1"
-            }
-        )))
-        .bind(since.to_owned())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(q("reading applications"))?;
+        let rows =
+            sqlx::query(self.sql_built(format!("{SELECT} WHERE submitted_at >= $1 ORDER BY seq")))
+                .bind(since.to_owned())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(q("reading applications"))?;
         let apps = rows
             .iter()
             .map(application_from_row)
@@ -553,30 +547,18 @@ impl Store {
 
     /// One application by number (not audited: for the portal, tests and operators).
     pub async fn application(&self, seq: i64) -> Result<Option<Application>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "{SELECT} WHERE seq = {}",
-            if self.backend == super::Backend::Sqlite {
-                "?1"
-            } else {
-                "$1"
-            }
-        )))
-        .bind(seq)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(q("reading an application"))?;
+        let row = sqlx::query(self.sql_built(format!("{SELECT} WHERE seq = $1")))
+            .bind(seq)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(q("reading an application"))?;
         row.as_ref().map(application_from_row).transpose()
     }
 
     /// The applications of a decision, newest version first (what the portal shows).
     pub async fn applications_of(&self, key: &DecisionKey) -> Result<Vec<Application>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "{SELECT} WHERE decision_key = {} ORDER BY version DESC",
-            if self.backend == super::Backend::Sqlite {
-                "?1"
-            } else {
-                "$1"
-            }
+        let rows = sqlx::query(self.sql_built(format!(
+            "{SELECT} WHERE decision_key = $1 ORDER BY version DESC"
         )))
         .bind(key.as_str().to_owned())
         .fetch_all(&self.pool)
@@ -732,18 +714,11 @@ impl Store {
             )],
         )
         .await?;
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "{SELECT} WHERE seq = {}",
-            if self.backend == super::Backend::Sqlite {
-                "?1"
-            } else {
-                "$1"
-            }
-        )))
-        .bind(change.seq)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(q(what))?;
+        let row = sqlx::query(self.sql_built(format!("{SELECT} WHERE seq = $1")))
+            .bind(change.seq)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(q(what))?;
         let app = application_from_row(&row)?;
         tx.commit().await.map_err(q(what))?;
         Ok(StatusOutcome::Changed(Box::new(app)))
