@@ -634,16 +634,6 @@ impl Store {
         tx.commit().await.map_err(q(what))
     }
 
-    /// Stops events to an agency and refuses its clients; its records stay.
-    pub async fn disable_agency(&self, id: &str) -> Result<bool> {
-        let done = sqlx::query(self.sql("UPDATE agencies SET enabled = 0 WHERE id = $1"))
-            .bind(id.to_owned())
-            .execute(&self.pool)
-            .await
-            .map_err(q("disabling an agency"))?;
-        Ok(done.rows_affected() > 0)
-    }
-
     /// Records that the agency's endpoint answered the verification handshake.
     pub async fn mark_agency_verified(&self, id: &str, now: DateTime<FixedOffset>) -> Result<()> {
         sqlx::query(self.sql("UPDATE agencies SET verified_at = $1 WHERE id = $2"))
