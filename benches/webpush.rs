@@ -68,6 +68,7 @@ fn item(i: usize) -> OutboxItem {
         channel: "webpush".into(),
         attempts: 0,
         deadline: Some("2026-10-21".parse().expect("date")),
+        news: None,
         notice: oshirase_store::NoticeBody::titled(
             "児童手当 認定請求・額改定請求（出生）",
             oshirase_engine::rule::Category::Childcare,

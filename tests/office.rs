@@ -74,6 +74,7 @@ async fn seed(url: &str) {
         application: Application::Form,
         contact: None,
         recommend: Vec::new(),
+        legal_basis: "国民年金法第12条第1項".to_owned(),
         title: Titles {
             ja: "手続".to_owned(),
             en: None,
@@ -150,11 +151,11 @@ fn the_export_is_excel_csv_with_japanese_columns_or_json_lines() {
     let lines: Vec<&str> = text.split("\r\n").collect();
     assert_eq!(
         lines[0],
-        "受付番号,版,手続,手続ID,手続の版,決定キー,対象者,申請者,続柄・資格,申請日時,状態,状態の日時,担当課からのメッセージ,訂正"
+        "受付番号,版,手続,手続ID,手続の版,根拠法令,決定キー,対象者,申請者,続柄・資格,申請日時,状態,状態の日時,担当課からのメッセージ,訂正"
     );
     assert_eq!(
         lines[1],
-        "1,1,手続,test-procedure,2,test-procedure/R10001/2026-10-01,R10001,R10001,本人,2026-10-01 12:00:00,申請済み,2026-10-01 12:00:00,,\"income: 100 → \"\"=1+1\"\"\""
+        "1,1,手続,test-procedure,2,国民年金法第12条第1項,test-procedure/R10001/2026-10-01,R10001,R10001,本人,2026-10-01 12:00:00,申請済み,2026-10-01 12:00:00,,\"income: 100 → \"\"=1+1\"\"\""
     );
     assert_eq!(lines.len(), 3, "{text}");
 
@@ -186,6 +187,7 @@ fn the_export_is_excel_csv_with_japanese_columns_or_json_lines() {
     assert_eq!(line["seq"], 1);
     assert_eq!(line["role_ja"], "本人");
     assert_eq!(line["title"], "手続");
+    assert_eq!(line["legal_basis"], "国民年金法第12条第1項");
     assert_eq!(
         line["corrections"]["income"],
         json!({"before": 100, "after": "=1+1"})

@@ -288,11 +288,10 @@ impl EmailChannel {
         }
     }
 
-    /// A stable Message-ID for one decision and one recipient.
+    /// A stable Message-ID for one decision and one recipient, and for status news also
+    /// its topic: a repeat is the same message, and news is never taken for the notice.
     pub fn message_id(&self, item: &OutboxItem) -> String {
-        let h = Sha256::digest(format!("{}\n{}", item.decision_key, item.recipient).as_bytes());
-        let hex: String = h.iter().take(16).map(|b| format!("{b:02x}")).collect();
-        format!("<{hex}@{}>", self.config.message_id_domain)
+        message_id(item, &self.config.message_id_domain)
     }
 
     /// The recipient's address from the register: the record read with the claim, else
@@ -335,7 +334,8 @@ impl EmailChannel {
         self.compose(item, to)
     }
 
-    /// Title as subject, a short text and HTML part with the deadline and the portal link.
+    /// Title as subject (for news, that the application's status changed), a short text and
+    /// HTML part with the deadline and the portal link.
     fn compose(&self, item: &OutboxItem, to: Mailbox) -> Result<Message, Delivery> {
         let title: String = item
             .notice
@@ -351,7 +351,7 @@ impl EmailChannel {
         let mut builder = Message::builder()
             .from(self.config.from.clone())
             .to(to)
-            .subject(title)
+            .subject(subject(item, &title))
             .message_id(Some(self.message_id(item)))
             .date(date);
         // Critical notices cannot be muted, so they offer no unsubscribe link.
@@ -420,6 +420,19 @@ impl EmailChannel {
             }
         }
     }
+}
+
+/// The Message-ID of `item` in `domain`: a hash of the decision key and the recipient, and
+/// for status news also of its topic.
+fn message_id(item: &OutboxItem, domain: &str) -> String {
+    let mut seed = format!("{}\n{}", item.decision_key, item.recipient);
+    if let Some(news) = &item.news {
+        seed.push('\n');
+        seed.push_str(&news.topic());
+    }
+    let h = Sha256::digest(seed.as_bytes());
+    let hex: String = h.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!("<{hex}@{domain}>")
 }
 
 /// Checks what every transport relies on.
@@ -556,10 +569,20 @@ enum Para {
     Lines(Vec<String>),
 }
 
+/// The subject of `item`'s e-mail: the notice's title, or for status news that the status
+/// of the application for it changed (never which status: that stays behind the login).
+fn subject(item: &OutboxItem, title: &str) -> String {
+    match &item.news {
+        Some(_) => format!("申請の状況が更新されました：{title}"),
+        None => title.to_owned(),
+    }
+}
+
 /// A notice e-mail as a letter from the municipality: a greeting, what kind of notice and
 /// what the resident does, the deadline in Japanese form, the link, 問い合わせ先, and how
 /// to stop non-critical mail. Nothing about the person: names, amounts and the draft stay
-/// behind the login.
+/// behind the login. Status news says only that the application (its number) was updated:
+/// not the status, not the office's message, not a field.
 fn letter(item: &OutboxItem, title: &str, sender: &str, portal: &str) -> (String, String) {
     let n = &item.notice;
     let mut paras = Vec::new();
@@ -568,16 +591,24 @@ fn letter(item: &OutboxItem, title: &str, sender: &str, portal: &str) -> (String
     } else {
         format!("{sender}からのお知らせです。")
     }));
-    let what = match &n.application {
-        Application::Form => "申請書は入力済みです。内容を確認して、ポータルから申請してください。",
-        Application::Counter { .. } => {
-            "窓口での手続のご案内です。場所とお持ちいただくものは、ポータルでご確認ください。"
+    paras.push(Para::Text(match &item.news {
+        Some(news) => format!(
+            "「{title}」の申請（受付番号 {}）の状況が更新されました。内容はポータルでご確認ください。",
+            news.seq
+        ),
+        None => {
+            let what = match &n.application {
+                Application::Form => {
+                    "申請書は入力済みです。内容を確認して、ポータルから申請してください。"
+                }
+                Application::Counter { .. } => {
+                    "窓口での手続のご案内です。場所とお持ちいただくものは、ポータルでご確認ください。"
+                }
+                Application::None => "お手続は必要ありません。内容はポータルでご確認ください。",
+            };
+            format!("あなたあてに「{title}」のお知らせがあります。{what}")
         }
-        Application::None => "お手続は必要ありません。内容はポータルでご確認ください。",
-    };
-    paras.push(Para::Text(format!(
-        "あなたあてに「{title}」のお知らせがあります。{what}"
-    )));
+    }));
     if let Some(d) = item.deadline {
         paras.push(Para::Text(format!(
             "期限: {}",
@@ -613,7 +644,8 @@ fn letter(item: &OutboxItem, title: &str, sender: &str, portal: &str) -> (String
             Para::Lines(l) => l.join("\n"),
         })
         .collect();
-    let text = format!("{title}\n\n{}", text_paras.join("\n\n"));
+    let heading = subject(item, title);
+    let text = format!("{heading}\n\n{}", text_paras.join("\n\n"));
     let html_paras: String = paras
         .iter()
         .map(|p| match p {
@@ -627,7 +659,7 @@ fn letter(item: &OutboxItem, title: &str, sender: &str, portal: &str) -> (String
         .collect();
     let html = format!(
         "<!doctype html><html lang=\"ja\"><body><p><strong>{}</strong></p>{html_paras}</body></html>",
-        escape(title)
+        escape(&heading)
     );
     (text, html)
 }
@@ -656,6 +688,7 @@ mod tests {
             channel: "email".into(),
             attempts: 0,
             deadline: Some("2026-10-21".parse().unwrap()),
+            news: None,
             notice,
             resident: None,
             preferences: None,
@@ -687,6 +720,62 @@ mod tests {
         let (text, _) = letter(&critical, "t", "", "https://p.example");
         assert!(!text.contains("止められます"), "{text}");
         assert!(text.contains("お手続は必要ありません"), "{text}");
+    }
+
+    #[test]
+    fn status_news_says_only_that_the_application_was_updated() {
+        use oshirase_engine::eval::DecisionKey;
+        use oshirase_engine::rule::Category;
+        use oshirase_store::{ApplicationNews, ApplicationStatus, NoticeBody};
+        let mut notice = NoticeBody::titled("児童手当の認定請求", Category::Childcare, false);
+        notice.message.ja = "佐藤 陽さんの児童手当の認定請求です。".into();
+        let notice_item = OutboxItem {
+            id: 1,
+            decision_key: DecisionKey::parse("jidou-teate-nintei/R1/2026-10-01").unwrap(),
+            recipient: "R2".into(),
+            channel: "email".into(),
+            attempts: 0,
+            deadline: Some("2026-10-21".parse().unwrap()),
+            news: None,
+            notice,
+            resident: None,
+            preferences: None,
+        };
+        let news = |seq, status| OutboxItem {
+            id: 2,
+            deadline: None,
+            news: Some(ApplicationNews { seq, status }),
+            ..notice_item.clone()
+        };
+        let item = news(12, ApplicationStatus::Returned);
+        let title = "児童手当の認定請求";
+        assert_eq!(subject(&notice_item, title), title);
+        assert_eq!(
+            subject(&item, title),
+            "申請の状況が更新されました：児童手当の認定請求"
+        );
+        let (text, html) = letter(&item, title, "利島村役場", "https://p.example");
+        for part in [
+            "申請の状況が更新されました：児童手当の認定請求\n",
+            "「児童手当の認定請求」の申請（受付番号 12）の状況が更新されました。内容はポータルでご確認ください。",
+            "https://p.example/notices/jidou-teate-nintei/R1/2026-10-01",
+        ] {
+            assert!(text.contains(part), "{part} in {text}");
+        }
+        assert!(html.contains("<strong>申請の状況が更新されました：児童手当の認定請求</strong>"));
+        for absent in ["差戻し", "returned", "佐藤", "申請書は入力済み", "期限"] {
+            assert!(
+                !text.contains(absent) && !html.contains(absent),
+                "{absent}: {text}"
+            );
+        }
+        // One Message-ID per row: the same on a retry, another for the notice and other news.
+        let id = |i: &OutboxItem| message_id(i, "oshirase.example");
+        assert_eq!(id(&item), id(&item.clone()));
+        assert_ne!(id(&item), id(&notice_item));
+        assert_ne!(id(&item), id(&news(12, ApplicationStatus::Received)));
+        assert_ne!(id(&item), id(&news(13, ApplicationStatus::Returned)));
+        assert!(id(&item).ends_with("@oshirase.example>"), "{}", id(&item));
     }
 
     #[test]

@@ -319,17 +319,23 @@ impl WebPushChannel {
         URL_SAFE_NO_PAD.encode(&Sha256::digest(decision_key.as_str().as_bytes())[..24])
     }
 
+    /// The `Topic` of an outbox row: the decision key's for the notice, and for status news
+    /// one derived from the key and the news topic, so that news never replaces the notice.
+    pub fn item_topic(item: &OutboxItem) -> String {
+        match &item.news {
+            None => Self::topic(&item.decision_key),
+            Some(news) => URL_SAFE_NO_PAD.encode(
+                &Sha256::digest(format!("{}\n{}", item.decision_key, news.topic()).as_bytes())
+                    [..24],
+            ),
+        }
+    }
+
     /// The payload of a notice as JSON bytes: `{"title", "body", "url"}` under `MAX_PAYLOAD`,
     /// the body (then the title) cut short if needed.
     pub fn payload(&self, item: &OutboxItem) -> Vec<u8> {
-        let title = &item.notice.title.ja;
-        let deadline = item
-            .deadline
-            .map(|d| format!("期限: {}", wording::date(d, DateStyle::Seireki)))
-            .unwrap_or_default();
-        let body = format!("あなたあてのお知らせがあります。申請書は入力済みです。{deadline}");
-        let url = self.link(item);
-        fit(title, &body, &url)
+        let (title, body) = heading(item);
+        fit(&title, &body, &self.link(item))
     }
 
     fn link(&self, item: &OutboxItem) -> String {
@@ -396,10 +402,10 @@ impl WebPushChannel {
         };
         Ok(Plan {
             full: self.payload(item),
-            short: fit(&item.notice.title.ja, "", &self.link(item)),
+            short: fit(&heading(item).0, "", &self.link(item)),
             ttl,
             urgency,
-            topic: Self::topic(&item.decision_key),
+            topic: Self::item_topic(item),
         })
     }
 
@@ -501,6 +507,22 @@ impl WebPushChannel {
             _ => Outcome::Permanent(what),
         }
     }
+}
+
+/// The title and body a push shows for `item`: the notice's title with a short text and the
+/// deadline, or for status news only that an application for that notice was updated (not
+/// the status nor the office's message: those stay behind the login).
+fn heading(item: &OutboxItem) -> (String, String) {
+    let title = item.notice.title.ja.clone();
+    if item.news.is_some() {
+        return ("申請の状況が更新されました".to_owned(), title);
+    }
+    let deadline = item
+        .deadline
+        .map(|d| format!("期限: {}", wording::date(d, DateStyle::Seireki)))
+        .unwrap_or_default();
+    let body = format!("あなたあてのお知らせがあります。申請書は入力済みです。{deadline}");
+    (title, body)
 }
 
 /// `{"title", "body", "url"}` (no body when `body` is empty) under `MAX_PAYLOAD` bytes,
@@ -732,6 +754,53 @@ mod tests {
         // Escaped characters count too.
         let quotes = "\"".repeat(3000);
         assert!(fit("t", &quotes, "u").len() <= MAX_PAYLOAD);
+    }
+
+    #[test]
+    fn status_news_has_its_own_title_and_topic() {
+        use oshirase_engine::rule::Category;
+        use oshirase_store::{ApplicationNews, ApplicationStatus, NoticeBody};
+        let notice = OutboxItem {
+            id: 1,
+            decision_key: DecisionKey::parse("jidou-teate-nintei/R1/2026-10-01").unwrap(),
+            recipient: "R2".into(),
+            channel: "webpush".into(),
+            attempts: 0,
+            deadline: Some("2026-10-21".parse().unwrap()),
+            news: None,
+            notice: NoticeBody::titled("児童手当の認定請求", Category::Childcare, false),
+            resident: None,
+            preferences: None,
+        };
+        let news = |seq, status| OutboxItem {
+            deadline: None,
+            news: Some(ApplicationNews { seq, status }),
+            ..notice.clone()
+        };
+        let returned = news(5, ApplicationStatus::Returned);
+        assert_eq!(
+            heading(&returned),
+            (
+                "申請の状況が更新されました".to_owned(),
+                "児童手当の認定請求".to_owned()
+            )
+        );
+        assert_eq!(heading(&notice).0, "児童手当の認定請求");
+        assert!(heading(&notice).1.contains("期限"));
+        // The notice keeps the decision key's topic; each piece of news has its own, the same
+        // on a retry.
+        assert_eq!(
+            WebPushChannel::item_topic(&notice),
+            WebPushChannel::topic(&notice.decision_key)
+        );
+        let topic = WebPushChannel::item_topic(&returned);
+        assert_eq!(topic.len(), 32);
+        assert_eq!(topic, WebPushChannel::item_topic(&returned.clone()));
+        assert_ne!(topic, WebPushChannel::item_topic(&notice));
+        assert_ne!(
+            topic,
+            WebPushChannel::item_topic(&news(6, ApplicationStatus::Received))
+        );
     }
 
     #[test]

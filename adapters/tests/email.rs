@@ -23,6 +23,7 @@ fn item(id: i64, recipient: &str) -> OutboxItem {
         channel: "email".into(),
         attempts: 0,
         deadline: Some("2026-10-21".parse().unwrap()),
+        news: None,
         // A name in the message: it must not reach the e-mail.
         notice: serde_json::from_value(serde_json::json!({
             "title": {"ja": "児童手当 認定請求・額改定請求（出生）"},

@@ -162,6 +162,7 @@ fn item(recipient: &str, deadline: Option<&str>) -> OutboxItem {
         channel: "webpush".into(),
         attempts: 0,
         deadline: deadline.map(d),
+        news: None,
         // A name in the message: it must not reach the push service.
         notice: serde_json::from_value(json!({
             "title": {"ja": "児童手当 認定請求・額改定請求（出生）"},

@@ -85,6 +85,8 @@ pub struct Decision {
     pub contact: Option<Contact>,
     pub recommend: Vec<RuleId>,
     pub title: Titles,
+    /// The law the procedure rests on, from the rule (`legal_basis`).
+    pub legal_basis: String,
     pub message: RenderedMessages,
     pub channels: Vec<Channel>,
     pub critical: bool,
@@ -1187,6 +1189,7 @@ fn evaluate_subject_memo(occasion: &Occasion, trace: &mut Trace, memo: Option<&M
             .as_deref()
             .and_then(|d| rules.contact(d, today)),
         recommend: rule.recommend.clone(),
+        legal_basis: rule.legal_basis.clone(),
         title: if urgent {
             Titles {
                 ja: format!("{}{}", URGENT_MARK.0, rule.title.ja),

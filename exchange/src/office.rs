@@ -45,6 +45,7 @@ pub fn application_json(a: &Application) -> Value {
         "rule": a.rule.as_str(),
         "rule_version": a.rule_version,
         "title": a.title,
+        "legal_basis": a.legal_basis,
         "subject": a.subject.as_str(),
         "applicant": a.applicant.as_str(),
         "role": a.role,

@@ -51,6 +51,15 @@ fn register() -> Vec<Resident> {
     .collect()
 }
 
+/// The law each test procedure rests on, as its rule would say.
+fn legal_basis(rule: &str) -> &'static str {
+    match rule {
+        "kokumin-nenkin-shutoku" => "国民年金法第12条第1項",
+        "kokuho-kanyu" => "国民健康保険法第9条第1項",
+        _ => "児童手当法第7条（認定請求）",
+    }
+}
+
 fn decision(
     rule: &str,
     category: Category,
@@ -58,6 +67,7 @@ fn decision(
     recipients: &[(&str, Role)],
     prefill: Value,
 ) -> Decision {
+    let legal_basis = legal_basis(rule).to_owned();
     let rule = RuleId::parse(rule).unwrap();
     let subject = ResidentId::parse(subject).unwrap();
     Decision {
@@ -85,6 +95,7 @@ fn decision(
         application: Application::Form,
         contact: None,
         recommend: Vec::new(),
+        legal_basis,
         title: Titles {
             ja: "手続のお知らせ".to_owned(),
             en: None,
@@ -214,6 +225,11 @@ async fn a_submission_writes_its_application(backend: &str) {
     assert_eq!(a.version, 1);
     assert_eq!(a.rule.as_str(), "kokumin-nenkin-shutoku");
     assert_eq!(a.rule_version, 3);
+    // The rule's legal basis, carried from the decision into the application.
+    assert_eq!(
+        a.legal_basis.as_deref(),
+        Some(legal_basis("kokumin-nenkin-shutoku"))
+    );
     assert_eq!(a.subject.as_str(), "R10001");
     assert_eq!(a.applicant.as_str(), "R10005");
     assert_eq!(a.role, Role::Proxy);
@@ -703,6 +719,10 @@ async fn a_core_system_polls_and_sets_statuses(backend: &str) {
     assert_eq!(first["rule"], "kokumin-nenkin-shutoku");
     assert_eq!(first["rule_version"], 3);
     assert_eq!(first["title"], "手続のお知らせ");
+    assert_eq!(
+        first["legal_basis"],
+        legal_basis(first["rule"].as_str().unwrap())
+    );
     assert_eq!(first["applicant"], "R10001");
     assert_eq!(first["role"], "subject");
     assert_eq!(first["role_ja"], "本人");

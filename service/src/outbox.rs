@@ -745,7 +745,7 @@ impl Worker {
         while let Some((item, to)) = fallbacks.last() {
             let queued = self
                 .store
-                .queue_fallback(&item.decision_key, &item.recipient, to, self.clock.now())
+                .queue_fallback(item, to, self.clock.now())
                 .await?;
             if queued {
                 report.fallbacks += 1;
@@ -887,6 +887,7 @@ mod tests {
             channel: "email".into(),
             attempts: 0,
             deadline: Some(deadline.parse().unwrap()),
+            news: None,
             notice: oshirase_store::NoticeBody::titled(
                 "お知らせ",
                 oshirase_engine::rule::Category::Pension,

@@ -84,12 +84,13 @@ pub fn run(cmd: OfficeCommand) -> anyhow::Result<u8> {
 }
 
 /// The CSV columns, in order.
-pub const COLUMNS: [&str; 14] = [
+pub const COLUMNS: [&str; 15] = [
     "受付番号",
     "版",
     "手続",
     "手続ID",
     "手続の版",
+    "根拠法令",
     "決定キー",
     "対象者",
     "申請者",
@@ -153,6 +154,7 @@ pub fn write_csv(out: &mut String, apps: &[Application]) {
                 a.title.clone(),
                 a.rule.as_str().to_owned(),
                 a.rule_version.to_string(),
+                a.legal_basis.clone().unwrap_or_default(),
                 a.decision_key.as_str().to_owned(),
                 a.subject.as_str().to_owned(),
                 a.applicant.as_str().to_owned(),

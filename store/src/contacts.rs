@@ -6,8 +6,8 @@ use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
-use super::{q, utc_text, Result, Store, StoreError};
-use oshirase_engine::eval::DecisionKey;
+use super::outbox::topic_of;
+use super::{q, utc_text, OutboxItem, Result, Store, StoreError};
 use oshirase_engine::resident::{Channel, Resident};
 
 /// A browser's push subscription (the Push API's `PushSubscription`, flattened).
@@ -209,22 +209,23 @@ impl Store {
         row.try_get("n").map_err(q("counting today's deliveries"))
     }
 
-    /// Queues the same notice for `recipient` by e-mail (push → e-mail fallback). Returns
-    /// false if an e-mail row for it already existed.
+    /// Queues what `item` carried (the notice, or its status news) for its recipient on
+    /// `channel` (push → e-mail fallback). Returns false if such a row already existed.
     pub async fn queue_fallback(
         &self,
-        decision_key: &DecisionKey,
-        recipient: &str,
+        item: &OutboxItem,
         channel: &str,
         now: DateTime<FixedOffset>,
     ) -> Result<bool> {
         let done = sqlx::query(self.sql(
-            "INSERT INTO outbox (decision_key, recipient, channel, next_attempt_at) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (decision_key, recipient, channel) DO NOTHING",
+            "INSERT INTO outbox (decision_key, recipient, channel, topic, next_attempt_at)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (decision_key, recipient, channel, topic) DO NOTHING",
         ))
-        .bind(decision_key.as_str().to_owned())
-        .bind(recipient.to_owned())
+        .bind(item.decision_key.as_str().to_owned())
+        .bind(item.recipient.clone())
         .bind(channel.to_owned())
+        .bind(topic_of(item.news.as_ref()))
         .bind(utc_text(now))
         .execute(&self.pool)
         .await

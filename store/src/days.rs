@@ -8,9 +8,30 @@ use chrono::{DateTime, FixedOffset, NaiveDate};
 use sqlx::{AssertSqlSafe, Row};
 
 use oshirase_engine::eval::Decision;
+use oshirase_engine::resident::Channel;
 use oshirase_engine::rule::Application;
 
-use super::{now_text, q, utc_text, Result, Store, StoreError};
+use super::outbox::topic_of;
+use super::{now_text, q, utc_text, ApplicationNews, Result, Store, StoreError};
+
+/// The outbox rows a notice makes, as (recipient, channel): each recipient on each channel
+/// the decision found them reachable on, then `staff` when staff must reach out. The day's
+/// commit writes them for the notice; a status change writes some of them again for its news.
+pub(crate) fn notice_rows<'a>(
+    recipients: impl IntoIterator<Item = (&'a str, &'a [Channel])>,
+    staff_review: bool,
+) -> Vec<(String, &'static str)> {
+    let mut rows: Vec<(String, &'static str)> = Vec::new();
+    for (id, channels) in recipients {
+        for c in channels {
+            rows.push((id.to_owned(), c.name()));
+        }
+    }
+    if staff_review {
+        rows.push(("staff".to_owned(), "staff"));
+    }
+    rows
+}
 
 /// What committing one day did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -105,10 +126,6 @@ impl Store {
         let draft =
             self.sql("INSERT INTO drafts (decision_key, fields, updated_at) VALUES ($1, $2, $3)");
         let rec = self.sql("INSERT INTO recommendations (decision_key, rule_id) VALUES ($1, $2)");
-        let outbox = self.sql(
-            "INSERT INTO outbox (decision_key, recipient, channel, next_attempt_at) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (decision_key, recipient, channel) DO NOTHING",
-        );
         let mut commit = DayCommit::default();
         // Keys in one order everywhere, so two instances never deadlock on each other.
         let mut sorted: Vec<&Decision> = decisions.into_iter().collect();
@@ -162,25 +179,14 @@ impl Store {
                     .await
                     .map_err(q("writing a recommendation"))?;
             }
-            let mut rows: Vec<(String, &str)> = Vec::new();
-            for r in &d.recipients {
-                for c in &r.channels {
-                    rows.push((r.id.as_str().to_owned(), c.name()));
-                }
-            }
-            if d.staff_review.is_some() {
-                rows.push(("staff".to_owned(), "staff"));
-            }
-            for (recipient, channel) in rows {
-                sqlx::query(outbox.clone())
-                    .bind(d.key.as_str().to_owned())
-                    .bind(recipient)
-                    .bind(channel.to_owned())
-                    .bind(due.clone())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(q("writing an outbox row"))?;
-            }
+            let rows = notice_rows(
+                d.recipients
+                    .iter()
+                    .map(|r| (r.id.as_str(), r.channels.as_slice())),
+                d.staff_review.is_some(),
+            );
+            self.insert_outbox(&mut tx, d.key.as_str(), &rows, None, &due)
+                .await?;
         }
         sqlx::query(self.sql(
             "INSERT INTO scheduler_days (day, rule_set, decisions, completed_at, register_batch)
@@ -202,6 +208,36 @@ impl Store {
         .map_err(q("writing the watermark"))?;
         tx.commit().await.map_err(q("committing the day"))?;
         Ok(commit)
+    }
+
+    /// Writes the outbox rows `rows` of the decision `key`, carrying `news` (`None`: the
+    /// notice itself), due at `due`; a row already there is left alone.
+    pub(crate) async fn insert_outbox(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        key: &str,
+        rows: &[(String, &'static str)],
+        news: Option<&ApplicationNews>,
+        due: &str,
+    ) -> Result<()> {
+        let topic = topic_of(news);
+        let insert = self.sql(
+            "INSERT INTO outbox (decision_key, recipient, channel, topic, next_attempt_at)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (decision_key, recipient, channel, topic) DO NOTHING",
+        );
+        for (recipient, channel) in rows {
+            sqlx::query(insert.clone())
+                .bind(key.to_owned())
+                .bind(recipient.clone())
+                .bind((*channel).to_owned())
+                .bind(topic.clone())
+                .bind(due.to_owned())
+                .execute(&mut **tx)
+                .await
+                .map_err(q("writing an outbox row"))?;
+        }
+        Ok(())
     }
 
     /// Every stored decision, in key order.

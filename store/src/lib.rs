@@ -32,7 +32,7 @@ pub use office::{
     check_transition, role_ja, Application, ApplicationCount, ApplicationStatus, Correction,
     StatusChange, StatusEntry, StatusOutcome, TransitionError, MAX_STATUS_MESSAGE,
 };
-pub use outbox::{OutboxItem, OutboxRow, OutboxState, Settle};
+pub use outbox::{ApplicationNews, OutboxItem, OutboxRow, OutboxState, Settle};
 pub use portal::*;
 pub use register::{IngestBatch, IngestKind, IngestOutcome, RegisterChanges};
 pub use sessions::PortalSession;

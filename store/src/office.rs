@@ -15,10 +15,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::Row;
 
+use super::days::notice_rows;
 use super::portal::{AuditEntry, NoticeBody, RegisterAccess};
-use super::{parse_time, q, utc_text, Result, Store, StoreError};
+use super::{parse_time, q, utc_text, ApplicationNews, Result, Store, StoreError};
 use oshirase_engine::eval::{DecisionKey, Role};
 use oshirase_engine::ids::{ResidentId, RuleId};
+use oshirase_engine::resident::Channel;
 
 /// The longest message an office may send a resident, in characters.
 pub const MAX_STATUS_MESSAGE: usize = 2000;
@@ -179,6 +181,9 @@ pub struct Application {
     pub rule_version: i64,
     /// The procedure's title (ja) as the notice gave it.
     pub title: String,
+    /// The law the procedure rests on, as the notice gave it (the rule's `legal_basis`);
+    /// none for applications submitted before it was kept.
+    pub legal_basis: Option<String>,
     /// Whom the procedure is about.
     pub subject: ResidentId,
     /// Who submitted it (the reader).
@@ -267,7 +272,8 @@ fn corrupt(what: &'static str, detail: impl fmt::Display) -> StoreError {
 
 const SELECT: &str =
     "SELECT seq, decision_key, version, rule, rule_version, title, subject, applicant,
-    role, proxy_scopes, prefilled, corrections, submitted_at, status, message, status_at
+    role, proxy_scopes, prefilled, corrections, submitted_at, status, message, status_at,
+    legal_basis
     FROM applications";
 
 fn application_from_row(row: &sqlx::any::AnyRow) -> Result<Application> {
@@ -288,6 +294,7 @@ fn application_from_row(row: &sqlx::any::AnyRow) -> Result<Application> {
         rule: RuleId::parse(&text("rule")?).map_err(|e| corrupt("application rule", e))?,
         rule_version: int("rule_version")?,
         title: text("title")?,
+        legal_basis: opt("legal_basis")?,
         subject: ResidentId::parse(&text("subject")?)
             .map_err(|e| corrupt("application subject", e))?,
         applicant: ResidentId::parse(&text("applicant")?)
@@ -406,9 +413,9 @@ impl Store {
         sqlx::query(self.sql(
             "INSERT INTO applications (seq, decision_key, version, rule, rule_version, subject,
                applicant, role, proxy_scopes, prefilled, corrections, submitted_at, status,
-               message, status_at, title)
+               message, status_at, title, legal_basis)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'submitted', NULL, $12,
-               $13)",
+               $13, $14)",
         ))
         .bind(seq)
         .bind(key.as_str().to_owned())
@@ -423,6 +430,7 @@ impl Store {
         .bind(json_text(&corrections))
         .bind(at.to_owned())
         .bind(body.title.ja.clone())
+        .bind(body.legal_basis.clone())
         .execute(&mut **tx)
         .await
         .map_err(q(what))?;
@@ -617,7 +625,9 @@ impl Store {
 
     /// Moves an application to `change.to` if the state machine allows it: the status, its
     /// history row and the audit row in one transaction, the notice unread again for its
-    /// readers; a 差戻し reopens the draft so the resident can correct and resubmit. A refusal changes nothing but is audited.
+    /// readers, and the news for the applicant by e-mail and push (outbox rows with the topic
+    /// `application/{seq}/{status}`, due now); a 差戻し reopens the draft so the resident can
+    /// correct and resubmit. A refusal changes nothing but is audited.
     pub async fn change_application_status(
         &self,
         change: StatusChange<'_>,
@@ -626,9 +636,10 @@ impl Store {
         let at = utc_text(change.now);
         let target = format!("application/{}", change.seq);
         let mut tx = self.begin_write(what).await?;
-        let row = sqlx::query(
-            self.sql("SELECT rule, status, decision_key FROM applications WHERE seq = $1"),
-        )
+        let row = sqlx::query(self.sql(
+            "SELECT a.rule, a.status, a.decision_key, a.applicant, d.body
+             FROM applications a JOIN decisions d ON d.key = a.decision_key WHERE a.seq = $1",
+        ))
         .bind(change.seq)
         .fetch_optional(&mut *tx)
         .await
@@ -687,6 +698,24 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(q(what))?;
+        // And news by e-mail or push for the applicant, on the channels the decision found
+        // them reachable on; the send-time gate still decides with their current record.
+        let applicant: String = row.try_get("applicant").map_err(q(what))?;
+        let body: NoticeBody =
+            serde_json::from_str(&row.try_get::<String, _>("body").map_err(q(what))?)
+                .map_err(|e| corrupt("decision body", e))?;
+        let news = ApplicationNews {
+            seq: change.seq,
+            status: change.to,
+        };
+        self.insert_outbox(
+            &mut tx,
+            &key,
+            &news_rows(&body, &news, &applicant),
+            Some(&news),
+            &at,
+        )
+        .await?;
         if change.to == ApplicationStatus::Returned {
             sqlx::query(self.sql(
                 "UPDATE drafts SET state = 'open', updated_at = $1
@@ -803,6 +832,30 @@ impl Store {
     }
 }
 
+/// The outbox rows of the news that an application became `news.status`: the applicant's
+/// e-mail and push rows among the notice's own (never `portal`, whose inbox shows the status
+/// already, nor `staff`); none for 申請済み, which is the resident's own act.
+fn news_rows(
+    body: &NoticeBody,
+    news: &ApplicationNews,
+    applicant: &str,
+) -> Vec<(String, &'static str)> {
+    if news.status == ApplicationStatus::Submitted {
+        return Vec::new();
+    }
+    let sent = [Channel::Email.name(), Channel::Webpush.name()];
+    notice_rows(
+        body.recipients
+            .iter()
+            .filter(|r| r.id.as_str() == applicant)
+            .map(|r| (r.id.as_str(), r.channels.as_slice())),
+        false,
+    )
+    .into_iter()
+    .filter(|(_, channel)| sent.contains(channel))
+    .collect()
+}
+
 fn role_name(role: Role) -> String {
     match serde_json::to_value(role) {
         Ok(Value::String(s)) => s,
@@ -813,4 +866,49 @@ fn role_name(role: Role) -> String {
 /// A value this module serializes itself (maps of JSON values, strings): never fails.
 fn json_text<T: Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oshirase_engine::rule::Category;
+
+    fn body() -> NoticeBody {
+        let mut body = NoticeBody::titled("児童手当の認定請求", Category::Childcare, false);
+        let recipient = |id: &str, role, channels: &[Channel]| {
+            serde_json::from_value(serde_json::json!({
+                "id": id, "role": role, "channels": channels,
+            }))
+            .unwrap()
+        };
+        body.recipients = vec![
+            recipient(
+                "R10003",
+                "guardian",
+                &[Channel::Portal, Channel::Email, Channel::Webpush],
+            ),
+            recipient("R10004", "householder", &[Channel::Portal, Channel::Email]),
+        ];
+        body
+    }
+
+    #[test]
+    fn news_goes_to_the_applicants_mail_and_push_only() {
+        let news = |status| ApplicationNews { seq: 3, status };
+        let rows = news_rows(&body(), &news(ApplicationStatus::Received), "R10003");
+        assert_eq!(
+            rows,
+            vec![
+                ("R10003".to_owned(), "email"),
+                ("R10003".to_owned(), "webpush")
+            ]
+        );
+        // Somebody who is not a recipient, and the resident's own submission: nothing.
+        assert!(news_rows(&body(), &news(ApplicationStatus::Received), "R10009").is_empty());
+        assert!(news_rows(&body(), &news(ApplicationStatus::Submitted), "R10003").is_empty());
+        // An applicant the decision reached by the portal only: nothing either.
+        let mut portal = body();
+        portal.recipients[0].channels = vec![Channel::Portal];
+        assert!(news_rows(&portal, &news(ApplicationStatus::Completed), "R10003").is_empty());
+    }
 }

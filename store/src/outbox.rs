@@ -11,8 +11,48 @@ use oshirase_engine::eval::DecisionKey;
 use oshirase_engine::resident::Resident;
 
 use super::{
-    parse_time, q, utc_text, Backend, NoticeBody, PortalPreferences, Result, Store, StoreError, Val,
+    parse_time, q, utc_text, ApplicationStatus, Backend, NoticeBody, PortalPreferences, Result,
+    Store, StoreError, Val,
 };
+
+/// What an outbox row carries when it is not the notice itself: the news that the
+/// application `seq` of the notice became `status` (docs/office.md). Stored as the row's
+/// `topic`, `application/{seq}/{status}`; the notice's own rows have the topic `''`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ApplicationNews {
+    pub seq: i64,
+    pub status: ApplicationStatus,
+}
+
+impl ApplicationNews {
+    /// The row's `topic`.
+    pub fn topic(&self) -> String {
+        format!("application/{}/{}", self.seq, self.status.name())
+    }
+
+    /// The news a stored `topic` names: `Ok(None)` for the notice itself (`''`), an error
+    /// for anything that is neither.
+    pub fn from_topic(topic: &str) -> Result<Option<Self>> {
+        if topic.is_empty() {
+            return Ok(None);
+        }
+        let bad = || corrupt("outbox topic")(format!("{topic:?}"));
+        let rest = topic.strip_prefix("application/").ok_or_else(bad)?;
+        let (seq, status) = rest.split_once('/').ok_or_else(bad)?;
+        let seq: i64 = seq
+            .parse()
+            .ok()
+            .filter(|n| *n > 0 && seq.bytes().all(|b| b.is_ascii_digit()))
+            .ok_or_else(bad)?;
+        let status = ApplicationStatus::from_name(status).ok_or_else(bad)?;
+        Ok(Some(Self { seq, status }))
+    }
+}
+
+/// The `topic` column of a row carrying `news` (`''` for the notice itself).
+pub(crate) fn topic_of(news: Option<&ApplicationNews>) -> String {
+    news.map(ApplicationNews::topic).unwrap_or_default()
+}
 
 /// An outbox row claimed by a worker, with the notice it carries.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,7 +65,11 @@ pub struct OutboxItem {
     pub channel: String,
     /// Attempts made before this one.
     pub attempts: i64,
+    /// The procedure's deadline, which bounds retries of the notice; `None` for news (a
+    /// status may be set long after the deadline, and its news must still go out).
     pub deadline: Option<NaiveDate>,
+    /// `None` for the notice itself; the application status news this row carries otherwise.
+    pub news: Option<ApplicationNews>,
     /// What a channel may show of the decision: its title, message, category, recipients and
     /// whether it is critical.
     pub notice: NoticeBody,
@@ -200,7 +244,7 @@ impl Store {
         // The claimed rows with their decisions, the recipients' records and saved preferences
         // in one read by id (the worker's checks then need no query per row).
         let mut sql = self.in_list(
-            "SELECT o.id, o.decision_key, o.recipient, o.channel, o.attempts, d.body, d.deadline,
+            "SELECT o.id, o.decision_key, o.recipient, o.channel, o.attempts, o.topic, d.body, d.deadline,
                     r.record, p.channels, p.email_consent, p.webpush_consent
              FROM outbox o JOIN decisions d ON d.key = o.decision_key
                LEFT JOIN residents r ON r.id = o.recipient
@@ -246,6 +290,7 @@ impl Store {
                     }
                 };
                 let text = |c: &str| get(c).map_err(q("reading claimed outbox rows"));
+                let news = ApplicationNews::from_topic(&text("topic")?)?;
                 Ok(OutboxItem {
                     id: r.try_get("id").map_err(q("reading claimed outbox rows"))?,
                     decision_key: parse_key(&text("decision_key")?)?,
@@ -254,7 +299,10 @@ impl Store {
                     attempts: r
                         .try_get("attempts")
                         .map_err(q("reading claimed outbox rows"))?,
-                    deadline: deadline.and_then(|x| x.parse().ok()),
+                    deadline: deadline
+                        .and_then(|x| x.parse().ok())
+                        .filter(|_| news.is_none()),
+                    news,
                     notice: serde_json::from_str(&text("body")?)
                         .map_err(json_corrupt("decision body"))?,
                     resident: record
@@ -449,5 +497,50 @@ impl Store {
             }
         }
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn news_topics_round_trip_and_anything_else_is_corrupt() {
+        assert_eq!(ApplicationNews::from_topic("").unwrap(), None);
+        for status in ApplicationStatus::ALL {
+            let news = ApplicationNews { seq: 42, status };
+            assert_eq!(
+                ApplicationNews::from_topic(&news.topic()).unwrap(),
+                Some(news)
+            );
+        }
+        assert_eq!(
+            ApplicationNews {
+                seq: 7,
+                status: ApplicationStatus::InReview
+            }
+            .topic(),
+            "application/7/in_review"
+        );
+        assert_eq!(topic_of(None), "");
+        for bad in [
+            "application",
+            "application/",
+            "application/7",
+            "application/7/",
+            "application/x/received",
+            "application/-7/received",
+            "application/+7/received",
+            "application/0/received",
+            "application/7/done",
+            "application/7/received/again",
+            "notice/7/received",
+        ] {
+            let e = ApplicationNews::from_topic(bad).unwrap_err();
+            assert!(
+                matches!(&e, StoreError::Corrupt { what: "outbox topic", detail } if detail.contains(bad)),
+                "{bad}: {e}"
+            );
+        }
     }
 }

@@ -15,7 +15,7 @@ use sqlx::Row;
 use super::{q, utc_text, Result, Store, StoreError, Val};
 use oshirase_engine::eval::{DecisionKey, Role};
 use oshirase_engine::ids::{HouseholdId, ResidentId, RuleId};
-use oshirase_engine::resident::{Guardian, HouseholdLink, Proxy, Status};
+use oshirase_engine::resident::{Channel, Guardian, HouseholdLink, Proxy, Status};
 use oshirase_engine::rule::{Application, Category, Contact, FieldSpec};
 
 /// What the portal shows of a stored decision body, and who it is addressed to. Read with
@@ -45,6 +45,10 @@ pub struct NoticeBody {
     /// The deadline had passed when the notice was made.
     #[serde(default)]
     pub urgent: bool,
+    /// The law the procedure rests on (the rule's `legal_basis`); none for notices decided
+    /// before decisions carried it.
+    #[serde(default)]
+    pub legal_basis: Option<String>,
 }
 
 impl NoticeBody {
@@ -66,6 +70,7 @@ impl NoticeBody {
             contact: None,
             event_id: None,
             urgent: false,
+            legal_basis: None,
         }
     }
 }
@@ -82,6 +87,9 @@ pub struct NoticeRecipient {
     pub id: ResidentId,
     /// Why this person receives the notice.
     pub role: Role,
+    /// The channels the decision found this person reachable on for it (its outbox rows).
+    #[serde(default)]
+    pub channels: Vec<Channel>,
 }
 
 /// A recommended procedure that applies: the decision its rule made for the same subject.
@@ -285,7 +293,7 @@ macro_rules! notice_select {
          LEFT JOIN residents r ON r.id = d.subject
          LEFT JOIN applications ap ON ap.decision_key = d.key AND ap.version =
            (SELECT MAX(a2.version) FROM applications a2 WHERE a2.decision_key = d.key)
-         WHERE o.recipient = $1 AND o.channel = 'portal'"
+         WHERE o.recipient = $1 AND o.channel = 'portal' AND o.topic = ''"
     };
 }
 

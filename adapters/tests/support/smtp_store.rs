@@ -89,6 +89,7 @@ pub fn notice(n: usize, recipient: &str, critical: bool) -> Decision {
         application: Default::default(),
         contact: None,
         recommend: Vec::new(),
+        legal_basis: String::new(),
         title: Titles {
             ja: "児童手当 認定請求・額改定請求（出生）".into(),
             en: None,

@@ -142,6 +142,7 @@ pub fn decision(
             .iter()
             .map(|r| RuleId::parse(r).unwrap())
             .collect(),
+        legal_basis: String::new(),
         title: Titles {
             ja: title.to_owned(),
             en: None,
