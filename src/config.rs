@@ -31,6 +31,28 @@ pub struct ServiceConfig {
     /// Agencies told of updates (①): their API and event delivery; off when absent.
     #[serde(default)]
     pub exchange: Option<ExchangeSection>,
+    /// The staff console (docs/office.md); not served when absent.
+    #[serde(default)]
+    pub console: Option<ConsoleSection>,
+}
+
+/// The staff console: its own listener on the municipality's internal network, its own
+/// identity provider (the staff directory), the municipality it serves.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleSection {
+    #[serde(default = "default_console_listen")]
+    pub listen: SocketAddr,
+    pub public_url: String,
+    /// Staff tokens must carry it as `lg_code`.
+    pub local_gov_code: String,
+    pub jwt: JwtSection,
+    #[serde(default)]
+    pub session: Option<SessionSection>,
+}
+
+fn default_console_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8070))
 }
 
 /// The agencies' side: docs/agencies.md.
@@ -92,6 +114,10 @@ pub struct AgencySection {
     pub client_jwks: PathBuf,
     /// The data-item dictionary version its systems read.
     pub dictionary_version: u32,
+    /// For a core system (基幹業務システム): the procedures (rule ids) whose submitted
+    /// applications it reads and answers with a status (docs/office.md).
+    #[serde(default)]
+    pub office_rules: Vec<String>,
 }
 
 fn default_exchange_listen() -> SocketAddr {
@@ -129,6 +155,8 @@ pub struct ExchangeSettings {
     pub delivery: oshirase_exchange::DeliveryPolicy,
     pub retention: Duration,
     pub agencies: Vec<oshirase_store::AgencySpec>,
+    /// The core systems among them and their procedures.
+    pub office_clients: BTreeMap<String, Vec<oshirase_engine::ids::RuleId>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -409,6 +437,56 @@ pub fn parse(text: &str, name: &str) -> anyhow::Result<ServiceConfig> {
     })
 }
 
+/// The key an identity provider's tokens are verified with, its secret from the environment
+/// or its public key from a file; errors name `{section}.jwt.…`.
+fn jwt_key(jwt: &JwtSection, section: &str) -> anyhow::Result<JwtKey> {
+    let p = jwt;
+    let key = match p.algorithm.as_str() {
+        "HS256" => {
+            let var = p
+                .secret_env
+                .as_deref()
+                .ok_or_else(|| anyhow::anyhow!("{section}.jwt.secret_env: needed for HS256"))?;
+            JwtKey::Hs256(Secret::new(env_secret(
+                var,
+                &format!("{section}.jwt.secret_env"),
+            )?))
+        }
+        alg @ ("RS256" | "ES256") => {
+            let path = p
+                .public_key_pem
+                .as_ref()
+                .ok_or_else(|| anyhow::anyhow!("{section}.jwt.public_key_pem: needed for {alg}"))?;
+            let pem = std::fs::read_to_string(path).map_err(|e| {
+                anyhow::anyhow!(
+                    "{section}.jwt.public_key_pem: cannot read {}: {e}",
+                    path.display()
+                )
+            })?;
+            if alg == "RS256" {
+                JwtKey::Rs256PublicPem(pem)
+            } else {
+                JwtKey::Es256PublicPem(pem)
+            }
+        }
+        other => anyhow::bail!("{section}.jwt.algorithm: {other:?} is not HS256, RS256 or ES256"),
+    };
+    Ok(key)
+}
+
+fn session_config(
+    section: Option<&SessionSection>,
+    defaults: oshirase_portal::SessionConfig,
+) -> oshirase_portal::SessionConfig {
+    section
+        .map(|s| oshirase_portal::SessionConfig {
+            idle: Duration::from_secs(s.idle_minutes.saturating_mul(60)),
+            lifetime: Duration::from_secs(s.lifetime_hours.saturating_mul(3600)),
+            ..defaults
+        })
+        .unwrap_or(defaults)
+}
+
 fn env_secret(var: &str, what: &str) -> anyhow::Result<String> {
     match std::env::var(var) {
         Ok(v) if !v.is_empty() => Ok(v),
@@ -422,32 +500,7 @@ impl ServiceConfig {
         let Some(p) = &self.portal else {
             return Ok(None);
         };
-        let key = match p.jwt.algorithm.as_str() {
-            "HS256" => {
-                let var =
-                    p.jwt.secret_env.as_deref().ok_or_else(|| {
-                        anyhow::anyhow!("portal.jwt.secret_env: needed for HS256")
-                    })?;
-                JwtKey::Hs256(Secret::new(env_secret(var, "portal.jwt.secret_env")?))
-            }
-            alg @ ("RS256" | "ES256") => {
-                let path = p.jwt.public_key_pem.as_ref().ok_or_else(|| {
-                    anyhow::anyhow!("portal.jwt.public_key_pem: needed for {alg}")
-                })?;
-                let pem = std::fs::read_to_string(path).map_err(|e| {
-                    anyhow::anyhow!(
-                        "portal.jwt.public_key_pem: cannot read {}: {e}",
-                        path.display()
-                    )
-                })?;
-                if alg == "RS256" {
-                    JwtKey::Rs256PublicPem(pem)
-                } else {
-                    JwtKey::Es256PublicPem(pem)
-                }
-            }
-            other => anyhow::bail!("portal.jwt.algorithm: {other:?} is not HS256, RS256 or ES256"),
-        };
+        let key = jwt_key(&p.jwt, "portal")?;
         let defaults = PortalConfig::default();
         let c = PortalConfig {
             listen: p.listen,
@@ -467,15 +520,7 @@ impl ServiceConfig {
                     burst: r.burst,
                 })
                 .unwrap_or(defaults.rate_limit),
-            session: p
-                .session
-                .as_ref()
-                .map(|s| oshirase_portal::SessionConfig {
-                    idle: std::time::Duration::from_secs(s.idle_minutes.saturating_mul(60)),
-                    lifetime: std::time::Duration::from_secs(s.lifetime_hours.saturating_mul(3600)),
-                    ..defaults.session
-                })
-                .unwrap_or(defaults.session),
+            session: session_config(p.session.as_ref(), defaults.session),
             allow_loopback_push: p.allow_loopback_push,
             vapid_public_key,
             metrics_token: p
@@ -487,6 +532,47 @@ impl ServiceConfig {
         c.check()
             .map_err(|e| anyhow::anyhow!("portal: {}", e.0.join("; ")))?;
         Ok(Some(c))
+    }
+
+    /// The staff console's settings, with the catalogue's departments and each procedure's
+    /// department on `today`.
+    pub fn console(
+        &self,
+        rules: &oshirase_engine::catalogue::RuleSet,
+        today: chrono::NaiveDate,
+    ) -> anyhow::Result<Option<oshirase_portal::ConsoleConfig>> {
+        let Some(c) = &self.console else {
+            return Ok(None);
+        };
+        oshirase_engine::ids::LocalGovCode::parse(&c.local_gov_code)
+            .map_err(|e| anyhow::anyhow!("console.local_gov_code: {e}"))?;
+        let defaults = PortalConfig::default();
+        let config = oshirase_portal::ConsoleConfig {
+            listen: c.listen,
+            public_url: c.public_url.clone(),
+            jwt: oshirase_portal::JwtConfig {
+                issuer: c.jwt.issuer.clone(),
+                audience: c.jwt.audience.clone(),
+                key: jwt_key(&c.jwt, "console")?,
+                ..defaults.jwt
+            },
+            session: session_config(c.session.as_ref(), defaults.session),
+            local_gov_code: c.local_gov_code.clone(),
+            departments: rules
+                .departments(today)
+                .into_iter()
+                .map(|(id, contact)| (id, contact.name))
+                .collect(),
+            rule_departments: rules
+                .rules()
+                .iter()
+                .filter_map(|r| Some((r.id.clone(), r.department.clone()?)))
+                .collect(),
+        };
+        config
+            .check()
+            .map_err(|e| anyhow::anyhow!("{}", e.0.join("; ")))?;
+        Ok(Some(config))
     }
 
     /// Where notices link to.
@@ -584,7 +670,21 @@ impl ServiceConfig {
             .trim_end_matches('/')
             .to_owned();
         let mut agencies = Vec::new();
+        let mut office_clients = BTreeMap::new();
         for (i, a) in x.agencies.iter().enumerate() {
+            if !a.office_rules.is_empty() {
+                let rules = a
+                    .office_rules
+                    .iter()
+                    .enumerate()
+                    .map(|(j, r)| {
+                        oshirase_engine::ids::RuleId::parse(r).map_err(|e| {
+                            anyhow::anyhow!("exchange.agencies[{i}].office_rules[{j}]: {e}")
+                        })
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                office_clients.insert(a.id.clone(), rules);
+            }
             let jwks = std::fs::read_to_string(&a.client_jwks).map_err(|e| {
                 anyhow::anyhow!(
                     "exchange.agencies[{i}].client_jwks: cannot read {}: {e}",
@@ -621,6 +721,7 @@ impl ServiceConfig {
             },
             retention: Duration::from_secs(u64::from(x.retention_days) * 24 * 3600),
             agencies,
+            office_clients,
         }))
     }
 
@@ -721,7 +822,22 @@ mod tests {
         assert_eq!(c.workers("email"), 2);
         assert!(c.portal.is_some() && c.email.is_some() && c.webpush.is_some());
         let x = c.exchange.as_ref().unwrap();
-        assert_eq!(x.agencies.len(), 2);
+        assert_eq!(x.agencies.len(), 3);
+        let catalogue = oshirase_engine::load_dir(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/rules"
+        )))
+        .unwrap();
+        // The core system's procedures and the console's departments are the catalogue's.
+        for a in &x.agencies {
+            for r in &a.office_rules {
+                let id = oshirase_engine::ids::RuleId::parse(r).unwrap();
+                assert!(catalogue.get(&id).is_some(), "{r}");
+            }
+        }
+        let console = c.console.as_ref().unwrap();
+        assert_eq!(console.jwt.algorithm, "RS256");
+        assert_eq!(console.local_gov_code, x.local_gov_code);
         // Every purpose the example names is in the bundled table.
         let table = oshirase_engine::purposes::load_dir(std::path::Path::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -733,6 +849,30 @@ mod tests {
                 assert!(table.purpose(p).is_some(), "{p}");
             }
         }
+    }
+
+    #[test]
+    fn console_settings_name_their_field() {
+        let catalogue = oshirase_engine::load_dir(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/rules"
+        )))
+        .unwrap();
+        let text = |code: &str| {
+            format!(
+                "console:\n  public_url: https://office.example.lg.jp\n  local_gov_code: \"{code}\"\n  jwt: {{issuer: sso, algorithm: HS256, secret_env: OSHIRASE_TEST_UNSET_STAFF_SECRET}}\n"
+            )
+        };
+        let day = chrono::NaiveDate::from_ymd_opt(2026, 10, 1).unwrap();
+        let c = parse(&text("133622"), "x").unwrap();
+        let e = c.console(&catalogue, day).unwrap_err().to_string();
+        assert!(e.starts_with("console.local_gov_code"), "{e}");
+        let c = parse(&text("133621"), "x").unwrap();
+        let e = c.console(&catalogue, day).unwrap_err().to_string();
+        assert!(
+            e.contains("console.jwt.secret_env") && e.contains("OSHIRASE_TEST_UNSET_STAFF_SECRET"),
+            "{e}"
+        );
     }
 
     #[test]

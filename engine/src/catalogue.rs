@@ -201,6 +201,13 @@ impl RuleSet {
             .cloned()
     }
 
+    /// Every department in force on `on`, by id.
+    pub fn departments(&self, on: NaiveDate) -> BTreeMap<String, Contact> {
+        calendar::in_force(&self.notice_style.departments, on)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// How the municipality writes years on `on` (西暦 when not set).
     pub fn date_style(&self, on: NaiveDate) -> DateStyle {
         calendar::in_force(&self.notice_style.date_style, on)

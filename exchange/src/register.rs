@@ -27,6 +27,8 @@ pub enum Verification {
     Failed(String),
 }
 
+const NO_PURPOSE: &str = "it holds no purpose";
+
 /// Every problem with a registration, at once.
 pub fn check(spec: &AgencySpec, exchange: &Exchange) -> Vec<String> {
     let mut problems = Vec::new();
@@ -43,7 +45,7 @@ pub fn check(spec: &AgencySpec, exchange: &Exchange) -> Vec<String> {
         problems.push("the name is empty".to_owned());
     }
     if spec.purposes.is_empty() {
-        problems.push("it holds no purpose".to_owned());
+        problems.push(NO_PURPOSE.to_owned());
     }
     for p in &spec.purposes {
         if exchange.purpose(p).is_none() {
@@ -106,6 +108,34 @@ pub async fn register(
     }
     store.upsert_agency(spec, now).await?;
     verify(store, sender, spec, source, now).await
+}
+
+/// Registers (or updates) a core system (基幹業務システム, docs/office.md): a client of the
+/// agencies' API that reads and sets the applications of `rules`. It may hold no purpose (it
+/// is told no changes), and it pulls, so it has no endpoint to verify.
+pub async fn register_office_client(
+    store: &Store,
+    exchange: &Exchange,
+    spec: &AgencySpec,
+    rules: &[oshirase_engine::ids::RuleId],
+    now: DateTime<FixedOffset>,
+) -> Result<(), RegisterError> {
+    let mut problems = check(spec, exchange);
+    if spec.purposes.is_empty() {
+        problems.retain(|p| p != NO_PURPOSE);
+    }
+    if rules.is_empty() {
+        problems.push("a core system must name the procedures whose applications it reads".into());
+    }
+    if !problems.is_empty() {
+        return Err(RegisterError::Invalid {
+            id: spec.id.clone(),
+            problems,
+        });
+    }
+    store.upsert_agency(spec, now).await?;
+    store.set_office_client(&spec.id, rules, now).await?;
+    Ok(())
 }
 
 /// The handshake for an agency whose endpoint is not verified yet.

@@ -7,7 +7,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use oshirase_engine::ids::ResidentId;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{JwtKey, PortalConfig};
+use crate::config::{JwtConfig, JwtKey, PortalConfig};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
@@ -24,8 +24,8 @@ pub enum TokenError {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-struct Claims {
-    sub: String,
+pub(crate) struct Claims {
+    pub(crate) sub: String,
     iss: String,
     /// A string or an array of them (RFC 7519 4.1.3); jsonwebtoken checks it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -35,6 +35,16 @@ struct Claims {
     nbf: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     iat: Option<i64>,
+    /// Staff tokens only: the console's roles (窓口, 担当課, 管理者), the department of a
+    /// 担当課 member, and the municipality (local government code) they work for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) roles: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) department: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) lg_code: Option<String>,
+    #[serde(skip)]
+    pub(crate) expires: i64,
 }
 
 /// The resident a verified token names, or a live session a verified token opened: only
@@ -72,9 +82,9 @@ pub(crate) struct Verifier {
 }
 
 impl Verifier {
-    pub(crate) fn new(config: &PortalConfig) -> Result<Self, TokenError> {
+    pub(crate) fn new(jwt: &JwtConfig) -> Result<Self, TokenError> {
         let key_err = |e: jsonwebtoken::errors::Error| TokenError::Key(e.to_string());
-        let (alg, key) = match &config.jwt.key {
+        let (alg, key) = match &jwt.key {
             JwtKey::Hs256(s) => (
                 Algorithm::HS256,
                 DecodingKey::from_secret(s.expose().as_bytes()).map_err(key_err)?,
@@ -90,8 +100,8 @@ impl Verifier {
         };
         // Only the one configured algorithm: a token cannot pick HS256 with a public key.
         let mut validation = Validation::new(alg);
-        validation.set_issuer(&[config.jwt.issuer.as_str()]);
-        match &config.jwt.audience {
+        validation.set_issuer(&[jwt.issuer.as_str()]);
+        match &jwt.audience {
             Some(aud) => validation.set_audience(&[aud.as_str()]),
             None => validation.validate_aud = false,
         }
@@ -101,7 +111,7 @@ impl Verifier {
         validation.leeway = 0;
         // A configured audience must be named: a token for any other service, or for none,
         // is not for the portal.
-        if config.jwt.audience.is_some() {
+        if jwt.audience.is_some() {
             validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
         } else {
             validation.set_required_spec_claims(&["exp", "sub", "iss"]);
@@ -109,15 +119,31 @@ impl Verifier {
         Ok(Self {
             key,
             validation,
-            leeway: i64::try_from(config.jwt.leeway_seconds).unwrap_or(i64::MAX / 2),
+            leeway: i64::try_from(jwt.leeway_seconds).unwrap_or(i64::MAX / 2),
         })
     }
 
+    /// A resident's token: `sub` must be a resident id.
     pub(crate) fn verify(
         &self,
         token: &str,
         now: DateTime<FixedOffset>,
     ) -> Result<Verified, TokenError> {
+        let c = self.claims(token, now)?;
+        let reader = ResidentId::parse(&c.sub)
+            .map_err(|_| TokenError::Invalid("sub is not a resident id"))?;
+        Ok(Verified {
+            reader: Reader(reader),
+            expires: c.expires,
+        })
+    }
+
+    /// The claims of a token whose signature, issuer, audience and times check out.
+    pub(crate) fn claims(
+        &self,
+        token: &str,
+        now: DateTime<FixedOffset>,
+    ) -> Result<Claims, TokenError> {
         use jsonwebtoken::errors::ErrorKind as K;
         let data =
             jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
@@ -133,19 +159,15 @@ impl Verifier {
                 })
             })?;
         let now = now.timestamp();
-        let c = data.claims;
+        let mut c = data.claims;
         if c.exp + self.leeway < now {
             return Err(TokenError::Expired);
         }
         if c.nbf.is_some_and(|nbf| nbf - self.leeway > now) {
             return Err(TokenError::NotYetValid);
         }
-        let reader = ResidentId::parse(&c.sub)
-            .map_err(|_| TokenError::Invalid("sub is not a resident id"))?;
-        Ok(Verified {
-            reader: Reader(reader),
-            expires: c.exp,
-        })
+        c.expires = c.exp;
+        Ok(c)
     }
 }
 
@@ -163,17 +185,37 @@ pub fn mint_token(
         ));
     };
     ResidentId::parse(subject).map_err(|e| TokenError::Key(format!("subject: {e}")))?;
-    let iat = now.timestamp();
-    let claims = Claims {
-        sub: subject.to_owned(),
-        iss: config.jwt.issuer.clone(),
-        aud: config.jwt.audience.clone().map(serde_json::Value::String),
-        exp: iat + i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2),
-        nbf: None,
-        iat: Some(iat),
-    };
-    let key = EncodingKey::from_secret(secret.expose().as_bytes())
-        .map_err(|e| TokenError::Key(e.to_string()))?;
-    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key)
-        .map_err(|e| TokenError::Key(e.to_string()))
+    let claims = Claims::new(&config.jwt, subject, now, ttl);
+    claims.sign(secret)
+}
+
+impl Claims {
+    pub(crate) fn new(
+        jwt: &JwtConfig,
+        subject: &str,
+        now: DateTime<FixedOffset>,
+        ttl: std::time::Duration,
+    ) -> Self {
+        let iat = now.timestamp();
+        Self {
+            sub: subject.to_owned(),
+            iss: jwt.issuer.clone(),
+            aud: jwt.audience.clone().map(serde_json::Value::String),
+            exp: iat + i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2),
+            nbf: None,
+            iat: Some(iat),
+            roles: None,
+            department: None,
+            lg_code: None,
+            expires: 0,
+        }
+    }
+
+    /// HS256 with `secret`, as the demo's and tests' identity provider signs.
+    pub(crate) fn sign(&self, secret: &crate::config::Secret) -> Result<String, TokenError> {
+        let key = EncodingKey::from_secret(secret.expose().as_bytes())
+            .map_err(|e| TokenError::Key(e.to_string()))?;
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), self, &key)
+            .map_err(|e| TokenError::Key(e.to_string()))
+    }
 }

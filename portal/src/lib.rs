@@ -10,6 +10,7 @@ mod api;
 mod audit;
 mod auth;
 mod config;
+mod console;
 mod limit;
 mod metrics;
 mod openapi;
@@ -39,6 +40,9 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use auth::{mint_token, Reader, TokenError, Verified};
 pub use config::{ConfigError, JwtConfig, JwtKey, PortalConfig, RateLimit, Secret, SessionConfig};
+pub use console::{
+    console_router, mint_staff_token, serve_console, ConsoleConfig, ConsoleState, StaffRole,
+};
 pub use service::{
     DraftView, NoticeDetail, NoticeSummary, PreferencesInput, PreferencesView, ProvidedItem,
     ProvisionView, RecordsPerson, RecordsView, SubscriptionView, NOT_FOUND_FLOOR,
@@ -69,7 +73,7 @@ impl PortalState {
     ) -> Result<Self, ConfigError> {
         config.check()?;
         let verifier =
-            auth::Verifier::new(&config).map_err(|e| ConfigError(vec![e.to_string()]))?;
+            auth::Verifier::new(&config.jwt).map_err(|e| ConfigError(vec![e.to_string()]))?;
         Ok(Self(Arc::new(Inner {
             limiter: limit::Limiter::new(config.rate_limit),
             sessions: session::Sessions::new(store.clone(), config.session),
@@ -217,7 +221,12 @@ pub fn router(state: PortalState) -> Router {
 /// otherwise itself), and TLS only once the portal is served over it.
 async fn security_headers(State(state): State<PortalState>, req: Request, next: Next) -> Response {
     let mut r = next.run(req).await;
-    let h = r.headers_mut();
+    security_headers_on(r.headers_mut(), state.secure());
+    r
+}
+
+/// The headers of `security_headers`, for the portal and the staff console alike.
+pub(crate) fn security_headers_on(h: &mut axum::http::HeaderMap, secure: bool) {
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
@@ -235,13 +244,12 @@ async fn security_headers(State(state): State<PortalState>, req: Request, next: 
     );
     h.entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
-    if state.secure() {
+    if secure {
         h.insert(
             header::STRICT_TRANSPORT_SECURITY,
             HeaderValue::from_static("max-age=31536000; includeSubDomains"),
         );
     }
-    r
 }
 
 async fn no_route() -> Response {
@@ -360,7 +368,7 @@ fn rate_key(req: &Request) -> [u8; 32] {
         .extensions()
         .get::<session::SessionCheck>()
         .and_then(|c| c.0.as_ref().ok())
-        .map(|s| &s.reader);
+        .map(|s| &s.who);
     let who = match by_token.or(by_session) {
         Some(reader) => format!("reader {}", reader.as_str()),
         None => match req.extensions().get::<ConnectInfo<SocketAddr>>() {
@@ -382,7 +390,7 @@ async fn authenticate_and_limit(
         let checked = CheckedToken(s.verify(token));
         req.extensions_mut().insert(checked);
     }
-    if let Some(cookie) = session::cookie(req.headers()).map(str::to_owned) {
+    if let Some(cookie) = session::cookie::<Reader>(req.headers()).map(str::to_owned) {
         let check = s.sessions().check(&cookie, s.now()).await;
         req.extensions_mut().insert(check);
     }
@@ -408,7 +416,7 @@ async fn authenticate_and_limit(
         if !r.headers().contains_key(header::SET_COOKIE) {
             r.headers_mut().insert(
                 header::SET_COOKIE,
-                session::set_cookie(Some(&id), s.secure()),
+                session::set_cookie::<Reader>(Some(&id), s.secure()),
             );
         }
     }

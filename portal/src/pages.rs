@@ -148,7 +148,7 @@ impl FromRequestParts<PortalState> for PageReader {
         };
         match check {
             Ok(session) => Ok(PageReader {
-                id: session.reader.clone(),
+                id: session.who.clone(),
                 session: session.clone(),
             }),
             Err(NoSession::Missing) => Err(hint(None)),
@@ -263,7 +263,7 @@ pub(crate) async fn login_post(
     };
     let id = match s
         .sessions()
-        .open(&v.reader, session::cookie(&headers), s.now())
+        .open(&v.reader, session::cookie::<Reader>(&headers), s.now())
         .await
     {
         Ok(id) => id,
@@ -278,7 +278,7 @@ pub(crate) async fn login_post(
     let mut r = Redirect::to(&next).into_response();
     r.headers_mut().insert(
         header::SET_COOKIE,
-        session::set_cookie(Some(&id), s.secure()),
+        session::set_cookie::<Reader>(Some(&id), s.secure()),
     );
     r
 }
@@ -346,15 +346,17 @@ pub(crate) async fn logout(
         if !csrf_matches(session, &f.csrf) {
             return forbidden(&s);
         }
-        if let Some(cookie) = session::cookie(&headers) {
+        if let Some(cookie) = session::cookie::<Reader>(&headers) {
             if let Err(e) = s.sessions().end(cookie).await {
                 return error_page(&s, ServiceError::Internal(e.to_string()));
             }
         }
     }
     let mut r = Redirect::to("/login").into_response();
-    r.headers_mut()
-        .insert(header::SET_COOKIE, session::set_cookie(None, s.secure()));
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        session::set_cookie::<Reader>(None, s.secure()),
+    );
     r
 }
 

@@ -18,7 +18,34 @@ use sha2::{Digest, Sha256};
 use crate::auth::Reader;
 use crate::config::SessionConfig;
 
-pub(crate) const COOKIE: &str = "oshirase_session";
+/// Whom a session is for: a resident (`Reader`) or a staff member of the console. Each
+/// kind has its own cookie and reads only its own rows, so a staff session is never a
+/// resident's and the other way round.
+pub(crate) trait Owner: Clone + Sized {
+    /// The cookie that carries the session's id.
+    const COOKIE: &'static str;
+    /// The row's `resident_id` and `staff` columns.
+    fn to_row(&self) -> (String, Option<String>);
+    /// The owner of a row, or `None` for a row of the other kind.
+    fn from_row(resident_id: &str, staff: Option<&str>) -> Option<Self>;
+}
+
+impl Owner for Reader {
+    const COOKIE: &'static str = "oshirase_session";
+
+    fn to_row(&self) -> (String, Option<String>) {
+        (self.as_str().to_owned(), None)
+    }
+
+    fn from_row(resident_id: &str, staff: Option<&str>) -> Option<Self> {
+        if staff.is_some() {
+            return None;
+        }
+        ResidentId::parse(resident_id)
+            .ok()
+            .map(Reader::from_session)
+    }
+}
 
 /// How long a replaced id still works.
 const GRACE: Duration = Duration::from_secs(30);
@@ -31,8 +58,8 @@ const SECRET_BYTES: usize = 32;
 
 /// A request's live session.
 #[derive(Debug, Clone)]
-pub(crate) struct Session {
-    pub(crate) reader: Reader,
+pub(crate) struct Session<W = Reader> {
+    pub(crate) who: W,
     /// The token the session's forms carry.
     pub(crate) csrf: String,
     /// The id this request rotated the session to, for the response's cookie.
@@ -54,28 +81,29 @@ pub(crate) enum NoSession {
 
 /// What the session check found for a request's cookie.
 #[derive(Debug, Clone)]
-pub(crate) struct SessionCheck(pub(crate) Result<Session, NoSession>);
+pub(crate) struct SessionCheck<W = Reader>(pub(crate) Result<Session<W>, NoSession>);
 
-/// The session cookie's value, if the request has one.
-pub(crate) fn cookie(headers: &HeaderMap) -> Option<&str> {
+/// The value of the session cookie `W::COOKIE`, if the request has one.
+pub(crate) fn cookie<W: Owner>(headers: &HeaderMap) -> Option<&str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
+        .find(|(k, _)| *k == W::COOKIE)
         .map(|(_, v)| v)
         .filter(|v| !v.is_empty())
 }
 
 /// `Set-Cookie` for a session id (`None` clears it). HttpOnly and SameSite=Strict always,
 /// Secure over https; no Max-Age, so the browser forgets it when it closes.
-pub(crate) fn set_cookie(id: Option<&str>, secure: bool) -> HeaderValue {
+pub(crate) fn set_cookie<W: Owner>(id: Option<&str>, secure: bool) -> HeaderValue {
     let secure = if secure { "; Secure" } else { "" };
+    let name = W::COOKIE;
     let v = match id {
-        Some(id) => format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict{secure}"),
-        None => format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}"),
+        Some(id) => format!("{name}={id}; Path=/; HttpOnly; SameSite=Strict{secure}"),
+        None => format!("{name}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}"),
     };
     HeaderValue::from_str(&v).expect("a base64url id makes a valid header value")
 }
@@ -104,21 +132,26 @@ fn well_formed(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-pub(crate) struct Sessions {
+pub(crate) struct Sessions<W = Reader> {
     store: Store,
     config: SessionConfig,
+    owner: std::marker::PhantomData<fn() -> W>,
 }
 
-impl Sessions {
+impl<W: Owner> Sessions<W> {
     pub(crate) fn new(store: Store, config: SessionConfig) -> Self {
-        Self { store, config }
+        Self {
+            store,
+            config,
+            owner: std::marker::PhantomData,
+        }
     }
 
-    /// Opens a session for `reader` and returns its id; the session the browser had
+    /// Opens a session for `who` and returns its id; the session the browser had
     /// (`previous`) ends, so an id is never carried across a login.
     pub(crate) async fn open(
         &self,
-        reader: &Reader,
+        who: &W,
         previous: Option<&str>,
         now: DateTime<FixedOffset>,
     ) -> Result<String, StoreError> {
@@ -129,10 +162,12 @@ impl Sessions {
             .prune_sessions(now, before(now, self.config.idle))
             .await?;
         let id = secret()?;
+        let (resident_id, staff) = who.to_row();
         self.store
             .open_session(
                 &digest(&id),
-                reader.as_str(),
+                &resident_id,
+                staff.as_deref(),
                 &secret()?,
                 now,
                 after(now, self.config.lifetime),
@@ -142,7 +177,7 @@ impl Sessions {
     }
 
     /// The live session of a cookie, recording its use and rotating its id when due.
-    pub(crate) async fn check(&self, cookie: &str, now: DateTime<FixedOffset>) -> SessionCheck {
+    pub(crate) async fn check(&self, cookie: &str, now: DateTime<FixedOffset>) -> SessionCheck<W> {
         SessionCheck(self.live(cookie, now).await.unwrap_or_else(|e| {
             tracing::error!(error = %e, "portal session check failed");
             Err(NoSession::Unavailable)
@@ -153,7 +188,7 @@ impl Sessions {
         &self,
         cookie: &str,
         now: DateTime<FixedOffset>,
-    ) -> Result<Result<Session, NoSession>, StoreError> {
+    ) -> Result<Result<Session<W>, NoSession>, StoreError> {
         if !well_formed(cookie) {
             return Ok(Err(NoSession::Missing));
         }
@@ -173,7 +208,7 @@ impl Sessions {
         if let Some(why) = ended {
             return Ok(Err(why));
         }
-        let Ok(id) = ResidentId::parse(&row.resident_id) else {
+        let Some(who) = W::from_row(&row.resident_id, row.staff.as_deref()) else {
             return Ok(Err(NoSession::Missing));
         };
         let mut rotated = None;
@@ -190,7 +225,7 @@ impl Sessions {
             self.store.touch_session(&id_hash, now).await?;
         }
         Ok(Ok(Session {
-            reader: Reader::from_session(id),
+            who,
             csrf: row.csrf,
             rotated,
         }))
@@ -207,6 +242,6 @@ impl Sessions {
 
 /// Whether a form's CSRF token is the session's, compared by digest so that timing does not
 /// tell how much of it matched.
-pub(crate) fn csrf_matches(session: &Session, given: &str) -> bool {
+pub(crate) fn csrf_matches<W>(session: &Session<W>, given: &str) -> bool {
     Sha256::digest(given.as_bytes()) == Sha256::digest(session.csrf.as_bytes())
 }

@@ -1169,3 +1169,130 @@ async fn the_records_pages_meet_wcag_2_1_aa_in_chromium() {
     .await;
     app.shutdown().await;
 }
+
+/// The staff console in chromium: a 窓口 member signs in from the staff identity provider's
+/// link (the token in the fragment), finds the death in a single-person household in the work
+/// queue, records what was done, and looks a resident up; a 子育て支援係 member then sees
+/// none of it. Every console page passes axe-core at both widths.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staff_handle_a_lonely_death_in_the_console_in_chromium() {
+    let source = axe_source();
+    let app = spawn_app("sqlite").await;
+    add_lonely_death(&app).await;
+    let (console, config, _stop) = serve_console(&app).await;
+    let token = |who: &str, roles: &[&str], dept: Option<&str>| {
+        oshirase_portal::mint_staff_token(
+            &config,
+            who,
+            roles,
+            dept,
+            app.clock.now(),
+            Duration::from_secs(600),
+        )
+        .unwrap()
+    };
+    let counter = token("madoguchi-1", &["窓口"], None);
+    let kosodate = token("kosodate-1", &["担当課"], Some("kosodate"));
+    let driver = chromedriver().await;
+    let profile = tempfile::tempdir().unwrap();
+    let browser = chromium(&driver, profile.path(), &[], json!({}), json!({})).await;
+    let driver_url = driver.url.clone();
+    let staff_row = app
+        .store
+        .outbox_rows(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.channel == "staff")
+        .unwrap();
+    let row_id = staff_row.id;
+    in_browser(&browser, |browser| async move {
+        let mut found = Vec::new();
+        let page = |path: &str| format!("{console}{path}");
+        browser.goto(&page("/office/")).await?;
+        assert!(browser.source().await?.contains("ログインが必要です"));
+        check_page(&driver_url, &browser, &source, "console-login", &mut found).await?;
+        browser
+            .goto(&page(&format!("/office/login#token={counter}")))
+            .await?;
+        browser
+            .wait()
+            .for_url(&url::Url::parse(&page("/office/")).unwrap())
+            .await?;
+        let item = browser
+            .find(Locator::Id(&format!("staff_notice-{row_id}")))
+            .await?;
+        let text = item.text().await?;
+        assert!(
+            text.contains("葬祭費の支給申請") && text.contains("R10020"),
+            "{text}"
+        );
+        check_page(&driver_url, &browser, &source, "console-queue", &mut found).await?;
+        item.find(Locator::Css("input[name='note']"))
+            .await?
+            .send_keys("長女に電話で連絡済み")
+            .await?;
+        item.find(Locator::Css("button[type='submit']"))
+            .await?
+            .click()
+            .await?;
+        let done = browser
+            .wait()
+            .for_element(Locator::Css(".notice-box"))
+            .await?;
+        assert_eq!(done.text().await?, "対応を記録しました。");
+        assert!(browser
+            .find(Locator::Id(&format!("staff_notice-{row_id}")))
+            .await
+            .is_err());
+        check_page(
+            &driver_url,
+            &browser,
+            &source,
+            "console-handled",
+            &mut found,
+        )
+        .await?;
+        browser.goto(&page("/office/residents?id=R10008")).await?;
+        assert!(browser.source().await?.contains("葬祭費の支給申請"));
+        check_page(
+            &driver_url,
+            &browser,
+            &source,
+            "console-resident",
+            &mut found,
+        )
+        .await?;
+        // Another department's member: the 葬祭費 notices are not theirs.
+        browser
+            .goto(&page(&format!("/office/login#token={kosodate}")))
+            .await?;
+        browser
+            .wait()
+            .for_url(&url::Url::parse(&page("/office/")).unwrap())
+            .await?;
+        let html = browser.source().await?;
+        assert!(
+            html.contains("受付待ちの申請") && !html.contains("R10020"),
+            "{html}"
+        );
+        assert!(
+            found.is_empty(),
+            "axe-core found {} WCAG 2.1 A/AA violations:\n{}",
+            found.len(),
+            found.join("\n")
+        );
+        Ok(())
+    })
+    .await;
+    let row = app
+        .store
+        .outbox_rows(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.id == row_id)
+        .unwrap();
+    assert_eq!(row.state, oshirase_store::OutboxState::Delivered);
+    app.shutdown().await;
+}

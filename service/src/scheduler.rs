@@ -195,6 +195,10 @@ impl Scheduler {
                 keys.extend(fresh_keys);
             }
         }
+        // The staff console lists the last run's failures.
+        self.store
+            .record_rule_failures(day, &result.failures, self.clock.now())
+            .await?;
         let already_decided = commit.already_decided + known;
         tracing::info!(%day, decisions = result.decisions.len(), inserted = commit.inserted, already = already_decided, "day committed");
         Ok(DayReport {

@@ -57,6 +57,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
         Err(code) => return Ok(code),
     };
     let agencies = config.exchange()?;
+    // A core system's procedures must be the catalogue's.
+    for (id, procedures) in agencies.iter().flat_map(|a| &a.office_clients) {
+        if let Some(missing) = procedures.iter().find(|r| rules.get(r).is_none()) {
+            anyhow::bail!(
+                "exchange.agencies ({id}).office_rules: {missing} is not a rule of the catalogue"
+            );
+        }
+    }
+    let console = config.console(&rules, SystemClock.today())?;
     runtime()?.block_on(async {
         let store = Store::open(&args.db.db).await?.with_exchange(exchange.clone());
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -156,6 +165,23 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
                 }),
             ));
         }
+        if let Some(console) = console {
+            let listener = tokio::net::TcpListener::bind(console.listen)
+                .await
+                .with_context(|| format!("console: cannot listen on {}", console.listen))?;
+            println!("staff console: {}/office/", console.public_url);
+            let state = oshirase_portal::ConsoleState::new(store.clone(), console, clock.clone())
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let rx = rx.clone();
+            tasks.push((
+                "console".into(),
+                tokio::spawn(async move {
+                    oshirase_portal::serve_console(listener, state, rx)
+                        .await
+                        .context("console")
+                }),
+            ));
+        }
         if let Some(settings) = agencies {
             tasks.extend(start_exchange(settings, &store, &exchange, &clock, &rx).await?);
         }
@@ -202,13 +228,17 @@ async fn start_exchange(
     clock: &Arc<dyn Clock>,
     rx: &tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<Vec<Task>> {
-    use oshirase_exchange::register::{register, Verification};
+    use oshirase_exchange::register::{register, register_office_client, Verification};
     let sender = Arc::new(oshirase_adapters::webhook::WebhookSender::new(
         settings.webhook_keys,
         Duration::from_secs(10),
     ));
     let source = oshirase_exchange::cloudevent::source(&settings.local_gov_code);
     for spec in &settings.agencies {
+        if let Some(rules) = settings.office_clients.get(&spec.id) {
+            register_office_client(store, exchange, spec, rules, clock.now()).await?;
+            continue;
+        }
         match register(store, exchange, &sender, spec, &source, clock.now()).await? {
             Verification::Verified | Verification::NoEndpoint => {}
             Verification::Failed(why) => {

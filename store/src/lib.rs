@@ -21,6 +21,7 @@ mod outbox;
 mod portal;
 mod register;
 mod sessions;
+mod staff;
 
 pub use contacts::{PortalPreferences, PushSubscription};
 pub use days::{DayCommit, StoredDecision};
@@ -36,6 +37,10 @@ pub use outbox::{ApplicationNews, OutboxItem, OutboxRow, OutboxState, Settle};
 pub use portal::*;
 pub use register::{IngestBatch, IngestKind, IngestOutcome, RegisterChanges};
 pub use sessions::PortalSession;
+pub use staff::{
+    Handled, ResidentNotice, ResidentOverview, WorkItem, WorkKind, WorkList, MAX_STAFF_NOTE,
+    QUEUE_PAGE,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

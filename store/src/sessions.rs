@@ -10,7 +10,11 @@ use super::{parse_time, q, utc_text, Result, Store};
 /// A live session row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortalSession {
+    /// The resident's id, or a staff member's.
     pub resident_id: String,
+    /// For a staff member's session, who they are (the console's JSON); `None` for a
+    /// resident's.
+    pub staff: Option<String>,
     /// The token the session's forms carry.
     pub csrf: String,
     /// When this id was issued: by the login, or by the last rotation.
@@ -25,20 +29,22 @@ impl Store {
         &self,
         id_hash: &str,
         resident: &str,
+        staff: Option<&str>,
         csrf: &str,
         now: DateTime<FixedOffset>,
         expires_at: DateTime<FixedOffset>,
     ) -> Result<()> {
         sqlx::query(self.sql(
             "INSERT INTO portal_sessions
-               (id_hash, resident_id, csrf, issued_at, last_seen_at, expires_at)
-             VALUES ($1, $2, $3, $4, $4, $5)",
+               (id_hash, resident_id, csrf, issued_at, last_seen_at, expires_at, staff)
+             VALUES ($1, $2, $3, $4, $4, $5, $6)",
         ))
         .bind(id_hash.to_owned())
         .bind(resident.to_owned())
         .bind(csrf.to_owned())
         .bind(utc_text(now))
         .bind(utc_text(expires_at))
+        .bind(staff.map(str::to_owned))
         .execute(&self.pool)
         .await
         .map_err(q("opening a portal session"))?;
@@ -47,7 +53,7 @@ impl Store {
 
     pub async fn portal_session(&self, id_hash: &str) -> Result<Option<PortalSession>> {
         let row = sqlx::query(self.sql(
-            "SELECT resident_id, csrf, issued_at, last_seen_at, expires_at
+            "SELECT resident_id, staff, csrf, issued_at, last_seen_at, expires_at
              FROM portal_sessions WHERE id_hash = $1",
         ))
         .bind(id_hash.to_owned())
@@ -62,6 +68,7 @@ impl Store {
         };
         Ok(Some(PortalSession {
             resident_id: text("resident_id")?,
+            staff: r.try_get("staff").map_err(q("reading a portal session"))?,
             csrf: text("csrf")?,
             issued_at: time("issued_at")?,
             last_seen_at: time("last_seen_at")?,
@@ -97,7 +104,7 @@ impl Store {
         let what = "rotating a portal session";
         let mut tx = self.begin_write(what).await?;
         let row = sqlx::query(self.sql(
-            "SELECT resident_id, csrf, expires_at FROM portal_sessions
+            "SELECT resident_id, staff, csrf, expires_at FROM portal_sessions
              WHERE id_hash = $1 AND expires_at > $2",
         ))
         .bind(old_hash.to_owned())
@@ -107,6 +114,7 @@ impl Store {
         .map_err(q(what))?;
         let Some(r) = row else { return Ok(false) };
         let resident: String = r.try_get("resident_id").map_err(q(what))?;
+        let staff: Option<String> = r.try_get("staff").map_err(q(what))?;
         let csrf: String = r.try_get("csrf").map_err(q(what))?;
         let expires: String = r.try_get("expires_at").map_err(q(what))?;
         sqlx::query(self.sql("UPDATE portal_sessions SET expires_at = $2 WHERE id_hash = $1"))
@@ -117,14 +125,15 @@ impl Store {
             .map_err(q(what))?;
         sqlx::query(self.sql(
             "INSERT INTO portal_sessions
-               (id_hash, resident_id, csrf, issued_at, last_seen_at, expires_at)
-             VALUES ($1, $2, $3, $4, $4, $5)",
+               (id_hash, resident_id, csrf, issued_at, last_seen_at, expires_at, staff)
+             VALUES ($1, $2, $3, $4, $4, $5, $6)",
         ))
         .bind(new_hash.to_owned())
         .bind(resident)
         .bind(csrf)
         .bind(utc_text(now))
         .bind(expires)
+        .bind(staff)
         .execute(&mut *tx)
         .await
         .map_err(q(what))?;

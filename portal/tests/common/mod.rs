@@ -487,3 +487,81 @@ impl Town {
         start(self.db, self.store, config(), self.clock).await
     }
 }
+
+pub const STAFF_SECRET: &str = "staff-idp-secret-0123456789abcdef0123";
+pub const STAFF_ISSUER: &str = "https://staff-idp.example.lg.jp";
+/// A death in a single-person household: nobody on the register to tell, staff must.
+pub const LONELY_DEATH: &str = "sousaihi/R10020/2026-10-01";
+
+/// The staff console's configuration for the test decisions' procedures: pensions, health
+/// insurance and funerals at 保険年金係, the child allowance at 子育て支援係.
+pub fn console_config() -> oshirase_portal::ConsoleConfig {
+    use oshirase_portal::{JwtConfig, JwtKey, Secret};
+    let depts = [
+        ("hoken_nenkin", "住民課 保険年金係"),
+        ("kosodate", "福祉課 子育て支援係"),
+    ];
+    let rules = [
+        ("kokumin-nenkin-shutoku", "hoken_nenkin"),
+        ("kokuho-kanyu", "hoken_nenkin"),
+        ("sousaihi", "hoken_nenkin"),
+        ("jidou-teate-nintei", "kosodate"),
+    ];
+    oshirase_portal::ConsoleConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        public_url: "http://127.0.0.1".into(),
+        jwt: JwtConfig {
+            issuer: STAFF_ISSUER.into(),
+            audience: Some("oshirase-office".into()),
+            key: JwtKey::Hs256(Secret::new(STAFF_SECRET)),
+            leeway_seconds: 30,
+        },
+        session: Default::default(),
+        local_gov_code: "133621".into(),
+        departments: depts
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        rule_departments: rules
+            .iter()
+            .map(|(r, d)| (RuleId::parse(r).unwrap(), (*d).to_owned()))
+            .collect(),
+    }
+}
+
+/// Commits `LONELY_DEATH`, with its staff review reason.
+pub async fn add_lonely_death(app: &App) {
+    let mut lonely = decision(
+        "sousaihi",
+        Category::Bereavement,
+        "R10020",
+        "葬祭費の支給申請",
+        vec![],
+        vec![("deceased_name", json!("渡辺 六郎"))],
+        &[],
+    );
+    lonely.key = DecisionKey::parse(LONELY_DEATH).unwrap();
+    lonely.staff_review = Some(
+        "nobody on the register can receive this notice: contact the family through staff".into(),
+    );
+    app.store
+        .commit_day(d("2026-10-01"), "test-rules", 0, &[lonely], app.clock.now())
+        .await
+        .unwrap();
+}
+
+/// Serves the staff console over the app's store: its base URL, its configuration, and the
+/// sender that stops it (dropped, it stops too).
+pub async fn serve_console(
+    app: &App,
+) -> (String, oshirase_portal::ConsoleConfig, watch::Sender<bool>) {
+    let config = console_config();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let state =
+        oshirase_portal::ConsoleState::new(app.store.clone(), config.clone(), app.clock.clone())
+            .unwrap();
+    let (stop, rx) = watch::channel(false);
+    tokio::spawn(oshirase_portal::serve_console(listener, state, rx));
+    (base, config, stop)
+}
