@@ -606,6 +606,35 @@ fn the_demo_runs_on_a_fresh_database() {
         .unwrap_or_else(|| panic!("no death reached two agencies: {stdout}"));
     assert_eq!(death.matches("  told: ").count(), 2, "{death}");
     assert!(death.contains("not told:  利島村教育委員会"), "{death}");
+    // One application travels from the resident to the core system over its API and back.
+    let trip = stdout
+        .split("an application travelling resident")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no application round trip: {stdout}"));
+    let submitted =
+        regex::Regex::new(r"申請 #1 \S.* \(R\d+\) submitted by R\d+ \(保護者\): 1 correction")
+            .unwrap();
+    assert!(submitted.is_match(trip), "{trip}");
+    assert!(
+        trip.contains("GET /office/v1/applications?after=0: 1 application"),
+        "{trip}"
+    );
+    let corrected = regex::Regex::new(r#"corrected \w+: "[^"]+" → "[^"]+""#).unwrap();
+    assert!(
+        corrected.is_match(trip),
+        "the correction, before → after: {trip}"
+    );
+    assert!(trip.contains("is now 受付 (received)"), "{trip}");
+    assert!(
+        trip.contains("is now 差戻し (returned): 続柄を確認"),
+        "{trip}"
+    );
+    assert!(
+        trip.contains("the resident sees: 差戻し — 続柄を確認できる書類を添付してください。"),
+        "{trip}"
+    );
+    // The news of it is written for the applicant, who gets e-mail.
+    assert!(trip.contains("e-mail to the applicant: "), "{trip}");
     // The operator sees the agencies' streams, every event delivered.
     let agencies = oshirase(&["agency", "list", "--db", db.to_str().unwrap()]);
     assert_eq!(

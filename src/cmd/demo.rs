@@ -21,6 +21,7 @@ use oshirase_store::Store;
 use crate::common::{exit, load_exchange, load_rules, runtime, shutdown_signal};
 
 mod agencies;
+mod office;
 
 #[derive(clap::Args)]
 pub struct DemoArgs {
@@ -169,6 +170,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<u8> {
             .filter_map(|v| v["resident"].as_str().and_then(|r| oshirase_engine::ids::ResidentId::parse(r).ok()))
             .collect();
         agencies.report(&store, &deaths).await?;
+        delivered.1 += office::round_trip(
+            &store, &exchange, &clock, last, &worker, &email, &mail_dir,
+        )
+        .await
+        .context("the demo's round trip to the core system")?;
         out!(
             "\ndelivered: {} to portal inboxes, {} e-mails written as .eml files to {} (their links point at {portal_url})",
             delivered.0,
