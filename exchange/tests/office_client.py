@@ -9,7 +9,9 @@
 It polls `GET /office/v1/applications?after=…&limit=2` until a page is empty, checking that
 the numbers it is given increase, then sets the statuses of the plan in order (seq: a list
 of [status, message?]), and prints one JSON object: {"seqs": [...], "next_after": N,
-"answers": [{"seq", "status", "http", "body"}]}.
+"answers": [{"seq", "status", "http", "body"}]}. With `--portal=URL --resident-token=JWT
+--notice=KEY` it then reads that notice from the resident's portal API, as the resident, and
+adds what the portal says of the application as "portal" (tests/office_service.rs).
 
 Exit status 3 when a package is missing: run scripts/services/agency.sh.
 """
@@ -17,6 +19,7 @@ Exit status 3 when a package is missing: run scripts/services/agency.sh.
 import argparse
 import json
 import sys
+import urllib.parse
 
 try:
     from authlib.integrations.requests_client import OAuth2Session
@@ -47,6 +50,9 @@ def main():
     p.add_argument("--now", type=float, required=True)
     p.add_argument("--after", type=int, default=0)
     p.add_argument("--plan", default="{}")
+    p.add_argument("--portal")
+    p.add_argument("--resident-token")
+    p.add_argument("--notice")
     args = p.parse_args()
     NOW["now"] = args.now
     api = args.api.rstrip("/")
@@ -80,7 +86,19 @@ def main():
                 body["message"] = step[1]
             r = session.post(f"{api}/office/v1/applications/{seq}/status", json=body, timeout=10)
             answers.append({"seq": int(seq), "status": step[0], "http": r.status_code, "body": r.json()})
-    print(json.dumps({"seqs": seqs, "next_after": after, "answers": answers}, ensure_ascii=False), flush=True)
+    report = {"seqs": seqs, "next_after": after, "answers": answers}
+    if args.portal:
+        key = urllib.parse.quote(args.notice, safe="")
+        r = session.get(
+            f"{args.portal.rstrip('/')}/api/notices/{key}",
+            headers={"Authorization": f"Bearer {args.resident_token}"},
+            timeout=10,
+            withhold_token=True,
+        )
+        if r.status_code != 200:
+            raise SystemExit(f"office_client.py: the portal answered {r.status_code}: {r.text}")
+        report["portal"] = r.json().get("application_status")
+    print(json.dumps(report, ensure_ascii=False), flush=True)
 
 
 if __name__ == "__main__":
