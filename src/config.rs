@@ -474,6 +474,29 @@ fn jwt_key(jwt: &JwtSection, section: &str) -> anyhow::Result<JwtKey> {
     Ok(key)
 }
 
+/// The catalogue's departments on `day`, id → name (whom the console scopes staff by).
+pub fn departments(
+    rules: &oshirase_engine::catalogue::RuleSet,
+    day: chrono::NaiveDate,
+) -> BTreeMap<String, String> {
+    rules
+        .departments(day)
+        .into_iter()
+        .map(|(id, contact)| (id, contact.name))
+        .collect()
+}
+
+/// Each procedure's department, as its rule names it.
+pub fn rule_departments(
+    rules: &oshirase_engine::catalogue::RuleSet,
+) -> BTreeMap<oshirase_engine::ids::RuleId, String> {
+    rules
+        .rules()
+        .iter()
+        .filter_map(|r| Some((r.id.clone(), r.department.clone()?)))
+        .collect()
+}
+
 fn session_config(
     section: Option<&SessionSection>,
     defaults: oshirase_portal::SessionConfig,
@@ -558,16 +581,8 @@ impl ServiceConfig {
             },
             session: session_config(c.session.as_ref(), defaults.session),
             local_gov_code: c.local_gov_code.clone(),
-            departments: rules
-                .departments(today)
-                .into_iter()
-                .map(|(id, contact)| (id, contact.name))
-                .collect(),
-            rule_departments: rules
-                .rules()
-                .iter()
-                .filter_map(|r| Some((r.id.clone(), r.department.clone()?)))
-                .collect(),
+            departments: departments(rules, today),
+            rule_departments: rule_departments(rules),
         };
         config
             .check()

@@ -122,7 +122,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<u8> {
         let agencies =
             agencies::DemoAgencies::start(&store, &exchange, clock.clone(), args.from, &town_code)
                 .await?;
-        let mut scheduler = Scheduler::new(store.clone(), Arc::new(rules), clock.clone());
+        let rules = Arc::new(rules);
+        let mut scheduler = Scheduler::new(store.clone(), rules.clone(), clock.clone());
         scheduler.start = Some(args.from);
         let last = calendar::add_days(args.from, i64::from(args.days) - 1);
         let mail_dir = PathBuf::from(format!("{}-mail", args.db.display()));
@@ -182,7 +183,14 @@ pub fn run(args: DemoArgs) -> anyhow::Result<u8> {
             mail_dir.display()
         );
         match args.serve {
-            Some(port) => serve_demo_portal(&store, port, worker.metrics.clone()).await?,
+            Some(port) => {
+                let console = Console {
+                    rules: &rules,
+                    local_gov_code: &town_code,
+                    day: last,
+                };
+                serve_demo_portal(&store, port, worker.metrics.clone(), console).await?
+            }
             None => out!(
                 "the portal:        oshirase demo --serve  (replays again, then serves {portal_url} with sign-in links)"
             ),
@@ -195,17 +203,90 @@ pub fn run(args: DemoArgs) -> anyhow::Result<u8> {
     })
 }
 
+/// What the demo's staff console is made of.
+struct Console<'a> {
+    rules: &'a oshirase_engine::RuleSet,
+    local_gov_code: &'a str,
+    day: NaiveDate,
+}
+
+/// A random secret for the demo's own identity providers.
+fn demo_secret() -> anyhow::Result<String> {
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret)
+        .map_err(|e| anyhow::anyhow!("no randomness for the demo's signing secret: {e}"))?;
+    Ok(secret.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Serves the staff console beside the demo portal (on the port ten below it), printing
+/// sign-in links for three staff members: the counter, a department, an administrator.
+async fn serve_demo_console(
+    store: &Store,
+    port: u16,
+    console: Console<'_>,
+    rx: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let port = port.checked_sub(10).unwrap_or(port.saturating_add(10));
+    let url = format!("http://127.0.0.1:{port}");
+    let defaults = PortalConfig::default();
+    let config = oshirase_portal::ConsoleConfig {
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        public_url: url.clone(),
+        jwt: oshirase_portal::JwtConfig {
+            issuer: "oshirase-demo-staff".into(),
+            audience: None,
+            key: oshirase_portal::JwtKey::Hs256(oshirase_portal::Secret::new(demo_secret()?)),
+            ..defaults.jwt
+        },
+        session: defaults.session,
+        local_gov_code: console.local_gov_code.to_owned(),
+        departments: crate::config::departments(console.rules, console.day),
+        rule_departments: crate::config::rule_departments(console.rules),
+    };
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    out!(
+        "
+staff console: {url}/office/  (the work queue; sign in as:)"
+    );
+    for (who, roles, dept) in [
+        ("madoguchi-demo", "窓口", None),
+        ("kosodate-demo", "担当課", Some("kosodate")),
+        ("kanri-demo", "管理者", None),
+    ] {
+        let token = oshirase_portal::mint_staff_token(
+            &config,
+            who,
+            &[roles],
+            dept,
+            clock.now(),
+            Duration::from_secs(8 * 3600),
+        )
+        .context("signing a demo staff token")?;
+        let what = dept.map_or_else(|| roles.to_owned(), |d| format!("{roles} {d}"));
+        out!("  {what:<14} {url}/office/login#token={token}");
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let state = oshirase_portal::ConsoleState::new(store.clone(), config, clock)
+        .map_err(|e| anyhow::anyhow!("the demo console: {e}"))?;
+    tokio::spawn(async move {
+        if let Err(e) = oshirase_portal::serve_console(listener, state, rx).await {
+            tracing::error!(error = %e, "the demo console stopped");
+        }
+    });
+    Ok(())
+}
+
 /// Serves the portal over the demo database until Ctrl-C, printing sign-in links for a few
-/// residents who have notices.
+/// residents who have notices, and the staff console beside it.
 async fn serve_demo_portal(
     store: &Store,
     port: u16,
     metrics: Arc<DeliveryMetrics>,
+    console: Console<'_>,
 ) -> anyhow::Result<()> {
-    let mut secret = [0u8; 32];
-    getrandom::fill(&mut secret)
-        .map_err(|e| anyhow::anyhow!("no randomness for the demo's signing secret: {e}"))?;
-    let secret: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    let secret = demo_secret()?;
     let url = format!("http://127.0.0.1:{port}");
     let config = PortalConfig::with_hs256_secret(secret)
         .listen(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
@@ -241,6 +322,7 @@ sign in as:"
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let (tx, rx) = tokio::sync::watch::channel(false);
+    serve_demo_console(store, port, console, rx.clone()).await?;
     tokio::spawn(async move {
         shutdown_signal().await;
         let _ = tx.send(true);
