@@ -10,10 +10,12 @@ pub mod api;
 pub mod auth;
 pub mod cloudevent;
 pub mod delivery;
+pub mod dpop;
 pub mod keys;
 pub mod metrics;
 pub mod office;
 pub mod register;
+pub mod sdjwt;
 
 pub use api::{router, serve, ApiConfig, ApiState};
 pub use delivery::{Deliverer, DeliveryPolicy, PassReport};
