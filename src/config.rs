@@ -98,6 +98,31 @@ pub struct ExchangeSection {
     /// The agencies, registered (or updated) at start.
     #[serde(default)]
     pub agencies: Vec<AgencySection>,
+    /// Private parties residents may share their own data with (docs/sharing.md),
+    /// registered (or updated) at start.
+    #[serde(default)]
+    pub parties: Vec<PartySection>,
+}
+
+/// A private party (an employer's payroll software, an insurer): docs/sharing.md.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartySection {
+    pub id: String,
+    pub name: String,
+    /// Why it asks, as the consent page shows it.
+    pub purpose: String,
+    /// Where the resident's browser is sent back to (https; http only on loopback).
+    pub redirect_uris: Vec<String>,
+    /// A file with the JSON Web Key Set of its client's public keys (private_key_jwt).
+    pub client_jwks: PathBuf,
+    /// The data-item codes it may ask for.
+    pub items: Vec<String>,
+    /// The longest grant it may hold, in days.
+    pub max_grant_days: u32,
+    /// Where revocations are pushed as signed Security Event Tokens.
+    #[serde(default)]
+    pub revocation_uri: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -157,6 +182,7 @@ pub struct ExchangeSettings {
     pub agencies: Vec<oshirase_store::AgencySpec>,
     /// The core systems among them and their procedures.
     pub office_clients: BTreeMap<String, Vec<oshirase_engine::ids::RuleId>>,
+    pub parties: Vec<oshirase_store::PartySpec>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -715,6 +741,25 @@ impl ServiceConfig {
                 purposes: a.purposes.clone(),
             });
         }
+        let mut parties = Vec::new();
+        for (i, p) in x.parties.iter().enumerate() {
+            let jwks = std::fs::read_to_string(&p.client_jwks).map_err(|e| {
+                anyhow::anyhow!(
+                    "exchange.parties[{i}].client_jwks: cannot read {}: {e}",
+                    p.client_jwks.display()
+                )
+            })?;
+            parties.push(oshirase_store::PartySpec {
+                id: p.id.clone(),
+                name: p.name.clone(),
+                purpose: p.purpose.clone(),
+                redirect_uris: p.redirect_uris.clone(),
+                client_jwks: jwks,
+                items: p.items.clone(),
+                max_grant_days: p.max_grant_days,
+                revocation_uri: p.revocation_uri.clone(),
+            });
+        }
         anyhow::ensure!(
             x.retention_days >= 1,
             "exchange.retention_days: at least 1 day"
@@ -737,6 +782,7 @@ impl ServiceConfig {
             retention: Duration::from_secs(u64::from(x.retention_days) * 24 * 3600),
             agencies,
             office_clients,
+            parties,
         }))
     }
 
@@ -838,6 +884,7 @@ mod tests {
         assert!(c.portal.is_some() && c.email.is_some() && c.webpush.is_some());
         let x = c.exchange.as_ref().unwrap();
         assert_eq!(x.agencies.len(), 3);
+        assert_eq!(x.parties.len(), 1);
         let catalogue = oshirase_engine::load_dir(std::path::Path::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/rules"

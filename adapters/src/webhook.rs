@@ -512,6 +512,33 @@ impl WebhookSender {
         }
     }
 
+    /// POSTs a Security Event Token (RFC 8935 push delivery, `application/secevent+jwt`):
+    /// the token is signed itself, so no webhook signature; the answer is read as a webhook's.
+    pub async fn send_set(
+        &self,
+        endpoint: &Url,
+        set: &str,
+        now: DateTime<FixedOffset>,
+    ) -> WebhookOutcome {
+        if let Err(reason) = check_endpoint(endpoint) {
+            return WebhookOutcome::Refused { reason };
+        }
+        let at = authority(endpoint);
+        let request = self
+            .client
+            .post(endpoint.clone())
+            .header(CONTENT_TYPE, "application/secevent+jwt")
+            .header(reqwest::header::ACCEPT, "application/json")
+            .body(set.as_bytes().to_vec());
+        match read_answer(request).await {
+            Ok(answer) => classify(&at, &answer, now),
+            Err(e) => WebhookOutcome::Retry {
+                after: None,
+                reason: format!("{at}: {}", crate::http::transport_error(&e)),
+            },
+        }
+    }
+
     async fn post(
         &self,
         endpoint: &Url,
@@ -521,42 +548,46 @@ impl WebhookSender {
     ) -> Result<Answer, reqwest::Error> {
         let timestamp = now.timestamp();
         let signature = self.keys.sign(msg_id, timestamp, body);
-        let mut response = self
+        let request = self
             .client
             .post(endpoint.clone())
             .header(CONTENT_TYPE, CONTENT_TYPE_CLOUDEVENTS)
             .header("webhook-id", msg_id)
             .header("webhook-timestamp", timestamp.to_string())
             .header("webhook-signature", signature)
-            .body(body.to_vec())
-            .send()
-            .await?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let (mut buf, mut cut) = (Vec::new(), false);
-        loop {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    let room = MAX_RESPONSE_BYTES - buf.len();
-                    if chunk.len() > room {
-                        buf.extend_from_slice(&chunk[..room]);
-                        cut = true;
-                        break;
-                    }
-                    buf.extend_from_slice(&chunk);
-                }
-                Ok(None) => break,
-                // The status has arrived; a body cut short changes nothing it says.
-                Err(_) => break,
-            }
-        }
-        Ok(Answer {
-            status,
-            headers,
-            body: buf,
-            cut,
-        })
+            .body(body.to_vec());
+        read_answer(request).await
     }
+}
+
+/// Sends a request and reads its answer, the body cut at `MAX_RESPONSE_BYTES`.
+async fn read_answer(request: reqwest::RequestBuilder) -> Result<Answer, reqwest::Error> {
+    let mut response = request.send().await?;
+    let status = response.status();
+    let headers = response.headers().clone();
+    let (mut buf, mut cut) = (Vec::new(), false);
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = MAX_RESPONSE_BYTES - buf.len();
+                if chunk.len() > room {
+                    buf.extend_from_slice(&chunk[..room]);
+                    cut = true;
+                    break;
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            Ok(None) => break,
+            // The status has arrived; a body cut short changes nothing it says.
+            Err(_) => break,
+        }
+    }
+    Ok(Answer {
+        status,
+        headers,
+        body: buf,
+        cut,
+    })
 }
 
 /// The outcome a receiver's status means (Standard Webhooks "Delivery success and failure").

@@ -121,6 +121,10 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/agency/v1/jwks.json", get(jwks))
         .route("/agency/v1/token", post(token))
+        .route("/share/v1/token", post(crate::share::token))
+        .route("/share/v1/data", get(crate::share::data))
+        .route("/share/v1/status", get(crate::share::status_list))
+        .route("/share/v1/grants", get(crate::share::grants))
         .route("/agency/v1/dictionary", get(dictionary))
         .route(
             "/agency/v1/interests",

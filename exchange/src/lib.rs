@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod office;
 pub mod register;
 pub mod sdjwt;
+pub mod share;
 
 pub use api::{router, serve, ApiConfig, ApiState};
 pub use delivery::{Deliverer, DeliveryPolicy, PassReport};

@@ -170,9 +170,16 @@ impl Staff {
         if self.has(StaffRole::Admin) {
             return Some(None);
         }
-        let counter_sees = matches!(kind, WorkKind::StaffNotice | WorkKind::DeadLetter);
+        let counter_sees = matches!(
+            kind,
+            WorkKind::StaffNotice | WorkKind::DeadLetter | WorkKind::CorrectionRequest
+        );
         if self.has(StaffRole::Counter) && counter_sees {
             return Some(None);
+        }
+        // The register is the counter's: no department corrects it.
+        if kind == WorkKind::CorrectionRequest {
+            return None;
         }
         self.has(StaffRole::Department)
             .then(|| Some(self.department_rules(config)))
@@ -588,6 +595,10 @@ fn what_to_do(kind: WorkKind) -> (&'static str, &'static str) {
             "受付待ちの申請",
             "申請内容を確認し、「受付する」を押してください（基幹業務システムで受け付けると、ここからも消えます）。",
         ),
+        WorkKind::CorrectionRequest => (
+            "住民記録の訂正の申出",
+            "住民の方から、住民記録の内容が違うとの申出がありました。本人確認のうえ記録を確認し、訂正が必要なら住民記録システムで訂正して、「対応済みにする」を押してください（ここで記録は変わりません）。",
+        ),
         WorkKind::RuleFailure => (
             "前回の実行で評価できなかったルール",
             "ルールがこの方について評価できませんでした。ルールの担当者に連絡して修正を依頼し、「確認済みにする」を押してください。",
@@ -611,6 +622,7 @@ async fn queue(
         WorkKind::StaffNotice,
         WorkKind::Application,
         WorkKind::DeadLetter,
+        WorkKind::CorrectionRequest,
         WorkKind::RuleFailure,
     ] {
         let Some(scope) = who.staff().scope(kind, config) else {
@@ -632,7 +644,7 @@ async fn queue(
                 });
                 context! {
                     item => Jv::from(minijinja::value::Serde(i)),
-                    department => s.department_name(&i.rule),
+                    department => i.rule.as_ref().map(|r| s.department_name(r)),
                     since => local_time(&i.since),
                     role,
                 }

@@ -164,6 +164,12 @@ routes! {
     GET "/drafts/{*key}" => pages::draft,
     POST "/drafts/{*key}" => pages::draft_post,
     GET "/records" => pages::records::records,
+    GET "/me" => pages::me::me,
+    POST "/me/corrections" => pages::me::request_correction,
+    GET "/oauth/authorize" => pages::sharing::authorize,
+    POST "/oauth/authorize" => pages::sharing::approve,
+    GET "/sharing" => pages::sharing::dashboard,
+    POST "/sharing/{id}/revoke" => pages::sharing::revoke,
     GET "/preferences" => pages::preferences,
     POST "/preferences" => pages::preferences_post,
     POST "/preferences/push" => pages::webpush::subscribe,
@@ -225,15 +231,23 @@ async fn security_headers(State(state): State<PortalState>, req: Request, next: 
     r
 }
 
-/// The headers of `security_headers`, for the portal and the staff console alike.
+/// The Content-Security-Policy of every page; `form_action` is where its forms (and the
+/// redirects that answer them) may go.
+pub(crate) fn content_security_policy(form_action: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(&format!(
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+         connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action {form_action}"
+    ))
+    .ok()
+}
+
+/// The headers of `security_headers`, for the portal and the staff console alike. A page
+/// that set its own policy keeps it (the consent page, whose form is answered with a
+/// redirect to the party).
 pub(crate) fn security_headers_on(h: &mut axum::http::HeaderMap, secure: bool) {
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-             connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
-        ),
-    );
+    if let Some(csp) = content_security_policy("'self'") {
+        h.entry(header::CONTENT_SECURITY_POLICY).or_insert(csp);
+    }
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),

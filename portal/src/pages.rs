@@ -23,7 +23,9 @@ use oshirase_engine::rule::{Application, FieldKind, FieldSpec};
 use oshirase_engine::wording;
 use oshirase_store::DraftState;
 
+pub(crate) mod me;
 pub(crate) mod records;
+pub(crate) mod sharing;
 pub(crate) mod webpush;
 
 pub(crate) fn templates() -> Environment<'static> {
@@ -41,6 +43,9 @@ pub(crate) fn templates() -> Environment<'static> {
         ("message.html", include_str!("../templates/message.html")),
         ("contact.html", include_str!("../templates/contact.html")),
         ("records.html", include_str!("../templates/records.html")),
+        ("consent.html", include_str!("../templates/consent.html")),
+        ("me.html", include_str!("../templates/me.html")),
+        ("sharing.html", include_str!("../templates/sharing.html")),
     ] {
         env.add_template(name, src)
             .unwrap_or_else(|e| panic!("template {name}: {e}"));
@@ -139,8 +144,13 @@ impl FromRequestParts<PortalState> for PageReader {
     ) -> Result<Self, Self::Rejection> {
         let hint = |problem| {
             let mut h = LoginHint::new(state, problem);
-            h.retry =
-                (parts.method == axum::http::Method::GET).then(|| parts.uri.path().to_owned());
+            // The query too: a party's authorization request lives in it.
+            h.retry = (parts.method == axum::http::Method::GET).then(|| {
+                parts
+                    .uri
+                    .path_and_query()
+                    .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned())
+            });
             h.into_response()
         };
         let Some(SessionCheck(check)) = parts.extensions.get::<SessionCheck>() else {

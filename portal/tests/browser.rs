@@ -1296,3 +1296,237 @@ async fn staff_handle_a_lonely_death_in_the_console_in_chromium() {
     assert_eq!(row.state, oshirase_store::OutboxState::Delivered);
     app.shutdown().await;
 }
+
+/// Sharing in chromium: a resident signed in opens a party's authorization request (PKCE S256,
+/// a state, the name and address required and the birth date optional), unticks the birth
+/// date with the keyboard and approves; the browser is sent to the party's callback (a small
+/// server here) with a code and the same state. The dashboard then lists the grant with the
+/// name and address only, and one press revokes it. The consent page and the dashboard before
+/// and after pass axe-core at both widths (`portal-consent-*.png`, `portal-sharing-*.png`,
+/// `portal-sharing-revoked-*.png`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resident_shares_data_with_a_party_and_revokes_it_in_chromium() {
+    use sha2::{Digest, Sha256};
+    let source = axe_source();
+    // The party's callback: answers 200 "ok" and hands over each query it is sent.
+    let (queries, mut received) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let callback = format!("http://{}/callback", listener.local_addr().unwrap());
+    let party_site = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            axum::Router::new().route(
+                "/callback",
+                axum::routing::get(move |axum::extract::RawQuery(q): axum::extract::RawQuery| {
+                    let queries = queries.clone();
+                    async move {
+                        let _ = queries.send(q.unwrap_or_default());
+                        "ok"
+                    }
+                }),
+            ),
+        )
+        .await
+    });
+    let party = oshirase_store::PartySpec {
+        id: "kyuyo-soft".into(),
+        name: "株式会社サンプル給与（年末調整）".into(),
+        purpose: "年末調整の申告書に、住所と氏名を記入するため".into(),
+        redirect_uris: vec![callback.clone()],
+        client_jwks: json!({"keys": []}).to_string(),
+        items: vec![
+            "name".into(),
+            "name_kana".into(),
+            "address".into(),
+            "birth_date".into(),
+        ],
+        max_grant_days: 30,
+        revocation_uri: None,
+    };
+    let app = serve_with_party(&party).await;
+    // PKCE: the verifier stays with the party, its S256 challenge goes in the request.
+    let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+    let challenge =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier));
+    let state = "st-browser-7f3a";
+    let mut authorize = url::Url::parse(&format!("{}/oauth/authorize", app.base)).unwrap();
+    authorize
+        .query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", "kyuyo-soft")
+        .append_pair("redirect_uri", &callback)
+        .append_pair("state", state)
+        .append_pair("code_challenge", &challenge)
+        .append_pair("code_challenge_method", "S256")
+        .append_pair(
+            "authorization_details",
+            &json!([{"type": "oshirase_resident_data", "items": ["name", "address"],
+                     "optional_items": ["birth_date"]}])
+            .to_string(),
+        );
+    let driver = chromedriver().await;
+    let profile = tempfile::tempdir().unwrap();
+    // The browser's console is kept: a navigation the page's CSP blocks is only told there.
+    let browser = chromium(
+        &driver,
+        profile.path(),
+        &[],
+        json!({}),
+        json!({ "goog:loggingPrefs": { "browser": "ALL" } }),
+    )
+    .await;
+    let token = app.token("R10001");
+    let (base, driver_url, store) = (app.base.clone(), driver.url.clone(), app.store.clone());
+    in_browser(&browser, |browser| async move {
+        let mut found = Vec::new();
+        browser.goto(&format!("{base}/login#token={token}")).await?;
+        browser
+            .wait()
+            .for_url(&url::Url::parse(&format!("{base}/inbox")).unwrap())
+            .await?;
+        browser.goto(authorize.as_str()).await?;
+        browser.wait().for_element(Locator::Id("approve")).await?;
+        let page = browser.source().await?;
+        for shown in [
+            "株式会社サンプル給与（年末調整）",
+            "年末調整の申告書に、住所と氏名を記入するため",
+            "山田 花子",
+            "東京都利島村1番地",
+            "1960-05-01",
+        ] {
+            assert!(page.contains(shown), "{shown} in {page}");
+        }
+        check_page(&driver_url, &browser, &source, "consent", &mut found).await?;
+        // The keyboard: Tab to the birth date's checkbox, Space unticks it, Tab on to 提供する
+        // and Enter presses it.
+        let birth_date = browser
+            .find(Locator::Css(
+                "input[type='checkbox'][name='item'][value='birth_date']",
+            ))
+            .await?;
+        assert_eq!(birth_date.prop("checked").await?.as_deref(), Some("true"));
+        let focused_item = || async {
+            let v = browser
+                .execute(
+                    "const e = document.activeElement; \
+                     return e && e.name === 'item' ? e.value : ''",
+                    vec![],
+                )
+                .await?;
+            Ok::<_, CmdError>(v.as_str().unwrap_or_default().to_owned())
+        };
+        let mut tabs = 0;
+        while focused_item().await? != "birth_date" {
+            tabs += 1;
+            assert!(tabs <= 15, "Tab never reached the birth date's checkbox");
+            press(&browser, Key::Tab).await?;
+        }
+        press(&browser, Key::Space).await?;
+        assert_eq!(birth_date.prop("checked").await?.as_deref(), Some("false"));
+        let mut tabs = 0;
+        while focused(&browser).await? != "approve" {
+            tabs += 1;
+            assert!(tabs <= 5, "Tab never reached 提供する");
+            press(&browser, Key::Tab).await?;
+        }
+        press(&browser, Key::Enter).await?;
+        let query = match tokio::time::timeout(Duration::from_secs(15), received.recv()).await {
+            Ok(q) => q.expect("the callback server is running"),
+            Err(_) => {
+                let here = browser.current_url().await?;
+                let console = reqwest::Client::new()
+                    .post(session_url(&driver_url, &browser, "se/log").await)
+                    .json(&json!({ "type": "browser" }))
+                    .send()
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap();
+                let grants = store.grants_of_resident("R10001").await.unwrap();
+                panic!(
+                    "the party's callback was never reached after 提供する; \
+                     the browser is at {here}; grants written: {grants:?}; \
+                     its console: {console}; axe so far: {found:?}"
+                );
+            }
+        };
+        let back: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+        let param = |name: &str| back.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        assert_eq!(param("state").as_deref(), Some(state), "{query}");
+        assert!(param("error").is_none(), "{query}");
+        let code = param("code").unwrap_or_else(|| panic!("no code in {query}"));
+        assert!(code.len() >= 40, "{query}");
+        browser
+            .wait()
+            .for_url(&url::Url::parse(&format!("{callback}?{query}")).unwrap())
+            .await?;
+        assert_eq!(
+            browser.find(Locator::Css("body")).await?.text().await?,
+            "ok"
+        );
+        // The dashboard: the grant, with the name and the address only.
+        browser.goto(&format!("{base}/sharing")).await?;
+        let grant = browser.find(Locator::Css("article.grant")).await?;
+        let text = grant.text().await?;
+        assert!(
+            text.contains("株式会社サンプル給与（年末調整）")
+                && text.contains("氏名、住所")
+                && !text.contains("生年月日")
+                && text.contains("提供中"),
+            "{text}"
+        );
+        check_page(&driver_url, &browser, &source, "sharing", &mut found).await?;
+        let revoke = grant.find(Locator::Css("button[type='submit']")).await?;
+        assert_eq!(revoke.text().await?, "取り消す");
+        revoke.click().await?;
+        let notice = browser.wait().for_element(Locator::Id("revoked")).await?;
+        assert!(notice.text().await?.contains("取り消しました"));
+        let text = browser
+            .find(Locator::Css("article.grant"))
+            .await?
+            .text()
+            .await?;
+        assert!(
+            text.contains("取り消し済み") && !text.contains("提供中"),
+            "{text}"
+        );
+        assert!(browser
+            .find_all(Locator::Css("article.grant button"))
+            .await?
+            .is_empty());
+        check_page(
+            &driver_url,
+            &browser,
+            &source,
+            "sharing-revoked",
+            &mut found,
+        )
+        .await?;
+        // 自己情報: the resident's own record, and the form to ask for a correction.
+        browser.goto(&format!("{base}/me")).await?;
+        browser
+            .wait()
+            .for_element(Locator::Id("correction-h"))
+            .await?;
+        check_page(&driver_url, &browser, &source, "me", &mut found).await?;
+        assert!(
+            found.is_empty(),
+            "axe-core found {} WCAG 2.1 A/AA violations:\n{}",
+            found.len(),
+            found.join("\n")
+        );
+        Ok(())
+    })
+    .await;
+    let grants = app.store.grants_of_resident("R10001").await.unwrap();
+    assert_eq!(grants.len(), 1, "{grants:?}");
+    let g = &grants[0];
+    assert_eq!(g.items, vec!["name", "address"]);
+    assert_eq!(g.party_id, "kyuyo-soft");
+    assert!(g.revoked_at.is_some() && !g.live(app.clock.now()), "{g:?}");
+    party_site.abort();
+    app.shutdown().await;
+}

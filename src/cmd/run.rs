@@ -250,15 +250,34 @@ async fn start_exchange(
             }
         }
     }
+    for (i, party) in settings.parties.iter().enumerate() {
+        let problems = oshirase_exchange::share::check_party(party, exchange);
+        anyhow::ensure!(
+            problems.is_empty(),
+            "exchange.parties[{i}] ({}): {}",
+            party.id,
+            problems.join("; ")
+        );
+        store.upsert_party(party, clock.now()).await?;
+    }
     let metrics = Arc::new(oshirase_exchange::ExchangeMetrics::default());
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("exchange: cannot listen on {}", settings.listen))?;
     println!("agency API: {}", settings.api.public_url);
+    let keys = Arc::new(settings.keys);
+    let pusher = oshirase_exchange::share::RevocationPusher {
+        store: store.clone(),
+        keys: keys.clone(),
+        issuer: settings.api.public_url.clone(),
+        sender: sender.clone(),
+        clock: clock.clone(),
+    };
+    let pusher_rx = rx.clone();
     let state = oshirase_exchange::ApiState {
         store: store.clone(),
         exchange: exchange.clone(),
-        keys: Arc::new(settings.keys),
+        keys,
         clock: clock.clone(),
         metrics: metrics.clone(),
         config: settings.api,
@@ -271,6 +290,13 @@ async fn start_exchange(
             oshirase_exchange::serve(listener, state, api_rx)
                 .await
                 .context("agency API")
+        }),
+    ));
+    tasks.push((
+        "revocation pushes".into(),
+        tokio::spawn(async move {
+            pusher.run(pusher_rx).await;
+            Ok(())
         }),
     ));
     let deliverer = oshirase_exchange::Deliverer {

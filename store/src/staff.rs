@@ -34,6 +34,8 @@ pub enum WorkKind {
     Application,
     /// A rule that failed for a resident in the last run.
     RuleFailure,
+    /// A resident asked for their register record to be corrected (訂正の申出).
+    CorrectionRequest,
 }
 
 impl WorkKind {
@@ -43,6 +45,7 @@ impl WorkKind {
             WorkKind::DeadLetter => "dead_letter",
             WorkKind::Application => "application",
             WorkKind::RuleFailure => "rule_failure",
+            WorkKind::CorrectionRequest => "correction_request",
         }
     }
 
@@ -52,6 +55,7 @@ impl WorkKind {
             WorkKind::DeadLetter,
             WorkKind::Application,
             WorkKind::RuleFailure,
+            WorkKind::CorrectionRequest,
         ]
         .into_iter()
         .find(|k| k.name() == name)
@@ -65,8 +69,10 @@ pub struct WorkItem {
     /// What names it in `handle_work_item`: the outbox row's id, the application's number,
     /// or `rule/resident/day` for a failure.
     pub item: String,
-    pub rule: RuleId,
-    /// The procedure's title (ja), or the rule id for a failure.
+    /// The procedure (none for a correction request: that is the register's).
+    pub rule: Option<RuleId>,
+    /// The procedure's title (ja), the rule id for a failure, 住民記録の訂正の申出 for a
+    /// correction request.
     pub title: String,
     /// Whom it is about (a register id).
     pub subject: String,
@@ -242,6 +248,17 @@ impl Store {
                    NULL AS recipient, NULL AS channel, '' AS topic, f.day AS since",
                 "ORDER BY f.id",
             ),
+            WorkKind::CorrectionRequest => (
+                "FROM correction_requests c WHERE NOT EXISTS (SELECT 1 FROM staff_actions a
+                   WHERE a.kind = 'correction_request' AND a.item = CAST(c.id AS TEXT))",
+                // No procedure: only those who see every procedure see these.
+                "NULL",
+                "SELECT CAST(c.id AS TEXT) AS item, NULL AS rule, c.resident_id AS subject,
+                   NULL AS key, NULL AS body, c.item || ': ' || c.message AS reason,
+                   c.requested_by AS recipient, NULL AS channel, '' AS topic,
+                   c.created_at AS since",
+                "ORDER BY c.id",
+            ),
         };
         let count = self
             .scoped_rows(
@@ -272,10 +289,11 @@ impl Store {
             .map(|r| {
                 let text = |c: &str| r.try_get::<String, _>(c).map_err(q(what));
                 let opt = |c: &str| r.try_get::<Option<String>, _>(c).map_err(q(what));
-                let rule = rule_of(&text("rule")?)?;
-                let mut title = match opt("body")? {
-                    Some(b) => title_of(&b)?,
-                    None => rule.as_str().to_owned(),
+                let rule = opt("rule")?.map(|r| rule_of(&r)).transpose()?;
+                let mut title = match (opt("body")?, &rule) {
+                    (Some(b), _) => title_of(&b)?,
+                    (None, Some(r)) => r.as_str().to_owned(),
+                    (None, None) => "住民記録の訂正の申出".to_owned(),
                 };
                 // A dead letter may be the news of an application's status, not the notice.
                 if !text("topic")?.is_empty() {
@@ -329,6 +347,10 @@ impl Store {
                 "SELECT f.rule FROM rule_failures f
                  WHERE f.rule || '/' || f.resident || '/' || f.day = ",
                 "f.rule",
+            ),
+            WorkKind::CorrectionRequest => (
+                "SELECT NULL AS rule FROM correction_requests c WHERE CAST(c.id AS TEXT) = ",
+                "NULL",
             ),
             WorkKind::Application => return Ok(Handled::Missing),
         };
@@ -479,6 +501,46 @@ impl Store {
             protected: access.is_some_and(|a| a.support_measure),
             notices,
         })
+    }
+
+    /// Records a resident's request that their register record be corrected, for the
+    /// counter's staff (nothing on the register changes), with its audit row.
+    pub async fn request_correction(
+        &self,
+        resident: &str,
+        requested_by: &str,
+        item: &str,
+        message: &str,
+        now: DateTime<FixedOffset>,
+    ) -> Result<()> {
+        let what = "recording a correction request";
+        let mut tx = self.begin_write(what).await?;
+        sqlx::query(self.sql(
+            "INSERT INTO correction_requests (resident_id, requested_by, item, message, created_at)
+             VALUES ($1, $2, $3, $4, $5)",
+        ))
+        .bind(resident.to_owned())
+        .bind(requested_by.to_owned())
+        .bind(item.to_owned())
+        .bind(message.to_owned())
+        .bind(utc_text(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(q(what))?;
+        // The request's words are the resident's: their length only in the log.
+        let detail = serde_json::json!({ "item": item, "message_chars": message.chars().count() });
+        self.insert_audit(
+            &mut tx,
+            &[AuditEntry::new(
+                now,
+                &format!("resident:{requested_by}"),
+                "record.correction.request",
+                &format!("resident/{resident}"),
+                Some(detail.to_string()),
+            )],
+        )
+        .await?;
+        tx.commit().await.map_err(q(what))
     }
 
     /// Replaces the recorded rule failures with those of the run of `day`: the console

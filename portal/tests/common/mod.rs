@@ -565,3 +565,27 @@ pub async fn serve_console(
     tokio::spawn(oshirase_portal::serve_console(listener, state, rx));
     (base, config, stop)
 }
+
+/// The portal for the sharing pages: the test register and decisions in a fresh SQLite
+/// database opened with the data-item dictionary, and `party` registered.
+pub async fn serve_with_party(party: &oshirase_store::PartySpec) -> App {
+    let db = fresh("sqlite").await;
+    let exchange = oshirase_engine::purposes::load_dir(&root().join("rules"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let store = Store::open(&db.url)
+        .await
+        .unwrap()
+        .with_exchange(Arc::new(exchange));
+    let clock = Arc::new(FixedClock::at_noon(d("2026-10-01")));
+    ingest(&store, &register(&[]), clock.now()).await;
+    store
+        .record_rule_set("test-rules", 4, "tests", clock.now())
+        .await
+        .unwrap();
+    store
+        .commit_day(d("2026-10-01"), "test-rules", 0, &decisions(), clock.now())
+        .await
+        .unwrap();
+    store.upsert_party(party, clock.now()).await.unwrap();
+    start(db, store, config(), clock).await
+}

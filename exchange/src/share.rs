@@ -1,0 +1,784 @@
+//! The party's side of a resident's consent (docs/sharing.md), on the agencies' listener and
+//! with the municipality's keys: the token endpoint (authorization code + PKCE S256, the
+//! party authenticated with `private_key_jwt`, the token bound to its DPoP key) and the data
+//! endpoint, which answers a DPoP-bound token with the consented items as an SD-JWT bound to
+//! the same key. A revoked or expired grant gives nothing, at once: every call reads it.
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Form, Json};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use chrono::{DateTime, FixedOffset};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use oshirase_store::{CodeOutcome, Grant, Provision};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::api::ApiState;
+use crate::auth::{self, OAuthError};
+use crate::{dpop, sdjwt};
+
+/// How long an access token lives.
+const TOKEN_TTL: i64 = 300;
+/// How long the signed extract may be kept as evidence, at most (and never past the grant).
+const EXTRACT_TTL: i64 = 30 * 86_400;
+/// The audience of the sharing API's access tokens.
+const SHARE_AUDIENCE: &str = "oshirase-share";
+/// The audience of a party's tokens for its grants list.
+const GRANTS_AUDIENCE: &str = "oshirase-share-grants";
+
+/// Every problem with a party's registration, at once.
+pub fn check_party(
+    p: &oshirase_store::PartySpec,
+    exchange: &oshirase_engine::purposes::Exchange,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let id_ok = !p.id.is_empty()
+        && p.id.len() <= 64
+        && p.id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !id_ok {
+        problems.push("the id must be 1 to 64 of a-z, 0-9 and '-'".to_owned());
+    }
+    if p.name.trim().is_empty() || p.purpose.trim().is_empty() {
+        problems
+            .push("the name and the purpose must be given: the consent page shows them".to_owned());
+    }
+    if p.redirect_uris.is_empty() {
+        problems.push("it has no redirect URI".to_owned());
+    }
+    for u in p.redirect_uris.iter().chain(&p.revocation_uri) {
+        match url::Url::parse(u) {
+            Err(e) => problems.push(format!("{u:?} is not a URL: {e}")),
+            Ok(url) => {
+                if let Err(why) = oshirase_adapters::webhook::check_endpoint(&url) {
+                    problems.push(format!("{u}: {why}"));
+                }
+                if url.fragment().is_some() {
+                    problems.push(format!("{u}: a redirect URI has no fragment"));
+                }
+            }
+        }
+    }
+    if p.items.is_empty() {
+        problems.push("it may ask for no item".to_owned());
+    }
+    for i in &p.items {
+        if exchange.dictionary.get(i).is_none() {
+            problems.push(format!("item {i:?} is not in the data-item dictionary"));
+        }
+    }
+    if !(1..=366).contains(&p.max_grant_days) {
+        problems.push("max_grant_days must be 1 to 366".to_owned());
+    }
+    match serde_json::from_str::<jsonwebtoken::jwk::JwkSet>(&p.client_jwks) {
+        Err(e) => problems.push(format!("the client keys are not a JSON Web Key Set: {e}")),
+        Ok(set) if set.keys.is_empty() => problems.push("the client key set has no key".to_owned()),
+        Ok(_) => {}
+    }
+    problems
+}
+
+pub(crate) fn token_url(s: &ApiState) -> String {
+    format!("{}/share/v1/token", s.config.public_url)
+}
+
+fn status_url(s: &ApiState) -> String {
+    format!("{}/share/v1/status", s.config.public_url)
+}
+
+/// How long a party may keep the status list before asking again (its `ttl`).
+const STATUS_TTL: i64 = 300;
+
+/// The status list (draft-ietf-oauth-status-list): one bit per grant, 1 for revoked,
+/// DEFLATE/ZLIB-compressed and signed, at the `uri` every extract names with its `idx`.
+pub(crate) async fn status_list(State(s): State<ApiState>) -> Response {
+    use std::io::Write as _;
+    let (size, revoked) = match s.store.revoked_status().await {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::error!(error = %e, "the status list failed");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the service cannot answer now",
+            )
+                .into_response();
+        }
+    };
+    let mut bits = vec![0u8; usize::try_from(size).unwrap_or(0).div_ceil(8).max(1)];
+    for idx in revoked {
+        if let Ok(i) = usize::try_from(idx) {
+            if let Some(b) = bits.get_mut(i / 8) {
+                *b |= 1 << (i % 8);
+            }
+        }
+    }
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    let compressed = z.write_all(&bits).and_then(|()| z.finish());
+    let Ok(compressed) = compressed else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "compression failed").into_response();
+    };
+    let now = s.clock.now().timestamp();
+    let claims = json!({
+        "sub": status_url(&s),
+        "iss": s.config.public_url,
+        "iat": now,
+        "exp": now + 2 * STATUS_TTL,
+        "ttl": STATUS_TTL,
+        "status_list": { "bits": 1, "lst": URL_SAFE_NO_PAD.encode(compressed) },
+    });
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/statuslist+jwt"),
+            (header::CACHE_CONTROL, "max-age=60"),
+        ],
+        s.keys.current.sign("statuslist+jwt", &claims),
+    )
+        .into_response()
+}
+
+fn data_url(s: &ApiState) -> String {
+    format!("{}/share/v1/data", s.config.public_url)
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct TokenForm {
+    grant_type: Option<String>,
+    code: Option<String>,
+    redirect_uri: Option<String>,
+    code_verifier: Option<String>,
+    client_id: Option<String>,
+    client_assertion_type: Option<String>,
+    client_assertion: Option<String>,
+}
+
+/// The sharing API's access token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ShareClaims {
+    iss: String,
+    aud: String,
+    /// The grant.
+    sub: String,
+    client_id: String,
+    iat: i64,
+    exp: i64,
+    jti: String,
+    cnf: Cnf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Cnf {
+    jkt: String,
+}
+
+fn oauth(status: StatusCode, e: OAuthError) -> Response {
+    (
+        status,
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(json!({ "error": e.error, "error_description": e.error_description })),
+    )
+        .into_response()
+}
+
+fn invalid_grant(why: &str) -> OAuthError {
+    OAuthError {
+        error: "invalid_grant",
+        error_description: why.to_owned(),
+    }
+}
+
+fn unavailable() -> OAuthError {
+    OAuthError::invalid_request("the service cannot read its database now")
+}
+
+/// Verifies the request's DPoP proof and spends its `jti`.
+async fn proof(
+    s: &ApiState,
+    headers: &HeaderMap,
+    method: &str,
+    url: &str,
+    access_token: Option<&str>,
+) -> Result<dpop::Proof, OAuthError> {
+    let bad = |why: String| OAuthError {
+        error: "invalid_dpop_proof",
+        error_description: why,
+    };
+    let mut values = headers.get_all("dpop").iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return Err(bad("exactly one DPoP header is required".into()));
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| bad("the DPoP header is not text".into()))?;
+    let now = s.clock.now();
+    let p = dpop::verify(text, method, url, now.timestamp(), access_token)
+        .map_err(|e| bad(e.to_string()))?;
+    if !s
+        .store
+        .first_dpop_use(&p.jkt, &p.jti, now)
+        .await
+        .map_err(|_| unavailable())?
+    {
+        return Err(bad("this DPoP proof was used before".into()));
+    }
+    Ok(p)
+}
+
+fn random_id() -> String {
+    let mut b = [0u8; 16];
+    // A failed random source leaves a predictable id, not a predictable token: it is signed.
+    let _ = getrandom::fill(&mut b);
+    URL_SAFE_NO_PAD.encode(b)
+}
+
+pub(crate) async fn token(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    Form(f): Form<TokenForm>,
+) -> Response {
+    match issue(&s, &headers, f).await {
+        Ok(body) => (
+            StatusCode::OK,
+            [(header::CACHE_CONTROL, "no-store")],
+            Json(body),
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::warn!(error = e.error, reason = %e.error_description, "party token refused");
+            let status = if e.error == "invalid_client" {
+                StatusCode::UNAUTHORIZED
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            oauth(status, e)
+        }
+    }
+}
+
+async fn issue(s: &ApiState, headers: &HeaderMap, f: TokenForm) -> Result<Value, OAuthError> {
+    let dashboard = match f.grant_type.as_deref() {
+        Some("authorization_code") => false,
+        // The party's own dashboard: a token for its list of grants, nothing of a person.
+        Some("client_credentials") => true,
+        _ => {
+            return Err(OAuthError {
+                error: "unsupported_grant_type",
+                error_description: "authorization_code, or client_credentials for the grants list"
+                    .into(),
+            })
+        }
+    };
+    if f.client_assertion_type.as_deref() != Some(auth::ASSERTION_TYPE) {
+        return Err(OAuthError::invalid_client(format!(
+            "authenticate with private_key_jwt: client_assertion_type must be {}",
+            auth::ASSERTION_TYPE
+        )));
+    }
+    let assertion = f
+        .client_assertion
+        .ok_or_else(|| OAuthError::invalid_request("client_assertion is missing"))?;
+    let client = auth::claimed_client(&assertion)?;
+    if f.client_id.as_deref().is_some_and(|c| c != client) {
+        return Err(OAuthError::invalid_client(
+            "client_id differs from the assertion's `iss`",
+        ));
+    }
+    let party = s
+        .store
+        .party(&client)
+        .await
+        .map_err(|_| unavailable())?
+        .ok_or_else(|| OAuthError::invalid_client("unknown client"))?;
+    let now = s.clock.now();
+    let url = token_url(s);
+    let checked = auth::check_assertion(&assertion, &party.id, &party.client_jwks, &url, now)?;
+    let expires = DateTime::from_timestamp(checked.expires, 0)
+        .map(|t| t.fixed_offset())
+        .unwrap_or(now);
+    if !s
+        .store
+        .spend_assertion(&checked.client_id, &checked.jti, expires, now)
+        .await
+        .map_err(|_| unavailable())?
+    {
+        return Err(OAuthError::invalid_client(
+            "this client assertion was used before",
+        ));
+    }
+    let p = proof(s, headers, "POST", &url, None).await?;
+    if dashboard {
+        let claims = ShareClaims {
+            iss: s.config.public_url.clone(),
+            aud: GRANTS_AUDIENCE.to_owned(),
+            sub: party.id.clone(),
+            client_id: party.id.clone(),
+            iat: now.timestamp(),
+            exp: now.timestamp() + TOKEN_TTL,
+            jti: random_id(),
+            cnf: Cnf { jkt: p.jkt },
+        };
+        return Ok(json!({
+            "access_token": s.keys.current.sign("at+jwt", &claims),
+            "token_type": "DPoP",
+            "expires_in": TOKEN_TTL,
+        }));
+    }
+    let code = f
+        .code
+        .ok_or_else(|| OAuthError::invalid_request("code is missing"))?;
+    let hash: String = Sha256::digest(code.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let (grant_id, redirect_uri, challenge) = match s
+        .store
+        .redeem_code(&hash, now)
+        .await
+        .map_err(|_| unavailable())?
+    {
+        CodeOutcome::Fresh {
+            grant_id,
+            redirect_uri,
+            code_challenge,
+        } => (grant_id, redirect_uri, code_challenge),
+        CodeOutcome::Replayed { .. } => {
+            return Err(invalid_grant(
+                "the code was used before; the grant it made is revoked",
+            ))
+        }
+        CodeOutcome::Missing => return Err(invalid_grant("unknown or expired code")),
+    };
+    if f.redirect_uri.as_deref() != Some(redirect_uri.as_str()) {
+        return Err(invalid_grant(
+            "redirect_uri differs from the authorization request's",
+        ));
+    }
+    let verifier = f
+        .code_verifier
+        .ok_or_else(|| invalid_grant("code_verifier is missing"))?;
+    if URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes())) != challenge {
+        return Err(invalid_grant(
+            "code_verifier does not match the code_challenge",
+        ));
+    }
+    let grant = live_grant(s, &grant_id, now).await?;
+    if grant.party_id != party.id {
+        return Err(invalid_grant("the code was issued to another client"));
+    }
+    let claims = ShareClaims {
+        iss: s.config.public_url.clone(),
+        aud: SHARE_AUDIENCE.to_owned(),
+        sub: grant.id.clone(),
+        client_id: party.id.clone(),
+        iat: now.timestamp(),
+        exp: now.timestamp() + TOKEN_TTL,
+        jti: random_id(),
+        cnf: Cnf { jkt: p.jkt },
+    };
+    let token = s.keys.current.sign("at+jwt", &claims);
+    Ok(json!({
+        "access_token": token,
+        "token_type": "DPoP",
+        "expires_in": TOKEN_TTL,
+        "grant_id": grant.id,
+        "authorization_details": [{
+            "type": "oshirase_resident_data",
+            "items": grant.items,
+        }],
+    }))
+}
+
+async fn live_grant(
+    s: &ApiState,
+    id: &str,
+    now: DateTime<FixedOffset>,
+) -> Result<Grant, OAuthError> {
+    s.store
+        .grant(id)
+        .await
+        .map_err(|_| unavailable())?
+        .filter(|g| g.live(now))
+        .ok_or_else(|| invalid_grant("the grant is revoked or expired"))
+}
+
+fn invalid_token(why: &str) -> Response {
+    let mut r = oauth(
+        StatusCode::UNAUTHORIZED,
+        OAuthError {
+            error: "invalid_token",
+            error_description: why.to_owned(),
+        },
+    );
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("DPoP algs=\"ES256\", error=\"invalid_token\""),
+    );
+    r
+}
+
+/// The consented items as an SD-JWT bound to the party's DPoP key.
+pub(crate) async fn data(State(s): State<ApiState>, headers: HeaderMap) -> Response {
+    let Some(token) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("DPoP "))
+        .map(str::trim)
+    else {
+        return invalid_token("a DPoP-bound access token is required (Authorization: DPoP …)");
+    };
+    let now = s.clock.now();
+    let claims = match check_token(&s, token, SHARE_AUDIENCE, now) {
+        Ok(c) => c,
+        Err(why) => return invalid_token(why),
+    };
+    let p = match proof(&s, &headers, "GET", &data_url(&s), Some(token)).await {
+        Ok(p) => p,
+        Err(e) => return oauth(StatusCode::UNAUTHORIZED, e),
+    };
+    if p.jkt != claims.cnf.jkt {
+        return invalid_token("the DPoP proof is made with another key than the token's");
+    }
+    let grant = match live_grant(&s, &claims.sub, now).await {
+        Ok(g) => g,
+        Err(_) => return invalid_token("the grant is revoked or expired"),
+    };
+    match extract(&s, &grant, &p.jwk, now).await {
+        Ok(body) => (
+            StatusCode::OK,
+            [
+                (header::CONTENT_TYPE, "application/dc+sd-jwt"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            body,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "a party's extract failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the service cannot answer now",
+            )
+                .into_response()
+        }
+    }
+}
+
+/// The party's dashboard: every grant it holds (no person named: it knows its grants by
+/// their ids), with since, until, the last use and whether it still gives anything.
+pub(crate) async fn grants(State(s): State<ApiState>, headers: HeaderMap) -> Response {
+    let Some(token) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("DPoP "))
+        .map(str::trim)
+    else {
+        return invalid_token("a DPoP-bound access token is required (Authorization: DPoP …)");
+    };
+    let now = s.clock.now();
+    let claims = match check_token(&s, token, GRANTS_AUDIENCE, now) {
+        Ok(c) => c,
+        Err(why) => return invalid_token(why),
+    };
+    let url = format!("{}/share/v1/grants", s.config.public_url);
+    let p = match proof(&s, &headers, "GET", &url, Some(token)).await {
+        Ok(p) => p,
+        Err(e) => return oauth(StatusCode::UNAUTHORIZED, e),
+    };
+    if p.jkt != claims.cnf.jkt {
+        return invalid_token("the DPoP proof is made with another key than the token's");
+    }
+    let list = match s.store.grants_of_party(&claims.sub).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "a party's grants list failed");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the service cannot answer now",
+            )
+                .into_response();
+        }
+    };
+    let ts = |t: Option<DateTime<FixedOffset>>| t.map(|t| t.timestamp());
+    let grants: Vec<Value> = list
+        .iter()
+        .map(|g| {
+            json!({
+                "grant_id": g.id,
+                "items": g.items,
+                "purpose": g.purpose,
+                "created_at": g.created_at.timestamp(),
+                "expires_at": g.expires_at.timestamp(),
+                "revoked_at": ts(g.revoked_at),
+                "last_used_at": ts(g.last_used_at),
+                "status": if g.revoked_at.is_some() { "revoked" } else if g.live(now) { "active" } else { "expired" },
+            })
+        })
+        .collect();
+    (
+        StatusCode::OK,
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(json!({ "grants": grants })),
+    )
+        .into_response()
+}
+
+fn check_token(
+    s: &ApiState,
+    token: &str,
+    audience: &str,
+    now: DateTime<FixedOffset>,
+) -> Result<ShareClaims, &'static str> {
+    let header = jsonwebtoken::decode_header(token).map_err(|_| "malformed token")?;
+    if header.alg != Algorithm::ES256 || header.typ.as_deref() != Some("at+jwt") {
+        return Err("not an access token of this service");
+    }
+    let key = std::iter::once(&s.keys.current)
+        .chain(&s.keys.previous)
+        .find(|k| header.kid.as_deref() == Some(k.kid()))
+        .ok_or("signed with an unknown key")?;
+    let decoding = DecodingKey::from_jwk(
+        &serde_json::from_value(key.public_jwk()).map_err(|_| "signed with an unknown key")?,
+    )
+    .map_err(|_| "signed with an unknown key")?;
+    let mut validation = Validation::new(Algorithm::ES256);
+    validation.set_audience(&[audience]);
+    validation.set_issuer(&[s.config.public_url.as_str()]);
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    let c = jsonwebtoken::decode::<ShareClaims>(token, &decoding, &validation)
+        .map_err(|_| "bad token")?
+        .claims;
+    if c.exp < now.timestamp() {
+        return Err("expired");
+    }
+    Ok(c)
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ExtractError {
+    #[error(transparent)]
+    Store(#[from] oshirase_store::StoreError),
+    #[error("grant {0} names nobody on the register")]
+    NoResident(String),
+    #[error(transparent)]
+    Sign(#[from] sdjwt::SdJwtError),
+}
+
+/// The SD-JWT of a grant's items as the register holds them now; a support measure
+/// withholds the address items. The read is in the resident's access log before it leaves.
+async fn extract(
+    s: &ApiState,
+    grant: &Grant,
+    holder_jwk: &Value,
+    now: DateTime<FixedOffset>,
+) -> Result<String, ExtractError> {
+    let resident = s
+        .store
+        .resident(&grant.resident_id)
+        .await?
+        .ok_or_else(|| ExtractError::NoResident(grant.id.clone()))?;
+    let dict = &s.exchange.dictionary;
+    let mut items = Vec::new();
+    let mut given = Vec::new();
+    let mut withheld = false;
+    for code in &grant.items {
+        let Some(item) = dict.get(code) else { continue };
+        if resident.support_measure && dict.is_address(item) {
+            withheld = true;
+            continue;
+        }
+        items.push((code.clone(), dict.value(item, &resident)));
+        given.push(item.code.clone());
+    }
+    let party = s.store.party(&grant.party_id).await?;
+    s.store
+        .log_provision(&Provision {
+            resident_id: grant.resident_id.clone(),
+            at: now,
+            accessor_kind: "party".into(),
+            accessor_id: grant.party_id.clone(),
+            accessor_name: party.map_or_else(|| grant.party_id.clone(), |p| p.name),
+            basis: format!("grant/{}", grant.id),
+            action: "pull".into(),
+            items: given,
+            outcome: if withheld { "withheld" } else { "provided" }.into(),
+        })
+        .await?;
+    s.store.touch_grant(&grant.id, now).await?;
+    let expires = (now.timestamp() + EXTRACT_TTL).min(grant.expires_at.timestamp());
+    let status = status_url(s);
+    let spec = sdjwt::Issue {
+        issuer: &s.config.public_url,
+        vct: "urn:oshirase:resident-extract:1",
+        subject_pseudonym: None,
+        items: &items,
+        holder_jwk,
+        issued_at: now.timestamp(),
+        expires_at: expires,
+        status: Some((u64::try_from(grant.status_idx).unwrap_or(0), &status)),
+    };
+    Ok(sdjwt::issue(&s.keys.current, &spec)?)
+}
+
+/// The event type of a revoked grant in the Security Event Tokens pushed to its party.
+pub const GRANT_REVOKED: &str = "urn:oshirase:secevent:grant-revoked";
+
+/// Pushes each revocation to its party as a signed Security Event Token (RFC 8417, pushed
+/// per RFC 8935), retried with backoff until the party accepts it. The status list says the
+/// same to a party that does not take pushes.
+pub struct RevocationPusher {
+    pub store: oshirase_store::Store,
+    pub keys: std::sync::Arc<crate::Keys>,
+    /// The SETs' `iss`: the agencies' listener's public URL.
+    pub issuer: String,
+    pub sender: std::sync::Arc<oshirase_adapters::webhook::WebhookSender>,
+    pub clock: std::sync::Arc<dyn oshirase_engine::clock::Clock>,
+}
+
+#[derive(Serialize)]
+struct SecurityEvent<'a> {
+    iss: &'a str,
+    iat: i64,
+    jti: String,
+    aud: &'a str,
+    events: Value,
+}
+
+impl RevocationPusher {
+    /// The SET telling `party` that `grant` was revoked at `at`.
+    pub fn event(&self, party: &str, grant: &str, at: DateTime<FixedOffset>) -> String {
+        let set = SecurityEvent {
+            iss: &self.issuer,
+            iat: self.clock.now().timestamp(),
+            jti: random_id(),
+            aud: party,
+            events: json!({ GRANT_REVOKED: { "grant_id": grant, "revoked_at": at.timestamp() } }),
+        };
+        self.keys.current.sign("secevent+jwt", &set)
+    }
+
+    /// Pushes what is due now; returns how many were delivered.
+    pub async fn push_due(&self) -> Result<usize, oshirase_store::StoreError> {
+        use oshirase_adapters::webhook::WebhookOutcome;
+        let now = self.clock.now();
+        let mut delivered = 0;
+        for due in self.store.due_revocations(now, 100).await? {
+            let outcome = match url::Url::parse(&due.uri) {
+                Ok(u) => {
+                    let set = self.event(&due.party_id, &due.grant_id, due.revoked_at);
+                    self.sender.send_set(&u, &set, now).await
+                }
+                Err(e) => WebhookOutcome::Refused {
+                    reason: format!("the revocation URI is not a URL: {e}"),
+                },
+            };
+            let settled = match outcome {
+                WebhookOutcome::Delivered => {
+                    delivered += 1;
+                    Ok(())
+                }
+                WebhookOutcome::Retry { after, reason } => Err((
+                    oshirase_engine::clock::after(
+                        now,
+                        after.unwrap_or_else(|| backoff(due.attempts)),
+                    ),
+                    reason,
+                )),
+                WebhookOutcome::Refused { reason } => Err((
+                    oshirase_engine::clock::after(now, backoff(due.attempts)),
+                    reason,
+                )),
+            };
+            if let Err((_, why)) = &settled {
+                tracing::warn!(party = %due.party_id, reason = %why, "a revocation push failed; it is retried");
+            }
+            self.store
+                .settle_revocation(&due.grant_id, settled, now)
+                .await?;
+        }
+        Ok(delivered)
+    }
+
+    /// Pushes every few seconds until `shutdown`.
+    pub async fn run(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            if let Err(e) = self.push_due().await {
+                tracing::error!(error = %e, "revocation pushes failed");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+        }
+    }
+}
+
+/// A minute, doubled each attempt, at most six hours.
+fn backoff(attempts: i64) -> std::time::Duration {
+    let exp = u32::try_from(attempts.clamp(0, 9)).unwrap_or(9);
+    std::time::Duration::from_secs((60u64 << exp).min(6 * 3600))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exchange() -> oshirase_engine::purposes::Exchange {
+        let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules");
+        oshirase_engine::purposes::load_dir(&rules).unwrap()
+    }
+
+    fn party() -> oshirase_store::PartySpec {
+        oshirase_store::PartySpec {
+            id: "kyuyo-soft".into(),
+            name: "株式会社サンプル給与".into(),
+            purpose: "年末調整".into(),
+            redirect_uris: vec!["https://payroll.example.com/cb".into()],
+            client_jwks: json!({"keys": [crate::SigningKey::generate().unwrap().public_jwk()]})
+                .to_string(),
+            items: vec!["name".into(), "address".into()],
+            max_grant_days: 365,
+            revocation_uri: None,
+        }
+    }
+
+    #[test]
+    fn a_party_is_checked_whole() {
+        let x = exchange();
+        assert!(check_party(&party(), &x).is_empty());
+        let mut p = party();
+        p.id = "Kyuyo Soft".into();
+        p.redirect_uris = vec![
+            "http://payroll.example.com/cb".into(),
+            "https://a.example/cb#f".into(),
+        ];
+        p.items.push("my_number".into());
+        p.max_grant_days = 0;
+        p.client_jwks = json!({"keys": []}).to_string();
+        p.revocation_uri = Some("not a url".into());
+        let problems = check_party(&p, &x).join("\n");
+        for expected in [
+            "the id must be",
+            "http://payroll.example.com/cb",
+            "no fragment",
+            "\"my_number\" is not in the data-item dictionary",
+            "max_grant_days",
+            "has no key",
+            "\"not a url\" is not a URL",
+        ] {
+            assert!(problems.contains(expected), "{expected} in:\n{problems}");
+        }
+    }
+
+    #[test]
+    fn pushes_back_off_to_six_hours() {
+        assert_eq!(backoff(0).as_secs(), 60);
+        assert_eq!(backoff(3).as_secs(), 480);
+        assert_eq!(backoff(50).as_secs(), 6 * 3600);
+    }
+}

@@ -1,0 +1,553 @@
+//! Residents sharing their own data with a private party (docs/sharing.md): the parties the
+//! municipality registered, the grants residents consented to (items, purpose, expiry,
+//! revocation, last use), one-use authorization codes bound to a redirect URI and a PKCE
+//! challenge, and the DPoP proofs already seen. Every consent, revocation and read is in the
+//! audit log; every read of a person's data also in their access log (`log_provision`).
+
+use chrono::{DateTime, FixedOffset};
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+
+use super::portal::AuditEntry;
+use super::{parse_time, q, utc_text, Result, Store, StoreError};
+
+/// A party as the municipality registers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartySpec {
+    /// 1 to 64 of a-z, 0-9 and '-'.
+    pub id: String,
+    pub name: String,
+    /// Why it asks, as the consent page says it.
+    pub purpose: String,
+    /// Where the browser may be sent back to, compared exactly.
+    pub redirect_uris: Vec<String>,
+    /// The public keys of its client (private_key_jwt), a JSON Web Key Set.
+    pub client_jwks: String,
+    /// The data-item codes it may ask for.
+    pub items: Vec<String>,
+    /// The longest grant it may hold.
+    pub max_grant_days: u32,
+    /// Where a revocation is posted as a signed Security Event Token; none: it reads the
+    /// status list.
+    #[serde(default)]
+    pub revocation_uri: Option<String>,
+}
+
+/// A grant: what a resident consented to share with a party, and until when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Grant {
+    pub id: String,
+    /// Whose data.
+    pub resident_id: String,
+    /// Who consented: the resident, or a proxy within their scope.
+    pub granted_by: String,
+    pub party_id: String,
+    pub items: Vec<String>,
+    pub purpose: String,
+    pub created_at: DateTime<FixedOffset>,
+    pub expires_at: DateTime<FixedOffset>,
+    pub revoked_at: Option<DateTime<FixedOffset>>,
+    pub last_used_at: Option<DateTime<FixedOffset>>,
+    /// Its index in the status list.
+    pub status_idx: i64,
+}
+
+impl Grant {
+    /// Neither revoked nor expired at `now`: only such a grant gives anything.
+    pub fn live(&self, now: DateTime<FixedOffset>) -> bool {
+        self.revoked_at.is_none() && now < self.expires_at
+    }
+}
+
+/// A revocation waiting to be pushed to its party.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueRevocation {
+    pub grant_id: String,
+    pub party_id: String,
+    pub uri: String,
+    pub revoked_at: DateTime<FixedOffset>,
+    pub attempts: i64,
+}
+
+/// A new grant and the code that carries it back to the party.
+#[derive(Debug, Clone)]
+pub struct NewGrant<'a> {
+    pub id: &'a str,
+    pub resident_id: &'a str,
+    pub granted_by: &'a str,
+    pub party_id: &'a str,
+    pub items: &'a [String],
+    pub purpose: &'a str,
+    pub expires_at: DateTime<FixedOffset>,
+    /// SHA-256 of the authorization code (hex).
+    pub code_hash: &'a str,
+    pub redirect_uri: &'a str,
+    pub code_challenge: &'a str,
+    pub code_expires_at: DateTime<FixedOffset>,
+    pub now: DateTime<FixedOffset>,
+}
+
+/// A code presented at the token endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CodeOutcome {
+    /// First use, in time: what it was bound to.
+    Fresh {
+        grant_id: String,
+        redirect_uri: String,
+        code_challenge: String,
+    },
+    /// Used before: the grant it made is revoked (RFC 6749 §4.1.2).
+    Replayed { grant_id: String },
+    /// Unknown or expired.
+    Missing,
+}
+
+fn corrupt(what: &'static str, detail: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        what,
+        detail: detail.to_string(),
+    }
+}
+
+fn json_list(text: &str, what: &'static str) -> Result<Vec<String>> {
+    serde_json::from_str(text).map_err(|e| corrupt(what, e))
+}
+
+fn list_text(items: &[String]) -> String {
+    serde_json::to_string(items).unwrap_or_else(|_| "[]".to_owned())
+}
+
+const GRANT_COLUMNS: &str = "id, resident_id, granted_by, party_id, items, purpose, created_at,
+    expires_at, revoked_at, last_used_at, status_idx";
+
+fn grant_from_row(r: &sqlx::any::AnyRow) -> Result<Grant> {
+    let what = "reading a grant";
+    let text = |c: &str| r.try_get::<String, _>(c).map_err(q(what));
+    let time = |c: &str| -> Result<DateTime<FixedOffset>> { parse_time("grant time", &text(c)?) };
+    let opt_time = |c: &str| -> Result<Option<DateTime<FixedOffset>>> {
+        r.try_get::<Option<String>, _>(c)
+            .map_err(q(what))?
+            .map(|t| parse_time("grant time", &t))
+            .transpose()
+    };
+    Ok(Grant {
+        id: text("id")?,
+        resident_id: text("resident_id")?,
+        granted_by: text("granted_by")?,
+        party_id: text("party_id")?,
+        items: json_list(&text("items")?, "grant items")?,
+        purpose: text("purpose")?,
+        created_at: time("created_at")?,
+        expires_at: time("expires_at")?,
+        revoked_at: opt_time("revoked_at")?,
+        last_used_at: opt_time("last_used_at")?,
+        status_idx: r.try_get("status_idx").map_err(q(what))?,
+    })
+}
+
+impl Store {
+    /// Registers or updates a party.
+    pub async fn upsert_party(&self, p: &PartySpec, now: DateTime<FixedOffset>) -> Result<()> {
+        sqlx::query(self.sql(
+            "INSERT INTO parties (id, name, purpose, redirect_uris, client_jwks, items,
+               max_grant_days, created_at, updated_at, revocation_uri)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)
+             ON CONFLICT (id) DO UPDATE SET name = excluded.name, purpose = excluded.purpose,
+               redirect_uris = excluded.redirect_uris, client_jwks = excluded.client_jwks,
+               items = excluded.items, max_grant_days = excluded.max_grant_days,
+               updated_at = excluded.updated_at, revocation_uri = excluded.revocation_uri",
+        ))
+        .bind(p.id.clone())
+        .bind(p.name.clone())
+        .bind(p.purpose.clone())
+        .bind(list_text(&p.redirect_uris))
+        .bind(p.client_jwks.clone())
+        .bind(list_text(&p.items))
+        .bind(i64::from(p.max_grant_days))
+        .bind(utc_text(now))
+        .bind(p.revocation_uri.clone())
+        .execute(&self.pool)
+        .await
+        .map_err(q("registering a party"))?;
+        Ok(())
+    }
+
+    pub async fn party(&self, id: &str) -> Result<Option<PartySpec>> {
+        let what = "reading a party";
+        let row = sqlx::query(self.sql(
+            "SELECT id, name, purpose, redirect_uris, client_jwks, items, max_grant_days,
+               revocation_uri FROM parties WHERE id = $1",
+        ))
+        .bind(id.to_owned())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(q(what))?;
+        row.map(|r| {
+            let text = |c: &str| r.try_get::<String, _>(c).map_err(q(what));
+            let days: i64 = r.try_get("max_grant_days").map_err(q(what))?;
+            Ok(PartySpec {
+                id: text("id")?,
+                name: text("name")?,
+                purpose: text("purpose")?,
+                redirect_uris: json_list(&text("redirect_uris")?, "party redirect URIs")?,
+                client_jwks: text("client_jwks")?,
+                items: json_list(&text("items")?, "party items")?,
+                max_grant_days: u32::try_from(days).map_err(|e| corrupt("party", e))?,
+                revocation_uri: r.try_get("revocation_uri").map_err(q(what))?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Records a resident's consent: the grant, its one-use code, its status-list index
+    /// and the audit row, in one transaction.
+    pub async fn create_grant(&self, g: &NewGrant<'_>) -> Result<Grant> {
+        let what = "recording a consent";
+        let mut tx = self.begin_write(what).await?;
+        let idx: i64 = sqlx::query(self.sql(
+            "UPDATE office_counters SET value = value + 1 WHERE name = 'share_status'
+             RETURNING value",
+        ))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(q(what))?
+        .try_get("value")
+        .map_err(q(what))?;
+        let now = utc_text(g.now);
+        sqlx::query(self.sql(
+            "INSERT INTO share_grants (id, resident_id, granted_by, party_id, items, purpose,
+               created_at, expires_at, status_idx)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        ))
+        .bind(g.id.to_owned())
+        .bind(g.resident_id.to_owned())
+        .bind(g.granted_by.to_owned())
+        .bind(g.party_id.to_owned())
+        .bind(list_text(g.items))
+        .bind(g.purpose.to_owned())
+        .bind(now.clone())
+        .bind(utc_text(g.expires_at))
+        .bind(idx)
+        .execute(&mut *tx)
+        .await
+        .map_err(q(what))?;
+        sqlx::query(self.sql(
+            "INSERT INTO share_codes (code_hash, grant_id, redirect_uri, code_challenge, expires_at)
+             VALUES ($1, $2, $3, $4, $5)",
+        ))
+        .bind(g.code_hash.to_owned())
+        .bind(g.id.to_owned())
+        .bind(g.redirect_uri.to_owned())
+        .bind(g.code_challenge.to_owned())
+        .bind(utc_text(g.code_expires_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(q(what))?;
+        let detail = serde_json::json!({
+            "party": g.party_id, "resident": g.resident_id, "items": g.items,
+            "expires_at": utc_text(g.expires_at),
+        });
+        self.insert_audit(
+            &mut tx,
+            &[AuditEntry::new(
+                g.now,
+                &format!("resident:{}", g.granted_by),
+                "share.consent",
+                &format!("grant/{}", g.id),
+                Some(detail.to_string()),
+            )],
+        )
+        .await?;
+        let row = sqlx::query(self.sql_built(format!(
+            "SELECT {GRANT_COLUMNS} FROM share_grants WHERE id = $1"
+        )))
+        .bind(g.id.to_owned())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(q(what))?;
+        let grant = grant_from_row(&row)?;
+        tx.commit().await.map_err(q(what))?;
+        Ok(grant)
+    }
+
+    /// Takes a code at the token endpoint: once, before it expires. A second use revokes
+    /// the grant it made.
+    pub async fn redeem_code(
+        &self,
+        code_hash: &str,
+        now: DateTime<FixedOffset>,
+    ) -> Result<CodeOutcome> {
+        let what = "redeeming an authorization code";
+        let mut tx = self.begin_write(what).await?;
+        let row = sqlx::query(self.sql(
+            "SELECT grant_id, redirect_uri, code_challenge, expires_at, used_at
+             FROM share_codes WHERE code_hash = $1",
+        ))
+        .bind(code_hash.to_owned())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(q(what))?;
+        let Some(r) = row else {
+            return Ok(CodeOutcome::Missing);
+        };
+        let text = |c: &str| r.try_get::<String, _>(c).map_err(q(what));
+        let grant_id = text("grant_id")?;
+        let used: Option<String> = r.try_get("used_at").map_err(q(what))?;
+        let at = utc_text(now);
+        if used.is_some() {
+            sqlx::query(self.sql(
+                "UPDATE share_grants SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+            ))
+            .bind(grant_id.clone())
+            .bind(at.clone())
+            .execute(&mut *tx)
+            .await
+            .map_err(q(what))?;
+            self.queue_revocation(&mut tx, &grant_id, now).await?;
+            self.insert_audit(
+                &mut tx,
+                &[AuditEntry::new(
+                    now,
+                    "oauth",
+                    "share.code.replayed",
+                    &format!("grant/{grant_id}"),
+                    None,
+                )],
+            )
+            .await?;
+            tx.commit().await.map_err(q(what))?;
+            return Ok(CodeOutcome::Replayed { grant_id });
+        }
+        if parse_time("code expiry", &text("expires_at")?)? <= now {
+            return Ok(CodeOutcome::Missing);
+        }
+        sqlx::query(self.sql("UPDATE share_codes SET used_at = $2 WHERE code_hash = $1"))
+            .bind(code_hash.to_owned())
+            .bind(at)
+            .execute(&mut *tx)
+            .await
+            .map_err(q(what))?;
+        let out = CodeOutcome::Fresh {
+            grant_id,
+            redirect_uri: text("redirect_uri")?,
+            code_challenge: text("code_challenge")?,
+        };
+        tx.commit().await.map_err(q(what))?;
+        Ok(out)
+    }
+
+    pub async fn grant(&self, id: &str) -> Result<Option<Grant>> {
+        let row = sqlx::query(self.sql_built(format!(
+            "SELECT {GRANT_COLUMNS} FROM share_grants WHERE id = $1"
+        )))
+        .bind(id.to_owned())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(q("reading a grant"))?;
+        row.as_ref().map(grant_from_row).transpose()
+    }
+
+    /// Every grant of `resident`'s data, newest first (the resident's dashboard).
+    pub async fn grants_of_resident(&self, resident: &str) -> Result<Vec<Grant>> {
+        let rows = sqlx::query(self.sql_built(format!(
+            "SELECT {GRANT_COLUMNS} FROM share_grants WHERE resident_id = $1
+             ORDER BY created_at DESC, id"
+        )))
+        .bind(resident.to_owned())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("reading grants"))?;
+        rows.iter().map(grant_from_row).collect()
+    }
+
+    /// Every grant a party holds, newest first (the party's dashboard).
+    pub async fn grants_of_party(&self, party: &str) -> Result<Vec<Grant>> {
+        let rows = sqlx::query(self.sql_built(format!(
+            "SELECT {GRANT_COLUMNS} FROM share_grants WHERE party_id = $1
+             ORDER BY created_at DESC, id"
+        )))
+        .bind(party.to_owned())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("reading grants"))?;
+        rows.iter().map(grant_from_row).collect()
+    }
+
+    /// Revokes a grant of `resident`'s data, by `actor`: false when there is no such live
+    /// grant of theirs.
+    pub async fn revoke_grant(
+        &self,
+        id: &str,
+        resident: &str,
+        actor: &str,
+        now: DateTime<FixedOffset>,
+    ) -> Result<bool> {
+        let what = "revoking a grant";
+        let mut tx = self.begin_write(what).await?;
+        let done = sqlx::query(self.sql(
+            "UPDATE share_grants SET revoked_at = $3
+             WHERE id = $1 AND resident_id = $2 AND revoked_at IS NULL",
+        ))
+        .bind(id.to_owned())
+        .bind(resident.to_owned())
+        .bind(utc_text(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(q(what))?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        self.queue_revocation(&mut tx, id, now).await?;
+        self.insert_audit(
+            &mut tx,
+            &[AuditEntry::new(
+                now,
+                actor,
+                "share.revoke",
+                &format!("grant/{id}"),
+                None,
+            )],
+        )
+        .await?;
+        tx.commit().await.map_err(q(what))?;
+        Ok(true)
+    }
+
+    /// Queues the push of a grant's revocation to its party, if it takes them.
+    async fn queue_revocation(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        grant_id: &str,
+        now: DateTime<FixedOffset>,
+    ) -> Result<()> {
+        sqlx::query(self.sql(
+            "INSERT INTO share_revocations (grant_id, party_id, created_at, next_attempt)
+             SELECT g.id, g.party_id, $2, $2 FROM share_grants g JOIN parties p ON p.id = g.party_id
+             WHERE g.id = $1 AND p.revocation_uri IS NOT NULL
+             ON CONFLICT (grant_id) DO NOTHING",
+        ))
+        .bind(grant_id.to_owned())
+        .bind(utc_text(now))
+        .execute(&mut **tx)
+        .await
+        .map_err(q("queueing a revocation"))?;
+        Ok(())
+    }
+
+    /// Revocations due to be pushed: (grant id, revoked at, party's revocation URI,
+    /// attempts so far), oldest first.
+    pub async fn due_revocations(
+        &self,
+        now: DateTime<FixedOffset>,
+        limit: i64,
+    ) -> Result<Vec<DueRevocation>> {
+        let what = "reading revocations to push";
+        let rows = sqlx::query(self.sql(
+            "SELECT r.grant_id, r.party_id, r.attempts, g.revoked_at, p.revocation_uri
+             FROM share_revocations r JOIN share_grants g ON g.id = r.grant_id
+             JOIN parties p ON p.id = r.party_id
+             WHERE r.delivered_at IS NULL AND r.next_attempt <= $1 AND p.revocation_uri IS NOT NULL
+             ORDER BY r.created_at, r.grant_id LIMIT $2",
+        ))
+        .bind(utc_text(now))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q(what))?;
+        rows.iter()
+            .map(|r| {
+                let text = |c: &str| r.try_get::<String, _>(c).map_err(q(what));
+                Ok(DueRevocation {
+                    grant_id: text("grant_id")?,
+                    party_id: text("party_id")?,
+                    uri: text("revocation_uri")?,
+                    revoked_at: parse_time("revocation time", &text("revoked_at")?)?,
+                    attempts: r.try_get("attempts").map_err(q(what))?,
+                })
+            })
+            .collect()
+    }
+
+    /// Settles a push: delivered, or to be tried again at `retry` with the reason.
+    pub async fn settle_revocation(
+        &self,
+        grant_id: &str,
+        outcome: std::result::Result<(), (DateTime<FixedOffset>, String)>,
+        now: DateTime<FixedOffset>,
+    ) -> Result<()> {
+        let q_ = match &outcome {
+            Ok(()) => sqlx::query(self.sql(
+                "UPDATE share_revocations SET delivered_at = $2, attempts = attempts + 1,
+                   last_error = NULL WHERE grant_id = $1",
+            ))
+            .bind(grant_id.to_owned())
+            .bind(utc_text(now)),
+            Err((retry, why)) => sqlx::query(self.sql(
+                "UPDATE share_revocations SET next_attempt = $2, attempts = attempts + 1,
+                   last_error = $3 WHERE grant_id = $1",
+            ))
+            .bind(grant_id.to_owned())
+            .bind(utc_text(*retry))
+            .bind(why.clone()),
+        };
+        q_.execute(&self.pool)
+            .await
+            .map_err(q("settling a revocation push"))?;
+        Ok(())
+    }
+
+    /// Records that a grant was used (its dashboards' "last use").
+    pub async fn touch_grant(&self, id: &str, now: DateTime<FixedOffset>) -> Result<()> {
+        sqlx::query(self.sql("UPDATE share_grants SET last_used_at = $2 WHERE id = $1"))
+            .bind(id.to_owned())
+            .bind(utc_text(now))
+            .execute(&self.pool)
+            .await
+            .map_err(q("recording a grant's use"))?;
+        Ok(())
+    }
+
+    /// The status list's length (the highest index given, plus one) and the indexes of the
+    /// revoked grants.
+    pub async fn revoked_status(&self) -> Result<(i64, Vec<i64>)> {
+        let what = "reading the status list";
+        let size: i64 =
+            sqlx::query("SELECT value FROM office_counters WHERE name = 'share_status'")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(q(what))?
+                .try_get("value")
+                .map_err(q(what))?;
+        let rows = sqlx::query(
+            "SELECT status_idx FROM share_grants WHERE revoked_at IS NOT NULL ORDER BY status_idx",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q(what))?;
+        let revoked = rows
+            .iter()
+            .map(|r| r.try_get::<i64, _>("status_idx").map_err(q(what)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((size + 1, revoked))
+    }
+
+    /// Records a DPoP proof: false when this key already used this `jti` (a replay).
+    pub async fn first_dpop_use(
+        &self,
+        jkt: &str,
+        jti: &str,
+        now: DateTime<FixedOffset>,
+    ) -> Result<bool> {
+        let done = sqlx::query(self.sql(
+            "INSERT INTO dpop_proofs (jkt, jti, seen_at) VALUES ($1, $2, $3)
+             ON CONFLICT (jkt, jti) DO NOTHING",
+        ))
+        .bind(jkt.to_owned())
+        .bind(jti.to_owned())
+        .bind(utc_text(now))
+        .execute(&self.pool)
+        .await
+        .map_err(q("recording a DPoP proof"))?;
+        Ok(done.rows_affected() == 1)
+    }
+}
