@@ -421,28 +421,44 @@ fn invalid_token(why: &str) -> Response {
     r
 }
 
-/// The consented items as an SD-JWT bound to the party's DPoP key.
-pub(crate) async fn data(State(s): State<ApiState>, headers: HeaderMap) -> Response {
+/// A GET with a DPoP-bound token of `audience`: the token's claims and the proof, made
+/// with the key the token is bound to; else the 401 to answer.
+async fn bound_call(
+    s: &ApiState,
+    headers: &HeaderMap,
+    audience: &str,
+    url: &str,
+) -> Result<(ShareClaims, dpop::Proof), Box<Response>> {
     let Some(token) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("DPoP "))
         .map(str::trim)
     else {
-        return invalid_token("a DPoP-bound access token is required (Authorization: DPoP …)");
+        return Err(Box::new(invalid_token(
+            "a DPoP-bound access token is required (Authorization: DPoP …)",
+        )));
     };
-    let now = s.clock.now();
-    let claims = match check_token(&s, token, SHARE_AUDIENCE, now) {
-        Ok(c) => c,
-        Err(why) => return invalid_token(why),
-    };
-    let p = match proof(&s, &headers, "GET", &data_url(&s), Some(token)).await {
-        Ok(p) => p,
-        Err(e) => return oauth(StatusCode::UNAUTHORIZED, e),
-    };
+    let claims = check_token(s, token, audience, s.clock.now())
+        .map_err(|why| Box::new(invalid_token(why)))?;
+    let p = proof(s, headers, "GET", url, Some(token))
+        .await
+        .map_err(|e| Box::new(oauth(StatusCode::UNAUTHORIZED, e)))?;
     if p.jkt != claims.cnf.jkt {
-        return invalid_token("the DPoP proof is made with another key than the token's");
+        return Err(Box::new(invalid_token(
+            "the DPoP proof is made with another key than the token's",
+        )));
     }
+    Ok((claims, p))
+}
+
+/// The consented items as an SD-JWT bound to the party's DPoP key.
+pub(crate) async fn data(State(s): State<ApiState>, headers: HeaderMap) -> Response {
+    let now = s.clock.now();
+    let (claims, p) = match bound_call(&s, &headers, SHARE_AUDIENCE, &data_url(&s)).await {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
     let grant = match live_grant(&s, &claims.sub, now).await {
         Ok(g) => g,
         Err(_) => return invalid_token("the grant is revoked or expired"),
@@ -471,27 +487,12 @@ pub(crate) async fn data(State(s): State<ApiState>, headers: HeaderMap) -> Respo
 /// The party's dashboard: every grant it holds (no person named: it knows its grants by
 /// their ids), with since, until, the last use and whether it still gives anything.
 pub(crate) async fn grants(State(s): State<ApiState>, headers: HeaderMap) -> Response {
-    let Some(token) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("DPoP "))
-        .map(str::trim)
-    else {
-        return invalid_token("a DPoP-bound access token is required (Authorization: DPoP …)");
-    };
     let now = s.clock.now();
-    let claims = match check_token(&s, token, GRANTS_AUDIENCE, now) {
-        Ok(c) => c,
-        Err(why) => return invalid_token(why),
-    };
     let url = format!("{}/share/v1/grants", s.config.public_url);
-    let p = match proof(&s, &headers, "GET", &url, Some(token)).await {
-        Ok(p) => p,
-        Err(e) => return oauth(StatusCode::UNAUTHORIZED, e),
+    let (claims, _) = match bound_call(&s, &headers, GRANTS_AUDIENCE, &url).await {
+        Ok(x) => x,
+        Err(r) => return *r,
     };
-    if p.jkt != claims.cnf.jkt {
-        return invalid_token("the DPoP proof is made with another key than the token's");
-    }
     let list = match s.store.grants_of_party(&claims.sub).await {
         Ok(l) => l,
         Err(e) => {
