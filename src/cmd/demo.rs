@@ -22,6 +22,7 @@ use crate::common::{exit, load_exchange, load_rules, runtime, shutdown_signal};
 
 mod agencies;
 mod office;
+mod party;
 
 #[derive(clap::Args)]
 pub struct DemoArgs {
@@ -318,10 +319,21 @@ sign in as:"
         .context("signing a demo token")?;
         out!("  {reader:<8} {url}/login#token={token}");
     }
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    // The agencies' API twenty above the portal, and the example party thirty above.
+    let [api_addr, party_addr] =
+        [20, 30].map(|d| std::net::SocketAddr::from(([127, 0, 0, 1], port.saturating_add(d))));
+    let bind = |addr| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))
+    };
+    let (api, app) = (bind(api_addr).await?, bind(party_addr).await?);
+    let party_url = party::start(store, &url, api, app, rx.clone()).await?;
+    out!("\nexample party (年末調整): {party_url}/  (sign in as a resident above first, then open it)");
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let (tx, rx) = tokio::sync::watch::channel(false);
     serve_demo_console(store, port, console, rx.clone()).await?;
     tokio::spawn(async move {
         shutdown_signal().await;
