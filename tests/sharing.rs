@@ -304,3 +304,140 @@ async fn a_party_gets_what_the_resident_consented_to(backend: &str) {
     stop.send(true).unwrap();
 }
 on_both!(party, a_party_gets_what_the_resident_consented_to);
+
+/// A DPoP proof for `method url` made with `key` (and `ath` for `token`).
+fn dpop_proof(key: &SigningKey, method: &str, url: &str, token: &str) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.typ = Some("dpop+jwt".into());
+    header.jwk = Some(serde_json::from_value(key.public_jwk()).unwrap());
+    let claims = json!({
+        "jti": format!("{:x}", rand_u64()), "htm": method, "htu": url,
+        "iat": SystemClock.now().timestamp(),
+        "ath": oshirase_exchange::dpop::access_token_hash(token),
+    });
+    let encoding = jsonwebtoken::EncodingKey::from_ec_pem(key.to_pem().as_bytes()).unwrap();
+    jsonwebtoken::encode(&header, &claims, &encoding).unwrap()
+}
+
+fn rand_u64() -> u64 {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).unwrap();
+    u64::from_le_bytes(b)
+}
+
+/// An expired grant gives nothing, at once, whatever its token says: the grant is read on
+/// every call. Tokens are made here with the API's key, as its token endpoint would.
+async fn an_expired_grant_gives_nothing(backend: &str) {
+    let db = oshirase_testkit::fresh(backend, "oshirase_s").await;
+    let exchange = Arc::new(oshirase_engine::purposes::load_dir(&root().join("rules")).unwrap());
+    let store = Store::open(&db.url)
+        .await
+        .unwrap()
+        .with_exchange(exchange.clone());
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let now = clock.now();
+    let town = std::fs::read_to_string(root().join("fixtures/town.jsonl")).unwrap();
+    oshirase_service::ingest::ingest(&store, "town.jsonl", &town, false, now)
+        .await
+        .unwrap();
+    let client = SigningKey::generate().unwrap();
+    store
+        .upsert_party(
+            &PartySpec {
+                id: "kyuyo-soft".into(),
+                name: "株式会社サンプル給与".into(),
+                purpose: "年末調整".into(),
+                redirect_uris: vec![REDIRECT.into()],
+                client_jwks: json!({ "keys": [client.public_jwk()] }).to_string(),
+                items: vec!["name".into()],
+                max_grant_days: 30,
+                revocation_uri: None,
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    let items = vec!["name".to_owned()];
+    for (id, expires) in [
+        (
+            "g_live",
+            oshirase_engine::clock::after(now, Duration::from_secs(3600)),
+        ),
+        (
+            "g_old",
+            oshirase_engine::clock::before(now, Duration::from_secs(1)),
+        ),
+    ] {
+        store
+            .create_grant(&oshirase_store::NewGrant {
+                id,
+                resident_id: RESIDENT,
+                granted_by: RESIDENT,
+                party_id: "kyuyo-soft",
+                items: &items,
+                purpose: "年末調整",
+                expires_at: expires,
+                code_hash: &format!("{id}-code"),
+                redirect_uri: REDIRECT,
+                code_challenge: "x",
+                code_expires_at: now,
+                now: oshirase_engine::clock::before(now, Duration::from_secs(7200)),
+            })
+            .await
+            .unwrap();
+    }
+    let keys = Arc::new(Keys {
+        current: SigningKey::generate().unwrap(),
+        previous: Vec::new(),
+    });
+    let (listener, api) = listen().await;
+    let (_stop, rx) = watch::channel(false);
+    tokio::spawn(oshirase_exchange::serve(
+        listener,
+        ApiState {
+            store: store.clone(),
+            exchange,
+            keys: keys.clone(),
+            clock: clock.clone(),
+            metrics: Arc::new(ExchangeMetrics::default()),
+            config: ApiConfig {
+                public_url: api.clone(),
+                max_interest_days: 400,
+                token_ttl_seconds: 300,
+            },
+        },
+        rx,
+    ));
+    let holder = SigningKey::generate().unwrap();
+    let jkt = oshirase_exchange::dpop::thumbprint(&holder.public_jwk()).unwrap();
+    let http = reqwest::Client::new();
+    let url = format!("{api}/share/v1/data");
+    let mut answers = Vec::new();
+    for grant in ["g_live", "g_old"] {
+        let token = keys.current.sign(
+            "at+jwt",
+            &json!({"iss": api, "aud": "oshirase-share", "sub": grant, "client_id": "kyuyo-soft",
+                    "iat": now.timestamp(), "exp": now.timestamp() + 300, "jti": grant,
+                    "cnf": {"jkt": jkt}}),
+        );
+        let r = http
+            .get(&url)
+            .header("Authorization", format!("DPoP {token}"))
+            .header("DPoP", dpop_proof(&holder, "GET", &url, &token))
+            .send()
+            .await
+            .unwrap();
+        answers.push(r.status().as_u16());
+    }
+    assert_eq!(
+        answers,
+        [200, 401],
+        "the live grant answers, the expired one does not"
+    );
+    let log = store
+        .provisions(&ResidentId::parse(RESIDENT).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(log.iter().filter(|p| p.accessor_kind == "party").count(), 1);
+}
+on_both!(expired, an_expired_grant_gives_nothing);

@@ -1140,6 +1140,23 @@ impl Portal {
         Ok(proxy.then_some((Role::Proxy, Some(principal))))
     }
 
+    /// Whether the reader may act for `whom` on their own record (read it, share it): the
+    /// rule of `records_role`, so a guardian for a minor, a proxy whose scope is `all`, and
+    /// never for a person under a support measure or whose death is registered.
+    pub(crate) async fn acts_for(&self, reader: &Reader, whom: &ResidentId) -> Result<bool> {
+        let me = self.store.register_access(reader.id()).await?;
+        Ok(self
+            .records_role(reader, me.as_ref(), whom)
+            .await?
+            .is_some())
+    }
+
+    /// The others the reader may act for on their record, with how the reader knows them.
+    pub(crate) async fn acting_for(&self, reader: &Reader) -> Result<Vec<RecordsPerson>> {
+        let me = self.store.register_access(reader.id()).await?;
+        self.records_others(reader, me.as_ref()).await
+    }
+
     /// The others whose record the reader may read: the persons the reader receives notices
     /// about (as a guardian or a proxy), each re-checked by `records_role`.
     async fn records_others(

@@ -45,6 +45,15 @@ async fn app(backend: &str, changes: &[(&str, serde_json::Value)]) -> App {
     let clock = std::sync::Arc::new(oshirase_engine::clock::FixedClock::at_noon(d("2026-10-01")));
     ingest(&store, &register(changes), clock.now()).await;
     store.upsert_party(&party(), clock.now()).await.unwrap();
+    // The notices a guardian or a proxy receives tell whom the consent page offers them.
+    store
+        .record_rule_set("test-rules", 4, "tests", clock.now())
+        .await
+        .unwrap();
+    store
+        .commit_day(d("2026-10-01"), "test-rules", 0, &decisions(), clock.now())
+        .await
+        .unwrap();
     start(db, store, config(), clock).await
 }
 
@@ -486,3 +495,75 @@ on_both!(
     own_record,
     a_resident_reads_their_record_and_asks_for_a_correction
 );
+
+/// A proxy with scope `all` consents for their principal, a guardian for a minor; a proxy
+/// with a narrower scope, and anyone for a person under a support measure, cannot.
+async fn proxies_consent_within_their_scope(backend: &str) {
+    let app = app(
+        backend,
+        &[(
+            "R10001",
+            json!({"proxies": [{"id": "R10005", "scopes": ["pension"]},
+                               {"id": "R10006", "scopes": ["all"]}]}),
+        )],
+    )
+    .await;
+    let for_page = |cookie: String, whom: &'static str| {
+        let app = &app;
+        async move {
+            let url = authorize_url(details(), &[("for", whom)]);
+            app.page(&cookie, &url).await
+        }
+    };
+    // The 包括代理 (scope all): the page offers the principal, and the grant is theirs.
+    let all = app.session_cookie("R10006").await;
+    let (status, html) = app.page(&all, &authorize_url(details(), &[])).await;
+    assert_eq!(status, 200);
+    assert!(
+        visible(&html).contains("どなたの情報を提供しますか"),
+        "{html}"
+    );
+    let (status, html) = for_page(all.clone(), "R10001").await;
+    assert_eq!(status, 200, "{html}");
+    assert!(visible(&html).contains("山田 花子"), "{html}");
+    let mut form = form_fields(&html);
+    assert!(form.iter().any(|(n, v)| n == "for" && v == "R10001"));
+    form.push(("action".into(), "approve".into()));
+    assert_eq!(
+        post(&app, &all, "/oauth/authorize", &form).await.status(),
+        303
+    );
+    let g = &app.store.grants_of_resident("R10001").await.unwrap()[0];
+    assert_eq!(
+        (g.resident_id.as_str(), g.granted_by.as_str()),
+        ("R10001", "R10006")
+    );
+    // A pension-only proxy: refused, on the page and when posting.
+    let pension = app.session_cookie("R10005").await;
+    let (status, html) = for_page(pension.clone(), "R10001").await;
+    assert_eq!(status, 404);
+    assert!(visible(&html).contains("この方の情報は提供できません"));
+    let mut forged = form.clone();
+    forged.retain(|(n, _)| n != "csrf");
+    let (_, mine) = app.page(&pension, &authorize_url(details(), &[])).await;
+    forged.extend(form_fields(&mine).into_iter().filter(|(n, _)| n == "csrf"));
+    assert_eq!(
+        post(&app, &pension, "/oauth/authorize", &forged)
+            .await
+            .status(),
+        404
+    );
+    assert_eq!(
+        app.store.grants_of_resident("R10001").await.unwrap().len(),
+        1
+    );
+    // A guardian for their minor child.
+    let guardian = app.session_cookie("R10003").await;
+    let (status, html) = for_page(guardian.clone(), "R10002").await;
+    assert_eq!(status, 200, "{html}");
+    assert!(visible(&html).contains("佐藤 陽"));
+    // Somebody unrelated.
+    let (status, _) = for_page(app.session_cookie("R10004").await, "R10001").await;
+    assert_eq!(status, 404);
+}
+on_both!(proxies, proxies_consent_within_their_scope);

@@ -39,6 +39,10 @@ pub(crate) struct AuthorizeQuery {
     code_challenge: Option<String>,
     code_challenge_method: Option<String>,
     authorization_details: Option<String>,
+    /// Whose data: the reader's own (absent), or someone they may act for (the consent
+    /// page's own parameter, not OAuth's).
+    #[serde(rename = "for")]
+    for_id: Option<String>,
 }
 
 /// One `authorization_details` entry (RFC 9396) of our type.
@@ -232,6 +236,38 @@ async fn check(s: &PortalState, q: &AuthorizeQuery) -> Result<Checked, Refusal> 
     })
 }
 
+/// Whose data a consent is about: the reader's own, or a person the reader may act for on
+/// their record (a guardian for a minor, a proxy with scope `all`); anyone else, or a
+/// malformed id, answers like nobody.
+async fn whose(
+    s: &PortalState,
+    reader: &PageReader,
+    q: &AuthorizeQuery,
+) -> Result<oshirase_engine::ids::ResidentId, Response> {
+    let Some(id) = q.for_id.as_deref().filter(|f| !f.is_empty()) else {
+        return Ok(reader.id.id().clone());
+    };
+    let refused = || {
+        message(
+            s,
+            StatusCode::NOT_FOUND,
+            "この方の情報は提供できません",
+            "代理人として同意できるのは、包括的な代理の権限（範囲「すべて」）がある方の情報だけです。",
+        )
+    };
+    let Ok(whom) = oshirase_engine::ids::ResidentId::parse(id) else {
+        return Err(refused());
+    };
+    if &whom == reader.id.id() {
+        return Ok(whom);
+    }
+    match s.portal().acts_for(&reader.id, &whom).await {
+        Ok(true) => Ok(whom),
+        Ok(false) => Err(refused()),
+        Err(e) => Err(super::error_page(s, e)),
+    }
+}
+
 /// One item as the consent page shows it.
 #[derive(serde::Serialize)]
 struct ItemView {
@@ -257,11 +293,11 @@ fn shown(v: &Value) -> String {
 
 async fn item_views(
     s: &PortalState,
-    reader: &PageReader,
+    whom: &oshirase_engine::ids::ResidentId,
     c: &Checked,
 ) -> Result<Vec<ItemView>, Response> {
     let store = &s.portal().store;
-    let resident = match store.resident(reader.id.as_str()).await {
+    let resident = match store.resident(whom.as_str()).await {
         Ok(Some(r)) => r,
         Ok(None) => {
             return Err(message(
@@ -321,10 +357,29 @@ pub(crate) async fn authorize(
         Ok(c) => c,
         Err(r) => return r.respond(&s),
     };
-    let items = match item_views(&s, &reader, &c).await {
+    let whom = match whose(&s, &reader, &q).await {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let items = match item_views(&s, &whom, &c).await {
         Ok(i) => i,
         Err(r) => return r,
     };
+    // Whom else the reader may consent for: the page offers to switch.
+    let others = match s.portal().acting_for(&reader.id).await {
+        Ok(o) => o,
+        Err(e) => return super::error_page(&s, e),
+    };
+    let whose_options: Vec<minijinja::Value> = std::iter::once(context! {
+        id => "", label => "ご自身の情報", selected => &whom == reader.id.id(),
+    })
+    .chain(others.iter().map(|p| {
+        context! {
+            id => p.for_id.as_str(), label => format!("{}の情報", p.about),
+            selected => p.for_id == whom,
+        }
+    }))
+    .collect();
     // Chrome holds a form's redirect to `form-action` too: the answer to 提供する goes to
     // the party's (checked) redirect URI, so its origin is allowed, and only that.
     let origin = url::Url::parse(&c.redirect_uri)
@@ -340,6 +395,8 @@ pub(crate) async fn authorize(
             party => context! { name => c.party.name.clone(), purpose => c.party.purpose.clone() },
             items => minijinja::Value::from(minijinja::value::Serde(&items)),
             until => expiry_text(s.now(), c.days),
+            whose_options => if others.is_empty() { None } else { Some(whose_options) },
+            for_id => (&whom != reader.id.id()).then(|| whom.as_str().to_owned()),
             request => minijinja::Value::from(minijinja::value::Serde(&[
                 ("response_type", q.response_type.clone()),
                 ("client_id", q.client_id.clone()),
@@ -389,10 +446,15 @@ pub(crate) async fn approve(
         code_challenge: get("code_challenge"),
         code_challenge_method: get("code_challenge_method"),
         authorization_details: get("authorization_details"),
+        for_id: get("for"),
     };
     let c = match check(&s, &q).await {
         Ok(c) => c,
         Err(r) => return r.respond(&s),
+    };
+    let whom = match whose(&s, &reader, &q).await {
+        Ok(w) => w,
+        Err(r) => return r,
     };
     if get("action").as_deref() != Some("approve") {
         return redirect_with(
@@ -404,7 +466,7 @@ pub(crate) async fn approve(
             ],
         );
     }
-    let views = match item_views(&s, &reader, &c).await {
+    let views = match item_views(&s, &whom, &c).await {
         Ok(i) => i,
         Err(r) => return r,
     };
@@ -440,7 +502,7 @@ pub(crate) async fn approve(
     let hash = code_hash(&code);
     let grant = NewGrant {
         id: &grant_id,
-        resident_id: reader.id.as_str(),
+        resident_id: whom.as_str(),
         granted_by: reader.id.as_str(),
         party_id: &c.party.id,
         items: &items,
