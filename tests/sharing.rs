@@ -205,6 +205,15 @@ async fn a_party_gets_what_the_resident_consented_to(backend: &str) {
     assert_eq!(report["data_as_bearer"], 401, "{report}");
     assert_eq!(report["pkce_mismatch"], "invalid_grant", "{report}");
     assert_eq!(report["code_replay"], "invalid_grant", "{report}");
+    // Refresh: a new token with the same key answers; another key, or the token again, not;
+    // using it again revokes the grant.
+    assert_eq!(report["refreshed_data"], 200, "{report}");
+    assert_eq!(
+        report["refresh_with_another_key"], "invalid_grant",
+        "{report}"
+    );
+    assert_eq!(report["refresh_replayed"], "invalid_grant", "{report}");
+    assert_eq!(report["data_after_refresh_replay"], 401, "{report}");
     // The party's dashboard (before the replay): its two grants, both active.
     assert_eq!(report["grants_http"], 200, "{report}");
     assert_eq!(report["grants"], json!(["active", "active"]), "{report}");
@@ -235,7 +244,11 @@ async fn a_party_gets_what_the_resident_consented_to(backend: &str) {
         .await
         .unwrap();
     let reads: Vec<_> = log.iter().filter(|p| p.accessor_kind == "party").collect();
-    assert_eq!(reads.len(), 2, "two successful reads: {log:?}");
+    assert_eq!(
+        reads.len(),
+        3,
+        "three successful reads (one after the refresh): {log:?}"
+    );
     for p in reads {
         assert_eq!(p.accessor_name, "株式会社サンプル給与");
         assert_eq!(p.basis, format!("grant/{}", first.id));

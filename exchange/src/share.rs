@@ -12,7 +12,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use chrono::{DateTime, FixedOffset};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use oshirase_store::{CodeOutcome, Grant, Provision};
+use oshirase_store::{CodeOutcome, Grant, Provision, RefreshOutcome};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -152,6 +152,7 @@ pub(crate) struct TokenForm {
     code: Option<String>,
     redirect_uri: Option<String>,
     code_verifier: Option<String>,
+    refresh_token: Option<String>,
     client_id: Option<String>,
     client_assertion_type: Option<String>,
     client_assertion: Option<String>,
@@ -261,18 +262,25 @@ pub(crate) async fn token(
 }
 
 async fn issue(s: &ApiState, headers: &HeaderMap, f: TokenForm) -> Result<Value, OAuthError> {
-    let dashboard = match f.grant_type.as_deref() {
-        Some("authorization_code") => false,
-        // The party's own dashboard: a token for its list of grants, nothing of a person.
-        Some("client_credentials") => true,
-        _ => {
-            return Err(OAuthError {
+    #[derive(PartialEq)]
+    enum Flow {
+        Code,
+        Refresh,
+        /// The party's own dashboard: a token for its list of grants, nothing of a person.
+        Dashboard,
+    }
+    let flow =
+        match f.grant_type.as_deref() {
+            Some("authorization_code") => Flow::Code,
+            Some("refresh_token") => Flow::Refresh,
+            Some("client_credentials") => Flow::Dashboard,
+            _ => return Err(OAuthError {
                 error: "unsupported_grant_type",
-                error_description: "authorization_code, or client_credentials for the grants list"
-                    .into(),
-            })
-        }
-    };
+                error_description:
+                    "authorization_code, refresh_token, or client_credentials for the grants list"
+                        .into(),
+            }),
+        };
     if f.client_assertion_type.as_deref() != Some(auth::ASSERTION_TYPE) {
         return Err(OAuthError::invalid_client(format!(
             "authenticate with private_key_jwt: client_assertion_type must be {}",
@@ -281,8 +289,9 @@ async fn issue(s: &ApiState, headers: &HeaderMap, f: TokenForm) -> Result<Value,
     }
     let assertion = f
         .client_assertion
+        .as_deref()
         .ok_or_else(|| OAuthError::invalid_request("client_assertion is missing"))?;
-    let client = auth::claimed_client(&assertion)?;
+    let client = auth::claimed_client(assertion)?;
     if f.client_id.as_deref().is_some_and(|c| c != client) {
         return Err(OAuthError::invalid_client(
             "client_id differs from the assertion's `iss`",
@@ -296,7 +305,7 @@ async fn issue(s: &ApiState, headers: &HeaderMap, f: TokenForm) -> Result<Value,
         .ok_or_else(|| OAuthError::invalid_client("unknown client"))?;
     let now = s.clock.now();
     let url = token_url(s);
-    let checked = auth::check_assertion(&assertion, &party.id, &party.client_jwks, &url, now)?;
+    let checked = auth::check_assertion(assertion, &party.id, &party.client_jwks, &url, now)?;
     let expires = DateTime::from_timestamp(checked.expires, 0)
         .map(|t| t.fixed_offset())
         .unwrap_or(now);
@@ -311,7 +320,7 @@ async fn issue(s: &ApiState, headers: &HeaderMap, f: TokenForm) -> Result<Value,
         ));
     }
     let p = proof(s, headers, "POST", &url, None).await?;
-    if dashboard {
+    if flow == Flow::Dashboard {
         let claims = ShareClaims {
             iss: s.config.public_url.clone(),
             aud: GRANTS_AUDIENCE.to_owned(),
@@ -328,13 +337,92 @@ async fn issue(s: &ApiState, headers: &HeaderMap, f: TokenForm) -> Result<Value,
             "expires_in": TOKEN_TTL,
         }));
     }
-    let code = f
-        .code
-        .ok_or_else(|| OAuthError::invalid_request("code is missing"))?;
-    let hash: String = Sha256::digest(code.as_bytes())
+    let grant_id = if flow == Flow::Refresh {
+        refreshed(s, f.refresh_token.as_deref(), &p.jkt, now).await?
+    } else {
+        redeemed(s, &f, now).await?
+    };
+    let grant = live_grant(s, &grant_id, now).await?;
+    if grant.party_id != party.id {
+        return Err(invalid_grant("the grant was given to another client"));
+    }
+    let claims = ShareClaims {
+        iss: s.config.public_url.clone(),
+        aud: SHARE_AUDIENCE.to_owned(),
+        sub: grant.id.clone(),
+        client_id: party.id.clone(),
+        iat: now.timestamp(),
+        exp: now.timestamp() + TOKEN_TTL,
+        jti: random_id(),
+        cnf: Cnf { jkt: p.jkt.clone() },
+    };
+    let token = s.keys.current.sign("at+jwt", &claims);
+    // A new refresh token each time, bound to the same key; it never outlives the grant,
+    // which every use reads.
+    let refresh = format!("rt_{}{}", random_id(), random_id());
+    s.store
+        .issue_refresh(&sha256_hex(&refresh), &grant.id, &p.jkt, now)
+        .await
+        .map_err(|_| unavailable())?;
+    Ok(json!({
+        "access_token": token,
+        "token_type": "DPoP",
+        "expires_in": TOKEN_TTL,
+        "refresh_token": refresh,
+        "grant_id": grant.id,
+        "authorization_details": [{
+            "type": "oshirase_resident_data",
+            "items": grant.items,
+        }],
+    }))
+}
+
+fn sha256_hex(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))
-        .collect();
+        .collect()
+}
+
+/// The grant of a refresh token, spent here; it must come with the key it is bound to.
+async fn refreshed(
+    s: &ApiState,
+    token: Option<&str>,
+    jkt: &str,
+    now: DateTime<FixedOffset>,
+) -> Result<String, OAuthError> {
+    let token = token.ok_or_else(|| OAuthError::invalid_request("refresh_token is missing"))?;
+    match s
+        .store
+        .use_refresh(&sha256_hex(token), now)
+        .await
+        .map_err(|_| unavailable())?
+    {
+        RefreshOutcome::Fresh {
+            grant_id,
+            jkt: bound,
+        } if bound == jkt => Ok(grant_id),
+        RefreshOutcome::Fresh { .. } => Err(invalid_grant(
+            "the refresh token is bound to another DPoP key",
+        )),
+        RefreshOutcome::Replayed { .. } => Err(invalid_grant(
+            "the refresh token was used before; its grant is revoked",
+        )),
+        RefreshOutcome::Missing => Err(invalid_grant("unknown refresh token")),
+    }
+}
+
+/// The grant of an authorization code, spent here, with its redirect URI and PKCE checked.
+async fn redeemed(
+    s: &ApiState,
+    f: &TokenForm,
+    now: DateTime<FixedOffset>,
+) -> Result<String, OAuthError> {
+    let code = f
+        .code
+        .as_deref()
+        .ok_or_else(|| OAuthError::invalid_request("code is missing"))?;
+    let hash = sha256_hex(code);
     let (grant_id, redirect_uri, challenge) = match s
         .store
         .redeem_code(&hash, now)
@@ -360,37 +448,14 @@ async fn issue(s: &ApiState, headers: &HeaderMap, f: TokenForm) -> Result<Value,
     }
     let verifier = f
         .code_verifier
+        .as_deref()
         .ok_or_else(|| invalid_grant("code_verifier is missing"))?;
     if URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes())) != challenge {
         return Err(invalid_grant(
             "code_verifier does not match the code_challenge",
         ));
     }
-    let grant = live_grant(s, &grant_id, now).await?;
-    if grant.party_id != party.id {
-        return Err(invalid_grant("the code was issued to another client"));
-    }
-    let claims = ShareClaims {
-        iss: s.config.public_url.clone(),
-        aud: SHARE_AUDIENCE.to_owned(),
-        sub: grant.id.clone(),
-        client_id: party.id.clone(),
-        iat: now.timestamp(),
-        exp: now.timestamp() + TOKEN_TTL,
-        jti: random_id(),
-        cnf: Cnf { jkt: p.jkt },
-    };
-    let token = s.keys.current.sign("at+jwt", &claims);
-    Ok(json!({
-        "access_token": token,
-        "token_type": "DPoP",
-        "expires_in": TOKEN_TTL,
-        "grant_id": grant.id,
-        "authorization_details": [{
-            "type": "oshirase_resident_data",
-            "items": grant.items,
-        }],
-    }))
+    Ok(grant_id)
 }
 
 async fn live_grant(

@@ -300,6 +300,26 @@ def main():
     r = fetch(api, dash["access_token"], holder)
     report["data_with_dashboard_token"] = r.status_code
 
+    # Refreshed within the grant's life, with the same key: a token that answers. The
+    # refresh token with another key, or a second time, is refused; a second use revokes.
+    def refresh(rt, key):
+        try:
+            return session.fetch_token(
+                token_url,
+                grant_type="refresh_token",
+                refresh_token=rt,
+                headers={"DPoP": proof(key, "POST", token_url)},
+            )
+        except Exception as e:
+            return {"error": getattr(e, "error", str(e))}
+
+    first_refresh = token["refresh_token"]
+    renewed = refresh(first_refresh, holder)
+    report["refreshed_data"] = fetch(api, renewed["access_token"], holder).status_code
+    report["refresh_with_another_key"] = refresh(renewed["refresh_token"], other).get("error")
+    report["refresh_replayed"] = refresh(first_refresh, holder).get("error")
+    report["data_after_refresh_replay"] = fetch(api, renewed["access_token"], holder).status_code
+
     # The first code again: refused, and the grant it made is revoked.
     try:
         session.fetch_token(

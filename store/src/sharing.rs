@@ -69,6 +69,21 @@ pub struct DueRevocation {
     pub attempts: i64,
 }
 
+/// A refresh token presented at the token endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshOutcome {
+    /// First use: its grant and the DPoP key it is bound to.
+    Fresh {
+        grant_id: String,
+        jkt: String,
+    },
+    /// Used before: someone holds a copy, so the grant is revoked.
+    Replayed {
+        grant_id: String,
+    },
+    Missing,
+}
+
 /// A new grant and the code that carries it back to the party.
 #[derive(Debug, Clone)]
 pub struct NewGrant<'a> {
@@ -494,6 +509,84 @@ impl Store {
             .await
             .map_err(q("settling a revocation push"))?;
         Ok(())
+    }
+
+    /// Keeps a refresh token (its SHA-256) for `grant`, bound to the DPoP key `jkt`.
+    pub async fn issue_refresh(
+        &self,
+        token_hash: &str,
+        grant_id: &str,
+        jkt: &str,
+        now: DateTime<FixedOffset>,
+    ) -> Result<()> {
+        sqlx::query(self.sql(
+            "INSERT INTO share_refresh_tokens (token_hash, grant_id, jkt, created_at)
+             VALUES ($1, $2, $3, $4)",
+        ))
+        .bind(token_hash.to_owned())
+        .bind(grant_id.to_owned())
+        .bind(jkt.to_owned())
+        .bind(utc_text(now))
+        .execute(&self.pool)
+        .await
+        .map_err(q("keeping a refresh token"))?;
+        Ok(())
+    }
+
+    /// Spends a refresh token: once. A second use revokes its grant, as a code's does.
+    pub async fn use_refresh(
+        &self,
+        token_hash: &str,
+        now: DateTime<FixedOffset>,
+    ) -> Result<RefreshOutcome> {
+        let what = "using a refresh token";
+        let mut tx = self.begin_write(what).await?;
+        let row =
+            sqlx::query(self.sql(
+                "SELECT grant_id, jkt, used_at FROM share_refresh_tokens WHERE token_hash = $1",
+            ))
+            .bind(token_hash.to_owned())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(q(what))?;
+        let Some(r) = row else {
+            return Ok(RefreshOutcome::Missing);
+        };
+        let grant_id: String = r.try_get("grant_id").map_err(q(what))?;
+        let used: Option<String> = r.try_get("used_at").map_err(q(what))?;
+        if used.is_some() {
+            sqlx::query(self.sql(
+                "UPDATE share_grants SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+            ))
+            .bind(grant_id.clone())
+            .bind(utc_text(now))
+            .execute(&mut *tx)
+            .await
+            .map_err(q(what))?;
+            self.queue_revocation(&mut tx, &grant_id, now).await?;
+            self.insert_audit(
+                &mut tx,
+                &[AuditEntry::new(
+                    now,
+                    "oauth",
+                    "share.refresh.replayed",
+                    &format!("grant/{grant_id}"),
+                    None,
+                )],
+            )
+            .await?;
+            tx.commit().await.map_err(q(what))?;
+            return Ok(RefreshOutcome::Replayed { grant_id });
+        }
+        sqlx::query(self.sql("UPDATE share_refresh_tokens SET used_at = $2 WHERE token_hash = $1"))
+            .bind(token_hash.to_owned())
+            .bind(utc_text(now))
+            .execute(&mut *tx)
+            .await
+            .map_err(q(what))?;
+        let jkt: String = r.try_get("jkt").map_err(q(what))?;
+        tx.commit().await.map_err(q(what))?;
+        Ok(RefreshOutcome::Fresh { grant_id, jkt })
     }
 
     /// Records that a grant was used (its dashboards' "last use").
