@@ -770,11 +770,17 @@ impl RevocationPusher {
         Ok(delivered)
     }
 
-    /// Pushes every few seconds until `shutdown`.
+    /// Pushes every few seconds until `shutdown`; forgets the DPoP proofs past their window
+    /// on the way.
     pub async fn run(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         loop {
             if let Err(e) = self.push_due().await {
                 tracing::error!(error = %e, "revocation pushes failed");
+            }
+            let window = std::time::Duration::from_secs(2 * dpop::IAT_WINDOW.unsigned_abs());
+            let before = oshirase_engine::clock::before(self.clock.now(), window);
+            if let Err(e) = self.store.prune_dpop_proofs(before).await {
+                tracing::warn!(error = %e, "pruning DPoP proofs failed; retried soon");
             }
             tokio::select! {
                 _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}

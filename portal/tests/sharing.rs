@@ -567,3 +567,45 @@ async fn proxies_consent_within_their_scope(backend: &str) {
     assert_eq!(status, 404);
 }
 on_both!(proxies, proxies_consent_within_their_scope);
+
+/// 自己情報 for someone else: a guardian reads their child's record and notices there and
+/// asks for a correction of it; a stranger cannot.
+async fn a_guardian_reads_a_childs_record(backend: &str) {
+    let app = app(backend, &[]).await;
+    let guardian = app.session_cookie("R10003").await;
+    let (status, html) = app.page(&guardian, "/me").await;
+    assert_eq!(status, 200);
+    assert!(visible(&html).contains("ほかの方の情報"), "{html}");
+    let (status, html) = app.page(&guardian, "/me?for=R10002").await;
+    assert_eq!(status, 200, "{html}");
+    let text = visible(&html);
+    assert!(
+        text.contains("佐藤 陽") && text.contains("児童手当の認定請求"),
+        "{text}"
+    );
+    let mut form: Vec<(String, String)> = form_fields(&html);
+    assert!(form.iter().any(|(n, v)| n == "for" && v == "R10002"));
+    form.push(("item".into(), "name".into()));
+    form.push(("message".into(), "佐藤 ひなた".into()));
+    let r = post(&app, &guardian, "/me/corrections", &form).await;
+    assert_eq!(r.status(), 303);
+    let audit = app
+        .store
+        .audit_entries(Some("resident/R10002"))
+        .await
+        .unwrap();
+    let actions: Vec<(&str, &str)> = audit
+        .iter()
+        .map(|a| (a.actor.as_str(), a.action.as_str()))
+        .collect();
+    assert!(actions.contains(&("R10003", "record.read")), "{actions:?}");
+    assert!(
+        actions.contains(&("resident:R10003", "record.correction.request")),
+        "{actions:?}"
+    );
+    let stranger = app.session_cookie("R10004").await;
+    let (status, html) = app.page(&stranger, "/me?for=R10002").await;
+    assert_eq!(status, 404);
+    assert!(!visible(&html).contains("佐藤 陽"));
+}
+on_both!(guardian_record, a_guardian_reads_a_childs_record);

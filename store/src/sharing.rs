@@ -624,6 +624,17 @@ impl Store {
         Ok((size + 1, revoked))
     }
 
+    /// Forgets the DPoP proofs seen before `before`: past their window, none of them would
+    /// be accepted again anyway. Returns how many.
+    pub async fn prune_dpop_proofs(&self, before: DateTime<FixedOffset>) -> Result<u64> {
+        let done = sqlx::query(self.sql("DELETE FROM dpop_proofs WHERE seen_at < $1"))
+            .bind(utc_text(before))
+            .execute(&self.pool)
+            .await
+            .map_err(q("pruning DPoP proofs"))?;
+        Ok(done.rows_affected())
+    }
+
     /// Records a DPoP proof: false when this key already used this `jti` (a replay).
     pub async fn first_dpop_use(
         &self,

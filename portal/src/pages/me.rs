@@ -45,6 +45,29 @@ fn written(v: &Value) -> Option<String> {
 #[derive(Deserialize)]
 pub(crate) struct MeQuery {
     requested: Option<String>,
+    /// Someone the reader may act for on their record (a guardian's child, an all-scope
+    /// proxy's principal).
+    #[serde(rename = "for")]
+    for_id: Option<String>,
+}
+
+/// Whose record: the reader's, or that of a person they may act for; else `None`.
+async fn whose(
+    s: &PortalState,
+    reader: &PageReader,
+    for_id: Option<&str>,
+) -> Result<Option<oshirase_engine::ids::ResidentId>, ServiceError> {
+    let Some(id) = for_id.filter(|f| !f.is_empty()) else {
+        return Ok(Some(reader.id.id().clone()));
+    };
+    let Ok(whom) = oshirase_engine::ids::ResidentId::parse(id) else {
+        return Ok(None);
+    };
+    if &whom == reader.id.id() || s.portal().acts_for(&reader.id, &whom).await? {
+        Ok(Some(whom))
+    } else {
+        Ok(None)
+    }
 }
 
 pub(crate) async fn me(
@@ -53,10 +76,43 @@ pub(crate) async fn me(
     Query(q): Query<MeQuery>,
 ) -> Response {
     let store = &s.portal().store;
-    let resident = match store.resident(reader.id.as_str()).await {
+    let whom = match whose(&s, &reader, q.for_id.as_deref()).await {
+        Ok(Some(w)) => w,
+        Ok(None) => return error_page(&s, ServiceError::NotFound),
+        Err(e) => return error_page(&s, e),
+    };
+    let own = &whom == reader.id.id();
+    let resident = match store.resident(whom.as_str()).await {
         Ok(r) => r,
         Err(e) => return error_page(&s, e.into()),
     };
+    // The notices the reader receives about this person, as the inbox lists them.
+    let notices: Vec<minijinja::Value> = match s.portal().notices(&reader.id).await {
+        Ok(list) => list
+            .into_iter()
+            .filter(|n| n.subject == whom)
+            .map(|n| context! { title => n.title, url => n.url, created => n.created })
+            .collect(),
+        Err(e) => return error_page(&s, e),
+    };
+    let others = match s.portal().acting_for(&reader.id).await {
+        Ok(o) => o,
+        Err(e) => return error_page(&s, e),
+    };
+    let switch: Vec<minijinja::Value> = others
+        .iter()
+        .map(|p| context! { id => p.for_id.as_str(), about => p.about.clone() })
+        .collect();
+    let audit = oshirase_store::AuditEntry::new(
+        s.now(),
+        reader.id.as_str(),
+        "record.read",
+        &format!("resident/{}", whom.as_str()),
+        None,
+    );
+    if let Err(e) = store.append_audit(&[audit]).await {
+        return error_page(&s, e.into());
+    }
     let Some(dict) = store.exchange().map(|x| &x.dictionary) else {
         return error_page(&s, ServiceError::Internal("no data-item dictionary".into()));
     };
@@ -83,6 +139,10 @@ pub(crate) async fn me(
             csrf => reader.csrf(),
             on_register => resident.is_some(),
             items,
+            notices,
+            own,
+            for_id => (!own).then(|| whom.as_str().to_owned()),
+            switch,
             requested => q.requested.is_some(),
             max => MAX_REQUEST,
         },
@@ -125,12 +185,17 @@ pub(crate) async fn request_correction(
             &p,
         );
     }
-    let who = reader.id.as_str();
+    let whom = match whose(&s, &reader, Some(&get("for"))).await {
+        Ok(Some(w)) => w,
+        Ok(None) => return error_page(&s, ServiceError::NotFound),
+        Err(e) => return error_page(&s, e),
+    };
     match store
-        .request_correction(who, who, &item, &text, s.now())
+        .request_correction(whom.as_str(), reader.id.as_str(), &item, &text, s.now())
         .await
     {
-        Ok(()) => Redirect::to("/me?requested=1").into_response(),
+        Ok(()) if &whom == reader.id.id() => Redirect::to("/me?requested=1").into_response(),
+        Ok(()) => Redirect::to(&format!("/me?for={}&requested=1", whom.as_str())).into_response(),
         Err(e) => error_page(&s, e.into()),
     }
 }

@@ -1,0 +1,3 @@
+-- DPoP proofs are remembered only while they could be accepted (their iat window): pruned
+-- by their time (docs/sharing.md). Keep in step with migrations/postgres.
+CREATE INDEX dpop_proofs_seen ON dpop_proofs(seen_at);
