@@ -310,26 +310,8 @@ impl Store {
         let used: Option<String> = r.try_get("used_at").map_err(q(what))?;
         let at = utc_text(now);
         if used.is_some() {
-            sqlx::query(self.sql(
-                "UPDATE share_grants SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
-            ))
-            .bind(grant_id.clone())
-            .bind(at.clone())
-            .execute(&mut *tx)
-            .await
-            .map_err(q(what))?;
-            self.queue_revocation(&mut tx, &grant_id, now).await?;
-            self.insert_audit(
-                &mut tx,
-                &[AuditEntry::new(
-                    now,
-                    "oauth",
-                    "share.code.replayed",
-                    &format!("grant/{grant_id}"),
-                    None,
-                )],
-            )
-            .await?;
+            self.revoke_replayed(&mut tx, &grant_id, "share.code.replayed", now)
+                .await?;
             tx.commit().await.map_err(q(what))?;
             return Ok(CodeOutcome::Replayed { grant_id });
         }
@@ -364,24 +346,21 @@ impl Store {
 
     /// Every grant of `resident`'s data, newest first (the resident's dashboard).
     pub async fn grants_of_resident(&self, resident: &str) -> Result<Vec<Grant>> {
-        let rows = sqlx::query(self.sql_built(format!(
-            "SELECT {GRANT_COLUMNS} FROM share_grants WHERE resident_id = $1
-             ORDER BY created_at DESC, id"
-        )))
-        .bind(resident.to_owned())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(q("reading grants"))?;
-        rows.iter().map(grant_from_row).collect()
+        self.grants_where("resident_id", resident).await
     }
 
     /// Every grant a party holds, newest first (the party's dashboard).
     pub async fn grants_of_party(&self, party: &str) -> Result<Vec<Grant>> {
+        self.grants_where("party_id", party).await
+    }
+
+    /// The grants whose `column` (a fixed name of this file) is `value`, newest first.
+    async fn grants_where(&self, column: &'static str, value: &str) -> Result<Vec<Grant>> {
         let rows = sqlx::query(self.sql_built(format!(
-            "SELECT {GRANT_COLUMNS} FROM share_grants WHERE party_id = $1
+            "SELECT {GRANT_COLUMNS} FROM share_grants WHERE {column} = $1
              ORDER BY created_at DESC, id"
         )))
-        .bind(party.to_owned())
+        .bind(value.to_owned())
         .fetch_all(&self.pool)
         .await
         .map_err(q("reading grants"))?;
@@ -426,6 +405,40 @@ impl Store {
         .await?;
         tx.commit().await.map_err(q(what))?;
         Ok(true)
+    }
+
+    /// A code or refresh token used a second time: someone holds a copy, so its grant is
+    /// revoked (and its party told), with the audit row `action`.
+    async fn revoke_replayed(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        grant_id: &str,
+        action: &str,
+        now: DateTime<FixedOffset>,
+    ) -> Result<()> {
+        sqlx::query(
+            self.sql(
+                "UPDATE share_grants SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+            ),
+        )
+        .bind(grant_id.to_owned())
+        .bind(utc_text(now))
+        .execute(&mut **tx)
+        .await
+        .map_err(q("revoking a grant"))?;
+        self.queue_revocation(tx, grant_id, now).await?;
+        self.insert_audit(
+            tx,
+            &[AuditEntry::new(
+                now,
+                "oauth",
+                action,
+                &format!("grant/{grant_id}"),
+                None,
+            )],
+        )
+        .await?;
+        Ok(())
     }
 
     /// Queues the push of a grant's revocation to its party, if it takes them.
@@ -555,26 +568,8 @@ impl Store {
         let grant_id: String = r.try_get("grant_id").map_err(q(what))?;
         let used: Option<String> = r.try_get("used_at").map_err(q(what))?;
         if used.is_some() {
-            sqlx::query(self.sql(
-                "UPDATE share_grants SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
-            ))
-            .bind(grant_id.clone())
-            .bind(utc_text(now))
-            .execute(&mut *tx)
-            .await
-            .map_err(q(what))?;
-            self.queue_revocation(&mut tx, &grant_id, now).await?;
-            self.insert_audit(
-                &mut tx,
-                &[AuditEntry::new(
-                    now,
-                    "oauth",
-                    "share.refresh.replayed",
-                    &format!("grant/{grant_id}"),
-                    None,
-                )],
-            )
-            .await?;
+            self.revoke_replayed(&mut tx, &grant_id, "share.refresh.replayed", now)
+                .await?;
             tx.commit().await.map_err(q(what))?;
             return Ok(RefreshOutcome::Replayed { grant_id });
         }
