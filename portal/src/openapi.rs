@@ -83,7 +83,81 @@ fn form_post(summary: &str, key: bool) -> Value {
 
 /// A form post of the preferences page's browser notifications, with its fields.
 fn push_form_post(summary: &str, fields: Value) -> Value {
-    let mut op = form_post(summary, false);
+    let mut op = with_fields(
+        form_post(summary, false),
+        fields,
+        "A missing field, or an endpoint or keys the portal refuses (as `POST /api/push-subscriptions` does).",
+    );
+    op["responses"]["409"] = html("The endpoint is registered for another resident.");
+    op
+}
+
+/// The pages of the resident's own record and of sharing it (docs/sharing.md).
+fn sharing_paths() -> Value {
+    json!({
+            "/me": { "get": {
+                "summary": "自分の情報: the reader's register record item by item (or, with `for`, that of someone they may act for) and the notices about them; audited (`record.read`).",
+                "tags": ["pages"],
+                "security": [{ "session": [] }],
+                "parameters": [for_param()],
+                "responses": {
+                    "200": html("The page."),
+                    "401": html("Not signed in, or the session ended: the login hint page."),
+                    "404": html("`for` names someone the reader may not act for (the same page).") } } },
+            "/me/corrections": { "post": with_fields(
+                form_post("Asks for a correction of the record (recorded for the counter's staff; the register does not change). Redirects to `/me?requested=1`.", false),
+                json!({ "item": { "type": "string", "description": "A data-item code." },
+                        "message": { "type": "string", "maxLength": 1000 } }),
+                "An unknown item, an empty or too long message.",
+            ) },
+            "/oauth/authorize": {
+                "get": {
+                    "summary": "The OAuth 2.0 authorization endpoint of a party a resident shares data with (docs/sharing.md): PKCE S256 and `authorization_details`; the consent page.",
+                    "tags": ["pages"],
+                    "security": [{ "session": [] }],
+                    "parameters": authorize_params(),
+                    "responses": {
+                        "200": html("The consent page."),
+                        "303": { "description": "Back to the party's registered redirect URI with `error` and `state`." },
+                        "400": html("An unknown party or a redirect URI not registered for it: a page, never a redirect."),
+                        "401": html("Not signed in: the login hint, with a link back to the whole request."),
+                        "404": html("`for` names someone the reader may not consent for.") } },
+                "post": form_post("Approves (`action=approve`, the optional items left ticked as `item`) or declines; the request's parameters are checked again. Redirects to the party with `code` and `state`, or `error`.", false)
+            },
+            "/sharing": { "get": page("情報の提供先: every grant of the reader's data, with revocation.", false) },
+            "/sharing/{id}/revoke": { "post": {
+                "summary": "Revokes one of the reader's grants at once. Redirects to `/sharing?revoked=1`.",
+                "tags": ["pages"],
+                "security": [{ "session": [] }],
+                "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }],
+                "requestBody": { "content": { "application/x-www-form-urlencoded": { "schema": { "type": "object", "properties": { "csrf": { "type": "string" } }, "required": ["csrf"] } } } },
+                "responses": {
+                    "303": { "description": "Revoked." },
+                    "401": html("Not signed in."),
+                    "403": html("Missing or wrong CSRF token."),
+                    "404": html("No live grant of the reader's with this id.") } } }
+    })
+}
+
+/// The authorization request's query parameters (and the consent page's own `for`).
+fn authorize_params() -> Vec<Value> {
+    [
+        "response_type",
+        "client_id",
+        "redirect_uri",
+        "state",
+        "code_challenge",
+        "code_challenge_method",
+        "authorization_details",
+        "for",
+    ]
+    .iter()
+    .map(|n| json!({ "name": n, "in": "query", "required": false, "schema": { "type": "string" } }))
+    .collect()
+}
+
+/// `op` with more required form fields, and a 422 for them.
+fn with_fields(mut op: Value, fields: Value, refused: &str) -> Value {
     let schema = &mut op["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"];
     let mut required = vec![json!("csrf")];
     for (name, field) in fields.as_object().expect("an object") {
@@ -91,8 +165,7 @@ fn push_form_post(summary: &str, fields: Value) -> Value {
         required.push(json!(name));
     }
     schema["required"] = json!(required);
-    op["responses"]["409"] = html("The endpoint is registered for another resident.");
-    op["responses"]["422"] = html("A missing field, or an endpoint or keys the portal refuses (as `POST /api/push-subscriptions` does).");
+    op["responses"]["422"] = html(refused);
     op
 }
 
@@ -154,7 +227,7 @@ fn for_param() -> Value {
 }
 
 pub(crate) fn spec() -> Value {
-    json!({
+    let mut spec = json!({
         "openapi": "3.1.0",
         "info": {
             "title": "oshirase resident portal",
@@ -387,5 +460,10 @@ pub(crate) fn spec() -> Value {
                 json!({ "endpoint": { "type": "string" } }),
             ) }
         }
-    })
+    });
+    // Apart, so that no one `json!` nests too deep for the macro.
+    if let (Some(paths), Value::Object(more)) = (spec["paths"].as_object_mut(), sharing_paths()) {
+        paths.extend(more);
+    }
+    spec
 }
