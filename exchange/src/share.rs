@@ -12,7 +12,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use chrono::{DateTime, FixedOffset};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use oshirase_store::{CodeOutcome, Grant, Provision, RefreshOutcome};
+use oshirase_store::{Grant, Provision, Spend, TokenOutcome, TokenRequest};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -198,6 +198,33 @@ fn unavailable() -> OAuthError {
 }
 
 /// Verifies the request's DPoP proof and spends its `jti`.
+fn bad_proof(why: String) -> OAuthError {
+    OAuthError {
+        error: "invalid_dpop_proof",
+        error_description: why,
+    }
+}
+
+/// The request's DPoP proof, checked; its `jti` not spent yet.
+fn checked_proof(
+    s: &ApiState,
+    headers: &HeaderMap,
+    method: &str,
+    url: &str,
+    access_token: Option<&str>,
+) -> Result<dpop::Proof, OAuthError> {
+    let mut values = headers.get_all("dpop").iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return Err(bad_proof("exactly one DPoP header is required".into()));
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| bad_proof("the DPoP header is not text".into()))?;
+    dpop::verify(text, method, url, s.clock.now().timestamp(), access_token)
+        .map_err(|e| bad_proof(e.to_string()))
+}
+
+/// Verifies the request's DPoP proof and spends its `jti`.
 async fn proof(
     s: &ApiState,
     headers: &HeaderMap,
@@ -205,27 +232,14 @@ async fn proof(
     url: &str,
     access_token: Option<&str>,
 ) -> Result<dpop::Proof, OAuthError> {
-    let bad = |why: String| OAuthError {
-        error: "invalid_dpop_proof",
-        error_description: why,
-    };
-    let mut values = headers.get_all("dpop").iter();
-    let (Some(value), None) = (values.next(), values.next()) else {
-        return Err(bad("exactly one DPoP header is required".into()));
-    };
-    let text = value
-        .to_str()
-        .map_err(|_| bad("the DPoP header is not text".into()))?;
-    let now = s.clock.now();
-    let p = dpop::verify(text, method, url, now.timestamp(), access_token)
-        .map_err(|e| bad(e.to_string()))?;
+    let p = checked_proof(s, headers, method, url, access_token)?;
     if !s
         .store
-        .first_dpop_use(&p.jkt, &p.jti, now)
+        .first_dpop_use(&p.jkt, &p.jti, s.clock.now())
         .await
         .map_err(|_| unavailable())?
     {
-        return Err(bad("this DPoP proof was used before".into()));
+        return Err(bad_proof("this DPoP proof was used before".into()));
     }
     Ok(p)
 }
@@ -309,47 +323,74 @@ async fn issue(s: &ApiState, headers: &HeaderMap, f: TokenForm) -> Result<Value,
     let expires = DateTime::from_timestamp(checked.expires, 0)
         .map(|t| t.fixed_offset())
         .unwrap_or(now);
-    if !s
-        .store
-        .spend_assertion(&checked.client_id, &checked.jti, expires, now)
-        .await
-        .map_err(|_| unavailable())?
-    {
-        return Err(OAuthError::invalid_client(
-            "this client assertion was used before",
-        ));
-    }
-    let p = proof(s, headers, "POST", &url, None).await?;
-    if flow == Flow::Dashboard {
-        let claims = ShareClaims {
-            iss: s.config.public_url.clone(),
-            aud: GRANTS_AUDIENCE.to_owned(),
-            sub: party.id.clone(),
-            client_id: party.id.clone(),
-            iat: now.timestamp(),
-            exp: now.timestamp() + TOKEN_TTL,
-            jti: random_id(),
-            cnf: Cnf { jkt: p.jkt },
-        };
-        return Ok(json!({
-            "access_token": s.keys.current.sign("at+jwt", &claims),
-            "token_type": "DPoP",
-            "expires_in": TOKEN_TTL,
-        }));
-    }
-    let grant_id = if flow == Flow::Refresh {
-        refreshed(s, f.refresh_token.as_deref(), &p.jkt, now).await?
-    } else {
-        redeemed(s, &f, now).await?
+    let p = checked_proof(s, headers, "POST", &url, None)?;
+    // The signatures are checked; what is spent is spent in one transaction.
+    let challenge = f
+        .code_verifier
+        .as_deref()
+        .map(|v| URL_SAFE_NO_PAD.encode(Sha256::digest(v.as_bytes())));
+    let spent_hash;
+    let spend = match flow {
+        Flow::Dashboard => Spend::Dashboard,
+        Flow::Code => {
+            let code = f
+                .code
+                .as_deref()
+                .ok_or_else(|| OAuthError::invalid_request("code is missing"))?;
+            spent_hash = sha256_hex(code);
+            Spend::Code {
+                hash: &spent_hash,
+                redirect_uri: f.redirect_uri.as_deref(),
+                challenge: challenge.as_deref(),
+            }
+        }
+        Flow::Refresh => {
+            let token = f
+                .refresh_token
+                .as_deref()
+                .ok_or_else(|| OAuthError::invalid_request("refresh_token is missing"))?;
+            spent_hash = sha256_hex(token);
+            Spend::Refresh { hash: &spent_hash }
+        }
     };
-    let grant = live_grant(s, &grant_id, now).await?;
-    if grant.party_id != party.id {
-        return Err(invalid_grant("the grant was given to another client"));
-    }
+    // A new refresh token each time, bound to the same key; it never outlives the grant,
+    // which every use reads.
+    let refresh = (flow != Flow::Dashboard).then(|| format!("rt_{}{}", random_id(), random_id()));
+    let next = refresh.as_deref().map(sha256_hex);
+    let outcome = s
+        .store
+        .token_request(&TokenRequest {
+            party: &party.id,
+            assertion_jti: &checked.jti,
+            assertion_expires: expires,
+            jkt: &p.jkt,
+            proof_jti: &p.jti,
+            spend,
+            next_refresh: next.as_deref(),
+            now,
+        })
+        .await
+        .map_err(|_| unavailable())?;
+    let grant = match outcome {
+        TokenOutcome::AssertionReplayed => {
+            return Err(OAuthError::invalid_client(
+                "this client assertion was used before",
+            ))
+        }
+        TokenOutcome::ProofReplayed => {
+            return Err(bad_proof("this DPoP proof was used before".into()))
+        }
+        TokenOutcome::Refused(why) => return Err(invalid_grant(why)),
+        TokenOutcome::Granted(g) => g,
+    };
+    let (aud, sub) = match &grant {
+        Some(g) => (SHARE_AUDIENCE, g.id.clone()),
+        None => (GRANTS_AUDIENCE, party.id.clone()),
+    };
     let claims = ShareClaims {
         iss: s.config.public_url.clone(),
-        aud: SHARE_AUDIENCE.to_owned(),
-        sub: grant.id.clone(),
+        aud: aud.to_owned(),
+        sub,
         client_id: party.id.clone(),
         iat: now.timestamp(),
         exp: now.timestamp() + TOKEN_TTL,
@@ -357,13 +398,9 @@ async fn issue(s: &ApiState, headers: &HeaderMap, f: TokenForm) -> Result<Value,
         cnf: Cnf { jkt: p.jkt.clone() },
     };
     let token = s.keys.current.sign("at+jwt", &claims);
-    // A new refresh token each time, bound to the same key; it never outlives the grant,
-    // which every use reads.
-    let refresh = format!("rt_{}{}", random_id(), random_id());
-    s.store
-        .issue_refresh(&sha256_hex(&refresh), &grant.id, &p.jkt, now)
-        .await
-        .map_err(|_| unavailable())?;
+    let Some(grant) = grant else {
+        return Ok(json!({ "access_token": token, "token_type": "DPoP", "expires_in": TOKEN_TTL }));
+    };
     Ok(json!({
         "access_token": token,
         "token_type": "DPoP",
@@ -382,80 +419,6 @@ fn sha256_hex(text: &str) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-/// The grant of a refresh token, spent here; it must come with the key it is bound to.
-async fn refreshed(
-    s: &ApiState,
-    token: Option<&str>,
-    jkt: &str,
-    now: DateTime<FixedOffset>,
-) -> Result<String, OAuthError> {
-    let token = token.ok_or_else(|| OAuthError::invalid_request("refresh_token is missing"))?;
-    match s
-        .store
-        .use_refresh(&sha256_hex(token), now)
-        .await
-        .map_err(|_| unavailable())?
-    {
-        RefreshOutcome::Fresh {
-            grant_id,
-            jkt: bound,
-        } if bound == jkt => Ok(grant_id),
-        RefreshOutcome::Fresh { .. } => Err(invalid_grant(
-            "the refresh token is bound to another DPoP key",
-        )),
-        RefreshOutcome::Replayed { .. } => Err(invalid_grant(
-            "the refresh token was used before; its grant is revoked",
-        )),
-        RefreshOutcome::Missing => Err(invalid_grant("unknown refresh token")),
-    }
-}
-
-/// The grant of an authorization code, spent here, with its redirect URI and PKCE checked.
-async fn redeemed(
-    s: &ApiState,
-    f: &TokenForm,
-    now: DateTime<FixedOffset>,
-) -> Result<String, OAuthError> {
-    let code = f
-        .code
-        .as_deref()
-        .ok_or_else(|| OAuthError::invalid_request("code is missing"))?;
-    let hash = sha256_hex(code);
-    let (grant_id, redirect_uri, challenge) = match s
-        .store
-        .redeem_code(&hash, now)
-        .await
-        .map_err(|_| unavailable())?
-    {
-        CodeOutcome::Fresh {
-            grant_id,
-            redirect_uri,
-            code_challenge,
-        } => (grant_id, redirect_uri, code_challenge),
-        CodeOutcome::Replayed { .. } => {
-            return Err(invalid_grant(
-                "the code was used before; the grant it made is revoked",
-            ))
-        }
-        CodeOutcome::Missing => return Err(invalid_grant("unknown or expired code")),
-    };
-    if f.redirect_uri.as_deref() != Some(redirect_uri.as_str()) {
-        return Err(invalid_grant(
-            "redirect_uri differs from the authorization request's",
-        ));
-    }
-    let verifier = f
-        .code_verifier
-        .as_deref()
-        .ok_or_else(|| invalid_grant("code_verifier is missing"))?;
-    if URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes())) != challenge {
-        return Err(invalid_grant(
-            "code_verifier does not match the code_challenge",
-        ));
-    }
-    Ok(grant_id)
 }
 
 async fn live_grant(

@@ -38,7 +38,7 @@ pub use outbox::{ApplicationNews, OutboxItem, OutboxRow, OutboxState, Settle};
 pub use portal::*;
 pub use register::{IngestBatch, IngestKind, IngestOutcome, RegisterChanges};
 pub use sessions::PortalSession;
-pub use sharing::{CodeOutcome, DueRevocation, Grant, NewGrant, PartySpec, RefreshOutcome};
+pub use sharing::{DueRevocation, Grant, NewGrant, PartySpec, Spend, TokenOutcome, TokenRequest};
 pub use staff::{
     Handled, ResidentNotice, ResidentOverview, WorkItem, WorkKind, WorkList, MAX_STAFF_NOTE,
     QUEUE_PAGE,

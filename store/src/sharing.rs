@@ -69,19 +69,51 @@ pub struct DueRevocation {
     pub attempts: i64,
 }
 
-/// A refresh token presented at the token endpoint.
+/// What a token request spends: a code (with what it must match), a refresh token, or
+/// nothing (the party's dashboard).
+#[derive(Debug, Clone)]
+pub enum Spend<'a> {
+    Code {
+        /// SHA-256 (hex) of the code.
+        hash: &'a str,
+        redirect_uri: Option<&'a str>,
+        /// base64url(SHA-256(code_verifier)): what the code's challenge must be.
+        challenge: Option<&'a str>,
+    },
+    Refresh {
+        /// SHA-256 (hex) of the refresh token.
+        hash: &'a str,
+    },
+    Dashboard,
+}
+
+/// A token request, checked in one write transaction: the client assertion's and the DPoP
+/// proof's `jti` spent, the code or refresh token spent, the grant read, the next refresh
+/// token kept. (Several transactions a request queue for SQLite's one write lock.)
+#[derive(Debug, Clone)]
+pub struct TokenRequest<'a> {
+    pub party: &'a str,
+    pub assertion_jti: &'a str,
+    /// Until when the assertion could be accepted (its `jti` is kept that long).
+    pub assertion_expires: DateTime<FixedOffset>,
+    /// The DPoP key's thumbprint and the proof's `jti`.
+    pub jkt: &'a str,
+    pub proof_jti: &'a str,
+    pub spend: Spend<'a>,
+    /// SHA-256 (hex) of the refresh token to hand out with the access token.
+    pub next_refresh: Option<&'a str>,
+    pub now: DateTime<FixedOffset>,
+}
+
+/// How a token request ended. Whatever was spent stays spent.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RefreshOutcome {
-    /// First use: its grant and the DPoP key it is bound to.
-    Fresh {
-        grant_id: String,
-        jkt: String,
-    },
-    /// Used before: someone holds a copy, so the grant is revoked.
-    Replayed {
-        grant_id: String,
-    },
-    Missing,
+pub enum TokenOutcome {
+    AssertionReplayed,
+    ProofReplayed,
+    /// `invalid_grant`, with the reason.
+    Refused(&'static str),
+    /// The grant the token is for (none for the dashboard).
+    Granted(Option<Grant>),
 }
 
 /// A new grant and the code that carries it back to the party.
@@ -100,21 +132,6 @@ pub struct NewGrant<'a> {
     pub code_challenge: &'a str,
     pub code_expires_at: DateTime<FixedOffset>,
     pub now: DateTime<FixedOffset>,
-}
-
-/// A code presented at the token endpoint.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CodeOutcome {
-    /// First use, in time: what it was bound to.
-    Fresh {
-        grant_id: String,
-        redirect_uri: String,
-        code_challenge: String,
-    },
-    /// Used before: the grant it made is revoked (RFC 6749 §4.1.2).
-    Replayed { grant_id: String },
-    /// Unknown or expired.
-    Missing,
 }
 
 fn corrupt(what: &'static str, detail: impl std::fmt::Display) -> StoreError {
@@ -283,54 +300,6 @@ impl Store {
         let grant = grant_from_row(&row)?;
         tx.commit().await.map_err(q(what))?;
         Ok(grant)
-    }
-
-    /// Takes a code at the token endpoint: once, before it expires. A second use revokes
-    /// the grant it made.
-    pub async fn redeem_code(
-        &self,
-        code_hash: &str,
-        now: DateTime<FixedOffset>,
-    ) -> Result<CodeOutcome> {
-        let what = "redeeming an authorization code";
-        let mut tx = self.begin_write(what).await?;
-        let row = sqlx::query(self.sql(
-            "SELECT grant_id, redirect_uri, code_challenge, expires_at, used_at
-             FROM share_codes WHERE code_hash = $1",
-        ))
-        .bind(code_hash.to_owned())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(q(what))?;
-        let Some(r) = row else {
-            return Ok(CodeOutcome::Missing);
-        };
-        let text = |c: &str| r.try_get::<String, _>(c).map_err(q(what));
-        let grant_id = text("grant_id")?;
-        let used: Option<String> = r.try_get("used_at").map_err(q(what))?;
-        let at = utc_text(now);
-        if used.is_some() {
-            self.revoke_replayed(&mut tx, &grant_id, "share.code.replayed", now)
-                .await?;
-            tx.commit().await.map_err(q(what))?;
-            return Ok(CodeOutcome::Replayed { grant_id });
-        }
-        if parse_time("code expiry", &text("expires_at")?)? <= now {
-            return Ok(CodeOutcome::Missing);
-        }
-        sqlx::query(self.sql("UPDATE share_codes SET used_at = $2 WHERE code_hash = $1"))
-            .bind(code_hash.to_owned())
-            .bind(at)
-            .execute(&mut *tx)
-            .await
-            .map_err(q(what))?;
-        let out = CodeOutcome::Fresh {
-            grant_id,
-            redirect_uri: text("redirect_uri")?,
-            code_challenge: text("code_challenge")?,
-        };
-        tx.commit().await.map_err(q(what))?;
-        Ok(out)
     }
 
     pub async fn grant(&self, id: &str) -> Result<Option<Grant>> {
@@ -524,64 +493,189 @@ impl Store {
         Ok(())
     }
 
-    /// Keeps a refresh token (its SHA-256) for `grant`, bound to the DPoP key `jkt`.
-    pub async fn issue_refresh(
-        &self,
-        token_hash: &str,
-        grant_id: &str,
-        jkt: &str,
-        now: DateTime<FixedOffset>,
-    ) -> Result<()> {
-        sqlx::query(self.sql(
-            "INSERT INTO share_refresh_tokens (token_hash, grant_id, jkt, created_at)
-             VALUES ($1, $2, $3, $4)",
+    /// A token request in one transaction (see `TokenRequest`).
+    pub async fn token_request(&self, t: &TokenRequest<'_>) -> Result<TokenOutcome> {
+        let what = "taking a token request";
+        let at = utc_text(t.now);
+        let mut tx = self.begin_write(what).await?;
+        let fresh = sqlx::query(self.sql(
+            "INSERT INTO agency_assertions (agency_id, jti, expires_at) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING",
         ))
-        .bind(token_hash.to_owned())
-        .bind(grant_id.to_owned())
-        .bind(jkt.to_owned())
-        .bind(utc_text(now))
-        .execute(&self.pool)
+        .bind(t.party.to_owned())
+        .bind(t.assertion_jti.to_owned())
+        .bind(utc_text(t.assertion_expires))
+        .execute(&mut *tx)
         .await
-        .map_err(q("keeping a refresh token"))?;
-        Ok(())
+        .map_err(q(what))?;
+        if fresh.rows_affected() == 0 {
+            return Ok(TokenOutcome::AssertionReplayed);
+        }
+        let fresh = sqlx::query(self.sql(
+            "INSERT INTO dpop_proofs (jkt, jti, seen_at) VALUES ($1, $2, $3)
+             ON CONFLICT (jkt, jti) DO NOTHING",
+        ))
+        .bind(t.jkt.to_owned())
+        .bind(t.proof_jti.to_owned())
+        .bind(at.clone())
+        .execute(&mut *tx)
+        .await
+        .map_err(q(what))?;
+        if fresh.rows_affected() == 0 {
+            return Ok(TokenOutcome::ProofReplayed);
+        }
+        let spent = match t.spend {
+            Spend::Dashboard => None,
+            Spend::Code {
+                hash,
+                redirect_uri,
+                challenge,
+            } => Some(
+                self.spend_code(&mut tx, hash, redirect_uri, challenge, t.now)
+                    .await?,
+            ),
+            Spend::Refresh { hash } => Some(self.spend_refresh(&mut tx, hash, t.jkt, t.now).await?),
+        };
+        let grant = match spent {
+            None => None,
+            Some(Err(why)) => {
+                tx.commit().await.map_err(q(what))?;
+                return Ok(TokenOutcome::Refused(why));
+            }
+            Some(Ok(id)) => {
+                let row = sqlx::query(self.sql_built(format!(
+                    "SELECT {GRANT_COLUMNS} FROM share_grants WHERE id = $1"
+                )))
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(q(what))?;
+                let grant = row.as_ref().map(grant_from_row).transpose()?;
+                let why = match &grant {
+                    Some(g) if !g.live(t.now) => Some("the grant is revoked or expired"),
+                    Some(g) if g.party_id != t.party => {
+                        Some("the grant was given to another client")
+                    }
+                    Some(_) => None,
+                    None => Some("the grant is revoked or expired"),
+                };
+                if let Some(why) = why {
+                    tx.commit().await.map_err(q(what))?;
+                    return Ok(TokenOutcome::Refused(why));
+                }
+                grant
+            }
+        };
+        if let (Some(g), Some(next)) = (&grant, t.next_refresh) {
+            sqlx::query(self.sql(
+                "INSERT INTO share_refresh_tokens (token_hash, grant_id, jkt, created_at)
+                 VALUES ($1, $2, $3, $4)",
+            ))
+            .bind(next.to_owned())
+            .bind(g.id.clone())
+            .bind(t.jkt.to_owned())
+            .bind(at)
+            .execute(&mut *tx)
+            .await
+            .map_err(q(what))?;
+        }
+        tx.commit().await.map_err(q(what))?;
+        Ok(TokenOutcome::Granted(grant))
     }
 
-    /// Spends a refresh token: once. A second use revokes its grant, as a code's does.
-    pub async fn use_refresh(
+    /// Spends a code in `tx`: its grant, or why not. A second use revokes the grant.
+    async fn spend_code(
         &self,
-        token_hash: &str,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        hash: &str,
+        redirect_uri: Option<&str>,
+        challenge: Option<&str>,
         now: DateTime<FixedOffset>,
-    ) -> Result<RefreshOutcome> {
+    ) -> Result<std::result::Result<String, &'static str>> {
+        let what = "redeeming an authorization code";
+        let row = sqlx::query(self.sql(
+            "SELECT grant_id, redirect_uri, code_challenge, expires_at, used_at
+             FROM share_codes WHERE code_hash = $1",
+        ))
+        .bind(hash.to_owned())
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(q(what))?;
+        let Some(r) = row else {
+            return Ok(Err("unknown or expired code"));
+        };
+        let text = |c: &str| r.try_get::<String, _>(c).map_err(q(what));
+        let grant_id = text("grant_id")?;
+        if r.try_get::<Option<String>, _>("used_at")
+            .map_err(q(what))?
+            .is_some()
+        {
+            self.revoke_replayed(tx, &grant_id, "share.code.replayed", now)
+                .await?;
+            return Ok(Err(
+                "the code was used before; the grant it made is revoked",
+            ));
+        }
+        if parse_time("code expiry", &text("expires_at")?)? <= now {
+            return Ok(Err("unknown or expired code"));
+        }
+        sqlx::query(self.sql("UPDATE share_codes SET used_at = $2 WHERE code_hash = $1"))
+            .bind(hash.to_owned())
+            .bind(utc_text(now))
+            .execute(&mut **tx)
+            .await
+            .map_err(q(what))?;
+        if redirect_uri != Some(text("redirect_uri")?.as_str()) {
+            return Ok(Err("redirect_uri differs from the authorization request's"));
+        }
+        if challenge != Some(text("code_challenge")?.as_str()) {
+            return Ok(Err("code_verifier does not match the code_challenge"));
+        }
+        Ok(Ok(grant_id))
+    }
+
+    /// Spends a refresh token in `tx`: its grant, or why not. It must come with the key it
+    /// is bound to; a second use revokes the grant.
+    async fn spend_refresh(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        hash: &str,
+        jkt: &str,
+        now: DateTime<FixedOffset>,
+    ) -> Result<std::result::Result<String, &'static str>> {
         let what = "using a refresh token";
-        let mut tx = self.begin_write(what).await?;
         let row =
             sqlx::query(self.sql(
                 "SELECT grant_id, jkt, used_at FROM share_refresh_tokens WHERE token_hash = $1",
             ))
-            .bind(token_hash.to_owned())
-            .fetch_optional(&mut *tx)
+            .bind(hash.to_owned())
+            .fetch_optional(&mut **tx)
             .await
             .map_err(q(what))?;
         let Some(r) = row else {
-            return Ok(RefreshOutcome::Missing);
+            return Ok(Err("unknown refresh token"));
         };
         let grant_id: String = r.try_get("grant_id").map_err(q(what))?;
-        let used: Option<String> = r.try_get("used_at").map_err(q(what))?;
-        if used.is_some() {
-            self.revoke_replayed(&mut tx, &grant_id, "share.refresh.replayed", now)
+        if r.try_get::<Option<String>, _>("used_at")
+            .map_err(q(what))?
+            .is_some()
+        {
+            self.revoke_replayed(tx, &grant_id, "share.refresh.replayed", now)
                 .await?;
-            tx.commit().await.map_err(q(what))?;
-            return Ok(RefreshOutcome::Replayed { grant_id });
+            return Ok(Err(
+                "the refresh token was used before; its grant is revoked",
+            ));
         }
         sqlx::query(self.sql("UPDATE share_refresh_tokens SET used_at = $2 WHERE token_hash = $1"))
-            .bind(token_hash.to_owned())
+            .bind(hash.to_owned())
             .bind(utc_text(now))
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await
             .map_err(q(what))?;
-        let jkt: String = r.try_get("jkt").map_err(q(what))?;
-        tx.commit().await.map_err(q(what))?;
-        Ok(RefreshOutcome::Fresh { grant_id, jkt })
+        if r.try_get::<String, _>("jkt").map_err(q(what))? != jkt {
+            return Ok(Err("the refresh token is bound to another DPoP key"));
+        }
+        Ok(Ok(grant_id))
     }
 
     /// Records that a grant was used (its dashboards' "last use").
