@@ -75,17 +75,6 @@ fn random(bytes: usize) -> String {
     URL_SAFE_NO_PAD.encode(b)
 }
 
-/// SHA-256 of a code, hex, as the store keeps it (base64url of the same digest is
-/// `access_token_hash`, which is also the PKCE S256 challenge of a verifier).
-fn code_hash(code: &str) -> String {
-    URL_SAFE_NO_PAD
-        .decode(access_token_hash(code))
-        .expect("base64url")
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// application/x-www-form-urlencoded of a value.
 fn form_value(v: &str) -> String {
     let mut out = String::with_capacity(v.len());
@@ -267,7 +256,7 @@ async fn main() {
                 items: &items,
                 purpose: "年末調整の申告書に住所と氏名を記入するため",
                 expires_at: after(now, Duration::from_secs(30 * 86_400)),
-                code_hash: &code_hash(&code),
+                code_hash: &oshirase_store::secret_digest(&code),
                 redirect_uri: REDIRECT,
                 code_challenge: &access_token_hash(&verifier),
                 code_expires_at: after(now, Duration::from_secs(600)),

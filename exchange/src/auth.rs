@@ -244,6 +244,30 @@ pub fn check_bearer(
         })
         .map(str::trim)
         .ok_or(BearerError::Missing)?;
+    check_access_token(keys, issuer, API_AUDIENCE, token, now)
+}
+
+/// Claims of an access token of ours: they say until when it holds.
+pub trait Expiring {
+    /// `exp`, Unix seconds.
+    fn expires(&self) -> i64;
+}
+
+impl Expiring for AccessClaims {
+    fn expires(&self) -> i64 {
+        self.exp
+    }
+}
+
+/// Checks an access token we issued for `audience` (`at+jwt`, ES256 by one of our published
+/// keys, our issuer, not expired) and gives its claims.
+pub fn check_access_token<C: serde::de::DeserializeOwned + Expiring>(
+    keys: &Keys,
+    issuer: &str,
+    audience: &str,
+    token: &str,
+    now: DateTime<FixedOffset>,
+) -> Result<C, BearerError> {
     let header =
         jsonwebtoken::decode_header(token).map_err(|_| BearerError::Invalid("malformed token"))?;
     if header.alg != Algorithm::ES256 || header.typ.as_deref() != Some("at+jwt") {
@@ -254,16 +278,16 @@ pub fn check_bearer(
         .find(|k| header.kid.as_deref() == Some(k.kid()))
         .ok_or(BearerError::Invalid("signed with an unknown key"))?;
     let mut validation = Validation::new(Algorithm::ES256);
-    validation.set_audience(&[API_AUDIENCE]);
+    validation.set_audience(&[audience]);
     validation.set_issuer(&[issuer]);
     validation.validate_exp = false;
     validation.validate_nbf = false;
     validation.leeway = 0;
     validation.required_spec_claims =
         HashSet::from(["exp", "sub", "iss", "aud"].map(str::to_owned));
-    let data = jsonwebtoken::decode::<AccessClaims>(token, key.verifier(), &validation)
+    let data = jsonwebtoken::decode::<C>(token, key.verifier(), &validation)
         .map_err(|_| BearerError::Invalid("bad token"))?;
-    if data.claims.exp < now.timestamp() {
+    if data.claims.expires() < now.timestamp() {
         return Err(BearerError::Invalid("the token has expired"));
     }
     Ok(data.claims)

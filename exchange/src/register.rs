@@ -29,18 +29,38 @@ pub enum Verification {
 
 const NO_PURPOSE: &str = "it holds no purpose";
 
-/// Every problem with a registration, at once.
-pub fn check(spec: &AgencySpec, exchange: &Exchange) -> Vec<String> {
+/// What every client of the API (an agency, a core system, a party) must be: an id of 1 to
+/// 64 of a-z, 0-9 and '-', and a JSON Web Key Set of public keys.
+pub(crate) fn client_problems(id: &str, client_jwks: &str) -> Vec<String> {
     let mut problems = Vec::new();
-    let id_ok = !spec.id.is_empty()
-        && spec.id.len() <= 64
-        && spec
-            .id
+    let id_ok = !id.is_empty()
+        && id.len() <= 64
+        && id
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     if !id_ok {
         problems.push("the id must be 1 to 64 of a-z, 0-9 and '-'".to_owned());
     }
+    match serde_json::from_str::<JwkSet>(client_jwks) {
+        Err(e) => problems.push(format!("the client keys are not a JSON Web Key Set: {e}")),
+        Ok(set) if set.keys.is_empty() => problems.push("the client key set has no key".to_owned()),
+        Ok(set) => {
+            for k in &set.keys {
+                if matches!(k.algorithm, AlgorithmParameters::OctetKey(_)) {
+                    problems.push(
+                        "the client key set holds a symmetric key: register public keys only"
+                            .to_owned(),
+                    );
+                }
+            }
+        }
+    }
+    problems
+}
+
+/// Every problem with a registration, at once.
+pub fn check(spec: &AgencySpec, exchange: &Exchange) -> Vec<String> {
+    let mut problems = client_problems(&spec.id, &spec.client_jwks);
     if spec.name.trim().is_empty() {
         problems.push("the name is empty".to_owned());
     }
@@ -62,20 +82,6 @@ pub fn check(spec: &AgencySpec, exchange: &Exchange) -> Vec<String> {
             "dictionary version {} does not exist (1 to {latest})",
             spec.dictionary_version
         ));
-    }
-    match serde_json::from_str::<JwkSet>(&spec.client_jwks) {
-        Err(e) => problems.push(format!("the client keys are not a JSON Web Key Set: {e}")),
-        Ok(set) if set.keys.is_empty() => problems.push("the client key set has no key".to_owned()),
-        Ok(set) => {
-            for k in &set.keys {
-                if matches!(k.algorithm, AlgorithmParameters::OctetKey(_)) {
-                    problems.push(
-                        "the client key set holds a symmetric key: register public keys only"
-                            .to_owned(),
-                    );
-                }
-            }
-        }
     }
     if let Some(e) = &spec.endpoint {
         match url::Url::parse(e) {

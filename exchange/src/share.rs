@@ -11,7 +11,6 @@ use axum::{Form, Json};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use chrono::{DateTime, FixedOffset};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use oshirase_store::{Grant, Provision, Spend, TokenOutcome, TokenRequest};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -35,15 +34,7 @@ pub fn check_party(
     p: &oshirase_store::PartySpec,
     exchange: &oshirase_engine::purposes::Exchange,
 ) -> Vec<String> {
-    let mut problems = Vec::new();
-    let id_ok = !p.id.is_empty()
-        && p.id.len() <= 64
-        && p.id
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if !id_ok {
-        problems.push("the id must be 1 to 64 of a-z, 0-9 and '-'".to_owned());
-    }
+    let mut problems = crate::register::client_problems(&p.id, &p.client_jwks);
     if p.name.trim().is_empty() || p.purpose.trim().is_empty() {
         problems
             .push("the name and the purpose must be given: the consent page shows them".to_owned());
@@ -74,11 +65,6 @@ pub fn check_party(
     }
     if !(1..=366).contains(&p.max_grant_days) {
         problems.push("max_grant_days must be 1 to 366".to_owned());
-    }
-    match serde_json::from_str::<jsonwebtoken::jwk::JwkSet>(&p.client_jwks) {
-        Err(e) => problems.push(format!("the client keys are not a JSON Web Key Set: {e}")),
-        Ok(set) if set.keys.is_empty() => problems.push("the client key set has no key".to_owned()),
-        Ok(_) => {}
     }
     problems
 }
@@ -337,7 +323,7 @@ async fn issue(s: &ApiState, headers: &HeaderMap, f: TokenForm) -> Result<Value,
                 .code
                 .as_deref()
                 .ok_or_else(|| OAuthError::invalid_request("code is missing"))?;
-            spent_hash = sha256_hex(code);
+            spent_hash = oshirase_store::secret_digest(code);
             Spend::Code {
                 hash: &spent_hash,
                 redirect_uri: f.redirect_uri.as_deref(),
@@ -349,14 +335,14 @@ async fn issue(s: &ApiState, headers: &HeaderMap, f: TokenForm) -> Result<Value,
                 .refresh_token
                 .as_deref()
                 .ok_or_else(|| OAuthError::invalid_request("refresh_token is missing"))?;
-            spent_hash = sha256_hex(token);
+            spent_hash = oshirase_store::secret_digest(token);
             Spend::Refresh { hash: &spent_hash }
         }
     };
     // A new refresh token each time, bound to the same key; it never outlives the grant,
     // which every use reads.
     let refresh = (flow != Flow::Dashboard).then(|| format!("rt_{}{}", random_id(), random_id()));
-    let next = refresh.as_deref().map(sha256_hex);
+    let next = refresh.as_deref().map(oshirase_store::secret_digest);
     let outcome = s
         .store
         .token_request(&TokenRequest {
@@ -414,13 +400,6 @@ async fn issue(s: &ApiState, headers: &HeaderMap, f: TokenForm) -> Result<Value,
     }))
 }
 
-fn sha256_hex(text: &str) -> String {
-    Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 async fn live_grant(
     s: &ApiState,
     id: &str,
@@ -467,8 +446,14 @@ async fn bound_call(
             "a DPoP-bound access token is required (Authorization: DPoP …)",
         )));
     };
-    let claims = check_token(s, token, audience, s.clock.now())
-        .map_err(|why| Box::new(invalid_token(why)))?;
+    let claims: ShareClaims = auth::check_access_token(
+        &s.keys,
+        &s.config.public_url,
+        audience,
+        token,
+        s.clock.now(),
+    )
+    .map_err(|e| Box::new(invalid_token(&e.to_string())))?;
     let p = proof(s, headers, "GET", url, Some(token))
         .await
         .map_err(|e| Box::new(oauth(StatusCode::UNAUTHORIZED, e)))?;
@@ -556,36 +541,10 @@ pub(crate) async fn grants(State(s): State<ApiState>, headers: HeaderMap) -> Res
         .into_response()
 }
 
-fn check_token(
-    s: &ApiState,
-    token: &str,
-    audience: &str,
-    now: DateTime<FixedOffset>,
-) -> Result<ShareClaims, &'static str> {
-    let header = jsonwebtoken::decode_header(token).map_err(|_| "malformed token")?;
-    if header.alg != Algorithm::ES256 || header.typ.as_deref() != Some("at+jwt") {
-        return Err("not an access token of this service");
+impl auth::Expiring for ShareClaims {
+    fn expires(&self) -> i64 {
+        self.exp
     }
-    let key = std::iter::once(&s.keys.current)
-        .chain(&s.keys.previous)
-        .find(|k| header.kid.as_deref() == Some(k.kid()))
-        .ok_or("signed with an unknown key")?;
-    let decoding = DecodingKey::from_jwk(
-        &serde_json::from_value(key.public_jwk()).map_err(|_| "signed with an unknown key")?,
-    )
-    .map_err(|_| "signed with an unknown key")?;
-    let mut validation = Validation::new(Algorithm::ES256);
-    validation.set_audience(&[audience]);
-    validation.set_issuer(&[s.config.public_url.as_str()]);
-    validation.validate_exp = false;
-    validation.validate_nbf = false;
-    let c = jsonwebtoken::decode::<ShareClaims>(token, &decoding, &validation)
-        .map_err(|_| "bad token")?
-        .claims;
-    if c.exp < now.timestamp() {
-        return Err("expired");
-    }
-    Ok(c)
 }
 
 #[derive(Debug, thiserror::Error)]

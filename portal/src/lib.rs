@@ -231,23 +231,26 @@ async fn security_headers(State(state): State<PortalState>, req: Request, next: 
     r
 }
 
-/// The Content-Security-Policy of every page; `form_action` is where its forms (and the
-/// redirects that answer them) may go.
-pub(crate) fn content_security_policy(form_action: &str) -> Option<HeaderValue> {
-    HeaderValue::from_str(&format!(
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-         connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action {form_action}"
-    ))
-    .ok()
+/// The Content-Security-Policy of every page, up to where its forms may go.
+const CSP_BUT_FORMS: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+    img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action";
+
+/// The policy of a page whose forms (and the redirects that answer them) may also go to
+/// `origin`: the consent page, answered with a redirect to the party.
+pub(crate) fn csp_with_form_action(origin: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(&format!("{CSP_BUT_FORMS} 'self' {origin}")).ok()
 }
 
 /// The headers of `security_headers`, for the portal and the staff console alike. A page
-/// that set its own policy keeps it (the consent page, whose form is answered with a
-/// redirect to the party).
+/// that set its own policy keeps it.
 pub(crate) fn security_headers_on(h: &mut axum::http::HeaderMap, secure: bool) {
-    if let Some(csp) = content_security_policy("'self'") {
-        h.entry(header::CONTENT_SECURITY_POLICY).or_insert(csp);
-    }
+    // Every response: built once, not formatted per request.
+    static DEFAULT_CSP: std::sync::LazyLock<HeaderValue> = std::sync::LazyLock::new(|| {
+        HeaderValue::from_str(&format!("{CSP_BUT_FORMS} 'self'"))
+            .expect("a fixed policy is a valid header value")
+    });
+    h.entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert_with(|| DEFAULT_CSP.clone());
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),

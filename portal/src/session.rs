@@ -119,10 +119,7 @@ fn secret() -> Result<String, StoreError> {
 
 /// What is stored for an id: its digest, so the table gives no session away.
 fn digest(id: &str) -> String {
-    Sha256::digest(id.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    oshirase_store::secret_digest(id)
 }
 
 /// Whether `s` could be an id this portal issued: anything else is not looked up.

@@ -110,6 +110,16 @@ pub struct Store {
     exchange: Option<std::sync::Arc<oshirase_engine::purposes::Exchange>>,
 }
 
+/// What the store keeps of a secret it must recognise but never give away (a session id,
+/// an authorization code, a refresh token): its SHA-256, in hex.
+pub fn secret_digest(secret: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(secret.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Outbox times are UTC with a fixed format, so that text comparison is time order on both
 /// backends.
 pub fn utc_text(t: DateTime<FixedOffset>) -> String {

@@ -18,7 +18,6 @@ use oshirase_engine::clock::after;
 use oshirase_store::{NewGrant, PartySpec};
 use serde::Deserialize;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use super::{forbidden, message, render, PageReader};
 use crate::PortalState;
@@ -408,7 +407,7 @@ pub(crate) async fn authorize(
             ])),
         },
     );
-    if let Some(csp) = crate::content_security_policy(&format!("'self' {origin}")) {
+    if let Some(csp) = crate::csp_with_form_action(&origin) {
         page.headers_mut()
             .insert(axum::http::header::CONTENT_SECURITY_POLICY, csp);
     }
@@ -419,14 +418,6 @@ fn random_text(bytes: usize) -> Result<String, getrandom::Error> {
     let mut b = vec![0u8; bytes];
     getrandom::fill(&mut b)?;
     Ok(URL_SAFE_NO_PAD.encode(b))
-}
-
-/// SHA-256 of a code, hex: what the store keeps.
-pub fn code_hash(code: &str) -> String {
-    Sha256::digest(code.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 pub(crate) async fn approve(
@@ -499,7 +490,7 @@ pub(crate) async fn approve(
     };
     let now = s.now();
     let grant_id = format!("g_{id}");
-    let hash = code_hash(&code);
+    let hash = oshirase_store::secret_digest(&code);
     let grant = NewGrant {
         id: &grant_id,
         resident_id: whom.as_str(),
