@@ -46,6 +46,35 @@ pub struct JwtConfig {
     pub leeway_seconds: u64,
 }
 
+impl JwtConfig {
+    /// What is wrong with an identity provider's settings (the portal's, the console's).
+    pub(crate) fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.issuer.trim().is_empty() {
+            problems.push("jwt issuer is empty".to_owned());
+        }
+        match &self.key {
+            JwtKey::Hs256(s) if s.expose().len() < 32 => problems
+                .push("the HS256 secret must be at least 32 bytes (use a random value)".into()),
+            JwtKey::Rs256PublicPem(pem) | JwtKey::Es256PublicPem(pem)
+                if !pem.contains("-----BEGIN") =>
+            {
+                problems.push("the JWT public key must be PEM (-----BEGIN PUBLIC KEY-----)".into())
+            }
+            _ => {}
+        }
+        problems
+    }
+}
+
+/// Why `url` cannot be a public URL of ours (an http(s) URL), if it cannot.
+pub(crate) fn public_url_problem(url: &str) -> Option<String> {
+    match url::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => None,
+        _ => Some(format!("public URL {url:?} must be an http(s) URL")),
+    }
+}
+
 /// Requests per reader (or per client without a valid token): a token bucket refilled at
 /// `per_second`, holding up to `burst`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -189,27 +218,8 @@ impl PortalConfig {
 
     /// Every problem with the configuration, at once.
     pub fn check(&self) -> Result<(), ConfigError> {
-        let mut problems = Vec::new();
-        if self.jwt.issuer.trim().is_empty() {
-            problems.push("jwt issuer is empty".to_owned());
-        }
-        match &self.jwt.key {
-            JwtKey::Hs256(s) if s.expose().len() < 32 => problems
-                .push("the HS256 secret must be at least 32 bytes (use a random value)".into()),
-            JwtKey::Rs256PublicPem(pem) | JwtKey::Es256PublicPem(pem)
-                if !pem.contains("-----BEGIN") =>
-            {
-                problems.push("the JWT public key must be PEM (-----BEGIN PUBLIC KEY-----)".into())
-            }
-            _ => {}
-        }
-        match url::Url::parse(&self.public_url) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
-            _ => problems.push(format!(
-                "public URL {:?} must be an http(s) URL",
-                self.public_url
-            )),
-        }
+        let mut problems = self.jwt.problems();
+        problems.extend(public_url_problem(&self.public_url));
         for o in &self.cors_origins {
             let ok = url::Url::parse(o).is_ok_and(|u| {
                 matches!(u.scheme(), "http" | "https")

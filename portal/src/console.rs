@@ -55,22 +55,13 @@ pub struct ConsoleConfig {
 impl ConsoleConfig {
     /// Every problem with the configuration, at once.
     pub fn check(&self) -> Result<(), ConfigError> {
-        let mut problems = Vec::new();
-        if self.jwt.issuer.trim().is_empty() {
-            problems.push("console: the staff identity provider's issuer is empty".to_owned());
-        }
-        if let JwtKey::Hs256(s) = &self.jwt.key {
-            if s.expose().len() < 32 {
-                problems.push("console: the HS256 secret must be at least 32 bytes".to_owned());
-            }
-        }
-        if !matches!(url::Url::parse(&self.public_url), Ok(u) if matches!(u.scheme(), "http" | "https"))
-        {
-            problems.push(format!(
-                "console: public URL {:?} must be an http(s) URL",
-                self.public_url
-            ));
-        }
+        let mut problems: Vec<String> = self
+            .jwt
+            .problems()
+            .into_iter()
+            .chain(crate::config::public_url_problem(&self.public_url))
+            .map(|p| format!("console: {p}"))
+            .collect();
         for (rule, dept) in &self.rule_departments {
             if !self.departments.contains_key(dept) {
                 problems.push(format!(
@@ -628,8 +619,8 @@ async fn queue(
         let Some(scope) = who.staff().scope(kind, config) else {
             continue;
         };
-        let list = match s.0.store.work_queue(&[kind], scope.as_deref()).await {
-            Ok(mut l) => l.remove(0),
+        let list = match s.0.store.work_list(kind, scope.as_deref()).await {
+            Ok(l) => l,
             Err(e) => return s.failed(e),
         };
         let (heading, todo) = what_to_do(kind);

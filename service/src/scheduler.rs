@@ -56,6 +56,9 @@ pub struct Scheduler {
     decided: std::sync::Mutex<Option<(NaiveDate, i64, HashSet<DecisionKey>)>>,
     /// The rule-set version already recorded in the store.
     recorded_rule_set: std::sync::Mutex<Option<String>>,
+    /// Whether the store holds rule failures from this process's last run (unknown until the
+    /// first): a run without failures after one without needs no write.
+    failures_stored: std::sync::Mutex<Option<bool>>,
 }
 
 impl Scheduler {
@@ -72,6 +75,7 @@ impl Scheduler {
             register: tokio::sync::Mutex::new(None),
             decided: std::sync::Mutex::new(None),
             recorded_rule_set: std::sync::Mutex::new(None),
+            failures_stored: std::sync::Mutex::new(None),
         }
     }
 
@@ -195,10 +199,15 @@ impl Scheduler {
                 keys.extend(fresh_keys);
             }
         }
-        // The staff console lists the last run's failures.
-        self.store
-            .record_rule_failures(day, &result.failures, self.clock.now())
-            .await?;
+        // The staff console lists the last run's failures; most days there are none to
+        // replace with none, and the day's run takes no extra write.
+        let stored = *self.failures_stored.lock().expect("not poisoned");
+        if stored != Some(false) || !result.failures.is_empty() {
+            self.store
+                .record_rule_failures(day, &result.failures, self.clock.now())
+                .await?;
+            *self.failures_stored.lock().expect("not poisoned") = Some(!result.failures.is_empty());
+        }
         let already_decided = commit.already_decided + known;
         tracing::info!(%day, decisions = result.decisions.len(), inserted = commit.inserted, already = already_decided, "day committed");
         Ok(DayReport {

@@ -186,25 +186,9 @@ impl Store {
         query.fetch_all(&self.pool).await.map_err(q(what))
     }
 
-    /// The work queue: each kind's oldest items first, within `scope`, with the counts.
-    pub async fn work_queue(
-        &self,
-        kinds: &[WorkKind],
-        scope: Option<&[RuleId]>,
-    ) -> Result<Vec<WorkList>> {
-        let mut out = Vec::new();
-        for &kind in kinds {
-            let (items, total) = self.work_items(kind, scope).await?;
-            out.push(WorkList { kind, total, items });
-        }
-        Ok(out)
-    }
-
-    async fn work_items(
-        &self,
-        kind: WorkKind,
-        scope: Option<&[RuleId]>,
-    ) -> Result<(Vec<WorkItem>, i64)> {
+    /// One kind of the work queue: its oldest items first, within `scope`, with the count
+    /// of all that wait.
+    pub async fn work_list(&self, kind: WorkKind, scope: Option<&[RuleId]>) -> Result<WorkList> {
         let what = "reading the staff work queue";
         let (from, column, select, order) = match kind {
             WorkKind::StaffNotice => (
@@ -313,7 +297,7 @@ impl Store {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok((items, total))
+        Ok(WorkList { kind, total, items })
     }
 
     /// Records that `actor` dealt with an item (a staff notice delivered by a person, a dead
