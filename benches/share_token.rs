@@ -31,7 +31,6 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use oshirase_engine::clock::{after, Clock, SystemClock};
 use oshirase_exchange::dpop::access_token_hash;
 use oshirase_exchange::{ApiConfig, ApiState, ExchangeMetrics, Keys, SigningKey};
@@ -96,24 +95,6 @@ fn form(pairs: &[(&str, &str)]) -> String {
         .map(|(k, v)| format!("{k}={}", form_value(v)))
         .collect::<Vec<_>>()
         .join("&")
-}
-
-/// A key that signs with jsonwebtoken, and its public JWK as a DPoP header carries it.
-struct ClientKey {
-    key: SigningKey,
-    encoding: EncodingKey,
-}
-
-impl ClientKey {
-    fn generate() -> ClientKey {
-        let key = SigningKey::generate().expect("a key");
-        let encoding = EncodingKey::from_ec_pem(key.to_pem().as_bytes()).expect("pem");
-        ClientKey { key, encoding }
-    }
-
-    fn sign(&self, header: &Header, claims: &Value) -> String {
-        jsonwebtoken::encode(header, claims, &self.encoding).expect("sign")
-    }
 }
 
 /// One token request, ready to send.
@@ -221,7 +202,7 @@ async fn main() {
     oshirase_service::ingest::ingest(&store, "town.jsonl", &town, false, clock.now())
         .await
         .expect("the town ingests");
-    let client = ClientKey::generate();
+    let client = SigningKey::generate().expect("a key");
     let items: Vec<String> = ["name", "address"].map(str::to_owned).to_vec();
     store
         .upsert_party(
@@ -230,7 +211,7 @@ async fn main() {
                 name: "株式会社サンプル給与".into(),
                 purpose: "年末調整の申告書に住所と氏名を記入するため".into(),
                 redirect_uris: vec![REDIRECT.into()],
-                client_jwks: json!({ "keys": [client.key.public_jwk()] }).to_string(),
+                client_jwks: json!({ "keys": [client.public_jwk()] }).to_string(),
                 items: items.clone(),
                 max_grant_days: 365,
                 revocation_uri: None,
@@ -314,28 +295,19 @@ async fn main() {
     // Every request made before the clock starts: one DPoP key a client.
     let started = Instant::now();
     let now = clock.now().timestamp();
-    let mut assertion_header = Header::new(Algorithm::ES256);
-    assertion_header.kid = Some(client.key.kid().to_owned());
     let mut codes = codes.into_iter();
     let mut requests: Vec<Vec<Request>> = Vec::with_capacity(clients);
     for _ in 0..clients {
-        let dpop_key = ClientKey::generate();
-        let j = dpop_key.key.public_jwk();
-        let mut dpop_header = Header::new(Algorithm::ES256);
-        dpop_header.typ = Some("dpop+jwt".into());
-        dpop_header.jwk = Some(
-            serde_json::from_value(
-                json!({"kty": j["kty"], "crv": j["crv"], "x": j["x"], "y": j["y"]}),
-            )
-            .expect("a JWK"),
-        );
+        let dpop_key = SigningKey::generate().expect("a key");
         let mut mine = Vec::with_capacity(per_client);
         for _ in 0..per_client {
             let (code, verifier) = codes.next().expect("a code a request");
-            let assertion = client.sign(
-                &assertion_header,
-                &json!({"iss": PARTY, "sub": PARTY, "aud": token_url, "iat": now,
-                        "exp": now + 240, "jti": random(16)}),
+            let assertion = oshirase_exchange::auth::client_assertion(
+                &client,
+                PARTY,
+                &token_url,
+                now,
+                &random(16),
             );
             let body = form(&[
                 ("grant_type", "authorization_code"),
@@ -345,9 +317,13 @@ async fn main() {
                 ("client_assertion_type", ASSERTION_TYPE),
                 ("client_assertion", &assertion),
             ]);
-            let dpop = dpop_key.sign(
-                &dpop_header,
-                &json!({"jti": random(16), "htm": "POST", "htu": token_url, "iat": now}),
+            let dpop = oshirase_exchange::dpop::proof(
+                &dpop_key,
+                "POST",
+                &token_url,
+                now,
+                &random(16),
+                None,
             );
             mine.push(Request {
                 body: Bytes::from(body),

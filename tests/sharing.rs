@@ -320,16 +320,14 @@ on_both!(party, a_party_gets_what_the_resident_consented_to);
 
 /// A DPoP proof for `method url` made with `key` (and `ath` for `token`).
 fn dpop_proof(key: &SigningKey, method: &str, url: &str, token: &str) -> String {
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
-    header.typ = Some("dpop+jwt".into());
-    header.jwk = Some(serde_json::from_value(key.public_jwk()).unwrap());
-    let claims = json!({
-        "jti": format!("{:x}", rand_u64()), "htm": method, "htu": url,
-        "iat": SystemClock.now().timestamp(),
-        "ath": oshirase_exchange::dpop::access_token_hash(token),
-    });
-    let encoding = jsonwebtoken::EncodingKey::from_ec_pem(key.to_pem().as_bytes()).unwrap();
-    jsonwebtoken::encode(&header, &claims, &encoding).unwrap()
+    oshirase_exchange::dpop::proof(
+        key,
+        method,
+        url,
+        SystemClock.now().timestamp(),
+        &format!("{:x}", rand_u64()),
+        Some(token),
+    )
 }
 
 fn rand_u64() -> u64 {

@@ -183,6 +183,22 @@ pub fn check_assertion(
     Err(bad(last))
 }
 
+/// A `private_key_jwt` client assertion (RFC 7523) of `client_id` for the token endpoint
+/// `aud`, issued at `iat` and good for a minute, signed with `key` (its `kid` in the
+/// header): what a client (the demo's core system and party, benchmarks) sends.
+pub fn client_assertion(
+    key: &crate::SigningKey,
+    client_id: &str,
+    aud: &str,
+    iat: i64,
+    jti: &str,
+) -> String {
+    let claims = serde_json::json!({
+        "iss": client_id, "sub": client_id, "aud": aud, "iat": iat, "exp": iat + 60, "jti": jti,
+    });
+    key.sign("JWT", &claims)
+}
+
 /// Our access token's claims.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessClaims {

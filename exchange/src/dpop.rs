@@ -82,6 +82,23 @@ pub fn thumbprint(jwk: &Value) -> Result<String, DpopError> {
     Ok(URL_SAFE_NO_PAD.encode(Sha256::digest(text.as_bytes())))
 }
 
+/// A proof for `method` `url` made with `key` at `iat` (Unix seconds), with `ath` when it
+/// comes with `access_token`: what a client (the demo's party, tests, benchmarks) sends.
+pub fn proof(
+    key: &crate::SigningKey,
+    method: &str,
+    url: &str,
+    iat: i64,
+    jti: &str,
+    access_token: Option<&str>,
+) -> String {
+    let mut claims = serde_json::json!({ "jti": jti, "htm": method, "htu": url, "iat": iat });
+    if let Some(t) = access_token {
+        claims["ath"] = Value::from(access_token_hash(t));
+    }
+    key.sign_with_jwk("dpop+jwt", &claims)
+}
+
 /// base64url(SHA-256(ASCII of the token)): a proof's `ath`.
 pub fn access_token_hash(access_token: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(access_token.as_bytes()))

@@ -114,6 +114,18 @@ impl SigningKey {
             .expect("claims that serialize sign with a valid key")
     }
 
+    /// A compact JWS of `claims` whose header carries the public key itself (`jwk`) instead
+    /// of its `kid`: what a DPoP proof is.
+    pub fn sign_with_jwk<T: Serialize>(&self, typ: &str, claims: &T) -> String {
+        let (x, y) = coordinates(&self.secret);
+        let jwk = serde_json::json!({ "kty": "EC", "crv": "P-256", "x": x, "y": y });
+        let mut header = Header::new(Algorithm::ES256);
+        header.typ = Some(typ.to_owned());
+        header.jwk = Some(serde_json::from_value(jwk).expect("an EC public JWK"));
+        jsonwebtoken::encode(&header, claims, &self.encoding)
+            .expect("claims that serialize sign with a valid key")
+    }
+
     /// The key that verifies what this one signed.
     pub fn verifier(&self) -> &DecodingKey {
         &self.decoding

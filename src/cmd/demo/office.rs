@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{NaiveDate, NaiveTime};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use oshirase_adapters::EmailChannel;
 use oshirase_engine::clock::{in_tokyo, Clock, FixedClock};
 use oshirase_engine::eval::{DecisionKey, Role};
@@ -260,12 +259,13 @@ async fn core_system(
         .context("an HTTP client")?;
     let token_url = format!("{url}/agency/v1/token");
     let now = clock.now().timestamp();
-    let claims = json!({"iss": CLIENT, "sub": CLIENT, "aud": token_url, "iat": now,
-                        "exp": now + 60, "jti": format!("{CLIENT}-{now}")});
-    let mut header = Header::new(Algorithm::ES256);
-    header.kid = Some(key.kid().to_owned());
-    let signing = EncodingKey::from_ec_pem(key.to_pem().as_bytes()).context("the client key")?;
-    let assertion = jsonwebtoken::encode(&header, &claims, &signing).context("the assertion")?;
+    let assertion = oshirase_exchange::auth::client_assertion(
+        key,
+        CLIENT,
+        &token_url,
+        now,
+        &format!("{CLIENT}-{now}"),
+    );
     let form = [
         ("grant_type", "client_credentials"),
         (

@@ -13,7 +13,6 @@ use axum::extract::{Query, State};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use oshirase_engine::clock::{Clock, SystemClock};
 use oshirase_exchange::{ApiConfig, ApiState, ExchangeMetrics, Keys, SigningKey};
 use oshirase_store::{PartySpec, Store};
@@ -230,21 +229,14 @@ fn now() -> i64 {
 
 /// A DPoP proof (RFC 9449) for `method` `url`, with `ath` when it comes with a token.
 fn proof(p: &Party, method: &str, url: &str, token: Option<&str>) -> anyhow::Result<String> {
-    let j = p.dpop.public_jwk();
-    let jwk = json!({"kty": j["kty"], "crv": j["crv"], "x": j["x"], "y": j["y"]});
-    let mut header = Header::new(Algorithm::ES256);
-    header.typ = Some("dpop+jwt".into());
-    header.jwk = Some(serde_json::from_value(jwk)?);
-    let mut claims = json!({"jti": random(16)?, "htm": method, "htu": url, "iat": now()});
-    if let Some(t) = token {
-        claims["ath"] = json!(oshirase_exchange::dpop::access_token_hash(t));
-    }
-    sign(&p.dpop, header, &claims)
-}
-
-fn sign(key: &SigningKey, header: Header, claims: &Value) -> anyhow::Result<String> {
-    let encoding = EncodingKey::from_ec_pem(key.to_pem().as_bytes())?;
-    Ok(jsonwebtoken::encode(&header, claims, &encoding)?)
+    Ok(oshirase_exchange::dpop::proof(
+        &p.dpop,
+        method,
+        url,
+        now(),
+        &random(16)?,
+        token,
+    ))
 }
 
 async fn text(r: reqwest::RequestBuilder, what: &str) -> anyhow::Result<String> {
@@ -276,14 +268,8 @@ async fn receive(p: &Party, q: &Back) -> anyhow::Result<String> {
         .context("unknown or expired state: start again")?;
     let token_url = format!("{}/share/v1/token", p.api);
     let t = now();
-    let mut header = Header::new(Algorithm::ES256);
-    header.kid = Some(p.client.kid().to_owned());
-    let assertion = sign(
-        &p.client,
-        header,
-        &json!({"iss": ID, "sub": ID, "aud": token_url, "iat": t, "exp": t + 60,
-                "jti": random(16)?}),
-    )?;
+    let assertion =
+        oshirase_exchange::auth::client_assertion(&p.client, ID, &token_url, t, &random(16)?);
     let form = [
         ("grant_type", "authorization_code"),
         ("code", code.as_str()),
