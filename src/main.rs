@@ -85,6 +85,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before anything signs or verifies a JWT (the portal's sign-in included).
+    oshirase_exchange::jose::install();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("OSHIRASE_LOG")

@@ -23,6 +23,10 @@ pub enum KeyError {
 #[derive(Clone)]
 pub struct SigningKey {
     secret: p256::SecretKey,
+    /// The public point's coordinates (base64url), computed once: every DPoP proof and JWKS
+    /// names them, and a scalar multiplication each time cost as much as the signature.
+    x: String,
+    y: String,
     kid: String,
     encoding: EncodingKey,
     decoding: DecodingKey,
@@ -58,6 +62,7 @@ impl SigningKey {
     }
 
     fn from_secret(secret: p256::SecretKey) -> SigningKey {
+        crate::jose::install();
         let (x, y) = coordinates(&secret);
         // RFC 7638: the required members in lexicographic order, no spaces.
         let thumbprint = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
@@ -69,6 +74,8 @@ impl SigningKey {
         let decoding = DecodingKey::from_ec_components(&x, &y).expect("our own point parses");
         SigningKey {
             secret,
+            x,
+            y,
             kid,
             encoding,
             decoding,
@@ -98,9 +105,8 @@ impl SigningKey {
 
     /// The public key as a JWK.
     pub fn public_jwk(&self) -> serde_json::Value {
-        let (x, y) = coordinates(&self.secret);
         serde_json::json!({
-            "kty": "EC", "crv": "P-256", "x": x, "y": y,
+            "kty": "EC", "crv": "P-256", "x": self.x, "y": self.y,
             "kid": self.kid, "use": "sig", "alg": "ES256",
         })
     }
@@ -117,13 +123,17 @@ impl SigningKey {
     /// A compact JWS of `claims` whose header carries the public key itself (`jwk`) instead
     /// of its `kid`: what a DPoP proof is.
     pub fn sign_with_jwk<T: Serialize>(&self, typ: &str, claims: &T) -> String {
-        let (x, y) = coordinates(&self.secret);
-        let jwk = serde_json::json!({ "kty": "EC", "crv": "P-256", "x": x, "y": y });
+        let jwk = serde_json::json!({ "kty": "EC", "crv": "P-256", "x": self.x, "y": self.y });
         let mut header = Header::new(Algorithm::ES256);
         header.typ = Some(typ.to_owned());
         header.jwk = Some(serde_json::from_value(jwk).expect("an EC public JWK"));
         jsonwebtoken::encode(&header, claims, &self.encoding)
             .expect("claims that serialize sign with a valid key")
+    }
+
+    #[cfg(test)]
+    pub(crate) fn encoding(&self) -> &EncodingKey {
+        &self.encoding
     }
 
     /// The key that verifies what this one signed.

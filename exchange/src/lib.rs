@@ -11,6 +11,7 @@ pub mod auth;
 pub mod cloudevent;
 pub mod delivery;
 pub mod dpop;
+pub mod jose;
 pub mod keys;
 pub mod metrics;
 pub mod office;
