@@ -109,17 +109,6 @@ impl Sizes {
     }
 }
 
-fn listed(var: &str, all: &[&'static str]) -> Vec<&'static str> {
-    match std::env::var(var) {
-        Ok(v) => all
-            .iter()
-            .copied()
-            .filter(|x| v.split(',').any(|w| w.trim() == *x))
-            .collect(),
-        Err(_) => all.to_vec(),
-    }
-}
-
 fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
@@ -1020,8 +1009,9 @@ async fn latency(backend: &str, reg: &Register, x: &Arc<Exchange>, s: Sizes) {
 async fn main() {
     sqlx::any::install_default_drivers();
     let s = Sizes::read();
-    let parts = listed("OSHIRASE_BENCH_PARTS", &["fanout", "delivery", "latency"]);
-    let backends = listed("OSHIRASE_BENCH_BACKENDS", &["postgres", "sqlite"]);
+    let parts =
+        oshirase_testkit::listed("OSHIRASE_BENCH_PARTS", &["fanout", "delivery", "latency"]);
+    let backends = oshirase_testkit::listed("OSHIRASE_BENCH_BACKENDS", &["postgres", "sqlite"]);
     eprintln!("{s:?}, parts {parts:?}, backends {backends:?}");
     let reg = register(s.residents);
     let x = exchange();

@@ -1,5 +1,7 @@
 //! A party exchanging its codes for tokens (`POST /share/v1/token`, docs/sharing.md) under 32
-//! concurrent clients, beside a floor measured in the same run, on SQLite.
+//! concurrent clients, beside a floor measured in the same run, on SQLite and PostgreSQL
+//! (OSHIRASE_BENCH_BACKENDS=sqlite or postgres for one; PostgreSQL: OSHIRASE_TEST_PG or
+//! postgres://postgres@127.0.0.1:5432/test, in a fresh database).
 //!
 //! token:  32 clients (tokio tasks, one shared reqwest client, loopback TCP), each sending its
 //!         requests one after another to the agencies' API served in process: grant_type
@@ -15,7 +17,7 @@
 //! The codes, verifiers, assertions and proofs are made before the clock starts (iat = now:
 //! the server reads the real clock, and a proof is accepted within 60 s of its iat).
 //!
-//! `cargo bench --bench share_token` sends 50 requests a client (1,600 in all;
+//! `cargo bench --bench share_token` sends 150 requests a client (4,800 in all;
 //! OSHIRASE_BENCH_CLIENTS, OSHIRASE_BENCH_REQUESTS for the requests a client) and prints the
 //! throughput, the latencies (p50/p90/p99/max) and the ratio of the p99s; the target is a
 //! token p99 ≤ 20 ms (said, not enforced: the machine is shared). `cargo test --benches` sends
@@ -183,18 +185,25 @@ fn a_jwks(body: &str) -> Result<(), String> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    // As the binary does first thing (src/main.rs).
+    oshirase_exchange::jose::install();
     let clients = size("CLIENTS", 32, 32);
-    let per_client = size("REQUESTS", 50, 3);
+    let per_client = size("REQUESTS", 150, 3);
+    for backend in oshirase_testkit::listed("OSHIRASE_BENCH_BACKENDS", &["sqlite", "postgres"]) {
+        measure(backend, clients, per_client).await;
+    }
+}
+
+async fn measure(backend: &str, clients: usize, per_client: usize) {
     let total = clients * per_client;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
 
-    // The store: a SQLite file with the fixture town and one party.
-    let dir = tempfile::tempdir().expect("a temporary directory");
+    // The store: a fresh database with the fixture town and one party.
+    let db = oshirase_testkit::fresh(backend, "oshirase_bench_share_token_").await;
     let exchange = Arc::new(
         oshirase_engine::purposes::load_dir(&root().join("rules")).expect("the rules load"),
     );
-    let url = format!("sqlite://{}", dir.path().join("oshirase.sqlite").display());
-    let store = Store::open(&url)
+    let store = Store::open(&db.url)
         .await
         .expect("the store opens")
         .with_exchange(exchange.clone());
@@ -267,6 +276,7 @@ async fn main() {
             public_url: api.clone(),
             max_interest_days: 400,
             token_ttl_seconds: 300,
+            authorization_endpoint: None,
         },
     };
     let (stop, rx) = watch::channel(false);
@@ -357,12 +367,12 @@ async fn main() {
     let _ = server.await;
 
     if !bench_mode() {
-        println!("share_token: {total} requests from {clients} clients, every one 200 with a DPoP token (quick mode, not timed)");
+        println!("share_token on {backend}: {total} requests from {clients} clients, every one 200 with a DPoP token (quick mode, not timed)");
         return;
     }
     let p99 = percentile(&token.latencies, 0.99);
     let floor_p99 = percentile(&floor.latencies, 0.99);
-    println!("share_token on SQLite, {clients} concurrent clients, {per_client} requests each:");
+    println!("share_token on {backend}, {clients} concurrent clients, {per_client} requests each:");
     println!("  {}", token.line("POST /share/v1/token"));
     println!("  {}", floor.line("floor GET /agency/v1/jwks.json"));
     println!(

@@ -577,6 +577,7 @@ impl ServiceConfig {
                 .as_deref()
                 .map(|var| env_secret(var, "portal.metrics_token_env").map(Secret::new))
                 .transpose()?,
+            share_issuer: self.exchange_url(),
         };
         c.check()
             .map_err(|e| anyhow::anyhow!("portal: {}", e.0.join("; ")))?;
@@ -614,6 +615,18 @@ impl ServiceConfig {
             .check()
             .map_err(|e| anyhow::anyhow!("{}", e.0.join("; ")))?;
         Ok(Some(config))
+    }
+
+    /// Where agencies and parties reach the agencies' API (default `http://{listen}`): the
+    /// issuer of its tokens and of the consent redirects; `None` without an exchange.
+    pub fn exchange_url(&self) -> Option<String> {
+        self.exchange.as_ref().map(|x| {
+            x.public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", x.listen))
+                .trim_end_matches('/')
+                .to_owned()
+        })
     }
 
     /// Where notices link to.
@@ -704,12 +717,7 @@ impl ServiceConfig {
         let webhook_keys =
             oshirase_adapters::webhook::SigningKeys::from_secret(&whsk, whsec.as_deref())
                 .map_err(|e| anyhow::anyhow!("exchange.webhook_key_env: {e}"))?;
-        let public_url = x
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{}", x.listen))
-            .trim_end_matches('/')
-            .to_owned();
+        let public_url = self.exchange_url().unwrap_or_default();
         let mut agencies = Vec::new();
         let mut office_clients = BTreeMap::new();
         for (i, a) in x.agencies.iter().enumerate() {
@@ -773,6 +781,10 @@ impl ServiceConfig {
                 public_url,
                 max_interest_days: x.max_interest_days,
                 token_ttl_seconds: i64::from(x.token_ttl_seconds),
+                authorization_endpoint: self
+                    .portal
+                    .as_ref()
+                    .map(|p| format!("{}/oauth/authorize", p.public_url.trim_end_matches('/'))),
             },
             delivery: oshirase_exchange::DeliveryPolicy {
                 heartbeat: Duration::from_secs(x.heartbeat_minutes.max(1) * 60),

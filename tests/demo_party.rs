@@ -62,9 +62,11 @@ async fn a_resident_shares_their_name_and_address_with_the_example_party() {
         .unwrap();
     let (stop, rx) = tokio::sync::watch::channel(false);
     let (portal_listener, portal) = listen().await;
+    let (api, api_url) = listen().await;
     let config = PortalConfig::with_hs256_secret(SECRET)
         .issuer("test-idp")
-        .public_url(portal.clone());
+        .public_url(portal.clone())
+        .share_issuer(api_url);
     tokio::spawn(oshirase_portal::serve(
         portal_listener,
         store.clone(),
@@ -73,7 +75,6 @@ async fn a_resident_shares_their_name_and_address_with_the_example_party() {
         Arc::new(oshirase_service::metrics::DeliveryMetrics::default()),
         rx.clone(),
     ));
-    let (api, _) = listen().await;
     let (app, _) = listen().await;
     let party = party::start(&store, &portal, api, app, rx).await.unwrap();
 

@@ -103,9 +103,11 @@ async fn a_party_gets_what_the_resident_consented_to(backend: &str) {
         .unwrap();
     let (stop, rx) = watch::channel(false);
     let (portal_listener, portal) = listen().await;
+    let (api_listener, api) = listen().await;
     let config = PortalConfig::with_hs256_secret(SECRET)
         .issuer("test-idp")
-        .public_url(portal.clone());
+        .public_url(portal.clone())
+        .share_issuer(api.clone());
     tokio::spawn(oshirase_portal::serve(
         portal_listener,
         store.clone(),
@@ -114,7 +116,6 @@ async fn a_party_gets_what_the_resident_consented_to(backend: &str) {
         Arc::new(oshirase_service::metrics::DeliveryMetrics::default()),
         rx.clone(),
     ));
-    let (api_listener, api) = listen().await;
     let keys = Arc::new(Keys {
         current: SigningKey::generate().unwrap(),
         previous: Vec::new(),
@@ -129,6 +130,7 @@ async fn a_party_gets_what_the_resident_consented_to(backend: &str) {
             public_url: api.clone(),
             max_interest_days: 400,
             token_ttl_seconds: 300,
+            authorization_endpoint: Some(format!("{portal}/oauth/authorize")),
         },
     };
     tokio::spawn(oshirase_exchange::serve(api_listener, state, rx));
@@ -162,7 +164,6 @@ async fn a_party_gets_what_the_resident_consented_to(backend: &str) {
     let state_file = dir.path().join("state.json");
     let report = python(&[
         "flow".into(),
-        format!("--portal={portal}"),
         format!("--api={api}"),
         "--client=kyuyo-soft".into(),
         format!("--client-key={}", client_pem.display()),
@@ -175,6 +176,17 @@ async fn a_party_gets_what_the_resident_consented_to(backend: &str) {
     ])
     .await;
     assert_eq!(report["redirect_state_ok"], true, "{report}");
+    // The endpoints came from the metadata, and the redirect named its issuer.
+    assert_eq!(report["metadata_issuer_ok"], true, "{report}");
+    assert_eq!(report["metadata_iss_parameter"], true, "{report}");
+    assert_eq!(report["metadata_pkce"], json!(["S256"]), "{report}");
+    assert_eq!(report["metadata_dpop"], json!(["ES256"]), "{report}");
+    assert_eq!(
+        report["metadata_details"],
+        json!(["oshirase_resident_data"]),
+        "{report}"
+    );
+    assert_eq!(report["redirect_iss_ok"], true, "{report}");
     assert_eq!(report["token_type"], "DPoP", "{report}");
     // Exactly what was consented: the birth date was unticked.
     assert_eq!(
@@ -415,6 +427,7 @@ async fn an_expired_grant_gives_nothing(backend: &str) {
                 public_url: api.clone(),
                 max_interest_days: 400,
                 token_ttl_seconds: 300,
+                authorization_endpoint: None,
             },
         },
         rx,

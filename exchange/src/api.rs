@@ -41,6 +41,9 @@ pub struct ApiConfig {
     pub max_interest_days: u32,
     /// Access tokens live this long.
     pub token_ttl_seconds: i64,
+    /// The portal's consent page (`{portal}/oauth/authorize`), named in the authorization
+    /// server's metadata; `None` without a portal.
+    pub authorization_endpoint: Option<String>,
 }
 
 impl ApiConfig {
@@ -121,6 +124,10 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/agency/v1/jwks.json", get(jwks))
         .route("/agency/v1/token", post(token))
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(crate::share::metadata),
+        )
         .route("/share/v1/token", post(crate::share::token))
         .route("/share/v1/data", get(crate::share::data))
         .route("/share/v1/status", get(crate::share::status_list))

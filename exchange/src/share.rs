@@ -69,6 +69,36 @@ pub fn check_party(
     problems
 }
 
+/// The authorization server's metadata (RFC 8414), at
+/// `/.well-known/oauth-authorization-server`: what a party's OAuth library discovers the
+/// endpoints and the methods from. `issuer` is this API's public URL: the `iss` of every token
+/// and extract, and of the portal's redirects back to the party (RFC 9207).
+pub(crate) async fn metadata(State(s): State<ApiState>) -> Response {
+    let mut m = json!({
+        "issuer": s.config.public_url,
+        "token_endpoint": token_url(&s),
+        "jwks_uri": format!("{}/agency/v1/jwks.json", s.config.public_url),
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+        "token_endpoint_auth_signing_alg_values_supported": ["ES256", "ES384", "EdDSA", "RS256", "PS256"],
+        "code_challenge_methods_supported": ["S256"],
+        "dpop_signing_alg_values_supported": ["ES256"],
+        "authorization_details_types_supported": [oshirase_store::DETAILS_TYPE],
+        "authorization_response_iss_parameter_supported": true,
+    });
+    // Without a portal there is no consent page, so no code flow to announce.
+    if let Some(endpoint) = &s.config.authorization_endpoint {
+        m["authorization_endpoint"] = json!(endpoint);
+        m["response_types_supported"] = json!(["code"]);
+    }
+    (
+        StatusCode::OK,
+        [(header::CACHE_CONTROL, "max-age=3600")],
+        Json(m),
+    )
+        .into_response()
+}
+
 pub(crate) fn token_url(s: &ApiState) -> String {
     format!("{}/share/v1/token", s.config.public_url)
 }
@@ -315,7 +345,6 @@ async fn issue(s: &ApiState, headers: &HeaderMap, f: TokenForm) -> Result<Value,
         .code_verifier
         .as_deref()
         .map(|v| URL_SAFE_NO_PAD.encode(Sha256::digest(v.as_bytes())));
-    let spent_hash;
     let spend = match flow {
         Flow::Dashboard => Spend::Dashboard,
         Flow::Code => {
@@ -323,11 +352,10 @@ async fn issue(s: &ApiState, headers: &HeaderMap, f: TokenForm) -> Result<Value,
                 .code
                 .as_deref()
                 .ok_or_else(|| OAuthError::invalid_request("code is missing"))?;
-            spent_hash = oshirase_store::secret_digest(code);
             Spend::Code {
-                hash: &spent_hash,
-                redirect_uri: f.redirect_uri.as_deref(),
-                challenge: challenge.as_deref(),
+                hash: oshirase_store::secret_digest(code),
+                redirect_uri: f.redirect_uri.clone(),
+                challenge,
             }
         }
         Flow::Refresh => {
@@ -335,24 +363,24 @@ async fn issue(s: &ApiState, headers: &HeaderMap, f: TokenForm) -> Result<Value,
                 .refresh_token
                 .as_deref()
                 .ok_or_else(|| OAuthError::invalid_request("refresh_token is missing"))?;
-            spent_hash = oshirase_store::secret_digest(token);
-            Spend::Refresh { hash: &spent_hash }
+            Spend::Refresh {
+                hash: oshirase_store::secret_digest(token),
+            }
         }
     };
     // A new refresh token each time, bound to the same key; it never outlives the grant,
     // which every use reads.
     let refresh = (flow != Flow::Dashboard).then(|| format!("rt_{}{}", random_id(), random_id()));
-    let next = refresh.as_deref().map(oshirase_store::secret_digest);
     let outcome = s
         .store
-        .token_request(&TokenRequest {
-            party: &party.id,
-            assertion_jti: &checked.jti,
+        .token_request(TokenRequest {
+            party: party.id.clone(),
+            assertion_jti: checked.jti.clone(),
             assertion_expires: expires,
-            jkt: &p.jkt,
-            proof_jti: &p.jti,
+            jkt: p.jkt.clone(),
+            proof_jti: p.jti.clone(),
             spend,
-            next_refresh: next.as_deref(),
+            next_refresh: refresh.as_deref().map(oshirase_store::secret_digest),
             now,
         })
         .await
@@ -394,7 +422,7 @@ async fn issue(s: &ApiState, headers: &HeaderMap, f: TokenForm) -> Result<Value,
         "refresh_token": refresh,
         "grant_id": grant.id,
         "authorization_details": [{
-            "type": "oshirase_resident_data",
+            "type": oshirase_store::DETAILS_TYPE,
             "items": grant.items,
         }],
     }))

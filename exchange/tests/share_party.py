@@ -4,11 +4,12 @@ with libraries that share no code with oshirase: `authlib` for the OAuth 2.0 cod
 S256, `authorization_details`, `private_key_jwt`), `jwcrypto` for its DPoP proofs and, through
 sdjwt_verify.py, for verifying the SD-JWT it receives. The Rust test (tests/sharing.rs) runs:
 
-    python3 share_party.py flow --portal=URL --api=URL --client=ID --client-key=PEM --kid=KID \
+    python3 share_party.py flow --api=URL --client=ID --client-key=PEM --kid=KID \
         --holder-key=PEM --redirect=URI --cookie='oshirase_session=…' --untick=birth_date \
         --state-file=F
 
-which acts as the resident's browser too (their session cookie, the consent form posted
+which discovers the endpoints from the authorization server's metadata (RFC 8414, at
+URL/.well-known/oauth-authorization-server), acts as the resident's browser too (their session cookie, the consent form posted
 with one optional item unticked), takes the code from the redirect, gets a DPoP-bound token,
 fetches the data, verifies the SD-JWT (issuer signature by the JWKS, disclosures, expiry, key
 binding to its DPoP key) and tries the attacks (the code again, a wrong code_verifier, a token
@@ -122,7 +123,7 @@ def fetch(api, token, holder, dpop=None):
     return requests.get(url, headers=headers, timeout=10)
 
 
-def authorize(session, args, browser, verifier, untick):
+def authorize(session, endpoint, browser, verifier, untick):
     details = [
         {
             "type": "oshirase_resident_data",
@@ -132,7 +133,7 @@ def authorize(session, args, browser, verifier, untick):
         }
     ]
     uri, state = session.create_authorization_url(
-        f"{args.portal}/oauth/authorize",
+        endpoint,
         code_verifier=verifier,
         authorization_details=json.dumps(details),
     )
@@ -144,7 +145,7 @@ def authorize(session, args, browser, verifier, untick):
     body = list(form.fields)
     body += [("item", i) for i in form.optional if i not in untick]
     body.append(("action", "approve"))
-    r = browser.post(f"{args.portal}/oauth/authorize", data=body, allow_redirects=False, timeout=10)
+    r = browser.post(endpoint, data=body, allow_redirects=False, timeout=10)
     if r.status_code != 303:
         raise SystemExit(f"share_party.py: approving answered {r.status_code}: {r.text[:300]}")
     return r.headers["Location"], state, r.text
@@ -155,7 +156,6 @@ def main():
     p.add_argument("mode", choices=["flow", "fetch", "set"])
     p.add_argument("--set-file")
     p.add_argument("--aud")
-    p.add_argument("--portal")
     p.add_argument("--api", required=True)
     p.add_argument("--client")
     p.add_argument("--client-key")
@@ -197,7 +197,17 @@ def main():
         print(json.dumps(out, ensure_ascii=False))
         return 0
 
-    token_url = f"{api}/share/v1/token"
+    # RFC 8414: the metadata of issuer I is at I/.well-known/oauth-authorization-server and
+    # names I itself; the party then takes every endpoint from it.
+    meta = requests.get(f"{api}/.well-known/oauth-authorization-server", timeout=10).json()
+    report = {
+        "metadata_issuer_ok": meta["issuer"] == api,
+        "metadata_iss_parameter": meta.get("authorization_response_iss_parameter_supported"),
+        "metadata_pkce": meta.get("code_challenge_methods_supported"),
+        "metadata_dpop": meta.get("dpop_signing_alg_values_supported"),
+        "metadata_details": meta.get("authorization_details_types_supported"),
+    }
+    token_url = meta["token_endpoint"]
     with open(args.client_key, "rb") as f:
         client_key = ECKey.import_key(f.read())
     session = OAuth2Session(
@@ -211,12 +221,13 @@ def main():
     browser = requests.Session()
     name, _, value = args.cookie.partition("=")
     browser.cookies.set(name, value)
-    report = {}
 
     verifier = generate_token(48)
-    location, state, _ = authorize(session, args, browser, verifier, args.untick)
+    location, state, _ = authorize(session, meta["authorization_endpoint"], browser, verifier, args.untick)
     back = urllib.parse.parse_qs(urllib.parse.urlsplit(location).query)
     report["redirect_state_ok"] = back.get("state") == [state]
+    # RFC 9207 §2.4: an answer whose iss is not the issuer we asked is dropped (mix-up).
+    report["redirect_iss_ok"] = back.get("iss") == [meta["issuer"]]
     code = back["code"][0]
 
     # Without a DPoP proof the token endpoint refuses.
@@ -272,7 +283,7 @@ def main():
 
     # A second consent, redeemed with the wrong code_verifier: refused.
     verifier2 = generate_token(48)
-    location2, _, _ = authorize(session, args, browser, verifier2, args.untick)
+    location2, _, _ = authorize(session, meta["authorization_endpoint"], browser, verifier2, args.untick)
     code2 = urllib.parse.parse_qs(urllib.parse.urlsplit(location2).query)["code"][0]
     # Through authlib, which signs a fresh client assertion for each request.
     try:

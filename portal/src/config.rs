@@ -120,6 +120,10 @@ pub struct PortalConfig {
     pub vapid_public_key: Option<String>,
     /// The bearer token `/metrics` requires; without one, it answers loopback clients only.
     pub metrics_token: Option<Secret>,
+    /// The issuer of the sharing tokens: the agencies' API's public URL, whose token endpoint
+    /// redeems the consent page's codes. Every redirect back to a party carries it as `iss`
+    /// (RFC 9207). Without it the portal takes no consent (`/oauth/authorize` says so).
+    pub share_issuer: Option<String>,
 }
 
 impl Default for PortalConfig {
@@ -143,6 +147,7 @@ impl Default for PortalConfig {
             allow_loopback_push: false,
             vapid_public_key: None,
             metrics_token: None,
+            share_issuer: None,
         }
     }
 }
@@ -216,10 +221,18 @@ impl PortalConfig {
         self
     }
 
+    pub fn share_issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.share_issuer = Some(issuer.into());
+        self
+    }
+
     /// Every problem with the configuration, at once.
     pub fn check(&self) -> Result<(), ConfigError> {
         let mut problems = self.jwt.problems();
         problems.extend(public_url_problem(&self.public_url));
+        if let Some(issuer) = &self.share_issuer {
+            problems.extend(public_url_problem(issuer).map(|p| format!("share_issuer: {p}")));
+        }
         for o in &self.cors_origins {
             let ok = url::Url::parse(o).is_ok_and(|u| {
                 matches!(u.scheme(), "http" | "https")

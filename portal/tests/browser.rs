@@ -1343,7 +1343,13 @@ async fn a_resident_shares_data_with_a_party_and_revokes_it_in_chromium() {
         max_grant_days: 30,
         revocation_uri: None,
     };
-    let app = serve_with_party(&party).await;
+    let app = serve_with_party(
+        "sqlite",
+        &party,
+        &[],
+        config().share_issuer("https://api.example.lg.jp"),
+    )
+    .await;
     // PKCE: the verifier stays with the party, its S256 challenge goes in the request.
     let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
     let challenge =

@@ -11,10 +11,12 @@ mod common;
 
 use common::*;
 use oshirase_engine::clock::Clock;
-use oshirase_store::{PartySpec, Store};
+use oshirase_store::PartySpec;
 use serde_json::json;
 
 const REDIRECT: &str = "https://payroll.example.com/oauth/callback";
+/// The agencies' API whose token endpoint redeems the codes: the `iss` of the redirects.
+const SHARE_ISSUER: &str = "https://api.example.lg.jp";
 const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 
 fn party() -> PartySpec {
@@ -36,25 +38,13 @@ fn party() -> PartySpec {
 }
 
 async fn app(backend: &str, changes: &[(&str, serde_json::Value)]) -> App {
-    let db = fresh(backend).await;
-    let exchange = oshirase_engine::purposes::load_dir(&root().join("rules")).unwrap();
-    let store = Store::open(&db.url)
-        .await
-        .unwrap()
-        .with_exchange(std::sync::Arc::new(exchange));
-    let clock = std::sync::Arc::new(oshirase_engine::clock::FixedClock::at_noon(d("2026-10-01")));
-    ingest(&store, &register(changes), clock.now()).await;
-    store.upsert_party(&party(), clock.now()).await.unwrap();
-    // The notices a guardian or a proxy receives tell whom the consent page offers them.
-    store
-        .record_rule_set("test-rules", 4, "tests", clock.now())
-        .await
-        .unwrap();
-    store
-        .commit_day(d("2026-10-01"), "test-rules", 0, &decisions(), clock.now())
-        .await
-        .unwrap();
-    start(db, store, config(), clock).await
+    serve_with_party(
+        backend,
+        &party(),
+        changes,
+        config().share_issuer(SHARE_ISSUER),
+    )
+    .await
 }
 
 fn authorize_url(details: serde_json::Value, extra: &[(&str, &str)]) -> String {
@@ -169,6 +159,8 @@ async fn a_resident_consents_and_revokes(backend: &str) {
     let back = location(&r);
     assert_eq!(back.as_str().split('?').next().unwrap(), REDIRECT);
     assert_eq!(param(&back, "state").as_deref(), Some("st-123"));
+    // RFC 9207: the answer names the issuer whose token endpoint redeems the code.
+    assert_eq!(param(&back, "iss").as_deref(), Some(SHARE_ISSUER));
     let code = param(&back, "code").unwrap();
     assert!(code.len() >= 40);
     let grants = app.store.grants_of_resident("R10001").await.unwrap();
@@ -310,6 +302,7 @@ async fn bad_requests_are_refused(backend: &str) {
         let back = location(&r);
         assert_eq!(param(&back, "error").as_deref(), Some(error), "{what}");
         assert_eq!(param(&back, "state").as_deref(), Some("st-123"), "{what}");
+        assert_eq!(param(&back, "iss").as_deref(), Some(SHARE_ISSUER), "{what}");
         assert!(param(&back, "code").is_none(), "{what}");
     }
     // A consent form whose posted request was altered is checked again.
@@ -359,6 +352,20 @@ async fn bad_requests_are_refused(backend: &str) {
     assert!(html.contains("code_challenge_method=S256"), "{html}");
 }
 on_both!(refused, bad_requests_are_refused);
+
+/// A portal that knows of no token endpoint takes no consent: a page, never a redirect with a
+/// code nobody could redeem.
+#[tokio::test]
+async fn a_portal_without_a_share_issuer_takes_no_consent() {
+    let app = serve_with_party("sqlite", &party(), &[], config()).await;
+    let cookie = app.session_cookie("R10001").await;
+    let (status, html) = app.page(&cookie, &authorize_url(details(), &[])).await;
+    assert_eq!(status, 400);
+    assert!(
+        html.contains("外部のサービスへの情報の提供を受け付けていません"),
+        "{html}"
+    );
+}
 
 async fn a_protected_address_is_never_offered(backend: &str) {
     let app = app(backend, &[("R10001", json!({"support_measure": true}))]).await;

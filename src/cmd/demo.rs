@@ -289,10 +289,14 @@ async fn serve_demo_portal(
 ) -> anyhow::Result<()> {
     let secret = demo_secret()?;
     let url = format!("http://127.0.0.1:{port}");
+    // The agencies' API twenty above the portal, and the example party thirty above.
+    let [api_addr, party_addr] =
+        [20, 30].map(|d| std::net::SocketAddr::from(([127, 0, 0, 1], port.saturating_add(d))));
     let config = PortalConfig::with_hs256_secret(secret)
         .listen(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
         .public_url(url.clone())
-        .issuer("oshirase-demo");
+        .issuer("oshirase-demo")
+        .share_issuer(format!("http://{api_addr}"));
     let mut readers: Vec<String> = store
         .outbox_rows(None)
         .await?
@@ -320,9 +324,6 @@ sign in as:"
         out!("  {reader:<8} {url}/login#token={token}");
     }
     let (tx, rx) = tokio::sync::watch::channel(false);
-    // The agencies' API twenty above the portal, and the example party thirty above.
-    let [api_addr, party_addr] =
-        [20, 30].map(|d| std::net::SocketAddr::from(([127, 0, 0, 1], port.saturating_add(d))));
     let bind = |addr| async move {
         tokio::net::TcpListener::bind(addr)
             .await

@@ -38,7 +38,9 @@ pub use outbox::{ApplicationNews, OutboxItem, OutboxRow, OutboxState, Settle};
 pub use portal::*;
 pub use register::{IngestBatch, IngestKind, IngestOutcome, RegisterChanges};
 pub use sessions::PortalSession;
-pub use sharing::{DueRevocation, Grant, NewGrant, PartySpec, Spend, TokenOutcome, TokenRequest};
+pub use sharing::{
+    DueRevocation, Grant, NewGrant, PartySpec, Spend, TokenOutcome, TokenRequest, DETAILS_TYPE,
+};
 pub use staff::{
     Handled, ResidentNotice, ResidentOverview, WorkItem, WorkKind, WorkList, MAX_STAFF_NOTE,
     QUEUE_PAGE,
@@ -60,6 +62,9 @@ pub enum StoreError {
     },
     #[error("stored data is unreadable ({what}): {detail}")]
     Corrupt { what: &'static str, detail: String },
+    /// A failure passed on by a part of the store that runs apart (the token writer).
+    #[error("database error while {what}: {detail}")]
+    Failed { what: &'static str, detail: String },
     #[error("no database at {path}: `oshirase ingest` or `oshirase run` creates one")]
     Missing { path: String },
     /// Another ingest committed after this one read the register: its state may be stale.
@@ -104,20 +109,21 @@ pub fn redact(url: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// Where write transactions begin (`begin_write`): on SQLite one connection, so that
+    /// this process's writers take turns without the busy handler; on PostgreSQL the pool.
+    writer: AnyPool,
     backend: Backend,
     /// The data-item dictionary and purposes: with them an ingest records the items it
     /// changed and writes the agencies' events (`Store::with_exchange`).
     exchange: Option<std::sync::Arc<oshirase_engine::purposes::Exchange>>,
+    /// SQLite's token requests go to their writer thread (`sharing::TokenWriter`).
+    tokens: Option<sharing::TokenWriter>,
 }
 
 /// What the store keeps of a secret it must recognise but never give away (a session id,
 /// an authorization code, a refresh token): its SHA-256, in hex.
 pub fn secret_digest(secret: &str) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(secret.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hash_hex(secret.as_bytes())
 }
 
 /// Outbox times are UTC with a fixed format, so that text comparison is time order on both
@@ -152,6 +158,36 @@ fn hex(bytes: &[u8]) -> String {
         out.push(HEX[usize::from(b & 0x0f)] as char);
     }
     out
+}
+
+/// A pool of `max` connections; on SQLite each set up for WAL, waiting for the write lock,
+/// foreign keys and a large page cache.
+fn pool_options(backend: Backend, max: u32) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(max)
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                if backend == Backend::Sqlite {
+                    // WAL lets readers work during a day's write; the busy timeout lets a
+                    // second process wait for the lock instead of failing.
+                    sqlx::query("PRAGMA journal_mode=WAL")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA busy_timeout=30000")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA foreign_keys=ON")
+                        .execute(&mut *conn)
+                        .await?;
+                    // 64 MiB of page cache (the default is 2 MB): a large ingest's
+                    // transaction otherwise spills pages to the file before it commits.
+                    sqlx::query("PRAGMA cache_size=-65536")
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                Ok(())
+            })
+        })
 }
 
 impl Store {
@@ -196,38 +232,27 @@ impl Store {
             .await
             .map_err(open_err)?;
         let max = if backend == Backend::Sqlite { 4 } else { 8 };
-        let pool = AnyPoolOptions::new()
-            .max_connections(max)
+        let pool = pool_options(backend, max)
             // Opening a PostgreSQL connection takes about 0.1 s: keep them all open, so that
             // an event never waits for one (the pool otherwise opened one now and then in
             // the middle of a run, the slowest events of the event benchmark).
             .min_connections(if backend == Backend::Postgres { max } else { 0 })
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        // WAL lets readers work during a day's write; the busy timeout lets a
-                        // second process wait for the lock instead of failing.
-                        sqlx::query("PRAGMA journal_mode=WAL")
-                            .execute(&mut *conn)
-                            .await?;
-                        sqlx::query("PRAGMA busy_timeout=30000")
-                            .execute(&mut *conn)
-                            .await?;
-                        sqlx::query("PRAGMA foreign_keys=ON")
-                            .execute(&mut *conn)
-                            .await?;
-                        // 64 MiB of page cache (the default is 2 MB): a large ingest's
-                        // transaction otherwise spills pages to the file before it commits.
-                        sqlx::query("PRAGMA cache_size=-65536")
-                            .execute(&mut *conn)
-                            .await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(open_err)?;
+        // SQLite lets one transaction write at a time. Writers of this process queue for one
+        // connection of their own, in order, instead of each taking a pooled connection and
+        // sleeping in SQLite's busy handler (1, 2, 5 … 100 ms steps) while the lock is free
+        // again. Other processes on the same file still wait in the busy handler. A memory
+        // database is one per connection, so it keeps the one pool.
+        let writer = if backend == Backend::Sqlite && !connect_url.contains(":memory:") {
+            pool_options(backend, 1)
+                .connect_with(options)
+                .await
+                .map_err(open_err)?
+        } else {
+            pool.clone()
+        };
         let migrate = |source| StoreError::Migrate {
             url: redact(&url),
             source,
@@ -242,11 +267,17 @@ impl Store {
                 .await
                 .map_err(migrate)?,
         }
-        Ok(Store {
+        let mut store = Store {
             pool,
+            writer,
             backend,
             exchange: None,
-        })
+            tokens: None,
+        };
+        if backend == Backend::Sqlite && !connect_url.contains(":memory:") {
+            store.tokens = Some(sharing::TokenWriter::start(store.clone())?);
+        }
+        Ok(store)
     }
 
     /// The store that records, with every ingest, which register items changed for whom and
@@ -268,6 +299,7 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
 
@@ -281,8 +313,8 @@ impl Store {
         what: &'static str,
     ) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
         match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
-            Backend::Postgres => self.pool.begin().await,
+            Backend::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.writer.begin().await,
         }
         .map_err(q(what))
     }
@@ -362,39 +394,51 @@ impl Store {
     ) -> Result<u64> {
         let mut affected = 0;
         let mut rows = rows.into_iter().peekable();
-        while let Some(first) = rows.peek() {
-            let cols = first.len();
+        while rows.peek().is_some() {
             // The rows of this statement, taken by value: each value moves into the query.
             let chunk: Vec<Vec<Val>> = rows.by_ref().take(1000).collect();
-            let mut sql = String::with_capacity(head.len() + tail.len() + chunk.len() * cols * 7);
-            sql.push_str(head);
-            for i in 0..chunk.len() {
-                sql.push_str(if i == 0 { "(" } else { ", (" });
-                for c in 0..cols {
-                    if c > 0 {
-                        sql.push_str(", ");
-                    }
-                    self.push_placeholder(&mut sql, i * cols + c + 1);
-                }
-                sql.push(')');
-            }
-            sql.push_str(tail);
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for row in chunk {
-                for v in row {
-                    query = match v {
-                        Val::Text(s) => query.bind(s),
-                        Val::OptText(s) => query.bind(s),
-                        Val::Int(n) => query.bind(n),
-                    };
-                }
-            }
-            affected += query
+            affected += self
+                .values_statement(head, tail, chunk)
                 .execute(&mut **tx)
                 .await
                 .map_err(q(what))?
                 .rows_affected();
         }
         Ok(affected)
+    }
+
+    /// `head (…), (…) tail` with a placeholder for each value of `rows` (at most a thousand),
+    /// the values bound.
+    fn values_statement(
+        &self,
+        head: &'static str,
+        tail: &'static str,
+        rows: Vec<Vec<Val>>,
+    ) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments> {
+        let cols = rows.first().map_or(0, Vec::len);
+        let mut sql = String::with_capacity(head.len() + tail.len() + rows.len() * cols * 7);
+        sql.push_str(head);
+        for i in 0..rows.len() {
+            sql.push_str(if i == 0 { "(" } else { ", (" });
+            for c in 0..cols {
+                if c > 0 {
+                    sql.push_str(", ");
+                }
+                self.push_placeholder(&mut sql, i * cols + c + 1);
+            }
+            sql.push(')');
+        }
+        sql.push_str(tail);
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for row in rows {
+            for v in row {
+                query = match v {
+                    Val::Text(s) => query.bind(s),
+                    Val::OptText(s) => query.bind(s),
+                    Val::Int(n) => query.bind(n),
+                };
+            }
+        }
+        query
     }
 }

@@ -33,6 +33,10 @@ pub struct PartySpec {
     pub revocation_uri: Option<String>,
 }
 
+/// The `authorization_details` type (RFC 9396) of a request for a resident's data: the portal
+/// answers it, the token endpoint names it, the metadata announces it.
+pub const DETAILS_TYPE: &str = "oshirase_resident_data";
+
 /// A grant: what a resident consented to share with a party, and until when.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Grant {
@@ -72,17 +76,17 @@ pub struct DueRevocation {
 /// What a token request spends: a code (with what it must match), a refresh token, or
 /// nothing (the party's dashboard).
 #[derive(Debug, Clone)]
-pub enum Spend<'a> {
+pub enum Spend {
     Code {
         /// SHA-256 (hex) of the code.
-        hash: &'a str,
-        redirect_uri: Option<&'a str>,
+        hash: String,
+        redirect_uri: Option<String>,
         /// base64url(SHA-256(code_verifier)): what the code's challenge must be.
-        challenge: Option<&'a str>,
+        challenge: Option<String>,
     },
     Refresh {
         /// SHA-256 (hex) of the refresh token.
-        hash: &'a str,
+        hash: String,
     },
     Dashboard,
 }
@@ -91,17 +95,17 @@ pub enum Spend<'a> {
 /// proof's `jti` spent, the code or refresh token spent, the grant read, the next refresh
 /// token kept. (Several transactions a request queue for SQLite's one write lock.)
 #[derive(Debug, Clone)]
-pub struct TokenRequest<'a> {
-    pub party: &'a str,
-    pub assertion_jti: &'a str,
+pub struct TokenRequest {
+    pub party: String,
+    pub assertion_jti: String,
     /// Until when the assertion could be accepted (its `jti` is kept that long).
     pub assertion_expires: DateTime<FixedOffset>,
     /// The DPoP key's thumbprint and the proof's `jti`.
-    pub jkt: &'a str,
-    pub proof_jti: &'a str,
-    pub spend: Spend<'a>,
+    pub jkt: String,
+    pub proof_jti: String,
+    pub spend: Spend,
     /// SHA-256 (hex) of the refresh token to hand out with the access token.
-    pub next_refresh: Option<&'a str>,
+    pub next_refresh: Option<String>,
     pub now: DateTime<FixedOffset>,
 }
 
@@ -493,61 +497,138 @@ impl Store {
         Ok(())
     }
 
-    /// A token request in one transaction (see `TokenRequest`).
-    pub async fn token_request(&self, t: &TokenRequest<'_>) -> Result<TokenOutcome> {
+    /// A token request in one transaction (see `TokenRequest`). On SQLite it goes to the
+    /// token writer (`TokenWriter`), which commits the requests waiting together.
+    pub async fn token_request(&self, t: TokenRequest) -> Result<TokenOutcome> {
+        if let Some(writer) = &self.tokens {
+            return writer.take(t).await;
+        }
+        let mut outcomes = self.take_tokens(std::slice::from_ref(&t)).await?;
+        Ok(outcomes.remove(0))
+    }
+
+    /// `requests` in one transaction, one after another as if each were alone: their
+    /// outcomes, once committed. Every `jti` is spent as it is seen, even that of a proof
+    /// sent with a replayed assertion; nothing spent is taken back.
+    async fn take_tokens(&self, requests: &[TokenRequest]) -> Result<Vec<TokenOutcome>> {
+        let what = "taking token requests";
+        let mut tx = self.begin_write(what).await?;
+        let fresh = self.spend_jtis(&mut tx, requests).await?;
+        let mut outcomes = Vec::with_capacity(requests.len());
+        for (t, (assertion, proof)) in requests.iter().zip(fresh) {
+            outcomes.push(if !assertion {
+                TokenOutcome::AssertionReplayed
+            } else if !proof {
+                TokenOutcome::ProofReplayed
+            } else {
+                self.token_steps(&mut tx, t).await?
+            });
+        }
+        tx.commit().await.map_err(q(what))?;
+        Ok(outcomes)
+    }
+
+    /// Spends the client assertions' and the DPoP proofs' `jti`s of `requests` in two
+    /// statements: whether each request's assertion and proof were fresh, in order (of two
+    /// requests with one `jti`, the first).
+    async fn spend_jtis(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        requests: &[TokenRequest],
+    ) -> Result<Vec<(bool, bool)>> {
+        use super::Val;
+        let what = "spending client assertions and DPoP proofs";
+        let pairs = |rows: Vec<sqlx::any::AnyRow>, a: &str, b: &str| {
+            rows.iter()
+                .map(|r| Ok((r.try_get::<String, _>(a)?, r.try_get::<String, _>(b)?)))
+                .collect::<std::result::Result<std::collections::HashSet<_>, sqlx::Error>>()
+                .map_err(q(what))
+        };
+        let assertions = self
+            .values_statement(
+                "INSERT INTO agency_assertions (agency_id, jti, expires_at) VALUES ",
+                " ON CONFLICT DO NOTHING RETURNING agency_id, jti",
+                requests
+                    .iter()
+                    .map(|t| {
+                        vec![
+                            Val::Text(t.party.clone()),
+                            Val::Text(t.assertion_jti.clone()),
+                            Val::Text(utc_text(t.assertion_expires)),
+                        ]
+                    })
+                    .collect(),
+            )
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(q(what))?;
+        let mut assertions = pairs(assertions, "agency_id", "jti")?;
+        let proofs = self
+            .values_statement(
+                "INSERT INTO dpop_proofs (jkt, jti, seen_at) VALUES ",
+                " ON CONFLICT (jkt, jti) DO NOTHING RETURNING jkt, jti",
+                requests
+                    .iter()
+                    .map(|t| {
+                        vec![
+                            Val::Text(t.jkt.clone()),
+                            Val::Text(t.proof_jti.clone()),
+                            Val::Text(utc_text(t.now)),
+                        ]
+                    })
+                    .collect(),
+            )
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(q(what))?;
+        let mut proofs = pairs(proofs, "jkt", "jti")?;
+        Ok(requests
+            .iter()
+            .map(|t| {
+                (
+                    assertions.remove(&(t.party.clone(), t.assertion_jti.clone())),
+                    proofs.remove(&(t.jkt.clone(), t.proof_jti.clone())),
+                )
+            })
+            .collect())
+    }
+
+    /// What a request with a fresh assertion and proof does in `tx`: spends its code or
+    /// refresh token, reads the grant, keeps the next refresh token; and its outcome.
+    async fn token_steps(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        t: &TokenRequest,
+    ) -> Result<TokenOutcome> {
         let what = "taking a token request";
         let at = utc_text(t.now);
-        let mut tx = self.begin_write(what).await?;
-        let fresh = sqlx::query(self.sql(
-            "INSERT INTO agency_assertions (agency_id, jti, expires_at) VALUES ($1, $2, $3)
-             ON CONFLICT DO NOTHING",
-        ))
-        .bind(t.party.to_owned())
-        .bind(t.assertion_jti.to_owned())
-        .bind(utc_text(t.assertion_expires))
-        .execute(&mut *tx)
-        .await
-        .map_err(q(what))?;
-        if fresh.rows_affected() == 0 {
-            return Ok(TokenOutcome::AssertionReplayed);
-        }
-        let fresh = sqlx::query(self.sql(
-            "INSERT INTO dpop_proofs (jkt, jti, seen_at) VALUES ($1, $2, $3)
-             ON CONFLICT (jkt, jti) DO NOTHING",
-        ))
-        .bind(t.jkt.to_owned())
-        .bind(t.proof_jti.to_owned())
-        .bind(at.clone())
-        .execute(&mut *tx)
-        .await
-        .map_err(q(what))?;
-        if fresh.rows_affected() == 0 {
-            return Ok(TokenOutcome::ProofReplayed);
-        }
-        let spent = match t.spend {
+        let spent = match &t.spend {
             Spend::Dashboard => None,
             Spend::Code {
                 hash,
                 redirect_uri,
                 challenge,
             } => Some(
-                self.spend_code(&mut tx, hash, redirect_uri, challenge, t.now)
-                    .await?,
+                self.spend_code(
+                    tx,
+                    hash,
+                    redirect_uri.as_deref(),
+                    challenge.as_deref(),
+                    t.now,
+                )
+                .await?,
             ),
-            Spend::Refresh { hash } => Some(self.spend_refresh(&mut tx, hash, t.jkt, t.now).await?),
+            Spend::Refresh { hash } => Some(self.spend_refresh(tx, hash, &t.jkt, t.now).await?),
         };
         let grant = match spent {
             None => None,
-            Some(Err(why)) => {
-                tx.commit().await.map_err(q(what))?;
-                return Ok(TokenOutcome::Refused(why));
-            }
+            Some(Err(why)) => return Ok(TokenOutcome::Refused(why)),
             Some(Ok(id)) => {
                 let row = sqlx::query(self.sql_built(format!(
                     "SELECT {GRANT_COLUMNS} FROM share_grants WHERE id = $1"
                 )))
                 .bind(id)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut **tx)
                 .await
                 .map_err(q(what))?;
                 let grant = row.as_ref().map(grant_from_row).transpose()?;
@@ -560,27 +641,49 @@ impl Store {
                     None => Some("the grant is revoked or expired"),
                 };
                 if let Some(why) = why {
-                    tx.commit().await.map_err(q(what))?;
                     return Ok(TokenOutcome::Refused(why));
                 }
                 grant
             }
         };
-        if let (Some(g), Some(next)) = (&grant, t.next_refresh) {
+        if let (Some(g), Some(next)) = (&grant, &t.next_refresh) {
             sqlx::query(self.sql(
                 "INSERT INTO share_refresh_tokens (token_hash, grant_id, jkt, created_at)
                  VALUES ($1, $2, $3, $4)",
             ))
-            .bind(next.to_owned())
+            .bind(next.clone())
             .bind(g.id.clone())
-            .bind(t.jkt.to_owned())
+            .bind(t.jkt.clone())
             .bind(at)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await
             .map_err(q(what))?;
         }
-        tx.commit().await.map_err(q(what))?;
         Ok(TokenOutcome::Granted(grant))
+    }
+
+    /// The token writer's turn: the requests of `batch` in one transaction (`take_tokens`),
+    /// each answered after the commit. A failure of the database fails the whole batch:
+    /// nothing of it is written, and each request gets the error (the party may retry).
+    async fn token_batch(&self, batch: Vec<QueuedToken>) {
+        let (requests, answers): (Vec<_>, Vec<_>) =
+            batch.into_iter().map(|q| (q.request, q.answer)).unzip();
+        match self.take_tokens(&requests).await {
+            Ok(outcomes) => {
+                for (answer, outcome) in answers.into_iter().zip(outcomes) {
+                    let _ = answer.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                let detail = e.to_string();
+                for answer in answers {
+                    let _ = answer.send(Err(StoreError::Failed {
+                        what: "taking token requests",
+                        detail: detail.clone(),
+                    }));
+                }
+            }
+        }
     }
 
     /// Spends a code in `tx`: its grant, or why not. A second use revokes the grant.
@@ -742,5 +845,73 @@ impl Store {
         .await
         .map_err(q("recording a DPoP proof"))?;
         Ok(done.rows_affected() == 1)
+    }
+}
+
+/// A token request waiting for the token writer, and where its outcome goes.
+#[derive(Debug)]
+pub(crate) struct QueuedToken {
+    request: TokenRequest,
+    answer: tokio::sync::oneshot::Sender<Result<TokenOutcome>>,
+}
+
+/// The most token requests one transaction takes.
+const TOKEN_BATCH: usize = 64;
+/// Requests waiting beyond this wait to be queued (back-pressure on the token endpoint).
+const TOKEN_QUEUE: usize = 1024;
+
+/// SQLite's writer of token requests, on a thread with a runtime of its own: it takes every
+/// request waiting and commits them in one transaction (group commit), one fsync for all.
+/// Every request spends what it spends before its answer, as one at a time would; only the
+/// commit is shared. The thread's runtime matters: on the service's runtime, each of a
+/// transaction's statements waited for a turn behind the other requests' signatures while
+/// holding SQLite's one write lock, and a token took 1.7 ms of the lock, 600 a second.
+#[derive(Debug, Clone)]
+pub(crate) struct TokenWriter(tokio::sync::mpsc::Sender<QueuedToken>);
+
+impl TokenWriter {
+    /// Starts the thread over `store`, which must not have a token writer itself: the thread
+    /// ends when the last store holding this writer is dropped.
+    pub(crate) fn start(store: Store) -> Result<TokenWriter> {
+        let failed = |e: std::io::Error| StoreError::Failed {
+            what: "starting the token writer",
+            detail: e.to_string(),
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(failed)?;
+        let (queue, mut waiting) = tokio::sync::mpsc::channel::<QueuedToken>(TOKEN_QUEUE);
+        std::thread::Builder::new()
+            .name("oshirase-tokens".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    while let Some(first) = waiting.recv().await {
+                        let mut batch = vec![first];
+                        while batch.len() < TOKEN_BATCH {
+                            match waiting.try_recv() {
+                                Ok(next) => batch.push(next),
+                                Err(_) => break,
+                            }
+                        }
+                        store.token_batch(batch).await;
+                    }
+                })
+            })
+            .map_err(failed)?;
+        Ok(TokenWriter(queue))
+    }
+
+    async fn take(&self, request: TokenRequest) -> Result<TokenOutcome> {
+        let stopped = || StoreError::Failed {
+            what: "taking a token request",
+            detail: "the token writer has stopped".into(),
+        };
+        let (answer, outcome) = tokio::sync::oneshot::channel();
+        self.0
+            .send(QueuedToken { request, answer })
+            .await
+            .map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
     }
 }

@@ -112,6 +112,7 @@ pub fn api_state(
             public_url: public_url.to_owned(),
             max_interest_days: 400,
             token_ttl_seconds: 300,
+            authorization_endpoint: None,
         },
     }
 }

@@ -15,15 +15,12 @@ use base64::Engine;
 use chrono::{DateTime, FixedOffset};
 use minijinja::context;
 use oshirase_engine::clock::after;
-use oshirase_store::{NewGrant, PartySpec};
+use oshirase_store::{NewGrant, PartySpec, DETAILS_TYPE};
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::{forbidden, message, render, PageReader};
 use crate::PortalState;
-
-/// The authorization_details type this portal answers.
-pub const DETAILS_TYPE: &str = "oshirase_resident_data";
 
 /// How long a code may wait for the token endpoint.
 const CODE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
@@ -62,6 +59,8 @@ struct Details {
 
 /// A checked request: what the consent page shows and the approval writes.
 struct Checked {
+    /// The issuer the redirect names (RFC 9207).
+    issuer: String,
     party: PartySpec,
     redirect_uri: String,
     state: String,
@@ -77,13 +76,16 @@ enum Refusal {
     Page(&'static str),
     Redirect {
         uri: String,
+        issuer: String,
         state: Option<String>,
         error: &'static str,
         description: String,
     },
 }
 
-fn redirect_with(uri: &str, params: &[(&str, &str)]) -> Response {
+/// A redirect back to the party with `params` and the issuer as `iss` (RFC 9207), so that a
+/// party talking to several authorization servers knows whose answer this is (mix-up attacks).
+fn redirect_with(uri: &str, issuer: &str, params: &[(&str, &str)]) -> Response {
     let mut url = match url::Url::parse(uri) {
         Ok(u) => u,
         Err(_) => return (StatusCode::BAD_REQUEST, "bad redirect URI").into_response(),
@@ -93,6 +95,7 @@ fn redirect_with(uri: &str, params: &[(&str, &str)]) -> Response {
         for (k, v) in params {
             q.append_pair(k, v);
         }
+        q.append_pair("iss", issuer);
     }
     Redirect::to(url.as_str()).into_response()
 }
@@ -108,6 +111,7 @@ impl Refusal {
             ),
             Refusal::Redirect {
                 uri,
+                issuer,
                 state,
                 error,
                 description,
@@ -116,7 +120,7 @@ impl Refusal {
                 if let Some(st) = &state {
                     params.push(("state", st));
                 }
-                redirect_with(&uri, &params)
+                redirect_with(&uri, &issuer, &params)
             }
         }
     }
@@ -124,6 +128,11 @@ impl Refusal {
 
 async fn check(s: &PortalState, q: &AuthorizeQuery) -> Result<Checked, Refusal> {
     let store = &s.portal().store;
+    let Some(issuer) = s.config().share_issuer.clone() else {
+        return Err(Refusal::Page(
+            "この自治体では、外部のサービスへの情報の提供を受け付けていません。",
+        ));
+    };
     let Some(client_id) = q.client_id.as_deref() else {
         return Err(Refusal::Page("連携先（client_id）が指定されていません。"));
     };
@@ -146,6 +155,7 @@ async fn check(s: &PortalState, q: &AuthorizeQuery) -> Result<Checked, Refusal> 
     };
     let back = |error, description: String| Refusal::Redirect {
         uri: redirect_uri.to_owned(),
+        issuer: issuer.clone(),
         state: q.state.clone(),
         error,
         description,
@@ -220,6 +230,7 @@ async fn check(s: &PortalState, q: &AuthorizeQuery) -> Result<Checked, Refusal> 
         .map_or(party.max_grant_days, |m| m.min(party.max_grant_days))
         .max(1);
     Ok(Checked {
+        issuer,
         redirect_uri: redirect_uri.to_owned(),
         state,
         code_challenge: challenge.clone(),
@@ -450,6 +461,7 @@ pub(crate) async fn approve(
     if get("action").as_deref() != Some("approve") {
         return redirect_with(
             &c.redirect_uri,
+            &c.issuer,
             &[
                 ("error", "access_denied"),
                 ("error_description", "the resident declined"),
@@ -475,6 +487,7 @@ pub(crate) async fn approve(
     if items.is_empty() {
         return redirect_with(
             &c.redirect_uri,
+            &c.issuer,
             &[
                 ("error", "access_denied"),
                 ("error_description", "no item can be shared"),
@@ -511,7 +524,11 @@ pub(crate) async fn approve(
     if let Err(e) = s.portal().store.create_grant(&grant).await {
         return super::error_page(&s, e.into());
     }
-    redirect_with(&c.redirect_uri, &[("code", &code), ("state", &c.state)])
+    redirect_with(
+        &c.redirect_uri,
+        &c.issuer,
+        &[("code", &code), ("state", &c.state)],
+    )
 }
 
 /// The resident's dashboard: every grant of their data, with revocation.

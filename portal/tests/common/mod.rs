@@ -566,10 +566,15 @@ pub async fn serve_console(
     (base, config, stop)
 }
 
-/// The portal for the sharing pages: the test register and decisions in a fresh SQLite
-/// database opened with the data-item dictionary, and `party` registered.
-pub async fn serve_with_party(party: &oshirase_store::PartySpec) -> App {
-    let db = fresh("sqlite").await;
+/// The portal for the sharing pages: the test register (with `changes`) and decisions in a
+/// fresh database of `backend` opened with the data-item dictionary, and `party` registered.
+pub async fn serve_with_party(
+    backend: &str,
+    party: &oshirase_store::PartySpec,
+    changes: &[(&str, Value)],
+    config: PortalConfig,
+) -> App {
+    let db = fresh(backend).await;
     let exchange = oshirase_engine::purposes::load_dir(&root().join("rules"))
         .unwrap_or_else(|e| panic!("{e}"));
     let store = Store::open(&db.url)
@@ -577,7 +582,9 @@ pub async fn serve_with_party(party: &oshirase_store::PartySpec) -> App {
         .unwrap()
         .with_exchange(Arc::new(exchange));
     let clock = Arc::new(FixedClock::at_noon(d("2026-10-01")));
-    ingest(&store, &register(&[]), clock.now()).await;
+    ingest(&store, &register(changes), clock.now()).await;
+    store.upsert_party(party, clock.now()).await.unwrap();
+    // The notices a guardian or a proxy receives tell whom the consent page offers them.
     store
         .record_rule_set("test-rules", 4, "tests", clock.now())
         .await
@@ -586,6 +593,5 @@ pub async fn serve_with_party(party: &oshirase_store::PartySpec) -> App {
         .commit_day(d("2026-10-01"), "test-rules", 0, &decisions(), clock.now())
         .await
         .unwrap();
-    store.upsert_party(party, clock.now()).await.unwrap();
-    start(db, store, config(), clock).await
+    start(db, store, config, clock).await
 }

@@ -135,6 +135,7 @@ pub async fn round_trip(
             public_url: url.clone(),
             max_interest_days: 400,
             token_ttl_seconds: 300,
+            authorization_endpoint: None,
         },
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);

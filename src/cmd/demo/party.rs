@@ -68,6 +68,7 @@ pub async fn start(
             public_url: api_url.clone(),
             max_interest_days: 400,
             token_ttl_seconds: 300,
+            authorization_endpoint: Some(format!("{portal}/oauth/authorize")),
         },
     };
     tokio::spawn(oshirase_exchange::serve(api, state, shutdown.clone()));
@@ -192,11 +193,19 @@ fn authorize_url(p: &Party) -> anyhow::Result<String> {
 struct Back {
     code: Option<String>,
     state: Option<String>,
+    iss: Option<String>,
     error: Option<String>,
     error_description: Option<String>,
 }
 
 async fn callback(State(p): State<Arc<Party>>, Query(q): Query<Back>) -> Response {
+    // RFC 9207: an answer that does not name our authorization server is not read at all.
+    if q.iss.as_deref() != Some(p.api.as_str()) {
+        return page(
+            "情報を受け取れませんでした",
+            "<p>この応答は、連携している自治体からのものではありません。</p><p><a href=\"/\">最初の画面へ</a></p>",
+        );
+    }
     if let Some(error) = &q.error {
         let why = match error.as_str() {
             "access_denied" => "住民の方が情報の提供をしないことを選びました。".to_owned(),
