@@ -8,9 +8,10 @@
 //!         authorization_code with a fresh code of its own grant for R00002, its PKCE
 //!         code_verifier, a private_key_jwt client assertion (ES256, unique jti) and a DPoP
 //!         proof (ES256, unique jti, one DPoP key a client). Every request checks the
-//!         assertion's signature, spends its jti, checks the proof, spends its jti, redeems the
-//!         code, reads the grant and signs the token: three writes to the database and one
-//!         signature. Every answer must be 200 with a DPoP token.
+//!         assertion's and the proof's signatures, then in one write transaction spends both
+//!         jtis, redeems the code, reads the grant and keeps a refresh token (on SQLite the
+//!         token writer commits the requests waiting together), and signs the token. Every
+//!         answer must be 200 with a DPoP token.
 //! floor:  the same 32 clients, the same number of requests, `GET /agency/v1/jwks.json` on the
 //!         same server: HTTP, routing and the runtime, without the database or a signature.
 //!
