@@ -216,6 +216,7 @@ fn register(residents: usize) -> Register {
     let dir = tempfile::tempdir().expect("a temporary folder");
     let t = Instant::now();
     oshirase_popgen::generate(&oshirase_popgen::Options {
+        municipality: oshirase_popgen::municipality(oshirase_popgen::DEFAULT_MUNICIPALITY).unwrap(),
         residents,
         seed: 1,
         out: dir.path().to_owned(),

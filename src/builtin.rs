@@ -21,6 +21,15 @@ pub fn rules() -> Result<RuleSet, LoadErrors> {
     compile_sources(Path::new("rules"), &owned(RULES), &owned(PARAMETERS))
 }
 
+/// The built-in catalogue as the national layer, with its test cases.
+pub fn national() -> oshirase_engine::layers::LayerSources {
+    oshirase_engine::layers::LayerSources {
+        rules: owned(RULES),
+        parameters: owned(PARAMETERS),
+        tests: owned(RULE_TESTS),
+    }
+}
+
 /// The built-in data-item dictionary and purposes, compiled as `rules/items` and
 /// `rules/purposes` would be.
 pub fn exchange() -> Result<oshirase_engine::purposes::Exchange, LoadErrors> {

@@ -1,10 +1,12 @@
 //! What the commands share: exit codes, loading the rules, checking days and ids, the async
 //! runtime, the database argument and the shutdown signal.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use chrono::NaiveDate;
+use oshirase_engine::ids::LocalGovCode;
+use oshirase_engine::layers::{LayerSources, Layers};
 use oshirase_engine::{calendar, load_dir, RuleSet};
 
 /// Exit codes, documented in README.md.
@@ -72,21 +74,94 @@ fn sqlite_file(db: &str) -> Option<std::path::PathBuf> {
 /// Loads a rules folder, or the catalogue built into the binary; on failure prints every
 /// error and gives the exit code.
 pub fn load_rules(dir: Option<&Path>) -> Result<RuleSet, u8> {
-    let rules = match dir {
+    reported(match dir {
         Some(dir) => load_dir(dir),
         None => crate::builtin::rules(),
-    }
-    .map_err(|e| {
+    })
+}
+
+/// A catalogue, or its errors printed and the exit code; what would show raw to residents
+/// is warned about.
+fn reported(loaded: Result<RuleSet, oshirase_engine::LoadErrors>) -> Result<RuleSet, u8> {
+    let rules = loaded.map_err(|e| {
         eprintln!("{e}");
         exit::RULES
     })?;
+    warn_gaps(&rules);
+    Ok(rules)
+}
+
+/// Which catalogue a command uses: the national one (a folder or the one built in), and a
+/// deployment's prefecture and municipality layers over it for one municipality.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct CatalogueArgs {
+    /// The national rule catalogue folder; without it, the catalogue built into this binary.
+    #[arg(long, env = "OSHIRASE_RULES")]
+    pub rules: Option<PathBuf>,
+    /// The deployment's layers over it: prefectures/CODE/ and municipalities/CODE/, each with
+    /// rules, parameters/ and tests/ (rules/README.md, Layers).
+    #[arg(long, env = "OSHIRASE_LAYERS")]
+    pub layers: Option<PathBuf>,
+    /// The municipality (local government code) whose catalogue to use: national, then its
+    /// prefecture's layer, then its own.
+    #[arg(long, env = "OSHIRASE_MUNICIPALITY")]
+    pub municipality: Option<String>,
+}
+
+impl CatalogueArgs {
+    /// The catalogue in force for the municipality named, or the national one; on failure
+    /// prints every error and gives the exit code.
+    pub fn load(&self) -> Result<RuleSet, u8> {
+        self.load_for(None)
+    }
+
+    /// The same, with the municipality of the data in hand (a snapshot's header) when
+    /// `--municipality` names none.
+    pub fn load_for(&self, data_municipality: Option<LocalGovCode>) -> Result<RuleSet, u8> {
+        let municipality = match self.municipality.as_deref().map(LocalGovCode::parse) {
+            None => data_municipality.filter(|_| self.layers.is_some()),
+            Some(Ok(code)) => Some(code),
+            Some(Err(e)) => {
+                eprintln!("--municipality: {e}");
+                return Err(exit::RULES);
+            }
+        };
+        match (&self.layers, municipality) {
+            (None, None) => load_rules(self.rules.as_deref()),
+            (Some(_), None) => {
+                eprintln!("--layers: name the municipality whose catalogue to use (--municipality CODE, or a snapshot whose header has its local_gov_code)");
+                Err(exit::RULES)
+            }
+            (layers, Some(code)) => reported(
+                load_layers(self.rules.as_deref(), layers.as_deref())
+                    .and_then(|l| l.effective(code)),
+            ),
+        }
+    }
+}
+
+/// The national catalogue (a folder, or the one built in) and the layers of `layers`.
+pub fn load_layers(
+    national: Option<&Path>,
+    layers: Option<&Path>,
+) -> Result<Layers, oshirase_engine::LoadErrors> {
+    let base = match national {
+        Some(dir) => Layers::national(dir, LayerSources::read_national(dir)?),
+        None => Layers::national(Path::new("rules"), crate::builtin::national()),
+    };
+    match layers {
+        Some(root) => base.read_local(root),
+        None => Ok(base),
+    }
+}
+
+fn warn_gaps(rules: &RuleSet) {
     if let Some(first) = rules.presentation_gaps.first() {
         eprintln!(
             "warning: {} rule field(s) or setting(s) would show raw to residents, first {first}; `oshirase rules check` lists them",
             rules.presentation_gaps.len()
         );
     }
-    Ok(rules)
 }
 
 /// The data-item dictionary and purposes of a rules folder (`items/`, `purposes/`), or the

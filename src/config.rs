@@ -629,6 +629,18 @@ impl ServiceConfig {
         })
     }
 
+    /// The municipality each section serves, by its field (`exchange.local_gov_code`).
+    pub fn municipalities(&self) -> Vec<(&'static str, &str)> {
+        let mut out = Vec::new();
+        if let Some(x) = &self.exchange {
+            out.push(("exchange.local_gov_code", x.local_gov_code.as_str()));
+        }
+        if let Some(c) = &self.console {
+            out.push(("console.local_gov_code", c.local_gov_code.as_str()));
+        }
+        out
+    }
+
     /// Where notices link to.
     pub fn portal_url(&self) -> String {
         self.portal

@@ -118,6 +118,93 @@ fn rules_check_lists_every_error_and_exits_1() {
 }
 
 #[test]
+fn the_layers_of_a_deployment_are_checked_tested_and_explained() {
+    let out = oshirase(&["rules", "check", "--layers", "fixtures/layers"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("prefecture 東京都 (130001): 35 rules (0 of its own)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("municipality 東京都利島村 (133621): 36 rules (1 of its own), 15 parameters (2 set here)"),
+        "{stdout}"
+    );
+
+    let out = oshirase(&["rules", "test", "--layers", "fixtures/layers"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("municipality 東京都利島村 (133621):\n")
+            && stdout.contains("rules: 5 passed, 0 failed"),
+        "{stdout}"
+    );
+
+    // The snapshot's header names the municipality: its catalogue decides, and says where
+    // each amount came from.
+    let out = oshirase(&[
+        "explain",
+        "--layers",
+        "fixtures/layers",
+        "--resident",
+        "R00114",
+        "--rule",
+        "sousaihi",
+        "--date",
+        "2026-08-18",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(
+            "(national → prefecture 東京都 (130001) → municipality 東京都利島村 (133621))"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("sousaihi_amount_kokuho = 70000 (in force from 2020-04-01; municipality 東京都利島村 (133621) layer"), "{stdout}");
+
+    // A broken layer: every catalogue it spoils fails, with the file and line.
+    let tmp = tempfile::tempdir().unwrap();
+    let village = tmp.path().join("municipalities/133621/parameters");
+    std::fs::create_dir_all(&village).unwrap();
+    std::fs::write(
+        village.join("village.yaml"),
+        "sousaihi_amount_kokuhoo:\n  description: 葬祭費\n  values:\n    - { from: 2020-04-01, value: 70000 }\n",
+    )
+    .unwrap();
+    let layers = tmp.path().to_str().unwrap();
+    let out = oshirase(&["rules", "check", "--layers", layers]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("municipality 東京都利島村 (133621):"), "{err}");
+    assert!(
+        err.contains("municipalities/133621/parameters/village.yaml:1:"),
+        "{err}"
+    );
+    assert!(
+        err.contains("did you mean \"sousaihi_amount_kokuho\""),
+        "{err}"
+    );
+
+    // Layers without a municipality to apply them to is a usage mistake, said as such.
+    let out = oshirase(&[
+        "run",
+        "--layers",
+        "fixtures/layers",
+        "--until",
+        "2026-01-01",
+        "--db",
+        ":memory:",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("--layers: name the municipality"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
 fn rules_test_prints_the_difference_and_exits_1() {
     let tmp = tempfile::tempdir().unwrap();
     write(tmp.path(), "ok-rule.yaml", RULE);

@@ -361,7 +361,66 @@ fn bad_options_are_refused_with_the_reason() {
         "{}",
         text(&out.stderr)
     );
+    let out = run(&["--residents", "10", "--municipality", "133622"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--municipality: check digit of \"133622\""),
+        "{}",
+        text(&out.stderr)
+    );
+    // A designated city's ward is not a municipality of its own.
+    let out = run(&["--residents", "10", "--municipality", "141011"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("141011 is not the code of a 市区町村"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = run(&["--residents", "ten"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(!out_dir.join("snapshot.jsonl").exists());
+}
+
+#[test]
+fn a_register_of_any_municipality_carries_its_code_and_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = oshirase(&[
+        "population",
+        "generate",
+        "--residents",
+        "300",
+        "--seed",
+        "5",
+        "--municipality",
+        "133621",
+        "--out",
+        s(tmp.path()),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for file in ["snapshot.jsonl", "changes.jsonl"] {
+        let (header, _) = lines(&tmp.path().join(file));
+        assert_eq!(header["local_gov_code"], "133621", "{file}");
+    }
+    let (_, records) = lines(&tmp.path().join("snapshot.jsonl"));
+    let residents: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["status"]["kind"] == "resident")
+        .collect();
+    assert!(residents.len() >= 290, "{}", residents.len());
+    for r in residents {
+        assert_eq!(r["address"]["local_gov_code"], "133621", "{r}");
+        let address = r["address"]["text"].as_str().unwrap();
+        assert!(
+            address.starts_with("東京都利島村") && address.ends_with('号'),
+            "{address}"
+        );
+    }
+    // The default stays 川崎市, with its wards.
+    let kawasaki = tmp.path().join("kawasaki");
+    generate(50, 5, &kawasaki);
+    let (header, records) = lines(&kawasaki.join("snapshot.jsonl"));
+    assert_eq!(header["local_gov_code"], "141305");
+    assert!(records.iter().any(|r| r["address"]["text"]
+        .as_str()
+        .is_some_and(|a| a.starts_with("神奈川県川崎市") && a.contains('区'))));
 }

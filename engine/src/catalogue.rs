@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::calendar::{self, ClosedDays, Counting, DeadlinePolicy, MonthDay, Period, Shift};
 use crate::ids::RuleId;
+pub use crate::layers::{Layer, LayerSources};
 use crate::population::EventKind;
 use crate::rule::*;
 use crate::script::{self, ScriptEngine, SCOPE_VARS};
@@ -89,19 +90,51 @@ struct ParameterValueDoc {
 #[derive(Debug, Clone)]
 pub struct Parameter {
     pub description: String,
+    /// The file of its topmost definition.
     pub file: String,
     /// Sorted by start date.
     pub values: Vec<(NaiveDate, serde_json::Value)>,
+    /// Where each of `values` was written, in the same order.
+    pub origins: Vec<ValueOrigin>,
+}
+
+/// Where a parameter value was written: the file, its place in the file's `values`, and the
+/// catalogue layer of the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValueOrigin {
+    pub file: String,
+    pub index: usize,
+    pub layer: Layer,
+    /// The description written with it.
+    pub description: String,
 }
 
 impl Parameter {
     /// The value in force on `on`, with the date it took effect.
     pub fn effective(&self, on: NaiveDate) -> Option<(NaiveDate, &serde_json::Value)> {
-        self.values
-            .iter()
-            .rev()
-            .find(|(from, _)| *from <= on)
-            .map(|(f, v)| (*f, v))
+        self.effective_with_origin(on).map(|(f, v, _)| (f, v))
+    }
+
+    /// The value in force on `on`, with the date it took effect and where it was written.
+    pub fn effective_with_origin(
+        &self,
+        on: NaiveDate,
+    ) -> Option<(NaiveDate, &serde_json::Value, &ValueOrigin)> {
+        let i = self.values.iter().rposition(|(from, _)| *from <= on)?;
+        Some((self.values[i].0, &self.values[i].1, &self.origins[i]))
+    }
+
+    /// One value in force on every date (a rule test case's parameter), written where the
+    /// topmost definition is.
+    pub fn set_everywhere(&mut self, value: serde_json::Value) {
+        let origin = self.origins.last().cloned().unwrap_or(ValueOrigin {
+            file: self.file.clone(),
+            index: 0,
+            layer: Layer::National,
+            description: self.description.clone(),
+        });
+        self.values = vec![(NaiveDate::MIN, value)];
+        self.origins = vec![origin];
     }
 }
 
@@ -138,6 +171,8 @@ pub struct RuleSet {
     /// Content hash over every rule and parameter file: the rule-set version.
     pub version: String,
     pub dir: PathBuf,
+    /// The layers it was compiled from, national first (docs: rules/README.md, Layers).
+    pub layers: Vec<Layer>,
 }
 
 impl RuleSet {
@@ -1043,46 +1078,50 @@ fn hex(bytes: &[u8]) -> String {
 
 /// Loads `dir/*.yaml` (rules) and `dir/parameters/*.yaml`. Returns every error found.
 pub fn load_dir(dir: &Path) -> Result<RuleSet, LoadErrors> {
-    let io_err =
-        |p: &Path, e: std::io::Error| LoadErrors(vec![unreadable(p, format!("cannot read: {e}"))]);
-    let mut errors = Vec::new();
-    let mut read_all = |paths: Vec<PathBuf>| -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        for path in paths {
-            match read_source(&path, "a rules folder holds only rule files") {
-                Ok(text) => out.push((path.display().to_string(), text)),
-                Err(e) => errors.push(e),
-            }
-        }
-        out
-    };
-    let sources = read_all(yaml_files(dir).map_err(|e| io_err(dir, e))?);
-    let param_dir = dir.join("parameters");
-    let mut param_sources = Vec::new();
-    if param_dir.is_dir() {
-        param_sources = read_all(yaml_files(&param_dir).map_err(|e| io_err(&param_dir, e))?);
-    }
-    if !errors.is_empty() {
-        return Err(LoadErrors(errors));
-    }
-    compile_sources(dir, &sources, &param_sources)
+    let national = LayerSources::read_national(dir)?;
+    compile_layered(dir, &[(Layer::National, &national)])
 }
 
-/// Compiles rule and parameter sources given as (file name, text).
+/// Compiles rule and parameter sources given as (file name, text): the national catalogue.
 pub fn compile_sources(
     dir: &Path,
     sources: &[(String, String)],
     param_sources: &[(String, String)],
 ) -> Result<RuleSet, LoadErrors> {
+    let national = LayerSources {
+        rules: sources.to_vec(),
+        parameters: param_sources.to_vec(),
+        tests: Vec::new(),
+    };
+    compile_layered(dir, &[(Layer::National, &national)])
+}
+
+/// Compiles the layers given, national first, into one catalogue: rules of every layer
+/// together (an id used twice is an error, whatever the layers), and parameters where a
+/// higher layer's definition takes over from its first date on.
+pub fn compile_layered(
+    dir: &Path,
+    layers: &[(Layer, &LayerSources)],
+) -> Result<RuleSet, LoadErrors> {
+    let sources: Vec<(String, String)> = layers
+        .iter()
+        .flat_map(|(_, l)| l.rules.iter().cloned())
+        .collect();
+    let param_sources: Vec<(String, String)> = layers
+        .iter()
+        .flat_map(|(_, l)| l.parameters.iter().cloned())
+        .collect();
     let mut errors = Vec::new();
     // Parameter files first, then rule files: the order the version hash has always used.
     let mut hasher = Sha256::new();
-    let params = parse_parameters(param_sources, &mut hasher, &mut errors);
+    let params = parse_parameters(layers, &mut hasher, &mut errors);
+    let param_sources = &param_sources[..];
     let deadline_policy = compile_deadline_policy(&params, param_sources, &mut errors);
     let notice_style = compile_notice_style(&params, param_sources, &mut errors);
     let engine = ScriptEngine::new();
-    let (rules, texts, failed_ids) = compile_rules(sources, &engine, &mut hasher, &mut errors);
+    let (rules, texts, failed_ids) = compile_rules(&sources, &engine, &mut hasher, &mut errors);
     let (by_id, env) = check_across_files(&rules, &texts, &params, &failed_ids, &mut errors);
+    check_local_parameters(&rules, &params, param_sources, &mut errors);
     let gaps = presentation_gaps(&rules, &texts);
     probe_scripts(&rules, &texts, &params, &engine, &env, &mut errors);
 
@@ -1102,64 +1141,177 @@ pub fn compile_sources(
         notice_style: Arc::new(notice_style),
         version: hex(&hasher.finalize())[..16].to_owned(),
         dir: dir.to_path_buf(),
+        layers: layers.iter().map(|(l, _)| *l).collect(),
     })
 }
 
-/// Every parameter file, hashed and parsed; a name defined twice keeps its first definition.
+/// Every parameter file of every layer, hashed and parsed. Within a layer a name defined
+/// twice keeps its first definition. A higher layer's definition of a name takes over from
+/// its first date on: the lower layers' values before that date stay in force before it
+/// (OpenFisca's extensions work so), and each value must be of the kind it overrides.
 fn parse_parameters(
-    param_sources: &[(String, String)],
+    layers: &[(Layer, &LayerSources)],
     hasher: &mut Sha256,
     errors: &mut Vec<LoadError>,
 ) -> Parameters {
     let mut params = Parameters::default();
-    for (file, text) in param_sources {
-        hasher.update(file.as_bytes());
-        hasher.update(text.as_bytes());
-        match parse_yaml::<BTreeMap<String, ParameterDoc>>(file, text) {
-            Err(e) => errors.push(e),
-            Ok(docs) => {
-                let mut cx = FileCtx {
-                    file,
-                    text,
-                    errors: Vec::new(),
-                };
-                for (name, doc) in docs {
-                    if let Some(prev) = params.0.get(&name) {
-                        cx.err(
-                            &name,
-                            format!("parameter {name:?} is already defined in {}", prev.file),
-                            None,
-                        );
-                        continue;
-                    }
-                    if doc.values.is_empty() {
-                        cx.err(&format!("{name}.values"), "needs at least one value", None);
-                        continue;
-                    }
-                    let mut values: Vec<_> =
-                        doc.values.into_iter().map(|v| (v.from, v.value)).collect();
-                    values.sort_by_key(|(d, _)| *d);
-                    if values.windows(2).any(|w| w[0].0 == w[1].0) {
-                        cx.err(
-                            &format!("{name}.values"),
-                            "two values take effect on the same date",
-                            None,
-                        );
-                    }
-                    params.0.insert(
-                        name,
-                        Parameter {
-                            description: doc.description,
+    for (layer, sources) in layers {
+        let mut this_layer: BTreeMap<String, String> = BTreeMap::new();
+        for (file, text) in &sources.parameters {
+            hasher.update(file.as_bytes());
+            hasher.update(text.as_bytes());
+            let docs = match parse_yaml::<BTreeMap<String, ParameterDoc>>(file, text) {
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+                Ok(docs) => docs,
+            };
+            let mut cx = FileCtx {
+                file,
+                text,
+                errors: Vec::new(),
+            };
+            for (name, doc) in docs {
+                if let Some(prev) = this_layer.get(&name) {
+                    cx.err(
+                        &name,
+                        format!("parameter {name:?} is already defined in {prev}"),
+                        None,
+                    );
+                    continue;
+                }
+                this_layer.insert(name.clone(), file.clone());
+                if doc.values.is_empty() {
+                    cx.err(&format!("{name}.values"), "needs at least one value", None);
+                    continue;
+                }
+                let mut values: Vec<(NaiveDate, serde_json::Value, ValueOrigin)> = doc
+                    .values
+                    .into_iter()
+                    .enumerate()
+                    .map(|(index, v)| {
+                        let origin = ValueOrigin {
                             file: file.clone(),
-                            values,
-                        },
+                            index,
+                            layer: *layer,
+                            description: doc.description.clone(),
+                        };
+                        (v.from, v.value, origin)
+                    })
+                    .collect();
+                values.sort_by_key(|(d, _, _)| *d);
+                if values.windows(2).any(|w| w[0].0 == w[1].0) {
+                    cx.err(
+                        &format!("{name}.values"),
+                        "two values take effect on the same date",
+                        None,
                     );
                 }
-                errors.extend(cx.errors);
+                let mut kept: Vec<(NaiveDate, serde_json::Value, ValueOrigin)> = Vec::new();
+                if let Some(below) = params.0.get(&name) {
+                    let first = values[0].0;
+                    if let Some((_, lower)) = below.values.last() {
+                        for (_, v, origin) in &values {
+                            if json_kind(v) != json_kind(lower) {
+                                cx.err(
+                                    &format!("{name}.values[{}].value", origin.index),
+                                    format!(
+                                        "is {}, but {name:?} is {} in {} ({})",
+                                        json_kind(v),
+                                        json_kind(lower),
+                                        below.file,
+                                        below.origins.last().map_or(Layer::National, |o| o.layer)
+                                    ),
+                                    Some("a layer overrides a value with a value of the same kind"),
+                                );
+                            }
+                        }
+                    }
+                    kept = below
+                        .values
+                        .iter()
+                        .zip(&below.origins)
+                        .filter(|((from, _), _)| *from < first)
+                        .map(|((from, v), o)| (*from, v.clone(), o.clone()))
+                        .collect();
+                }
+                kept.extend(values);
+                let (values, origins) = kept.into_iter().map(|(from, v, o)| ((from, v), o)).unzip();
+                params.0.insert(
+                    name,
+                    Parameter {
+                        description: doc.description,
+                        file: file.clone(),
+                        values,
+                        origins,
+                    },
+                );
             }
+            errors.extend(cx.errors);
         }
     }
     params
+}
+
+/// What kind of JSON value `v` is, in words.
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "true or false",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "text",
+        serde_json::Value::Array(_) => "a list",
+        serde_json::Value::Object(_) => "a map",
+    }
+}
+
+/// Parameters the engine itself reads (the calendar and the notice style): a layer may set
+/// them though no rule names them.
+const ENGINE_PARAMS: [&str; 4] = [
+    DEADLINE_SHIFT_PARAM,
+    CLOSED_DAYS_PARAM,
+    DEPARTMENTS_PARAM,
+    DATE_STYLE_PARAM,
+];
+
+/// A parameter a prefecture or municipality brings that overrides nothing below and that no
+/// rule reads is a typo of the one meant to be overridden, whose national value would
+/// silently stay in force.
+fn check_local_parameters(
+    rules: &[Rule],
+    params: &Parameters,
+    param_sources: &[(String, String)],
+    errors: &mut Vec<LoadError>,
+) {
+    for (name, p) in &params.0 {
+        let introduced_by_local = p
+            .origins
+            .first()
+            .is_some_and(|o| o.layer != Layer::National);
+        let read = ENGINE_PARAMS.contains(&name.as_str())
+            || rules.iter().any(|r| r.params_used.contains(name));
+        if introduced_by_local && !read {
+            let mut cx = ctx_of(p, param_sources);
+            let near = params
+                .0
+                .keys()
+                .filter(|k| *k != name)
+                .map(|k| (strsim::levenshtein(k, name), k))
+                .filter(|(d, _)| *d <= 3)
+                .min();
+            let near = near.map(|(_, k)| k);
+            cx.err(
+                name,
+                format!("parameter {name:?} overrides nothing in the layers below, and no rule reads it"),
+                Some(&match near {
+                    Some(k) => format!("did you mean {k:?}?"),
+                    None => "name a parameter of the national catalogue to override it, or use it in a rule of this layer".to_owned(),
+                }),
+            );
+            errors.extend(cx.errors);
+        }
+    }
 }
 
 /// The calendar parameter naming the shift rules inherit (`none`, `weekend`, `closed_days`).
@@ -1174,18 +1326,46 @@ pub const DEPARTMENTS_PARAM: &str = "departments";
 /// (令和8年).
 pub const DATE_STYLE_PARAM: &str = "date_style";
 
-/// The municipality's deadline policy from its calendar parameters; the statute's default
-/// (every deadline moves past 行政機関の休日) for a parameter not given.
-/// Where errors about parameter `p` are reported: its file, with its text for lines.
+/// The text of parameter file `file`, for the lines of its errors.
+fn source_text<'a>(file: &str, param_sources: &'a [(String, String)]) -> &'a str {
+    param_sources
+        .iter()
+        .find(|(f, _)| *f == file)
+        .map_or("", |(_, t)| t.as_str())
+}
+
+/// Where errors about parameter `p` as a whole are reported: its topmost file.
 fn ctx_of<'a>(p: &'a Parameter, param_sources: &'a [(String, String)]) -> FileCtx<'a> {
     FileCtx {
         file: &p.file,
-        text: param_sources
-            .iter()
-            .find(|(f, _)| *f == p.file)
-            .map_or("", |(_, t)| t.as_str()),
+        text: source_text(&p.file, param_sources),
         errors: Vec::new(),
     }
+}
+
+/// An error about value `i` of parameter `name`, at its place in the file (and layer) that
+/// wrote it; `suffix` names a part of the value (`.kosodate` of a departments map).
+fn value_error(
+    name: &str,
+    p: &Parameter,
+    i: usize,
+    suffix: &str,
+    param_sources: &[(String, String)],
+    message: String,
+    hint: Option<&str>,
+) -> LoadError {
+    let origin = &p.origins[i];
+    let mut cx = FileCtx {
+        file: &origin.file,
+        text: source_text(&origin.file, param_sources),
+        errors: Vec::new(),
+    };
+    cx.err(
+        &format!("{name}.values[{}].value{suffix}", origin.index),
+        message,
+        hint,
+    );
+    cx.errors.remove(0)
 }
 
 /// How the municipality writes its notices, from its parameters, compiled once at load:
@@ -1204,25 +1384,33 @@ fn compile_notice_style(
 ) -> NoticeStyle {
     let mut style = NoticeStyle::default();
     if let Some(p) = params.0.get(DATE_STYLE_PARAM) {
-        let mut cx = ctx_of(p, param_sources);
         for (i, (from, v)) in p.values.iter().enumerate() {
             match v.as_str().and_then(DateStyle::parse) {
                 Some(d) => style.date_style.push((*from, d)),
-                None => cx.err(
-                    &format!("{DATE_STYLE_PARAM}.values[{i}].value"),
+                None => errors.push(value_error(
+                    DATE_STYLE_PARAM,
+                    p,
+                    i,
+                    "",
+                    param_sources,
                     format!("{v} is not a date style"),
                     Some("seireki (2026年10月21日) or wareki (令和8年10月21日)"),
-                ),
+                )),
             }
         }
-        errors.extend(cx.errors);
     }
     if let Some(p) = params.0.get(DEPARTMENTS_PARAM) {
-        let mut cx = ctx_of(p, param_sources);
         for (i, (from, v)) in p.values.iter().enumerate() {
-            let field = format!("{DEPARTMENTS_PARAM}.values[{i}].value");
             let Some(map) = v.as_object() else {
-                cx.err(&field, format!("{v} is not a map of departments"), None);
+                errors.push(value_error(
+                    DEPARTMENTS_PARAM,
+                    p,
+                    i,
+                    "",
+                    param_sources,
+                    format!("{v} is not a map of departments"),
+                    None,
+                ));
                 continue;
             };
             let mut contacts = BTreeMap::new();
@@ -1231,20 +1419,25 @@ fn compile_notice_style(
                     Ok(contact) => {
                         contacts.insert(id.clone(), contact);
                     }
-                    Err(e) => cx.err(
-                        &format!("{field}.{id}"),
+                    Err(e) => errors.push(value_error(
+                        DEPARTMENTS_PARAM,
+                        p,
+                        i,
+                        &format!(".{id}"),
+                        param_sources,
                         e.to_string(),
                         Some("{ name, phone, hours, counter, url }; name is required"),
-                    ),
+                    )),
                 }
             }
             style.departments.push((*from, contacts));
         }
-        errors.extend(cx.errors);
     }
     style
 }
 
+/// The municipality's deadline policy from its calendar parameters; the statute's default
+/// (every deadline moves past 行政機関の休日) for a parameter not given.
 fn compile_deadline_policy(
     params: &Parameters,
     param_sources: &[(String, String)],
@@ -1252,29 +1445,37 @@ fn compile_deadline_policy(
 ) -> DeadlinePolicy {
     let mut policy = DeadlinePolicy::default();
     if let Some(p) = params.0.get(DEADLINE_SHIFT_PARAM) {
-        let mut cx = ctx_of(p, param_sources);
         let mut shift = Vec::new();
         for (i, (from, v)) in p.values.iter().enumerate() {
             match serde_json::from_value::<Shift>(v.clone()) {
                 Ok(s) => shift.push((*from, s)),
-                Err(_) => cx.err(
-                    &format!("{DEADLINE_SHIFT_PARAM}.values[{i}].value"),
+                Err(_) => errors.push(value_error(
+                    DEADLINE_SHIFT_PARAM,
+                    p,
+                    i,
+                    "",
+                    param_sources,
                     format!("{v} is not a shift"),
                     Some("one of none, weekend, closed_days, national_closed_days"),
-                ),
+                )),
             }
         }
         policy.shift = shift;
-        errors.extend(cx.errors);
     }
     if let Some(p) = params.0.get(CLOSED_DAYS_PARAM) {
-        let mut cx = ctx_of(p, param_sources);
         let mut closed = Vec::new();
+        let hint = Some("a list of \"MM-DD\" (every year) and \"YYYY-MM-DD\" (once)");
         for (i, (from, v)) in p.values.iter().enumerate() {
-            let field = format!("{CLOSED_DAYS_PARAM}.values[{i}].value");
-            let hint = Some("a list of \"MM-DD\" (every year) and \"YYYY-MM-DD\" (once)");
             let Some(items) = v.as_array() else {
-                cx.err(&field, format!("{v} is not a list of days"), hint);
+                errors.push(value_error(
+                    CLOSED_DAYS_PARAM,
+                    p,
+                    i,
+                    "",
+                    param_sources,
+                    format!("{v} is not a list of days"),
+                    hint,
+                ));
                 continue;
             };
             let mut days = ClosedDays::default();
@@ -1285,13 +1486,20 @@ fn compile_deadline_policy(
                 } else if let Ok(m) = MonthDay::parse(text) {
                     days.yearly.push(m);
                 } else {
-                    cx.err(&field, format!("{item} is not a day"), hint);
+                    errors.push(value_error(
+                        CLOSED_DAYS_PARAM,
+                        p,
+                        i,
+                        "",
+                        param_sources,
+                        format!("{item} is not a day"),
+                        hint,
+                    ));
                 }
             }
             closed.push((*from, days));
         }
         policy.closed = closed;
-        errors.extend(cx.errors);
     }
     policy
 }

@@ -1064,10 +1064,11 @@ fn evaluate_subject_memo(occasion: &Occasion, trace: &mut Trace, memo: Option<&M
     }
     for name in rule.params_used.iter().filter(|_| tracing) {
         if let Some(p) = rules.params.0.get(name) {
-            let detail = match p.effective(as_of) {
-                Some((from, v)) => {
-                    format!("{name} = {v} (in force from {from}; {})", p.description)
-                }
+            let detail = match p.effective_with_origin(as_of) {
+                Some((from, v, origin)) => format!(
+                    "{name} = {v} (in force from {from}; {} layer, {}; {})",
+                    origin.layer, origin.file, origin.description
+                ),
                 None => format!("{name}: no value in force on {as_of}"),
             };
             note(trace, "parameter", || detail, None, Vec::new());

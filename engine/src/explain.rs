@@ -26,6 +26,8 @@ pub struct Explanation {
     pub rule_version: u32,
     pub rule_file: String,
     pub rule_set_version: String,
+    /// The layers of the catalogue, national first (`national`, `municipality … (133621)`).
+    pub catalogue: Vec<String>,
     pub resident: ResidentId,
     pub date: NaiveDate,
     pub trigger: Trigger,
@@ -238,6 +240,7 @@ pub fn explain(
         rule_version: rule.version,
         rule_file: rule.source.file.clone(),
         rule_set_version: rules.version.clone(),
+        catalogue: rules.layers.iter().map(ToString::to_string).collect(),
         resident: resident.clone(),
         date: today,
         trigger: rule.trigger,

@@ -12,6 +12,8 @@ pub mod explain;
 pub mod feed;
 pub mod ids;
 pub mod items;
+pub mod layers;
+pub mod municipalities;
 mod nesting;
 pub mod population;
 pub mod purposes;

@@ -255,7 +255,7 @@ fn run_case(
         let mut params = (*rules.params).clone();
         for (name, value) in &case.parameters {
             match params.0.get_mut(name) {
-                Some(p) => p.values = vec![(NaiveDate::MIN, value.clone())],
+                Some(p) => p.set_everywhere(value.clone()),
                 None => result.differences.push(format!(
                     "parameters: no parameter {name:?} in the catalogue"
                 )),

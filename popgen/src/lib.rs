@@ -25,6 +25,8 @@ use std::path::PathBuf;
 use anyhow::{ensure, Context};
 use chrono::NaiveDate;
 use oshirase_engine::calendar;
+use oshirase_engine::ids::LocalGovCode;
+use oshirase_engine::municipalities::{self, Municipality};
 
 use attributes::{assign_arrivals, assign_relations, assign_work};
 use households::{build_households, number_residents};
@@ -44,6 +46,20 @@ pub struct Options {
     pub out: PathBuf,
     /// The register date of the snapshot; the changes cover the 365 days after it.
     pub start: NaiveDate,
+    /// The municipality of the register (`DEFAULT_MUNICIPALITY` unless told): its code is
+    /// on every record, its prefecture and name begin every address.
+    pub municipality: &'static Municipality,
+}
+
+/// The municipality of a register when none is named: 川崎市, a designated city (its wards
+/// are in the addresses).
+pub const DEFAULT_MUNICIPALITY: &str = "141305";
+
+/// The municipality of `code` (a 市区町村 of the bundled table), or why it cannot be one.
+pub fn municipality(code: &str) -> anyhow::Result<&'static Municipality> {
+    let code = LocalGovCode::parse(code).map_err(|e| anyhow::anyhow!("--municipality: {e}"))?;
+    municipalities::find(code)
+        .ok_or_else(|| anyhow::anyhow!("--municipality: {code} is not the code of a 市区町村"))
 }
 
 /// Largest register the ids (8 digits, with room for a year of arrivals) can number.
@@ -136,7 +152,7 @@ pub fn generate(args: &Options) -> anyhow::Result<Summary> {
     let plans = plan_year(&mut w);
     let mut summary = write_snapshot(&mut w, &order, args)?;
     let year = live_year(&mut w, plans, number + 1)?;
-    let changes = write_changes(year.lines, &args.out)?;
+    let changes = write_changes(year.lines, &args.out, args.municipality.code)?;
     summary.births = year.summary.births;
     summary.deaths = year.summary.deaths;
     summary.moves_in = year.summary.moves_in;
@@ -166,6 +182,7 @@ mod tests {
         let out =
             std::env::temp_dir().join(format!("oshirase-popgen-stable-{}", std::process::id()));
         let summary = generate(&Options {
+            municipality: municipality(DEFAULT_MUNICIPALITY).unwrap(),
             residents: 3000,
             seed: 20260401,
             out: out.clone(),

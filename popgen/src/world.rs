@@ -115,11 +115,9 @@ pub(crate) const KAIGO: [(i32, i32, f64); 5] = [
     (90, 200, 0.75),
 ];
 
-/// The municipality of the synthetic register: 川崎市 (141305, check digit verified). Its
-/// people, households and addresses are invented.
-pub(crate) const LOCAL_GOV_CODE: &str = "141305";
-pub(crate) const CITY: &str = "神奈川県川崎市";
-pub(crate) const WARDS: [&str; 7] = [
+/// The wards of 川崎市 (141305), the default municipality, for its addresses; the people,
+/// households and addresses of every register are invented.
+pub(crate) const KAWASAKI_WARDS: [&str; 7] = [
     "川崎区",
     "幸区",
     "中原区",
@@ -146,6 +144,8 @@ pub(crate) type ProxySpec = (u32, &'static [&'static str], Option<NaiveDate>);
 /// The generator's state: the people and households made so far, and the one random stream
 /// every draw comes from (in a fixed order, so a seed gives the same bytes).
 pub(crate) struct World {
+    /// The register's municipality.
+    pub(crate) municipality: &'static oshirase_engine::municipalities::Municipality,
     pub(crate) rng: ChaCha8Rng,
     pub(crate) start: NaiveDate,
     pub(crate) end: NaiveDate,
@@ -183,6 +183,7 @@ impl World {
             guardians_external: BTreeMap::new(),
             externals: Vec::new(),
             surname_cdf: cdf,
+            municipality: options.municipality,
         }
     }
 

@@ -9,6 +9,8 @@ use std::path::Path;
 use anyhow::Context;
 use chrono::NaiveDate;
 use oshirase_engine::calendar;
+use oshirase_engine::ids::LocalGovCode;
+use oshirase_engine::municipalities::Municipality;
 use rand::prelude::*;
 use serde::Serialize;
 
@@ -16,8 +18,8 @@ use crate::attributes::attr;
 use crate::names::{given_names, romaji, SURNAMES};
 use crate::people::{flag, NONE};
 use crate::world::{
-    World, ADULT_AGE, CITY, ELSEWHERE, LATE_OLD_BAND_START, LOCAL_GOV_CODE, OLD_BAND_START, TOWNS,
-    WARDS, YOUNG_BAND_END,
+    World, ADULT_AGE, ELSEWHERE, KAWASAKI_WARDS, LATE_OLD_BAND_START, OLD_BAND_START, TOWNS,
+    YOUNG_BAND_END,
 };
 use crate::{Options, Summary};
 
@@ -31,13 +33,20 @@ pub(crate) fn hid(n: u32) -> String {
     format!("H{n:07}")
 }
 
-/// An invented address in the city, one per address number.
-fn address_text(n: u32) -> String {
-    let ward = WARDS[n as usize % WARDS.len()];
-    let town = TOWNS[(n as usize / WARDS.len()) % TOWNS.len()];
-    let rest = n as usize / (WARDS.len() * TOWNS.len());
+/// An invented address in `m`, one per address number (in 川崎市's wards for 川崎市).
+fn address_text(m: &Municipality, n: u32) -> String {
+    let wards: &[&str] = if m.code.to_string() == crate::DEFAULT_MUNICIPALITY {
+        &KAWASAKI_WARDS
+    } else {
+        &[""]
+    };
+    let ward = wards[n as usize % wards.len()];
+    let town = TOWNS[(n as usize / wards.len()) % TOWNS.len()];
+    let rest = n as usize / (wards.len() * TOWNS.len());
     format!(
-        "{CITY}{ward}{town}{}丁目{}番{}号",
+        "{}{}{ward}{town}{}丁目{}番{}号",
+        m.prefecture,
+        m.name,
         rest % 5 + 1,
         (rest / 5) % 30 + 1,
         (rest / 150) % 40 + 1
@@ -63,8 +72,8 @@ pub(crate) enum StatusOut {
 }
 
 #[derive(Serialize)]
-struct AddressOut<'a> {
-    local_gov_code: &'a str,
+struct AddressOut {
+    local_gov_code: LocalGovCode,
     text: String,
 }
 
@@ -163,13 +172,13 @@ impl AttributesOut {
 }
 
 #[derive(Serialize)]
-pub(crate) struct RecordOut<'a> {
+pub(crate) struct RecordOut {
     id: String,
     name: NameOut,
     birth_date: NaiveDate,
     sex: u8,
     status: StatusOut,
-    address: AddressOut<'a>,
+    address: AddressOut,
     #[serde(skip_serializing_if = "Option::is_none")]
     household: Option<HouseholdOut>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -212,7 +221,7 @@ impl World {
         status: StatusOut,
         on: NaiveDate,
         used: &mut Vec<&'static str>,
-    ) -> RecordOut<'static> {
+    ) -> RecordOut {
         let person = self.persons[p as usize].clone();
         let external = person.flags & flag::EXTERNAL != 0;
         let surname = if external {
@@ -298,7 +307,7 @@ impl World {
             let (code, text) = ELSEWHERE[p as usize % ELSEWHERE.len()];
             (
                 AddressOut {
-                    local_gov_code: code,
+                    local_gov_code: LocalGovCode::parse(code).expect("a code of ELSEWHERE"),
                     text: text.to_owned(),
                 },
                 None,
@@ -307,8 +316,8 @@ impl World {
             let h = &self.households[person.hh as usize];
             (
                 AddressOut {
-                    local_gov_code: LOCAL_GOV_CODE,
-                    text: address_text(h.number),
+                    local_gov_code: self.municipality.code,
+                    text: address_text(self.municipality, h.number),
                 },
                 Some(HouseholdOut {
                     id: hid(h.number),
@@ -415,7 +424,7 @@ impl Line {
 /// The rest of a `birth` or `move_in` line.
 #[derive(Serialize)]
 pub(crate) struct RecordField<'a> {
-    pub(crate) record: &'a RecordOut<'static>,
+    pub(crate) record: &'a RecordOut,
 }
 
 /// The rest of a `death` or `move_out` line.
@@ -445,8 +454,8 @@ pub(crate) fn write_snapshot(
     let mut out = BufWriter::with_capacity(1 << 20, file);
     writeln!(
         out,
-        r#"{{"format":"oshirase-snapshot","schema_version":1,"as_of":"{}","local_gov_code":"{LOCAL_GOV_CODE}"}}"#,
-        args.start
+        r#"{{"format":"oshirase-snapshot","schema_version":1,"as_of":"{}","local_gov_code":"{}"}}"#,
+        args.start, args.municipality.code
     )?;
     let mut s = Summary {
         out: args.out.clone(),
@@ -493,7 +502,11 @@ pub(crate) fn write_snapshot(
 }
 
 /// changes.jsonl: the header, then the lines in the order they reached the register, numbered.
-pub(crate) fn write_changes(mut lines: Vec<Line>, dir: &Path) -> anyhow::Result<usize> {
+pub(crate) fn write_changes(
+    mut lines: Vec<Line>,
+    dir: &Path,
+    municipality: LocalGovCode,
+) -> anyhow::Result<usize> {
     lines.sort_by_key(|l| (l.recorded, l.date, l.made));
     let path = dir.join("changes.jsonl");
     let file =
@@ -501,7 +514,7 @@ pub(crate) fn write_changes(mut lines: Vec<Line>, dir: &Path) -> anyhow::Result<
     let mut out = BufWriter::with_capacity(1 << 20, file);
     writeln!(
         out,
-        r#"{{"format":"oshirase-changes","schema_version":1,"local_gov_code":"{LOCAL_GOV_CODE}"}}"#
+        r#"{{"format":"oshirase-changes","schema_version":1,"local_gov_code":"{municipality}"}}"#
     )?;
     for (i, l) in lines.iter().enumerate() {
         writeln!(out, "{{\"seq\":{},{}", i + 1, &l.body[1..])?;

@@ -8,7 +8,7 @@ use chrono::NaiveDate;
 use oshirase_engine::ids::RuleId;
 use oshirase_engine::{calendar, evaluate_day, Decision};
 
-use crate::common::{check_day, exit, load_rules, parse_id, Format};
+use crate::common::{check_day, exit, parse_id, CatalogueArgs, Format};
 
 #[derive(clap::Args)]
 pub struct EvaluateArgs {
@@ -21,9 +21,8 @@ pub struct EvaluateArgs {
     /// Evaluate every day from --date to this day, inclusive.
     #[arg(long)]
     to: Option<NaiveDate>,
-    /// The rule catalogue folder; without it, the catalogue built into this binary.
-    #[arg(long, env = "OSHIRASE_RULES")]
-    rules: Option<PathBuf>,
+    #[command(flatten)]
+    catalogue: CatalogueArgs,
     /// Only this rule.
     #[arg(long)]
     rule: Option<String>,
@@ -32,7 +31,9 @@ pub struct EvaluateArgs {
 }
 
 pub fn run(args: EvaluateArgs) -> anyhow::Result<u8> {
-    let mut rules = match load_rules(args.rules.as_deref()) {
+    let snap = crate::common::read_snapshot(args.snapshot.as_deref())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut rules = match args.catalogue.load_for(snap.header.local_gov_code) {
         Ok(r) => r,
         Err(code) => return Ok(code),
     };
@@ -42,8 +43,6 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<u8> {
             .only(std::slice::from_ref(&id))
             .map_err(|id| anyhow::anyhow!("--rule: no rule {id} in {}", rules.dir.display()))?;
     }
-    let snap = crate::common::read_snapshot(args.snapshot.as_deref())
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let (from, to) = (args.date, args.to.unwrap_or(args.date));
     anyhow::ensure!(to >= from, "--to {to} is before --date {from}");
     check_day("--date", from)?;

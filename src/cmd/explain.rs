@@ -7,7 +7,7 @@ use chrono::NaiveDate;
 use oshirase_engine::ids::{ResidentId, RuleId};
 use oshirase_engine::{explain, ExplainOutcome, Explanation};
 
-use crate::common::{check_day, exit, load_rules, parse_id, Format};
+use crate::common::{check_day, exit, parse_id, CatalogueArgs, Format};
 
 #[derive(clap::Args)]
 pub struct ExplainArgs {
@@ -20,23 +20,22 @@ pub struct ExplainArgs {
     rule: String,
     #[arg(long)]
     date: NaiveDate,
-    /// The rule catalogue folder; without it, the catalogue built into this binary.
-    #[arg(long, env = "OSHIRASE_RULES")]
-    rules: Option<PathBuf>,
+    #[command(flatten)]
+    catalogue: CatalogueArgs,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
 }
 
 pub fn run(args: ExplainArgs) -> anyhow::Result<u8> {
-    let rules = match load_rules(args.rules.as_deref()) {
+    let snap = crate::common::read_snapshot(args.snapshot.as_deref())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let rules = match args.catalogue.load_for(snap.header.local_gov_code) {
         Ok(r) => r,
         Err(code) => return Ok(code),
     };
     check_day("--date", args.date)?;
     let resident = parse_id(&args.resident, "resident", ResidentId::parse)?;
     let rule = parse_id(&args.rule, "rule", RuleId::parse)?;
-    let snap = crate::common::read_snapshot(args.snapshot.as_deref())
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let ex = explain(&rules, &snap.population, &resident, &rule, args.date)?;
     let mut out = std::io::stdout().lock();
     match args.format {
@@ -56,8 +55,14 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<u8> {
 fn print_table(out: &mut impl Write, ex: &Explanation) -> std::io::Result<()> {
     writeln!(
         out,
-        "rule {} v{} ({}), rule set {}\nresident {} on {}",
-        ex.rule, ex.rule_version, ex.rule_file, ex.rule_set_version, ex.resident, ex.date
+        "rule {} v{} ({}), rule set {} ({})\nresident {} on {}",
+        ex.rule,
+        ex.rule_version,
+        ex.rule_file,
+        ex.rule_set_version,
+        ex.catalogue.join(" → "),
+        ex.resident,
+        ex.date
     )?;
     for s in &ex.steps {
         let mark = match s.passed {

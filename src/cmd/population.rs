@@ -27,13 +27,19 @@ pub struct GenerateArgs {
     /// The register date of the snapshot; the changes cover the 365 days after it.
     #[arg(long, default_value = "2026-04-01")]
     pub start: NaiveDate,
+    /// The municipality of the register (a local government code of the bundled table):
+    /// on every record, and at the head of every address.
+    #[arg(long, default_value = oshirase_popgen::DEFAULT_MUNICIPALITY)]
+    pub municipality: String,
 }
 
 pub fn run(cmd: PopulationCommand) -> anyhow::Result<u8> {
     match cmd {
         PopulationCommand::Generate(args) => {
             let started = Instant::now();
+            let municipality = oshirase_popgen::municipality(&args.municipality)?;
             let s = oshirase_popgen::generate(&oshirase_popgen::Options {
+                municipality,
                 residents: args.residents,
                 seed: args.seed,
                 out: args.out,

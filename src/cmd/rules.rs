@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use oshirase_engine::layers::Layer;
 use oshirase_engine::ruletest;
 
 use crate::common::{exit, load_rules, rules_name};
@@ -13,19 +14,132 @@ pub enum RulesCommand {
     Check {
         /// The catalogue folder; without it, the catalogue built into this binary.
         dir: Option<PathBuf>,
+        /// A deployment's layers (prefectures/CODE/, municipalities/CODE/): every
+        /// prefecture's and municipality's catalogue is checked too.
+        #[arg(long, env = "OSHIRASE_LAYERS")]
+        layers: Option<PathBuf>,
     },
-    /// Run the test cases in DIR/tests (or the built-in catalogue's).
+    /// Run the test cases in DIR/tests (or the built-in catalogue's), and each layer's
+    /// tests/ against its own catalogue.
     Test {
         /// The catalogue folder; without it, the catalogue built into this binary.
         dir: Option<PathBuf>,
+        /// A deployment's layers (prefectures/CODE/, municipalities/CODE/).
+        #[arg(long, env = "OSHIRASE_LAYERS")]
+        layers: Option<PathBuf>,
     },
 }
 
 pub fn run(cmd: RulesCommand) -> anyhow::Result<u8> {
     match cmd {
-        RulesCommand::Check { dir } => check(dir.as_deref()),
-        RulesCommand::Test { dir } => test(dir.as_deref()),
+        RulesCommand::Check { dir, layers } => match layers {
+            None => check(dir.as_deref()),
+            Some(layers) => check_layers(dir.as_deref(), &layers),
+        },
+        RulesCommand::Test { dir, layers } => match layers {
+            None => test(dir.as_deref()),
+            Some(layers) => test_layers(dir.as_deref(), &layers),
+        },
     }
+}
+
+/// Every catalogue the layers make: national, each prefecture's, each municipality's; one
+/// line each, and every error of every one.
+fn check_layers(dir: Option<&Path>, layers: &Path) -> anyhow::Result<u8> {
+    let code = check(dir)?;
+    if code != exit::OK {
+        return Ok(code);
+    }
+    let layers = match crate::common::load_layers(dir, Some(layers)) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(exit::RULES);
+        }
+    };
+    let mut failed = 0;
+    let national = layers.national_catalogue().ok();
+    for (layer, catalogue) in layers.every_catalogue().into_iter().skip(1) {
+        match catalogue {
+            Err(e) => {
+                failed += 1;
+                eprintln!("{layer}:\n{e}");
+            }
+            Ok(rules) if !rules.presentation_gaps.is_empty() => {
+                failed += 1;
+                eprintln!("{layer}:");
+                for e in rules.presentation_gaps.iter() {
+                    eprintln!("{e}");
+                }
+            }
+            Ok(rules) => {
+                let (own_rules, overridden) = layer_counts(&rules, layer, national.as_ref());
+                out!(
+                    "{layer}: {} rules ({own_rules} of its own), {} parameters ({overridden} set here), rule-set version {}",
+                    rules.rules().len(),
+                    rules.params.0.len(),
+                    rules.version
+                );
+            }
+        }
+    }
+    Ok(if failed == 0 { exit::OK } else { exit::RULES })
+}
+
+/// The rules a layer adds, and the parameters whose values it sets.
+fn layer_counts(
+    rules: &oshirase_engine::RuleSet,
+    layer: Layer,
+    national: Option<&oshirase_engine::RuleSet>,
+) -> (usize, usize) {
+    let own = rules
+        .rules()
+        .iter()
+        .filter(|r| national.is_none_or(|n| n.get(&r.id).is_none()))
+        .count();
+    let set = rules
+        .params
+        .0
+        .values()
+        .filter(|p| p.origins.iter().any(|o| o.layer == layer))
+        .count();
+    (own, set)
+}
+
+/// The national tests on the national catalogue, then each layer's on its own catalogue.
+fn test_layers(dir: Option<&Path>, layers: &Path) -> anyhow::Result<u8> {
+    let layers = match crate::common::load_layers(dir, Some(layers)) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(exit::RULES);
+        }
+    };
+    let mut ok = true;
+    let mut out = std::io::stdout().lock();
+    for (layer, catalogue) in layers.every_catalogue() {
+        let rules = match catalogue {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("{layer}:\n{e}");
+                ok = false;
+                continue;
+            }
+        };
+        let tests = match layer {
+            Layer::National => &layers.national.tests,
+            _ => &layers.local[&layer].tests,
+        };
+        // A layer may change a value without cases of its own; the national catalogue may not.
+        if tests.is_empty() && layer != Layer::National {
+            writeln!(out, "{layer}: no test cases")?;
+            continue;
+        }
+        let report = ruletest::run_sources(&rules, tests);
+        writeln!(out, "{layer}:")?;
+        ok &= print_report(&mut out, &report)?;
+    }
+    Ok(if ok { exit::OK } else { exit::RULES })
 }
 
 fn check(dir: Option<&Path>) -> anyhow::Result<u8> {
@@ -72,6 +186,12 @@ fn test(dir: Option<&Path>) -> anyhow::Result<u8> {
         None => ruletest::run_sources(&rules, &crate::builtin::rule_tests()),
     };
     let mut out = std::io::stdout().lock();
+    let ok = print_report(&mut out, &report)?;
+    Ok(if ok { exit::OK } else { exit::RULES })
+}
+
+/// Every case of a report, then the counts; whether all passed.
+fn print_report(out: &mut impl Write, report: &ruletest::Report) -> std::io::Result<bool> {
     for e in &report.errors {
         writeln!(out, "ERROR {e}")?;
     }
@@ -91,5 +211,5 @@ fn test(dir: Option<&Path>) -> anyhow::Result<u8> {
         report.passed(),
         report.failed() + report.errors.len()
     )?;
-    Ok(if report.ok() { exit::OK } else { exit::RULES })
+    Ok(report.ok())
 }

@@ -14,16 +14,15 @@ use oshirase_service::outbox::{Channel, Policy, Worker};
 use oshirase_service::scheduler::Scheduler;
 use oshirase_store::Store;
 
-use crate::common::{exit, load_rules, runtime, shutdown_signal, DbArg};
+use crate::common::{exit, runtime, shutdown_signal, CatalogueArgs, DbArg};
 use crate::config::{EmailTransport, ServiceConfig};
 
 #[derive(clap::Args)]
 pub struct RunArgs {
     #[command(flatten)]
     pub db: DbArg,
-    /// The rule catalogue folder; without it, the catalogue built into this binary.
-    #[arg(long, env = "OSHIRASE_RULES")]
-    pub rules: Option<PathBuf>,
+    #[command(flatten)]
+    pub catalogue: CatalogueArgs,
     /// Local time (Asia/Tokyo) of the daily run.
     #[arg(long, default_value = "06:00")]
     pub at: NaiveTime,
@@ -40,7 +39,7 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<u8> {
-    let rules = match load_rules(args.rules.as_deref()) {
+    let rules = match args.catalogue.load() {
         Ok(r) => r,
         Err(code) => return Ok(code),
     };
@@ -48,11 +47,20 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
         Some(path) => crate::config::load(path)?,
         None => ServiceConfig::default(),
     };
+    // One process serves one municipality: the catalogue's and the configuration's agree.
+    if let Some(code) = &args.catalogue.municipality {
+        for (field, configured) in config.municipalities() {
+            anyhow::ensure!(
+                configured == code,
+                "{field} is {configured}, but --municipality is {code}: one process serves one municipality"
+            );
+        }
+    }
     // Checked before anything starts.
     let portal_policy = config.policy("portal")?;
     let email_policy = config.policy("email")?;
     let webpush_policy = config.policy("webpush")?;
-    let exchange = match crate::common::load_exchange(args.rules.as_deref()) {
+    let exchange = match crate::common::load_exchange(args.catalogue.rules.as_deref()) {
         Ok(x) => x,
         Err(code) => return Ok(code),
     };
