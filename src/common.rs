@@ -140,6 +140,17 @@ impl CatalogueArgs {
     }
 }
 
+impl CatalogueArgs {
+    /// How the catalogue is named in reports: the national folder, and the layers over it.
+    pub fn name(&self) -> String {
+        let national = rules_name(self.rules.as_deref());
+        match &self.layers {
+            None => national,
+            Some(layers) => format!("{national} with the layers of {}", layers.display()),
+        }
+    }
+}
+
 /// The national catalogue (a folder, or the one built in) and the layers of `layers`.
 pub fn load_layers(
     national: Option<&Path>,

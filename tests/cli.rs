@@ -205,6 +205,60 @@ fn the_layers_of_a_deployment_are_checked_tested_and_explained() {
 }
 
 #[test]
+fn the_service_decides_with_the_municipality_s_own_catalogue() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("o.sqlite");
+    let db = db.to_str().unwrap();
+    let out = oshirase(&["ingest", "fixtures/town.jsonl", "--db", db]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let day = "2026-10-15";
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", "--db", db, "--start", day, "--until", day];
+        args.extend_from_slice(extra);
+        oshirase(&args)
+    };
+    // Another municipality's configuration is refused before anything runs.
+    let config = tmp.path().join("other.yaml");
+    std::fs::write(
+        &config,
+        "console:\n  listen: 127.0.0.1:0\n  public_url: https://office.example.lg.jp\n  local_gov_code: \"133639\"\n  jwt: {issuer: sso, algorithm: HS256, secret_env: OSHIRASE_TEST_UNSET}\n",
+    )
+    .unwrap();
+    let out = run(&[
+        "--layers",
+        "fixtures/layers",
+        "--municipality",
+        "133621",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr)
+            .contains("console.local_gov_code is 133639, but --municipality is 133621"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(&["--layers", "fixtures/layers", "--municipality", "133621"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let decisions = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = oshirase_store::Store::open(db).await.unwrap();
+        store.decisions().await.unwrap()
+    });
+    // R00380 turns 88 on 2026-11-14: the village's own 敬老祝金, 30 days before.
+    let keirou: Vec<_> = decisions
+        .iter()
+        .filter(|d| d.rule == "keirou-iwaikin-88")
+        .collect();
+    assert_eq!(keirou.len(), 1, "{decisions:?}");
+    assert!(
+        keirou[0].key.starts_with("keirou-iwaikin-88/R00380/"),
+        "{:?}",
+        keirou[0]
+    );
+}
+
+#[test]
 fn rules_test_prints_the_difference_and_exits_1() {
     let tmp = tempfile::tempdir().unwrap();
     write(tmp.path(), "ok-rule.yaml", RULE);

@@ -541,3 +541,122 @@ fn run_time_rule_failures_exit_4_and_are_all_in_the_summary() {
     assert_self_contained(&html);
     assert!(html.contains("ルールの実行時エラー"));
 }
+
+/// `evaluate --format json` over the range with the catalogue of the town's municipality
+/// under `layers`.
+fn evaluate_layers(layers: &Path, from: &str, to: &str) -> Vec<Value> {
+    let r = oshirase(&[
+        "evaluate",
+        "--snapshot",
+        "fixtures/town.jsonl",
+        "--layers",
+        s(layers),
+        "--date",
+        from,
+        "--to",
+        to,
+        "--format",
+        "json",
+    ]);
+    assert_eq!(r.status.code(), Some(0), "{}", text(&r.stderr));
+    let v: Value = serde_json::from_slice(&r.stdout).unwrap();
+    v["decisions"].as_array().unwrap().clone()
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let p = entry.unwrap().path();
+        let target = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_tree(&p, &target);
+        } else {
+            std::fs::copy(&p, &target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_municipality_s_changed_layer_shows_resident_by_resident() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let layers = root().join("fixtures/layers");
+    let other = tmp.path().join("layers");
+    copy_tree(&layers, &other);
+    // 東京都 brings its 後期 葬祭費 forward a year; the village raises its own 葬祭費 and
+    // drops its 敬老祝金 with its amount and cases.
+    edit(
+        &other.join("prefectures/130001/parameters/kouki.yaml"),
+        "{ from: 2027-04-01, value: 70000 }",
+        "{ from: 2026-04-01, value: 70000 }",
+    );
+    let village = other.join("municipalities/133621");
+    std::fs::remove_file(village.join("keirou-iwaikin-88.yaml")).unwrap();
+    std::fs::remove_dir_all(village.join("tests")).unwrap();
+    std::fs::write(
+        village.join("parameters/village.yaml"),
+        "sousaihi_amount_kokuho:\n  description: 葬祭費（国保）\n  values:\n    - { from: 2020-04-01, value: 80000 }\n",
+    )
+    .unwrap();
+
+    let (from, to) = ("2026-01-01", "2026-12-31");
+    let r = oshirase(&[
+        "simulate",
+        "--snapshot",
+        "fixtures/town.jsonl",
+        "--from",
+        from,
+        "--to",
+        to,
+        "--out",
+        s(&out),
+        "--layers",
+        s(&layers),
+        "--compare-layers",
+        s(&other),
+    ]);
+    assert_eq!(r.status.code(), Some(0), "{}", text(&r.stderr));
+
+    // The oracle: each catalogue evaluated day by day.
+    let base = evaluate_layers(&layers, from, to);
+    let changed = evaluate_layers(&other, from, to);
+    let keirou = keys(base.iter().filter(|d| d["rule"] == "keirou-iwaikin-88"));
+    assert!(!keirou.is_empty());
+    let removed: BTreeSet<String> = keys(&base).difference(&keys(&changed)).cloned().collect();
+    assert_eq!(removed, keirou);
+    // The town's deaths of the year are all in 後期高齢者医療, after 2026-04-01.
+    let raised = keys(base.iter().filter(|d| {
+        d["rule"] == "sousaihi"
+            && d["prefill"]["insurer"] == "後期高齢者医療"
+            && d["prefill"]["death_date"].as_str() >= Some("2026-04-01")
+    }));
+    assert!(!raised.is_empty(), "a 後期 death in the range");
+    assert!(changed
+        .iter()
+        .filter(|d| raised.contains(d["key"].as_str().unwrap()))
+        .all(|d| d["prefill"]["amount"] == 70000));
+
+    let mut seen: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for l in read(&out.join("compare.csv")).lines().skip(1) {
+        let f: Vec<&str> = l.splitn(6, ',').collect();
+        seen.entry(f[0].to_owned())
+            .or_default()
+            .insert(f[1].to_owned());
+    }
+    assert_eq!(seen.get("removed"), Some(&keirou));
+    assert_eq!(seen.get("changed"), Some(&raised));
+    assert_eq!(seen.get("added"), None);
+    let summary: Value = serde_json::from_str(&read(&out.join("summary.json"))).unwrap();
+    let named = summary["compare"]["rules_dir"].as_str().unwrap();
+    assert!(
+        named.ends_with(&format!("with the layers of {}", s(&other))),
+        "{named}"
+    );
+    assert!(
+        summary["rules_dir"]
+            .as_str()
+            .unwrap()
+            .contains("with the layers of"),
+        "{summary}"
+    );
+}

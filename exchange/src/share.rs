@@ -20,8 +20,6 @@ use crate::api::ApiState;
 use crate::auth::{self, OAuthError};
 use crate::{dpop, sdjwt};
 
-/// How long an access token lives.
-const TOKEN_TTL: i64 = 300;
 /// How long the signed extract may be kept as evidence, at most (and never past the grant).
 const EXTRACT_TTL: i64 = 30 * 86_400;
 /// The audience of the sharing API's access tokens.
@@ -407,18 +405,20 @@ async fn issue(s: &ApiState, headers: &HeaderMap, f: TokenForm) -> Result<Value,
         sub,
         client_id: party.id.clone(),
         iat: now.timestamp(),
-        exp: now.timestamp() + TOKEN_TTL,
+        exp: now.timestamp() + s.config.token_ttl_seconds,
         jti: random_id(),
         cnf: Cnf { jkt: p.jkt.clone() },
     };
     let token = s.keys.current.sign("at+jwt", &claims);
     let Some(grant) = grant else {
-        return Ok(json!({ "access_token": token, "token_type": "DPoP", "expires_in": TOKEN_TTL }));
+        return Ok(
+            json!({ "access_token": token, "token_type": "DPoP", "expires_in": s.config.token_ttl_seconds }),
+        );
     };
     Ok(json!({
         "access_token": token,
         "token_type": "DPoP",
-        "expires_in": TOKEN_TTL,
+        "expires_in": s.config.token_ttl_seconds,
         "refresh_token": refresh,
         "grant_id": grant.id,
         "authorization_details": [{

@@ -4,17 +4,17 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use chrono::{Datelike, NaiveDate};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use oshirase_engine::ids::{ResidentId, RuleId};
+use oshirase_engine::ids::{LocalGovCode, ResidentId, RuleId};
 use oshirase_engine::simulate::{simulate, simulate_and_compare, Comparison, Simulation};
 use oshirase_engine::{calendar, Decision, DecisionKey, RuleFailure, RuleSet};
 use serde::Serialize;
 
-use crate::common::exit;
+use crate::common::{exit, CatalogueArgs};
 
 #[derive(clap::Args)]
 pub struct SimulateArgs {
@@ -27,9 +27,8 @@ pub struct SimulateArgs {
     /// Last notice day, inclusive (YYYY-MM-DD).
     #[arg(long)]
     pub to: NaiveDate,
-    /// The rule catalogue folder; without it, the catalogue built into this binary.
-    #[arg(long, env = "OSHIRASE_RULES")]
-    pub rules: Option<PathBuf>,
+    #[command(flatten)]
+    pub catalogue: CatalogueArgs,
     /// Where counts.csv, summary.json, chart.html (and compare.csv) are written; created if
     /// missing. Nothing is written anywhere else.
     #[arg(long, default_value = "out/simulate")]
@@ -37,22 +36,47 @@ pub struct SimulateArgs {
     /// Compare with another rules folder: what it would add, remove or change.
     #[arg(long)]
     pub compare_rules: Option<PathBuf>,
+    /// Compare with other layers (a municipality's changed amounts or rules) over the same
+    /// national catalogue, or --compare-rules, for the same municipality.
+    #[arg(long)]
+    pub compare_layers: Option<PathBuf>,
     /// Sample decisions kept per rule (the first ones by date).
     #[arg(long, default_value_t = 3)]
     pub samples: usize,
+}
+
+impl SimulateArgs {
+    /// The catalogue to compare with: `--compare-rules` for the national one and
+    /// `--compare-layers` for the layers, each the simulated one's where not given.
+    fn compared(&self) -> Option<CatalogueArgs> {
+        if self.compare_rules.is_none() && self.compare_layers.is_none() {
+            return None;
+        }
+        Some(CatalogueArgs {
+            rules: self.compare_rules.clone().or(self.catalogue.rules.clone()),
+            layers: self
+                .compare_layers
+                .clone()
+                .or(self.catalogue.layers.clone()),
+            municipality: self.catalogue.municipality.clone(),
+        })
+    }
 }
 
 /// Rule errors listed on stderr before pointing at summary.json: a rule failing for every
 /// resident of a year would otherwise bury the summary.
 const FAILURES_SHOWN: usize = 20;
 
-fn load_rules(dir: Option<&Path>, flag: &str) -> Result<RuleSet, u8> {
-    crate::common::load_rules(dir).inspect_err(|_| {
-        eprintln!(
-            "error: {flag} {}: the rules do not load",
-            crate::common::rules_name(dir)
-        )
-    })
+/// The catalogue `catalogue` names, for the municipality of the snapshot when none is
+/// named; `flag` says which side of the comparison did not load.
+fn load_rules(
+    catalogue: &CatalogueArgs,
+    municipality: Option<LocalGovCode>,
+    flag: &str,
+) -> Result<RuleSet, u8> {
+    catalogue
+        .load_for(municipality)
+        .inspect_err(|_| eprintln!("error: {flag} {}: the rules do not load", catalogue.name()))
 }
 
 fn check_range(from: NaiveDate, to: NaiveDate) -> anyhow::Result<()> {
@@ -65,20 +89,22 @@ fn check_range(from: NaiveDate, to: NaiveDate) -> anyhow::Result<()> {
 pub fn run(args: SimulateArgs) -> anyhow::Result<u8> {
     // The range first: it costs nothing to check and a typo should not wait for the rules.
     check_range(args.from, args.to)?;
-    let rules = match load_rules(args.rules.as_deref(), "--rules") {
+    let snap = crate::common::read_snapshot(args.snapshot.as_deref())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let pop = &snap.population;
+    let here = snap.header.local_gov_code;
+    let rules = match load_rules(&args.catalogue, here, "--rules") {
         Ok(r) => r,
         Err(code) => return Ok(code),
     };
-    let other = match &args.compare_rules {
-        Some(dir) => match load_rules(Some(dir), "--compare-rules") {
+    let compared_catalogue = args.compared();
+    let other = match &compared_catalogue {
+        Some(c) => match load_rules(c, here, "--compare-rules") {
             Ok(r) => Some(r),
             Err(code) => return Ok(code),
         },
         None => None,
     };
-    let snap = crate::common::read_snapshot(args.snapshot.as_deref())
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let pop = &snap.population;
 
     let days = calendar::days_between(args.from, args.to).unsigned_abs() + 1;
     // indicatif hides a stderr bar that is not a terminal: pipes, CI and tests see nothing.
@@ -104,7 +130,8 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<u8> {
     };
     bar.finish_and_clear();
 
-    let compared = other.as_ref().zip(args.compare_rules.as_deref());
+    let compared_name = compared_catalogue.as_ref().map(CatalogueArgs::name);
+    let compared = other.as_ref().zip(compared_name.as_deref());
     let written = write_outputs(&args, &rules, &sim, cmp.as_ref(), compared)?;
 
     // The short summary: what a person reads before opening the files.
@@ -114,7 +141,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<u8> {
         args.to,
         sim.days(),
         pop.len(),
-        crate::common::rules_name(args.rules.as_deref()),
+        args.catalogue.name(),
         rules.version,
         rules.rules().len()
     );
@@ -136,7 +163,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<u8> {
         let n = c.counts();
         out!(
             "compared with {} (rule set {}): {} added, {} removed, {} changed",
-            dir.display(),
+            dir,
             o.version,
             n.added,
             n.removed,
@@ -179,7 +206,7 @@ fn write_outputs(
     rules: &RuleSet,
     sim: &Simulation,
     cmp: Option<&Comparison>,
-    compared: Option<(&RuleSet, &Path)>,
+    compared: Option<(&RuleSet, &str)>,
 ) -> anyhow::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("--out: cannot create {}", args.out.display()))?;
@@ -297,12 +324,12 @@ fn summary_json(
     args: &SimulateArgs,
     rules: &RuleSet,
     sim: &Simulation,
-    cmp: Option<(&Comparison, (&RuleSet, &Path))>,
+    cmp: Option<(&Comparison, (&RuleSet, &str))>,
 ) -> anyhow::Result<String> {
     let compare = cmp.map(|(c, (other, dir))| {
         let n = c.counts();
         CompareSummary {
-            rules_dir: dir.display().to_string(),
+            rules_dir: dir.to_owned(),
             rule_set_version: &other.version,
             added: n.added,
             removed: n.removed,
@@ -339,7 +366,7 @@ fn summary_json(
         }
     });
     let summary = Summary {
-        rules_dir: crate::common::rules_name(args.rules.as_deref()),
+        rules_dir: args.catalogue.name(),
         rule_set_version: &rules.version,
         snapshot: crate::common::snapshot_name(args.snapshot.as_deref()),
         from: sim.from,
