@@ -48,6 +48,9 @@ pub struct Scheduler {
     pub start: Option<NaiveDate>,
     /// How often `run` looks for new ingests.
     pub poll: Duration,
+    /// How a day rides out store errors (the database restarting, its primary moving to the
+    /// standby): the day is one transaction, so it is run again whole after the wait.
+    pub store_retry: crate::outbox::StoreRetry,
     /// The register as of an ingest batch, kept between runs: after a new ingest only what it
     /// wrote is read, so an event costs the size of the change, not of the register.
     register: tokio::sync::Mutex<Option<(i64, Arc<Population>)>>,
@@ -72,6 +75,7 @@ impl Scheduler {
             tick: NaiveTime::from_hms_opt(6, 0, 0).expect("a valid time"),
             start: None,
             poll: Duration::from_secs(10),
+            store_retry: crate::outbox::StoreRetry::default(),
             register: tokio::sync::Mutex::new(None),
             decided: std::sync::Mutex::new(None),
             recorded_rule_set: std::sync::Mutex::new(None),
@@ -236,12 +240,33 @@ impl Scheduler {
         }
         let mut day = from;
         while day <= until {
-            let r = self.run_day(day).await?;
+            let r = self.run_day_retrying(day).await?;
             on_day(&r);
             reports.push(r);
             day = calendar::add_days(day, 1);
         }
         Ok(reports)
+    }
+
+    /// `run_day`, run again after a store error with `store_retry`'s waits, up to its limit.
+    /// A failed try wrote nothing (the day commits in one transaction; what it reads is kept
+    /// only after a commit), and a commit whose answer was lost is found done: decisions and
+    /// outbox rows are keyed, so none is written twice.
+    async fn run_day_retrying(&self, day: NaiveDate) -> Result<DayReport, SchedulerError> {
+        let mut failures = 0;
+        loop {
+            match self.run_day(day).await {
+                Err(SchedulerError::Store(e))
+                    if failures + 1 < self.store_retry.give_up_after.max(1) =>
+                {
+                    failures += 1;
+                    let wait = self.store_retry.wait(failures);
+                    tracing::warn!(%day, error = %e, ?wait, "store error: the day will be run again");
+                    tokio::time::sleep(wait).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// The long-running service: catch up, then wait for the next daily run or a new ingest
@@ -259,7 +284,7 @@ impl Scheduler {
             let (batch, _) = self.register_at().await?;
             if batch != seen_batch {
                 seen_batch = batch;
-                self.run_day(due).await?;
+                self.run_day_retrying(due).await?;
             }
             tokio::select! {
                 _ = tokio::time::sleep(self.poll) => {}

@@ -79,6 +79,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let mut scheduler = Scheduler::new(store.clone(), Arc::new(rules), clock.clone());
         scheduler.tick = args.at;
+        // A day rides out store errors as the workers do (`delivery.store_errors`).
+        scheduler.store_retry = portal_policy.store_retry;
         scheduler.start = args.start;
         if let Some(until) = args.until {
             let mut failures = 0;

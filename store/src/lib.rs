@@ -16,6 +16,7 @@ use sqlx::{AnyPool, AssertSqlSafe, SqlSafeStr, SqlStr};
 mod contacts;
 mod days;
 mod exchange;
+mod failover;
 mod office;
 mod outbox;
 mod portal;
@@ -161,10 +162,19 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// A pool of `max` connections; on SQLite each set up for WAL, waiting for the write lock,
-/// foreign keys and a large page cache.
-fn pool_options(backend: Backend, max: u32) -> AnyPoolOptions {
+/// foreign keys and a large page cache. Following a primary among several hosts, a
+/// connection opened before the primary moved is dropped instead of used.
+fn pool_options(
+    backend: Backend,
+    max: u32,
+    primary: Option<std::sync::Arc<failover::Primary>>,
+) -> AnyPoolOptions {
     AnyPoolOptions::new()
         .max_connections(max)
+        .before_acquire(move |_, meta| {
+            let fresh = primary.as_ref().is_none_or(|p| !p.stale(meta.age));
+            Box::pin(async move { Ok(fresh) })
+        })
         .after_connect(move |conn, _| {
             Box::pin(async move {
                 if backend == Backend::Sqlite {
@@ -220,7 +230,21 @@ impl Store {
                 "?mode=rwc"
             });
         }
-        let options = AnyConnectOptions::from_str(&connect_url).map_err(open_err)?;
+        // Several hosts: the first that takes writes, followed when it moves (`failover`).
+        let primary =
+            match failover::hosts(&url) {
+                Some(hosts) => Some(failover::Primary::find(hosts).await.map_err(|detail| {
+                    StoreError::Failed {
+                        what: "finding the database primary",
+                        detail,
+                    }
+                })?),
+                None => None,
+            };
+        let options = match &primary {
+            Some(p) => p.options(),
+            None => AnyConnectOptions::from_str(&connect_url).map_err(open_err)?,
+        };
         // One direct attempt first: a pool would keep retrying an unreachable server until its
         // timeout, where the operator wants the reason at once.
         use sqlx::{ConnectOptions, Connection};
@@ -232,7 +256,7 @@ impl Store {
             .await
             .map_err(open_err)?;
         let max = if backend == Backend::Sqlite { 4 } else { 8 };
-        let pool = pool_options(backend, max)
+        let pool = pool_options(backend, max, primary.clone())
             // Opening a PostgreSQL connection takes about 0.1 s: keep them all open, so that
             // an event never waits for one (the pool otherwise opened one now and then in
             // the middle of a run, the slowest events of the event benchmark).
@@ -246,7 +270,7 @@ impl Store {
         // again. Other processes on the same file still wait in the busy handler. A memory
         // database is one per connection, so it keeps the one pool.
         let writer = if backend == Backend::Sqlite && !connect_url.contains(":memory:") {
-            pool_options(backend, 1)
+            pool_options(backend, 1, None)
                 .connect_with(options)
                 .await
                 .map_err(open_err)?
@@ -266,6 +290,9 @@ impl Store {
                 .run(&pool)
                 .await
                 .map_err(migrate)?,
+        }
+        if let Some(p) = primary {
+            p.watch(vec![pool.clone()]);
         }
         let mut store = Store {
             pool,

@@ -56,12 +56,21 @@ pub async fn execute(url: &str, sql: &str) -> u64 {
 
 /// The rows `sql` selects, each as its columns in order.
 pub async fn rows(url: &str, sql: &str) -> Vec<Vec<Cell>> {
-    let mut conn = connect(url).await;
+    try_rows(url, sql).await.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `rows`, or why the server could not be reached or answer (a node a test stopped).
+pub async fn try_rows(url: &str, sql: &str) -> Result<Vec<Vec<Cell>>, String> {
+    sqlx::any::install_default_drivers();
+    let mut conn = AnyConnection::connect(url)
+        .await
+        .map_err(|e| format!("connecting to {url}: {e}"))?;
     let rows = sqlx::query(AssertSqlSafe(sql.to_owned()))
         .fetch_all(&mut conn)
         .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    rows.iter()
+        .map_err(|e| format!("{sql}: {e}"))?;
+    Ok(rows
+        .iter()
         .map(|row| {
             (0..row.columns().len())
                 .map(|i| {
@@ -82,7 +91,7 @@ pub async fn rows(url: &str, sql: &str) -> Vec<Vec<Cell>> {
                 })
                 .collect()
         })
-        .collect()
+        .collect())
 }
 
 /// Another connection holding the write lock until `release`, as a long write of another
