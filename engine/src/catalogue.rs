@@ -1121,7 +1121,18 @@ pub fn compile_layered(
     let engine = ScriptEngine::new();
     let (rules, texts, failed_ids) = compile_rules(&sources, &engine, &mut hasher, &mut errors);
     let (by_id, env) = check_across_files(&rules, &texts, &params, &failed_ids, &mut errors);
-    check_local_parameters(&rules, &params, param_sources, &mut errors);
+    // A municipality's own parameter must be read in its catalogue; a prefecture's may be
+    // read by any of its municipalities' rules (`Layers::every_catalogue` checks those).
+    errors.extend(unread_local_parameters(
+        &params,
+        |l| matches!(l, Layer::Municipality(_)),
+        |name| {
+            rules
+                .iter()
+                .any(|r| r.params_used.iter().any(|p| p == name))
+        },
+        param_sources,
+    ));
     let gaps = presentation_gaps(&rules, &texts);
     probe_scripts(&rules, &texts, &params, &engine, &env, &mut errors);
 
@@ -1275,43 +1286,41 @@ const ENGINE_PARAMS: [&str; 4] = [
     DATE_STYLE_PARAM,
 ];
 
-/// A parameter a prefecture or municipality brings that overrides nothing below and that no
-/// rule reads is a typo of the one meant to be overridden, whose national value would
-/// silently stay in force.
-fn check_local_parameters(
-    rules: &[Rule],
+/// A parameter a layer brings that overrides nothing below and that no rule reads is a typo
+/// of the one meant to be overridden, whose national value would silently stay in force. The
+/// parameters `introduced_by` the layers asked about, each unless `read(name)`.
+pub(crate) fn unread_local_parameters(
     params: &Parameters,
+    introduced_by: impl Fn(Layer) -> bool,
+    read: impl Fn(&str) -> bool,
     param_sources: &[(String, String)],
-    errors: &mut Vec<LoadError>,
-) {
+) -> Vec<LoadError> {
+    let mut errors = Vec::new();
     for (name, p) in &params.0 {
-        let introduced_by_local = p
-            .origins
-            .first()
-            .is_some_and(|o| o.layer != Layer::National);
-        let read = ENGINE_PARAMS.contains(&name.as_str())
-            || rules.iter().any(|r| r.params_used.contains(name));
-        if introduced_by_local && !read {
-            let mut cx = ctx_of(p, param_sources);
-            let near = params
-                .0
-                .keys()
-                .filter(|k| *k != name)
-                .map(|k| (strsim::levenshtein(k, name), k))
-                .filter(|(d, _)| *d <= 3)
-                .min();
-            let near = near.map(|(_, k)| k);
-            cx.err(
-                name,
-                format!("parameter {name:?} overrides nothing in the layers below, and no rule reads it"),
-                Some(&match near {
-                    Some(k) => format!("did you mean {k:?}?"),
-                    None => "name a parameter of the national catalogue to override it, or use it in a rule of this layer".to_owned(),
-                }),
-            );
-            errors.extend(cx.errors);
+        let introduced = p.origins.first().is_some_and(|o| introduced_by(o.layer));
+        if !introduced || ENGINE_PARAMS.contains(&name.as_str()) || read(name) {
+            continue;
         }
+        let mut cx = ctx_of(p, param_sources);
+        let near = params
+            .0
+            .keys()
+            .filter(|k| *k != name)
+            .map(|k| (strsim::levenshtein(k, name), k))
+            .filter(|(d, _)| *d <= 3)
+            .min()
+            .map(|(_, k)| k);
+        cx.err(
+            name,
+            format!("parameter {name:?} overrides nothing in the layers below, and no rule reads it"),
+            Some(&match near {
+                Some(k) => format!("did you mean {k:?}?"),
+                None => "name a parameter of the national catalogue to override it, or use it in a rule of this layer".to_owned(),
+            }),
+        );
+        errors.extend(cx.errors);
     }
+    errors
 }
 
 /// The calendar parameter naming the shift rules inherit (`none`, `weekend`, `closed_days`).

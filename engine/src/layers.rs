@@ -17,7 +17,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::catalogue::{
-    compile_layered, read_source, unreadable, yaml_files, LoadError, LoadErrors, RuleSet,
+    compile_layered, read_source, unread_local_parameters, unreadable, yaml_files, LoadError,
+    LoadErrors, RuleSet,
 };
 use crate::ids::LocalGovCode;
 use crate::municipalities;
@@ -239,7 +240,9 @@ impl Layers {
     }
 
     /// Every catalogue the layers make, to check them all: national, each prefecture's
-    /// (national → prefecture) and each municipality's (national → prefecture → itself).
+    /// (national → prefecture) and each municipality's (national → prefecture → itself). A
+    /// parameter a prefecture brings must be read by a rule of its own catalogue or of one of
+    /// its municipalities'.
     pub fn every_catalogue(&self) -> Vec<(Layer, Result<RuleSet, LoadErrors>)> {
         let mut out = vec![(Layer::National, self.national_catalogue())];
         for layer in self.local.keys() {
@@ -255,6 +258,41 @@ impl Layers {
                 Layer::Municipality(code) => self.effective(*code),
             };
             out.push((*layer, catalogue));
+        }
+        let mut unread = Vec::new();
+        for (layer, catalogue) in &out {
+            let (Layer::Prefecture(code), Ok(own)) = (layer, catalogue) else {
+                continue;
+            };
+            let readers: Vec<&RuleSet> = out
+                .iter()
+                .filter(|(l, _)| match l {
+                    Layer::Prefecture(c) => c == code,
+                    Layer::Municipality(m) => m.prefecture() == code.prefecture(),
+                    Layer::National => false,
+                })
+                .filter_map(|(_, c)| c.as_ref().ok())
+                .collect();
+            let errors = unread_local_parameters(
+                &own.params,
+                |l| l == *layer,
+                |name| {
+                    readers.iter().any(|c| {
+                        c.rules()
+                            .iter()
+                            .any(|r| r.params_used.iter().any(|p| p == name))
+                    })
+                },
+                &self.local[layer].parameters,
+            );
+            if !errors.is_empty() {
+                unread.push((*layer, errors));
+            }
+        }
+        for (layer, errors) in unread {
+            if let Some(entry) = out.iter_mut().find(|(l, _)| *l == layer) {
+                entry.1 = Err(LoadErrors(errors));
+            }
         }
         out
     }

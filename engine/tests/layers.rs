@@ -303,3 +303,45 @@ fn a_code_that_is_no_municipality_has_no_catalogue() {
     let e = layers.effective(code("130001")).unwrap_err().to_string();
     assert!(e.contains("130001 is not a municipality's code"), "{e}");
 }
+
+#[test]
+fn a_prefecture_s_parameter_may_be_read_by_its_municipalities_rules_only() {
+    // 東京都 sets an amount that only 利島村's own rule reads.
+    let rule = std::fs::read_to_string(
+        repo().join("fixtures/layers/municipalities/133621/keirou-iwaikin-88.yaml"),
+    )
+    .unwrap()
+    .replace(
+        "params.keirou_iwaikin_88_amount",
+        "params.tokyo_keirou_amount",
+    );
+    let shared = "tokyo_keirou_amount:\n  description: 都の敬老祝金の額\n  values:\n    - { from: 2020-04-01, value: 10000 }\n";
+    let (_dir, layers) = layers_with(&[
+        ("prefectures/130001/parameters/keirou.yaml", shared),
+        ("municipalities/133621/keirou-iwaikin-88.yaml", &rule),
+    ]);
+    let layers = layers.unwrap();
+    for (layer, catalogue) in layers.every_catalogue() {
+        assert!(catalogue.is_ok(), "{layer}: {}", catalogue.unwrap_err());
+    }
+    // Another municipality of the prefecture gets the value, though none of its rules reads it.
+    let niijima = layers.effective(code(NIIJIMA)).unwrap();
+    assert!(niijima.params.0.contains_key("tokyo_keirou_amount"));
+
+    // Read by no rule anywhere in the prefecture: refused, in the prefecture's file.
+    let (_dir, layers) = layers_with(&[("prefectures/130001/parameters/keirou.yaml", shared)]);
+    let all = layers.unwrap().every_catalogue();
+    let (_, tokyo) = all
+        .iter()
+        .find(|(l, _)| *l == Layer::Prefecture(code("130001")))
+        .unwrap();
+    let e = tokyo.as_ref().unwrap_err().to_string();
+    assert!(
+        e.contains("prefectures/130001/parameters/keirou.yaml:1:"),
+        "{e}"
+    );
+    assert!(
+        e.contains("overrides nothing in the layers below, and no rule reads it"),
+        "{e}"
+    );
+}
