@@ -82,7 +82,7 @@ pub fn load_rules(dir: Option<&Path>) -> Result<RuleSet, u8> {
 
 /// A catalogue, or its errors printed and the exit code; what would show raw to residents
 /// is warned about.
-fn reported(loaded: Result<RuleSet, oshirase_engine::LoadErrors>) -> Result<RuleSet, u8> {
+pub fn reported(loaded: Result<RuleSet, oshirase_engine::LoadErrors>) -> Result<RuleSet, u8> {
     let rules = loaded.map_err(|e| {
         eprintln!("{e}");
         exit::RULES
@@ -138,9 +138,7 @@ impl CatalogueArgs {
             ),
         }
     }
-}
 
-impl CatalogueArgs {
     /// How the catalogue is named in reports: the national folder, and the layers over it.
     pub fn name(&self) -> String {
         let national = rules_name(self.rules.as_deref());

@@ -70,19 +70,15 @@ fn edit(path: &Path, from: &str, to: &str) {
 
 /// `evaluate --format json` over the range with the given rules: the oracle.
 fn evaluate(rules: &Path, from: &str, to: &str) -> Vec<Value> {
-    let r = oshirase(&[
-        "evaluate",
-        "--snapshot",
-        "fixtures/town.jsonl",
-        "--rules",
-        s(rules),
-        "--date",
-        from,
-        "--to",
-        to,
-        "--format",
-        "json",
-    ]);
+    evaluate_with(&["--rules", s(rules)], from, to)
+}
+
+/// The same with the catalogue `catalogue` names (`--rules DIR`, `--layers DIR`).
+fn evaluate_with(catalogue: &[&str], from: &str, to: &str) -> Vec<Value> {
+    let mut args = vec!["evaluate", "--snapshot", "fixtures/town.jsonl"];
+    args.extend_from_slice(catalogue);
+    args.extend_from_slice(&["--date", from, "--to", to, "--format", "json"]);
+    let r = oshirase(&args);
     assert_eq!(r.status.code(), Some(0), "{}", text(&r.stderr));
     let v: Value = serde_json::from_slice(&r.stdout).unwrap();
     v["decisions"].as_array().unwrap().clone()
@@ -542,27 +538,6 @@ fn run_time_rule_failures_exit_4_and_are_all_in_the_summary() {
     assert!(html.contains("ルールの実行時エラー"));
 }
 
-/// `evaluate --format json` over the range with the catalogue of the town's municipality
-/// under `layers`.
-fn evaluate_layers(layers: &Path, from: &str, to: &str) -> Vec<Value> {
-    let r = oshirase(&[
-        "evaluate",
-        "--snapshot",
-        "fixtures/town.jsonl",
-        "--layers",
-        s(layers),
-        "--date",
-        from,
-        "--to",
-        to,
-        "--format",
-        "json",
-    ]);
-    assert_eq!(r.status.code(), Some(0), "{}", text(&r.stderr));
-    let v: Value = serde_json::from_slice(&r.stdout).unwrap();
-    v["decisions"].as_array().unwrap().clone()
-}
-
 fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
@@ -618,8 +593,8 @@ fn a_municipality_s_changed_layer_shows_resident_by_resident() {
     assert_eq!(r.status.code(), Some(0), "{}", text(&r.stderr));
 
     // The oracle: each catalogue evaluated day by day.
-    let base = evaluate_layers(&layers, from, to);
-    let changed = evaluate_layers(&other, from, to);
+    let base = evaluate_with(&["--layers", s(&layers)], from, to);
+    let changed = evaluate_with(&["--layers", s(&other)], from, to);
     let keirou = keys(base.iter().filter(|d| d["rule"] == "keirou-iwaikin-88"));
     assert!(!keirou.is_empty());
     let removed: BTreeSet<String> = keys(&base).difference(&keys(&changed)).cloned().collect();

@@ -89,12 +89,10 @@ struct ParameterValueDoc {
 
 #[derive(Debug, Clone)]
 pub struct Parameter {
-    pub description: String,
-    /// The file of its topmost definition.
-    pub file: String,
-    /// Sorted by start date.
+    /// Sorted by start date; never empty.
     pub values: Vec<(NaiveDate, serde_json::Value)>,
-    /// Where each of `values` was written, in the same order.
+    /// Where each of `values` was written, in the same order: the last is the topmost
+    /// definition's, whose values are always the latest.
     pub origins: Vec<ValueOrigin>,
 }
 
@@ -124,15 +122,17 @@ impl Parameter {
         Some((self.values[i].0, &self.values[i].1, &self.origins[i]))
     }
 
+    /// Where the topmost definition was written: its file, layer and description.
+    pub fn topmost(&self) -> &ValueOrigin {
+        self.origins
+            .last()
+            .expect("a parameter has at least one value")
+    }
+
     /// One value in force on every date (a rule test case's parameter), written where the
     /// topmost definition is.
     pub fn set_everywhere(&mut self, value: serde_json::Value) {
-        let origin = self.origins.last().cloned().unwrap_or(ValueOrigin {
-            file: self.file.clone(),
-            index: 0,
-            layer: Layer::National,
-            description: self.description.clone(),
-        });
+        let origin = self.topmost().clone();
         self.values = vec![(NaiveDate::MIN, value)];
         self.origins = vec![origin];
     }
@@ -1231,8 +1231,8 @@ fn parse_parameters(
                                         "is {}, but {name:?} is {} in {} ({})",
                                         json_kind(v),
                                         json_kind(lower),
-                                        below.file,
-                                        below.origins.last().map_or(Layer::National, |o| o.layer)
+                                        below.topmost().file,
+                                        below.topmost().layer
                                     ),
                                     Some("a layer overrides a value with a value of the same kind"),
                                 );
@@ -1249,15 +1249,7 @@ fn parse_parameters(
                 }
                 kept.extend(values);
                 let (values, origins) = kept.into_iter().map(|(from, v, o)| ((from, v), o)).unzip();
-                params.0.insert(
-                    name,
-                    Parameter {
-                        description: doc.description,
-                        file: file.clone(),
-                        values,
-                        origins,
-                    },
-                );
+                params.0.insert(name, Parameter { values, origins });
             }
             errors.extend(cx.errors);
         }
@@ -1346,8 +1338,8 @@ fn source_text<'a>(file: &str, param_sources: &'a [(String, String)]) -> &'a str
 /// Where errors about parameter `p` as a whole are reported: its topmost file.
 fn ctx_of<'a>(p: &'a Parameter, param_sources: &'a [(String, String)]) -> FileCtx<'a> {
     FileCtx {
-        file: &p.file,
-        text: source_text(&p.file, param_sources),
+        file: &p.topmost().file,
+        text: source_text(&p.topmost().file, param_sources),
         errors: Vec::new(),
     }
 }

@@ -59,20 +59,19 @@ pub struct LayerSources {
 impl LayerSources {
     /// The national catalogue's folder, which must exist (`read_dir`).
     pub fn read_national(dir: &Path) -> Result<LayerSources, LoadErrors> {
-        if let Err(e) = yaml_files(dir) {
-            return Err(LoadErrors(vec![unreadable(
-                dir,
-                format!("cannot read: {e}"),
-            )]));
-        }
-        LayerSources::read_dir(dir)
+        LayerSources::read(dir, true)
     }
 
-    /// `dir/*.yaml`, `dir/parameters/*.yaml` and `dir/tests/*.yaml`.
+    /// `dir/*.yaml`, `dir/parameters/*.yaml` and `dir/tests/*.yaml`; a folder missing is
+    /// empty.
     pub fn read_dir(dir: &Path) -> Result<LayerSources, LoadErrors> {
+        LayerSources::read(dir, false)
+    }
+
+    fn read(root: &Path, root_required: bool) -> Result<LayerSources, LoadErrors> {
         let mut errors = Vec::new();
-        let mut read = |dir: &Path, holds: &str| -> Vec<(String, String)> {
-            if !dir.is_dir() {
+        let mut read = |dir: &Path, required: bool, holds: &str| -> Vec<(String, String)> {
+            if !required && !dir.is_dir() {
                 return Vec::new();
             }
             let files = match yaml_files(dir) {
@@ -92,12 +91,17 @@ impl LayerSources {
             out
         };
         let sources = LayerSources {
-            rules: read(dir, "a rules folder holds only rule files"),
+            rules: read(root, root_required, "a rules folder holds only rule files"),
             parameters: read(
-                &dir.join("parameters"),
+                &root.join("parameters"),
+                false,
                 "parameters/ holds only parameter files",
             ),
-            tests: read(&dir.join("tests"), "tests/ holds only test case files"),
+            tests: read(
+                &root.join("tests"),
+                false,
+                "tests/ holds only test case files",
+            ),
         };
         if errors.is_empty() {
             Ok(sources)

@@ -146,6 +146,8 @@ pub(crate) type ProxySpec = (u32, &'static [&'static str], Option<NaiveDate>);
 pub(crate) struct World {
     /// The register's municipality.
     pub(crate) municipality: &'static oshirase_engine::municipalities::Municipality,
+    /// Its wards, for addresses: 川崎市's for the default municipality, none for others.
+    pub(crate) wards: &'static [&'static str],
     pub(crate) rng: ChaCha8Rng,
     pub(crate) start: NaiveDate,
     pub(crate) end: NaiveDate,
@@ -184,6 +186,11 @@ impl World {
             externals: Vec::new(),
             surname_cdf: cdf,
             municipality: options.municipality,
+            wards: if options.municipality.code.to_string() == crate::DEFAULT_MUNICIPALITY {
+                &KAWASAKI_WARDS
+            } else {
+                &[""]
+            },
         }
     }
 

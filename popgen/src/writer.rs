@@ -18,8 +18,7 @@ use crate::attributes::attr;
 use crate::names::{given_names, romaji, SURNAMES};
 use crate::people::{flag, NONE};
 use crate::world::{
-    World, ADULT_AGE, ELSEWHERE, KAWASAKI_WARDS, LATE_OLD_BAND_START, OLD_BAND_START, TOWNS,
-    YOUNG_BAND_END,
+    World, ADULT_AGE, ELSEWHERE, LATE_OLD_BAND_START, OLD_BAND_START, TOWNS, YOUNG_BAND_END,
 };
 use crate::{Options, Summary};
 
@@ -33,13 +32,9 @@ pub(crate) fn hid(n: u32) -> String {
     format!("H{n:07}")
 }
 
-/// An invented address in `m`, one per address number (in 川崎市's wards for 川崎市).
-fn address_text(m: &Municipality, n: u32) -> String {
-    let wards: &[&str] = if m.code.to_string() == crate::DEFAULT_MUNICIPALITY {
-        &KAWASAKI_WARDS
-    } else {
-        &[""]
-    };
+/// An invented address in `m`, one per address number, in one of `wards` (`[""]` for a
+/// municipality without wards).
+fn address_text(m: &Municipality, wards: &[&str], n: u32) -> String {
     let ward = wards[n as usize % wards.len()];
     let town = TOWNS[(n as usize / wards.len()) % TOWNS.len()];
     let rest = n as usize / (wards.len() * TOWNS.len());
@@ -317,7 +312,7 @@ impl World {
             (
                 AddressOut {
                     local_gov_code: self.municipality.code,
-                    text: address_text(self.municipality, h.number),
+                    text: address_text(self.municipality, self.wards, h.number),
                 },
                 Some(HouseholdOut {
                     id: hid(h.number),

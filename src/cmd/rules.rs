@@ -46,10 +46,6 @@ pub fn run(cmd: RulesCommand) -> anyhow::Result<u8> {
 /// Every catalogue the layers make: national, each prefecture's, each municipality's; one
 /// line each, and every error of every one.
 fn check_layers(dir: Option<&Path>, layers: &Path) -> anyhow::Result<u8> {
-    let code = check(dir)?;
-    if code != exit::OK {
-        return Ok(code);
-    }
     let layers = match crate::common::load_layers(dir, Some(layers)) {
         Ok(l) => l,
         Err(e) => {
@@ -57,9 +53,18 @@ fn check_layers(dir: Option<&Path>, layers: &Path) -> anyhow::Result<u8> {
             return Ok(exit::RULES);
         }
     };
+    let mut catalogues = layers.every_catalogue().into_iter();
+    let (_, national) = catalogues
+        .next()
+        .expect("every_catalogue begins with the national one");
+    let national = crate::common::reported(national);
+    let code = check_national(dir, national.as_ref().map_err(|c| *c))?;
+    let national = match national {
+        Ok(n) if code == exit::OK => n,
+        _ => return Ok(code),
+    };
     let mut failed = 0;
-    let national = layers.national_catalogue().ok();
-    for (layer, catalogue) in layers.every_catalogue().into_iter().skip(1) {
+    for (layer, catalogue) in catalogues {
         match catalogue {
             Err(e) => {
                 failed += 1;
@@ -73,7 +78,7 @@ fn check_layers(dir: Option<&Path>, layers: &Path) -> anyhow::Result<u8> {
                 }
             }
             Ok(rules) => {
-                let (own_rules, overridden) = layer_counts(&rules, layer, national.as_ref());
+                let (own_rules, overridden) = layer_counts(&rules, layer, &national);
                 out!(
                     "{layer}: {} rules ({own_rules} of its own), {} parameters ({overridden} set here), rule-set version {}",
                     rules.rules().len(),
@@ -90,12 +95,12 @@ fn check_layers(dir: Option<&Path>, layers: &Path) -> anyhow::Result<u8> {
 fn layer_counts(
     rules: &oshirase_engine::RuleSet,
     layer: Layer,
-    national: Option<&oshirase_engine::RuleSet>,
+    national: &oshirase_engine::RuleSet,
 ) -> (usize, usize) {
     let own = rules
         .rules()
         .iter()
-        .filter(|r| national.is_none_or(|n| n.get(&r.id).is_none()))
+        .filter(|r| national.get(&r.id).is_none())
         .count();
     let set = rules
         .params
@@ -143,8 +148,16 @@ fn test_layers(dir: Option<&Path>, layers: &Path) -> anyhow::Result<u8> {
 }
 
 fn check(dir: Option<&Path>) -> anyhow::Result<u8> {
+    check_national(dir, load_rules(dir).as_ref().map_err(|c| *c))
+}
+
+/// The national catalogue `rules` loaded from `dir` (its errors already printed), with the
+/// data-item dictionary and purposes: every problem, or the line that sums it up.
+fn check_national(
+    dir: Option<&Path>,
+    rules: Result<&oshirase_engine::RuleSet, u8>,
+) -> anyhow::Result<u8> {
     // Both tables are checked, so one run names every error of the folder.
-    let rules = load_rules(dir);
     let exchange = crate::common::load_exchange(dir);
     let (rules, exchange) = match (rules, exchange) {
         (Ok(r), Ok(x)) => (r, x),

@@ -57,17 +57,19 @@ pub(crate) fn hosts(url: &str) -> Option<Vec<String>> {
     )
 }
 
+/// 1 when the server takes writes: libpq's test for `target_session_attrs=read-write`.
+const READ_WRITE: &str =
+    "SELECT (NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off')::int AS rw";
+
 /// Whether the server behind `options` takes writes: reachable, not in recovery, not
 /// read-only by default (libpq's `target_session_attrs=read-write`).
 async fn takes_writes(options: &AnyConnectOptions) -> Result<bool, String> {
     let probe = async {
         let mut conn = options.connect().await.map_err(|e| e.to_string())?;
-        let row = sqlx::query(
-            "SELECT (NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off')::int AS rw",
-        )
-        .fetch_one(&mut conn)
-        .await
-        .map_err(|e| e.to_string())?;
+        let row = sqlx::query(READ_WRITE)
+            .fetch_one(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
         let rw: i32 = row.try_get("rw").map_err(|e| e.to_string())?;
         let _ = conn.close().await;
         Ok(rw == 1)
@@ -75,6 +77,15 @@ async fn takes_writes(options: &AnyConnectOptions) -> Result<bool, String> {
     tokio::time::timeout(PROBE_TIMEOUT, probe)
         .await
         .unwrap_or_else(|_| Err(format!("no answer within {PROBE_TIMEOUT:?}")))
+}
+
+/// Whether the pool's server answers, within `PROBE_TIMEOUT`, that it takes writes.
+async fn pool_takes_writes(pool: &AnyPool) -> bool {
+    let probe = sqlx::query(READ_WRITE).fetch_one(pool);
+    match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
+        Ok(Ok(row)) => row.try_get::<i32, _>("rw").is_ok_and(|rw| rw == 1),
+        _ => false,
+    }
 }
 
 /// The hosts of a multi-host URL and which of them the pools use.
@@ -149,7 +160,8 @@ impl Primary {
                 if pools.iter().any(AnyPool::is_closed) {
                     return;
                 }
-                if takes_writes(&self.options()).await == Ok(true) {
+                // Asked over the pool, so that a healthy primary costs no new connection.
+                if pool_takes_writes(&pools[0]).await {
                     continue;
                 }
                 let Ok(found) = self.look().await else {

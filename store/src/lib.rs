@@ -169,35 +169,36 @@ fn pool_options(
     max: u32,
     primary: Option<std::sync::Arc<failover::Primary>>,
 ) -> AnyPoolOptions {
-    AnyPoolOptions::new()
-        .max_connections(max)
-        .before_acquire(move |_, meta| {
-            let fresh = primary.as_ref().is_none_or(|p| !p.stale(meta.age));
+    let mut options = AnyPoolOptions::new().max_connections(max);
+    if let Some(primary) = primary {
+        options = options.before_acquire(move |_, meta| {
+            let fresh = !primary.stale(meta.age);
             Box::pin(async move { Ok(fresh) })
+        });
+    }
+    options.after_connect(move |conn, _| {
+        Box::pin(async move {
+            if backend == Backend::Sqlite {
+                // WAL lets readers work during a day's write; the busy timeout lets a
+                // second process wait for the lock instead of failing.
+                sqlx::query("PRAGMA journal_mode=WAL")
+                    .execute(&mut *conn)
+                    .await?;
+                sqlx::query("PRAGMA busy_timeout=30000")
+                    .execute(&mut *conn)
+                    .await?;
+                sqlx::query("PRAGMA foreign_keys=ON")
+                    .execute(&mut *conn)
+                    .await?;
+                // 64 MiB of page cache (the default is 2 MB): a large ingest's
+                // transaction otherwise spills pages to the file before it commits.
+                sqlx::query("PRAGMA cache_size=-65536")
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Ok(())
         })
-        .after_connect(move |conn, _| {
-            Box::pin(async move {
-                if backend == Backend::Sqlite {
-                    // WAL lets readers work during a day's write; the busy timeout lets a
-                    // second process wait for the lock instead of failing.
-                    sqlx::query("PRAGMA journal_mode=WAL")
-                        .execute(&mut *conn)
-                        .await?;
-                    sqlx::query("PRAGMA busy_timeout=30000")
-                        .execute(&mut *conn)
-                        .await?;
-                    sqlx::query("PRAGMA foreign_keys=ON")
-                        .execute(&mut *conn)
-                        .await?;
-                    // 64 MiB of page cache (the default is 2 MB): a large ingest's
-                    // transaction otherwise spills pages to the file before it commits.
-                    sqlx::query("PRAGMA cache_size=-65536")
-                        .execute(&mut *conn)
-                        .await?;
-                }
-                Ok(())
-            })
-        })
+    })
 }
 
 impl Store {
